@@ -1,0 +1,32 @@
+# Quick start:  make demo   (install into .venv, run the main job)
+#               make test   (install into .venv, run the test suite)
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.versavit-installed
+# pip prints a warning for each package the machine's extra (file://) indexes lack; keep the log readable.
+QUIET_PIP := 2>&1 | { grep -v 'is neither a file nor a directory' || true; }
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch goes in first, pinned: the CPU wheel lies on disk, while a bare `torch` requirement pulls a CUDA build.
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(QUIET_PIP)
+	$(BIN)/pip install -q -e ".[test]" $(QUIET_PIP)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python recipes/extract_features.py --output_dir outputs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache *.egg-info

@@ -1,0 +1,168 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""VersaViT configuration.
+
+This file is shipped as Hub remote code (``auto_map``): it imports only ``transformers`` and its own
+siblings, so a saved VersaViT folder loads in a Python where the ``versavit`` package is not installed.
+"""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# The vision towers VersaViT post-trains, by the `model_type` of their transformers vision config.
+# Qwen2-VL's tower is the paper's backbone; Qwen2.5-VL's (window attention) is post-trained in Table 6.
+SUPPORTED_VISION_MODEL_TYPES = ("qwen2_vl_vision", "qwen2_5_vl_vision")
+# Legacy MLLM configs store the tower's config under the MLLM's own model type.
+_LEGACY_VISION_MODEL_TYPES = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision"}
+
+
+def uniform_layer_indices(num_layers: int, count: int = 3) -> list[int]:
+    """`count` block outputs spread uniformly over a tower of `num_layers` blocks, ending at the last one.
+
+    Indices address `hidden_states` (0 = patch embedding, `num_layers` = last block): 32 layers -> [11, 21, 32],
+    the three-layer analogue of DPT's [6, 12, 18, 24] for a 24-layer ViT.
+    """
+    return [max(1, round(num_layers * (k + 1) / count)) for k in range(count)]
+
+
+@strict
+class VersaViTConfig(PreTrainedConfig):
+    r"""
+    Configuration of a VersaViT model: the MLLM vision tower being post-trained plus the settings its task heads share.
+
+    The default configuration is the paper's backbone, the Qwen2-VL-7B vision tower (32 blocks, width 1280, merged
+    width 3584).
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the vision tower: a `Qwen2VLVisionConfig` (`model_type="qwen2_vl_vision"`, the default) or a
+            `Qwen2_5_VLVisionConfig` (`model_type="qwen2_5_vl_vision"`). A dict is resolved by its `model_type`.
+        depth_layer_indices (`list[int]`, *optional*):
+            The tower layers the depth (DPT) head reads, as indices into `hidden_states` (0 = patch embedding,
+            `depth` = last block; negative indices count from the end and are stored normalised). Defaults to three
+            uniformly spaced layers ending at the last block (paper §4.2.2).
+        segmentation_layer_index (`int`, *optional*, defaults to -1):
+            The layer the referring-segmentation head reads (paper §4.2.3: the final layer).
+        text_embed_dim (`int`, *optional*, defaults to 4096):
+            Width of the offline text embeddings the segmentation prompt encoder takes (4096 for Qwen3-Embedding-8B,
+            the paper's text encoder; 384 for all-MiniLM-L6-v2).
+        depth_ssi_weight, depth_gm_weight (`float`, *optional*, defaults to 1.0 and 0.5):
+            λ_ssi and λ_gm of the depth loss (supplement §7).
+        segmentation_bce_weight, segmentation_dice_weight (`float`, *optional*, defaults to 2.0 and 0.5):
+            λ_bce and λ_dice of the segmentation loss (supplement §8.1).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal initialiser of the head weights.
+
+    Example:
+
+    ```python
+    >>> from modeling_versavit import VersaViTConfig, VersaViTModel
+    >>> config = VersaViTConfig(vision_config={"model_type": "qwen2_vl_vision", "depth": 4, "embed_dim": 64,
+    ...                                          "num_heads": 4, "hidden_size": 128})
+    >>> config.depth_layer_indices
+    [1, 3, 4]
+    >>> model = VersaViTModel(config)
+    ```
+    """
+
+    model_type = "versavit"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2_vl_vision"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    depth_layer_indices: list[int] | tuple[int, ...] | None = None
+    segmentation_layer_index: int = -1
+    text_embed_dim: int = 4096
+    depth_ssi_weight: float = 1.0
+    depth_gm_weight: float = 0.5
+    segmentation_bce_weight: float = 2.0
+    segmentation_dice_weight: float = 0.5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.vision_config, dict):
+            self.vision_config = dict(self.vision_config)
+            legacy = self.vision_config.get("model_type")
+            if legacy in _LEGACY_VISION_MODEL_TYPES:
+                self.vision_config["model_type"] = _LEGACY_VISION_MODEL_TYPES[legacy]
+        super().__post_init__(**kwargs)
+        model_type = getattr(self.vision_config, "model_type", None)
+        if model_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ValueError(
+                f"VersaViTConfig.vision_config: model_type {model_type!r} is not supported; "
+                f"expected one of {SUPPORTED_VISION_MODEL_TYPES}."
+            )
+        if self.depth_layer_indices is None:
+            self.depth_layer_indices = uniform_layer_indices(self.num_hidden_layers)
+        self.depth_layer_indices = [self._normalize_layer("depth_layer_indices", i) for i in self.depth_layer_indices]
+        self.segmentation_layer_index = self._normalize_layer("segmentation_layer_index", self.segmentation_layer_index)
+        self._check_head_settings()
+
+    def _normalize_layer(self, field: str, index) -> int:
+        depth = self.num_hidden_layers
+        if isinstance(index, bool) or not isinstance(index, int) or not -(depth + 1) <= index <= depth:
+            raise ValueError(
+                f"VersaViTConfig.{field}: layer index {index!r} is outside the tower, which has {depth} blocks "
+                f"(valid: 0..{depth}, 0 = patch embedding, or -{depth + 1}..-1 from the end)."
+            )
+        return index % (depth + 1)
+
+    def _check_head_settings(self):
+        """Head settings that would fail later fail at construction, with a `ValueError` naming the field."""
+        if not self.depth_layer_indices:
+            raise ValueError("VersaViTConfig.depth_layer_indices: must name at least one layer, got [].")
+        if isinstance(self.text_embed_dim, bool) or self.text_embed_dim <= 0:
+            raise ValueError(f"VersaViTConfig.text_embed_dim: must be a positive width, got {self.text_embed_dim!r}.")
+        for name in ("depth_ssi_weight", "depth_gm_weight", "segmentation_bce_weight", "segmentation_dice_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"VersaViTConfig.{name}: must be a finite value >= 0, got {value!r}.")
+        if not (math.isfinite(self.initializer_range) and self.initializer_range > 0):
+            raise ValueError(f"VersaViTConfig.initializer_range: must be > 0, got {self.initializer_range!r}.")
+
+    # Backbone geometry under one set of names, whichever tower family the vision config describes.
+    @property
+    def backbone_family(self) -> str:
+        """`"qwen2_vl"` or `"qwen2_5_vl"`."""
+        return self.vision_config.model_type.removesuffix("_vision")
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.vision_config.depth
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the tower's tokens before the PatchMerger (1280 for Qwen2-VL-7B)."""
+        if self.backbone_family == "qwen2_vl":
+            return self.vision_config.embed_dim
+        return self.vision_config.hidden_size
+
+    @property
+    def merged_dim(self) -> int:
+        """Width of the PatchMerger's output, i.e. the LLM hidden size the tower feeds (3584 for Qwen2-VL-7B)."""
+        if self.backbone_family == "qwen2_vl":
+            return self.vision_config.hidden_size
+        return self.vision_config.out_hidden_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.vision_config.patch_size
+
+    @property
+    def spatial_merge_size(self) -> int:
+        return self.vision_config.spatial_merge_size
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return self.vision_config.temporal_patch_size
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one row of `pixel_values`: channels x temporal patch x patch x patch."""
+        return self.vision_config.in_channels * self.temporal_patch_size * self.patch_size**2
+
+
+__all__ = ["VersaViTConfig", "SUPPORTED_VISION_MODEL_TYPES", "uniform_layer_indices"]

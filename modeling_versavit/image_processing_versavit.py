@@ -1,0 +1,138 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Image loading and the VersaViT image processor.
+
+`VersaViTImageProcessor` is the Qwen2-VL image processor (dynamic resolution, sides rounded to multiples of
+28, `pixel_values` + `image_grid_thw`) with safer input handling: every PIL mode is converted to RGB by value
+(16-bit and float images are scaled, not clipped to white) and unusable images fail with a message naming the
+image. Shipped as Hub remote code: imports only numpy, PIL and transformers.
+"""
+
+import io
+import os
+import warnings
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+from transformers.image_transforms import convert_to_rgb as _composite_to_rgb
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+# Qwen2-VL's `smart_resize` refuses images whose long side is more than this many times the short side.
+MAX_ASPECT_RATIO = 200
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB by value.
+
+    Pillow's own `convert("RGB")` clips high-bit-depth data (a 16-bit photo becomes white, a float image in [0, 1]
+    black). Here 16-bit modes are scaled by 255/65535; `I` (32-bit, how Pillow opens 16-bit PNGs) is scaled the same
+    way when it holds values above 255; `F` is read as [0, 1] when it lies in that range, else as [0, 255].
+    Transparency is composited onto white, as transformers does.
+    """
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"image of mode {mode!r} and size {image.size} contains NaN or inf pixel values.")
+        if mode in _SIXTEEN_BIT_MODES or (mode == "I" and values.max(initial=0) > 255):
+            values = np.clip(values, 0, 65535) * (255.0 / 65535.0)
+        elif mode == "F" and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        image = PIL.Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "RGB":
+        return image
+    try:
+        return PIL.Image.fromarray(_composite_to_rgb(image, return_numpy=True))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cannot convert an image of mode {mode!r} to RGB: {err}") from err
+
+
+def load_image(source, max_pixels: int | None = None) -> PIL.Image.Image:
+    """Open an image from a path, raw bytes, a file object or a PIL image, as an RGB PIL image.
+
+    The EXIF orientation is applied. Corrupt or truncated data, unknown formats and decompression bombs (more than
+    `max_pixels` pixels, default `PIL.Image.MAX_IMAGE_PIXELS`) raise a `ValueError` that names the source.
+    """
+    if isinstance(source, PIL.Image.Image):
+        return to_rgb(source)
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    limit = PIL.Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(stream)
+        width, height = image.size
+        if limit is not None and width * height > limit:
+            raise ValueError(
+                f"{name}: image of {width}x{height} = {width * height} pixels exceeds the limit of {limit} pixels "
+                "(a possible decompression bomb); pass a larger `max_pixels` if you trust this file."
+            )
+        image.load()
+        image = PIL.ImageOps.exif_transpose(image)
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
+        raise ValueError(f"{name}: refused as a possible decompression bomb ({err}).") from err
+    except PIL.UnidentifiedImageError as err:
+        raise ValueError(f"{name}: not a readable image (unknown format or corrupt header).") from err
+    except (OSError, SyntaxError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{name}: corrupt or truncated image data ({err}).") from err
+    try:
+        return to_rgb(image)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from err
+
+
+def _image_size(image) -> tuple[int, int] | None:
+    """(height, width) of a PIL image or an (H, W[, C]) / (C, H, W) array, or None if it cannot be told."""
+    if isinstance(image, PIL.Image.Image):
+        return image.height, image.width
+    shape = getattr(image, "shape", None)
+    if shape is None or len(shape) not in (2, 3):
+        return None
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
+class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
+    r"""
+    The Qwen2-VL image processor (same resizing, normalisation and patch layout, so features match the MLLM's) with
+    robust input handling:
+
+    - every PIL mode becomes RGB by value (`to_rgb`): grayscale, palette, CMYK, RGBA/LA (composited onto white),
+      16-bit and float images;
+    - a 1x1 image is upscaled like any small image (to `min_pixels`), sides always multiples of
+      `patch_size * merge_size` (28);
+    - an empty image, or one more than 200 times longer than wide, raises a `ValueError` naming its index and size.
+
+    Returns `pixel_values` of shape `(sum(h * w), 3 * temporal_patch_size * patch_size**2)` and `image_grid_thw`
+    `(num_images, 3)`, the inputs of [`VersaViTModel`].
+    """
+
+    def convert_to_rgb(self, image, input_data_format=None):
+        if isinstance(image, PIL.Image.Image):
+            return np.array(to_rgb(image))
+        return super().convert_to_rgb(image, input_data_format=input_data_format)
+
+    def preprocess(self, images, **kwargs):
+        flat = images if isinstance(images, (list, tuple)) else [images]
+        flat = [im for group in flat for im in (group if isinstance(group, (list, tuple)) else [group])]
+        for index, image in enumerate(flat):
+            size = _image_size(image)
+            if size is None:
+                continue
+            height, width = size
+            if height < 1 or width < 1:
+                raise ValueError(f"images[{index}]: empty image of size {width}x{height}.")
+            if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+                raise ValueError(
+                    f"images[{index}]: size {width}x{height} has an aspect ratio above {MAX_ASPECT_RATIO}, which "
+                    "Qwen2-VL's resizing cannot represent; crop or pad the image first."
+                )
+        return super().preprocess(images, **kwargs)
+
+
+__all__ = ["VersaViTImageProcessor", "load_image", "to_rgb"]

@@ -1,0 +1,45 @@
+"""VersaViT: multi-task post-training of MLLM vision encoders, Hugging Face native."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+VERSION = next(
+    line.split('"')[1]
+    for line in (ROOT / "modeling_versavit" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+setup(
+    name="versavit",
+    version=VERSION,
+    description="Post-train the vision encoder of a multimodal LLM with captioning, depth and referring-segmentation "
+    "heads, as Hugging Face models.",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # `modeling_versavit` is self-contained model code (it also ships as Hub remote code). The `trainer/` folder
+    # installs as `versavit_trainer`: a PyPI package called `trainer` already exists.
+    packages=["modeling_versavit", "versavit_trainer"],
+    package_dir={"versavit_trainer": "trainer"},
+    install_requires=[
+        # torch first and pinned by the installer (see Makefile): a bare `torch` pulls a multi-GB CUDA build.
+        "torch>=2.4",
+        "transformers>=5.23,<6",
+        "datasets>=4.0",
+        "peft>=0.17",
+        "accelerate>=1.10",
+        "safetensors>=0.5",
+        "huggingface_hub>=1.0",
+        "evaluate>=0.4.5",
+        "pillow>=10.0",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "deepspeed": ["deepspeed>=0.17"],
+        # scikit-image ships the real photos the demo and the tests use (no Hub access needed).
+        "test": ["pytest>=8", "scikit-image>=0.24"],
+    },
+)

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random configs of both tower families and processor-shaped inputs."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# Tests never reach the Hub: anything that tries fails fast instead of hanging on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from modeling_versavit import VersaViTConfig  # noqa: E402
+
+QWEN2_VISION = {"model_type": "qwen2_vl_vision", "depth": 3, "embed_dim": 32, "num_heads": 4, "hidden_size": 48}
+# window_size 112 with 14-px patches and 2x2 merging = windows of 4x4 merge units (8x8 patches): grids larger than
+# that are really permuted into several windows. Block 1 attends globally, blocks 0 and 2 within windows.
+QWEN25_VISION = {
+    "model_type": "qwen2_5_vl_vision",
+    "depth": 3,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 4,
+    "out_hidden_size": 48,
+    "window_size": 112,
+    "fullatt_block_indexes": [1],
+}
+VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION}
+
+
+@pytest.fixture(params=sorted(VISION_CONFIGS))
+def family(request) -> str:
+    return request.param
+
+
+def tiny_config(family: str = "qwen2_vl", **kwargs) -> VersaViTConfig:
+    return VersaViTConfig(vision_config=dict(VISION_CONFIGS[family]), **kwargs)
+
+
+def random_inputs(config: VersaViTConfig, grids, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`pixel_values` / `image_grid_thw` as the image processor lays them out, for the given (h, w) patch grids."""
+    grid = torch.tensor([[1, h, w] for h, w in grids])
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(int(grid.prod(-1).sum()), config.patch_dim, generator=generator)
+    return {"pixel_values": pixel_values, "image_grid_thw": grid}
+
+
+def photo(name: str = "astronaut") -> np.ndarray:
+    """A real photo that scikit-image ships (no download)."""
+    import skimage.data
+
+    return getattr(skimage.data, name)()

@@ -1,0 +1,220 @@
+"""VersaViTModel against the transformers vision tower it wraps, and its dense-feature API."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_inputs, tiny_config
+
+from modeling_versavit import VersaViTImageProcessor, VersaViTModel
+from modeling_versavit.modeling_versavit import VISION_TOWER_CLASSES
+
+# Different sizes, square and not, several attention windows for Qwen2.5-VL (8x8-patch windows).
+MIXED_GRIDS = [(4, 6), (8, 2), (12, 16), (18, 10)]
+
+
+def model_and_reference_tower(family, **config_kwargs):
+    torch.manual_seed(0)
+    config = tiny_config(family, **config_kwargs)
+    model = VersaViTModel(config).eval()
+    tower = VISION_TOWER_CLASSES[family]._from_config(config.vision_config).eval()
+    tower.load_state_dict(model.visual.state_dict())
+    return model, tower
+
+
+def test_outputs_are_bit_identical_to_the_transformers_tower(family):
+    model, tower = model_and_reference_tower(family)
+    inputs = random_inputs(model.config, MIXED_GRIDS)
+    with torch.no_grad():
+        ours = model(**inputs, output_hidden_states=True)
+        theirs = tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True)
+    assert torch.equal(ours.last_hidden_state, theirs.last_hidden_state)
+    assert torch.equal(ours.pooler_output, theirs.pooler_output)
+    assert len(ours.hidden_states) == model.config.num_hidden_layers + 1
+    for mine, reference in zip(ours.hidden_states, theirs.hidden_states, strict=True):
+        assert torch.equal(mine, reference)
+    total = sum(h * w for h, w in MIXED_GRIDS)
+    assert ours.last_hidden_state.shape == (total, model.config.embed_dim)
+    assert ours.pooler_output.shape == (total // 4, model.config.merged_dim)
+
+
+def test_weights_keep_the_mllm_visual_names(family):
+    model, tower = model_and_reference_tower(family)
+    assert set(model.state_dict()) == {f"visual.{key}" for key in tower.state_dict()}
+
+
+def test_return_dict_false_gives_a_tuple():
+    model, _ = model_and_reference_tower("qwen2_vl")
+    inputs = random_inputs(model.config, [(4, 4)])
+    with torch.no_grad():
+        as_tuple = model(**inputs, return_dict=False)
+        as_output = model(**inputs)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], as_output.last_hidden_state)
+    assert torch.equal(as_tuple[1], as_output.pooler_output)
+
+
+def coordinate_image(height_patches: int, width_patches: int, patch: int = 14) -> np.ndarray:
+    """A (3, H, W) image whose every pixel in patch (r, c) holds r in channel 0 and c in channel 1."""
+    rows = np.repeat(np.arange(height_patches), patch)[:, None] * np.ones((1, width_patches * patch))
+    cols = np.repeat(np.arange(width_patches), patch)[None, :] * np.ones((height_patches * patch, 1))
+    return np.stack([rows, cols, np.zeros_like(rows)]).astype(np.float32)
+
+
+def coordinate_inputs(config, grids):
+    """Processor-layout inputs (the real `patchify`) of coordinate images with the given patch grids."""
+    processor = VersaViTImageProcessor()
+    rows, thw = [], []
+    for h, w in grids:
+        patches, gh, gw = processor.patchify(
+            coordinate_image(h, w), config.patch_size, config.spatial_merge_size, config.temporal_patch_size
+        )
+        rows.append(torch.from_numpy(np.ascontiguousarray(patches)))
+        thw.append([1, gh, gw])
+    return {"pixel_values": torch.cat(rows), "image_grid_thw": torch.tensor(thw)}
+
+
+def coordinate_reading_model(family):
+    """A tower whose patch embedding reads out (row, col) into channels 0 and 1 and whose blocks add nothing, so
+    every layer's feature at a token is that token's own (row, col), wherever the tower moved it."""
+    model, _ = model_and_reference_tower(family)
+    config = model.config
+    with torch.no_grad():
+        weight = model.visual.patch_embed.proj.weight  # (C, 3, temporal, patch, patch)
+        weight.zero_()
+        pixels_per_channel = weight[0, 0].numel()
+        weight[0, 0] = 1.0 / pixels_per_channel
+        weight[1, 1] = 1.0 / pixels_per_channel
+        for block in model.visual.blocks:
+            for linear in (block.attn.proj, getattr(block.mlp, "fc2", None) or block.mlp.down_proj):
+                linear.weight.zero_()
+                linear.bias.zero_()
+    assert config.num_hidden_layers >= 2
+    return model
+
+
+@pytest.mark.parametrize("grids", [[(4, 6)], [(12, 16), (12, 16)], [(18, 10), (2, 2), (8, 20), (14, 6)]])
+def test_dense_features_are_in_raster_order(family, grids):
+    model = coordinate_reading_model(family)
+    inputs = coordinate_inputs(model.config, grids)
+    layers = [0, 2, -1]
+    with torch.no_grad():
+        per_image = model.get_dense_features(**inputs, layers=layers, stack=False)
+        stacked = model.get_dense_features(**inputs, layers=layers) if len(set(grids)) == 1 else None
+    assert len(per_image) == len(layers)
+    for layer_maps in per_image:
+        for (h, w), feature_map in zip(grids, layer_maps, strict=True):
+            assert feature_map.shape == (model.config.embed_dim, h, w)
+            expected_rows = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+            expected_cols = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
+            torch.testing.assert_close(feature_map[0], expected_rows, rtol=0, atol=1e-4)
+            torch.testing.assert_close(feature_map[1], expected_cols, rtol=0, atol=1e-4)
+    if stacked is not None:
+        for layer_maps, batch in zip(per_image, stacked, strict=True):
+            assert torch.equal(batch, torch.stack(layer_maps))
+
+
+def test_dense_features_match_the_hidden_states(family):
+    model, _ = model_and_reference_tower(family)
+    inputs = random_inputs(model.config, [(8, 12), (8, 12)])
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+        maps = model.get_dense_features(**inputs, layers=model.config.depth_layer_indices)
+    for layer, feature_map in zip(model.config.depth_layer_indices, maps, strict=True):
+        assert feature_map.shape == (2, model.config.embed_dim, 8, 12)
+        # Same values, only reordered: compare as multisets of token vectors.
+        flat = feature_map.permute(0, 2, 3, 1).reshape(-1, model.config.embed_dim)
+        assert torch.equal(flat.sum(0), flat.sum(0)) and torch.allclose(flat.sum(0), hidden[layer].sum(0), atol=1e-4)
+        assert torch.equal(torch.sort(flat.flatten()).values, torch.sort(hidden[layer].flatten()).values)
+
+
+def test_dense_feature_argument_errors():
+    model, _ = model_and_reference_tower("qwen2_vl")
+    inputs = random_inputs(model.config, [(4, 6), (6, 4)])
+    with pytest.raises(ValueError, match="stack=True needs every image to share one grid size"):
+        model.get_dense_features(**inputs)
+    with pytest.raises(ValueError, match="layers: index 4"):
+        model.get_dense_features(**inputs, layers=[4], stack=False)
+    video = {"pixel_values": torch.randn(2 * 16, model.config.patch_dim), "image_grid_thw": torch.tensor([[2, 4, 4]])}
+    with pytest.raises(ValueError, match=r"t=2"):
+        model.get_dense_features(**video)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda pv, g: (pv[:-1], g), "image_grid_thw describes 40 patches .* pixel_values has 39 rows"),
+        (lambda pv, g: (pv, torch.tensor([[1, 4, 6], [1, 3, 5]])), r"image_grid_thw\[1\] = \[1, 3, 5\]"),
+        (lambda pv, g: (pv, torch.tensor([[1, 4, 6], [0, 4, 4]])), r"image_grid_thw\[1\] = \[0, 4, 4\]"),
+        (lambda pv, g: (pv[:, :-3], g), "pixel_values: rows have 1173 values, but this tower takes 1176"),
+        (lambda pv, g: (pv[None], g), "pixel_values: expected a 2-D tensor"),
+        (lambda pv, g: (pv.long(), g), "pixel_values: expected a floating-point tensor"),
+        (lambda pv, g: (pv, g.float()), "image_grid_thw: expected an integer tensor"),
+        (lambda pv, g: (pv, g[:, :2]), r"image_grid_thw: expected an integer tensor of shape \(num_images, 3\)"),
+    ],
+)
+def test_mismatched_inputs_fail_before_any_compute(mutate, message):
+    model, _ = model_and_reference_tower("qwen2_vl")
+    inputs = random_inputs(model.config, [(4, 6), (4, 4)])
+    pixel_values, grid = mutate(inputs["pixel_values"], inputs["image_grid_thw"])
+    calls = []
+    model.visual.patch_embed.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        model(pixel_values, grid)
+    with pytest.raises(ValueError, match=message):
+        model.get_dense_features(pixel_values, grid, stack=False)
+    assert calls == []
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
+    model, _ = model_and_reference_tower(family)
+    model.train()
+    inputs = random_inputs(model.config, [(8, 8), (4, 12)])
+
+    def gradients():
+        model.zero_grad()
+        out = model(**inputs)
+        (out.pooler_output.square().mean() + out.last_hidden_state.mean()).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    reference = gradients()
+    model.activation_checkpointing_enable()  # transformers v5's name for gradient_checkpointing_enable
+    assert model.is_activation_checkpointing
+    block_calls = []
+    model.visual.blocks[0].norm1.register_forward_pre_hook(lambda *args: block_calls.append(1))
+    checkpointed = gradients()
+    assert len(block_calls) == 2  # forward, then recomputed during backward
+    for name, grad in reference.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_eager_and_sdpa_attention_agree(tmp_path, family):
+    model, _ = model_and_reference_tower(family)
+    model.save_pretrained(tmp_path)
+    inputs = random_inputs(model.config, MIXED_GRIDS)
+    outputs = {}
+    for implementation in ("eager", "sdpa"):
+        loaded = VersaViTModel.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+        assert loaded.visual.config._attn_implementation == implementation
+        with torch.no_grad():
+            outputs[implementation] = loaded(**inputs).pooler_output
+    torch.testing.assert_close(outputs["eager"], outputs["sdpa"], rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16(tmp_path, family):
+    model, _ = model_and_reference_tower(family)
+    model.save_pretrained(tmp_path)
+    inputs = random_inputs(model.config, [(8, 8), (4, 6)])
+    half = VersaViTModel.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+    with torch.no_grad():
+        reference = model(**inputs).pooler_output
+        out = half(**inputs)
+        maps = half.get_dense_features(**inputs, stack=False)
+    assert out.pooler_output.dtype == torch.bfloat16 and maps[0][0].dtype == torch.bfloat16
+    torch.testing.assert_close(out.pooler_output.float(), reference, rtol=0.05, atol=0.05)
+
+
+def test_no_split_modules_name_the_blocks(family):
+    model, _ = model_and_reference_tower(family)
+    block_class = type(model.visual.blocks[0]).__name__
+    assert block_class in model._no_split_modules

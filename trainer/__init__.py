@@ -1,0 +1,9 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""VersaViT training: the multi-task trainer and what feeds it.
+
+Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named `trainer` already exists).
+"""
+
+from modeling_versavit import __version__
+
+__all__ = ["__version__"]
