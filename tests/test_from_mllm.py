@@ -1,0 +1,157 @@
+"""VersaViTModel.from_mllm: the vision tower out of a Qwen2-VL / Qwen2.5-VL checkpoint folder."""
+
+import json
+import shutil
+
+import pytest
+import safetensors
+import torch
+from conftest import QWEN2_VISION, QWEN25_VISION, random_inputs
+from safetensors.torch import load_file, save_file
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+
+from modeling_versavit import VersaViTModel
+
+TINY_TEXT = {
+    "vocab_size": 128,
+    "hidden_size": 48,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "rope_parameters": {"rope_type": "default", "mrope_section": [4, 4, 4], "rope_theta": 10000.0},
+}
+MLLMS = {
+    "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, QWEN25_VISION),
+}
+
+
+def save_tiny_mllm(family, folder, shard_size="100KB"):
+    config_class, model_class, vision = MLLMS[family]
+    torch.manual_seed(0)
+    mllm = model_class(config_class(text_config=TINY_TEXT, vision_config=vision)).eval()
+    mllm.save_pretrained(folder, max_shard_size=shard_size)
+    return mllm
+
+
+def rename_keys(folder, rename):
+    """Rewrite every shard and the index of a saved checkpoint with `rename(key)` applied to each tensor name."""
+    index_file = folder / "model.safetensors.index.json"
+    shards = sorted(folder.glob("*.safetensors"))
+    for shard in shards:
+        save_file({rename(k): v for k, v in load_file(shard).items()}, shard, metadata={"format": "pt"})
+    if index_file.exists():
+        index = json.loads(index_file.read_text())
+        index["weight_map"] = {rename(k): v for k, v in index["weight_map"].items()}
+        index_file.write_text(json.dumps(index))
+
+
+def v5_naming(key: str) -> str:
+    if key.startswith("visual."):
+        return "model." + key
+    if key.startswith("model."):
+        return "model.language_model." + key.removeprefix("model.")
+    return key
+
+
+@pytest.mark.parametrize("naming", ["original", "v5"])
+@pytest.mark.parametrize("shard_size", ["100KB", "50MB"])
+def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size):
+    mllm = save_tiny_mllm(family, tmp_path, shard_size)
+    sharded = (tmp_path / "model.safetensors.index.json").exists()
+    assert sharded == (shard_size == "100KB")
+    if naming == "v5":
+        rename_keys(tmp_path, v5_naming)
+
+    model = VersaViTModel.from_mllm(tmp_path).eval()
+    assert model.config.backbone_family == family
+    inputs = random_inputs(model.config, [(8, 12), (4, 4), (16, 18)])
+    with torch.no_grad():
+        ours = model(**inputs, output_hidden_states=True)
+        theirs = mllm.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True)
+    assert torch.equal(ours.pooler_output, theirs.pooler_output)
+    assert torch.equal(ours.last_hidden_state, theirs.last_hidden_state)
+    for mine, reference in zip(ours.hidden_states, theirs.hidden_states, strict=True):
+        assert torch.equal(mine, reference)
+
+
+def test_only_vision_tensors_are_read(tmp_path, monkeypatch):
+    save_tiny_mllm("qwen2_vl", tmp_path)
+    weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    vision_shards = {shard for key, shard in weight_map.items() if key.startswith("visual.")}
+    assert set(weight_map.values()) - vision_shards, "the tiny MLLM must have a shard without vision tensors"
+
+    opened, read = [], []
+    real_safe_open = safetensors.safe_open
+
+    class RecordingHandle:
+        def __init__(self, path, *args, **kwargs):
+            opened.append(str(path).rsplit("/", 1)[-1])
+            self._handle = real_safe_open(path, *args, **kwargs)
+
+        def __enter__(self):
+            self._inner = self._handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._handle.__exit__(*exc)
+
+        def keys(self):
+            return self._inner.keys()
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self._inner.get_tensor(key)
+
+    monkeypatch.setattr(safetensors, "safe_open", RecordingHandle)
+    VersaViTModel.from_mllm(tmp_path)
+    assert read and all(key.startswith("visual.") for key in read)
+    assert len(read) == sum(key.startswith("visual.") for key in weight_map)
+    assert set(opened) == vision_shards
+
+
+def test_dtype_follows_the_checkpoint_unless_overridden(tmp_path):
+    save_tiny_mllm("qwen2_vl", tmp_path, "50MB")
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(tmp_path / "model.safetensors").items()},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert VersaViTModel.from_mllm(tmp_path).dtype == torch.bfloat16
+    assert VersaViTModel.from_mllm(tmp_path, dtype=torch.float32).dtype == torch.float32
+
+
+def test_folder_without_vision_weights_is_a_clear_error(tmp_path):
+    save_tiny_mllm("qwen2_vl", tmp_path, "50MB")
+    tensors = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith("visual.")}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="no vision tower weights"):
+        VersaViTModel.from_mllm(tmp_path)
+
+
+def test_incomplete_vision_weights_are_a_clear_error(tmp_path):
+    save_tiny_mllm("qwen2_vl", tmp_path, "50MB")
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors.pop("visual.blocks.1.attn.qkv.weight")
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"incomplete, 1 tensors missing.*visual\.blocks\.1\.attn\.qkv\.weight"):
+        VersaViTModel.from_mllm(tmp_path)
+
+
+def test_missing_weights_or_config_are_clear_errors(tmp_path):
+    save_tiny_mllm("qwen2_vl", tmp_path, "50MB")
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no safetensors weights"):
+        VersaViTModel.from_mllm(tmp_path)
+    shutil.rmtree(tmp_path)
+    tmp_path.mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        VersaViTModel.from_mllm(tmp_path)
