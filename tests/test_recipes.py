@@ -1,0 +1,64 @@
+"""The recipes run end to end on tiny settings and document their options."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+from conftest import photo, tiny_config
+from safetensors.torch import load_file
+
+from modeling_versavit import VersaViTModel
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extract_features_default_run(tmp_path):
+    summary = load_recipe("extract_features").main(
+        ["--output_dir", str(tmp_path), "--depth", "2", "--embed_dim", "32", "--max_pixels", str(112 * 112)]
+    )
+    assert [image["name"] for image in summary["images"]] == ["astronaut", "chelsea", "coffee"]
+    features = load_file(tmp_path / "features.safetensors")
+    for image in summary["images"]:
+        for layer, shape in image["maps"].items():
+            assert list(features[f"{image['name']}.layer{layer}"].shape) == shape and shape[0] == 32
+        panel = PIL.Image.open(image["png"])
+        _, h, w = image["maps"]["-1"]
+        assert panel.size == (3 * 14 * w, 14 * h)  # image | layer 0 | last layer
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_extract_features_from_a_saved_model_and_image_files(tmp_path):
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    VersaViTModel(tiny_config("qwen2_5_vl")).save_pretrained(model_dir)
+    for folder in ("a", "b"):  # the same file name twice must not collide
+        (tmp_path / folder).mkdir()
+        PIL.Image.fromarray(photo("coffee")).save(tmp_path / folder / "cup.png")
+    summary = load_recipe("extract_features").main(
+        ["--model", str(model_dir), "--images", str(tmp_path / "a/cup.png"), str(tmp_path / "b/cup.png"),
+         "--layers", "1", "3", "--output_dir", str(tmp_path / "out"), "--max_pixels", str(112 * 112)]
+    )
+    assert summary["backbone"] == "qwen2_5_vl"
+    assert [image["name"] for image in summary["images"]] == ["0_cup", "1_cup"]
+    features = load_file(tmp_path / "out" / "features.safetensors")
+    assert torch.equal(features["0_cup.layer3"], features["1_cup.layer3"])
+
+
+def test_recipe_help_documents_every_option():
+    result = subprocess.run(
+        [sys.executable, str(RECIPES / "extract_features.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--model", "--mllm", "--images", "--layers", "--max_pixels", "--output_dir"):
+        assert option in result.stdout
