@@ -6,34 +6,57 @@ and marks them for `auto_map`, so `save_pretrained` writes a folder that also lo
 `trust_remote_code=True` where this package is not installed.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForDepthEstimation
 
 from .configuration_versavit import VersaViTConfig, uniform_layer_indices
 from .image_processing_versavit import VersaViTImageProcessor, load_image, to_rgb
+from .losses_versavit import depth_loss, gradient_matching_loss, mask_loss, normalize_depth, ssi_loss
 from .modeling_versavit import (
+    VersaViTCaptioningOutput,
+    VersaViTDepthEstimatorOutput,
+    VersaViTForCaptioning,
+    VersaViTForDepthEstimation,
+    VersaViTForReferringSegmentation,
     VersaViTModel,
     VersaViTModelOutput,
     VersaViTPreTrainedModel,
+    VersaViTReferringSegmentationOutput,
     check_vision_inputs,
     tokens_to_feature_maps,
 )
+from .processing_versavit import IGNORE_INDEX, VersaViTCaptioningProcessor
 
 __version__ = "0.1.0"
 
 AutoConfig.register(VersaViTConfig.model_type, VersaViTConfig, exist_ok=True)
 AutoModel.register(VersaViTConfig, VersaViTModel, exist_ok=True)
+AutoModelForDepthEstimation.register(VersaViTConfig, VersaViTForDepthEstimation, exist_ok=True)
 AutoImageProcessor.register(VersaViTConfig, image_processor_classes={"pil": VersaViTImageProcessor}, exist_ok=True)
 VersaViTConfig.register_for_auto_class()
 VersaViTModel.register_for_auto_class("AutoModel")
+VersaViTForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation")
 VersaViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "IGNORE_INDEX",
+    "VersaViTCaptioningOutput",
+    "VersaViTCaptioningProcessor",
     "VersaViTConfig",
+    "VersaViTDepthEstimatorOutput",
+    "VersaViTForCaptioning",
+    "VersaViTForDepthEstimation",
+    "VersaViTForReferringSegmentation",
     "VersaViTImageProcessor",
     "VersaViTModel",
     "VersaViTModelOutput",
     "VersaViTPreTrainedModel",
+    "VersaViTReferringSegmentationOutput",
     "check_vision_inputs",
+    "depth_loss",
+    "gradient_matching_loss",
+    "mask_loss",
+    "normalize_depth",
+    "ssi_loss",
     "load_image",
     "to_rgb",
     "tokens_to_feature_maps",

@@ -43,17 +43,41 @@ class VersaViTConfig(PreTrainedConfig):
             The tower layers the depth (DPT) head reads, as indices into `hidden_states` (0 = patch embedding,
             `depth` = last block; negative indices count from the end and are stored normalised). Defaults to three
             uniformly spaced layers ending at the last block (paper §4.2.2).
+        depth_neck_hidden_sizes (`list[int]`, *optional*, defaults to `[1024, 1024, 1024]`):
+            Channels of the DPT reassemble stage, one per depth layer. The default gives a 38.4M-parameter head on a
+            1280-d tower, the closest standard layout to the paper's 37.0M (Table 13); Depth Anything V2-Large's
+            `[256, 512, 1024]` gives 15.0M and a quarter of the activation memory.
+        depth_reassemble_factors (`list[int]`, *optional*, defaults to `[4, 2, 1]`):
+            Upsampling of each depth layer's feature map relative to the patch grid, one per depth layer.
+        depth_fusion_hidden_size (`int`, *optional*, defaults to 256):
+            Channels of the DPT fusion stage.
+        depth_head_hidden_size (`int`, *optional*, defaults to 32):
+            Channels of the last hidden convolution of the depth head.
+        depth_ssi_weight, depth_gm_weight (`float`, *optional*, defaults to 1.0 and 0.5):
+            λ_ssi and λ_gm of the depth loss (supplement §7).
+        depth_gm_scales (`int`, *optional*, defaults to 4):
+            K, the number of scales (strides 1, 2, 4, ...) of the gradient-matching loss.
         segmentation_layer_index (`int`, *optional*, defaults to -1):
             The layer the referring-segmentation head reads (paper §4.2.3: the final layer).
         text_embed_dim (`int`, *optional*, defaults to 4096):
             Width of the offline text embeddings the segmentation prompt encoder takes (4096 for Qwen3-Embedding-8B,
             the paper's text encoder; 384 for all-MiniLM-L6-v2).
-        depth_ssi_weight, depth_gm_weight (`float`, *optional*, defaults to 1.0 and 0.5):
-            λ_ssi and λ_gm of the depth loss (supplement §7).
+        segmentation_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the SAM-style neck, prompt tokens and mask decoder (SAM's 256).
+        segmentation_num_prompt_tokens (`int`, *optional*, defaults to 4):
+            Sparse prompt tokens the prompt encoder makes from one text embedding.
+        segmentation_decoder_layers, segmentation_decoder_heads, segmentation_decoder_mlp_dim (`int`, *optional*):
+            The SAM two-way transformer of the mask decoder (SAM's 2, 8 and 2048 by default).
         segmentation_bce_weight, segmentation_dice_weight (`float`, *optional*, defaults to 2.0 and 0.5):
             λ_bce and λ_dice of the segmentation loss (supplement §8.1).
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the causal LLM of the captioning / VQA branch (Qwen3-1.7B in the paper). Only
+            [`VersaViTForCaptioning`] needs it.
+        image_token_id (`int`, *optional*):
+            The LLM token id marking image positions in captioning prompts: each image takes as many of them as it
+            has merged visual tokens.
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the truncated normal initialiser of the head weights.
+            Standard deviation of the normal initialiser of the head weights.
 
     Example:
 
@@ -70,16 +94,32 @@ class VersaViTConfig(PreTrainedConfig):
     model_type = "versavit"
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2_vl_vision"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3", optional=True),
     }
 
     vision_config: dict | PreTrainedConfig | None = None
+    # Depth (DPT head over Depth Anything's neck and head modules).
     depth_layer_indices: list[int] | tuple[int, ...] | None = None
-    segmentation_layer_index: int = -1
-    text_embed_dim: int = 4096
+    depth_neck_hidden_sizes: list[int] | tuple[int, ...] = (1024, 1024, 1024)
+    depth_reassemble_factors: list[int] | tuple[int, ...] = (4, 2, 1)
+    depth_fusion_hidden_size: int = 256
+    depth_head_hidden_size: int = 32
     depth_ssi_weight: float = 1.0
     depth_gm_weight: float = 0.5
+    depth_gm_scales: int = 4
+    # Referring segmentation (SAM-style neck, text prompt encoder, SAM mask decoder).
+    segmentation_layer_index: int = -1
+    text_embed_dim: int = 4096
+    segmentation_hidden_size: int = 256
+    segmentation_num_prompt_tokens: int = 4
+    segmentation_decoder_layers: int = 2
+    segmentation_decoder_heads: int = 8
+    segmentation_decoder_mlp_dim: int = 2048
     segmentation_bce_weight: float = 2.0
     segmentation_dice_weight: float = 0.5
+    # Captioning / VQA (projector into a causal LLM).
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -99,6 +139,9 @@ class VersaViTConfig(PreTrainedConfig):
             self.depth_layer_indices = uniform_layer_indices(self.num_hidden_layers)
         self.depth_layer_indices = [self._normalize_layer("depth_layer_indices", i) for i in self.depth_layer_indices]
         self.segmentation_layer_index = self._normalize_layer("segmentation_layer_index", self.segmentation_layer_index)
+        # JSON has no tuples: keep lists so a saved and reloaded config compares equal.
+        self.depth_neck_hidden_sizes = list(self.depth_neck_hidden_sizes)
+        self.depth_reassemble_factors = list(self.depth_reassemble_factors)
         self._check_head_settings()
 
     def _normalize_layer(self, field: str, index) -> int:
@@ -114,8 +157,40 @@ class VersaViTConfig(PreTrainedConfig):
         """Head settings that would fail later fail at construction, with a `ValueError` naming the field."""
         if not self.depth_layer_indices:
             raise ValueError("VersaViTConfig.depth_layer_indices: must name at least one layer, got [].")
-        if isinstance(self.text_embed_dim, bool) or self.text_embed_dim <= 0:
-            raise ValueError(f"VersaViTConfig.text_embed_dim: must be a positive width, got {self.text_embed_dim!r}.")
+        for name in ("depth_neck_hidden_sizes", "depth_reassemble_factors"):
+            value = getattr(self, name)
+            if len(value) != len(self.depth_layer_indices):
+                raise ValueError(
+                    f"VersaViTConfig.{name}: needs one entry per depth layer ({len(self.depth_layer_indices)}, "
+                    f"from depth_layer_indices={self.depth_layer_indices}), got {value}."
+                )
+            if any(v < 1 for v in value):
+                raise ValueError(f"VersaViTConfig.{name}: entries must be >= 1, got {value}.")
+        for name in (
+            "text_embed_dim", "depth_fusion_hidden_size", "depth_head_hidden_size", "depth_gm_scales",
+            "segmentation_num_prompt_tokens", "segmentation_decoder_layers", "segmentation_decoder_heads",
+            "segmentation_decoder_mlp_dim",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value < 1:
+                raise ValueError(f"VersaViTConfig.{name}: must be a positive integer, got {value!r}.")
+        if self.depth_fusion_hidden_size % 2:
+            raise ValueError(
+                f"VersaViTConfig.depth_fusion_hidden_size: must be even (the head halves it), got "
+                f"{self.depth_fusion_hidden_size}."
+            )
+        width, heads = self.segmentation_hidden_size, self.segmentation_decoder_heads
+        if width < 8 or width % 8 or width % heads or (width // heads) % 2:
+            raise ValueError(
+                f"VersaViTConfig.segmentation_hidden_size: must be a multiple of 8 (the mask decoder upsamples to "
+                f"width / 8) and of 2 x segmentation_decoder_heads ({heads}), got {width}."
+            )
+        if self.text_config is not None and self.image_token_id is not None:
+            vocab = getattr(self.text_config, "vocab_size", None)
+            if not 0 <= self.image_token_id < (vocab or self.image_token_id + 1):
+                raise ValueError(
+                    f"VersaViTConfig.image_token_id: {self.image_token_id} is outside the LLM vocabulary of {vocab}."
+                )
         for name in ("depth_ssi_weight", "depth_gm_weight", "segmentation_bce_weight", "segmentation_dice_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:

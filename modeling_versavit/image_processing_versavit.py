@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import torch
 from transformers.image_transforms import convert_to_rgb as _composite_to_rgb
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -133,6 +134,22 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
                     "Qwen2-VL's resizing cannot represent; crop or pad the image first."
                 )
         return super().preprocess(images, **kwargs)
+
+    def post_process_depth_estimation(self, outputs, target_sizes=None) -> list[dict[str, torch.Tensor]]:
+        """Per image, the predicted depth resized (bicubic) to `target_sizes[i]` = (height, width), e.g. the original
+        image size; what transformers' `depth-estimation` pipeline calls."""
+        predicted_depth = outputs.predicted_depth
+        if target_sizes is not None and len(target_sizes) != len(predicted_depth):
+            raise ValueError(
+                f"target_sizes: got {len(target_sizes)} sizes for {len(predicted_depth)} predicted depth maps."
+            )
+        results = []
+        for index, depth in enumerate(predicted_depth):
+            if target_sizes is not None:
+                size = tuple(int(v) for v in target_sizes[index])
+                depth = torch.nn.functional.interpolate(depth[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+            results.append({"predicted_depth": depth})
+        return results
 
 
 __all__ = ["VersaViTImageProcessor", "load_image", "to_rgb"]

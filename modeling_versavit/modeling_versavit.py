@@ -8,24 +8,42 @@ Shipped as Hub remote code (`auto_map`): imports only torch, transformers and it
 """
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
-from transformers import AutoConfig, PreTrainedModel
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import DepthEstimatorOutput
+from transformers.models.depth_anything.modeling_depth_anything import (
+    DepthAnythingDepthEstimationHead,
+    DepthAnythingNeck,
+)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VisionTransformerPretrainedModel,
+    Qwen2_5_VLPatchMerger,
+)
+from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger, Qwen2VisionTransformerPretrainedModel
+from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
+from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamVisionNeck
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 from transformers.vision_utils import get_vision_window_index
 
 from .configuration_versavit import VersaViTConfig
+from .losses_versavit import depth_loss, mask_loss
 
 VISION_TOWER_CLASSES = {
     "qwen2_vl": Qwen2VisionTransformerPretrainedModel,
     "qwen2_5_vl": Qwen2_5_VisionTransformerPretrainedModel,
 }
+# The MLLM's own 2x2 token merger of each family: the captioning projector has the same structure.
+PATCH_MERGER_CLASSES = {"qwen2_vl": PatchMerger, "qwen2_5_vl": Qwen2_5_VLPatchMerger}
 # Where MLLM checkpoints keep the vision tower: transformers v5 naming first, then the original release naming.
 MLLM_VISION_PREFIXES = ("model.visual.", "visual.")
 
@@ -156,9 +174,32 @@ class VersaViTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
-    def _build_backbone(self, config: VersaViTConfig) -> None:
+    def _build_backbone(self, config: VersaViTConfig, freeze_merger: bool = False) -> None:
         tower_class = VISION_TOWER_CLASSES[config.backbone_family]
         self.visual = tower_class._from_config(config.vision_config)
+        if freeze_merger:
+            # The task heads read the tower's blocks, never its PatchMerger: VersaViT leaves the MLLM's merger as it
+            # is (export keeps it) and a parameter without gradient would break DDP's reducer.
+            self.visual.merger.requires_grad_(False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            # The convolutional heads (DPT, SAM neck and decoder) start from PyTorch's default init, as in the DPT and
+            # SAM code: the library-wide normal(0.02) shrinks the signal ~50x per layer in small heads, leaving the
+            # depth output at ~1e-8 where the scale-invariant loss cannot see it.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None and hasattr(module, "initial_bias"):
+                init.constant_(module.bias, module.initial_bias)
+            elif module.bias is not None:
+                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
+                if isinstance(module, nn.ConvTranspose2d):
+                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+            return
+        super()._init_weights(module)
+        if isinstance(module, SamPositionalEmbedding):
+            init.normal_(module.positional_embedding, std=module.scale)
 
     def _window_index(self, image_grid_thw: torch.Tensor) -> torch.Tensor | None:
         """The Qwen2.5-VL window permutation of these grids (None for Qwen2-VL, whose tokens are not windowed)."""
@@ -332,9 +373,431 @@ class VersaViTModel(VersaViTPreTrainedModel):
         return model
 
 
+def _same_grid(image_grid_thw: torch.Tensor, task: str) -> tuple[int, int]:
+    """The (h, w) patch grid every image of a dense-task batch shares, or a clear error."""
+    sizes = sorted({(h, w) for _, h, w in image_grid_thw.tolist()})
+    if len(sizes) != 1:
+        raise ValueError(
+            f"image_grid_thw: {task} batches images of one size (the paper resizes to a fixed resolution), got patch "
+            f"grids {sizes}; resize the images to one size or run them one at a time."
+        )
+    return sizes[0]
+
+
+class VersaViTDepthHead(nn.Module):
+    """DPT head (Ranftl et al.) over several backbone layers: Depth Anything's reassemble + fusion neck and its
+    depth head, configured from `VersaViTConfig.depth_*`. Predicts relative depth (ReLU output) at 14x the grid,
+    i.e. at the processed input resolution.
+
+    The reassemble stage drops a CLS token the Qwen towers lack: a zero token is prepended to each layer.
+    """
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__()
+        dpt_config = DepthAnythingConfig(
+            reassemble_hidden_size=config.embed_dim,
+            patch_size=config.patch_size,
+            neck_hidden_sizes=list(config.depth_neck_hidden_sizes),
+            reassemble_factors=list(config.depth_reassemble_factors),  # explicit: zip() would silently truncate
+            fusion_hidden_size=config.depth_fusion_hidden_size,
+            head_hidden_size=config.depth_head_hidden_size,
+            head_in_index=-1,
+            depth_estimation_type="relative",
+            max_depth=1,
+        )
+        self.neck = DepthAnythingNeck(dpt_config)
+        self.head = DepthAnythingDepthEstimationHead(dpt_config)
+        # The first fusion layer never receives a residual, so its residual unit would never get a gradient.
+        self.neck.fusion_stage.layers[0].residual_layer1 = None
+        # Start the relative depth at a positive level: the head ends in a ReLU, which would otherwise zero (and stop
+        # the gradient of) most of a freshly initialised prediction. The scale-and-shift-invariant loss ignores it.
+        self.head.conv3.initial_bias = 1.0
+
+    def forward(self, feature_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`feature_maps`: one `(B, C, h, w)` map per configured layer. Returns `(B, 14h, 14w)` relative depth."""
+        batch, channels, height, width = feature_maps[0].shape
+        cls = feature_maps[0].new_zeros(batch, 1, channels)
+        tokens = [torch.cat([cls, fm.flatten(2).transpose(1, 2)], dim=1) for fm in feature_maps]
+        hidden_states = self.neck(tokens, height, width)
+        return self.head(hidden_states, height, width)
+
+
+class VersaViTSegmentationHead(nn.Module):
+    """SAM-style referring-segmentation head: a SAM neck from the backbone width to the decoder width, a prompt
+    encoder turning one text embedding into `segmentation_num_prompt_tokens` sparse prompt tokens, and SAM's mask
+    decoder (two-way transformer) with a single mask output at 4x the grid.
+
+    The positional encoding is SAM's random Fourier features at SAM's scale (1.0), fixed (not trained), computed for
+    any grid shape. VersaViT trains no mask-quality score, so the decoder's IoU head is removed (it would be a
+    parameter without gradient).
+    """
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__()
+        width = config.segmentation_hidden_size
+        self.num_prompt_tokens = config.segmentation_num_prompt_tokens
+        self.text_embed_dim = config.text_embed_dim
+        self.neck = SamVisionNeck(SamVisionConfig(hidden_size=config.embed_dim, output_channels=width))
+        self.prompt_encoder = nn.Sequential(
+            nn.Linear(config.text_embed_dim, width), nn.GELU(), nn.Linear(width, width * self.num_prompt_tokens)
+        )
+        self.no_mask_embed = nn.Embedding(1, width)
+        self.positional_embedding = SamPositionalEmbedding(SimpleNamespace(scale=1.0, num_pos_feats=width // 2))
+        self.positional_embedding.requires_grad_(False)
+        decoder_config = SamMaskDecoderConfig(
+            hidden_size=width,
+            num_hidden_layers=config.segmentation_decoder_layers,
+            num_attention_heads=config.segmentation_decoder_heads,
+            mlp_dim=config.segmentation_decoder_mlp_dim,
+            num_multimask_outputs=0,
+        )
+        attn = config._attn_implementation
+        decoder_config._attn_implementation = attn if attn in ("eager", "sdpa") else "sdpa"
+        self.mask_decoder = SamMaskDecoder(decoder_config)
+        self.mask_decoder.iou_prediction_head = nn.Identity()
+
+    def grid_positional_embeddings(self, height: int, width: int) -> torch.Tensor:
+        """`(1, width, h, w)` encodings of the patch centres, normalised per axis (non-square grids included)."""
+        device = self.positional_embedding.positional_embedding.device
+        ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
+        return self.positional_embedding(coords[None]).permute(0, 3, 1, 2)
+
+    def forward(self, image_embeddings: torch.Tensor, text_embeds: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """Mask logits `(P, 4h, 4w)` for `P` expressions; expression `p` reads image `image_index[p]`.
+
+        `image_embeddings` are the neck's `(B, width, h, w)` output, computed once per image however many
+        expressions refer to it.
+        """
+        num_expressions = text_embeds.shape[0]
+        _, channels, height, width = image_embeddings.shape
+        sparse = self.prompt_encoder(text_embeds.to(image_embeddings.dtype))
+        sparse = sparse.view(num_expressions, 1, self.num_prompt_tokens, channels)
+        dense = self.no_mask_embed.weight.view(1, channels, 1, 1).expand(num_expressions, channels, height, width)
+        positional = self.grid_positional_embeddings(height, width).to(image_embeddings.dtype)
+        masks, _ = self.mask_decoder(
+            image_embeddings=image_embeddings[image_index],
+            image_positional_embeddings=positional.expand(num_expressions, -1, -1, -1),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return masks[:, 0, 0]
+
+
+@dataclass
+class VersaViTDepthEstimatorOutput(DepthEstimatorOutput):
+    r"""
+    loss (`torch.FloatTensor`, *optional*): `λ_ssi · L_ssi + λ_gm · L_gm`, when `labels` are given.
+    predicted_depth (`torch.FloatTensor` of shape `(batch_size, height, width)`):
+        Relative depth at the processed input size (`14 h x 14 w` for an `h x w` patch grid).
+    loss_terms (`dict[str, torch.FloatTensor]`, *optional*): the detached `loss_ssi` and `loss_gm`, for logging.
+    """
+
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
+class VersaViTForDepthEstimation(VersaViTPreTrainedModel):
+    r"""
+    VersaViT with a DPT depth head on three (by default) uniformly spaced backbone layers (paper §4.2.2). Trained on
+    relative-depth pseudo labels with the scale-and-shift-invariant and gradient-matching losses; runs in
+    transformers' `depth-estimation` pipeline with [`VersaViTImageProcessor`].
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|depth_head)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        self.depth_head = VersaViTDepthHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        labels_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> VersaViTDepthEstimatorOutput:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch_size, height, width)`, *optional*):
+            Depth or disparity targets at the processed input size. NaN, inf, zero and negative values mark invalid
+            pixels and are left out of the loss.
+        labels_mask (`torch.BoolTensor` of the same shape, *optional*): further restricts the valid pixels.
+        """
+        _same_grid(image_grid_thw, "depth estimation")
+        feature_maps = self.get_dense_features(pixel_values, image_grid_thw, layers=self.config.depth_layer_indices)
+        predicted_depth = self.depth_head(feature_maps)
+        loss = loss_terms = None
+        if labels is not None:
+            loss, loss_terms = depth_loss(
+                predicted_depth,
+                labels.to(predicted_depth.device),
+                None if labels_mask is None else labels_mask.to(predicted_depth.device),
+                ssi_weight=self.config.depth_ssi_weight,
+                gm_weight=self.config.depth_gm_weight,
+                gm_scales=self.config.depth_gm_scales,
+            )
+        return VersaViTDepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, loss_terms=loss_terms)
+
+
+@dataclass
+class VersaViTReferringSegmentationOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor`, *optional*): `λ_bce · BCE + λ_dice · Dice`, averaged per mask, when `labels` are given.
+    pred_masks (`torch.FloatTensor` of shape `(num_expressions, height, width)`):
+        Mask logits, one per expression, at the processed input size (`14 h x 14 w`).
+    image_embeddings (`torch.FloatTensor` of shape `(batch_size, segmentation_hidden_size, h, w)`):
+        The neck's output, computed once per image.
+    loss_terms (`dict[str, torch.FloatTensor]`, *optional*): the detached `loss_bce` and `loss_dice`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    pred_masks: torch.FloatTensor | None = None
+    image_embeddings: torch.FloatTensor | None = None
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
+class VersaViTForReferringSegmentation(VersaViTPreTrainedModel):
+    r"""
+    VersaViT with a SAM-style referring-segmentation head (paper §4.2.3): last-layer features, a neck, a prompt
+    encoder fed by precomputed text embeddings (width `config.text_embed_dim`) and SAM's mask decoder. Any number of
+    expressions per image; the backbone runs once per image.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|segmentation_head)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        self.segmentation_head = VersaViTSegmentationHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        text_embeds: torch.Tensor,
+        expression_image_index: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> VersaViTReferringSegmentationOutput:
+        r"""
+        text_embeds (`torch.FloatTensor` of shape `(num_expressions, text_embed_dim)` or
+            `(batch_size, expressions_per_image, text_embed_dim)`):
+            Precomputed embeddings of the referring expressions.
+        expression_image_index (`torch.LongTensor` of shape `(num_expressions,)`, *optional*):
+            The image each row of a 2-D `text_embeds` refers to. Defaults to one expression per image, in order.
+        labels (`torch.Tensor` of shape `(num_expressions, height, width)`, *optional*):
+            Binary target masks at the processed input size; an all-zero mask is a valid target.
+        """
+        num_images = image_grid_thw.shape[0]
+        height, width = _same_grid(image_grid_thw, "referring segmentation")
+        text_embeds, image_index = self._expressions(text_embeds, expression_image_index, num_images)
+        (feature_map,) = self.get_dense_features(pixel_values, image_grid_thw, layers=[self.config.segmentation_layer_index])
+        image_embeddings = self.segmentation_head.neck(feature_map.permute(0, 2, 3, 1))
+        low_res = self.segmentation_head(image_embeddings, text_embeds.to(image_embeddings.device), image_index)
+        size = (height * self.config.patch_size, width * self.config.patch_size)
+        pred_masks = F.interpolate(low_res[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        loss = loss_terms = None
+        if labels is not None:
+            loss, loss_terms = mask_loss(
+                pred_masks,
+                labels.to(pred_masks.device),
+                bce_weight=self.config.segmentation_bce_weight,
+                dice_weight=self.config.segmentation_dice_weight,
+            )
+        return VersaViTReferringSegmentationOutput(
+            loss=loss, pred_masks=pred_masks, image_embeddings=image_embeddings, loss_terms=loss_terms
+        )
+
+    def _expressions(self, text_embeds, expression_image_index, num_images):
+        """Flatten `text_embeds` to `(P, D)` with the image index of each row, checking widths and indices."""
+        if text_embeds.ndim == 3:
+            if text_embeds.shape[0] != num_images:
+                raise ValueError(
+                    f"text_embeds: a 3-D tensor needs one row per image ({num_images}), got shape "
+                    f"{tuple(text_embeds.shape)}."
+                )
+            if expression_image_index is not None:
+                raise ValueError("expression_image_index: only used with 2-D text_embeds (num_expressions, dim).")
+            per_image = text_embeds.shape[1]
+            expression_image_index = torch.arange(num_images).repeat_interleave(per_image)
+            text_embeds = text_embeds.flatten(0, 1)
+        if text_embeds.ndim != 2 or text_embeds.shape[-1] != self.config.text_embed_dim:
+            raise ValueError(
+                f"text_embeds: expected width config.text_embed_dim={self.config.text_embed_dim} (shape "
+                f"(num_expressions, {self.config.text_embed_dim})), got shape {tuple(text_embeds.shape)}; embed the "
+                "expressions with the text model this head was built for."
+            )
+        if expression_image_index is None:
+            if text_embeds.shape[0] != num_images:
+                raise ValueError(
+                    f"expression_image_index: required when the number of expressions ({text_embeds.shape[0]}) "
+                    f"differs from the number of images ({num_images})."
+                )
+            expression_image_index = torch.arange(num_images)
+        expression_image_index = torch.as_tensor(expression_image_index)
+        if (
+            expression_image_index.shape != (text_embeds.shape[0],)
+            or expression_image_index.is_floating_point()
+            or (expression_image_index.numel() and not 0 <= int(expression_image_index.min()) <= int(expression_image_index.max()) < num_images)
+        ):
+            raise ValueError(
+                f"expression_image_index: expected {text_embeds.shape[0]} integer indices in [0, {num_images}), got "
+                f"{expression_image_index.tolist()}."
+            )
+        return text_embeds, expression_image_index.to(self.device)
+
+
+@dataclass
+class VersaViTCaptioningOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor`, *optional*): next-token cross-entropy over the answer tokens, averaged per token.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): the LLM's logits.
+    image_features (`torch.FloatTensor` of shape `(num_visual_tokens, llm_hidden_size)`): projected image tokens.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_features: torch.FloatTensor | None = None
+
+
+class VersaViTForCaptioning(VersaViTPreTrainedModel):
+    r"""
+    The VQA & captioning branch (paper §4.2.1): the backbone's last-layer tokens, merged 2x2 and projected by an MLP
+    (`projector`, the structure of the MLLM's own PatchMerger, sized for the LLM), are spliced into the text
+    embeddings of a causal LLM at the `config.image_token_id` positions. The loss is the LLM's next-token
+    cross-entropy on the label tokens (answers; prompt and image positions carry -100).
+
+    Build it around a real LLM with [`VersaViTForCaptioning.from_parts`]; [`VersaViTCaptioningProcessor`] makes
+    the inputs and labels.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|projector|language_model)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        if config.text_config is None or config.image_token_id is None:
+            raise ValueError(
+                "VersaViTForCaptioning needs config.text_config (the LLM) and config.image_token_id; build it with "
+                "VersaViTForCaptioning.from_parts(backbone, language_model, tokenizer)."
+            )
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        merger_class = PATCH_MERGER_CLASSES[config.backbone_family]
+        self.projector = merger_class(
+            dim=config.text_config.hidden_size, context_dim=config.embed_dim, spatial_merge_size=config.spatial_merge_size
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    @classmethod
+    def from_parts(cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"):
+        """Assemble the captioning model from a backbone and a causal LLM (their weights are kept; the projector is
+        new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings."""
+        if image_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+        image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        if image_token_id >= language_model.get_input_embeddings().num_embeddings:
+            language_model.resize_token_embeddings(len(tokenizer))
+        config = VersaViTConfig(
+            **{**backbone.config.to_dict(), "text_config": language_model.config.to_dict(), "image_token_id": image_token_id}
+        )
+        model = cls(config)
+        model.visual.load_state_dict(backbone.visual.state_dict())
+        model.language_model.load_state_dict(language_model.state_dict())
+        return model.to(dtype=backbone.dtype)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_stage(self, stage: str) -> None:
+        """`"alignment"`: only the projector trains (captioning warm-up, paper §4.2.1); `"multitask"`: the backbone,
+        projector and LLM train. The tower's own PatchMerger stays frozen in both."""
+        if stage not in ("alignment", "multitask"):
+            raise ValueError(f"stage: expected 'alignment' or 'multitask', got {stage!r}.")
+        trainable = stage == "multitask"
+        self.visual.requires_grad_(trainable)
+        self.visual.merger.requires_grad_(False)
+        self.language_model.requires_grad_(trainable)
+        self.projector.requires_grad_(True)
+
+    def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
+        check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        tokens = self.visual(pixel_values, grid_thw=image_grid_thw).last_hidden_state
+        features = self.projector(tokens)
+        window_index = self._window_index(image_grid_thw)
+        if window_index is not None:  # Qwen2.5-VL: undo the window permutation, as its own merger output does
+            features = features[torch.argsort(window_index.to(features.device))]
+        return features
+
+    def _splice(self, input_ids, pixel_values, image_grid_thw, labels=None):
+        image_mask = input_ids == self.config.image_token_id
+        merge = self.config.spatial_merge_size**2
+        per_image = (image_grid_thw.prod(-1) // merge).tolist()
+        per_sample = image_mask.sum(-1).tolist()
+        if len(per_image) == len(per_sample):  # one image per sequence: check each one
+            for index, (found, needed) in enumerate(zip(per_sample, per_image)):
+                if found != needed:
+                    raise ValueError(
+                        f"input_ids[{index}] has {found} image tokens (id {self.config.image_token_id}) but its image "
+                        f"has {needed} visual tokens (image_grid_thw[{index}] = {image_grid_thw[index].tolist()}); "
+                        "the prompt needs exactly one image placeholder, expanded by the processor."
+                    )
+        elif sum(per_sample) != sum(per_image):
+            raise ValueError(
+                f"input_ids hold {sum(per_sample)} image tokens but the {len(per_image)} images have {sum(per_image)} "
+                "visual tokens."
+            )
+        if labels is not None and (labels[image_mask] != -100).any():
+            raise ValueError("labels: image token positions must carry -100 (they are not predicted).")
+        features = self.get_image_features(pixel_values, image_grid_thw)
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+        mask = image_mask.unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(mask.to(embeds.device), features.to(embeds.dtype)), features
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> VersaViTCaptioningOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Token ids with each image's placeholder expanded to its number of visual tokens.
+        labels (`torch.LongTensor` of the same shape, *optional*): target ids, -100 where nothing is predicted.
+        """
+        inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
+        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features)
+
+    @torch.no_grad()
+    def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
+        """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
+        inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
 __all__ = [
     "VersaViTPreTrainedModel",
     "VersaViTModel",
+    "VersaViTForDepthEstimation",
+    "VersaViTForReferringSegmentation",
+    "VersaViTForCaptioning",
+    "VersaViTDepthHead",
+    "VersaViTSegmentationHead",
+    "VersaViTDepthEstimatorOutput",
+    "VersaViTReferringSegmentationOutput",
+    "VersaViTCaptioningOutput",
     "VersaViTModelOutput",
     "check_vision_inputs",
     "tokens_to_feature_maps",

@@ -25,6 +25,17 @@ QWEN25_VISION = {
     "fullatt_block_indexes": [1],
 }
 VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION}
+# Small heads of the same structure as the paper's.
+TINY_HEADS = {
+    "depth_neck_hidden_sizes": [8, 16, 32],
+    "depth_fusion_hidden_size": 16,
+    "depth_head_hidden_size": 8,
+    "text_embed_dim": 24,
+    "segmentation_hidden_size": 32,
+    "segmentation_num_prompt_tokens": 2,
+    "segmentation_decoder_heads": 2,
+    "segmentation_decoder_mlp_dim": 64,
+}
 
 
 @pytest.fixture(params=sorted(VISION_CONFIGS))
@@ -33,7 +44,7 @@ def family(request) -> str:
 
 
 def tiny_config(family: str = "qwen2_vl", **kwargs) -> VersaViTConfig:
-    return VersaViTConfig(vision_config=dict(VISION_CONFIGS[family]), **kwargs)
+    return VersaViTConfig(vision_config=dict(VISION_CONFIGS[family]), **{**TINY_HEADS, **kwargs})
 
 
 def random_inputs(config: VersaViTConfig, grids, seed: int = 0) -> dict[str, torch.Tensor]:

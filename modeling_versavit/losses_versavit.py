@@ -1,0 +1,153 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The task losses of VersaViT (paper §4.2, supplement §7 and §8.1). Shipped as Hub remote code: torch only."""
+
+import torch
+import torch.nn.functional as F
+
+# Guards a zero scale: a constant target (or prediction) normalises to all zeros instead of NaN.
+SCALE_EPS = 1e-6
+
+
+def depth_validity(labels: torch.Tensor, labels_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixels that supervise the depth loss: finite and positive labels (NaN, inf, 0 and negatives mark holes, as
+    `stereo_motorcycle`'s inf disparities or zero-filled invalid depth), and within `labels_mask` when given."""
+    valid = torch.isfinite(labels) & (labels > 0)
+    if labels_mask is not None:
+        if labels_mask.shape != labels.shape:
+            raise ValueError(f"labels_mask: shape {tuple(labels_mask.shape)} does not match labels {tuple(labels.shape)}.")
+        valid = valid & labels_mask.bool()
+    return valid
+
+
+def normalize_depth(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Align each map to zero translation and unit scale over its valid pixels (supplement §7):
+    `(d - median(d)) / mean(|d - median(d)|)`.
+
+    `depth` and `valid` are `(B, H, W)`. The median is the lower median of the valid values (torch's convention).
+    Invalid pixels come out as 0; an image without valid pixels comes out all 0.
+    """
+    batch = depth.shape[0]
+    flat = depth.reshape(batch, -1)
+    mask = valid.reshape(batch, -1)
+    count = mask.sum(dim=1, keepdim=True)
+    # nanmedian over the valid pixels only; rows without any are all NaN and get a median of 0 below.
+    median = torch.where(mask, flat, torch.full_like(flat, float("nan"))).nanmedian(dim=1, keepdim=True).values
+    median = torch.nan_to_num(median, nan=0.0)
+    centred = torch.where(mask, flat - median, torch.zeros_like(flat))
+    scale = centred.abs().sum(dim=1, keepdim=True) / count.clamp(min=1)
+    return (centred / scale.clamp(min=SCALE_EPS)).reshape_as(depth)
+
+
+def ssi_loss(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Scale-and-shift-invariant mean absolute error (supplement §7).
+
+    Both maps are normalised by `normalize_depth`, then `L_ssi = mean over valid pixels |d̂* - d̂|` per image,
+    averaged over the images that have valid pixels. Inputs are `(B, H, W)`; returns a scalar (0 if no pixel is
+    valid, still attached to the graph).
+    """
+    residual = normalize_depth(prediction, valid) - normalize_depth(target, valid)
+    per_pixel = torch.where(valid, residual.abs(), torch.zeros_like(residual))
+    count = valid.flatten(1).sum(dim=1)
+    per_image = per_pixel.flatten(1).sum(dim=1) / count.clamp(min=1)
+    return _mean_over_images(per_image, count > 0)
+
+
+def gradient_matching_loss(
+    prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, scales: int = 4
+) -> torch.Tensor:
+    """Multi-scale gradient matching (supplement §7, MiDaS): `L_gm = Σ_k (Σ |∇x R_k| + |∇y R_k|) / M_k`.
+
+    `R = d̂* - d̂` is the residual of the normalised prediction and target (as in `ssi_loss`); scale `k` (0..K-1)
+    keeps every `2^k`-th pixel of each axis; a finite difference counts only where both of its pixels are valid, and
+    `M_k` is the number of valid pixels at scale `k`. Summed over scales, averaged over images with valid pixels.
+    """
+    residual = normalize_depth(prediction, valid) - normalize_depth(target, valid)
+    residual = torch.where(valid, residual, torch.zeros_like(residual))
+    total = prediction.new_zeros(prediction.shape[0])
+    for k in range(scales):
+        step = 2**k
+        r = residual[:, ::step, ::step]
+        m = valid[:, ::step, ::step]
+        grad_x = (r[:, :, 1:] - r[:, :, :-1]).abs() * (m[:, :, 1:] & m[:, :, :-1])
+        grad_y = (r[:, 1:, :] - r[:, :-1, :]).abs() * (m[:, 1:, :] & m[:, :-1, :])
+        count = m.flatten(1).sum(dim=1)
+        total = total + (grad_x.flatten(1).sum(dim=1) + grad_y.flatten(1).sum(dim=1)) / count.clamp(min=1)
+    return _mean_over_images(total, valid.flatten(1).any(dim=1))
+
+
+def depth_loss(
+    prediction: torch.Tensor,
+    labels: torch.Tensor,
+    labels_mask: torch.Tensor | None = None,
+    ssi_weight: float = 1.0,
+    gm_weight: float = 0.5,
+    gm_scales: int = 4,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`λ_ssi · L_ssi + λ_gm · L_gm` on `(B, H, W)` maps; returns the loss and its two terms (detached)."""
+    if prediction.shape != labels.shape:
+        raise ValueError(
+            f"labels: depth labels of shape {tuple(labels.shape)} do not match the predicted depth "
+            f"{tuple(prediction.shape)} (labels are at the processed input size: image_grid_thw h, w x patch size)."
+        )
+    valid = depth_validity(labels, labels_mask)
+    labels = torch.where(valid, labels, torch.zeros_like(labels))  # NaN/inf never enter the arithmetic
+    dtype = torch.promote_types(prediction.dtype, torch.float32)  # bf16/fp16 predictions: reduce in fp32
+    prediction = prediction.to(dtype)
+    labels = labels.to(dtype)
+    ssi = ssi_loss(prediction, labels, valid)
+    gm = gradient_matching_loss(prediction, labels, valid, scales=gm_scales)
+    return ssi_weight * ssi + gm_weight * gm, {"loss_ssi": ssi.detach(), "loss_gm": gm.detach()}
+
+
+def check_mask_labels(labels: torch.Tensor, expected_shape: tuple[int, ...]) -> torch.Tensor:
+    """Binary `(num_expressions, H, W)` target masks as float, or a `ValueError` naming what is wrong."""
+    if tuple(labels.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"labels: mask labels of shape {tuple(labels.shape)} do not match the predicted masks "
+            f"{tuple(expected_shape)} (one mask per expression, at the processed input size)."
+        )
+    if labels.dtype != torch.bool:
+        bad = ~((labels == 0) | (labels == 1))
+        if bad.any():
+            raise ValueError(
+                f"labels: mask labels must be binary (0/1 or bool); found {int(bad.sum())} other values, e.g. "
+                f"{labels[bad].flatten()[:3].tolist()}."
+            )
+    return labels.float()
+
+
+def mask_loss(
+    logits: torch.Tensor, labels: torch.Tensor, bce_weight: float = 2.0, dice_weight: float = 0.5, smooth: float = 1.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`λ_bce · BCE + λ_dice · Dice` for `(N, H, W)` mask logits and binary targets (supplement §8.1).
+
+    Per mask: BCE is the mean over pixels of the binary cross-entropy with logits, and
+    `Dice = 1 - (2 Σ p g + s) / (Σ p + Σ g + s)` with `p = sigmoid(logits)` and smoothing `s = 1`, so an empty
+    target is valid (a confident empty prediction scores ~0). Both are averaged over masks.
+    """
+    labels = check_mask_labels(labels, logits.shape)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    labels = labels.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").flatten(1).mean(dim=1)
+    probs = logits.sigmoid().flatten(1)
+    target = labels.flatten(1)
+    dice = 1 - (2 * (probs * target).sum(dim=1) + smooth) / (probs.sum(dim=1) + target.sum(dim=1) + smooth)
+    bce, dice = bce.mean(), dice.mean()
+    return bce_weight * bce + dice_weight * dice, {"loss_bce": bce.detach(), "loss_dice": dice.detach()}
+
+
+def _mean_over_images(per_image: torch.Tensor, has_pixels: torch.Tensor) -> torch.Tensor:
+    """Mean over the images that have valid pixels; 0 (still attached to the graph, as DDP needs) if none has."""
+    has_pixels = has_pixels.to(per_image.dtype)
+    return (per_image * has_pixels).sum() / has_pixels.sum().clamp(min=1)
+
+
+__all__ = [
+    "check_mask_labels",
+    "depth_loss",
+    "depth_validity",
+    "gradient_matching_loss",
+    "mask_loss",
+    "normalize_depth",
+    "ssi_loss",
+]

@@ -1,0 +1,192 @@
+"""The depth and referring-segmentation models: shapes, gradients, the pipeline, bad inputs, checkpoints."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import photo, random_inputs, tiny_config
+from transformers import AutoModelForDepthEstimation, pipeline
+
+from modeling_versavit import (
+    VersaViTConfig,
+    VersaViTForDepthEstimation,
+    VersaViTForReferringSegmentation,
+    VersaViTImageProcessor,
+    VersaViTModel,
+)
+from modeling_versavit.modeling_versavit import VersaViTDepthHead, VersaViTSegmentationHead
+
+
+def block_grads(model) -> list[bool]:
+    """Per tower block: did any of its parameters receive a non-zero gradient?"""
+    return [any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()) for block in model.visual.blocks]
+
+
+# ------------------------------------------------------------------------------------------------- depth
+@pytest.mark.parametrize("grid", [(4, 4), (6, 10)])
+def test_depth_prediction_has_the_input_size(family, grid):
+    torch.manual_seed(0)
+    model = VersaViTForDepthEstimation(tiny_config(family)).eval()
+    inputs = random_inputs(model.config, [grid, grid])
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.predicted_depth.shape == (2, 14 * grid[0], 14 * grid[1])
+    assert (out.predicted_depth >= 0).all() and out.predicted_depth.std() > 0 and out.loss is None
+
+
+def test_depth_loss_reaches_exactly_the_layers_it_reads(family):
+    torch.manual_seed(0)
+    model = VersaViTForDepthEstimation(tiny_config(family, depth_layer_indices=[0, 1, 2])).train()
+    inputs = random_inputs(model.config, [(4, 6), (4, 6)])
+    out = model(**inputs, labels=torch.rand(2, 56, 84) + 0.5)
+    out.loss.backward()
+    assert block_grads(model) == [True, True, False]  # hidden_states 1 and 2 are blocks 0 and 1; block 2 is unread
+    assert model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.visual.merger.parameters())  # the frozen merger
+    head_params = [p for p in model.depth_head.parameters()]
+    assert all(p.grad is not None for p in head_params)  # no unused head parameter (DDP-safe)
+
+
+def test_depth_labels_with_holes_train_and_mixed_sizes_fail(family):
+    import skimage.data
+
+    torch.manual_seed(0)
+    model = VersaViTForDepthEstimation(tiny_config(family)).train()
+    inputs = random_inputs(model.config, [(4, 6)])
+    _, _, disparity = skimage.data.stereo_motorcycle()  # inf where unknown
+    labels = torch.nn.functional.interpolate(torch.tensor(disparity)[None, None], size=(56, 84), mode="nearest")[0]
+    assert torch.isinf(labels).any()
+    out = model(**inputs, labels=labels)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.depth_head.parameters())
+    assert set(out.loss_terms) == {"loss_ssi", "loss_gm"}
+    with pytest.raises(ValueError, match=r"image_grid_thw: depth estimation batches images of one size"):
+        model(**random_inputs(model.config, [(4, 6), (6, 4)]))
+
+
+def test_depth_estimation_pipeline_on_a_real_photo():
+    torch.manual_seed(0)
+    model = VersaViTForDepthEstimation(tiny_config("qwen2_vl")).eval()
+    processor = VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 224 * 224})
+    estimator = pipeline("depth-estimation", model=model, image_processor=processor)
+    image = PIL.Image.fromarray(photo("astronaut"))
+    result = estimator(image)
+    assert tuple(result["predicted_depth"].shape) == (image.height, image.width)
+    assert result["depth"].size == image.size
+    assert isinstance(AutoModelForDepthEstimation.from_config(model.config), VersaViTForDepthEstimation)
+
+
+def test_depth_head_parameter_count_at_paper_scale():
+    with torch.device("meta"):
+        head = VersaViTDepthHead(VersaViTConfig())
+    count = sum(p.numel() for p in head.parameters())
+    print(f"DPT head on the Qwen2-VL-7B tower: {count / 1e6:.1f}M parameters (paper Table 13: 37.0M)")
+    assert 30e6 < count < 45e6
+
+
+# ------------------------------------------------------------------------------------------------- segmentation
+def test_many_expressions_on_one_image_run_the_backbone_once(family):
+    torch.manual_seed(0)
+    model = VersaViTForReferringSegmentation(tiny_config(family)).eval()
+    calls = []
+    model.visual.register_forward_hook(lambda *args: calls.append(1))
+    inputs = random_inputs(model.config, [(6, 10)])
+    with torch.no_grad():
+        out = model(**inputs, text_embeds=torch.randn(5, 24), expression_image_index=torch.zeros(5, dtype=torch.long))
+    assert calls == [1]
+    assert out.pred_masks.shape == (5, 84, 140)  # the processed input size
+    assert out.image_embeddings.shape == (1, 32, 6, 10)
+    assert not torch.allclose(out.pred_masks[0], out.pred_masks[1])  # different expressions, different masks
+
+
+def test_expressions_route_to_their_images():
+    torch.manual_seed(0)
+    model = VersaViTForReferringSegmentation(tiny_config()).eval()
+    inputs = random_inputs(model.config, [(4, 4), (4, 4)])
+    text = torch.randn(3, 24)
+    with torch.no_grad():
+        joint = model(**inputs, text_embeds=text, expression_image_index=torch.tensor([1, 0, 1])).pred_masks
+        alone = model(
+            inputs["pixel_values"][16:], inputs["image_grid_thw"][1:], text_embeds=text[[0, 2]],
+            expression_image_index=torch.tensor([0, 0]),
+        ).pred_masks
+        batched = model(**inputs, text_embeds=torch.stack([text[[1, 1]], text[[0, 2]]])).pred_masks
+    torch.testing.assert_close(joint[[0, 2]], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched[2:], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_segmentation_loss_trains_every_layer_and_head_parameter(family):
+    torch.manual_seed(0)
+    model = VersaViTForReferringSegmentation(tiny_config(family)).train()
+    inputs = random_inputs(model.config, [(4, 6), (4, 6)])
+    labels = torch.zeros(3, 56, 84)
+    labels[0, 10:30, 20:50] = 1  # expression 2's target is empty: a valid target
+    labels[1, :5] = 1
+    out = model(**inputs, text_embeds=torch.randn(3, 24), expression_image_index=torch.tensor([0, 1, 1]), labels=labels)
+    out.loss.backward()
+    assert all(block_grads(model))  # the head reads the last layer: every block is trained
+    assert all(p.grad is None for p in model.visual.merger.parameters())
+    trainable = [(n, p) for n, p in model.segmentation_head.named_parameters() if p.requires_grad]
+    assert [n for n, p in trainable if p.grad is None] == []  # no unused head parameter (DDP-safe)
+    assert not model.segmentation_head.positional_embedding.positional_embedding.requires_grad
+    assert set(out.loss_terms) == {"loss_bce", "loss_dice"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"text_embeds": torch.randn(2, 23)}, r"text_embeds: expected width config.text_embed_dim=24"),
+        ({"text_embeds": torch.randn(3, 24)}, r"expression_image_index: required when the number of expressions \(3\)"),
+        ({"text_embeds": torch.randn(2, 24), "expression_image_index": torch.tensor([0, 2])}, r"expression_image_index: expected 2 integer indices in \[0, 2\)"),
+        ({"text_embeds": torch.randn(3, 1, 24)}, r"text_embeds: a 3-D tensor needs one row per image \(2\)"),
+        ({"text_embeds": torch.randn(2, 24), "labels": torch.zeros(2, 56, 56)}, r"labels: mask labels of shape \(2, 56, 56\) do not match"),
+        ({"text_embeds": torch.randn(2, 24), "labels": torch.full((2, 56, 84), 0.5)}, "labels: mask labels must be binary"),
+    ],
+)
+def test_segmentation_bad_inputs_are_clear_errors(kwargs, message):
+    model = VersaViTForReferringSegmentation(tiny_config())
+    with pytest.raises(ValueError, match=message):
+        model(**random_inputs(model.config, [(4, 6), (4, 6)]), **kwargs)
+
+
+def test_non_square_positional_encoding_follows_the_grid():
+    head = VersaViTSegmentationHead(tiny_config())
+    encoding = head.grid_positional_embeddings(3, 5)
+    assert encoding.shape == (1, 32, 3, 5)
+    square = head.grid_positional_embeddings(5, 5)
+    torch.testing.assert_close(encoding[0, :, 1, :], square[0, :, 2, :])  # the same normalised row centre (0.5)
+    assert head.positional_embedding.positional_embedding.std().item() < 3  # SAM's unit scale, not hidden/2
+
+
+def test_segmentation_head_parameter_count_at_paper_scale():
+    with torch.device("meta"):
+        head = VersaViTSegmentationHead(VersaViTConfig())
+    count = sum(p.numel() for p in head.parameters())
+    print(f"Segmentation head (4096-d text embeddings): {count / 1e6:.2f}M parameters (paper Table 13: 4.8M)")
+    assert 3e6 < count < 8e6
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("model_class", [VersaViTForDepthEstimation, VersaViTForReferringSegmentation])
+def test_task_models_round_trip(tmp_path, model_class):
+    torch.manual_seed(0)
+    model = model_class(tiny_config("qwen2_5_vl")).eval()
+    model.save_pretrained(tmp_path)
+    reloaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    inputs = random_inputs(model.config, [(4, 6)])
+    extra = {"text_embeds": torch.randn(1, 24)} if model_class is VersaViTForReferringSegmentation else {}
+    with torch.no_grad():
+        first, second = model(**inputs, **extra), reloaded.eval()(**inputs, **extra)
+    assert torch.equal(first[0], second[0])
+
+
+def test_depth_checkpoint_loads_into_the_backbone_only_with_its_keys(tmp_path):
+    torch.manual_seed(0)
+    depth = VersaViTForDepthEstimation(tiny_config())
+    depth.save_pretrained(tmp_path)
+    backbone, info = VersaViTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"]
+    assert all(torch.equal(v, depth.state_dict()[k]) for k, v in backbone.state_dict().items())

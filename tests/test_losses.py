@@ -1,0 +1,186 @@
+"""The depth and mask losses against plain-formula references written here with loops and numpy."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_versavit import depth_loss, gradient_matching_loss, mask_loss, ssi_loss
+
+EPS = 1e-6
+
+
+# ---------------------------------------------------------------- references (supplement §7 and §8.1, as written)
+def ref_normalise(values: list[float]) -> list[float]:
+    ordered = sorted(values)
+    median = ordered[(len(ordered) - 1) // 2]  # lower median
+    scale = sum(abs(v - median) for v in values) / len(values)
+    return [(v - median) / max(scale, EPS) for v in values]
+
+
+def ref_residual(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """d̂* - d̂ at valid pixels of one image, 0 elsewhere."""
+    coords = [(i, j) for i in range(pred.shape[0]) for j in range(pred.shape[1]) if valid[i, j]]
+    residual = np.zeros(pred.shape)
+    if coords:
+        p = ref_normalise([float(pred[c]) for c in coords])
+        t = ref_normalise([float(target[c]) for c in coords])
+        for c, a, b in zip(coords, p, t):
+            residual[c] = a - b
+    return residual
+
+
+def ref_ssi(pred, target, valid) -> float:
+    losses = []
+    for b in range(pred.shape[0]):
+        count = int(valid[b].sum())
+        if count:
+            losses.append(np.abs(ref_residual(pred[b], target[b], valid[b]))[valid[b]].sum() / count)
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def ref_gm(pred, target, valid, scales) -> float:
+    losses = []
+    for b in range(pred.shape[0]):
+        if not valid[b].any():
+            continue
+        residual = ref_residual(pred[b], target[b], valid[b])
+        total = 0.0
+        for k in range(scales):
+            step = 2**k
+            r, m = residual[::step, ::step], valid[b][::step, ::step]
+            grads = 0.0
+            for i in range(r.shape[0]):
+                for j in range(r.shape[1]):
+                    if j + 1 < r.shape[1] and m[i, j] and m[i, j + 1]:
+                        grads += abs(r[i, j + 1] - r[i, j])
+                    if i + 1 < r.shape[0] and m[i, j] and m[i + 1, j]:
+                        grads += abs(r[i + 1, j] - r[i, j])
+            total += grads / max(int(m.sum()), 1)
+        losses.append(total)
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def ref_mask_loss(logits, targets, bce_weight, dice_weight) -> float:
+    bces, dices = [], []
+    for x, g in zip(logits, targets):
+        p = 1 / (1 + np.exp(-x.astype(np.float64)))
+        bces.append(float(np.mean(-(g * np.log(p) + (1 - g) * np.log(1 - p)))))
+        dices.append(1 - (2 * float((p * g).sum()) + 1) / (float(p.sum()) + float(g.sum()) + 1))
+    return bce_weight * float(np.mean(bces)) + dice_weight * float(np.mean(dices))
+
+
+# ---------------------------------------------------------------- cases
+def random_case(seed, batch=3, height=13, width=17, valid_fraction=0.7):
+    rng = np.random.default_rng(seed)
+    pred = rng.uniform(0.1, 3.0, (batch, height, width))
+    target = rng.uniform(0.5, 10.0, (batch, height, width))
+    valid = rng.uniform(size=(batch, height, width)) < valid_fraction
+    return pred, target, valid
+
+
+def as_tensors(*arrays):
+    return [torch.tensor(a) for a in arrays]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scales", [1, 3])
+def test_ssi_and_gm_match_the_formula(seed, scales):
+    pred, target, valid = random_case(seed)
+    p, t, v = as_tensors(pred, target, valid)
+    assert ssi_loss(p, t, v).item() == pytest.approx(ref_ssi(pred, target, valid), rel=1e-9, abs=1e-12)
+    assert gradient_matching_loss(p, t, v, scales).item() == pytest.approx(
+        ref_gm(pred, target, valid, scales), rel=1e-9, abs=1e-12
+    )
+
+
+def test_constant_target_and_empty_images_stay_finite():
+    pred, target, valid = random_case(3)
+    target[0] = 4.2  # constant target: zero scale
+    valid[1] = False  # an image with no valid pixel is left out of the mean
+    p, t, v = as_tensors(pred, target, valid)
+    p.requires_grad_(True)
+    loss, terms = depth_loss(p, t, v, ssi_weight=1.0, gm_weight=0.5, gm_scales=3)
+    expected = ref_ssi(pred, target, valid) + 0.5 * ref_gm(pred, target, valid, 3)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    assert terms["loss_ssi"].item() == pytest.approx(ref_ssi(pred, target, valid), rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(p.grad).all() and (p.grad[1] == 0).all()
+
+
+def test_all_invalid_mask_gives_zero_with_a_graph():
+    pred, target, _ = random_case(4)
+    p = torch.tensor(pred, requires_grad=True)
+    loss, _ = depth_loss(p, torch.tensor(target), torch.zeros(pred.shape, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(p.grad, torch.zeros_like(p))
+
+
+def test_nan_inf_zero_and_negative_labels_are_masked_not_propagated():
+    pred, target, valid = random_case(5, valid_fraction=1.0)
+    holes = np.random.default_rng(6).uniform(size=target.shape)
+    dirty = target.copy()
+    dirty[holes < 0.1] = np.nan
+    dirty[(holes >= 0.1) & (holes < 0.2)] = np.inf
+    dirty[(holes >= 0.2) & (holes < 0.25)] = 0.0
+    dirty[(holes >= 0.25) & (holes < 0.3)] = -1.0
+    p = torch.tensor(pred, requires_grad=True)
+    loss, _ = depth_loss(p, torch.tensor(dirty), gm_weight=0.5, gm_scales=2)
+    expected_valid = holes >= 0.3
+    expected = ref_ssi(pred, target, expected_valid) + 0.5 * ref_gm(pred, target, expected_valid, 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(p.grad).all()
+
+
+def test_real_disparity_with_inf_holes():
+    """scikit-image's stereo_motorcycle disparity marks unknown pixels with inf."""
+    import skimage.data
+
+    _, _, disparity = skimage.data.stereo_motorcycle()
+    disparity = disparity[::8, ::8].astype(np.float64)
+    assert np.isinf(disparity).any()
+    target = torch.tensor(disparity)[None]
+    pred = torch.rand_like(target, requires_grad=True)
+    loss, terms = depth_loss(pred, target)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+    valid = torch.isfinite(target) & (target > 0)
+    assert terms["loss_ssi"].item() == pytest.approx(ref_ssi(pred.detach().numpy(), disparity[None], valid.numpy()), rel=1e-9)
+
+
+def test_depth_loss_shape_and_mask_errors():
+    with pytest.raises(ValueError, match=r"labels: depth labels of shape \(2, 5, 5\) do not match"):
+        depth_loss(torch.rand(2, 4, 4), torch.rand(2, 5, 5))
+    with pytest.raises(ValueError, match="labels_mask: shape"):
+        depth_loss(torch.rand(2, 4, 4), torch.rand(2, 4, 4), torch.ones(2, 4, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_mask_loss_matches_the_formula(empty):
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 3, (4, 9, 11))
+    targets = (rng.uniform(size=(4, 9, 11)) < 0.3).astype(np.float64)
+    if empty:
+        targets[1] = 0.0  # an empty target mask is a valid target
+    loss, terms = mask_loss(torch.tensor(logits), torch.tensor(targets), bce_weight=2.0, dice_weight=0.5)
+    assert loss.item() == pytest.approx(ref_mask_loss(logits, targets, 2.0, 0.5), rel=1e-6)
+    assert set(terms) == {"loss_bce", "loss_dice"}
+    bool_loss, _ = mask_loss(torch.tensor(logits), torch.tensor(targets).bool(), 2.0, 0.5)
+    assert bool_loss.item() == pytest.approx(loss.item(), rel=1e-12)
+
+
+def test_confident_empty_prediction_of_an_empty_mask_costs_nothing():
+    loss, _ = mask_loss(torch.full((1, 8, 8), -30.0), torch.zeros(1, 8, 8))
+    assert loss.item() == pytest.approx(0.0, abs=1e-9)
+    assert math.isfinite(loss.item())
+
+
+def test_mask_label_errors():
+    with pytest.raises(ValueError, match=r"labels: mask labels of shape \(2, 8, 9\) do not match the predicted masks"):
+        mask_loss(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))
+    with pytest.raises(ValueError, match="labels: mask labels must be binary"):
+        mask_loss(torch.zeros(1, 2, 2), torch.tensor([[[0.0, 0.5], [1.0, 1.0]]]))
