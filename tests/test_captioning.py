@@ -1,0 +1,207 @@
+"""The captioning / VQA branch: inputs and labels, the spliced LLM forward, stages, SmolLM2, checkpoints."""
+
+import PIL.Image
+import pytest
+import torch
+from conftest import photo, tiny_config
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from modeling_versavit import (
+    IGNORE_INDEX,
+    VersaViTCaptioningProcessor,
+    VersaViTConfig,
+    VersaViTForCaptioning,
+    VersaViTForDepthEstimation,
+    VersaViTForReferringSegmentation,
+    VersaViTImageProcessor,
+    VersaViTModel,
+)
+from modeling_versavit.modeling_versavit import PATCH_MERGER_CLASSES
+from versavit_trainer.assets import smollm2_path
+
+SMALL_IMAGES = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return smollm2_path()  # converted from the packaged GGUF once, then cached
+
+
+@pytest.fixture
+def tokenizer(smollm2):
+    return AutoTokenizer.from_pretrained(smollm2)
+
+
+def tiny_captioner(tokenizer, family="qwen2_vl", seed=0):
+    torch.manual_seed(seed)
+    backbone = VersaViTModel(tiny_config(family))
+    llm = LlamaForCausalLM(
+        LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    )
+    model = VersaViTForCaptioning.from_parts(backbone, llm, tokenizer)
+    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size=SMALL_IMAGES), tokenizer)
+    return model, processor
+
+
+def sample_batch(processor, answers=("A cat with green eyes.", "Coffee.")):
+    images = [PIL.Image.fromarray(photo("chelsea")), PIL.Image.fromarray(photo("coffee"))]
+    prompts = ["Describe the image.", "<image>What is in the cup?"]
+    return processor(images, prompts, list(answers) if answers is not None else None)
+
+
+def test_labels_are_masked_token_by_token(tokenizer):
+    model, processor = tiny_captioner(tokenizer)
+    answers = ["A cat with green eyes.", "Coffee."]
+    batch = sample_batch(processor, answers)
+    image_id = processor.image_token_id
+    for row, (_, h, w) in enumerate(batch["image_grid_thw"].tolist()):
+        ids, labels, attention = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        length = int(attention.sum())
+        assert attention[:length].all() and not attention[length:].any()  # right padding for training
+        answer_ids = tokenizer(answers[row] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        start = length - len(answer_ids)
+        assert int((ids == image_id).sum()) == h * w // 4
+        for position in range(ids.shape[0]):
+            if start <= position < length:  # answer tokens, end-of-sequence included, are predicted
+                assert labels[position] == ids[position] == answer_ids[position - start]
+            else:  # chat template, image tokens, question and padding are not
+                assert labels[position] == IGNORE_INDEX
+        prompt = tokenizer.decode(ids[:start])
+        assert prompt.count("<image>") == h * w // 4 and ("Describe the image." in prompt or "What is in the cup?" in prompt)
+
+
+def test_loss_is_the_per_token_mean_over_answer_tokens(tokenizer):
+    model, processor = tiny_captioner(tokenizer)
+    batch = sample_batch(processor)
+    out = model(**batch)
+    logits, labels = out.logits[:, :-1].double(), batch["labels"][:, 1:]
+    picked = labels != IGNORE_INDEX
+    log_probs = logits.log_softmax(-1)[picked].gather(-1, labels[picked][:, None])
+    assert out.loss.item() == pytest.approx(-log_probs.mean().item(), rel=1e-5)
+    assert out.image_features.shape == (int(batch["image_grid_thw"].prod(-1).sum()) // 4, 32)
+
+
+def test_gradients_and_stages(tokenizer, family):
+    model, processor = tiny_captioner(tokenizer, family)
+    batch = sample_batch(processor)
+
+    def trained_parts():
+        model.zero_grad()
+        model(**batch).loss.backward()
+        blocks = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters()) for b in model.visual.blocks]
+        grad = lambda module: any(p.grad is not None for p in module.parameters())  # noqa: E731
+        return blocks, grad(model.projector), grad(model.language_model), grad(model.visual.merger)
+
+    model.set_stage("multitask")
+    assert trained_parts() == ([True, True, True], True, True, False)
+    model.set_stage("alignment")  # the warm-up: only the projector trains
+    assert trained_parts() == ([False, False, False], True, False, False)
+    with pytest.raises(ValueError, match="stage: expected 'alignment' or 'multitask'"):
+        model.set_stage("pretraining")
+
+
+def test_qwen2_5_image_features_follow_the_merge_block_order(tokenizer):
+    """With a projector equal to the tower's merger, the captioning features equal the tower's own merged tokens."""
+    model, _ = tiny_captioner(tokenizer, "qwen2_5_vl")
+    model.projector = type(model.projector)(dim=model.config.merged_dim, context_dim=model.config.embed_dim)
+    model.projector.load_state_dict(model.visual.merger.state_dict())
+    grid = torch.tensor([[1, 12, 16]])
+    pixel_values = torch.randn(192, model.config.patch_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.get_image_features(pixel_values, grid), model.visual(pixel_values, grid_thw=grid).pooler_output
+        )
+
+
+def test_placeholder_errors(tokenizer):
+    model, processor = tiny_captioner(tokenizer)
+    image = PIL.Image.fromarray(photo("coffee"))
+    with pytest.raises(ValueError, match=r"prompts\[0\]: holds 2 image placeholders"):
+        processor([image], ["<image> and <image>"], ["x"])
+    batch = sample_batch(processor)
+    without = batch["input_ids"].masked_fill(batch["input_ids"] == processor.image_token_id, tokenizer.eos_token_id)
+    with pytest.raises(ValueError, match=r"input_ids\[0\] has 0 image tokens .* its image has \d+ visual tokens"):
+        model(input_ids=without, pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
+    bad_labels = batch["labels"].clone()
+    bad_labels[batch["input_ids"] == processor.image_token_id] = 5
+    with pytest.raises(ValueError, match="labels: image token positions must carry -100"):
+        model(**{**batch, "labels": bad_labels})
+    with pytest.raises(ValueError, match="needs config.text_config"):
+        VersaViTForCaptioning(tiny_config())
+
+
+def test_smollm2_learns_a_fixed_batch_and_generates_text(smollm2, tokenizer):
+    torch.manual_seed(0)
+    llm = AutoModelForCausalLM.from_pretrained(smollm2)
+    model = VersaViTForCaptioning.from_parts(VersaViTModel(tiny_config()), llm, tokenizer)
+    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size=SMALL_IMAGES), tokenizer)
+    batch = sample_batch(processor, ["A tabby cat.", "A cup of coffee."])
+    model.set_stage("multitask")
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    losses = []
+    for _ in range(4):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+    model.eval()
+    prompts = processor([PIL.Image.fromarray(photo("coffee"))], ["What is in the cup?"])
+    assert prompts["attention_mask"][0, -1] == 1  # generation prompts are left-padded
+    generated = model.generate(**prompts, max_new_tokens=8, do_sample=False)
+    text = processor.batch_decode(generated)[0]
+    assert generated.shape[1] > 0 and len(text.strip()) > 0
+
+
+def test_captioning_round_trip_and_processor_save(tmp_path, tokenizer):
+    model, processor = tiny_captioner(tokenizer)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded, info = VersaViTForCaptioning.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert reloaded.config.image_token_id == processor.image_token_id
+    batch = sample_batch(processor)
+    reloaded_batch = sample_batch(VersaViTCaptioningProcessor.from_pretrained(tmp_path))
+    for key in ("input_ids", "labels", "pixel_values", "image_grid_thw"):
+        assert torch.equal(reloaded_batch[key], batch[key])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, reloaded.eval()(**batch).logits)
+
+
+def test_a_checkpoint_with_every_head_loads_into_each_task_class(tmp_path, tokenizer):
+    captioner, _ = tiny_captioner(tokenizer)
+    config = captioner.config
+    depth, segmentation = VersaViTForDepthEstimation(config), VersaViTForReferringSegmentation(config)
+    depth.visual.load_state_dict(captioner.visual.state_dict())
+    segmentation.visual.load_state_dict(captioner.visual.state_dict())
+    captioner.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    for model in (depth, segmentation):
+        tensors.update({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("visual.")})
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+
+    for model_class, reference in ((VersaViTForDepthEstimation, depth), (VersaViTForReferringSegmentation, segmentation),
+                                   (VersaViTForCaptioning, captioner), (VersaViTModel, depth)):
+        loaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
+        assert not info["missing_keys"], model_class.__name__
+        expected = reference.state_dict()
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, expected[key]), (model_class.__name__, key)
+
+
+def test_projector_parameter_count_at_paper_scale():
+    config = VersaViTConfig(text_config={"model_type": "qwen3", "hidden_size": 2048}, image_token_id=151655)
+    with torch.device("meta"):
+        projector = PATCH_MERGER_CLASSES[config.backbone_family](
+            dim=config.text_config.hidden_size, context_dim=config.embed_dim, spatial_merge_size=config.spatial_merge_size
+        )
+    count = sum(p.numel() for p in projector.parameters())
+    print(f"Captioning projector, 1280-d tower into a 2048-d LLM: {count / 1e6:.1f}M parameters (paper Table 13: 35.0M)")
+    assert 30e6 < count < 40e6
