@@ -8,7 +8,7 @@ and marks them for `auto_map`, so `save_pretrained` writes a folder that also lo
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForDepthEstimation
 
-from .configuration_versavit import VersaViTConfig, uniform_layer_indices
+from .configuration_versavit import TASKS, VersaViTConfig, uniform_layer_indices
 from .image_processing_versavit import VersaViTImageProcessor, load_image, to_rgb
 from .losses_versavit import depth_loss, gradient_matching_loss, mask_loss, normalize_depth, ssi_loss
 from .modeling_versavit import (
@@ -16,11 +16,13 @@ from .modeling_versavit import (
     VersaViTDepthEstimatorOutput,
     VersaViTForCaptioning,
     VersaViTForDepthEstimation,
+    VersaViTForMultiTask,
     VersaViTForReferringSegmentation,
     VersaViTModel,
     VersaViTModelOutput,
     VersaViTPreTrainedModel,
     VersaViTReferringSegmentationOutput,
+    captioning_config,
     check_vision_inputs,
     tokens_to_feature_maps,
 )
@@ -39,6 +41,9 @@ VersaViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "IGNORE_INDEX",
+    "TASKS",
+    "VersaViTForMultiTask",
+    "captioning_config",
     "VersaViTCaptioningOutput",
     "VersaViTCaptioningProcessor",
     "VersaViTConfig",

@@ -14,6 +14,8 @@ from transformers.configuration_utils import SubConfigSpec
 # The vision towers VersaViT post-trains, by the `model_type` of their transformers vision config.
 # Qwen2-VL's tower is the paper's backbone; Qwen2.5-VL's (window attention) is post-trained in Table 6.
 SUPPORTED_VISION_MODEL_TYPES = ("qwen2_vl_vision", "qwen2_5_vl_vision")
+# The tasks of the multi-task post-training (paper §4.2), in the names the models and the trainer use.
+TASKS = ("captioning", "depth", "segmentation")
 # Legacy MLLM configs store the tower's config under the MLLM's own model type.
 _LEGACY_VISION_MODEL_TYPES = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision"}
 
@@ -76,6 +78,9 @@ class VersaViTConfig(PreTrainedConfig):
         image_token_id (`int`, *optional*):
             The LLM token id marking image positions in captioning prompts: each image takes as many of them as it
             has merged visual tokens.
+        tasks (`list[str]`, *optional*):
+            The heads of [`VersaViTForMultiTask`], among `"captioning"`, `"depth"` and `"segmentation"`. Defaults to
+            all three when `text_config` and `image_token_id` are set, else depth and segmentation.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of the head weights.
 
@@ -120,6 +125,8 @@ class VersaViTConfig(PreTrainedConfig):
     # Captioning / VQA (projector into a causal LLM).
     text_config: dict | PreTrainedConfig | None = None
     image_token_id: int | None = None
+    # Multi-task model.
+    tasks: list[str] | tuple[str, ...] | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -142,6 +149,17 @@ class VersaViTConfig(PreTrainedConfig):
         # JSON has no tuples: keep lists so a saved and reloaded config compares equal.
         self.depth_neck_hidden_sizes = list(self.depth_neck_hidden_sizes)
         self.depth_reassemble_factors = list(self.depth_reassemble_factors)
+        has_llm = self.text_config is not None and self.image_token_id is not None
+        if self.tasks is None:
+            self.tasks = [task for task in TASKS if task != "captioning" or has_llm]
+        self.tasks = list(self.tasks)
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"VersaViTConfig.tasks: expected distinct names among {TASKS}, got {self.tasks}.")
+        if "captioning" in self.tasks and not has_llm:
+            raise ValueError(
+                "VersaViTConfig.tasks: 'captioning' needs text_config (the LLM) and image_token_id to be set."
+            )
         self._check_head_settings()
 
     def _normalize_layer(self, field: str, index) -> int:
@@ -240,4 +258,4 @@ class VersaViTConfig(PreTrainedConfig):
         return self.vision_config.in_channels * self.temporal_patch_size * self.patch_size**2
 
 
-__all__ = ["VersaViTConfig", "SUPPORTED_VISION_MODEL_TYPES", "uniform_layer_indices"]
+__all__ = ["TASKS", "VersaViTConfig", "SUPPORTED_VISION_MODEL_TYPES", "uniform_layer_indices"]

@@ -182,6 +182,30 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             # is (export keeps it) and a parameter without gradient would break DDP's reducer.
             self.visual.merger.requires_grad_(False)
 
+    def frozen_by_design(self) -> list[nn.Parameter]:
+        """Parameters VersaViT never trains: the tower's PatchMerger in task models (no head reads it; export keeps
+        the MLLM's) and the segmentation head's fixed random-Fourier positional encoding."""
+        frozen = []
+        if not isinstance(self, VersaViTModel):
+            frozen += list(self.visual.merger.parameters())
+        head = getattr(self, "segmentation_head", None)
+        if head is not None:
+            frozen += list(head.positional_embedding.parameters())
+        return frozen
+
+    def set_stage(self, stage: str) -> None:
+        """Select what trains. `"alignment"`: only the captioning `projector` (the captioning warm-up, paper §4.2.1:
+        backbone and LLM frozen). `"multitask"`: everything but `frozen_by_design()` (paper §4.3)."""
+        if stage not in ("alignment", "multitask"):
+            raise ValueError(f"stage: expected 'alignment' or 'multitask', got {stage!r}.")
+        if stage == "alignment" and getattr(self, "projector", None) is None:
+            raise ValueError(f"stage 'alignment' trains the captioning projector, which {type(self).__name__} lacks.")
+        self.requires_grad_(stage == "multitask")
+        if stage == "alignment":
+            self.projector.requires_grad_(True)
+        for parameter in self.frozen_by_design():
+            parameter.requires_grad_(False)
+
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             # The convolutional heads (DPT, SAM neck and decoder) start from PyTorch's default init, as in the DPT and
@@ -443,7 +467,7 @@ class VersaViTSegmentationHead(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, width)
         self.positional_embedding = SamPositionalEmbedding(SimpleNamespace(scale=1.0, num_pos_feats=width // 2))
-        self.positional_embedding.requires_grad_(False)
+        self.positional_embedding.requires_grad_(False)  # fixed random features, as SAM's buffer
         decoder_config = SamMaskDecoderConfig(
             hidden_size=width,
             num_hidden_layers=config.segmentation_decoder_layers,
@@ -498,23 +522,10 @@ class VersaViTDepthEstimatorOutput(DepthEstimatorOutput):
     loss_terms: dict[str, torch.Tensor] | None = None
 
 
-class VersaViTForDepthEstimation(VersaViTPreTrainedModel):
-    r"""
-    VersaViT with a DPT depth head on three (by default) uniformly spaced backbone layers (paper §4.2.2). Trained on
-    relative-depth pseudo labels with the scale-and-shift-invariant and gradient-matching losses; runs in
-    transformers' `depth-estimation` pipeline with [`VersaViTImageProcessor`].
-    """
+class DepthEstimationMixin:
+    """The depth task on a VersaViT model with `visual` and `depth_head` (shared by the task and multi-task models)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|depth_head)\.)"]
-
-    def __init__(self, config: VersaViTConfig):
-        super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
-        self.depth_head = VersaViTDepthHead(config)
-        self.post_init()
-
-    @can_return_tuple
-    def forward(
+    def forward_depth(
         self,
         pixel_values: torch.Tensor,
         image_grid_thw: torch.Tensor,
@@ -543,6 +554,30 @@ class VersaViTForDepthEstimation(VersaViTPreTrainedModel):
             )
         return VersaViTDepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, loss_terms=loss_terms)
 
+    def depth_layers_read(self) -> int:
+        return max(self.config.depth_layer_indices)
+
+
+class VersaViTForDepthEstimation(DepthEstimationMixin, VersaViTPreTrainedModel):
+    r"""
+    VersaViT with a DPT depth head on three (by default) uniformly spaced backbone layers (paper §4.2.2). Trained on
+    relative-depth pseudo labels with the scale-and-shift-invariant and gradient-matching losses; runs in
+    transformers' `depth-estimation` pipeline with [`VersaViTImageProcessor`].
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|depth_head)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        self.depth_head = VersaViTDepthHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, pixel_values, image_grid_thw, labels=None, labels_mask=None, **kwargs) -> VersaViTDepthEstimatorOutput:
+        r"""See [`DepthEstimationMixin.forward_depth`]."""
+        return self.forward_depth(pixel_values, image_grid_thw, labels=labels, labels_mask=labels_mask)
+
 
 @dataclass
 class VersaViTReferringSegmentationOutput(ModelOutput):
@@ -561,23 +596,10 @@ class VersaViTReferringSegmentationOutput(ModelOutput):
     loss_terms: dict[str, torch.Tensor] | None = None
 
 
-class VersaViTForReferringSegmentation(VersaViTPreTrainedModel):
-    r"""
-    VersaViT with a SAM-style referring-segmentation head (paper §4.2.3): last-layer features, a neck, a prompt
-    encoder fed by precomputed text embeddings (width `config.text_embed_dim`) and SAM's mask decoder. Any number of
-    expressions per image; the backbone runs once per image.
-    """
+class ReferringSegmentationMixin:
+    """The referring-segmentation task on a VersaViT model with `visual` and `segmentation_head`."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|segmentation_head)\.)"]
-
-    def __init__(self, config: VersaViTConfig):
-        super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
-        self.segmentation_head = VersaViTSegmentationHead(config)
-        self.post_init()
-
-    @can_return_tuple
-    def forward(
+    def forward_segmentation(
         self,
         pixel_values: torch.Tensor,
         image_grid_thw: torch.Tensor,
@@ -653,6 +675,34 @@ class VersaViTForReferringSegmentation(VersaViTPreTrainedModel):
             )
         return text_embeds, expression_image_index.to(self.device)
 
+    def segmentation_layers_read(self) -> int:
+        return self.config.segmentation_layer_index
+
+
+class VersaViTForReferringSegmentation(ReferringSegmentationMixin, VersaViTPreTrainedModel):
+    r"""
+    VersaViT with a SAM-style referring-segmentation head (paper §4.2.3): last-layer features, a neck, a prompt
+    encoder fed by precomputed text embeddings (width `config.text_embed_dim`) and SAM's mask decoder. Any number of
+    expressions per image; the backbone runs once per image.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|segmentation_head)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        self.segmentation_head = VersaViTSegmentationHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values, image_grid_thw, text_embeds, expression_image_index=None, labels=None, **kwargs
+    ) -> VersaViTReferringSegmentationOutput:
+        r"""See [`ReferringSegmentationMixin.forward_segmentation`]."""
+        return self.forward_segmentation(
+            pixel_values, image_grid_thw, text_embeds, expression_image_index=expression_image_index, labels=labels
+        )
+
 
 @dataclass
 class VersaViTCaptioningOutput(ModelOutput):
@@ -667,64 +717,20 @@ class VersaViTCaptioningOutput(ModelOutput):
     image_features: torch.FloatTensor | None = None
 
 
-class VersaViTForCaptioning(VersaViTPreTrainedModel):
-    r"""
-    The VQA & captioning branch (paper §4.2.1): the backbone's last-layer tokens, merged 2x2 and projected by an MLP
-    (`projector`, the structure of the MLLM's own PatchMerger, sized for the LLM), are spliced into the text
-    embeddings of a causal LLM at the `config.image_token_id` positions. The loss is the LLM's next-token
-    cross-entropy on the label tokens (answers; prompt and image positions carry -100).
+class CaptioningMixin:
+    """The captioning / VQA task on a VersaViT model with `visual`, `projector` and `language_model`."""
 
-    Build it around a real LLM with [`VersaViTForCaptioning.from_parts`]; [`VersaViTCaptioningProcessor`] makes
-    the inputs and labels.
-    """
-
-    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|projector|language_model)\.)"]
-
-    def __init__(self, config: VersaViTConfig):
+    def _build_captioning(self, config: VersaViTConfig) -> None:
         if config.text_config is None or config.image_token_id is None:
             raise ValueError(
-                "VersaViTForCaptioning needs config.text_config (the LLM) and config.image_token_id; build it with "
+                "The captioning branch needs config.text_config (the LLM) and config.image_token_id; build it with "
                 "VersaViTForCaptioning.from_parts(backbone, language_model, tokenizer)."
             )
-        super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
         merger_class = PATCH_MERGER_CLASSES[config.backbone_family]
         self.projector = merger_class(
             dim=config.text_config.hidden_size, context_dim=config.embed_dim, spatial_merge_size=config.spatial_merge_size
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.post_init()
-
-    @classmethod
-    def from_parts(cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"):
-        """Assemble the captioning model from a backbone and a causal LLM (their weights are kept; the projector is
-        new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings."""
-        if image_token not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
-        image_token_id = tokenizer.convert_tokens_to_ids(image_token)
-        if image_token_id >= language_model.get_input_embeddings().num_embeddings:
-            language_model.resize_token_embeddings(len(tokenizer))
-        config = VersaViTConfig(
-            **{**backbone.config.to_dict(), "text_config": language_model.config.to_dict(), "image_token_id": image_token_id}
-        )
-        model = cls(config)
-        model.visual.load_state_dict(backbone.visual.state_dict())
-        model.language_model.load_state_dict(language_model.state_dict())
-        return model.to(dtype=backbone.dtype)
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.language_model.get_input_embeddings()
-
-    def set_stage(self, stage: str) -> None:
-        """`"alignment"`: only the projector trains (captioning warm-up, paper §4.2.1); `"multitask"`: the backbone,
-        projector and LLM train. The tower's own PatchMerger stays frozen in both."""
-        if stage not in ("alignment", "multitask"):
-            raise ValueError(f"stage: expected 'alignment' or 'multitask', got {stage!r}.")
-        trainable = stage == "multitask"
-        self.visual.requires_grad_(trainable)
-        self.visual.merger.requires_grad_(False)
-        self.language_model.requires_grad_(trainable)
-        self.projector.requires_grad_(True)
 
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
@@ -757,12 +763,11 @@ class VersaViTForCaptioning(VersaViTPreTrainedModel):
         if labels is not None and (labels[image_mask] != -100).any():
             raise ValueError("labels: image token positions must carry -100 (they are not predicted).")
         features = self.get_image_features(pixel_values, image_grid_thw)
-        embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+        embeds = self.language_model.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
         mask = image_mask.unsqueeze(-1).expand_as(embeds)
         return embeds.masked_scatter(mask.to(embeds.device), features.to(embeds.dtype)), features
 
-    @can_return_tuple
-    def forward(
+    def forward_captioning(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor,
@@ -780,11 +785,134 @@ class VersaViTForCaptioning(VersaViTPreTrainedModel):
         out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
         return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features)
 
+    def captioning_layers_read(self) -> int:
+        return self.config.num_hidden_layers
+
+
+class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
+    r"""
+    The VQA & captioning branch (paper §4.2.1): the backbone's last-layer tokens, merged 2x2 and projected by an MLP
+    (`projector`, the structure of the MLLM's own PatchMerger, sized for the LLM), are spliced into the text
+    embeddings of a causal LLM at the `config.image_token_id` positions. The loss is the LLM's next-token
+    cross-entropy on the label tokens (answers; prompt and image positions carry -100), averaged per token.
+
+    Build it around a real LLM with [`VersaViTForCaptioning.from_parts`]; [`VersaViTCaptioningProcessor`] makes
+    the inputs and labels.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|projector|language_model)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        self._build_captioning(config)
+        self.post_init()
+
+    @classmethod
+    def from_parts(cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"):
+        """Assemble the captioning model from a backbone and a causal LLM (their weights are kept; the projector is
+        new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings."""
+        config = captioning_config(backbone.config, language_model, tokenizer, image_token)
+        model = cls(config)
+        model.visual.load_state_dict(backbone.visual.state_dict())
+        model.language_model.load_state_dict(language_model.state_dict())
+        return model.to(dtype=backbone.dtype)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    @can_return_tuple
+    def forward(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, labels=None, **kwargs) -> VersaViTCaptioningOutput:
+        r"""See [`CaptioningMixin.forward_captioning`]."""
+        return self.forward_captioning(input_ids, pixel_values, image_grid_thw, attention_mask, labels, **kwargs)
+
     @torch.no_grad()
     def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
         """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
         inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegmentationMixin, VersaViTPreTrainedModel):
+    r"""
+    The multi-task post-training model (paper §4.3): one shared backbone with the heads of `config.tasks`, under
+    the same names as in the task models, so its checkpoint loads into each of them (and into [`VersaViTModel`]).
+
+    `forward(task=..., **batch)` runs one task's forward and loss. Under multi-process training it adds
+    `0 x (sum of the trainable parameters this task does not reach)` to the loss: the other heads, and tower blocks
+    after the last layer the task reads. That changes no value or gradient, but every parameter takes part in every
+    backward, as DDP's reducer (with `find_unused_parameters=False`, gradient checkpointing included) requires when
+    each micro-batch drives one head.
+    """
+
+    accepts_loss_kwargs = False  # each task normalises its own loss; the trainer weights and accumulates them
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config, freeze_merger=True)
+        if "depth" in config.tasks:
+            self.depth_head = VersaViTDepthHead(config)
+        if "segmentation" in config.tasks:
+            self.segmentation_head = VersaViTSegmentationHead(config)
+        if "captioning" in config.tasks:
+            self._build_captioning(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        if "captioning" in self.config.tasks:
+            return self.language_model.get_input_embeddings()
+        return self.visual.patch_embed
+
+    def task_modules(self) -> dict[str, list[nn.Module]]:
+        """The head modules of each task."""
+        modules = {"depth": ["depth_head"], "segmentation": ["segmentation_head"], "captioning": ["projector", "language_model"]}
+        return {task: [getattr(self, name) for name in modules[task]] for task in self.config.tasks}
+
+    def idle_parameters(self, task: str) -> list[nn.Parameter]:
+        """Trainable parameters the forward of `task` does not reach."""
+        last_read = {"depth": self.depth_layers_read, "segmentation": self.segmentation_layers_read,
+                     "captioning": self.captioning_layers_read}[task]()
+        modules = [m for other, heads in self.task_modules().items() if other != task for m in heads]
+        modules += list(self.visual.blocks[last_read:])  # hidden_states[i] is the output of block i - 1
+        seen, idle = set(), []
+        for module in modules:
+            for parameter in module.parameters():
+                if parameter.requires_grad and id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    idle.append(parameter)
+        return idle
+
+    def forward(self, task: str, **inputs) -> ModelOutput:
+        r"""
+        task (`str`): one of `config.tasks`; `inputs` are that task model's forward arguments.
+        """
+        forwards = {"depth": self.forward_depth, "segmentation": self.forward_segmentation,
+                    "captioning": self.forward_captioning}
+        if task not in self.config.tasks:
+            raise ValueError(f"task: {task!r} is not one of this model's tasks {self.config.tasks}.")
+        output = forwards[task](**inputs)
+        if self.training and output.loss is not None and _is_multi_process():
+            idle = self.idle_parameters(task)
+            if idle:
+                output.loss = output.loss + 0.0 * sum(parameter.sum() for parameter in idle)
+        return output
+
+
+def _is_multi_process() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def captioning_config(config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>") -> VersaViTConfig:
+    """`config` extended with the LLM's config and the id of `image_token`, which is added to `tokenizer` as a special
+    token (and to the LLM's embeddings) if it is missing."""
+    if image_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+    image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+    if image_token_id >= language_model.get_input_embeddings().num_embeddings:
+        language_model.resize_token_embeddings(len(tokenizer))
+    return VersaViTConfig(
+        **{**config.to_dict(), "text_config": language_model.config.to_dict(), "image_token_id": image_token_id}
+    )
 
 
 __all__ = [
@@ -793,6 +921,8 @@ __all__ = [
     "VersaViTForDepthEstimation",
     "VersaViTForReferringSegmentation",
     "VersaViTForCaptioning",
+    "VersaViTForMultiTask",
+    "captioning_config",
     "VersaViTDepthHead",
     "VersaViTSegmentationHead",
     "VersaViTDepthEstimatorOutput",

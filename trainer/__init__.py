@@ -6,4 +6,23 @@ Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named 
 
 from modeling_versavit import __version__
 
-__all__ = ["__version__"]
+from .multitask import (
+    BACKBONE_PREFIXES,
+    MultiTaskCollator,
+    MultiTaskDataset,
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    TaskSpec,
+)
+from .schedule import MultiTaskBatchSampler
+
+__all__ = [
+    "BACKBONE_PREFIXES",
+    "MultiTaskBatchSampler",
+    "MultiTaskCollator",
+    "MultiTaskDataset",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "TaskSpec",
+    "__version__",
+]

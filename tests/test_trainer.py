@@ -1,0 +1,230 @@
+"""MultiTaskTrainer: exactness against a hand-written step, stages, logging, bad inputs, resume and 2 processes."""
+
+import copy
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from multitask_fixtures import COLLATORS, depth_samples, task_specs, tiny_multitask_model
+from safetensors.torch import load_file
+
+from versavit_trainer import (
+    MultiTaskBatchSampler,
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    TaskSpec,
+)
+
+HERE = Path(__file__).resolve().parent
+RUNNER = HERE / "run_multitask.py"
+ROOT = HERE.parent
+
+
+def training_args(tmp_path, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path / "run"), max_steps=1, learning_rate=1e-3, backbone_learning_rate=1e-4,
+        weight_decay=0.01, lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no",
+        report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    return MultiTaskTrainingArguments(**{**defaults, **overrides})
+
+
+def test_one_step_equals_a_hand_written_reference(tmp_path):
+    model = tiny_multitask_model()
+    reference = copy.deepcopy(model)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    tasks = task_specs(model.config)
+    trainer = MultiTaskTrainer(model, training_args(tmp_path), tasks)
+    trainer.train()
+
+    # The reference: one batch of each task in order, λ-scaled losses accumulated, then AdamW with two rates.
+    reference.set_stage("multitask")
+    reference.train()
+    decay = set(trainer.get_decay_parameter_names(reference))  # the Trainer's weight-decay rule
+    groups = {}
+    for name, p in reference.named_parameters():
+        if p.requires_grad:
+            lr = 1e-4 if name.split(".")[0] in ("visual", "projector", "language_model") else 1e-3
+            groups.setdefault((lr, 0.01 if name in decay else 0.0), []).append(p)
+    optimizer = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+    schedule = MultiTaskBatchSampler([len(t.dataset) for t in tasks], [t.batch_size for t in tasks], seed=0)
+    for keys in itertools.islice(iter(schedule), len(tasks)):
+        task = tasks[keys[0][0]]
+        batch = task.collator([task.dataset[index] for _, index in keys])
+        (task.weight * reference(task=task.name, **batch).loss).backward()
+    optimizer.step()
+
+    trained = dict(model.named_parameters())
+    changed = 0
+    for name, expected in reference.named_parameters():
+        torch.testing.assert_close(trained[name], expected, rtol=1e-5, atol=1e-7, msg=name)
+        changed += not torch.equal(trained[name], initial[name])
+    assert changed > 0.9 * sum(p.requires_grad for p in reference.parameters())
+    for name in ("visual.merger.ln_q.weight", "segmentation_head.positional_embedding.positional_embedding"):
+        assert torch.equal(trained[name], initial[name]), name  # frozen by design
+    lrs = {group["lr"] for group in trainer.optimizer.param_groups}
+    assert lrs == {1e-3, 1e-4}
+
+
+def test_per_task_losses_are_logged(tmp_path):
+    model = tiny_multitask_model()
+    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=2), task_specs(model.config))
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        for task in ("captioning", "depth", "segmentation"):
+            assert f"loss_{task}" in entry and f"loss_{task}_weighted" in entry
+        for term in ("depth/loss_ssi", "depth/loss_gm", "segmentation/loss_bce", "segmentation/loss_dice"):
+            assert term in entry
+        assert entry["skipped_samples"] == 0
+        # The Trainer's loss of a step is Σ λ_τ L_τ.
+        total = sum(entry[f"loss_{task}_weighted"] for task in ("captioning", "depth", "segmentation"))
+        assert entry["loss"] == pytest.approx(total, rel=1e-4)
+
+
+def test_alignment_stage_trains_only_the_projector(tmp_path):
+    model = tiny_multitask_model()
+    initial = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    tasks = [t for t in task_specs(model.config) if t.name == "captioning"]
+    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=2, stage="alignment"), tasks)
+    trainer.train()
+    assert {group["lr"] for group in trainer.optimizer.param_groups} == {1e-3}  # alignment_learning_rate
+    for name, value in model.state_dict().items():
+        if name.startswith("projector."):
+            assert not torch.equal(value, initial[name]), name
+        else:
+            assert torch.equal(value, initial[name]), name
+    with pytest.raises(ValueError, match="stage 'alignment' is the captioning warm-up"):
+        MultiTaskTrainer(model, training_args(tmp_path, stage="alignment"), task_specs(model.config))
+
+
+def test_bad_task_settings_fail_at_start(tmp_path):
+    model = tiny_multitask_model()
+    data = depth_samples(model.config, count=2)
+    with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).dataset: is empty"):
+        TaskSpec("depth", [], COLLATORS["depth"], 2)
+    with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).weight: the loss weight λ must be a finite value >= 0, got -0.1"):
+        TaskSpec("depth", data, COLLATORS["depth"], 2, weight=-0.1)
+    with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).batch_size: must be a positive integer, got 0"):
+        TaskSpec("depth", data, COLLATORS["depth"], 0)
+    with pytest.raises(ValueError, match=r"tasks: \['normals'\] are not tasks of this model"):
+        MultiTaskTrainer(model, training_args(tmp_path), [TaskSpec("normals", data, COLLATORS["depth"], 2)])
+    with pytest.raises(ValueError, match="tasks: one TaskSpec per task"):
+        MultiTaskTrainer(model, training_args(tmp_path), [TaskSpec("depth", data, COLLATORS["depth"], 2)] * 2)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps: set by the schedule"):
+        MultiTaskTrainer(model, training_args(tmp_path, gradient_accumulation_steps=2), task_specs(model.config))
+    with pytest.raises(ValueError, match="stage: expected one of"):
+        training_args(tmp_path, stage="pretraining")
+
+
+class Flaky(torch.utils.data.Dataset):
+    """A dataset whose listed indices fail to decode, as a corrupt image file would."""
+
+    def __init__(self, samples, bad):
+        self.samples, self.bad = samples, set(bad)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        if index in self.bad:
+            raise OSError(f"image file is truncated (sample {index})")
+        return self.samples[index]
+
+
+def test_samples_that_fail_to_decode_are_skipped_and_counted(tmp_path):
+    model = tiny_multitask_model()
+    tasks = task_specs(model.config)
+    depth = tasks[1]
+    depth.dataset = Flaky(depth.dataset, bad=range(0, 12, 2))  # half of the depth samples are corrupt
+    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=3), tasks)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs[-1]["skipped_samples"] > 0 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logs)
+    depth.dataset = Flaky(depth.dataset.samples, bad=range(12))
+    with pytest.raises(RuntimeError, match="task depth: 16 consecutive samples from index"):
+        MultiTaskTrainer(tiny_multitask_model(), training_args(tmp_path, max_steps=1), tasks).train()
+
+
+def run(args, env=None, timeout=600):
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+def read_losses(path):
+    return {entry["step"]: entry for entry in map(json.loads, path.read_text().splitlines())}
+
+
+def test_sigkill_and_resume_continue_the_same_loss_sequence(tmp_path):
+    steps = 6
+    run([sys.executable, str(RUNNER), str(tmp_path / "straight"), "--max_steps", str(steps)])
+    straight = read_losses(tmp_path / "straight" / "losses.jsonl")
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(RUNNER), str(out), "--max_steps", str(steps), "--save_steps", "3", "--slow_after_save", "3"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 300
+    while not (out / "saved-3").exists():
+        assert process.poll() is None, process.stderr.read().decode()[-4000:]
+        assert time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = read_losses(out / "losses.jsonl")
+    assert max(killed) < steps  # it really died mid-run
+
+    (out / "losses.jsonl").unlink()
+    run([sys.executable, str(RUNNER), str(out), "--max_steps", str(steps), "--resume", str(out / "run" / "checkpoint-3")])
+    resumed = read_losses(out / "losses.jsonl")
+    assert sorted(resumed) == list(range(4, steps + 1))
+    keys = [f"loss_{task}" for task in ("captioning", "depth", "segmentation")] + ["loss"]
+    for step in range(1, steps + 1):
+        source = killed if step <= 3 else resumed
+        for key in keys:
+            assert source[step][key] == pytest.approx(straight[step][key], rel=1e-6, abs=1e-9), (step, key)
+
+
+def two_process_command(out, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(RUNNER), str(out), "--batch_size", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def single_process_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    run([sys.executable, str(RUNNER), str(out), "--max_steps", "3", "--batch_size", "2"])
+    return load_file(out / "final.safetensors")
+
+
+def assert_same_parameters(trained, reference):
+    assert trained.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(trained[name], value, rtol=2e-5, atol=2e-6, msg=name)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_two_ddp_processes_match_one_process(tmp_path, single_process_reference, checkpointing):
+    out = tmp_path / "ddp"
+    extra = ["--gradient_checkpointing"] if checkpointing else []
+    run(two_process_command(out, "--max_steps", "3", *extra), env={"OMP_NUM_THREADS": "1"})
+    assert_same_parameters(load_file(out / "final.safetensors"), single_process_reference)
+
+
+def test_two_deepspeed_zero2_processes_match_one_process(tmp_path, single_process_reference):
+    out = tmp_path / "zero2"
+    config = ROOT / "recipes" / "deepspeed" / "zero2.json"
+    env = {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions")}
+    run(two_process_command(out, "--max_steps", "3", "--deepspeed", str(config)), env=env)
+    assert_same_parameters(load_file(out / "final.safetensors"), single_process_reference)
+    assert json.loads((out / "learning_rates.json").read_text()) == [1e-4, 1e-3]  # our groups, not DeepSpeed's

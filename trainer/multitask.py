@@ -1,0 +1,315 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""MultiTaskTrainer: the interleaved multi-task post-training of paper §4.3 on `transformers.Trainer`.
+
+One optimizer step = `rounds_per_step` rounds of one batch of every task (fixed order); each task's loss is scaled
+by its λ (and 1 / rounds_per_step), the gradients accumulate, then one update:
+
+    L_step = (1 / k) Σ_rounds Σ_τ λ_τ · L_τ
+
+The Trainer's gradient accumulation provides the accumulation (`gradient_accumulation_steps` is set to
+rounds_per_step x number of tasks), its no_sync / DeepSpeed handling, checkpointing, logging and resume; this file
+adds the schedule, the per-task weights, parameter groups with their own learning rates, the training stages and
+per-task logging.
+"""
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer, TrainingArguments
+
+from .schedule import MultiTaskBatchSampler
+
+logger = logging.getLogger(__name__)
+
+# Consecutive samples a task may fail to load before the run stops: one bad file is skipped, a bad dataset is not.
+MAX_CONSECUTIVE_FAILURES = 16
+STAGES = ("alignment", "multitask")
+# Parameter-name prefixes trained at `backbone_learning_rate` in the multi-task stage (paper §5.1).
+BACKBONE_PREFIXES = ("visual.", "projector.", "language_model.")
+
+
+@dataclass
+class TaskSpec:
+    """One task stream of multi-task training.
+
+    Args:
+        name: the model task it drives: `"captioning"`, `"depth"` or `"segmentation"` (`config.tasks`).
+        dataset: a map-style dataset (`len` and integer indexing), e.g. a `datasets.Dataset`.
+        collator: turns a list of samples into the task model's forward arguments (with `labels`).
+        batch_size: per-device batch size (paper: 8 for captioning, 32 for depth and segmentation).
+        weight: the loss weight λ (paper: 1/3 each).
+        transform: optional per-sample function applied after indexing (decoding, augmentation). A sample whose
+            indexing or transform raises `OSError` or `ValueError` is skipped, logged and counted.
+    """
+
+    name: str
+    dataset: Dataset
+    collator: Callable[[list], dict]
+    batch_size: int
+    weight: float = 1 / 3
+    transform: Callable | None = None
+
+    def __post_init__(self):
+        where = f"TaskSpec({self.name!r})"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"TaskSpec.name: expected a task name, got {self.name!r}.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"{where}.batch_size: must be a positive integer, got {self.batch_size!r}.")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
+            raise ValueError(f"{where}.weight: the loss weight λ must be a finite value >= 0, got {self.weight!r}.")
+        try:
+            size = len(self.dataset)
+        except TypeError as err:
+            raise ValueError(f"{where}.dataset: needs len() and integer indexing (a map-style dataset).") from err
+        if size == 0:
+            raise ValueError(f"{where}.dataset: is empty.")
+
+
+class MultiTaskDataset(Dataset):
+    """Samples of several tasks addressed by `(task_index, sample_index)`; failing samples are skipped and counted.
+
+    Item: `(task_index, sample, skipped)`, where `skipped` is the number of samples passed over to find this one
+    (the next indices of the same dataset are tried, so batches keep their size).
+    """
+
+    def __init__(self, tasks: Sequence[TaskSpec]):
+        self.tasks = list(tasks)
+
+    def __len__(self) -> int:
+        return sum(len(task.dataset) for task in self.tasks)
+
+    def __getitem__(self, key: tuple[int, int]):
+        task_index, index = key
+        task = self.tasks[task_index]
+        size = len(task.dataset)
+        error = None
+        for attempt in range(MAX_CONSECUTIVE_FAILURES):
+            position = (index + attempt) % size
+            try:
+                sample = task.dataset[position]
+                if task.transform is not None:
+                    sample = task.transform(sample)
+                return task_index, sample, attempt
+            except (OSError, ValueError) as err:
+                error = err
+                logger.warning("task %s: skipping sample %d, which failed to load: %s", task.name, position, err)
+        raise RuntimeError(
+            f"task {task.name}: {MAX_CONSECUTIVE_FAILURES} consecutive samples from index {index} failed to load; "
+            f"last error: {error}"
+        ) from error
+
+
+class MultiTaskCollator:
+    """Collates one micro-batch (all of one task) with its task's collator and tags it with the task name."""
+
+    def __init__(self, tasks: Sequence[TaskSpec]):
+        self.tasks = list(tasks)
+
+    def __call__(self, items: list) -> dict:
+        task_indices = {task_index for task_index, _, _ in items}
+        if len(task_indices) != 1:
+            raise ValueError(f"a multi-task micro-batch must hold one task, got tasks {sorted(task_indices)}.")
+        task = self.tasks[task_indices.pop()]
+        batch = dict(task.collator([sample for _, sample, _ in items]))
+        batch["task"] = task.name
+        batch["num_skipped"] = sum(skipped for _, _, skipped in items)
+        return batch
+
+
+class _ScheduleDataLoader(DataLoader):
+    """A DataLoader over a `MultiTaskBatchSampler` that forwards `set_epoch` (the Trainer calls it per epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for multi-task post-training. `learning_rate` (default 1e-4) is the task heads' rate."""
+
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the task heads (paper: 1e-4)."})
+    backbone_learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "Learning rate of the backbone, the captioning projector and the LLM (paper: 1e-5)."},
+    )
+    alignment_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Learning rate of the projector in the alignment stage (paper: 1e-3)."}
+    )
+    stage: str = field(
+        default="multitask",
+        metadata={"help": "'alignment': captioning warm-up, only the projector trains. 'multitask': everything trains."},
+    )
+    rounds_per_step: int = field(
+        default=1, metadata={"help": "Rounds of one batch of every task per optimizer step."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: collators shape the inputs."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "False: VersaViTForMultiTask makes every parameter take part in every backward itself."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.stage not in STAGES:
+            raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}.")
+        if isinstance(self.rounds_per_step, bool) or self.rounds_per_step < 1:
+            raise ValueError(f"rounds_per_step: must be >= 1, got {self.rounds_per_step!r}.")
+        for name in ("learning_rate", "backbone_learning_rate", "alignment_learning_rate"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite value >= 0, got {value!r}.")
+
+
+class MultiTaskTrainer(Trainer):
+    """A `transformers.Trainer` that interleaves task batches on a [`VersaViTForMultiTask`] (paper §4.3).
+
+    Args:
+        model: a `VersaViTForMultiTask` (any model with `forward(task=..., **batch)` returning `.loss`, and
+            `set_stage`, `config.tasks`).
+        args: [`MultiTaskTrainingArguments`].
+        tasks: the task streams, in schedule order (paper: captioning, depth, segmentation).
+        **kwargs: the other `Trainer` arguments (callbacks, ...); no `train_dataset` or `data_collator`.
+
+    Logs, at every logging step, next to the Trainer's `loss` (the λ-weighted total): `loss_<task>` (the task's
+    mean unweighted loss since the last log), `loss_<task>_weighted` (λ x it), the loss terms a task reports (e.g.
+    `depth/loss_ssi`) and `skipped_samples` (samples that failed to load, since the start).
+    """
+
+    def __init__(self, model, args: MultiTaskTrainingArguments, tasks: Sequence[TaskSpec], **kwargs):
+        if not isinstance(args, MultiTaskTrainingArguments):
+            raise TypeError(f"args: expected MultiTaskTrainingArguments, got {type(args).__name__}.")
+        for forbidden in ("train_dataset", "data_collator"):
+            if kwargs.get(forbidden) is not None:
+                raise ValueError(f"{forbidden}: MultiTaskTrainer builds it from `tasks`; pass TaskSpecs instead.")
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("tasks: at least one TaskSpec is needed.")
+        names = [task.name for task in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: one TaskSpec per task, got {names}.")
+        supported = list(getattr(model.config, "tasks", names))
+        unknown = [name for name in names if name not in supported]
+        if unknown:
+            raise ValueError(f"tasks: {unknown} are not tasks of this model, which has {supported}.")
+        if args.stage == "alignment" and names != ["captioning"]:
+            raise ValueError(f"stage 'alignment' is the captioning warm-up: tasks must be ['captioning'], got {names}.")
+        accumulation = args.rounds_per_step * len(tasks)
+        if args.gradient_accumulation_steps not in (1, accumulation):
+            raise ValueError(
+                f"gradient_accumulation_steps: set by the schedule to rounds_per_step x tasks = {accumulation}, got "
+                f"{args.gradient_accumulation_steps}; use rounds_per_step for more accumulation."
+            )
+        args.gradient_accumulation_steps = accumulation  # before Trainer.__init__ builds the accelerator
+        model.set_stage(args.stage)
+        self.tasks = tasks
+        super().__init__(
+            model=model, args=args, train_dataset=MultiTaskDataset(tasks), data_collator=MultiTaskCollator(tasks), **kwargs
+        )
+        self.loss_is_scaled_for_ga = True  # compute_loss applies λ / rounds_per_step itself
+        self._weights = {task.name: float(task.weight) for task in tasks}
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_counts: dict[str, int] = {}
+        self._skipped = 0
+
+    # ------------------------------------------------------------------------------------------------ data
+    def get_train_dataloader(self) -> DataLoader:
+        """This rank's schedule. Not passed through `accelerator.prepare`: the sampler already knows the rank, and
+        a plain batch sampler lets a resumed run skip the trained batches without loading them."""
+        sampler = MultiTaskBatchSampler(
+            dataset_sizes=[len(task.dataset) for task in self.tasks],
+            batch_sizes=[task.batch_size for task in self.tasks],
+            num_replicas=self.args.world_size,
+            rank=self.args.process_index,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            rounds_per_step=self.args.rounds_per_step,
+        )
+        workers = self.args.dataloader_num_workers
+        return _ScheduleDataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers > 0 else None,
+        )
+
+    # ------------------------------------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        task = inputs.pop("task")
+        self._skipped += int(inputs.pop("num_skipped", 0))
+        outputs = model(task=task, **inputs)
+        loss = outputs.loss
+        self._record(task, loss.detach(), outputs.get("loss_terms"))
+        weighted = loss * (self._weights[task] / self.args.rounds_per_step)
+        return (weighted, outputs) if return_outputs else weighted
+
+    def _record(self, task: str, loss: torch.Tensor, terms: dict | None) -> None:
+        values = {f"loss_{task}": loss.float()}
+        values.update({f"{task}/{name}": value.float() for name, value in (terms or {}).items()})
+        for key, value in values.items():
+            self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
+            self._loss_counts[key] = self._loss_counts.get(key, 0) + 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: every rank is here (the Trainer gathers the loss just before)
+            keys = sorted(self._loss_sums)
+            device = self.args.device
+            sums = torch.stack([torch.as_tensor(self._loss_sums[k], device=device) for k in keys]) if keys else None
+            counts = torch.tensor([self._loss_counts[k] for k in keys] + [self._skipped], device=device, dtype=torch.float64)
+            if self.args.world_size > 1:
+                counts = self.accelerator.reduce(counts, reduction="sum")
+                sums = self.accelerator.reduce(sums, reduction="sum") if sums is not None else None
+            for i, key in enumerate(keys):
+                mean = (sums[i] / counts[i]).item()
+                logs[key] = mean
+                if key.startswith("loss_"):
+                    logs[f"{key}_weighted"] = self._weights[key.removeprefix("loss_")] * mean
+            logs["skipped_samples"] = int(counts[-1].item())
+            self._loss_sums, self._loss_counts = {}, {}
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------------ optimizer
+    def learning_rate_of(self, name: str) -> float:
+        """The learning rate of parameter `name` in this stage."""
+        if self.args.stage == "alignment":
+            return self.args.alignment_learning_rate
+        return self.args.backbone_learning_rate if name.startswith(BACKBONE_PREFIXES) else self.args.learning_rate
+
+    def create_optimizer(self, model=None):
+        """AdamW (or `args.optim`) over parameter groups by learning rate and weight decay; frozen parameters are
+        left out. Used under DeepSpeed as well (the shipped ZeRO config has no optimizer section)."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, parameter in opt_model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            weight_decay = self.args.weight_decay if name in decay else 0.0
+            groups.setdefault((self.learning_rate_of(name), weight_decay), []).append(parameter)
+        if not groups:
+            raise ValueError(f"stage {self.args.stage!r}: the model has no trainable parameter.")
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "params", "model")}
+        param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+        self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+
+__all__ = [
+    "BACKBONE_PREFIXES",
+    "MAX_CONSECUTIVE_FAILURES",
+    "MultiTaskBatchSampler",
+    "MultiTaskCollator",
+    "MultiTaskDataset",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "TaskSpec",
+]
