@@ -82,7 +82,7 @@ def main():
         seed=0,
         disable_tqdm=True,
         deepspeed=options.deepspeed,
-        gradient_checkpointing=options.gradient_checkpointing,
+        activation_checkpointing=options.gradient_checkpointing,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
     trainer = MultiTaskTrainer(model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)])

@@ -90,6 +90,18 @@ def test_per_task_losses_are_logged(tmp_path):
         assert entry["loss"] == pytest.approx(total, rel=1e-4)
 
 
+def test_bf16_mixed_precision_and_gradient_checkpointing_train(tmp_path):
+    model = tiny_multitask_model()
+    before = model.depth_head.head.conv2.weight.detach().clone()
+    args = training_args(tmp_path, max_steps=2, bf16=True, activation_checkpointing=True)
+    trainer = MultiTaskTrainer(model, args, task_specs(model.config))
+    trainer.train()
+    assert model.is_activation_checkpointing
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logs)
+    assert not torch.equal(model.depth_head.head.conv2.weight, before)
+
+
 def test_alignment_stage_trains_only_the_projector(tmp_path):
     model = tiny_multitask_model()
     initial = {name: p.detach().clone() for name, p in model.state_dict().items()}

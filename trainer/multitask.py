@@ -185,6 +185,11 @@ class MultiTaskTrainer(Trainer):
         for forbidden in ("train_dataset", "data_collator"):
             if kwargs.get(forbidden) is not None:
                 raise ValueError(f"{forbidden}: MultiTaskTrainer builds it from `tasks`; pass TaskSpecs instead.")
+        if kwargs.get("eval_dataset") is not None:
+            raise ValueError(
+                "eval_dataset: MultiTaskTrainer trains; evaluate the saved task models (depth, segmentation, "
+                "captioning) with their own metrics instead."
+            )
         tasks = list(tasks)
         if not tasks:
             raise ValueError("tasks: at least one TaskSpec is needed.")
@@ -245,7 +250,8 @@ class MultiTaskTrainer(Trainer):
         self._skipped += int(inputs.pop("num_skipped", 0))
         outputs = model(task=task, **inputs)
         loss = outputs.loss
-        self._record(task, loss.detach(), outputs.get("loss_terms"))
+        if model.training:
+            self._record(task, loss.detach(), outputs.get("loss_terms"))
         weighted = loss * (self._weights[task] / self.args.rounds_per_step)
         return (weighted, outputs) if return_outputs else weighted
 
