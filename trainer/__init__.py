@@ -14,15 +14,20 @@ from .multitask import (
     MultiTaskTrainingArguments,
     TaskSpec,
 )
+from .scenes import Camera, Scene, SceneObject, generate_scene
 from .schedule import MultiTaskBatchSampler
 
 __all__ = [
     "BACKBONE_PREFIXES",
+    "Camera",
     "MultiTaskBatchSampler",
     "MultiTaskCollator",
     "MultiTaskDataset",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
+    "Scene",
+    "SceneObject",
     "TaskSpec",
     "__version__",
+    "generate_scene",
 ]

@@ -1,0 +1,114 @@
+"""The generated scenes: exact depth against analytic formulas, exact masks, unique expressions, determinism."""
+
+import math
+
+import numpy as np
+import pytest
+
+from versavit_trainer.scenes import COLORS, MATERIALS, SHAPES, SIZES, Camera, generate_scene
+
+CAMERA = Camera()
+
+
+def pixel_ray(camera: Camera, row: int, col: int) -> tuple[float, float, float]:
+    """World direction of a pixel's ray, with unit forward component in the camera frame, from the camera basis."""
+    x = (col + 0.5 - camera.width / 2) / camera.focal
+    y = -(row + 0.5 - camera.height_px / 2) / camera.focal
+    right, up = (1.0, 0.0, 0.0), (0.0, math.cos(camera.pitch), math.sin(camera.pitch))
+    forward = (0.0, -math.sin(camera.pitch), math.cos(camera.pitch))
+    return tuple(x * r + y * u + f for r, u, f in zip(right, up, forward))
+
+
+def sample_pixels(mask, count=40, seed=0):
+    rows, cols = np.nonzero(mask)
+    picks = np.random.default_rng(seed).choice(len(rows), size=min(count, len(rows)), replace=False)
+    return [(int(rows[i]), int(cols[i])) for i in picks]
+
+
+def scene_with(shape):
+    for seed in range(200):
+        scene = generate_scene(seed)
+        for index, obj in enumerate(scene.objects, start=1):
+            if obj.shape == shape and (scene.instances == index).sum() > 100:
+                return scene, index, obj
+    raise AssertionError(f"no scene with a well visible {shape}")
+
+
+def test_ground_depth_is_the_analytic_plane_depth():
+    scene = generate_scene(1)
+    for row, col in sample_pixels(scene.instances == 0):
+        _, dy, _ = pixel_ray(CAMERA, row, col)
+        expected = CAMERA.height / -dy  # the ray leaves the camera at height h and drops by -dy per unit depth
+        assert scene.depth[row, col] == pytest.approx(expected, rel=1e-5)
+
+
+def test_sphere_depth_is_the_analytic_ray_sphere_depth():
+    scene, index, sphere = scene_with("sphere")
+    r = SIZES[sphere.size]
+    centre = (sphere.x, r, sphere.z)
+    for row, col in sample_pixels(scene.instances == index):
+        d = pixel_ray(CAMERA, row, col)
+        o = (0.0, CAMERA.height, 0.0)
+        oc = [o[i] - centre[i] for i in range(3)]
+        a = sum(v * v for v in d)
+        b = 2 * sum(d[i] * oc[i] for i in range(3))
+        c = sum(v * v for v in oc) - r * r
+        t = (-b - math.sqrt(b * b - 4 * a * c)) / (2 * a)  # the nearer root; depth = t (forward component 1)
+        assert scene.depth[row, col] == pytest.approx(t, rel=1e-5)
+
+
+def test_sky_has_no_depth_and_everything_else_does():
+    scene = generate_scene(2)
+    assert (scene.instances == -1).any() and (scene.instances >= 0).any()
+    assert np.isinf(scene.depth[scene.instances == -1]).all()
+    finite = scene.depth[scene.instances >= 0]
+    assert np.isfinite(finite).all() and (finite > 0).all()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_expressions_are_unique_and_their_masks_are_the_objects_visible_pixels(seed):
+    scene = generate_scene(seed)
+    texts = [text for text, _ in scene.expressions]
+    assert len(texts) == len(set(texts))
+    for text, mask in scene.expressions:
+        side = next((s for s in ("left", "right") if text.endswith(f" on the {s}")), None)
+        positional = side is not None
+        attributes = set(text.removeprefix("the ").removesuffix(f" on the {side}").split())
+        vocabulary = set(COLORS) | set(SHAPES) | set(SIZES) | set(MATERIALS)
+        assert attributes <= vocabulary, text
+        fits = [i for i, o in enumerate(scene.objects, start=1) if attributes <= {o.shape, o.color, o.size, o.material}]
+        # the referred object is the one whose pixels are the mask, exactly
+        owners = set(np.unique(scene.instances[mask]).tolist())
+        assert len(owners) == 1 and mask.sum() == (scene.instances == owners.pop()).sum()
+        referred = int(scene.instances[mask][0])
+        assert referred in fits
+        if not positional:
+            assert fits == [referred], text  # no other object fits the description
+        else:
+            columns = {i: np.nonzero(scene.instances == i)[1].mean() for i in fits}
+            extreme = min(columns, key=columns.get) if side == "left" else max(columns, key=columns.get)
+            assert extreme == referred, text
+
+
+def test_every_object_is_visible_and_described_by_the_caption_and_answers():
+    for seed in range(8):
+        scene = generate_scene(seed)
+        for index, obj in enumerate(scene.objects, start=1):
+            assert (scene.instances == index).sum() >= 20
+            assert f"a {obj.size} {obj.color} {obj.material} {obj.shape}" in scene.caption
+        answers = dict(scene.qa)
+        for shape, plural in (("sphere", "spheres"), ("box", "boxes"), ("cylinder", "cylinders")):
+            count = sum(o.shape == shape for o in scene.objects)
+            expected = ("no", "one", "two", "three", "four", "five")[count]
+            assert answers[f"How many {plural} are there?"] == expected
+
+
+def test_same_seed_same_bytes():
+    first, second, other = generate_scene(7), generate_scene(7), generate_scene(8)
+    assert first.image.tobytes() == second.image.tobytes()
+    assert first.depth.tobytes() == second.depth.tobytes()
+    assert first.instances.tobytes() == second.instances.tobytes()
+    assert first.caption == second.caption and first.qa == second.qa
+    assert [(t, m.tobytes()) for t, m in first.expressions] == [(t, m.tobytes()) for t, m in second.expressions]
+    assert first.image.tobytes() != other.image.tobytes()
+    assert first.image.shape == (CAMERA.height_px, CAMERA.width, 3) and first.image.dtype == np.uint8

@@ -1,0 +1,274 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Generated 3D scenes: the embedded default data, with exact labels for all three tasks and no downloads.
+
+A scene is a few primitives (spheres, boxes, cylinders) of a colour, a size and a material, resting on a
+checkered ground plane, seen by a pinhole camera pitched down. Rendering is exact ray casting in numpy, so each
+image comes with:
+
+- `depth`: the camera-frame z-depth of every pixel (`inf` where the ray sees the sky, as real depth sensors leave
+  holes);
+- `instances`: the id of the object each pixel sees (0 = ground, -1 = sky, k = objects[k - 1]);
+- `expressions`: referring expressions, each unique within its scene, with the mask of exactly the referred
+  object's visible pixels;
+- `caption` and `qa`: a description and question-answer pairs derived from the scene's objects.
+
+Everything is a function of the seed: the same seed gives identical bytes.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COLORS = {
+    "red": (200, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 70, 200),
+    "yellow": (220, 200, 40),
+    "purple": (130, 50, 170),
+    "gray": (128, 128, 128),
+}
+SHAPES = ("sphere", "box", "cylinder")
+SIZES = {"small": 0.35, "large": 0.6}  # the primitive's radius or half width, in metres
+MATERIALS = ("matte", "metal")
+PLURALS = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders"}
+NUMBERS = ("no", "one", "two", "three", "four", "five", "six")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera at height `height` above the ground, pitched down by `pitch` radians, looking along +z."""
+
+    width: int = 128
+    height_px: int = 96
+    focal: float = 110.0
+    height: float = 1.6
+    pitch: float = 0.35
+
+    def rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel centre: the ray direction in the camera frame (z = 1) and in the world frame, `(H, W, 3)`."""
+        u = np.arange(self.width) + 0.5
+        v = np.arange(self.height_px) + 0.5
+        uu, vv = np.meshgrid(u, v)
+        camera = np.stack(
+            [(uu - self.width / 2) / self.focal, -(vv - self.height_px / 2) / self.focal, np.ones_like(uu)], axis=-1
+        )
+        c, s = np.cos(self.pitch), np.sin(self.pitch)
+        # Columns: the camera's right, up and forward axes in the world; pitched down, forward = (0, -sin, cos).
+        rotation = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+        return camera, camera @ rotation.T
+
+    @property
+    def origin(self) -> np.ndarray:
+        return np.array([0.0, self.height, 0.0])
+
+
+@dataclass
+class SceneObject:
+    shape: str
+    color: str
+    size: str
+    material: str
+    x: float
+    z: float
+
+    @property
+    def radius(self) -> float:
+        return SIZES[self.size]
+
+    @property
+    def centre(self) -> np.ndarray:
+        return np.array([self.x, self.radius, self.z])  # every primitive rests on the ground
+
+    def intersect(self, origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ray parameter `t` of the first hit (`inf` if none) and the surface normal there, for `(..., 3)` rays."""
+        r = self.radius
+        oc = origin - self.centre
+        if self.shape == "sphere":
+            a = (directions**2).sum(-1)
+            b = 2 * (directions @ oc)
+            c = oc @ oc - r * r
+            disc = b * b - 4 * a * c
+            t = np.where(disc >= 0, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), np.inf)
+            t = np.where(t > 1e-6, t, np.inf)
+            normal = origin + t[..., None] * directions - self.centre
+            return t, normal / r
+        if self.shape == "box":  # axis-aligned cube of half width r (slab method)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t1 = (-r - oc) / directions
+                t2 = (r - oc) / directions
+            near = np.minimum(t1, t2).max(-1)
+            far = np.maximum(t1, t2).min(-1)
+            t = np.where((near <= far) & (near > 1e-6), near, np.inf)
+            hit = origin + np.nan_to_num(t, posinf=0.0)[..., None] * directions - self.centre
+            axis = np.abs(hit / r).argmax(-1)
+            normal = np.zeros_like(hit)
+            np.put_along_axis(normal, axis[..., None], np.take_along_axis(np.sign(hit), axis[..., None], -1), -1)
+            return t, normal
+        # Vertical cylinder of radius r and height 2r: the side, then the top cap.
+        dx, dz = directions[..., 0], directions[..., 2]
+        ox, oz = oc[0], oc[2]
+        a = dx * dx + dz * dz
+        b = 2 * (dx * ox + dz * oz)
+        c = ox * ox + oz * oz - r * r
+        disc = b * b - 4 * a * c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_side = np.where((disc >= 0) & (a > 0), (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), np.inf)
+            y_side = origin[1] + t_side * directions[..., 1]
+            t_side = np.where((t_side > 1e-6) & (y_side >= 0) & (y_side <= 2 * r), t_side, np.inf)
+            t_top = (2 * r - origin[1]) / directions[..., 1]
+        top_hit = origin + np.nan_to_num(t_top, posinf=0.0, neginf=0.0)[..., None] * directions
+        inside = (top_hit[..., 0] - self.x) ** 2 + (top_hit[..., 2] - self.z) ** 2 <= r * r
+        t_top = np.where((t_top > 1e-6) & inside, t_top, np.inf)
+        t = np.minimum(t_side, t_top)
+        hit = origin + np.nan_to_num(t, posinf=0.0)[..., None] * directions
+        side_normal = np.stack([hit[..., 0] - self.x, np.zeros_like(t), hit[..., 2] - self.z], -1) / r
+        normal = np.where((t_top <= t_side)[..., None], np.array([0.0, 1.0, 0.0]), side_normal)
+        return t, normal
+
+    def noun(self) -> str:
+        return self.shape
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # (H, W, 3) uint8
+    depth: np.ndarray  # (H, W) float32, inf for sky
+    instances: np.ndarray  # (H, W) int16: -1 sky, 0 ground, k = objects[k - 1]
+    objects: list[SceneObject]
+    expressions: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (text, (H, W) bool mask)
+    caption: str = ""
+    qa: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _place_objects(rng: np.random.Generator, count: int) -> list[SceneObject]:
+    objects: list[SceneObject] = []
+    attempts = 0
+    while len(objects) < count and attempts < 200:
+        attempts += 1
+        size = str(rng.choice(list(SIZES)))
+        candidate = SceneObject(
+            shape=str(rng.choice(SHAPES)),
+            color=str(rng.choice(list(COLORS))),
+            size=size,
+            material=str(rng.choice(MATERIALS)),
+            x=float(rng.uniform(-2.2, 2.2)),
+            z=float(rng.uniform(3.5, 8.0)),
+        )
+        # Keep a gap (footprints are at most sqrt(2) r wide for boxes) so objects do not interpenetrate.
+        if all(np.hypot(candidate.x - o.x, candidate.z - o.z) > 1.5 * (candidate.radius + o.radius) + 0.2 for o in objects):
+            objects.append(candidate)
+    return objects
+
+
+def render(objects: list[SceneObject], camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-cast the scene: `(image uint8, depth float32, instances int16)`."""
+    camera_dirs, world_dirs = camera.rays()
+    origin = camera.origin
+    with np.errstate(divide="ignore"):
+        t_ground = np.where(world_dirs[..., 1] < 0, -origin[1] / world_dirs[..., 1], np.inf)
+    best_t = t_ground.copy()
+    instances = np.where(np.isfinite(t_ground), 0, -1).astype(np.int16)
+    normals = np.broadcast_to(np.array([0.0, 1.0, 0.0]), world_dirs.shape).copy()
+    for index, obj in enumerate(objects, start=1):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            t, normal = obj.intersect(origin, world_dirs)
+        closer = t < best_t
+        best_t = np.where(closer, t, best_t)
+        instances = np.where(closer, index, instances).astype(np.int16)
+        normals = np.where(closer[..., None], normal, normals)
+    depth = (best_t * camera_dirs[..., 2]).astype(np.float32)  # camera_dirs has z = 1: z-depth = t
+
+    light = np.array([0.4, 0.8, -0.45])
+    light /= np.linalg.norm(light)
+    lambert = np.clip((normals * light).sum(-1), 0, 1)
+    hit = origin + np.nan_to_num(best_t, posinf=0.0)[..., None] * world_dirs
+    checker = ((np.floor(hit[..., 0] * 1.5) + np.floor(hit[..., 2] * 1.5)) % 2)[..., None]
+    colour = np.where(checker > 0, 190.0, 150.0) * np.ones(3)
+    specular = np.zeros(instances.shape)
+    for index, obj in enumerate(objects, start=1):
+        here = instances == index
+        colour[here] = COLORS[obj.color]
+        if obj.material == "metal":
+            reflected = world_dirs - 2 * (world_dirs * normals).sum(-1, keepdims=True) * normals
+            highlight = np.clip((reflected * light).sum(-1), 0, 1) ** 20
+            specular = np.where(here, highlight * 160.0, specular)
+    shaded = colour * (0.35 + 0.65 * lambert[..., None]) + specular[..., None]
+    sky = np.array([150.0, 190.0, 235.0]) * (1 - 0.3 * (np.arange(camera.height_px) / camera.height_px))[:, None, None]
+    shaded = np.where((instances < 0)[..., None], sky, shaded)
+    return np.clip(np.rint(shaded), 0, 255).astype(np.uint8), depth, instances
+
+
+def _describe(objects: list[SceneObject], index: int, columns: list[float]) -> str | None:
+    """The shortest description of objects[index] that fits no other object of the scene, or None.
+
+    `columns` are the objects' mean image columns, to tell look-alikes apart as "on the left" / "on the right"."""
+    target = objects[index]
+    candidates = [
+        (target.shape,),
+        (target.color, target.shape),
+        (target.size, target.shape),
+        (target.material, target.shape),
+        (target.size, target.color, target.shape),
+        (target.color, target.material, target.shape),
+        (target.size, target.color, target.material, target.shape),
+    ]
+    for words in candidates:
+        if all(not set(words) <= {o.shape, o.color, o.size, o.material} for j, o in enumerate(objects) if j != index):
+            return "the " + " ".join(words)
+    # Look-alikes: tell them apart by where they appear among the objects of the same colour and shape.
+    same = sorted(columns[j] for j, o in enumerate(objects) if (o.color, o.shape) == (target.color, target.shape))
+    if columns[index] == same[0]:
+        return f"the {target.color} {target.shape} on the left"
+    if columns[index] == same[-1]:
+        return f"the {target.color} {target.shape} on the right"
+    return None
+
+
+def _phrase(obj: SceneObject) -> str:
+    return f"a {obj.size} {obj.color} {obj.material} {obj.shape}"
+
+
+def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator) -> tuple[str, list[tuple[str, str]]]:
+    nearest_first = sorted(objects, key=lambda o: o.z)
+    listed = [_phrase(o) for o in nearest_first]
+    if not listed:
+        body = "nothing on it"
+    else:
+        body = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+    caption = f"A checkered floor with {body}."
+    qa = []
+    for shape in SHAPES:
+        count = sum(o.shape == shape for o in objects)
+        qa.append((f"How many {PLURALS[shape]} are there?", NUMBERS[count] if count < len(NUMBERS) else str(count)))
+    for shape in SHAPES:
+        same = [o for o in objects if o.shape == shape]
+        if len(same) == 1:
+            qa.append((f"What color is the {shape}?", same[0].color))
+    colour = str(rng.choice(list(COLORS)))
+    qa.append((f"Is there anything {colour}?", "yes" if any(o.color == colour for o in objects) else "no"))
+    return caption, qa
+
+
+def generate_scene(
+    seed: int, camera: Camera = Camera(), min_objects: int = 2, max_objects: int = 5, min_visible_pixels: int = 20
+) -> Scene:
+    """One scene, a pure function of its arguments.
+
+    Objects showing fewer than `min_visible_pixels` pixels (hidden behind others or out of view) are removed before
+    the final render, so the caption, the answers and the expressions speak only of what the image shows."""
+    rng = np.random.default_rng(seed)
+    objects = _place_objects(rng, int(rng.integers(min_objects, max_objects + 1)))
+    _, _, instances = render(objects, camera)
+    objects = [o for i, o in enumerate(objects, start=1) if (instances == i).sum() >= min_visible_pixels]
+    image, depth, instances = render(objects, camera)  # removing objects only uncovers the others
+    columns = [float(np.nonzero(instances == i)[1].mean()) for i in range(1, len(objects) + 1)]
+    expressions = []
+    for index in range(len(objects)):
+        text = _describe(objects, index, columns)
+        if text is not None:
+            expressions.append((text, instances == index + 1))
+    caption, qa = _caption_and_qa(objects, rng)
+    return Scene(image, depth, instances, objects, expressions, caption, qa)
+
+
+__all__ = ["COLORS", "Camera", "MATERIALS", "SHAPES", "SIZES", "Scene", "SceneObject", "generate_scene", "render"]
