@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 from transformers.vision_utils import get_vision_window_index
 
-from .configuration_versavit import VersaViTConfig
+from .configuration_versavit import TASKS, VersaViTConfig
 from .losses_versavit import depth_loss, mask_loss
 
 VISION_TOWER_CLASSES = {
@@ -903,15 +903,21 @@ def _is_multi_process() -> bool:
 
 
 def captioning_config(config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>") -> VersaViTConfig:
-    """`config` extended with the LLM's config and the id of `image_token`, which is added to `tokenizer` as a special
-    token (and to the LLM's embeddings) if it is missing."""
+    """`config` extended with the captioning branch: the LLM's config, the id of `image_token` (added to `tokenizer`
+    as a special token, and to the LLM's embeddings, if it is missing) and "captioning" among `tasks`."""
     if image_token not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
     image_token_id = tokenizer.convert_tokens_to_ids(image_token)
     if image_token_id >= language_model.get_input_embeddings().num_embeddings:
         language_model.resize_token_embeddings(len(tokenizer))
+    tasks = [task for task in TASKS if task in config.tasks or task == "captioning"]
     return VersaViTConfig(
-        **{**config.to_dict(), "text_config": language_model.config.to_dict(), "image_token_id": image_token_id}
+        **{
+            **config.to_dict(),
+            "text_config": language_model.config.to_dict(),
+            "image_token_id": image_token_id,
+            "tasks": tasks,
+        }
     )
 
 

@@ -14,12 +14,28 @@ from .multitask import (
     MultiTaskTrainingArguments,
     TaskSpec,
 )
+from .data import (
+    CaptioningCollator,
+    DepthCollator,
+    SegmentationCollator,
+    check_schema,
+    decode_depth,
+    encode_depth,
+    scene_datasets,
+)
 from .scenes import Camera, Scene, SceneObject, generate_scene
 from .schedule import MultiTaskBatchSampler
 
 __all__ = [
     "BACKBONE_PREFIXES",
     "Camera",
+    "CaptioningCollator",
+    "DepthCollator",
+    "SegmentationCollator",
+    "check_schema",
+    "decode_depth",
+    "encode_depth",
+    "scene_datasets",
     "MultiTaskBatchSampler",
     "MultiTaskCollator",
     "MultiTaskDataset",

@@ -1,0 +1,208 @@
+"""Task datasets: schemas, depth storage, aligned collators, text embeddings, the generated default data."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from datasets import Dataset, Value
+
+from versavit_trainer.assets import minilm_path
+from versavit_trainer.data import (
+    CaptioningCollator,
+    DepthCollator,
+    SegmentationCollator,
+    check_schema,
+    decode_depth,
+    encode_depth,
+    resize_depth,
+    scene_datasets,
+)
+from versavit_trainer.scenes import generate_scene
+from versavit_trainer.text_embedding import SentenceEmbedder
+
+MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
+STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceEmbedder(minilm_path())
+
+
+@pytest.fixture(scope="module")
+def scenes(embedder):
+    return scene_datasets(5, embedder, seed=10)
+
+
+def unpatchify(pixel_values, grid, patch=14, merge=2, temporal=2):
+    """Back from the processor's packed patches to one (3, H, W) image in 0..255, the inverse of its patchify."""
+    _, gh, gw = grid.tolist()
+    x = pixel_values.view(gh // merge, gw // merge, merge, merge, 3, temporal, patch, patch)
+    x = x.permute(4, 5, 0, 2, 6, 1, 3, 7).reshape(3, temporal, gh * patch, gw * patch)[:, 0]
+    return (x * STD[:, None, None] + MEAN[:, None, None]) * 255
+
+
+def coded_image(width=90, height=60):
+    """Red encodes the column, green the row."""
+    cols = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    rows = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return PIL.Image.fromarray(np.stack([cols, rows, np.zeros_like(cols)], -1).round().astype(np.uint8))
+
+
+def test_depth_storage_round_trip():
+    depth = np.random.default_rng(0).uniform(0.5, 20.0, (30, 40)).astype(np.float32)
+    depth[3, 4], depth[5, 6], depth[7, 8] = np.nan, np.inf, -1.0
+    stored, scale = encode_depth(depth)
+    assert stored.mode in ("I;16", "I") and np.asarray(stored).max() == 65535
+    back = decode_depth(stored, scale)
+    assert np.isnan(back[3, 4]) and np.isnan(back[5, 6]) and np.isnan(back[7, 8])
+    valid = np.isfinite(depth) & (depth > 0)
+    np.testing.assert_allclose(back[valid], depth[valid], atol=20.0 / 65535)
+    with pytest.raises(ValueError, match="depth_scale: must be a finite value > 0"):
+        decode_depth(stored, float("nan"))
+
+
+def test_depth_resize_never_mixes_labelled_and_unlabelled_pixels():
+    depth = torch.full((40, 40), 5.0)
+    depth[:, :13] = float("nan")
+    resized = resize_depth(depth, 28)
+    labelled = torch.isfinite(resized)
+    torch.testing.assert_close(resized[labelled], torch.full_like(resized[labelled], 5.0))  # no pull towards holes
+    # Output column j samples source x = (j + 0.5) * 40 / 28 - 0.5 between floor(x) and floor(x) + 1: labelled
+    # exactly when both are >= 13, i.e. j >= 9.
+    assert not labelled[:, :9].any() and labelled[:, 9:].all()
+
+
+def test_depth_collator_keeps_image_and_label_aligned_under_resize_and_flip():
+    image = coded_image()
+    depth = np.tile(1.0 + np.arange(90, dtype=np.float32), (60, 1))
+    depth[:, :10] = np.nan  # a hole at the left edge
+    stored, scale = encode_depth(depth)
+    batch = DepthCollator(size=56, flip_probability=1.0, seed=0)([{"image": image, "depth": stored, "depth_scale": scale}])
+    picture = unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])
+    label = batch["labels"][0]
+    column_from_image = picture[0] / 255 * 89  # the source column each output pixel shows
+    labelled = torch.isfinite(label)
+    assert labelled[:, :40].all() and not labelled[:, -5:].any()  # the flipped hole is on the right now
+    assert (label[labelled] - (1 + column_from_image[labelled])).abs().max() < 2.0
+
+
+def test_segmentation_collator_keeps_masks_aligned(scenes):
+    image = coded_image()
+    mask = np.zeros((60, 90), dtype=bool)
+    mask[:, :30] = True  # the left third
+    sample = {"image": image, "expressions": ["the left third"], "masks": [PIL.Image.fromarray(mask)],
+              "text_embeds": [[0.0] * 384]}
+    batch = SegmentationCollator(size=56, flip_probability=1.0, seed=0)([sample])
+    picture = unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])
+    label = batch["labels"][0].bool()
+    source_column = picture[0] / 255 * 89
+    assert (source_column[label] < 31).float().mean() > 0.97
+    assert (source_column[~label] > 28).float().mean() > 0.97
+    assert label[:, -10:].all() and not label[:, :20].any()  # flipped: the mask is on the right
+
+
+def test_segmentation_collator_errors():
+    image = coded_image()
+    mask = PIL.Image.fromarray(np.zeros((10, 10), dtype=bool))
+    collate = SegmentationCollator(size=56)
+    with pytest.raises(ValueError, match=r"masks\[0\]: size 10x10 does not match its image 90x60"):
+        collate([{"image": image, "expressions": ["x"], "masks": [mask], "text_embeds": [[0.0]]}])
+    with pytest.raises(ValueError, match="expression 0 is empty"):
+        collate([{"image": image, "expressions": [" "], "masks": [mask.resize((90, 60))], "text_embeds": [[0.0]]}])
+    with pytest.raises(ValueError, match="one mask and one text embedding per expression"):
+        collate([{"image": image, "expressions": ["a", "b"], "masks": [mask], "text_embeds": [[0.0]]}])
+    with pytest.raises(ValueError, match="size: must be a positive multiple of 28"):
+        SegmentationCollator(size=500)
+
+
+def test_minilm_paraphrases_score_higher_than_unrelated_sentences(embedder):
+    emb = embedder(["the red ball on the left", "the crimson sphere at the left side", "quarterly earnings rose sharply"])
+    assert emb.shape == (3, 384)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))  # MiniLM prescribes L2 normalisation
+    similarity = emb @ emb.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.2 and similarity[0, 1] > similarity[1, 2] + 0.2
+    assert (embedder.pooling, embedder.normalize) == ("mean", True)
+    with pytest.raises(ValueError, match=r"sentences\[1\]: expected a non-empty string"):
+        embedder(["fine", ""])
+
+
+def test_scene_datasets_follow_the_schemas_and_keep_exact_labels(scenes):
+    for task, dataset in scenes.items():
+        assert check_schema(dataset, task) is dataset
+    row = scenes["depth"][2]
+    scene = generate_scene(12)
+    depth = decode_depth(row["depth"], row["depth_scale"])
+    finite = np.isfinite(scene.depth)
+    assert (np.isnan(depth) == ~finite).all()
+    np.testing.assert_allclose(depth[finite], scene.depth[finite], rtol=1e-4, atol=float(scene.depth[finite].max()) / 65535)
+    segmentation = scenes["segmentation"][0]
+    first = generate_scene(10)
+    assert segmentation["expressions"] == [text for text, _ in first.expressions]
+    for mask, (_, expected) in zip(segmentation["masks"], first.expressions):
+        assert np.array_equal(np.asarray(mask) > 0, expected)
+    assert len(segmentation["text_embeds"][0]) == 384
+    turns = scenes["captioning"][0]["texts"]
+    assert turns[0] == {"user": "Describe the image.", "assistant": first.caption}
+
+
+def test_schema_errors_name_the_column(scenes):
+    with pytest.raises(ValueError, match=r"depth dataset: missing column 'depth_scale'"):
+        check_schema(scenes["depth"].remove_columns("depth_scale"), "depth")
+    wrong = scenes["depth"].cast_column("depth_scale", Value("string"))
+    with pytest.raises(ValueError, match=r"depth dataset: column 'depth_scale' is Value\('string'"):
+        check_schema(wrong, "depth")
+    captions = Dataset.from_dict({"image": [PIL.Image.new("RGB", (8, 8))], "caption": ["a gray square"]})
+    captions = captions.cast_column("image", scenes["depth"].features["image"])
+    assert check_schema(captions, "captioning") is captions
+    with pytest.raises(ValueError, match="task: expected one of"):
+        check_schema(captions, "normals")
+
+
+def test_captioning_collator_uses_turns_or_captions(scenes):
+    from transformers import AutoTokenizer
+
+    from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor
+    from versavit_trainer.assets import smollm2_path
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer)
+    collate = CaptioningCollator(processor, seed=0)
+    batch = collate([scenes["captioning"][0], {"image": PIL.Image.new("RGB", (64, 48)), "caption": "A gray card."}])
+    assert batch["input_ids"].shape[0] == 2 and (batch["labels"] != -100).any(dim=1).all()
+    answer = tokenizer.decode(batch["labels"][1][batch["labels"][1] != -100], skip_special_tokens=True)
+    assert answer == "A gray card."
+    with pytest.raises(ValueError, match="neither conversation turns"):
+        collate([{"image": PIL.Image.new("RGB", (64, 48))}])
+
+
+def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
+    """The three collators feed MultiTaskTrainer end to end on the embedded default data."""
+    from conftest import tiny_config
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForMultiTask, VersaViTImageProcessor, captioning_config
+    from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+    from versavit_trainer.assets import smollm2_path
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    config = captioning_config(tiny_config(text_embed_dim=384), llm, tokenizer)
+    model = VersaViTForMultiTask(config)
+    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer)
+    tasks = [
+        TaskSpec("captioning", scenes["captioning"], CaptioningCollator(processor, seed=0), 2),
+        TaskSpec("depth", scenes["depth"], DepthCollator(size=56, seed=0), 2),
+        TaskSpec("segmentation", scenes["segmentation"], SegmentationCollator(size=56, seed=0), 2),
+    ]
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), max_steps=2, logging_steps=1, save_strategy="no",
+                                      report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = MultiTaskTrainer(model, args, tasks)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for task in ("captioning", "depth", "segmentation"):
+        assert all(np.isfinite(entry[f"loss_{task}"]) for entry in logs)

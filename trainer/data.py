@@ -1,0 +1,284 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The three task datasets (on `datasets`), their validating loaders and their collators.
+
+Schemas (columns of a `datasets.Dataset`; extra columns are allowed and ignored):
+
+| task | column | feature | meaning |
+|---|---|---|---|
+| depth | `image` | `Image()` | the photo |
+| | `depth` | `Image()` (16-bit) | relative depth or disparity x `depth_scale`; 0 = no label |
+| | `depth_scale` | `Value("float32")` | the stored value per unit of depth |
+| segmentation | `image` | `Image()` | the photo |
+| | `expressions` | `List(Value("string"))` | referring expressions |
+| | `masks` | `List(Image())` | one binary mask per expression, the image's size |
+| | `text_embeds` | `List(List(Value("float32")))` | one embedding per expression, computed offline |
+| captioning | `image` | `Image()` | the photo |
+| | `texts` | `List({"user": string, "assistant": string})` | conversation turns (FineVision style) |
+| | *or* `caption` | `Value("string")` | a plain caption |
+
+Depth and segmentation images are resized to one fixed size divisible by 28 (532 and 560 in the paper), labels
+with them: depth without interpolating across unlabelled pixels, masks with nearest neighbours; a horizontal flip
+is applied to image and label together. Captioning keeps Qwen2-VL's dynamic resolution.
+"""
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, Features, Image, List, Value
+
+from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
+
+from .scenes import Camera, generate_scene
+
+DEPTH_FEATURES = Features({"image": Image(), "depth": Image(), "depth_scale": Value("float32")})
+SEGMENTATION_FEATURES = Features(
+    {
+        "image": Image(),
+        "expressions": List(Value("string")),
+        "masks": List(Image()),
+        "text_embeds": List(List(Value("float32"))),
+    }
+)
+TURNS = List({"user": Value("string"), "assistant": Value("string")})
+CAPTIONING_FEATURES = Features({"image": Image(), "texts": TURNS})
+SCHEMAS = {"depth": DEPTH_FEATURES, "segmentation": SEGMENTATION_FEATURES, "captioning": CAPTIONING_FEATURES}
+CAPTION_PROMPT = "Describe the image."
+
+
+def check_schema(dataset: Dataset, task: str) -> Dataset:
+    """Return `dataset` if it has the task's columns with the task's features, else a `ValueError` naming the
+    missing or mistyped column (checked up front, not at the first bad batch)."""
+    if task not in SCHEMAS:
+        raise ValueError(f"task: expected one of {sorted(SCHEMAS)}, got {task!r}.")
+    features = dataset.features
+    expected = dict(SCHEMAS[task])
+    if task == "captioning" and "texts" not in features and "caption" in features:
+        expected = {"image": Image(), "caption": Value("string")}
+    for column, feature in expected.items():
+        if column not in features:
+            raise ValueError(
+                f"{task} dataset: missing column {column!r} (has {sorted(features)}); expected {feature}."
+            )
+        if not _same_feature(features[column], feature):
+            raise ValueError(f"{task} dataset: column {column!r} is {features[column]}, expected {feature}.")
+    return dataset
+
+
+def _same_feature(found, expected) -> bool:
+    if isinstance(expected, Image):
+        return isinstance(found, Image)
+    if isinstance(expected, Value):
+        return isinstance(found, Value) and found.dtype == expected.dtype
+    if isinstance(expected, List):
+        inner = getattr(found, "feature", None)
+        return isinstance(found, List) and inner is not None and _same_feature(inner, expected.feature)
+    if isinstance(expected, dict):
+        return isinstance(found, dict) and found.keys() == expected.keys() and all(
+            _same_feature(found[k], v) for k, v in expected.items()
+        )
+    return found == expected
+
+
+def encode_depth(depth: np.ndarray) -> tuple[PIL.Image.Image, float]:
+    """Store a float depth map as a 16-bit image and its scale: valid (finite, > 0) values are mapped so the
+    largest becomes 65535; invalid pixels store 0."""
+    depth = np.asarray(depth, dtype=np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    top = float(depth[valid].max()) if valid.any() else 1.0
+    scale = 65535.0 / top
+    stored = np.where(valid, np.clip(np.rint(depth * scale), 1, 65535), 0).astype(np.uint16)
+    return PIL.Image.fromarray(stored), scale
+
+
+def decode_depth(image: PIL.Image.Image, scale: float) -> np.ndarray:
+    """The float32 depth of a stored 16-bit map; unlabelled pixels come back as NaN."""
+    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"depth_scale: must be a finite value > 0, got {scale!r}.")
+    stored = np.asarray(image, dtype=np.float64)
+    if stored.ndim != 2:
+        raise ValueError(f"depth: expected a single-channel 16-bit map, got an image of mode {image.mode!r}.")
+    return np.where(stored > 0, stored / scale, np.nan).astype(np.float32)
+
+
+def resize_depth(depth: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of an `(H, W)` map that never mixes labelled and unlabelled pixels (NaN = unlabelled): values
+    and validity are resampled separately and an output pixel is labelled only when all its sources are."""
+    valid = torch.isfinite(depth)
+    filled = torch.where(valid, depth, torch.zeros_like(depth))
+    stacked = torch.stack([filled * valid, valid.to(depth.dtype)])[None]
+    values, weights = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False)[0]
+    labelled = weights > 1 - 1e-4
+    return torch.where(labelled, values / weights.clamp(min=1e-6), torch.full_like(values, float("nan")))
+
+
+def _fixed_size_image(image: PIL.Image.Image, size: int, flip: bool) -> PIL.Image.Image:
+    image = to_rgb(image).resize((size, size), PIL.Image.BICUBIC)
+    return image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flip else image
+
+
+class _FixedSizeCollator:
+    def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float, seed: int | None):
+        if size <= 0 or size % 28:
+            raise ValueError(f"size: must be a positive multiple of 28 (patch 14 x merge 2), got {size}.")
+        if not 0 <= flip_probability <= 1:
+            raise ValueError(f"flip_probability: must be in [0, 1], got {flip_probability}.")
+        self.image_processor = image_processor or VersaViTImageProcessor()
+        self.size = size
+        self.flip_probability = flip_probability
+        self.random = random.Random(seed)
+
+    def _pixels(self, images: list[PIL.Image.Image]) -> dict:
+        out = self.image_processor(images=images, do_resize=False, return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+    def _flip(self) -> bool:
+        return self.flip_probability > 0 and self.random.random() < self.flip_probability
+
+
+class DepthCollator(_FixedSizeCollator):
+    """Depth samples (the depth schema) -> `pixel_values`, `image_grid_thw`, `labels` `(B, size, size)` with NaN
+    where unlabelled. Default size 532 (paper: the multiple of 28 nearest Depth Anything's 518)."""
+
+    def __init__(self, image_processor=None, size: int = 532, flip_probability: float = 0.5, seed: int | None = None):
+        super().__init__(image_processor, size, flip_probability, seed)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        images, labels = [], []
+        for sample in samples:
+            depth = torch.from_numpy(decode_depth(sample["depth"], sample["depth_scale"]))
+            if depth.shape != (sample["image"].height, sample["image"].width):
+                raise ValueError(
+                    f"depth: map of shape {tuple(depth.shape)} does not match its image "
+                    f"({sample['image'].height}x{sample['image'].width})."
+                )
+            flip = self._flip()
+            images.append(_fixed_size_image(sample["image"], self.size, flip))
+            label = resize_depth(depth, self.size)
+            labels.append(label.flip(-1) if flip else label)
+        return {**self._pixels(images), "labels": torch.stack(labels)}
+
+
+class SegmentationCollator(_FixedSizeCollator):
+    """Segmentation samples -> `pixel_values`, `image_grid_thw`, `text_embeds` `(P, D)`, `expression_image_index`
+    `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560."""
+
+    def __init__(
+        self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
+        seed: int | None = None,
+    ):
+        super().__init__(image_processor, size, flip_probability, seed)
+        if max_expressions < 1:
+            raise ValueError(f"max_expressions: must be >= 1, got {max_expressions}.")
+        self.max_expressions = max_expressions
+
+    def __call__(self, samples: list[dict]) -> dict:
+        images, embeds, index, labels = [], [], [], []
+        for position, sample in enumerate(samples):
+            expressions, masks, text = sample["expressions"], sample["masks"], sample["text_embeds"]
+            if not (len(expressions) == len(masks) == len(text)) or not expressions:
+                raise ValueError(
+                    f"segmentation sample: needs one mask and one text embedding per expression and at least one "
+                    f"expression, got {len(expressions)} expressions, {len(masks)} masks, {len(text)} embeddings."
+                )
+            chosen = sorted(self.random.sample(range(len(expressions)), min(len(expressions), self.max_expressions)))
+            flip = self._flip()
+            images.append(_fixed_size_image(sample["image"], self.size, flip))
+            for k in chosen:
+                if not expressions[k].strip():
+                    raise ValueError(f"segmentation sample: expression {k} is empty.")
+                mask = masks[k]
+                if mask.size != sample["image"].size:
+                    raise ValueError(
+                        f"masks[{k}]: size {mask.size[0]}x{mask.size[1]} does not match its image "
+                        f"{sample['image'].size[0]}x{sample['image'].size[1]}."
+                    )
+                mask = mask.convert("L").resize((self.size, self.size), PIL.Image.NEAREST)
+                mask = torch.from_numpy(np.asarray(mask) > 0)
+                labels.append(mask.flip(-1) if flip else mask)
+                embeds.append(torch.tensor(text[k], dtype=torch.float32))
+                index.append(position)
+        return {
+            **self._pixels(images),
+            "text_embeds": torch.stack(embeds),
+            "expression_image_index": torch.tensor(index),
+            "labels": torch.stack(labels).float(),
+        }
+
+
+class CaptioningCollator:
+    """Captioning samples -> `VersaViTForCaptioning` inputs with answer-only labels, at Qwen2-VL's dynamic resolution
+    (the processor's `max_pixels`, 896x896 in the paper). Each sample contributes one of its `texts` turns, drawn at
+    random, or its `caption` as the answer to "Describe the image."."""
+
+    def __init__(self, processor: VersaViTCaptioningProcessor, seed: int | None = None):
+        self.processor = processor
+        self.random = random.Random(seed)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        prompts, answers = [], []
+        for sample in samples:
+            if sample.get("texts"):
+                turn = sample["texts"][self.random.randrange(len(sample["texts"]))]
+                if not turn["user"].strip() or not turn["assistant"].strip():
+                    raise ValueError(f"captioning sample: a turn has an empty question or answer: {turn}.")
+                prompts.append(turn["user"])
+                answers.append(turn["assistant"])
+            elif sample.get("caption"):
+                prompts.append(CAPTION_PROMPT)
+                answers.append(sample["caption"])
+            else:
+                raise ValueError("captioning sample: has neither conversation turns ('texts') nor a 'caption'.")
+        return dict(self.processor([to_rgb(s["image"]) for s in samples], prompts, answers))
+
+
+def scene_datasets(
+    num_scenes: int, embed: Callable[[list[str]], torch.Tensor], seed: int = 0, camera: Camera = Camera()
+) -> dict[str, Dataset]:
+    """The embedded default data: `num_scenes` generated scenes (seeds `seed ..`) as the three task datasets.
+
+    `embed` turns expressions into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the
+    scene's caption ("Describe the image.") and its question-answer pairs as turns; scenes without a describable
+    object are left out of the segmentation data."""
+    depth, segmentation, captioning = [], [], []
+    for index in range(num_scenes):
+        scene = generate_scene(seed + index, camera)
+        image = PIL.Image.fromarray(scene.image)
+        stored, scale = encode_depth(scene.depth)
+        depth.append({"image": image, "depth": stored, "depth_scale": scale})
+        if scene.expressions:
+            texts = [text for text, _ in scene.expressions]
+            segmentation.append({
+                "image": image,
+                "expressions": texts,
+                "masks": [PIL.Image.fromarray(mask) for _, mask in scene.expressions],
+                "text_embeds": torch.as_tensor(embed(texts), dtype=torch.float32).tolist(),
+            })
+        turns = [{"user": CAPTION_PROMPT, "assistant": scene.caption}]
+        turns += [{"user": question, "assistant": answer} for question, answer in scene.qa]
+        captioning.append({"image": image, "texts": turns})
+    return {
+        "depth": Dataset.from_list(depth, features=DEPTH_FEATURES),
+        "segmentation": Dataset.from_list(segmentation, features=SEGMENTATION_FEATURES),
+        "captioning": Dataset.from_list(captioning, features=CAPTIONING_FEATURES),
+    }
+
+
+__all__ = [
+    "CAPTIONING_FEATURES",
+    "CAPTION_PROMPT",
+    "CaptioningCollator",
+    "DEPTH_FEATURES",
+    "DepthCollator",
+    "SCHEMAS",
+    "SEGMENTATION_FEATURES",
+    "SegmentationCollator",
+    "check_schema",
+    "decode_depth",
+    "encode_depth",
+    "resize_depth",
+    "scene_datasets",
+]
