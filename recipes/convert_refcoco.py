@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import PIL.Image
-from datasets import Features, Image, List, Value
 from transformers import HfArgumentParser
 
 from modeling_versavit import load_image
+from versavit_trainer.data import REFERRING_FEATURES
 from versavit_trainer.labelling import Skip, run_sharded, stored_image
 
-FEATURES = Features(
-    {"image": Image(), "expressions": List(Value("string")), "masks": List(Image()), "source": Value("string")}
-)
+FEATURES = REFERRING_FEATURES
 
 
 @dataclass

@@ -22,15 +22,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from datasets import Features, Image, List, Value
 from transformers import HfArgumentParser, SamModel, SamProcessor
 
 from modeling_versavit import load_image
+from versavit_trainer.data import REFERRING_FEATURES
 from versavit_trainer.labelling import Skip, run_sharded, stored_image
 
-FEATURES = Features(
-    {"image": Image(), "expressions": List(Value("string")), "masks": List(Image()), "source": Value("string")}
-)
+FEATURES = REFERRING_FEATURES
 
 
 @dataclass

@@ -206,3 +206,11 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     assert len(logs) == 2
     for task in ("captioning", "depth", "segmentation"):
         assert all(np.isfinite(entry[f"loss_{task}"]) for entry in logs)
+
+
+def test_caption_image_processor_caps_at_896_squared():
+    from versavit_trainer.data import caption_image_processor
+
+    big = PIL.Image.new("RGB", (2000, 2000))
+    (_, h, w), = caption_image_processor()(images=[big], return_tensors="np")["image_grid_thw"].tolist()
+    assert (h * 14) * (w * 14) <= 896 * 896 and h * 14 == 896

@@ -43,10 +43,20 @@ SEGMENTATION_FEATURES = Features(
         "text_embeds": List(List(Value("float32"))),
     }
 )
+# Referring rows before their text embeddings: what the mask labeller and the RefCOCO converter write.
+REFERRING_FEATURES = Features(
+    {"image": Image(), "expressions": List(Value("string")), "masks": List(Image()), "source": Value("string")}
+)
 TURNS = List({"user": Value("string"), "assistant": Value("string")})
 CAPTIONING_FEATURES = Features({"image": Image(), "texts": TURNS})
 SCHEMAS = {"depth": DEPTH_FEATURES, "segmentation": SEGMENTATION_FEATURES, "captioning": CAPTIONING_FEATURES}
 CAPTION_PROMPT = "Describe the image."
+CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplement §8.1)
+
+
+def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS) -> VersaViTImageProcessor:
+    """Qwen2-VL's dynamic-resolution processing, capped at `max_pixels` (896x896 in the paper)."""
+    return VersaViTImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": max_pixels})
 
 
 def check_schema(dataset: Dataset, task: str) -> Dataset:
@@ -211,7 +221,7 @@ class SegmentationCollator(_FixedSizeCollator):
 
 class CaptioningCollator:
     """Captioning samples -> `VersaViTForCaptioning` inputs with answer-only labels, at Qwen2-VL's dynamic resolution
-    (the processor's `max_pixels`, 896x896 in the paper). Each sample contributes one of its `texts` turns, drawn at
+    (build the processor's image processor with `caption_image_processor()`: at most 896x896 as in the paper). Each sample contributes one of its `texts` turns, drawn at
     random, or its `caption` as the answer to "Describe the image."."""
 
     def __init__(self, processor: VersaViTCaptioningProcessor, seed: int | None = None):
@@ -268,11 +278,14 @@ def scene_datasets(
 
 
 __all__ = [
+    "CAPTION_MAX_PIXELS",
+    "caption_image_processor",
     "CAPTIONING_FEATURES",
     "CAPTION_PROMPT",
     "CaptioningCollator",
     "DEPTH_FEATURES",
     "DepthCollator",
+    "REFERRING_FEATURES",
     "SCHEMAS",
     "SEGMENTATION_FEATURES",
     "SegmentationCollator",
