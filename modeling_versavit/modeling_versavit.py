@@ -174,17 +174,19 @@ class VersaViTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
-    def _build_backbone(self, config: VersaViTConfig, freeze_merger: bool = False) -> None:
+    def _build_backbone(self, config: VersaViTConfig) -> None:
         tower_class = VISION_TOWER_CLASSES[config.backbone_family]
         self.visual = tower_class._from_config(config.vision_config)
-        if freeze_merger:
-            # The task heads read the tower's blocks, never its PatchMerger: VersaViT leaves the MLLM's merger as it
-            # is (export keeps it) and a parameter without gradient would break DDP's reducer.
-            self.visual.merger.requires_grad_(False)
+
+    def post_init(self) -> None:
+        super().post_init()
+        for parameter in self.frozen_by_design():
+            parameter.requires_grad_(False)
 
     def frozen_by_design(self) -> list[nn.Parameter]:
-        """Parameters VersaViT never trains: the tower's PatchMerger in task models (no head reads it; export keeps
-        the MLLM's) and the segmentation head's fixed random-Fourier positional encoding."""
+        """Parameters VersaViT never trains, frozen at construction and by `set_stage`: the tower's PatchMerger in
+        task models (no head reads it, export keeps the MLLM's, and a parameter without gradient would break DDP's
+        reducer) and the segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
         frozen = []
         if not isinstance(self, VersaViTModel):
             frozen += list(self.visual.merger.parameters())
@@ -255,8 +257,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             One entry per requested layer, in the order requested. Entry `[r, c]` of an image's map is the patch at
             row `r`, column `c` of the (resized) image, for Qwen2-VL and Qwen2.5-VL alike.
         """
-        single = isinstance(layers, int)
-        requested = [layers] if single else list(layers)
+        requested = [layers] if isinstance(layers, int) else list(layers)
         num_states = self.config.num_hidden_layers + 1
         for index in requested:
             if isinstance(index, bool) or not isinstance(index, int) or not -num_states <= index < num_states:
@@ -466,8 +467,8 @@ class VersaViTSegmentationHead(nn.Module):
             nn.Linear(config.text_embed_dim, width), nn.GELU(), nn.Linear(width, width * self.num_prompt_tokens)
         )
         self.no_mask_embed = nn.Embedding(1, width)
+        # Fixed random Fourier features (frozen by the model: `VersaViTPreTrainedModel.frozen_by_design`).
         self.positional_embedding = SamPositionalEmbedding(SimpleNamespace(scale=1.0, num_pos_feats=width // 2))
-        self.positional_embedding.requires_grad_(False)  # fixed random features, as SAM's buffer
         decoder_config = SamMaskDecoderConfig(
             hidden_size=width,
             num_hidden_layers=config.segmentation_decoder_layers,
@@ -569,7 +570,7 @@ class VersaViTForDepthEstimation(DepthEstimationMixin, VersaViTPreTrainedModel):
 
     def __init__(self, config: VersaViTConfig):
         super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
+        self._build_backbone(config)
         self.depth_head = VersaViTDepthHead(config)
         self.post_init()
 
@@ -690,7 +691,7 @@ class VersaViTForReferringSegmentation(ReferringSegmentationMixin, VersaViTPreTr
 
     def __init__(self, config: VersaViTConfig):
         super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
+        self._build_backbone(config)
         self.segmentation_head = VersaViTSegmentationHead(config)
         self.post_init()
 
@@ -804,7 +805,7 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
 
     def __init__(self, config: VersaViTConfig):
         super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
+        self._build_backbone(config)
         self._build_captioning(config)
         self.post_init()
 
@@ -849,7 +850,7 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
 
     def __init__(self, config: VersaViTConfig):
         super().__init__(config)
-        self._build_backbone(config, freeze_merger=True)
+        self._build_backbone(config)
         if "depth" in config.tasks:
             self.depth_head = VersaViTDepthHead(config)
         if "segmentation" in config.tasks:
