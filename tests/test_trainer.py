@@ -240,3 +240,24 @@ def test_two_deepspeed_zero2_processes_match_one_process(tmp_path, single_proces
     run(two_process_command(out, "--max_steps", "3", "--deepspeed", str(config)), env=env)
     assert_same_parameters(load_file(out / "final.safetensors"), single_process_reference)
     assert json.loads((out / "learning_rates.json").read_text()) == [1e-4, 1e-3]  # our groups, not DeepSpeed's
+
+
+def test_multitask_checkpoint_round_trips_and_feeds_every_task_class(tmp_path):
+    from modeling_versavit import (
+        VersaViTForCaptioning,
+        VersaViTForDepthEstimation,
+        VersaViTForMultiTask,
+        VersaViTForReferringSegmentation,
+        VersaViTModel,
+    )
+
+    model = tiny_multitask_model()
+    model.save_pretrained(tmp_path)
+    reloaded, info = VersaViTForMultiTask.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items())
+    for model_class in (VersaViTForCaptioning, VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel):
+        task_model, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
+        assert not info["missing_keys"], model_class.__name__
+        assert all(torch.equal(v, expected[k]) for k, v in task_model.state_dict().items()), model_class.__name__
