@@ -15,11 +15,11 @@ class VersaViTCaptioningProcessor:
     r"""
     Makes [`VersaViTForCaptioning`] inputs from images, prompts and (for training) answers.
 
-    Each prompt goes through the tokenizer's chat template as one user turn. It carries one image placeholder
-    (`image_token`, put first when the prompt has none), expanded to as many image tokens as the image has visual
-    tokens after 2x2 merging. The answer follows, closed by the tokenizer's end-of-sequence token; labels are the
-    answer tokens, with -100 on every prompt and image position. Training batches pad on the right, generation
-    prompts (no answers) on the left.
+    Each conversation (or prompt) goes through the tokenizer's chat template. It carries one image placeholder
+    (`image_token`, put at the start of the first user turn when there is none), expanded to as many image tokens as
+    the image has visual tokens after 2x2 merging. Every answer is closed by the tokenizer's end-of-sequence token;
+    labels are the answer tokens, with -100 on every template, question and image position. Training batches pad on
+    the right, generation prompts (no answers) on the left.
 
     Args:
         image_processor ([`VersaViTImageProcessor`]): makes `pixel_values` and `image_grid_thw`.
@@ -39,58 +39,103 @@ class VersaViTCaptioningProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def _prompt_text(self, prompt: str, index: int) -> str:
-        count = prompt.count(self.image_token)
-        if count > 1:
-            raise ValueError(f"prompts[{index}]: holds {count} image placeholders {self.image_token!r}; one image, one placeholder.")
-        if count == 0:
-            prompt = f"{self.image_token}\n{prompt}"
-        messages = [{"role": "user", "content": prompt}]
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return f"{prompt}\n"
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        turns = [m["content"] + ("\n" if m["role"] == "user" else self.tokenizer.eos_token + "\n") for m in messages]
+        return "".join(turns)
 
-    def __call__(self, images, prompts: list[str], answers: list[str] | None = None) -> BatchFeature:
-        if len(images) != len(prompts) or (answers is not None and len(answers) != len(prompts)):
+    def _encode(self, turns: list[dict], index: int, visual_tokens: int) -> tuple[list[int], list[int]]:
+        """Token ids and labels of one conversation: the chat template's text, unlabelled, with every assistant
+        answer (and its end-of-sequence token) labelled. A final turn without an answer ends in a generation prompt."""
+        users = [str(turn.get("user") or "") for turn in turns]
+        placeholders = sum(user.count(self.image_token) for user in users)
+        if placeholders > 1:
             raise ValueError(
-                f"images, prompts and answers must have one entry per sample, got {len(images)}, {len(prompts)} and "
-                f"{'no answers' if answers is None else len(answers)}."
+                f"conversations[{index}]: holds {placeholders} image placeholders {self.image_token!r}; one image, one "
+                "placeholder."
             )
+        if placeholders == 0:
+            users[0] = f"{self.image_token}\n{users[0]}"
+        messages, ids, labels, rendered = [], [], [], ""
+        for k, (user, turn) in enumerate(zip(users, turns)):
+            if not user.strip():
+                raise ValueError(f"conversations[{index}][{k}]: empty user turn.")
+            messages.append({"role": "user", "content": user})
+            prompt = self._render(messages, add_generation_prompt=True)
+            if not prompt.startswith(rendered):
+                raise ValueError("the tokenizer's chat template does not render a conversation as a growing prefix.")
+            segment = prompt[len(rendered) :].replace(self.image_token, self.image_token * visual_tokens)
+            segment_ids = self.tokenizer(segment, add_special_tokens=False)["input_ids"]
+            ids += segment_ids
+            labels += [IGNORE_INDEX] * len(segment_ids)
+            answer = turn.get("assistant")
+            if answer is None:
+                if k != len(turns) - 1:
+                    raise ValueError(f"conversations[{index}][{k}]: only the last turn may lack an answer.")
+                break
+            answer = str(answer)
+            if not answer.strip():
+                raise ValueError(f"conversations[{index}][{k}]: empty answer.")
+            answer_ids = self.tokenizer(answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            if self.image_token_id in answer_ids:
+                raise ValueError(f"conversations[{index}][{k}]: the answer contains the image placeholder.")
+            ids += answer_ids
+            labels += answer_ids
+            messages.append({"role": "assistant", "content": answer})
+            rendered = prompt + answer + self.tokenizer.eos_token
+            if not self._render(messages, add_generation_prompt=False).startswith(rendered):
+                raise ValueError(
+                    "the tokenizer's chat template does not close an assistant turn with its end-of-sequence token; "
+                    "answer-only labels cannot be placed."
+                )
+        found = ids.count(self.image_token_id)
+        if found != visual_tokens:
+            raise ValueError(
+                f"conversations[{index}]: the tokenizer made {found} image tokens of the {visual_tokens} placeholders; "
+                f"{self.image_token!r} must be a special token of the tokenizer."
+            )
+        return ids, labels
+
+    def __call__(self, images, prompts: list[str] | None = None, answers: list[str] | None = None,
+                 conversations: list[list[dict]] | None = None) -> BatchFeature:
+        """Inputs for one image per sample, from `prompts` (and, to train, `answers`), or from `conversations`: per
+        sample a list of `{"user": ..., "assistant": ...}` turns (FineVision's `texts`), every answer labelled.
+
+        Returns `pixel_values`, `image_grid_thw`, `input_ids`, `attention_mask` and, when answers are given,
+        `labels`. Without answers the prompts end in a generation prompt and are left-padded for `generate()`."""
+        if conversations is None:
+            if prompts is None:
+                raise ValueError("pass prompts (with or without answers) or conversations.")
+            if answers is not None and len(answers) != len(prompts):
+                raise ValueError(f"prompts and answers: one per sample, got {len(prompts)} and {len(answers)}.")
+            conversations = [
+                [{"user": prompt, "assistant": None if answers is None else answers[i]}] for i, prompt in enumerate(prompts)
+            ]
+        if len(images) != len(conversations):
+            raise ValueError(f"images and prompts/conversations: one per sample, got {len(images)} and {len(conversations)}.")
+        if not all(conversations):
+            raise ValueError("conversations: every sample needs at least one turn.")
+        training = all(turns[-1].get("assistant") is not None for turns in conversations)
+        if not training and any(turns[-1].get("assistant") is not None for turns in conversations):
+            raise ValueError("conversations: either every sample ends with an answer (training) or none does (generation).")
         vision = self.image_processor(images=list(images), return_tensors="pt")
         merge = self.image_processor.merge_size**2
-        sequences, label_rows = [], []
-        for index, (prompt, (_, h, w)) in enumerate(zip(prompts, vision["image_grid_thw"].tolist())):
-            visual_tokens = h * w // merge
-            text = self._prompt_text(prompt, index).replace(self.image_token, self.image_token * visual_tokens)
-            prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            found = prompt_ids.count(self.image_token_id)
-            if found != visual_tokens:
-                raise ValueError(
-                    f"prompts[{index}]: the tokenizer made {found} image tokens of the {visual_tokens} placeholders; "
-                    f"{self.image_token!r} must be a special token of the tokenizer."
-                )
-            if answers is None:
-                sequences.append(prompt_ids)
-                continue
-            answer_ids = self.tokenizer(answers[index] + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-            if self.image_token_id in answer_ids:
-                raise ValueError(f"answers[{index}]: contains the image placeholder {self.image_token!r}.")
-            sequences.append(prompt_ids + answer_ids)
-            label_rows.append([IGNORE_INDEX] * len(prompt_ids) + answer_ids)
-
-        length = max(len(ids) for ids in sequences)
-        left = answers is None  # generation continues after the last prompt token
-        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            span = slice(length - len(ids), length) if left else slice(0, len(ids))
+        encoded = [
+            self._encode(turns, index, h * w // merge)
+            for index, (turns, (_, h, w)) in enumerate(zip(conversations, vision["image_grid_thw"].tolist()))
+        ]
+        length = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
+        for row, (ids, row_labels) in enumerate(encoded):
+            span = slice(0, len(ids)) if training else slice(length - len(ids), length)  # generation: left padding
             input_ids[row, span] = torch.tensor(ids)
             attention_mask[row, span] = 1
-            if answers is not None:
-                labels[row, span] = torch.tensor(label_rows[row])
+            labels[row, span] = torch.tensor(row_labels)
         data = {**vision, "input_ids": input_ids, "attention_mask": attention_mask}
-        if answers is not None:
+        if training:
             data["labels"] = labels
         return BatchFeature(data=data)
 

@@ -120,7 +120,7 @@ def test_qwen2_5_image_features_follow_the_merge_block_order(tokenizer):
 def test_placeholder_errors(tokenizer):
     model, processor = tiny_captioner(tokenizer)
     image = PIL.Image.fromarray(photo("coffee"))
-    with pytest.raises(ValueError, match=r"prompts\[0\]: holds 2 image placeholders"):
+    with pytest.raises(ValueError, match=r"conversations\[0\]: holds 2 image placeholders"):
         processor([image], ["<image> and <image>"], ["x"])
     batch = sample_batch(processor)
     without = batch["input_ids"].masked_fill(batch["input_ids"] == processor.image_token_id, tokenizer.eos_token_id)
@@ -205,3 +205,24 @@ def test_projector_parameter_count_at_paper_scale():
     count = sum(p.numel() for p in projector.parameters())
     print(f"Captioning projector, 1280-d tower into a 2048-d LLM: {count / 1e6:.1f}M parameters (paper Table 13: 35.0M)")
     assert 30e6 < count < 40e6
+
+
+def test_multi_turn_conversations_label_every_answer(tokenizer):
+    _, processor = tiny_captioner(tokenizer)
+    turns = [{"user": "Describe the image.", "assistant": "A cup of coffee."},
+             {"user": "How many cups are there?", "assistant": "one"}]
+    batch = processor([PIL.Image.fromarray(photo("coffee"))], conversations=[turns])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    labelled = labels != IGNORE_INDEX
+    # The labelled tokens are exactly the two answers, each closed by the end-of-sequence token, in order.
+    expected = sum((tokenizer(t["assistant"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in turns), [])
+    assert labels[labelled].tolist() == expected and ids[labelled].tolist() == expected
+    # Everything else is the chat template's rendering of the conversation (image placeholder expanded).
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    reference = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "<image>\nDescribe the image."}, {"role": "assistant", "content": "A cup of coffee."},
+         {"role": "user", "content": "How many cups are there?"}, {"role": "assistant", "content": "one"}], tokenize=False)
+    (_, h, w), = batch["image_grid_thw"].tolist()
+    assert text == reference.replace("<image>", "<image>" * (h * w // 4)).rstrip("\n")
+    with pytest.raises(ValueError, match=r"conversations\[0\]\[0\]: only the last turn may lack an answer"):
+        processor([PIL.Image.fromarray(photo("coffee"))], conversations=[[{"user": "a"}, {"user": "b", "assistant": "c"}]])

@@ -220,29 +220,23 @@ class SegmentationCollator(_FixedSizeCollator):
 
 
 class CaptioningCollator:
-    """Captioning samples -> `VersaViTForCaptioning` inputs with answer-only labels, at Qwen2-VL's dynamic resolution
-    (build the processor's image processor with `caption_image_processor()`: at most 896x896 as in the paper). Each sample contributes one of its `texts` turns, drawn at
-    random, or its `caption` as the answer to "Describe the image."."""
+    """Captioning samples -> `VersaViTForCaptioning` inputs, at Qwen2-VL's dynamic resolution (build the processor's
+    image processor with `caption_image_processor()`: at most 896x896 as in the paper). A sample's `texts` turns form
+    one conversation with every answer labelled; a `caption` is the answer to "Describe the image."."""
 
-    def __init__(self, processor: VersaViTCaptioningProcessor, seed: int | None = None):
+    def __init__(self, processor: VersaViTCaptioningProcessor):
         self.processor = processor
-        self.random = random.Random(seed)
 
     def __call__(self, samples: list[dict]) -> dict:
-        prompts, answers = [], []
+        conversations = []
         for sample in samples:
             if sample.get("texts"):
-                turn = sample["texts"][self.random.randrange(len(sample["texts"]))]
-                if not turn["user"].strip() or not turn["assistant"].strip():
-                    raise ValueError(f"captioning sample: a turn has an empty question or answer: {turn}.")
-                prompts.append(turn["user"])
-                answers.append(turn["assistant"])
+                conversations.append([{"user": t["user"], "assistant": t["assistant"]} for t in sample["texts"]])
             elif sample.get("caption"):
-                prompts.append(CAPTION_PROMPT)
-                answers.append(sample["caption"])
+                conversations.append([{"user": CAPTION_PROMPT, "assistant": sample["caption"]}])
             else:
                 raise ValueError("captioning sample: has neither conversation turns ('texts') nor a 'caption'.")
-        return dict(self.processor([to_rgb(s["image"]) for s in samples], prompts, answers))
+        return dict(self.processor([to_rgb(s["image"]) for s in samples], conversations=conversations))
 
 
 def scene_datasets(
