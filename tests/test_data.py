@@ -214,3 +214,20 @@ def test_caption_image_processor_caps_at_896_squared():
     big = PIL.Image.new("RGB", (2000, 2000))
     (_, h, w), = caption_image_processor()(images=[big], return_tensors="np")["image_grid_thw"].tolist()
     assert (h * 14) * (w * 14) <= 896 * 896 and h * 14 == 896
+
+
+def test_collator_random_streams_differ_between_dataloader_workers(monkeypatch):
+    import copy
+    import random
+    from types import SimpleNamespace
+
+    collate = DepthCollator(size=56, flip_probability=0.5, seed=3)
+    draws = {}
+    for worker in (0, 1):
+        copied = copy.deepcopy(collate)  # what each DataLoader worker receives
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda worker=worker: SimpleNamespace(id=worker))
+        draws[worker] = [copied.random.random() for _ in range(5)]
+    assert draws[0] != draws[1]
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
+    expected = random.Random(3)
+    assert [collate.random.random() for _ in range(5)] == [expected.random() for _ in range(5)]  # main process

@@ -139,7 +139,20 @@ class _FixedSizeCollator:
         self.image_processor = image_processor or VersaViTImageProcessor()
         self.size = size
         self.flip_probability = flip_probability
-        self.random = random.Random(seed)
+        self.seed = seed
+        self._worker = -1  # built in the main process; a DataLoader worker receives a copy
+        self._random = random.Random(seed)
+
+    @property
+    def random(self) -> random.Random:
+        """This process's random stream: each DataLoader worker gets its own (a copied stream would make every
+        worker flip and subsample alike), reproducible when `seed` is set."""
+        info = torch.utils.data.get_worker_info()
+        worker = -1 if info is None else info.id
+        if worker != self._worker:
+            self._worker = worker
+            self._random = random.Random(None if self.seed is None else self.seed * 1_000_003 + worker + 1)
+        return self._random
 
     def _pixels(self, images: list[PIL.Image.Image]) -> dict:
         out = self.image_processor(images=images, do_resize=False, return_tensors="pt")
