@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random configs of both tower families and processor-shaped inputs."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +62,14 @@ def photo(name: str = "astronaut") -> np.ndarray:
     import skimage.data
 
     return getattr(skimage.data, name)()
+
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name: str):
+    """A script of recipes/ imported as a module, so tests call its `main(argv)` in-process."""
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

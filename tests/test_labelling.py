@@ -5,28 +5,15 @@ import pickle
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import photo
+from conftest import RECIPES, load_recipe, photo
 
 from versavit_trainer.data import check_schema, decode_depth
 from versavit_trainer.labelling import load_labelled
-
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def recipe(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
@@ -84,7 +71,7 @@ def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_dep
     out = tmp_path / "depth"
     args = ["--model", str(tiny_depth_checkpoint), "--images", str(photos), "--output_dir", str(out),
             "--shard_size", "2", "--batch_size", "2"]
-    summary = recipe("label_depth").main(args)
+    summary = load_recipe("label_depth").main(args)
     assert summary["labelled"] == 3 and summary["skipped: unreadable image"] == 1 and summary["shards"] == 2
     dataset = load_labelled(out)
     check_schema(dataset, "depth")
@@ -100,7 +87,7 @@ def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_dep
     stamp = marker.stat().st_mtime_ns
     shutil.rmtree(out / "shard-00001")
     (out / ".staging-00001").mkdir()
-    summary = recipe("label_depth").main(args)
+    summary = load_recipe("label_depth").main(args)
     assert summary["shards_resumed"] == 1 and marker.stat().st_mtime_ns == stamp
     assert summary["labelled"] == 3 and not (out / ".staging-00001").exists()
     assert len(load_labelled(out)) == 3
@@ -117,7 +104,7 @@ def test_mask_labelling_then_text_embeddings_give_the_segmentation_schema(tmp_pa
     ]
     annotations.write_text("\n".join(json.dumps(r) for r in rows))
     masks_out = tmp_path / "masks"
-    summary = recipe("label_masks").main(["--sam", str(tiny_sam_checkpoint), "--annotations", str(annotations),
+    summary = load_recipe("label_masks").main(["--sam", str(tiny_sam_checkpoint), "--annotations", str(annotations),
                                           "--images", str(photos), "--output_dir", str(masks_out)])
     assert summary["skipped: missing or unreadable image"] == 1
     assert summary["objects skipped: box outside the image"] == 1 and summary["objects skipped: empty text"] == 1
@@ -127,7 +114,7 @@ def test_mask_labelling_then_text_embeddings_give_the_segmentation_schema(tmp_pa
         assert all(mask.size == row["image"].size for mask in row["masks"])
 
     embedded = tmp_path / "embedded"
-    recipe("embed_texts").main(["--input_dir", str(masks_out), "--output_dir", str(embedded)])
+    load_recipe("embed_texts").main(["--input_dir", str(masks_out), "--output_dir", str(embedded)])
     dataset = load_labelled(embedded)
     check_schema(dataset, "segmentation")
     assert len(dataset) == len(labelled)
@@ -176,7 +163,7 @@ def test_refcoco_converter_on_a_hand_written_fixture(tmp_path):
     with open(tmp_path / "refs(unc).p", "wb") as handle:
         pickle.dump(refs, handle)
     out = tmp_path / "out"
-    recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances", str(tmp_path / "instances.json"),
+    load_recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances", str(tmp_path / "instances.json"),
                                     "--images", str(images), "--output_dir", str(out)])
     rows = {row["source"]: row for row in load_labelled(out)}
     first = rows["COCO_1.jpg"]
@@ -188,7 +175,7 @@ def test_refcoco_converter_on_a_hand_written_fixture(tmp_path):
     assert rows["COCO_2.jpg"]["expressions"] == ["the strip"]
     assert np.array_equal(np.asarray(rows["COCO_2.jpg"]["masks"][0]) > 0, rle.astype(bool))  # RLE decoded exactly
     with pytest.raises(ValueError, match="split: no ref in 'testB'"):
-        recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances",
+        load_recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances",
                                         str(tmp_path / "instances.json"), "--images", str(images),
                                         "--output_dir", str(tmp_path / "x"), "--split", "testB"])
 
@@ -198,7 +185,7 @@ def test_caption_folder_converter(tmp_path, photos):
     shutil.copytree(photos, folder)
     (folder / "astronaut.txt").write_text("An astronaut in a white suit.\n")
     (folder / "kitchen" / "coffee.txt").write_text("   ")
-    summary = recipe("convert_captions").main(["--folder", str(folder), "--output_dir", str(tmp_path / "out")])
+    summary = load_recipe("convert_captions").main(["--folder", str(folder), "--output_dir", str(tmp_path / "out")])
     assert summary["labelled"] == 1 and summary["skipped: empty caption"] == 1 and summary["skipped: no caption file"] == 2
     dataset = load_labelled(tmp_path / "out")
     check_schema(dataset, "captioning")

@@ -1,27 +1,15 @@
 """The recipes run end to end on tiny settings and document their options."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import PIL.Image
 import torch
-from conftest import photo, tiny_config
+from conftest import RECIPES, load_recipe, photo, tiny_config
 from safetensors.torch import load_file
 
 from modeling_versavit import VersaViTModel
-
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_extract_features_default_run(tmp_path):
     summary = load_recipe("extract_features").main(
