@@ -789,6 +789,12 @@ class CaptioningMixin:
     def captioning_layers_read(self) -> int:
         return self.config.num_hidden_layers
 
+    @torch.no_grad()
+    def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
+        """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
+        inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
 
 class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
     r"""
@@ -826,12 +832,6 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
     def forward(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, labels=None, **kwargs) -> VersaViTCaptioningOutput:
         r"""See [`CaptioningMixin.forward_captioning`]."""
         return self.forward_captioning(input_ids, pixel_values, image_grid_thw, attention_mask, labels, **kwargs)
-
-    @torch.no_grad()
-    def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
-        """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
-        inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
-        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
 
 
 class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegmentationMixin, VersaViTPreTrainedModel):

@@ -176,6 +176,29 @@ def test_captioning_collator_uses_turns_or_captions(scenes):
     with pytest.raises(ValueError, match="neither conversation turns"):
         collate([{"image": PIL.Image.new("RGB", (64, 48))}])
 
+    # max_turns: a random subset of the turns, in their order, every kept answer labelled
+    sample = scenes["captioning"][0]
+    assert len(sample["texts"]) >= 3
+    subset = CaptioningCollator(processor, max_turns=2, seed=0)
+    seen = set()
+    answers = [turn["assistant"] for turn in sample["texts"]]
+    for _ in range(8):
+        labels = subset([sample])["labels"][0].tolist()
+        runs, run = [], []  # contiguous labelled spans: one per kept answer
+        for token in labels + [-100]:
+            if token != -100:
+                run.append(token)
+            elif run:
+                runs.append(tokenizer.decode(run, skip_special_tokens=True).strip())
+                run = []
+        assert len(runs) == 2 and all(text in answers for text in runs), runs
+        positions = [answers.index(text) for text in runs]
+        assert positions == sorted(positions)
+        seen.add(tuple(positions))
+    assert len(seen) > 1  # not always the same two
+    with pytest.raises(ValueError, match="max_turns: must be >= 1 or None, got 0"):
+        CaptioningCollator(processor, max_turns=0)
+
 
 def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     """The three collators feed MultiTaskTrainer end to end on the embedded default data."""

@@ -1,6 +1,5 @@
 """The depth and referring-segmentation models: shapes, gradients, the pipeline, bad inputs, checkpoints."""
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch

@@ -118,6 +118,19 @@ def test_alignment_stage_trains_only_the_projector(tmp_path):
         MultiTaskTrainer(model, training_args(tmp_path, stage="alignment"), task_specs(model.config))
 
 
+def test_a_frozen_language_model_stays_unchanged_and_still_passes_gradients(tmp_path):
+    model = tiny_multitask_model()
+    initial = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    args = training_args(tmp_path, max_steps=2, train_language_model=False)
+    trainer = MultiTaskTrainer(model, args, task_specs(model.config))
+    trainer.train()
+    trained = {name for name, value in model.state_dict().items() if not torch.equal(value, initial[name])}
+    assert not any(name.startswith("language_model.") for name in trained)
+    assert any(name.startswith("projector.") for name in trained)  # the captioning loss reaches it through the LLM
+    assert any(name.startswith("visual.blocks.") for name in trained)
+    assert not any(p.requires_grad for p in model.language_model.parameters())
+
+
 def test_bad_task_settings_fail_at_start(tmp_path):
     model = tiny_multitask_model()
     data = depth_samples(model.config, count=2)

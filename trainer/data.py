@@ -130,15 +130,10 @@ def _fixed_size_image(image: PIL.Image.Image, size: int, flip: bool) -> PIL.Imag
     return image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flip else image
 
 
-class _FixedSizeCollator:
-    def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float, seed: int | None):
-        if size <= 0 or size % 28:
-            raise ValueError(f"size: must be a positive multiple of 28 (patch 14 x merge 2), got {size}.")
-        if not 0 <= flip_probability <= 1:
-            raise ValueError(f"flip_probability: must be in [0, 1], got {flip_probability}.")
-        self.image_processor = image_processor or VersaViTImageProcessor()
-        self.size = size
-        self.flip_probability = flip_probability
+class _SeededCollator:
+    """A collator with its own random stream per process (flips, subsets of expressions or turns)."""
+
+    def __init__(self, seed: int | None):
         self.seed = seed
         self._worker = -1  # built in the main process; a DataLoader worker receives a copy
         self._random = random.Random(seed)
@@ -153,6 +148,18 @@ class _FixedSizeCollator:
             self._worker = worker
             self._random = random.Random(None if self.seed is None else self.seed * 1_000_003 + worker + 1)
         return self._random
+
+
+class _FixedSizeCollator(_SeededCollator):
+    def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float, seed: int | None):
+        if size <= 0 or size % 28:
+            raise ValueError(f"size: must be a positive multiple of 28 (patch 14 x merge 2), got {size}.")
+        if not 0 <= flip_probability <= 1:
+            raise ValueError(f"flip_probability: must be in [0, 1], got {flip_probability}.")
+        super().__init__(seed)
+        self.image_processor = image_processor or VersaViTImageProcessor()
+        self.size = size
+        self.flip_probability = flip_probability
 
     def _pixels(self, images: list[PIL.Image.Image]) -> dict:
         out = self.image_processor(images=images, do_resize=False, return_tensors="pt")
@@ -232,41 +239,52 @@ class SegmentationCollator(_FixedSizeCollator):
         }
 
 
-class CaptioningCollator:
+class CaptioningCollator(_SeededCollator):
     """Captioning samples -> `VersaViTForCaptioning` inputs, at Qwen2-VL's dynamic resolution (build the processor's
     image processor with `caption_image_processor()`: at most 896x896 as in the paper). A sample's `texts` turns form
-    one conversation with every answer labelled; a `caption` is the answer to "Describe the image."."""
+    one conversation with every answer labelled; a `caption` is the answer to "Describe the image.".
 
-    def __init__(self, processor: VersaViTCaptioningProcessor):
+    `max_turns` keeps a random subset of at most that many turns of a longer conversation (in their order): shorter
+    sequences for small runs; None keeps every turn."""
+
+    def __init__(self, processor: VersaViTCaptioningProcessor, max_turns: int | None = None, seed: int | None = None):
+        if max_turns is not None and (isinstance(max_turns, bool) or max_turns < 1):
+            raise ValueError(f"max_turns: must be >= 1 or None, got {max_turns!r}.")
+        super().__init__(seed)
         self.processor = processor
+        self.max_turns = max_turns
 
     def __call__(self, samples: list[dict]) -> dict:
         conversations = []
         for sample in samples:
             if sample.get("texts"):
-                conversations.append([{"user": t["user"], "assistant": t["assistant"]} for t in sample["texts"]])
+                turns = [{"user": t["user"], "assistant": t["assistant"]} for t in sample["texts"]]
             elif sample.get("caption"):
-                conversations.append([{"user": CAPTION_PROMPT, "assistant": sample["caption"]}])
+                turns = [{"user": CAPTION_PROMPT, "assistant": sample["caption"]}]
             else:
                 raise ValueError("captioning sample: has neither conversation turns ('texts') nor a 'caption'.")
+            if self.max_turns is not None and len(turns) > self.max_turns:
+                keep = sorted(self.random.sample(range(len(turns)), self.max_turns))
+                turns = [turns[k] for k in keep]
+            conversations.append(turns)
         return dict(self.processor([to_rgb(s["image"]) for s in samples], conversations=conversations))
 
 
 def scene_datasets(
-    num_scenes: int, embed: Callable[[list[str]], torch.Tensor], seed: int = 0, camera: Camera = Camera()
+    num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera = Camera()
 ) -> dict[str, Dataset]:
     """The embedded default data: `num_scenes` generated scenes (seeds `seed ..`) as the three task datasets.
 
     `embed` turns expressions into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the
     scene's caption ("Describe the image.") and its question-answer pairs as turns; scenes without a describable
-    object are left out of the segmentation data."""
+    object are left out of the segmentation data, which is empty when `embed` is None (no segmentation task)."""
     depth, segmentation, captioning = [], [], []
     for index in range(num_scenes):
         scene = generate_scene(seed + index, camera)
         image = PIL.Image.fromarray(scene.image)
         stored, scale = encode_depth(scene.depth)
         depth.append({"image": image, "depth": stored, "depth_scale": scale})
-        if scene.expressions:
+        if scene.expressions and embed is not None:
             texts = [text for text, _ in scene.expressions]
             segmentation.append({
                 "image": image,
@@ -279,7 +297,10 @@ def scene_datasets(
         captioning.append({"image": image, "texts": turns})
     return {
         "depth": Dataset.from_list(depth, features=DEPTH_FEATURES),
-        "segmentation": Dataset.from_list(segmentation, features=SEGMENTATION_FEATURES),
+        "segmentation": Dataset.from_dict(
+            {column: [row[column] for row in segmentation] for column in SEGMENTATION_FEATURES},
+            features=SEGMENTATION_FEATURES,
+        ),
         "captioning": Dataset.from_list(captioning, features=CAPTIONING_FEATURES),
     }
 

@@ -143,6 +143,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="multitask",
         metadata={"help": "'alignment': captioning warm-up, only the projector trains. 'multitask': everything trains."},
     )
+    train_language_model: bool = field(
+        default=True,
+        metadata={"help": "Train the captioning LLM in the multi-task stage (paper: yes, at backbone_learning_rate). "
+                          "False freezes it; its gradients still reach the projector and the backbone."},
+    )
     rounds_per_step: int = field(
         default=1, metadata={"help": "Rounds of one batch of every task per optimizer step."}
     )
@@ -210,6 +215,8 @@ class MultiTaskTrainer(Trainer):
             )
         args.gradient_accumulation_steps = accumulation  # before Trainer.__init__ builds the accelerator
         model.set_stage(args.stage)
+        if not args.train_language_model and getattr(model, "language_model", None) is not None:
+            model.language_model.requires_grad_(False)
         self.tasks = tasks
         super().__init__(
             model=model, args=args, train_dataset=MultiTaskDataset(tasks), data_collator=MultiTaskCollator(tasks), **kwargs
