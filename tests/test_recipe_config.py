@@ -1,0 +1,82 @@
+"""Recipe configuration: YAML + command-line overrides, errors that name the key, and the resolved config."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from versavit_trainer import MultiTaskTrainingArguments
+from versavit_trainer.build import DataArguments, ModelArguments, RunArguments
+from versavit_trainer.config import ConfigError, parse_config, resolved_config
+
+TYPES = (ModelArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
+CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_file_values_are_typed_and_flags_override_them(tmp_path):
+    path = write(tmp_path, {
+        "output_dir": str(tmp_path / "out"), "max_steps": 7, "learning_rate": 2e-3, "tasks": ["depth", "segmentation"],
+        "vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "use_cpu": True, "max_turns": None,
+        "head_config": {"depth_layer_indices": [1, 2, 2]},
+    })
+    model, data, run, training = parse_config(TYPES, ["--config", path, "--max_steps", "9", "--tasks", "depth"])
+    assert training.max_steps == 9 and training.learning_rate == 2e-3 and training.use_cpu is True
+    assert data.tasks == ["depth"] and data.max_turns is None
+    assert model.vision_config == {"model_type": "qwen2_vl_vision", "depth": 2}
+    assert model.head_config == {"depth_layer_indices": [1, 2, 2]}
+    assert run.config == path
+
+
+def test_unknown_key_is_named_with_the_file_and_a_suggestion(tmp_path):
+    path = write(tmp_path, {"max_step": 3})
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key 'max_step' \(did you mean 'max_steps'\?\)"):
+        parse_config(TYPES, ["--config", path])
+
+
+def test_wrong_types_name_the_option_and_the_value(tmp_path):
+    path = write(tmp_path, {"max_steps": "many"})
+    with pytest.raises(ConfigError, match=r"run\.yaml: key 'max_steps': invalid int value: 'many'"):
+        parse_config(TYPES, ["--config", path])
+    with pytest.raises(ConfigError, match=r"command line: argument --depth_size/--depth-size: invalid int value: '1.5'"):
+        parse_config(TYPES, ["--depth_size", "1.5"])
+    with pytest.raises(ConfigError, match=r"key 'depth_size' takes one value"):
+        parse_config(TYPES, ["--config", write(tmp_path, {"depth_size": [1, 2]})])
+    with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 28.*got 100"):
+        parse_config(TYPES, ["--depth_size", "100"])
+    with pytest.raises(ConfigError, match=r"vision_config: expected a JSON object, got '\{depth: 2\}'"):
+        parse_config(TYPES, ["--vision_config", "{depth: 2}"])
+    with pytest.raises(ConfigError, match=r"unrecognised arguments \['--nonsense', '1'\]"):
+        parse_config(TYPES, ["--nonsense", "1"])
+    with pytest.raises(ConfigError, match=r"--config: no such file"):
+        parse_config(TYPES, ["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ConfigError, match=r"expected a mapping"):
+        parse_config(TYPES, ["--config", write(tmp_path, [1, 2])])
+    with pytest.raises(ConfigError, match=r"model: give one backbone source, got \['model_name_or_path', 'mllm'\]"):
+        parse_config(TYPES, ["--model_name_or_path", "a", "--mllm", "b"])
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "versavit_qwen2vl_7b.yaml"])
+def test_shipped_configs_parse_and_their_resolved_form_round_trips(tmp_path, name):
+    on_cpu = ["--use_cpu", "true"]  # the paper config asks for bf16, which TrainingArguments checks against the machine
+    parsed = parse_config(TYPES, ["--config", str(CONFIGS / name), *on_cpu])
+    resolved = resolved_config(*parsed)
+    again = parse_config(TYPES, ["--config", write(tmp_path, resolved), *on_cpu])
+    assert resolved_config(*again) == resolved
+
+
+def test_the_paper_config_holds_the_paper_settings():
+    model, data, run, training = parse_config(
+        TYPES, ["--config", str(CONFIGS / "versavit_qwen2vl_7b.yaml"), "--use_cpu", "true"]
+    )
+    assert (data.captioning_batch_size, data.depth_batch_size, data.segmentation_batch_size) == (8, 32, 32)
+    assert (data.caption_max_pixels, data.depth_size, data.segmentation_size) == (896 * 896, 532, 560)
+    assert (training.learning_rate, training.backbone_learning_rate, training.alignment_learning_rate) == (1e-4, 1e-5, 1e-3)
+    assert data.captioning_weight == data.depth_weight == data.segmentation_weight == pytest.approx(1 / 3)
+    assert training.bf16 and training.activation_checkpointing and training.train_language_model
+    assert run.zero_stage == 2 and training.num_train_epochs == 1 and run.alignment_num_train_epochs == 1
