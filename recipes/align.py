@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The captioning-alignment warm-up alone (paper §4.2.1): backbone and LLM frozen, only the projector trains.
+
+    python recipes/align.py --config recipes/configs/default.yaml --output_dir outputs/align
+    accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/align.py \\
+        --config recipes/configs/versavit_qwen2vl_7b.yaml --output_dir outputs/align_7b
+
+Takes the same options and YAML files as `recipes/multitask.py` (its captioning options, `alignment_*` for the
+stage); `--resume` continues from the last checkpoint. Writes to `output_dir`:
+    alignment/                 Trainer checkpoints, tensorboard events, projector.safetensors
+    final/                     the aligned captioning model (loads into VersaViTForCaptioning), tokenizer, processor
+    backbone/                  the (unchanged) encoder as a VersaViTModel
+    config.yaml, summary.json  the resolved configuration; steps, seconds and the final captioning loss
+
+Continue with multi-task training from the aligned model:
+    python recipes/multitask.py --config ... --model_name_or_path outputs/align/final --alignment_max_steps 0
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+from transformers import set_seed
+
+from versavit_trainer import MultiTaskTrainingArguments
+from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
+from versavit_trainer.config import ConfigError, parse_config, resolved_config, write_config
+from versavit_trainer.reporting import GracefulStop
+from versavit_trainer.stages import INTERRUPTED_EXIT_CODES, final_losses, run_stage, save_model_folders, stage_arguments
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, run_args, training_args = parse_config(
+        (ModelArguments, DataArguments, RunArguments, MultiTaskTrainingArguments), argv, description=__doc__
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if run_args.alignment_max_steps == 0:
+        raise ConfigError("alignment_max_steps: 0 would skip the only stage of align.py.")
+    output_dir = Path(training_args.output_dir)
+    if not run_args.resume and (output_dir / "config.yaml").is_file():
+        raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
+    data_args.tasks = ["captioning"]
+    set_seed(training_args.seed)
+    data = load_data(data_args, with_eval=False)
+    model, tokenizer = build_model(model_args, data_args.tasks)
+    main_process = training_args.process_index == 0
+    config = resolved_config(model_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
+    if main_process:
+        write_config(output_dir / "config.yaml", config)
+
+    args = stage_arguments(training_args, "alignment", output_dir / "alignment",
+                           max_steps=run_args.alignment_max_steps, num_train_epochs=run_args.alignment_num_train_epochs)
+    specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
+    trainer, seconds, interrupted = run_stage(model, args, specs, run_args.resume, GracefulStop())
+    if interrupted:
+        return interrupted
+    summary = {"steps": trainer.state.global_step, "seconds": seconds,
+               "final_losses": final_losses(trainer.state.log_history)}
+    if main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        projector = {k: v.contiguous() for k, v in model.projector.state_dict().items()}
+        save_file(projector, output_dir / "alignment" / "projector.safetensors")
+        folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
+        summary.update({k: str(v) for k, v in folders.items()})
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"\nAlignment: {summary['steps']} steps in {seconds:.0f} s, final captioning loss "
+              f"{summary['final_losses'].get('captioning', float('nan')):.4f}\naligned model  {folders['final']}")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        result = main()
+    except ConfigError as err:
+        sys.exit(f"align.py: error: {err}")
+    if result.get("interrupted"):
+        sys.exit(INTERRUPTED_EXIT_CODES.get(result["signal"], 1))

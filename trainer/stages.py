@@ -1,0 +1,86 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Running the training stages of a recipe: one `MultiTaskTrainer` per stage in its own folder, resumable, with a
+clean stop on Ctrl-C / SIGTERM, and the folders a finished run leaves behind."""
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import get_last_checkpoint
+
+from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTImageProcessor, VersaViTModel
+
+from .data import caption_image_processor
+from .multitask import MultiTaskTrainer, MultiTaskTrainingArguments
+from .reporting import GracefulStop
+
+logger = logging.getLogger(__name__)
+INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them
+
+# What a config of a task model holds that a backbone-only config does not.
+_TASK_ONLY_KEYS = ("text_config", "image_token_id", "tasks", "architectures", "auto_map", "model_type",
+                   "transformers_version", "dtype", "_name_or_path")
+
+
+def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Path, **changes):
+    """A copy of `args` for one stage, writing to its own folder."""
+    return dataclasses.replace(args, stage=stage, output_dir=str(output_dir), **changes)
+
+
+def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop: GracefulStop):
+    """Train one stage; with `resume`, from the last checkpoint in its folder (if any). Returns the trainer (with
+    `resumed_from_step`), the seconds spent and, when a signal stopped it, a description of where (else None)."""
+    trainer = MultiTaskTrainer(model, args, specs, callbacks=[stop])
+    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    if checkpoint:
+        logger.info("%s stage: resuming from %s", args.stage, checkpoint)
+    trainer.resumed_from_step = 0
+    if checkpoint:
+        trainer.resumed_from_step = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).global_step
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    if trainer.is_deepspeed_enabled:
+        # The ZeRO optimizer's gradient hooks stay on the parameters after train(): a later stage's engine would find
+        # the stale ones firing as well. Remove them (the module and its trained weights are untouched).
+        trainer.model_wrapped.destroy()
+    interrupted = None
+    if stop.stopped_at is not None:
+        saved = get_last_checkpoint(args.output_dir)
+        interrupted = {"interrupted": True, "signal": stop.requested, "stage": args.stage, "step": stop.stopped_at,
+                       "checkpoint": saved}
+        if trainer.is_world_process_zero():
+            print(f"\nInterrupted in the {args.stage} stage at step {stop.stopped_at}; checkpoint saved: {saved}.\n"
+                  "Re-run the same command with --resume to continue.", flush=True)
+    return trainer, seconds, interrupted
+
+
+def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: int) -> dict[str, Path]:
+    """`final/`: the model with its tokenizer and processors (loads into every task class with `from_pretrained`);
+    `backbone/`: the encoder alone, a `VersaViTModel` with its image processor (`AutoModel.from_pretrained`)."""
+    final, backbone_dir = output_dir / "final", output_dir / "backbone"
+    image_processor = VersaViTImageProcessor()
+    model.save_pretrained(final)
+    image_processor.save_pretrained(final)
+    if tokenizer is not None:
+        VersaViTCaptioningProcessor(caption_image_processor(caption_max_pixels), tokenizer).save_pretrained(final)
+    settings = {k: v for k, v in model.config.to_dict().items() if k not in _TASK_ONLY_KEYS}
+    backbone = VersaViTModel(VersaViTConfig(**settings))
+    backbone.visual.load_state_dict(model.visual.state_dict())
+    backbone.save_pretrained(backbone_dir)
+    image_processor.save_pretrained(backbone_dir)
+    return {"final": final, "backbone": backbone_dir}
+
+
+def final_losses(history: list[dict]) -> dict[str, float]:
+    """Each task's last logged (unweighted) loss in a Trainer log history."""
+    losses = {}
+    for entry in history:
+        losses.update({k: v for k, v in entry.items() if k.startswith("loss_") and not k.endswith("_weighted")})
+    return {k.removeprefix("loss_"): v for k, v in losses.items()}
+
+
+__all__ = ["INTERRUPTED_EXIT_CODES", "final_losses", "run_stage", "save_model_folders", "stage_arguments"]
