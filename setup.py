@@ -36,6 +36,7 @@ setup(
         "evaluate>=0.4.5",
         "pillow>=10.0",
         "numpy>=1.26",
+        "pyyaml>=6.0",  # recipe configs
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.17"],
@@ -43,7 +44,11 @@ setup(
         "assets": ["gguf>=0.10"],
         # pycocotools decodes COCO masks for the RefCOCO converter.
         "data": ["pycocotools>=2.0.7"],
+        # What the training recipes show: tensorboard event files, PNG loss curves and prediction panels.
+        "train": ["tensorboard>=2.15", "matplotlib>=3.8"],
         # scikit-image ships the real photos the demo and the tests use (no Hub access needed).
-        "test": ["pytest>=8", "scikit-image>=0.24", "gguf>=0.10", "pycocotools>=2.0.7"],
+        "test": [
+            "pytest>=8", "scikit-image>=0.24", "gguf>=0.10", "pycocotools>=2.0.7", "tensorboard>=2.15", "matplotlib>=3.8",
+        ],
     },
 )
