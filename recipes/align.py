@@ -19,7 +19,6 @@ Continue with multi-task training from the aligned model:
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -29,7 +28,7 @@ from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
 from versavit_trainer.config import ConfigError, parse_config, resolved_config, write_config
 from versavit_trainer.reporting import GracefulStop
-from versavit_trainer.stages import INTERRUPTED_EXIT_CODES, final_losses, run_stage, save_model_folders, stage_arguments
+from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -72,9 +71,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        result = main()
-    except ConfigError as err:
-        sys.exit(f"align.py: error: {err}")
-    if result.get("interrupted"):
-        sys.exit(INTERRUPTED_EXIT_CODES.get(result["signal"], 1))
+    run_as_script(main)

@@ -44,10 +44,10 @@ from versavit_trainer.build import (
     parameter_report,
     task_specs,
 )
-from versavit_trainer.config import ConfigError, parse_config, resolved_config, write_config
+from versavit_trainer.config import parse_config, resolved_config, write_config
 from versavit_trainer.metrics import evaluate_depth, evaluate_segmentation
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
-from versavit_trainer.stages import INTERRUPTED_EXIT_CODES, final_losses, run_stage, save_model_folders, stage_arguments
+from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
 
 logger = logging.getLogger("versavit.multitask")
 
@@ -196,9 +196,4 @@ def print_summary(summary: dict, output_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        result = main()
-    except ConfigError as err:
-        sys.exit(f"multitask.py: error: {err}")
-    if result.get("interrupted"):
-        sys.exit(INTERRUPTED_EXIT_CODES.get(result["signal"], 1))
+    run_as_script(main)

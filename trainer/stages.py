@@ -4,6 +4,7 @@ clean stop on Ctrl-C / SIGTERM, and the folders a finished run leaves behind."""
 
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
+from .config import ConfigError
 from .data import caption_image_processor
 from .multitask import MultiTaskTrainer, MultiTaskTrainingArguments
 from .reporting import GracefulStop
@@ -75,6 +77,18 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     return {"final": final, "backbone": backbone_dir}
 
 
+def run_as_script(main) -> None:
+    """A recipe's `__main__`: a configuration error is one line (no traceback); a run stopped by a signal exits with
+    the shell's code for it (130 for SIGINT, 143 for SIGTERM)."""
+    script = Path(sys.argv[0]).name
+    try:
+        result = main()
+    except ConfigError as err:
+        sys.exit(f"{script}: error: {err}")
+    if result.get("interrupted"):
+        sys.exit(INTERRUPTED_EXIT_CODES.get(result["signal"], 1))
+
+
 def final_losses(history: list[dict]) -> dict[str, float]:
     """Each task's last logged (unweighted) loss in a Trainer log history."""
     losses = {}
@@ -83,4 +97,4 @@ def final_losses(history: list[dict]) -> dict[str, float]:
     return {k.removeprefix("loss_"): v for k, v in losses.items()}
 
 
-__all__ = ["INTERRUPTED_EXIT_CODES", "final_losses", "run_stage", "save_model_folders", "stage_arguments"]
+__all__ = ["INTERRUPTED_EXIT_CODES", "final_losses", "run_as_script", "run_stage", "save_model_folders", "stage_arguments"]
