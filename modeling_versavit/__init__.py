@@ -24,6 +24,7 @@ from .modeling_versavit import (
     VersaViTReferringSegmentationOutput,
     captioning_config,
     check_vision_inputs,
+    safetensors_weight_map,
     tokens_to_feature_maps,
 )
 from .processing_versavit import IGNORE_INDEX, VersaViTCaptioningProcessor
@@ -37,6 +38,10 @@ AutoImageProcessor.register(VersaViTConfig, image_processor_classes={"pil": Vers
 VersaViTConfig.register_for_auto_class()
 VersaViTModel.register_for_auto_class("AutoModel")
 VersaViTForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation")
+# No Auto class has these tasks: a saved folder of one of them loads with AutoModel (+ trust_remote_code) as itself.
+VersaViTForReferringSegmentation.register_for_auto_class("AutoModel")
+VersaViTForCaptioning.register_for_auto_class("AutoModel")
+VersaViTForMultiTask.register_for_auto_class("AutoModel")
 VersaViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "normalize_depth",
     "ssi_loss",
     "load_image",
+    "safetensors_weight_map",
     "to_rgb",
     "tokens_to_feature_maps",
     "uniform_layer_indices",

@@ -357,17 +357,7 @@ class VersaViTModel(VersaViTPreTrainedModel):
             )
         config = VersaViTConfig(vision_config=vision_config.to_dict())
 
-        index_file = folder / "model.safetensors.index.json"
-        if index_file.is_file():
-            weight_map = json.loads(index_file.read_text())["weight_map"]
-        elif (folder / "model.safetensors").is_file():
-            with safe_open(folder / "model.safetensors", framework="pt") as handle:
-                weight_map = dict.fromkeys(handle.keys(), "model.safetensors")
-        else:
-            found = sorted(p.name for p in folder.iterdir())
-            raise FileNotFoundError(
-                f"{folder}: no safetensors weights (model.safetensors or model.safetensors.index.json); found {found}."
-            )
+        weight_map = safetensors_weight_map(folder)
         prefix = next((p for p in MLLM_VISION_PREFIXES if any(k.startswith(p) for k in weight_map)), None)
         if prefix is None:
             raise ValueError(
@@ -396,6 +386,23 @@ class VersaViTModel(VersaViTPreTrainedModel):
             raise ValueError(f"{folder}: vision tower tensors of unexpected shape: {info['mismatched_keys'][:5]}.")
         model.name_or_path = str(folder)
         return model
+
+
+def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
+    """Tensor name -> file name of a checkpoint folder's safetensors weights, sharded (with an index) or not."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index_file = folder / "model.safetensors.index.json"
+    if index_file.is_file():
+        return json.loads(index_file.read_text())["weight_map"]
+    if (folder / "model.safetensors").is_file():
+        with safe_open(folder / "model.safetensors", framework="pt") as handle:
+            return dict.fromkeys(handle.keys(), "model.safetensors")
+    found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
+    raise FileNotFoundError(
+        f"{folder}: no safetensors weights (model.safetensors or model.safetensors.index.json); found {found}."
+    )
 
 
 def _same_grid(image_grid_thw: torch.Tensor, task: str) -> tuple[int, int]:
@@ -937,5 +944,6 @@ __all__ = [
     "VersaViTCaptioningOutput",
     "VersaViTModelOutput",
     "check_vision_inputs",
+    "safetensors_weight_map",
     "tokens_to_feature_maps",
 ]

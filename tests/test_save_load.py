@@ -1,23 +1,17 @@
 """save_pretrained / from_pretrained: the Auto API, remote code without the package, and an offline Hub cache."""
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from conftest import random_inputs, tiny_config
+from hub_fixtures import REPO_ID, WITHOUT_PACKAGE, hub_cache_with, run_python
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
-REPO_ID = "org/versavit"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
@@ -80,33 +74,6 @@ def test_task_checkpoint_keys_load_quietly_into_the_backbone(tmp_path, saved):
                            expected["pooler_output"])
 
 
-def run_python(code: str, cwd, env: dict) -> str:
-    """Run `code` in a fresh interpreter, away from the repository, and return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": "", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
-
-
-# Runs in the subprocess: makes `import modeling_versavit` fail as in a Python without the package.
-WITHOUT_PACKAGE = """
-import sys
-sys.modules["modeling_versavit"] = None
-sys.modules["versavit_trainer"] = None
-try:
-    import modeling_versavit
-except ImportError:
-    pass
-else:
-    raise AssertionError("the package must not be importable here")
-"""
-
 CHECK_OUTPUTS = """
 import torch
 from safetensors.torch import load_file
@@ -129,21 +96,6 @@ def test_remote_code_loads_where_the_package_is_not_installed(tmp_path, saved):
     module, name, processor = out.split()
     assert module.startswith("transformers_modules.") and name == "VersaViTModel"
     assert processor == "VersaViTImageProcessor"
-
-
-def hub_cache_with(folder, cache) -> None:
-    """Lay out `folder` as `huggingface_hub` caches a download of REPO_ID: blobs, a snapshot of links, refs/main."""
-    repo = cache / ("models--" + REPO_ID.replace("/", "--"))
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    for path in sorted(folder.iterdir()):
-        data = path.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["package-installed", "remote-code"])

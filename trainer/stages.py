@@ -66,9 +66,10 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     final, backbone_dir = output_dir / "final", output_dir / "backbone"
     image_processor = VersaViTImageProcessor()
     model.save_pretrained(final)
-    image_processor.save_pretrained(final)
-    if tokenizer is not None:
+    if tokenizer is not None:  # the captioning processor: tokenizer + the image processor capped at caption_max_pixels
         VersaViTCaptioningProcessor(caption_image_processor(caption_max_pixels), tokenizer).save_pretrained(final)
+    else:
+        image_processor.save_pretrained(final)
     settings = {k: v for k, v in model.config.to_dict().items() if k not in _TASK_ONLY_KEYS}
     backbone = VersaViTModel(VersaViTConfig(**settings))
     backbone.visual.load_state_dict(model.visual.state_dict())

@@ -1,0 +1,176 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Put a VersaViT encoder back into a Qwen2-VL / Qwen2.5-VL MLLM.
+
+- `swap_vision_tower(mllm_dir, encoder, output_dir)` writes a complete MLLM folder whose vision tower is the
+  encoder's and whose every other tensor is the source's, shard by shard (the LLM is never loaded): same shard files
+  and index, the config, tokenizer, processor and generation files carried over.
+- `swap_vision_tower_in_memory(mllm, encoder)` does the same to a loaded MLLM.
+
+Both check compatibility first (tower family, depth, width, heads, patch / merge sizes, and the merger's output
+width = the LLM's hidden size) and name every difference before anything is written. The MLLM's own PatchMerger is
+kept by default (VersaViT never trains it); `use_projector=True` takes the VersaViT captioning projector instead,
+when its output width is the MLLM's LLM width.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoConfig
+
+from modeling_versavit import VersaViTConfig, VersaViTPreTrainedModel, safetensors_weight_map
+from modeling_versavit.modeling_versavit import MLLM_VISION_PREFIXES
+
+# The vision-config fields that fix the tower's architecture, per family.
+ARCHITECTURE_FIELDS = {
+    "qwen2_vl": ("depth", "embed_dim", "hidden_size", "mlp_ratio", "num_heads", "hidden_act", "in_channels",
+                 "patch_size", "spatial_merge_size", "temporal_patch_size"),
+    "qwen2_5_vl": ("depth", "hidden_size", "intermediate_size", "out_hidden_size", "num_heads", "hidden_act",
+                   "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size", "window_size",
+                   "fullatt_block_indexes"),
+}
+MERGER = "merger."
+
+
+def _merger_width(vision: dict, family: str) -> int:
+    return vision["hidden_size"] if family == "qwen2_vl" else vision["out_hidden_size"]
+
+
+def compatibility_errors(encoder_config: VersaViTConfig, mllm_config, use_projector: bool = False) -> list[str]:
+    """Every difference that keeps `encoder_config`'s tower from replacing `mllm_config`'s (empty when it fits)."""
+    family = mllm_config.model_type  # the MLLM's model type names its tower family
+    if family not in ARCHITECTURE_FIELDS or getattr(mllm_config, "vision_config", None) is None:
+        return [f"mllm: model_type {mllm_config.model_type!r} is not a Qwen2-VL / Qwen2.5-VL MLLM"]
+    errors = []
+    if encoder_config.backbone_family != family:
+        errors.append(f"backbone family: encoder {encoder_config.backbone_family!r}, MLLM {family!r}")
+        return errors
+    ours, theirs = encoder_config.vision_config.to_dict(), mllm_config.vision_config.to_dict()
+    for name in ARCHITECTURE_FIELDS[family]:
+        if ours.get(name) != theirs.get(name):
+            errors.append(f"vision_config.{name}: encoder {ours.get(name)!r}, MLLM {theirs.get(name)!r}")
+    text_width = mllm_config.text_config.hidden_size
+    if _merger_width(theirs, family) != text_width:
+        errors.append(f"MLLM merger output width {_merger_width(theirs, family)} != its LLM hidden size {text_width}")
+    if use_projector:
+        if encoder_config.text_config is None:
+            errors.append("use_projector: the encoder has no captioning projector (not a captioning / multi-task model)")
+        elif encoder_config.text_config.hidden_size != text_width:
+            errors.append(f"use_projector: projector output width {encoder_config.text_config.hidden_size} != "
+                          f"the MLLM's LLM hidden size {text_width}")
+    return errors
+
+
+def check_compatibility(encoder_config: VersaViTConfig, mllm_config, use_projector: bool = False) -> None:
+    errors = compatibility_errors(encoder_config, mllm_config, use_projector)
+    if errors:
+        raise ValueError("The encoder does not fit the MLLM's vision tower:\n  - " + "\n  - ".join(errors))
+
+
+def _encoder_tensors(encoder, use_projector: bool) -> dict[str, torch.Tensor]:
+    """Tower tensors by their name inside the tower (`blocks.0.attn.qkv.weight`, ...), merger excluded unless
+    `use_projector` (then the projector's tensors under `merger.`)."""
+    if isinstance(encoder, VersaViTPreTrainedModel):
+        state = {k: v.detach() for k, v in encoder.state_dict().items()}
+        get = state.__getitem__
+        names = list(state)
+    else:
+        folder = Path(encoder)
+        weight_map = safetensors_weight_map(folder)
+        names = list(weight_map)
+
+        def get(name):
+            with safe_open(folder / weight_map[name], framework="pt") as handle:
+                return handle.get_tensor(name)
+
+    tensors = {}
+    for name in names:
+        if name.startswith("visual.") and not name.startswith("visual." + MERGER):
+            tensors[name.removeprefix("visual.")] = get(name)
+        elif use_projector and name.startswith("projector."):
+            tensors[MERGER + name.removeprefix("projector.")] = get(name)
+    return tensors
+
+
+def _encoder_config(encoder) -> VersaViTConfig:
+    if isinstance(encoder, VersaViTPreTrainedModel):
+        return encoder.config
+    return VersaViTConfig.from_pretrained(encoder)
+
+
+def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False) -> Path:
+    """Write `output_dir`: the MLLM of `mllm_dir` with `encoder`'s vision tower (a VersaViT model or folder).
+
+    Streams shard by shard: each source shard is read, its vision tensors replaced (in the source's dtype), and
+    written under the same name; the index is rewritten; every other file is copied. Non-vision tensors keep their
+    exact values. Raises `ValueError` (listing every difference) or `FileExistsError` before writing anything."""
+    source, output = Path(mllm_dir), Path(output_dir)
+    mllm_config = AutoConfig.from_pretrained(source)
+    check_compatibility(_encoder_config(encoder), mllm_config, use_projector)
+    weight_map = safetensors_weight_map(source)
+    prefix = next((p for p in MLLM_VISION_PREFIXES if any(k.startswith(p) for k in weight_map)), None)
+    if prefix is None:
+        raise ValueError(f"{source}: no vision tower tensors (no key starts with {' or '.join(MLLM_VISION_PREFIXES)}).")
+    replacement = _encoder_tensors(encoder, use_projector)
+    expected = {k.removeprefix(prefix) for k in weight_map if k.startswith(prefix)}
+    if not use_projector:
+        expected = {k for k in expected if not k.startswith(MERGER)}
+    missing, extra = sorted(expected - set(replacement)), sorted(set(replacement) - expected)
+    if missing or extra:
+        raise ValueError(f"encoder tensors do not match the MLLM tower's: missing {missing[:5]}, unexpected {extra[:5]}.")
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"output_dir: {output} exists and is not empty.")
+    output.mkdir(parents=True, exist_ok=True)
+
+    total_size = 0
+    for shard in sorted(set(weight_map.values())):
+        tensors = {}
+        with safe_open(source / shard, framework="pt") as handle:
+            metadata = handle.metadata()
+            for key in handle.keys():
+                tensor = handle.get_tensor(key)
+                inner = key.removeprefix(prefix) if key.startswith(prefix) else None
+                if inner in replacement:
+                    new = replacement[inner]
+                    if new.shape != tensor.shape:
+                        raise ValueError(f"{key}: encoder shape {tuple(new.shape)}, MLLM {tuple(tensor.shape)}.")
+                    tensor = new.to(tensor.dtype).contiguous()
+                tensors[key] = tensor
+                total_size += tensor.numel() * tensor.element_size()
+        save_file(tensors, output / shard, metadata=metadata)
+        del tensors
+    index_file = source / "model.safetensors.index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        index.setdefault("metadata", {})["total_size"] = total_size
+        (output / index_file.name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    for item in source.iterdir():
+        if item.name.endswith(".safetensors") or item.name == index_file.name:
+            continue
+        if item.is_dir():
+            shutil.copytree(item, output / item.name)
+        else:
+            shutil.copy2(item, output / item.name)
+    return output
+
+
+def swap_vision_tower_in_memory(mllm, encoder: VersaViTPreTrainedModel, use_projector: bool = False):
+    """Replace the vision tower weights of a loaded Qwen2-VL / Qwen2.5-VL MLLM by `encoder`'s (in place)."""
+    check_compatibility(encoder.config, mllm.config, use_projector)
+    inner = getattr(mllm, "model", mllm)
+    visual = getattr(inner, "visual", None)
+    if visual is None:
+        raise ValueError(f"{type(mllm).__name__} has no vision tower (`model.visual`).")
+    tensors = _encoder_tensors(encoder, use_projector)
+    result = visual.load_state_dict(tensors, strict=False)
+    missing = [k for k in result.missing_keys if use_projector or not k.startswith(MERGER)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"encoder tensors do not match the tower: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}.")
+    return mllm
+
+
+__all__ = ["check_compatibility", "compatibility_errors", "swap_vision_tower", "swap_vision_tower_in_memory"]
