@@ -7,7 +7,8 @@
         --config recipes/configs/versavit_qwen2vl_7b.yaml --output_dir outputs/align_7b
 
 Takes the same options and YAML files as `recipes/multitask.py` (its captioning options, `alignment_*` for the
-stage); `--resume` continues from the last checkpoint. Writes to `output_dir`:
+stage; LoRA options are accepted and unused: only the projector trains here); `--resume` continues from the last
+checkpoint. Writes to `output_dir`:
     alignment/                 Trainer checkpoints, tensorboard events, projector.safetensors
     final/                     the aligned captioning model (loads into VersaViTForCaptioning), tokenizer, processor
     backbone/                  the (unchanged) encoder as a VersaViTModel
@@ -27,13 +28,15 @@ from transformers import set_seed
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
 from versavit_trainer.config import ConfigError, parse_config, resolved_config, write_config
+from versavit_trainer.lora import LoraArguments
 from versavit_trainer.reporting import GracefulStop
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, run_args, training_args = parse_config(
-        (ModelArguments, DataArguments, RunArguments, MultiTaskTrainingArguments), argv, description=__doc__
+    model_args, lora_args, data_args, run_args, training_args = parse_config(
+        (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments), argv,
+        description=__doc__,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if run_args.alignment_max_steps == 0:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_data(data_args, with_eval=False)
     model, tokenizer = build_model(model_args, data_args.tasks)
     main_process = training_args.process_index == 0
-    config = resolved_config(model_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
     if main_process:
         write_config(output_dir / "config.yaml", config)
 

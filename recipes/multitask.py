@@ -45,6 +45,7 @@ from versavit_trainer.build import (
     task_specs,
 )
 from versavit_trainer.config import parse_config, resolved_config, write_config
+from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
 from versavit_trainer.metrics import evaluate_depth, evaluate_segmentation
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
@@ -52,7 +53,7 @@ from versavit_trainer.stages import final_losses, run_as_script, run_stage, save
 logger = logging.getLogger("versavit.multitask")
 
 
-ARGUMENT_TYPES = (ModelArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
+ARGUMENT_TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 
 
 def dry_run(model_args, data_args, run_args, training_args) -> dict:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(arg in ("--dry_run", "--dry-run") for arg in argv):
         argv += ["--use_cpu", "true"]  # the dry run trains nothing: a GPU config (bf16) is checked on any machine
-    model_args, data_args, run_args, training_args = parse_config(ARGUMENT_TYPES, argv, description=__doc__)
+    model_args, lora_args, data_args, run_args, training_args = parse_config(ARGUMENT_TYPES, argv, description=__doc__)
     if run_args.dry_run:
         return dry_run(model_args, data_args, run_args, training_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=main_process)
     model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim)
-    config = resolved_config(model_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
+    apply_lora(model, lora_args)
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
     if main_process:
         write_config(output_dir / "config.yaml", config)
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not main_process:
         return summary
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))  # exported models are plain, without peft
     folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
     summary.update({k: str(v) for k, v in folders.items()})
     if data.eval:

@@ -21,13 +21,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, HfArgumentParser
 
-from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, safetensors_weight_map
+from modeling_versavit import VersaViTConfig, VersaViTImageProcessor
+from versavit_trainer.build import TASK_WEIGHTS, require_task_weights
 from versavit_trainer.hub import TASK_CLASSES, export_folder, push_to_hub
-
-# What a checkpoint must hold for each task (its weight-name prefixes).
-TASK_WEIGHTS = {"backbone": ("visual.",), "depth": ("depth_head.",), "segmentation": ("segmentation_head.",),
-                "captioning": ("projector.", "language_model."), "multitask": ("visual.",)}
-
 
 @dataclass
 class PushArguments:
@@ -51,11 +47,11 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         raise SystemExit(f"push_to_hub.py: error: tasks: {unknown or args.tasks} (choose among {sorted(TASK_WEIGHTS)}).")
     folder = Path(args.model)
     VersaViTConfig.from_pretrained(folder)  # a clear error for a folder that is not a VersaViT checkpoint
-    names = list(safetensors_weight_map(folder))
     for task in args.tasks:
-        if not all(any(name.startswith(prefix) for name in names) for prefix in TASK_WEIGHTS[task]):
-            raise SystemExit(f"push_to_hub.py: error: {folder} has no {task} weights "
-                             f"({' and '.join(TASK_WEIGHTS[task])}*); it cannot publish task {task!r}.")
+        try:
+            require_task_weights(folder, task)
+        except ValueError as err:
+            raise SystemExit(f"push_to_hub.py: error: {err} It cannot publish task {task!r}.") from None
     results = json.loads(Path(args.results).read_text()) if args.results else None
     card = {"base_model": args.base_model, "datasets": args.datasets or None, "license": args.license, "results": results}
     published = {}

@@ -140,6 +140,19 @@ def test_a_subset_of_tasks_runs_without_the_others(tmp_path, tiny_llm):
     assert [set(row) for row in summary["panel"]] == [{"caption"}] * 2
 
 
+def test_lora_run_exports_plain_merged_models(tmp_path, tiny_llm):
+    summary = load_recipe("multitask").main(["--config", str(tiny_run_config(
+        tmp_path, tiny_llm, max_steps=2, save_strategy="no", report_to="none", panel_samples=1,
+    )), "--backbone_lora", "true", "--language_model_lora", "true", "--backbone_lora_rank", "4"])
+    assert summary["stages"]["multitask"]["steps"] == 2
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["backbone_lora"] and resolved["backbone_lora_rank"] == 4
+    for folder in ("final", "backbone"):
+        names = load_file(tmp_path / "run" / folder / "model.safetensors").keys()
+        assert not any("lora_" in n or "base_layer" in n for n in names), folder
+    assert type(AutoModel.from_pretrained(tmp_path / "run" / "backbone")) is VersaViTModel
+
+
 def test_held_out_depth_and_masks_improve(tmp_path):
     """The dense tasks learn for real on the generated scenes (no captioning: no LLM needed)."""
     summary = load_recipe("multitask").main(["--config", str(tiny_run_config(

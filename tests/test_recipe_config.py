@@ -8,8 +8,9 @@ import yaml
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import DataArguments, ModelArguments, RunArguments
 from versavit_trainer.config import ConfigError, parse_config, resolved_config
+from versavit_trainer.lora import LoraArguments
 
-TYPES = (ModelArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
+TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 
 
@@ -25,7 +26,7 @@ def test_file_values_are_typed_and_flags_override_them(tmp_path):
         "vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "use_cpu": True, "max_turns": None,
         "head_config": {"depth_layer_indices": [1, 2, 2]},
     })
-    model, data, run, training = parse_config(TYPES, ["--config", path, "--max_steps", "9", "--tasks", "depth"])
+    model, lora, data, run, training = parse_config(TYPES, ["--config", path, "--max_steps", "9", "--tasks", "depth"])
     assert training.max_steps == 9 and training.learning_rate == 2e-3 and training.use_cpu is True
     assert data.tasks == ["depth"] and data.max_turns is None
     assert model.vision_config == {"model_type": "qwen2_vl_vision", "depth": 2}
@@ -71,7 +72,7 @@ def test_shipped_configs_parse_and_their_resolved_form_round_trips(tmp_path, nam
 
 
 def test_the_paper_config_holds_the_paper_settings():
-    model, data, run, training = parse_config(
+    model, lora, data, run, training = parse_config(
         TYPES, ["--config", str(CONFIGS / "versavit_qwen2vl_7b.yaml"), "--use_cpu", "true"]
     )
     assert (data.captioning_batch_size, data.depth_batch_size, data.segmentation_batch_size) == (8, 32, 32)

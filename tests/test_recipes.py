@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import PIL.Image
+import pytest
 import torch
 from conftest import RECIPES, load_recipe, photo, tiny_config
 from safetensors.torch import load_file
@@ -50,3 +51,13 @@ def test_recipe_help_documents_every_option():
     assert result.returncode == 0, result.stderr
     for option in ("--model", "--mllm", "--images", "--layers", "--max_pixels", "--output_dir"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in RECIPES.glob("*.py")))
+def test_every_recipe_documents_its_options(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_recipe(name).main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage:") and "--help" in printed
+    assert len(printed.splitlines()) > 8  # every option with its help text

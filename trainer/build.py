@@ -18,6 +18,7 @@ from modeling_versavit import (
     VersaViTForMultiTask,
     VersaViTModel,
     captioning_config,
+    safetensors_weight_map,
 )
 
 from .data import CaptioningCollator, DepthCollator, SegmentationCollator, caption_image_processor, check_schema
@@ -272,6 +273,19 @@ def _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+# The weight-name prefixes a checkpoint holds for each part it can serve.
+TASK_WEIGHTS = {"backbone": ("visual.",), "depth": ("depth_head.",), "segmentation": ("segmentation_head.",),
+                "captioning": ("projector.", "language_model."), "multitask": ("visual.",)}
+
+
+def require_task_weights(folder, task: str) -> None:
+    """`ValueError` unless the checkpoint `folder` holds trained weights for `task` (`from_pretrained` would
+    otherwise start a missing head from random values, with only a warning)."""
+    names = list(safetensors_weight_map(folder))
+    if not all(any(name.startswith(prefix) for name in names) for prefix in TASK_WEIGHTS[task]):
+        raise ValueError(f"{folder} has no {task} weights ({' and '.join(TASK_WEIGHTS[task])}*).")
+
+
 # Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.
 _CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
 
@@ -364,12 +378,14 @@ def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, s
     return specs
 
 
-def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4):
-    """Deterministic held-out batches (no flip, every expression)."""
+def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False):
+    """Deterministic held-out batches (no flip, every expression; `online_text`: expressions instead of
+    embeddings)."""
     if task == "depth":
         collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
     else:
-        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6)
+        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
+                                        online_text=online_text)
     for start in range(0, len(dataset), batch_size):
         yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
@@ -505,6 +521,8 @@ __all__ = [
     "ModelArguments",
     "RunArguments",
     "RunData",
+    "TASK_WEIGHTS",
+    "require_task_weights",
     "build_model",
     "dry_run_model",
     "eval_batches",

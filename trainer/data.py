@@ -194,21 +194,26 @@ class DepthCollator(_FixedSizeCollator):
 
 class SegmentationCollator(_FixedSizeCollator):
     """Segmentation samples -> `pixel_values`, `image_grid_thw`, `text_embeds` `(P, D)`, `expression_image_index`
-    `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560."""
+    `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560.
+
+    `online_text=True` gives the chosen `expressions` (P strings) instead of `text_embeds`, for a text encoder
+    trained in the loop (`versavit_trainer.online_text`); samples then need no `text_embeds` column."""
 
     def __init__(
         self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
-        seed: int | None = None,
+        seed: int | None = None, online_text: bool = False,
     ):
         super().__init__(image_processor, size, flip_probability, seed)
         if max_expressions < 1:
             raise ValueError(f"max_expressions: must be >= 1, got {max_expressions}.")
         self.max_expressions = max_expressions
+        self.online_text = online_text
 
     def __call__(self, samples: list[dict]) -> dict:
-        images, embeds, index, labels = [], [], [], []
+        images, embeds, index, labels, chosen_texts = [], [], [], [], []
         for position, sample in enumerate(samples):
-            expressions, masks, text = sample["expressions"], sample["masks"], sample["text_embeds"]
+            expressions, masks = sample["expressions"], sample["masks"]
+            text = expressions if self.online_text else sample["text_embeds"]
             if not (len(expressions) == len(masks) == len(text)) or not expressions:
                 raise ValueError(
                     f"segmentation sample: needs one mask and one text embedding per expression and at least one "
@@ -229,11 +234,15 @@ class SegmentationCollator(_FixedSizeCollator):
                 mask = mask.convert("L").resize((self.size, self.size), PIL.Image.NEAREST)
                 mask = torch.from_numpy(np.asarray(mask) > 0)
                 labels.append(mask.flip(-1) if flip else mask)
-                embeds.append(torch.tensor(text[k], dtype=torch.float32))
+                if self.online_text:
+                    chosen_texts.append(expressions[k])
+                else:
+                    embeds.append(torch.tensor(text[k], dtype=torch.float32))
                 index.append(position)
+        text_inputs = {"expressions": chosen_texts} if self.online_text else {"text_embeds": torch.stack(embeds)}
         return {
             **self._pixels(images),
-            "text_embeds": torch.stack(embeds),
+            **text_inputs,
             "expression_image_index": torch.tensor(index),
             "labels": torch.stack(labels).float(),
         }

@@ -10,11 +10,10 @@ Definitions:
   empty prediction of an empty mask counts 1), `ciou` the cumulative intersection over the cumulative union.
 """
 
+import inspect
 from collections.abc import Iterable
 
 import torch
-
-from modeling_versavit import VersaViTForMultiTask
 
 DELTA1_THRESHOLD = 1.25
 
@@ -89,7 +88,9 @@ def evaluate_segmentation(model, batches: Iterable[dict]) -> dict[str, float]:
 
 
 def _is_multitask(model) -> bool:
-    return isinstance(model, VersaViTForMultiTask)
+    """Whether `model.forward` takes `task=` (a multi-task model or a wrapper of one) rather than a task model's
+    arguments only."""
+    return "task" in inspect.signature(model.forward).parameters
 
 
 __all__ = ["affine_align", "evaluate_depth", "evaluate_segmentation", "mask_ious", "relative_depth_metrics"]

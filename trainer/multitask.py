@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
 
+from .lora import freeze_lora_bases
 from .schedule import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -215,8 +216,13 @@ class MultiTaskTrainer(Trainer):
             )
         args.gradient_accumulation_steps = accumulation  # before Trainer.__init__ builds the accelerator
         model.set_stage(args.stage)
+        adapted = getattr(model, "lora_tuners", {})
+        if not args.train_language_model and "language_model" in adapted:
+            raise ValueError("train_language_model=False freezes the LLM, whose LoRA adapters would then never train.")
         if not args.train_language_model and getattr(model, "language_model", None) is not None:
             model.language_model.requires_grad_(False)
+        if args.stage == "multitask":
+            freeze_lora_bases(model)  # set_stage unfroze everything: in a LoRA-adapted part only the adapters train
         self.tasks = tasks
         super().__init__(
             model=model, args=args, train_dataset=MultiTaskDataset(tasks), data_collator=MultiTaskCollator(tasks), **kwargs
@@ -289,9 +295,11 @@ class MultiTaskTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------ optimizer
     def learning_rate_of(self, name: str) -> float:
-        """The learning rate of parameter `name` in this stage."""
+        """The learning rate of parameter `name` in this stage (a wrapper model declares the prefix of the VersaViT
+        model it holds as `wrapped_prefix`)."""
         if self.args.stage == "alignment":
             return self.args.alignment_learning_rate
+        name = name.removeprefix(getattr(self.model, "wrapped_prefix", ""))
         return self.args.backbone_learning_rate if name.startswith(BACKBONE_PREFIXES) else self.args.learning_rate
 
     def create_optimizer(self, model=None):

@@ -47,6 +47,7 @@ class SentenceEmbedder:
     def __init__(self, folder, pooling: str | None = None, normalize: bool | None = None, max_length: int = 128,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         folder = Path(folder)
+        self.folder = folder
         default_pooling, default_normalize = _read_pooling(folder)
         self.pooling = pooling or default_pooling
         if self.pooling not in POOLING_MODES:
@@ -60,29 +61,30 @@ class SentenceEmbedder:
     @torch.inference_mode()
     def __call__(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
         """`(len(sentences), dim)` float32 embeddings. Empty strings are an error (they embed to noise)."""
+        chunks = [self.embed(sentences[start : start + batch_size]) for start in range(0, len(sentences), batch_size)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
+    def embed(self, sentences: list[str]) -> torch.Tensor:
+        """Embeddings of one batch, with autograd (the online text encoder of referring segmentation trains
+        through it)."""
         for index, sentence in enumerate(sentences):
             if not isinstance(sentence, str) or not sentence.strip():
                 raise ValueError(f"sentences[{index}]: expected a non-empty string, got {sentence!r}.")
-        chunks = []
-        for start in range(0, len(sentences), batch_size):
-            batch = self.tokenizer(
-                sentences[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.model.device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            if self.pooling == "mean":
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            elif self.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:  # last non-padding token, whichever side the tokenizer pads
-                last = batch["attention_mask"].sum(1) - 1
-                if self.tokenizer.padding_side == "left":
-                    last = torch.full_like(last, hidden.shape[1] - 1)
-                pooled = hidden[torch.arange(hidden.shape[0]), last]
-            pooled = pooled.float()
-            chunks.append(F.normalize(pooled, dim=-1) if self.normalize else pooled)
-        return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+        batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.model.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "mean":
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        elif self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:  # last non-padding token, whichever side the tokenizer pads
+            last = batch["attention_mask"].sum(1) - 1
+            if self.tokenizer.padding_side == "left":
+                last = torch.full_like(last, hidden.shape[1] - 1)
+            pooled = hidden[torch.arange(hidden.shape[0]), last]
+        pooled = pooled.float()
+        return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
 __all__ = ["SentenceEmbedder"]
