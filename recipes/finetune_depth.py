@@ -16,7 +16,7 @@ import logging
 
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.config import parse_config
-from versavit_trainer.finetune import FinetuneArguments, finetune
+from versavit_trainer.finetune import FinetuneArguments, finetune, print_summary
 from versavit_trainer.lora import LoraArguments
 from versavit_trainer.stages import run_as_script
 
@@ -27,12 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     summary = finetune("depth", args, lora_args, training_args)
-    if "held_out" in summary:
-        before, after = summary["held_out"]["before"], summary["held_out"]["after"]
-        print(f"\nHeld-out depth   AbsRel {before['abs_rel']:.3f} -> {after['abs_rel']:.3f}   "
-              f"δ1 {before['delta1']:.3f} -> {after['delta1']:.3f}")
-    if "final" in summary:
-        print(f"final       {summary['final']}")
+    print_summary(summary)
     return summary
 
 

@@ -19,7 +19,7 @@ import logging
 
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.config import parse_config
-from versavit_trainer.finetune import FinetuneArguments, TextEncoderArguments, finetune
+from versavit_trainer.finetune import FinetuneArguments, TextEncoderArguments, finetune, print_summary
 from versavit_trainer.lora import LoraArguments
 from versavit_trainer.stages import run_as_script
 
@@ -30,12 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     summary = finetune("segmentation", args, lora_args, training_args, text_args)
-    if "held_out" in summary:
-        before, after = summary["held_out"]["before"], summary["held_out"]["after"]
-        print(f"\nHeld-out masks   mIoU {before['miou']:.3f} -> {after['miou']:.3f}   "
-              f"cIoU {before['ciou']:.3f} -> {after['ciou']:.3f}")
-    if "final" in summary:
-        print(f"final       {summary['final']}")
+    print_summary(summary)
     return summary
 
 

@@ -166,4 +166,18 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     return summary
 
 
-__all__ = ["FinetuneArguments", "TextEncoderArguments", "finetune"]
+def print_summary(summary: dict) -> None:
+    """The held-out metrics before -> after and the final folder, as the recipes print them."""
+    if "held_out" in summary:
+        before, after = summary["held_out"]["before"], summary["held_out"]["after"]
+        if summary["task"] == "depth":
+            print(f"\nHeld-out depth   AbsRel {before['abs_rel']:.3f} -> {after['abs_rel']:.3f}   "
+                  f"δ1 {before['delta1']:.3f} -> {after['delta1']:.3f}")
+        else:
+            print(f"\nHeld-out masks   mIoU {before['miou']:.3f} -> {after['miou']:.3f}   "
+                  f"cIoU {before['ciou']:.3f} -> {after['ciou']:.3f}")
+    if "final" in summary:
+        print(f"final       {summary['final']}")
+
+
+__all__ = ["FinetuneArguments", "TextEncoderArguments", "finetune", "print_summary"]
