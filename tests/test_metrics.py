@@ -78,3 +78,100 @@ def test_mask_ious_match_numpy_on_random_masks():
     iou, _, _ = mask_ious(torch.from_numpy(predicted), torch.from_numpy(target))
     expected = [(p & t).sum() / (p | t).sum() for p, t in zip(predicted, target)]
     assert iou.tolist() == pytest.approx(expected)
+
+
+def numpy_mean_iou(predictions, targets, num_classes, ignore_index=255):
+    intersect, union, label = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes)
+    for p, t in zip(predictions, targets):
+        keep = t != ignore_index
+        p, t = p[keep], t[keep]
+        for c in range(num_classes):
+            intersect[c] += np.sum((p == c) & (t == c))
+            union[c] += np.sum((p == c) | (t == c))
+            label[c] += np.sum(t == c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = intersect / union
+    return np.nanmean(iou), iou, intersect.sum() / label.sum()
+
+
+def test_mean_iou_hand_computed_with_an_absent_class_and_ignored_pixels():
+    from versavit_trainer.metrics import mean_iou
+
+    target = torch.tensor([[0, 0], [1, 255]])
+    prediction = torch.tensor([[0, 1], [1, 3]])  # class 2 appears nowhere; the ignored pixel's prediction is dropped
+    result = mean_iou([prediction], [target], num_classes=4)
+    # class 0: I=1, U=2; class 1: I=1, U=2; class 2: absent (NaN); class 3: I=0, U=0 after ignoring -> NaN
+    assert result["per_category_iou"][:2] == [0.5, 0.5]
+    assert all(np.isnan(result["per_category_iou"][2:]))
+    assert result["mean_iou"] == 0.5 and result["overall_accuracy"] == pytest.approx(2 / 3)
+    perfect = mean_iou([target.clone()], [target], num_classes=4)
+    assert perfect["mean_iou"] == 1.0 and perfect["overall_accuracy"] == 1.0
+
+
+def test_mean_iou_reduce_zero_label_and_errors():
+    from versavit_trainer.metrics import mean_iou
+
+    target = torch.tensor([[0, 1], [2, 2]])  # ADE20k style: 0 = background (ignored), classes 1..2 -> 0..1
+    prediction = torch.tensor([[1, 0], [1, 0]])
+    result = mean_iou([prediction], [target], num_classes=2, reduce_zero_label=True)
+    # after reduction: target [[ign, 0], [1, 1]]; prediction kept at [0, 1, 0] -> class 0: I=1, U=2; class 1: I=1, U=2
+    assert result["per_category_iou"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\) or 255, found \[7\]"):
+        mean_iou([prediction], [torch.tensor([[7, 1], [0, 0]])], num_classes=2)
+    with pytest.raises(ValueError, match="no image"):
+        mean_iou([], [], num_classes=2)
+
+
+def test_mean_iou_matches_numpy_on_random_label_maps():
+    from versavit_trainer.metrics import mean_iou
+
+    rng = np.random.default_rng(0)
+    targets = [rng.integers(0, 6, (20, 30)) for _ in range(3)]
+    for t in targets:
+        t[rng.random(t.shape) < 0.1] = 255
+    predictions = [rng.integers(0, 6, (20, 30)) for _ in range(3)]
+    result = mean_iou([torch.from_numpy(p) for p in predictions], [torch.from_numpy(t) for t in targets], 7)
+    miou, iou, accuracy = numpy_mean_iou(predictions, targets, 7)
+    assert result["mean_iou"] == pytest.approx(miou)
+    np.testing.assert_allclose(result["per_category_iou"], iou)
+    assert result["overall_accuracy"] == pytest.approx(accuracy)
+
+
+def test_depth_metrics_hand_case_perfect_and_invalid():
+    from versavit_trainer.metrics import depth_metrics, eigen_crop, garg_crop
+
+    target = torch.tensor([[1.0, 2.0], [4.0, float("nan")]])
+    prediction = torch.tensor([[2.0, 2.0], [2.0, 5.0]])
+    result = depth_metrics(prediction, target)
+    assert result["abs_rel"] == pytest.approx((1 / 1 + 0 + 2 / 4) / 3)
+    assert result["rmse"] == pytest.approx(np.sqrt((1 + 0 + 4) / 3))
+    assert result["log10"] == pytest.approx((np.log10(2) + 0 + np.log10(2)) / 3)
+    assert result["delta1"] == pytest.approx(1 / 3) and result["delta2"] == pytest.approx(1 / 3)
+    assert result["delta3"] == pytest.approx(1 / 3)  # ratios 2, 1, 2: only 1 is below 1.25^3 = 1.953
+    perfect = depth_metrics(target.nan_to_num(1.0), target)
+    assert perfect["abs_rel"] == 0 and perfect["rmse"] == 0 and perfect["delta1"] == 1
+    assert depth_metrics(prediction, torch.full((2, 2), float("nan"))) is None
+    assert depth_metrics(prediction, target, max_depth=1.5)["abs_rel"] == pytest.approx(0.5)  # 2 clamped to 1.5, vs 1
+    assert eigen_crop(480, 640).sum() == (471 - 45) * (601 - 41)
+    assert garg_crop(375, 1242)[200, 600] and not garg_crop(375, 1242)[0, 0]
+
+
+def test_depth_metrics_match_numpy_on_random_maps():
+    from versavit_trainer.metrics import depth_metrics
+
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0.5, 10, (30, 40))
+    g[rng.random(g.shape) < 0.2] = 0  # unlabelled
+    p = rng.uniform(0.1, 12, (30, 40))
+    result = depth_metrics(torch.from_numpy(p), torch.from_numpy(g), max_depth=10)
+    valid = (g > 1e-3) & (g <= 10)
+    pv, gv = np.clip(p[valid], 1e-3, 10), g[valid]
+    ratio = np.maximum(pv / gv, gv / pv)
+    expected = {
+        "abs_rel": np.mean(np.abs(pv - gv) / gv), "sq_rel": np.mean((pv - gv) ** 2 / gv),
+        "rmse": np.sqrt(np.mean((pv - gv) ** 2)), "rmse_log": np.sqrt(np.mean((np.log(pv) - np.log(gv)) ** 2)),
+        "log10": np.mean(np.abs(np.log10(pv) - np.log10(gv))), "delta1": np.mean(ratio < 1.25),
+        "delta2": np.mean(ratio < 1.25**2), "delta3": np.mean(ratio < 1.25**3),
+    }
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key

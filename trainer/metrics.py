@@ -1,5 +1,6 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Held-out quality of the dense heads: relative depth (affine-invariant AbsRel, δ1) and referring masks (IoU).
+"""Evaluation metrics: relative depth (affine-invariant AbsRel, δ1), referring masks (mIoU, cIoU), semantic
+segmentation (dataset-level mIoU) and metric depth (AbsRel, RMSE, log10, RMSE-log, δ1-3, with the Eigen / Garg crops).
 
 Definitions:
 - Relative depth: the prediction is aligned to the ground truth by the least-squares scale and shift over the
@@ -8,6 +9,11 @@ Definitions:
   clamped to ≥ 1e-6 of the largest target first). Both are averaged per image, then over images.
 - Referring masks: IoU of each predicted mask (logit > 0) with its ground truth; `miou` is their mean (an
   empty prediction of an empty mask counts 1), `ciou` the cumulative intersection over the cumulative union.
+- Semantic segmentation (`mean_iou`): intersections and unions summed per class over the dataset, IoU per class,
+  nanmean over classes present in labels or predictions; `ignore_index` pixels excluded, `reduce_zero_label` as
+  mmsegmentation / `evaluate`'s mean_iou.
+- Metric depth (`depth_metrics`): per image over valid pixels (finite, in (min_depth, max_depth], in the crop), then
+  averaged over images by the caller.
 """
 
 import inspect
@@ -93,4 +99,110 @@ def _is_multitask(model) -> bool:
     return "task" in inspect.signature(model.forward).parameters
 
 
-__all__ = ["affine_align", "evaluate_depth", "evaluate_segmentation", "mask_ious", "relative_depth_metrics"]
+
+
+# ---------------------------------------------------------------------------------------- semantic segmentation
+def segmentation_histograms(prediction, target, num_classes: int, ignore_index: int = 255,
+                            reduce_zero_label: bool = False) -> dict[str, torch.Tensor]:
+    """Per-class pixel counts of one `(H, W)` label map pair: `intersect`, `union`, `pred`, `label` (float64,
+    `num_classes` each). `reduce_zero_label`: label 0 (background in ADE20k) becomes `ignore_index`, the others
+    shift down by one. Pixels whose label is `ignore_index` are left out."""
+    prediction, target = torch.as_tensor(prediction).long(), torch.as_tensor(target).long().clone()
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(prediction.shape)} does not match target {tuple(target.shape)}.")
+    if reduce_zero_label:
+        zero = target == 0
+        target = target - 1
+        target[zero] = ignore_index
+    keep = target != ignore_index
+    prediction, target = prediction[keep], target[keep]
+    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f"target: labels must be in [0, {num_classes}) or {ignore_index}, found "
+                         f"{sorted(set(target.unique().tolist()) - set(range(num_classes)))[:5]}.")
+    matched = prediction[prediction == target]
+    bins = dict(minlength=num_classes)
+    intersect = torch.bincount(matched, **bins)[:num_classes].double()
+    pred = torch.bincount(prediction.clamp(0, num_classes - 1), **bins)[:num_classes].double()
+    label = torch.bincount(target, **bins)[:num_classes].double()
+    return {"intersect": intersect, "union": pred + label - intersect, "pred": pred, "label": label}
+
+
+def mean_iou(predictions, targets, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False) -> dict:
+    """Dataset-level mIoU as `evaluate`'s mean_iou and mmsegmentation compute it: intersection and union summed over
+    all images per class, per-class IoU = intersection / union (NaN for a class absent from both predictions and
+    labels), `mean_iou` = nanmean; also per-class / mean accuracy and overall pixel accuracy."""
+    totals = None
+    for prediction, target in zip(predictions, targets):
+        counts = segmentation_histograms(prediction, target, num_classes, ignore_index, reduce_zero_label)
+        totals = counts if totals is None else {k: totals[k] + counts[k] for k in totals}
+    if totals is None:
+        raise ValueError("mean_iou: no image.")
+    iou = totals["intersect"] / totals["union"]  # 0 / 0 = NaN: an absent class
+    accuracy = totals["intersect"] / totals["label"]
+    return {
+        "mean_iou": float(torch.nanmean(iou)),
+        "mean_accuracy": float(torch.nanmean(accuracy)),
+        "overall_accuracy": float(totals["intersect"].sum() / totals["label"].sum()),
+        "per_category_iou": iou.tolist(),
+        "per_category_accuracy": accuracy.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------------------- metric depth
+def depth_metrics(prediction: torch.Tensor, target: torch.Tensor, min_depth: float = 1e-3,
+                  max_depth: float | None = None, mask: torch.Tensor | None = None) -> dict[str, float] | None:
+    """Standard metric-depth errors of one map on its valid pixels (target finite, > `min_depth`, <= `max_depth`,
+    inside `mask`); the prediction is clamped to [min_depth, max_depth]. None when no pixel is valid.
+
+    abs_rel = mean |p - g| / g, sq_rel = mean (p - g)² / g, rmse = sqrt mean (p - g)², rmse_log = sqrt mean
+    (ln p - ln g)², log10 = mean |log10 p - log10 g|, δk = fraction with max(p / g, g / p) < 1.25^k."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(prediction.shape)} does not match target {tuple(target.shape)}.")
+    valid = torch.isfinite(target) & (target > min_depth)
+    if max_depth is not None:
+        valid &= target <= max_depth
+    if mask is not None:
+        valid &= mask.bool()
+    if not valid.any():
+        return None
+    g = target[valid].double()
+    p = prediction[valid].double().nan_to_num(nan=min_depth).clamp(min=min_depth, max=max_depth)
+    ratio = torch.maximum(p / g, g / p)
+    return {
+        "abs_rel": float(((p - g).abs() / g).mean()),
+        "sq_rel": float(((p - g) ** 2 / g).mean()),
+        "rmse": float(((p - g) ** 2).mean().sqrt()),
+        "rmse_log": float(((p.log() - g.log()) ** 2).mean().sqrt()),
+        "log10": float((p.log10() - g.log10()).abs().mean()),
+        "delta1": float((ratio < 1.25).double().mean()),
+        "delta2": float((ratio < 1.25**2).double().mean()),
+        "delta3": float((ratio < 1.25**3).double().mean()),
+    }
+
+
+def eigen_crop(height: int, width: int) -> torch.Tensor:
+    """NYUv2's Eigen crop as a boolean mask (rows 45:471, columns 41:601 of 480x640, scaled to the map size)."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[round(45 / 480 * height): round(471 / 480 * height), round(41 / 640 * width): round(601 / 640 * width)] = True
+    return mask
+
+
+def garg_crop(height: int, width: int) -> torch.Tensor:
+    """KITTI's Garg crop as a boolean mask (rows 40.8%-99.2%, columns 3.6%-96.4%)."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[int(0.40810811 * height): int(0.99189189 * height), int(0.03594771 * width): int(0.96405229 * width)] = True
+    return mask
+
+
+__all__ = [
+    "affine_align",
+    "depth_metrics",
+    "eigen_crop",
+    "evaluate_depth",
+    "evaluate_segmentation",
+    "garg_crop",
+    "mask_ious",
+    "mean_iou",
+    "relative_depth_metrics",
+    "segmentation_histograms",
+]
