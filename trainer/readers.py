@@ -1,0 +1,199 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Readers for the standard on-disk layouts of the probe benchmarks, and the generated scenes as a benchmark.
+
+Semantic segmentation (`SegmentationSource`: image paths, label paths, class count, ignore index):
+- ADE20k: `ADEChallengeData2016/images/{training,validation}/*.jpg` + `annotations/.../*.png` (0 = "other",
+  reduced: 150 classes).
+- Pascal VOC 2012: `VOC2012/ImageSets/Segmentation/{train,val}.txt`, `JPEGImages/<id>.jpg`,
+  `SegmentationClass/<id>.png` (palette indices, 21 classes, 255 = boundary).
+- Cityscapes: `leftImg8bit/{train,val}/<city>/*_leftImg8bit.png` + `gtFine/.../*_gtFine_labelTrainIds.png` (19
+  classes, 255 = ignore).
+
+Metric depth (`DepthSource`: image paths, depth paths, scale, range, crop):
+- NYUv2 and KITTI (Eigen split) as the BTS / DINOv2 depth code lays them out: a split file of lines
+  `<image path> <depth path> <focal>` relative to the data folders; 16-bit PNG depth, millimetres for NYUv2
+  (/1000, up to 10 m, Eigen crop), 1/256 m for KITTI (/256, up to 80 m, Garg crop); a depth path `None` has no label.
+
+A malformed layout (missing folder, split file, image or label, a line that does not parse) raises a `ValueError`
+or `FileNotFoundError` naming the file.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from modeling_versavit import load_image
+
+from .scenes import SHAPES, Camera, generate_scene
+
+SCENE_CLASSES = ("sky", "ground", *SHAPES)
+
+
+@dataclass
+class SegmentationSource:
+    name: str
+    num_classes: int
+    items: list  # (image path, label path) pairs, or (image array, label array) pairs in memory
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    class_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, np.ndarray]:
+        """The RGB image and its `(H, W)` int64 label map (the dataset's own ids)."""
+        image, label = self.items[index]
+        if isinstance(image, np.ndarray):
+            return PIL.Image.fromarray(image), np.asarray(label, dtype=np.int64)
+        picture = load_image(image)
+        with PIL.Image.open(label) as handle:
+            labels = np.asarray(handle, dtype=np.int64)  # palette PNGs give their indices, not colours
+        if labels.ndim != 2 or labels.shape != (picture.height, picture.width):
+            raise ValueError(f"{label}: label map of shape {labels.shape} does not match its image "
+                             f"{picture.height}x{picture.width}.")
+        return picture, labels
+
+
+@dataclass
+class DepthSource:
+    name: str
+    items: list  # (image path, depth path) pairs, or (image array, depth array) pairs in memory
+    depth_scale: float = 1.0  # stored value per metre
+    min_depth: float = 1e-3
+    max_depth: float | None = None
+    crop: str | None = None  # "eigen", "garg" or None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, np.ndarray]:
+        """The RGB image and its float32 depth in metres (NaN where unlabelled)."""
+        image, depth = self.items[index]
+        if isinstance(image, np.ndarray):
+            values = np.asarray(depth, dtype=np.float32)
+            return PIL.Image.fromarray(image), np.where(np.isfinite(values) & (values > 0), values, np.nan)
+        picture = load_image(image)
+        with PIL.Image.open(depth) as handle:
+            stored = np.asarray(handle, dtype=np.float64)
+        if stored.ndim != 2 or stored.shape != (picture.height, picture.width):
+            raise ValueError(f"{depth}: depth map of shape {stored.shape} does not match its image "
+                             f"{picture.height}x{picture.width}.")
+        return picture, np.where(stored > 0, stored / self.depth_scale, np.nan).astype(np.float32)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing {what}.")
+    return path
+
+
+def _check_pairs(pairs: list[tuple[Path, Path]], name: str) -> list[tuple[Path, Path]]:
+    if not pairs:
+        raise ValueError(f"{name}: no samples found.")
+    for image, label in pairs:
+        _require(image, f"image of {name}")
+        _require(label, f"label of {name} (for {image.name})")
+    return pairs
+
+
+def ade20k(root, split: str = "validation") -> SegmentationSource:
+    root = Path(root)
+    base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+    images = _require(base / "images" / split, f"ADE20k {split} images")
+    pairs = [(p, base / "annotations" / split / f"{p.stem}.png") for p in sorted(images.glob("*.jpg"))]
+    return SegmentationSource("ade20k", 150, _check_pairs(pairs, f"ADE20k {split}"), reduce_zero_label=True)
+
+
+def pascal_voc(root, split: str = "val") -> SegmentationSource:
+    root = Path(root)
+    base = root / "VOC2012" if (root / "VOC2012").is_dir() else root
+    split_file = _require(base / "ImageSets" / "Segmentation" / f"{split}.txt", f"VOC {split} split file")
+    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    pairs = [(base / "JPEGImages" / f"{i}.jpg", base / "SegmentationClass" / f"{i}.png") for i in ids]
+    return SegmentationSource("voc", 21, _check_pairs(pairs, f"VOC {split}"))
+
+
+def cityscapes(root, split: str = "val") -> SegmentationSource:
+    root = Path(root)
+    images = _require(root / "leftImg8bit" / split, f"Cityscapes {split} images")
+    pairs = []
+    for image in sorted(images.glob("*/*_leftImg8bit.png")):
+        stem = image.name.removesuffix("_leftImg8bit.png")
+        pairs.append((image, root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"))
+    return SegmentationSource("cityscapes", 19, _check_pairs(pairs, f"Cityscapes {split}"))
+
+
+def _split_file_pairs(split_file: Path, image_root: Path, depth_root: Path, name: str) -> list[tuple[Path, Path]]:
+    pairs = []
+    for number, line in enumerate(_require(split_file, f"{name} split file").read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            raise ValueError(f"{split_file}:{number}: expected '<image> <depth> [focal]', got {line!r}.")
+        if fields[1] == "None":
+            continue  # an image without ground truth (KITTI's Eigen split has some)
+        pairs.append((image_root / fields[0].lstrip("/"), depth_root / fields[1].lstrip("/")))
+    return _check_pairs(pairs, name)
+
+
+def nyuv2(split_file, image_root=None, depth_root=None) -> DepthSource:
+    split_file = Path(split_file)
+    image_root = Path(image_root or split_file.parent)
+    pairs = _split_file_pairs(split_file, image_root, Path(depth_root or image_root), "NYUv2")
+    return DepthSource("nyuv2", pairs, depth_scale=1000.0, max_depth=10.0, crop="eigen")
+
+
+def kitti(split_file, image_root=None, depth_root=None) -> DepthSource:
+    split_file = Path(split_file)
+    image_root = Path(image_root or split_file.parent)
+    pairs = _split_file_pairs(split_file, image_root, Path(depth_root or image_root), "KITTI")
+    return DepthSource("kitti", pairs, depth_scale=256.0, max_depth=80.0, crop="garg")
+
+
+def scene_segmentation(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> SegmentationSource:
+    """Generated scenes as semantic segmentation: sky, ground and the primitive types (5 classes)."""
+    items = []
+    for index in range(num_scenes):
+        scene = generate_scene(seed + index, camera)
+        kinds = np.array([SCENE_CLASSES.index(o.shape) for o in scene.objects] or [0], dtype=np.int64)
+        labels = np.where(scene.instances < 0, 0, np.where(scene.instances == 0, 1, 0)).astype(np.int64)
+        objects = scene.instances > 0
+        labels[objects] = kinds[scene.instances[objects] - 1]
+        items.append((scene.image, labels))
+    return SegmentationSource("scenes", len(SCENE_CLASSES), items, class_names=SCENE_CLASSES)
+
+
+def scene_depth(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> DepthSource:
+    """Generated scenes as metric depth (metres; the sky is unlabelled), evaluated up to 30 m as KITTI is up to 80 m
+    (the ground plane reaches hundreds of metres at the horizon)."""
+    items = [(scene.image, scene.depth) for scene in (generate_scene(seed + i, camera) for i in range(num_scenes))]
+    return DepthSource("scenes", items, max_depth=30.0)
+
+
+def stereo_motorcycle() -> DepthSource:
+    """scikit-image's real Middlebury `stereo_motorcycle` left image with its disparity (inf = unknown) as the
+    target: a tiny real-data check (disparity, not metres)."""
+    import skimage.data
+
+    left, _, disparity = skimage.data.stereo_motorcycle()
+    return DepthSource("stereo_motorcycle", [(left, disparity)], max_depth=None)
+
+
+__all__ = [
+    "DepthSource",
+    "SCENE_CLASSES",
+    "SegmentationSource",
+    "ade20k",
+    "cityscapes",
+    "kitti",
+    "nyuv2",
+    "pascal_voc",
+    "scene_depth",
+    "scene_segmentation",
+    "stereo_motorcycle",
+]
