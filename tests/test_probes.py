@@ -71,3 +71,32 @@ def test_sliding_window_covers_a_wide_image(backbone):
     assert segment(features, head, wide).shape == (90, 300)
     with pytest.raises(ValueError, match="size: must be a positive multiple of 28, got 50"):
         FrozenFeatures(backbone, 50)
+
+
+def test_probe_recipe_writes_results_the_model_card_takes(tmp_path):
+    import json
+
+    from conftest import load_recipe
+
+    from versavit_trainer.hub import export_folder
+
+    vision = '{"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}'
+    summary = load_recipe("probe").main([
+        "--vision_config", vision, "--size", "56", "--steps", "30", "--num_scenes", "12", "--num_eval_scenes", "4",
+        "--output_dir", str(tmp_path),
+    ])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["results"]) == {"segmentation", "depth"} and saved == summary
+    assert 0 <= saved["results"]["segmentation"]["mean_iou"] <= 1 and saved["results"]["depth"]["rmse"] > 0
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert [r["metric_type"] for r in model_index] == ["mean_iou", "rmse", "abs_rel"]
+    from huggingface_hub import ModelCard
+
+    torch.manual_seed(0)
+    folder = export_folder(_tiny(), tmp_path / "card", "org/x", results=model_index)
+    assert len(ModelCard.load(folder / "README.md").data.eval_results) == 3
+
+
+def _tiny():
+    vision = {"model_type": "qwen2_vl_vision", "depth": 1, "embed_dim": 32, "num_heads": 2, "hidden_size": 32}
+    return VersaViTModel(VersaViTConfig(vision_config=vision))
