@@ -27,6 +27,9 @@ from versavit_trainer.labelling import Skip, run_sharded, stored_image
 FEATURES = REFERRING_FEATURES
 
 
+REF_KEYS = ("image_id", "ann_id", "split", "sentences")
+
+
 @dataclass
 class ConvertRefCocoArguments:
     refs: str = field(metadata={"help": "The refs pickle, e.g. refs(unc).p (RefCOCO, RefCOCO+) or refs(umd).p."})
@@ -44,6 +47,12 @@ def main(argv: list[str] | None = None) -> dict:
     coco = COCO(args.instances)
     with open(args.refs, "rb") as handle:
         refs = pickle.load(handle)
+    if not isinstance(refs, list):
+        raise ValueError(f"refs: {args.refs} holds a {type(refs).__name__}, expected the list of refs of refs(unc).p.")
+    for position, ref in enumerate(refs):
+        missing = [key for key in REF_KEYS if not isinstance(ref, dict) or key not in ref]
+        if missing:
+            raise ValueError(f"refs: entry {position} of {args.refs} lacks {missing} (a ref has {list(REF_KEYS)}).")
     by_image = defaultdict(list)
     for ref in refs:
         if ref.get("split") == args.split:

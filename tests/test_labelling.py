@@ -172,6 +172,12 @@ def test_refcoco_converter_on_a_hand_written_fixture(tmp_path):
     assert np.array_equal(np.asarray(first["masks"][1]) > 0, big)  # both sentences of the ref share its mask
     assert rows["COCO_2.jpg"]["expressions"] == ["the strip"]
     assert np.array_equal(np.asarray(rows["COCO_2.jpg"]["masks"][0]) > 0, rle.astype(bool))  # RLE decoded exactly
+    with open(tmp_path / "bad.p", "wb") as handle:
+        pickle.dump([refs[0], {"ref_id": 9, "image_id": 1, "split": "train"}], handle)
+    with pytest.raises(ValueError, match=r"refs: entry 1 of .*bad.p lacks \['ann_id', 'sentences'\]"):
+        load_recipe("convert_refcoco").main(["--refs", str(tmp_path / "bad.p"), "--instances",
+                                             str(tmp_path / "instances.json"), "--images", str(images),
+                                             "--output_dir", str(tmp_path / "y")])
     with pytest.raises(ValueError, match="split: no ref in 'testB'"):
         load_recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances",
                                         str(tmp_path / "instances.json"), "--images", str(images),

@@ -175,3 +175,18 @@ def test_depth_metrics_match_numpy_on_random_maps():
     }
     for key, value in expected.items():
         assert result[key] == pytest.approx(value), key
+
+
+def test_relative_depth_in_disparity_space_and_with_a_mask():
+    target = torch.rand(6, 7) * 9 + 1
+    disparity = 2.5 / target + 0.3  # an affine copy of the true disparity
+    score = relative_depth_metrics(disparity, target, space="disparity")
+    assert score["abs_rel"] == pytest.approx(0.0, abs=1e-6) and score["delta1"] == 1.0
+    assert relative_depth_metrics(disparity, target)["abs_rel"] > 0.01  # not affine in depth
+    mask = torch.zeros(6, 7, dtype=torch.bool)
+    mask[0, :2] = True
+    prediction = target.clone()
+    prediction[1:] = 100.0  # wrong only outside the mask
+    assert relative_depth_metrics(prediction, target, mask=mask)["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="space: expected 'depth' or 'disparity', got 'log'"):
+        relative_depth_metrics(prediction, target, space="log")

@@ -32,15 +32,26 @@ def affine_align(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Te
     return (prediction.double() * scale + shift).to(prediction.dtype)
 
 
-def relative_depth_metrics(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float] | None:
-    """Affine-invariant AbsRel and δ1 of one `(H, W)` prediction; None when fewer than 2 pixels are labelled."""
+def relative_depth_metrics(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                           space: str = "depth") -> dict[str, float] | None:
+    """Affine-invariant AbsRel and δ1 of one `(H, W)` prediction over labelled pixels (in `mask` if given); None
+    when fewer than 2 pixels are labelled. `space="disparity"`: the prediction is a disparity, aligned to 1 / target
+    (Depth Anything's protocol) and inverted before the errors are taken in depth."""
     if prediction.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(prediction.shape)} does not match target {tuple(target.shape)}.")
+    if space not in ("depth", "disparity"):
+        raise ValueError(f"space: expected 'depth' or 'disparity', got {space!r}.")
     valid = torch.isfinite(target) & (target > 0) & torch.isfinite(prediction)
+    if mask is not None:
+        valid &= mask.bool()
     if int(valid.sum()) < 2:
         return None
-    aligned = affine_align(prediction, target, valid)[valid].double()
     truth = target[valid].double()
+    if space == "disparity":
+        disparity = affine_align(prediction, 1.0 / target.clamp(min=1e-12), valid)[valid].double()
+        aligned = 1.0 / disparity.clamp(min=1e-6 / float(truth.max()))
+    else:
+        aligned = affine_align(prediction, target, valid)[valid].double()
     aligned = aligned.clamp(min=1e-6 * float(truth.max()))
     ratio = torch.maximum(aligned / truth, truth / aligned)
     return {

@@ -10,7 +10,9 @@ The backbone runs under `torch.no_grad` in eval mode and its parameters are neve
 change. Training features are computed once per image (no augmentation) and cached, so a probe trains in seconds.
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -19,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_versavit import VersaViTImageProcessor
+from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
 from .metrics import depth_metrics, eigen_crop, garg_crop, mean_iou
+from . import readers
 from .readers import DepthSource, SegmentationSource
 
 
@@ -175,7 +178,7 @@ def evaluate_segmentation_probe(features, head, source: SegmentationSource) -> t
     return result, predictions
 
 
-def _crop_mask(source: DepthSource, height: int, width: int) -> torch.Tensor | None:
+def crop_mask(source: DepthSource, height: int, width: int) -> torch.Tensor | None:
     if source.crop == "eigen":
         return eigen_crop(height, width)
     if source.crop == "garg":
@@ -234,7 +237,7 @@ def evaluate_depth_probe(features, head, source: DepthSource) -> tuple[dict, lis
         predictions.append(prediction)
         target = torch.from_numpy(depth)
         score = depth_metrics(prediction, target, source.min_depth, source.max_depth,
-                              _crop_mask(source, *target.shape))
+                              crop_mask(source, *target.shape))
         if score is not None:
             scores.append(score)
     if not scores:
@@ -267,18 +270,128 @@ def chance_depth(train: DepthSource, source: DepthSource) -> dict:
         _, depth = source.load(index)
         target = torch.from_numpy(depth)
         score = depth_metrics(torch.full_like(target, median), target, source.min_depth, source.max_depth,
-                              _crop_mask(source, *target.shape))
+                              crop_mask(source, *target.shape))
         if score is not None:
             scores.append(score)
     return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
 
+# ------------------------------------------------------------------------------------------------ the recipes' runner
+SEGMENTATION_DATASETS = {"scenes", "ade20k", "voc", "cityscapes"}
+DEPTH_DATASETS = {"scenes", "nyuv2", "kitti", "stereo_motorcycle"}
+HUB_DATASETS = {"ade20k": "scene_parse_150", "voc": "pascal_voc", "cityscapes": "cityscapes",
+                "nyuv2": "nyu_depth_v2", "kitti": "kitti", "scenes": "versavit-scenes",
+                "stereo_motorcycle": "middlebury-stereo"}
+
+
+@dataclass
+class ProbeArguments:
+    model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
+    mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: probe its own tower."})
+    vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
+    dataset: str = field(default="scenes", metadata={"help": "scenes | ade20k | voc | cityscapes | nyuv2 | kitti | "
+                                                              "stereo_motorcycle (depth only)."})
+    data_root: str | None = field(default=None, metadata={"help": "Root folder of a segmentation dataset."})
+    train_split: str = field(default="", metadata={"help": "Segmentation: split name (default training / train); "
+                                                          "depth: the split file of training pairs."})
+    eval_split: str = field(default="", metadata={"help": "Segmentation: split name (default validation / val); "
+                                                         "depth: the split file of evaluation pairs."})
+    num_scenes: int = field(default=120, metadata={"help": "Generated training scenes (dataset scenes)."})
+    num_eval_scenes: int = field(default=24, metadata={"help": "Generated held-out scenes (dataset scenes)."})
+    size: int = field(default=224, metadata={"help": "Probe input size, a multiple of 28 (paper: 560 segmentation)."})
+    steps: int = field(default=300, metadata={"help": "Optimizer steps of the linear head."})
+    batch_size: int = field(default=8, metadata={"help": "Images per step."})
+    learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate (warmup, then cosine)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head and the batch order."})
+    output_dir: str = field(default="outputs/probe", metadata={"help": "Where results.json goes."})
+
+
+def load_backbone(args: ProbeArguments) -> VersaViTModel:
+    if sum(bool(x) for x in (args.model, args.mllm, args.vision_config)) != 1:
+        raise ValueError("encoder: give exactly one of model, mllm, vision_config.")
+    if args.model:
+        return VersaViTModel.from_pretrained(args.model, dtype=torch.float32)
+    if args.mllm:
+        return VersaViTModel.from_mllm(args.mllm, dtype=torch.float32)
+    torch.manual_seed(args.seed)
+    return VersaViTModel(VersaViTConfig(vision_config=json.loads(args.vision_config)))
+
+
+def sources(args: ProbeArguments, task: str):
+    name = args.dataset
+    if task == "segmentation":
+        if name not in SEGMENTATION_DATASETS:
+            raise ValueError(f"dataset: {name!r} has no segmentation labels (choose among {sorted(SEGMENTATION_DATASETS)}).")
+        if name == "scenes":
+            return readers.scene_segmentation(args.num_scenes, 5000), readers.scene_segmentation(args.num_eval_scenes, 9000)
+        reader = {"ade20k": readers.ade20k, "voc": readers.pascal_voc, "cityscapes": readers.cityscapes}[name]
+        train_default, eval_default = ("training", "validation") if name == "ade20k" else ("train", "val")
+        return (reader(args.data_root, args.train_split or train_default),
+                reader(args.data_root, args.eval_split or eval_default))
+    if name not in DEPTH_DATASETS:
+        raise ValueError(f"dataset: {name!r} has no depth labels (choose among {sorted(DEPTH_DATASETS)}).")
+    if name == "scenes":
+        return readers.scene_depth(args.num_scenes, 5000), readers.scene_depth(args.num_eval_scenes, 9000)
+    if name == "stereo_motorcycle":  # one real image: a check that the probe fits real data, not a benchmark
+        source = readers.stereo_motorcycle()
+        return source, source
+    reader = {"nyuv2": readers.nyuv2, "kitti": readers.kitti}[name]
+    return reader(args.train_split), reader(args.eval_split)
+
+
+
+def run_probes(args: "ProbeArguments", tasks: list[str]) -> dict:
+    """Train and evaluate the probes of `tasks` on `args.dataset`; writes `results.json` and `model_index.json`."""
+    backbone = load_backbone(args)
+    settings = ProbeSettings(size=args.size, steps=args.steps, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate, seed=args.seed)
+    features = FrozenFeatures(backbone, args.size)
+    results, model_index = {}, []
+    for task in tasks:
+        train, held_out = sources(args, task)
+        if task == "segmentation":
+            head, losses = train_segmentation_probe(features, train, settings)
+            metrics, _ = evaluate_segmentation_probe(features, head, held_out)
+            metrics["chance_mean_iou"] = chance_segmentation(held_out)["mean_iou"]
+            print(f"{args.dataset} segmentation probe: mIoU {metrics['mean_iou']:.4f} "
+                  f"(majority class {metrics['chance_mean_iou']:.4f})")
+            card = [("image-segmentation", "mean_iou", "mIoU (linear probe)", metrics["mean_iou"])]
+        else:
+            head, losses = train_depth_probe(features, train, settings)
+            metrics, _ = evaluate_depth_probe(features, head, held_out)
+            metrics["chance"] = chance_depth(train, held_out)
+            print(f"{args.dataset} depth probe: AbsRel {metrics['abs_rel']:.4f} RMSE {metrics['rmse']:.4f} "
+                  f"δ1 {metrics['delta1']:.4f} (median depth: AbsRel {metrics['chance']['abs_rel']:.4f}, "
+                  f"RMSE {metrics['chance']['rmse']:.4f})")
+            card = [("depth-estimation", "rmse", "RMSE (linear probe)", metrics["rmse"]),
+                    ("depth-estimation", "abs_rel", "AbsRel (linear probe)", metrics["abs_rel"])]
+        metrics["final_loss"] = losses[-1]
+        results[task] = metrics
+        model_index += [{"task_type": task_type, "dataset_type": HUB_DATASETS[args.dataset], "dataset_name": args.dataset,
+                         "metric_type": metric, "metric_name": label, "metric_value": round(value, 4)}
+                        for task_type, metric, label, value in card]
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
+               "steps": args.steps, "results": results, "model_index": model_index}
+    (output / "results.json").write_text(json.dumps(summary, indent=2))
+    (output / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    print(f"results     {output / 'results.json'}\nmodel index {output / 'model_index.json'}  "
+          "(recipes/push_to_hub.py --results)")
+    return summary
+
+
+
 __all__ = [
+    "ProbeArguments",
+    "run_probes",
+    "load_backbone",
     "FrozenFeatures",
     "LinearDepthHead",
     "LinearSegmentationHead",
     "ProbeSettings",
     "chance_depth",
+    "crop_mask",
     "chance_segmentation",
     "evaluate_depth_probe",
     "evaluate_segmentation_probe",

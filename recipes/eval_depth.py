@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Zero-shot relative depth of a VersaViT depth model (paper Table 9 style).
+
+    python recipes/eval_depth.py --model outputs/demo/final                        # held-out generated scenes
+    python recipes/eval_depth.py --model outputs/finetune_depth/final --dataset nyuv2 --split data/nyu/test.txt \\
+        --space disparity
+
+Each image is resized to `size` x `size`, the predicted map upsampled back to the label's size; per image the
+prediction is aligned to the ground truth by least-squares scale and shift (in depth, or in disparity with
+`--space disparity`, Depth Anything's protocol, for models trained on disparity pseudo-labels), then AbsRel and δ1 are
+taken over the valid pixels (the dataset's range and crop: Eigen for NYUv2, Garg for KITTI) and averaged over images.
+Writes output_dir/results.json and model_index.json (for recipes/push_to_hub.py --results).
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from transformers import HfArgumentParser
+
+from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
+from versavit_trainer import readers
+from versavit_trainer.build import require_task_weights
+from versavit_trainer.metrics import relative_depth_metrics
+from versavit_trainer.probes import HUB_DATASETS, crop_mask
+
+
+@dataclass
+class EvalDepthArguments:
+    model: str = field(metadata={"help": "A VersaViT folder with a depth head (depth or multi-task checkpoint)."})
+    dataset: str = field(default="scenes", metadata={"help": "scenes | nyuv2 | kitti | stereo_motorcycle."})
+    split: str | None = field(default=None, metadata={"help": "nyuv2 / kitti: the split file of evaluation pairs."})
+    num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (dataset scenes)."})
+    size: int = field(default=532, metadata={"help": "Input size, a multiple of 28 (paper: 532)."})
+    space: str = field(default="depth", metadata={"help": "Alignment space: depth or disparity."})
+    output_dir: str = field(default="outputs/eval_depth", metadata={"help": "Where results.json goes."})
+
+
+def source(args: EvalDepthArguments) -> readers.DepthSource:
+    if args.dataset == "scenes":  # the same held-out seeds as recipes/multitask.py's before/after metrics
+        from versavit_trainer.build import EVAL_SCENE_SEED_OFFSET
+
+        return readers.scene_depth(args.num_eval_scenes, EVAL_SCENE_SEED_OFFSET)
+    if args.dataset == "stereo_motorcycle":
+        return readers.stereo_motorcycle()
+    if args.dataset in ("nyuv2", "kitti"):
+        if not args.split:
+            raise ValueError(f"split: {args.dataset} needs the split file of its evaluation pairs.")
+        return getattr(readers, args.dataset)(args.split)
+    raise ValueError(f"dataset: expected scenes, nyuv2, kitti or stereo_motorcycle, got {args.dataset!r}.")
+
+
+@torch.no_grad()
+def evaluate(args: EvalDepthArguments) -> dict:
+    require_task_weights(args.model, "depth")
+    model = VersaViTForDepthEstimation.from_pretrained(args.model, dtype=torch.float32).eval()
+    processor = VersaViTImageProcessor()
+    data = source(args)
+    scores = []
+    for index in range(len(data)):
+        image, depth = data.load(index)
+        inputs = processor(images=[image.resize((args.size, args.size), PIL.Image.BICUBIC)], do_resize=False,
+                           return_tensors="pt")
+        prediction = model(**inputs).predicted_depth[:, None]
+        prediction = F.interpolate(prediction, size=depth.shape, mode="bilinear", align_corners=False)[0, 0]
+        target = torch.from_numpy(depth)
+        mask = crop_mask(data, *depth.shape)
+        if data.max_depth is not None:
+            in_range = (target > data.min_depth) & (target <= data.max_depth)
+            mask = in_range if mask is None else mask & in_range
+        score = relative_depth_metrics(prediction, target, mask=mask, space=args.space)
+        if score is not None:
+            scores.append(score)
+    if not scores:
+        raise ValueError(f"{data.name}: no image with labelled pixels.")
+    return {"abs_rel": float(np.mean([s["abs_rel"] for s in scores])),
+            "delta1": float(np.mean([s["delta1"] for s in scores])), "images": len(scores)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(EvalDepthArguments).parse_args_into_dataclasses(args=argv)
+    try:
+        result = evaluate(args)
+    except ValueError as err:
+        sys.exit(f"eval_depth.py: error: {err}")
+    summary = {"model": args.model, "dataset": args.dataset, "space": args.space, "size": args.size, **result}
+    model_index = [{"task_type": "depth-estimation", "dataset_type": HUB_DATASETS[args.dataset],
+                    "dataset_name": args.dataset, "metric_type": name, "metric_name": f"{label} (zero-shot, aligned)",
+                    "metric_value": round(result[name], 4)} for name, label in (("abs_rel", "AbsRel"), ("delta1", "δ1"))]
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(summary, indent=2))
+    (output / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    print(f"{args.dataset}: AbsRel {result['abs_rel']:.4f}  δ1 {result['delta1']:.4f}  ({result['images']} images)\n"
+          f"results     {output / 'results.json'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

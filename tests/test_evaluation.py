@@ -1,0 +1,76 @@
+"""Evaluation recipes: zero-shot relative depth, referring segmentation, and the encoder comparison."""
+
+import json
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+from conftest import load_recipe
+from test_multitask_recipe import tiny_run_config
+
+from modeling_versavit import VersaViTConfig, VersaViTModel
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("multitask")
+    load_recipe("multitask").main(["--config", str(tiny_run_config(
+        folder, Path("unused"), tasks=["depth", "segmentation"], max_steps=3, save_strategy="no", report_to="none",
+        panel_samples=0, num_eval_scenes=0,
+    ))])
+    return folder / "run" / "final"
+
+
+def test_eval_depth_on_scenes_and_a_real_image(tmp_path, checkpoint):
+    summary = load_recipe("eval_depth").main(["--model", str(checkpoint), "--size", "56", "--num_eval_scenes", "3",
+                                              "--output_dir", str(tmp_path / "a")])
+    assert summary["images"] == 3 and summary["abs_rel"] > 0 and 0 <= summary["delta1"] <= 1
+    index = json.loads((tmp_path / "a" / "model_index.json").read_text())
+    assert [r["metric_type"] for r in index] == ["abs_rel", "delta1"]
+    real = load_recipe("eval_depth").main(["--model", str(checkpoint), "--size", "56", "--dataset",
+                                           "stereo_motorcycle", "--space", "disparity", "--output_dir", str(tmp_path)])
+    assert real["images"] == 1
+    with pytest.raises(SystemExit, match="split: nyuv2 needs the split file"):
+        load_recipe("eval_depth").main(["--model", str(checkpoint), "--dataset", "nyuv2"])
+    VersaViTModel.from_pretrained(checkpoint).save_pretrained(tmp_path / "backbone")
+    with pytest.raises(SystemExit, match=r"has no depth weights"):
+        load_recipe("eval_depth").main(["--model", str(tmp_path / "backbone")])
+
+
+def test_eval_refseg_matches_the_training_run_metric(tmp_path, checkpoint):
+    from modeling_versavit import VersaViTForMultiTask
+    from versavit_trainer.build import DataArguments, EVAL_SCENE_SEED_OFFSET, eval_batches
+    from versavit_trainer.data import scene_datasets
+    from versavit_trainer.metrics import evaluate_segmentation
+    from versavit_trainer.assets import minilm_path
+    from versavit_trainer.text_embedding import SentenceEmbedder
+
+    summary = load_recipe("eval_refseg").main(["--model", str(checkpoint), "--size", "56", "--num_eval_scenes", "3",
+                                               "--output_dir", str(tmp_path)])
+    rows = scene_datasets(3, SentenceEmbedder(minilm_path()), seed=EVAL_SCENE_SEED_OFFSET)["segmentation"]
+    model = VersaViTForMultiTask.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        expected = evaluate_segmentation(model, eval_batches(DataArguments(segmentation_size=56), "segmentation", rows))
+    assert summary["ciou"] == pytest.approx(expected["ciou"]) and summary["miou"] == pytest.approx(expected["miou"])
+    assert summary["expressions"] == expected["expressions"] > 0
+
+
+def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
+    torch.manual_seed(0)
+    vision = {"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}
+    VersaViTModel(VersaViTConfig(vision_config=vision)).save_pretrained(tmp_path / "encoder")
+    summary = load_recipe("compare").main([
+        "--encoders", str(tmp_path / "encoder"), "random", "--names", "ours", "baseline", "--size", "56", "--steps",
+        "20", "--num_scenes", "8", "--num_eval_scenes", "3", "--num_examples", "2", "--output_dir", str(tmp_path / "out"),
+    ])
+    table = (tmp_path / "out" / "comparison.md").read_text().splitlines()
+    assert table[0] == "| Method | scenes mIoU ↑ | scenes RMSE ↓ | scenes AbsRel ↓ |"
+    assert table[2].startswith("| ours | ") and table[3].startswith("| baseline | ") and "(" in table[3]
+    assert [row["name"] for row in summary["rows"]] == ["ours", "baseline"]
+    figure = PIL.Image.open(tmp_path / "out" / "examples.png")
+    assert figure.size[0] > figure.size[1] > 100  # 2 rows of 7 panels
+    with pytest.raises(SystemExit, match="two or more --encoders"):
+        load_recipe("compare").main(["--encoders", str(tmp_path / "encoder")])
+    with pytest.raises(SystemExit, match="'random' takes the shape of an encoder listed before it"):
+        load_recipe("compare").main(["--encoders", "random", str(tmp_path / "encoder")])
