@@ -13,10 +13,8 @@ taken over the valid pixels (the dataset's range and crop: Eigen for NYUv2, Garg
 Writes output_dir/results.json and model_index.json (for recipes/push_to_hub.py --results).
 """
 
-import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -28,7 +26,7 @@ from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
 from versavit_trainer import readers
 from versavit_trainer.build import require_task_weights
 from versavit_trainer.metrics import relative_depth_metrics
-from versavit_trainer.probes import HUB_DATASETS, crop_mask
+from versavit_trainer.probes import HUB_DATASETS, crop_mask, write_results
 
 
 @dataclass
@@ -93,13 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_index = [{"task_type": "depth-estimation", "dataset_type": HUB_DATASETS[args.dataset],
                     "dataset_name": args.dataset, "metric_type": name, "metric_name": f"{label} (zero-shot, aligned)",
                     "metric_value": round(result[name], 4)} for name, label in (("abs_rel", "AbsRel"), ("delta1", "δ1"))]
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(summary, indent=2))
-    (output / "model_index.json").write_text(json.dumps(model_index, indent=2))
-    print(f"{args.dataset}: AbsRel {result['abs_rel']:.4f}  δ1 {result['delta1']:.4f}  ({result['images']} images)\n"
-          f"results     {output / 'results.json'}")
-    return summary
+    print(f"{args.dataset}: AbsRel {result['abs_rel']:.4f}  δ1 {result['delta1']:.4f}  ({result['images']} images)")
+    return write_results(args.output_dir, summary, model_index)
 
 
 if __name__ == "__main__":

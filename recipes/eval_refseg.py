@@ -14,7 +14,6 @@ that size. cIoU = total intersection / total union, mIoU = mean per-expression I
 and model_index.json.
 """
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from versavit_trainer.build import DataArguments, EVAL_SCENE_SEED_OFFSET, eval_b
 from versavit_trainer.data import scene_datasets
 from versavit_trainer.labelling import load_labelled
 from versavit_trainer.metrics import evaluate_segmentation
+from versavit_trainer.probes import write_results
 from versavit_trainer.text_embedding import SentenceEmbedder
 
 
@@ -79,13 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_index = [{"task_type": "image-segmentation", "dataset_type": "refcoco" if args.data else "versavit-scenes",
                     "dataset_name": name, "metric_type": metric, "metric_name": f"{metric} (referring)",
                     "metric_value": round(result[metric], 4)} for metric in ("ciou", "miou")]
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(summary, indent=2))
-    (output / "model_index.json").write_text(json.dumps(model_index, indent=2))
-    print(f"{name}: cIoU {result['ciou']:.4f}  mIoU {result['miou']:.4f}  ({result['expressions']} expressions)\n"
-          f"results     {output / 'results.json'}")
-    return summary
+    print(f"{name}: cIoU {result['ciou']:.4f}  mIoU {result['miou']:.4f}  ({result['expressions']} expressions)")
+    return write_results(args.output_dir, summary, model_index)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 # Tests never reach the Hub: anything that tries fails fast instead of hanging on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,3 +74,55 @@ def load_recipe(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---------------------------------------------------------------- recipe runs: a tiny config, LLM and checkpoint
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    """A 1-layer random Llama with SmolLM2's real tokenizer (and chat template)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from versavit_trainer.assets import smollm2_path
+
+    folder = tmp_path_factory.mktemp("tiny_llm")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    llm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_run_config(folder: Path, tiny_llm: Path, **overrides) -> Path:
+    heads = {k: v for k, v in TINY_HEADS.items() if k != "text_embed_dim"}  # set from the text encoder (MiniLM)
+    config = {
+        "output_dir": str(folder / "run"),
+        "vision_config": QWEN2_VISION,
+        "head_config": {**heads, "depth_layer_indices": [1, 2, 3]},
+        "language_model": str(tiny_llm),
+        "num_scenes": 10, "num_eval_scenes": 3, "depth_size": 56, "segmentation_size": 56,
+        "caption_max_pixels": 56 * 56, "max_turns": 1, "max_expressions": 2,
+        "captioning_batch_size": 2, "depth_batch_size": 2, "segmentation_batch_size": 2,
+        "alignment_max_steps": 2, "max_steps": 4, "learning_rate": 1e-3, "backbone_learning_rate": 1e-4,
+        "use_cpu": True, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "report_to": "tensorboard",
+        "panel_samples": 2, "caption_max_new_tokens": 4, "disable_tqdm": True, "seed": 0,
+    }
+    config.update(overrides)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dense_checkpoint(tmp_path_factory) -> Path:
+    """A briefly trained multi-task checkpoint with backbone, depth and segmentation heads (384-d MiniLM text)."""
+    folder = tmp_path_factory.mktemp("multitask")
+    load_recipe("multitask").main(["--config", str(tiny_run_config(
+        folder, Path("unused"), tasks=["depth", "segmentation"], max_steps=4, save_strategy="no", report_to="none",
+        panel_samples=0, num_eval_scenes=0,
+    ))])
+    return folder / "run" / "final"

@@ -1,44 +1,32 @@
 """Evaluation recipes: zero-shot relative depth, referring segmentation, and the encoder comparison."""
 
 import json
-from pathlib import Path
 
 import PIL.Image
 import pytest
 import torch
 from conftest import load_recipe
-from test_multitask_recipe import tiny_run_config
 
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("multitask")
-    load_recipe("multitask").main(["--config", str(tiny_run_config(
-        folder, Path("unused"), tasks=["depth", "segmentation"], max_steps=3, save_strategy="no", report_to="none",
-        panel_samples=0, num_eval_scenes=0,
-    ))])
-    return folder / "run" / "final"
-
-
-def test_eval_depth_on_scenes_and_a_real_image(tmp_path, checkpoint):
-    summary = load_recipe("eval_depth").main(["--model", str(checkpoint), "--size", "56", "--num_eval_scenes", "3",
+def test_eval_depth_on_scenes_and_a_real_image(tmp_path, dense_checkpoint):
+    summary = load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
                                               "--output_dir", str(tmp_path / "a")])
     assert summary["images"] == 3 and summary["abs_rel"] > 0 and 0 <= summary["delta1"] <= 1
     index = json.loads((tmp_path / "a" / "model_index.json").read_text())
     assert [r["metric_type"] for r in index] == ["abs_rel", "delta1"]
-    real = load_recipe("eval_depth").main(["--model", str(checkpoint), "--size", "56", "--dataset",
+    real = load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--size", "56", "--dataset",
                                            "stereo_motorcycle", "--space", "disparity", "--output_dir", str(tmp_path)])
     assert real["images"] == 1
     with pytest.raises(SystemExit, match="split: nyuv2 needs the split file"):
-        load_recipe("eval_depth").main(["--model", str(checkpoint), "--dataset", "nyuv2"])
-    VersaViTModel.from_pretrained(checkpoint).save_pretrained(tmp_path / "backbone")
+        load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--dataset", "nyuv2"])
+    VersaViTModel.from_pretrained(dense_checkpoint).save_pretrained(tmp_path / "backbone")
     with pytest.raises(SystemExit, match=r"has no depth weights"):
         load_recipe("eval_depth").main(["--model", str(tmp_path / "backbone")])
 
 
-def test_eval_refseg_matches_the_training_run_metric(tmp_path, checkpoint):
+def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
     from modeling_versavit import VersaViTForMultiTask
     from versavit_trainer.build import DataArguments, EVAL_SCENE_SEED_OFFSET, eval_batches
     from versavit_trainer.data import scene_datasets
@@ -46,10 +34,10 @@ def test_eval_refseg_matches_the_training_run_metric(tmp_path, checkpoint):
     from versavit_trainer.assets import minilm_path
     from versavit_trainer.text_embedding import SentenceEmbedder
 
-    summary = load_recipe("eval_refseg").main(["--model", str(checkpoint), "--size", "56", "--num_eval_scenes", "3",
+    summary = load_recipe("eval_refseg").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
                                                "--output_dir", str(tmp_path)])
     rows = scene_datasets(3, SentenceEmbedder(minilm_path()), seed=EVAL_SCENE_SEED_OFFSET)["segmentation"]
-    model = VersaViTForMultiTask.from_pretrained(checkpoint).eval()
+    model = VersaViTForMultiTask.from_pretrained(dense_checkpoint).eval()
     with torch.no_grad():
         expected = evaluate_segmentation(model, eval_batches(DataArguments(segmentation_size=56), "segmentation", rows))
     assert summary["ciou"] == pytest.approx(expected["ciou"]) and summary["miou"] == pytest.approx(expected["miou"])

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import load_recipe
-from test_multitask_recipe import tiny_run_config
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel
 from versavit_trainer.text_embedding import SentenceEmbedder
@@ -16,31 +15,20 @@ SMALL = ["--size", "56", "--num_scenes", "40", "--num_eval_scenes", "6", "--batc
          "--learning_rate", "3e-3", "--backbone_learning_rate", "1e-3", "--warmup_steps", "5"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A briefly trained multi-task checkpoint (backbone, depth and segmentation heads; 384-d MiniLM text)."""
-    folder = tmp_path_factory.mktemp("multitask")
-    load_recipe("multitask").main(["--config", str(tiny_run_config(
-        folder, Path("unused"), tasks=["depth", "segmentation"], max_steps=4, save_strategy="no", report_to="none",
-        panel_samples=0, num_eval_scenes=0,
-    ))])
-    return folder / "run" / "final"
-
-
-def test_depth_finetuning_improves_held_out_depth(tmp_path, checkpoint):
+def test_depth_finetuning_improves_held_out_depth(tmp_path, dense_checkpoint):
     summary = load_recipe("finetune_depth").main(
-        ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path), "--max_steps", "100", *SMALL]
+        ["--model_name_or_path", str(dense_checkpoint), "--output_dir", str(tmp_path), "--max_steps", "100", *SMALL]
     )
     before, after = summary["held_out"]["before"], summary["held_out"]["after"]
     assert after["abs_rel"] < 0.5 * before["abs_rel"] and after["delta1"] > before["delta1"], (before, after)
     model = VersaViTForDepthEstimation.from_pretrained(summary["final"])
-    original = VersaViTModel.from_pretrained(checkpoint)
+    original = VersaViTModel.from_pretrained(dense_checkpoint)
     assert not torch.equal(model.visual.blocks[0].attn.qkv.weight, original.visual.blocks[0].attn.qkv.weight)
 
 
-def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_path, checkpoint):
+def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_path, dense_checkpoint):
     summary = load_recipe("finetune_refseg").main(
-        ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path), "--max_steps", "150", *SMALL]
+        ["--model_name_or_path", str(dense_checkpoint), "--output_dir", str(tmp_path), "--max_steps", "150", *SMALL]
     )
     before, after = summary["held_out"]["before"], summary["held_out"]["after"]
     assert summary["text_mode"] == "online"
@@ -55,13 +43,13 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
     assert not torch.allclose(adapted(sentences), original(sentences))
 
 
-def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(checkpoint):
+def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense_checkpoint):
     from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
     from versavit_trainer.assets import minilm_path
     from versavit_trainer.build import DataArguments, eval_batches, load_data
     from versavit_trainer.online_text import OnlineTextSegmentation
 
-    config = VersaViTConfig.from_pretrained(checkpoint)
+    config = VersaViTConfig.from_pretrained(dense_checkpoint)
     config.tasks = ["segmentation"]
     data_args = DataArguments(tasks=["segmentation"], num_scenes=2, num_eval_scenes=0, segmentation_size=56)
     rows = load_data(data_args, with_eval=False).train["segmentation"]
@@ -69,8 +57,8 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(check
     online_batch = next(eval_batches(data_args, "segmentation", rows, batch_size=2, online_text=True))
     assert "text_embeds" not in online_batch and len(online_batch["expressions"]) == len(offline_batch["text_embeds"])
 
-    offline = VersaViTForMultiTask.from_pretrained(checkpoint, config=config)
-    online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(checkpoint, config=config),
+    offline = VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config)
+    online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config),
                                     SentenceEmbedder(minilm_path()))
     online.set_stage("multitask")
     out_offline = offline(task="segmentation", **offline_batch)
@@ -86,11 +74,11 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(check
     assert all(p.grad is not None for p in offline.segmentation_head.parameters() if p.requires_grad)
 
 
-def test_bad_finetuning_inputs_are_named(tmp_path, checkpoint):
+def test_bad_finetuning_inputs_are_named(tmp_path, dense_checkpoint):
     recipe = load_recipe("finetune_depth")
     with pytest.raises(ValueError, match="model_name_or_path: .* is not a folder"):
         recipe.main(["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "a"), *SMALL])
-    VersaViTModel.from_pretrained(checkpoint).save_pretrained(tmp_path / "backbone_only")
+    VersaViTModel.from_pretrained(dense_checkpoint).save_pretrained(tmp_path / "backbone_only")
     with pytest.raises(ValueError, match=r"has no depth weights \(depth_head\.\*\)"):
         recipe.main(["--model_name_or_path", str(tmp_path / "backbone_only"), "--output_dir", str(tmp_path / "b"), *SMALL])
     from versavit_trainer.config import ConfigError

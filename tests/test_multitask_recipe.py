@@ -14,12 +14,11 @@ import PIL.Image
 import pytest
 import torch
 import yaml
-from conftest import QWEN2_VISION, TINY_HEADS, load_recipe
+from conftest import load_recipe, tiny_run_config
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModel
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
-from versavit_trainer.assets import smollm2_path
 from versavit_trainer.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,42 +30,6 @@ DISTRIBUTED_ENV = {
     "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions"),
     "HF_HUB_OFFLINE": "1",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    """A 1-layer random Llama with SmolLM2's real tokenizer (and chat template)."""
-    folder = tmp_path_factory.mktemp("tiny_llm")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
-    torch.manual_seed(0)
-    llm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    llm.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_run_config(folder: Path, tiny_llm: Path, **overrides) -> Path:
-    heads = {k: v for k, v in TINY_HEADS.items() if k != "text_embed_dim"}  # set from the text encoder (MiniLM)
-    config = {
-        "output_dir": str(folder / "run"),
-        "vision_config": QWEN2_VISION,
-        "head_config": {**heads, "depth_layer_indices": [1, 2, 3]},
-        "language_model": str(tiny_llm),
-        "num_scenes": 10, "num_eval_scenes": 3, "depth_size": 56, "segmentation_size": 56,
-        "caption_max_pixels": 56 * 56, "max_turns": 1, "max_expressions": 2,
-        "captioning_batch_size": 2, "depth_batch_size": 2, "segmentation_batch_size": 2,
-        "alignment_max_steps": 2, "max_steps": 4, "learning_rate": 1e-3, "backbone_learning_rate": 1e-4,
-        "use_cpu": True, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "report_to": "tensorboard",
-        "panel_samples": 2, "caption_max_new_tokens": 4, "disable_tqdm": True, "seed": 0,
-    }
-    config.update(overrides)
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def tensorboard_tags(folder: Path) -> set[str]:

@@ -97,9 +97,20 @@ class FrozenFeatures:
         return self.backbone.config.embed_dim
 
 
-def _optimizer(head: nn.Module, settings: ProbeSettings):
+def _fit(head: nn.Module, loss_of_batch, count: int, settings: ProbeSettings) -> list[float]:
+    """AdamW with linear warmup then cosine decay on `head` only, over reshuffled passes of `count` cached samples."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    schedule = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    head.train()
+    losses = []
+    for batch in _batches(count, settings):
+        loss = loss_of_batch(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
 
 
 def _batches(count: int, settings: ProbeSettings):
@@ -130,17 +141,12 @@ def train_segmentation_probe(features: FrozenFeatures, source: SegmentationSourc
         labels.append(label)
     maps, labels = torch.stack(maps), torch.stack(labels)
     head = LinearSegmentationHead(features.channels, source.num_classes)
-    optimizer, schedule = _optimizer(head, settings)
-    losses = []
-    for batch in _batches(len(maps), settings):
+
+    def loss(batch):
         logits = F.interpolate(head(maps[batch]), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, labels[batch], ignore_index=source.ignore_index)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return head.eval(), losses
+        return F.cross_entropy(logits, labels[batch], ignore_index=source.ignore_index)
+
+    return head.eval(), _fit(head, loss, len(maps), settings)
 
 
 @torch.no_grad()
@@ -209,18 +215,13 @@ def train_depth_probe(features: FrozenFeatures, source: DepthSource, settings: P
         targets.append(F.interpolate(target.nan_to_num(0.0), size=(settings.size, settings.size), mode="nearest")[0, 0])
     maps, targets = torch.stack(maps), torch.stack(targets)
     head = LinearDepthHead(features.channels, low, high)
-    optimizer, schedule = _optimizer(head, settings)
-    losses = []
-    for batch in _batches(len(maps), settings):
+
+    def loss(batch):
         prediction = F.interpolate(head(maps[batch])[:, None], size=targets.shape[-2:], mode="bilinear",
                                    align_corners=False)[:, 0]
-        loss = silog_loss(prediction, targets[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return head.eval(), losses
+        return silog_loss(prediction, targets[batch])
+
+    return head.eval(), _fit(head, loss, len(maps), settings)
 
 
 @torch.no_grad()
@@ -370,10 +371,15 @@ def run_probes(args: "ProbeArguments", tasks: list[str]) -> dict:
         model_index += [{"task_type": task_type, "dataset_type": HUB_DATASETS[args.dataset], "dataset_name": args.dataset,
                          "metric_type": metric, "metric_name": label, "metric_value": round(value, 4)}
                         for task_type, metric, label, value in card]
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
                "steps": args.steps, "results": results, "model_index": model_index}
+    return write_results(args.output_dir, summary, model_index)
+
+
+def write_results(output_dir, summary: dict, model_index: list[dict]) -> dict:
+    """`results.json` (the summary) and `model_index.json` (the model card's results, for push_to_hub --results)."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(summary, indent=2))
     (output / "model_index.json").write_text(json.dumps(model_index, indent=2))
     print(f"results     {output / 'results.json'}\nmodel index {output / 'model_index.json'}  "
@@ -400,4 +406,5 @@ __all__ = [
     "silog_loss",
     "train_depth_probe",
     "train_segmentation_probe",
+    "write_results",
 ]
