@@ -261,3 +261,17 @@ def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
         assert torch.equal(model.state_dict()[name], value), name
     assert model.config.text_embed_dim == 384 and model.segmentation_head is not None
     assert tokenizer.convert_tokens_to_ids("<image>") == aligned.config.image_token_id
+
+
+def test_a_dense_checkpoint_keeps_its_heads_when_training_continues(dense_checkpoint, tiny_llm):
+    from versavit_trainer.build import ModelArguments, build_model
+
+    model, _ = build_model(ModelArguments(model_name_or_path=str(dense_checkpoint), language_model=str(tiny_llm)),
+                           ["captioning", "depth", "segmentation"], text_embed_dim=384)
+    trained = VersaViTForMultiTask.from_pretrained(dense_checkpoint)
+    for name in ("visual", "depth_head", "segmentation_head"):
+        for key, value in getattr(trained, name).state_dict().items():
+            assert torch.equal(getattr(model, name).state_dict()[key], value), (name, key)
+    with pytest.raises(ValueError, match="head_config: the depth_head of .* does not fit the configured head"):
+        build_model(ModelArguments(model_name_or_path=str(dense_checkpoint), language_model=str(tiny_llm),
+                                   head_config={"depth_fusion_hidden_size": 24}), ["depth"], text_embed_dim=384)

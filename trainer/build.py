@@ -250,7 +250,30 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
         model.visual.load_state_dict(backbone.visual.state_dict())
     if llm is not None:
         model.language_model.load_state_dict(llm.state_dict())
+    if model_args.model_name_or_path:
+        _load_trained_heads(model, model_args.model_name_or_path)
     return model, tokenizer
+
+
+def _load_trained_heads(model: VersaViTForMultiTask, folder) -> None:
+    """The dense heads a checkpoint already has (a depth or segmentation model, or a multi-task one without the
+    captioning branch) are reused rather than silently replaced by fresh ones."""
+    from safetensors import safe_open
+
+    weight_map = safetensors_weight_map(folder)
+    for name in ("depth_head", "segmentation_head"):
+        keys = [k for k in weight_map if k.startswith(name + ".")]
+        if not keys or getattr(model, name, None) is None:
+            continue
+        state = {}
+        for key in keys:
+            with safe_open(Path(folder) / weight_map[key], framework="pt") as handle:
+                state[key.removeprefix(name + ".")] = handle.get_tensor(key)
+        try:
+            getattr(model, name).load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"head_config: the {name} of {folder} does not fit the configured head ({err}).") from None
+        logger.info("%s: loaded from %s", name, folder)
 
 
 def _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs):
