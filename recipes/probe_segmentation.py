@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ProbeArguments).parse_args_into_dataclasses(args=argv)
     try:
         return run_probes(args, ["segmentation"])
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         sys.exit(f"probe_segmentation.py: error: {err}")
 
 

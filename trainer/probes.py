@@ -287,6 +287,8 @@ HUB_DATASETS = {"ade20k": "scene_parse_150", "voc": "pascal_voc", "cityscapes": 
 
 @dataclass
 class ProbeArguments:
+    """The encoder, the data and the probe settings of probe_segmentation.py / probe_depth.py."""
+
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
     mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: probe its own tower."})
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
@@ -325,6 +327,8 @@ def sources(args: ProbeArguments, task: str):
             raise ValueError(f"dataset: {name!r} has no segmentation labels (choose among {sorted(SEGMENTATION_DATASETS)}).")
         if name == "scenes":
             return readers.scene_segmentation(args.num_scenes, 5000), readers.scene_segmentation(args.num_eval_scenes, 9000)
+        if not args.data_root:
+            raise ValueError(f"data_root: {name} needs the folder that holds the dataset.")
         reader = {"ade20k": readers.ade20k, "voc": readers.pascal_voc, "cityscapes": readers.cityscapes}[name]
         train_default, eval_default = ("training", "validation") if name == "ade20k" else ("train", "val")
         return (reader(args.data_root, args.train_split or train_default),
@@ -337,11 +341,12 @@ def sources(args: ProbeArguments, task: str):
         source = readers.stereo_motorcycle()
         return source, source
     reader = {"nyuv2": readers.nyuv2, "kitti": readers.kitti}[name]
+    if not (args.train_split and args.eval_split):
+        raise ValueError(f"train_split / eval_split: {name} needs the split files of its training and evaluation pairs.")
     return reader(args.train_split), reader(args.eval_split)
 
 
-
-def run_probes(args: "ProbeArguments", tasks: list[str]) -> dict:
+def run_probes(args: ProbeArguments, tasks: list[str]) -> dict:
     """Train and evaluate the probes of `tasks` on `args.dataset`; writes `results.json` and `model_index.json`."""
     backbone = load_backbone(args)
     settings = ProbeSettings(size=args.size, steps=args.steps, batch_size=args.batch_size,
