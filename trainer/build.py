@@ -236,7 +236,7 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
         if given is not None and given != text_embed_dim:
             raise ValueError(f"head_config.text_embed_dim: {given}, but the text encoder gives {text_embed_dim}-d.")
         settings["text_embed_dim"] = text_embed_dim
-    config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING})
+    config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING})
     tokenizer = llm = None
     if "captioning" in tasks:
         path = language_model_path(model_args)
@@ -291,7 +291,7 @@ def _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs):
         if not hasattr(config, key):
             raise ValueError(f"head_config: {key!r} is not a VersaViTConfig field.")
         setattr(config, key, value)
-    config = VersaViTConfig(**{k: v for k, v in config.to_dict().items() if k not in CONFIG_BOOKKEEPING})
+    config = VersaViTConfig(**{k: v for k, v in config.to_dict().items() if k not in _CONFIG_BOOKKEEPING})
     model = VersaViTForMultiTask.from_pretrained(path, config=_with_tasks(config, tasks), **kwargs)
     return model, AutoTokenizer.from_pretrained(path)
 
@@ -310,7 +310,7 @@ def require_task_weights(folder, task: str) -> None:
 
 
 # Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.
-CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
+_CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
 
 
 def _with_tasks(config: VersaViTConfig, tasks: list[str]) -> VersaViTConfig:
@@ -413,23 +413,6 @@ def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_si
         yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
 
-def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Dataset], online_text: bool = False) -> dict:
-    """Held-out metrics of each task in `held_out` (depth: affine-aligned AbsRel / δ1; segmentation: mIoU / cIoU), in
-    eval mode; the model's training mode is restored after."""
-    from .metrics import evaluate_depth, evaluate_segmentation
-
-    was_training = model.training
-    model.eval()
-    results = {}
-    if "depth" in held_out:
-        results["depth"] = evaluate_depth(model, eval_batches(data_args, "depth", held_out["depth"]))
-    if "segmentation" in held_out:
-        batches = eval_batches(data_args, "segmentation", held_out["segmentation"], online_text=online_text)
-        results["segmentation"] = evaluate_segmentation(model, batches)
-    model.train(was_training)
-    return results
-
-
 # ------------------------------------------------------------------------------------------------------ dry run
 def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
     """Parameters per part (millions), with the paper's Table 13 figure where it has one."""
@@ -512,7 +495,7 @@ def dry_run_model(model_args: ModelArguments, data_args: DataArguments) -> Versa
         settings["text_config"] = text_config.to_dict()
         # the `<image>` token: a free slot of the embedding table (Qwen3's has ~270 unused) or one more row
         settings["image_token_id"] = text_config.vocab_size - 1
-    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING}),
+    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING}),
                          data_args.tasks)
     with torch.device("meta"):
         return VersaViTForMultiTask(config)
@@ -566,7 +549,6 @@ __all__ = [
     "build_model",
     "dry_run_model",
     "eval_batches",
-    "evaluate_held_out",
     "format_report",
     "load_data",
     "memory_estimate",
