@@ -15,12 +15,11 @@ each path's time relative to the peer; the target is under 1.03.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
+from common import measure
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 
@@ -35,18 +34,6 @@ def passes(model: VersaViTModel, tower, inputs: dict):
         sum(m.sum() for m in model.get_dense_features(**inputs, layers=[-1], stack=False)[0]).backward()
 
     return {"peer (transformers tower)": peer, "VersaViTModel.forward": forward, "get_dense_features": dense}
-
-
-def measure(functions: dict, repeats: int) -> dict[str, float]:
-    times = {name: [] for name in functions}
-    for name, function in functions.items():  # warm-up
-        function()
-    for _ in range(repeats):
-        for name, function in functions.items():  # interleaved: machine noise hits every path alike
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():

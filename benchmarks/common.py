@@ -1,0 +1,85 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""What the benchmark scripts share: interleaved timing, the embedded default run's model and data, the CPU's
+measured GEMM peak and a FLOP count of a training step.
+
+Every script times VersaViT against a named peer in the same process and prints the ratio, so the figures hold on
+a noisy machine.
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "default.yaml"
+
+
+def measure(functions: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable; the callables run interleaved, so machine noise hits all of them alike."""
+    times = {name: [] for name in functions}
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def default_run(extra_args: list[str] = ()):
+    """The embedded default run (`recipes/configs/default.yaml`): model, tokenizer, task specs and arguments, built
+    by the same functions as `recipes/multitask.py`. `extra_args` are recipe flags that override the file."""
+    from transformers import set_seed
+
+    from versavit_trainer.build import build_model, load_data, task_specs
+    from versavit_trainer.config import parse_config
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from multitask import ARGUMENT_TYPES
+
+    model_args, _lora_args, data_args, run_args, training_args = parse_config(
+        ARGUMENT_TYPES, ["--config", str(DEFAULT_CONFIG), "--output_dir", "/tmp/versavit-bench", *extra_args]
+    )
+    set_seed(training_args.seed)
+    data = load_data(data_args, with_eval=False)
+    model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim)
+    specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
+    return model, tokenizer, specs, data_args, training_args
+
+
+def first_batch(spec) -> dict:
+    """The first training batch of a task stream, collated as the trainer collates it."""
+    return spec.collator([spec.dataset[i] for i in range(spec.batch_size)])
+
+
+def batch_images(batch: dict) -> int:
+    return int(batch["image_grid_thw"].shape[0])
+
+
+def gemm_peak(size: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+    """This machine's measured matmul throughput (FLOP/s): the best of `repeats` square `size` GEMMs."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def count_flops(function) -> int:
+    """FLOPs of the matmuls, convolutions and attention `function` runs, forward and backward
+    (`torch.utils.flop_counter`, which counts a multiply-add as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops()
