@@ -7,6 +7,7 @@ parameter names are the MLLM's own `visual.*` names: VersaViT weights drop back 
 Shipped as Hub remote code (`auto_map`): imports only torch, transformers and its sibling files.
 """
 
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from .configuration_versavit import TASKS, VersaViTConfig
 from .losses_versavit import depth_loss, mask_loss
+from .processing_versavit import IGNORE_INDEX
 
 VISION_TOWER_CLASSES = {
     "qwen2_vl": Qwen2VisionTransformerPretrainedModel,
@@ -74,6 +76,34 @@ class VersaViTModelOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MatmulPatchEmbed(nn.Module):
+    """The tower's patch embedding computed as the matmul it is.
+
+    Qwen2-VL and Qwen2.5-VL embed each flattened `(C, T, P, P)` patch with a `Conv3d` whose kernel equals its stride
+    and has no bias: one output per patch, i.e. `patches @ W.view(embed_dim, -1).T`. As a convolution it runs 3-4x
+    slower forward + backward on the CPU (BENCHMARKS.md); as a GEMM it is the same arithmetic. The
+    `proj` Conv3d is kept as the parameter holder, so `visual.patch_embed.proj.weight` and its shape are the MLLM's
+    own and weights load and export unchanged.
+    """
+
+    def __init__(self, patch_embed: nn.Module):
+        super().__init__()
+        proj = patch_embed.proj
+        if proj.bias is not None or tuple(proj.kernel_size) != tuple(proj.stride) or any(proj.padding):
+            raise ValueError(
+                f"patch_embed.proj: expected a bias-free Conv3d with kernel == stride and no padding, got {proj}."
+            )
+        self.proj = proj
+        self.patch_size = patch_embed.patch_size
+        self.temporal_patch_size = patch_embed.temporal_patch_size
+        self.in_channels = patch_embed.in_channels
+        self.embed_dim = patch_embed.embed_dim
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        weight = self.proj.weight.reshape(self.embed_dim, -1)
+        return F.linear(hidden_states.reshape(-1, weight.shape[1]).to(weight.dtype), weight)
 
 
 def check_vision_inputs(config: VersaViTConfig, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> None:
@@ -177,6 +207,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
     def _build_backbone(self, config: VersaViTConfig) -> None:
         tower_class = VISION_TOWER_CLASSES[config.backbone_family]
         self.visual = tower_class._from_config(config.vision_config)
+        self.visual.patch_embed = MatmulPatchEmbed(self.visual.patch_embed)
 
     def post_init(self) -> None:
         super().post_init()
@@ -716,7 +747,9 @@ class VersaViTForReferringSegmentation(ReferringSegmentationMixin, VersaViTPreTr
 class VersaViTCaptioningOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor`, *optional*): next-token cross-entropy over the answer tokens, averaged per token.
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): the LLM's logits.
+    logits (`torch.FloatTensor`): the LLM's logits, `(batch_size, sequence_length, vocab_size)` without `labels`; with
+        `labels`, only those of the positions that predict a label, `(num_predicted_tokens, vocab_size)`, in
+        row-major order (position `t` of row `b` when `labels[b, t + 1] != -100`).
     image_features (`torch.FloatTensor` of shape `(num_visual_tokens, llm_hidden_size)`): projected image tokens.
     """
 
@@ -768,7 +801,7 @@ class CaptioningMixin:
                 f"input_ids hold {sum(per_sample)} image tokens but the {len(per_image)} images have {sum(per_image)} "
                 "visual tokens."
             )
-        if labels is not None and (labels[image_mask] != -100).any():
+        if labels is not None and (labels[image_mask] != IGNORE_INDEX).any():
             raise ValueError("labels: image token positions must carry -100 (they are not predicted).")
         features = self.get_image_features(pixel_values, image_grid_thw)
         embeds = self.language_model.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
@@ -790,8 +823,20 @@ class CaptioningMixin:
         labels (`torch.LongTensor` of the same shape, *optional*): target ids, -100 where nothing is predicted.
         """
         inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
-        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
-        return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features)
+        if labels is None or "logits_to_keep" not in inspect.signature(self.language_model.forward).parameters:
+            out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+            return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features)
+        # Vocabulary-wide logits only where a token is predicted (position t predicts labels[:, t + 1]): the chat
+        # template, image and question positions -- most of the sequence -- skip the LM head, its backward and the
+        # (batch x length x vocabulary) logits, the largest activation of the step (BENCHMARKS.md).
+        targets = labels[:, 1:]
+        predicted = targets != IGNORE_INDEX
+        keep = F.pad(predicted, (0, 1), value=False)
+        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
+        # The LLM's own loss is the same mean over the predicted tokens (NaN for a batch without any; here 0).
+        loss = F.cross_entropy(out.logits.float(), targets[predicted].to(out.logits.device), reduction="sum")
+        loss = loss / predicted.sum().clamp(min=1)
+        return VersaViTCaptioningOutput(loss=loss, logits=out.logits, image_features=features)
 
     def captioning_layers_read(self) -> int:
         return self.config.num_hidden_layers

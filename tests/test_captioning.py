@@ -78,11 +78,51 @@ def test_loss_is_the_per_token_mean_over_answer_tokens(tokenizer):
     model, processor = tiny_captioner(tokenizer)
     batch = sample_batch(processor)
     out = model(**batch)
-    logits, labels = out.logits[:, :-1].double(), batch["labels"][:, 1:]
+    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+    full_logits = model(**unlabelled).logits  # without labels: every position's logits
+    logits, labels = full_logits[:, :-1].double(), batch["labels"][:, 1:]
     picked = labels != IGNORE_INDEX
     log_probs = logits.log_softmax(-1)[picked].gather(-1, labels[picked][:, None])
     assert out.loss.item() == pytest.approx(-log_probs.mean().item(), rel=1e-5)
     assert out.image_features.shape == (int(batch["image_grid_thw"].prod(-1).sum()) // 4, 32)
+    # With labels, the LM head ran only at the positions that predict one: the same logits, in row-major order.
+    assert out.logits.shape == (int(picked.sum()), full_logits.shape[-1])
+    torch.testing.assert_close(out.logits, full_logits[:, :-1][picked])
+
+
+def test_selected_logits_give_the_llm_own_loss_and_gradients(tokenizer):
+    """The loss on the answer positions' logits against the LLM computing every logit and its own loss (the
+    fallback for an LLM without `logits_to_keep`, here forced by hiding the argument)."""
+    model, processor = tiny_captioner(tokenizer)
+    model.set_stage("multitask")
+    batch = sample_batch(processor)
+
+    def loss_and_gradients():
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    selected, selected_grads = loss_and_gradients()
+    llm_forward = model.language_model.forward
+    model.language_model.forward = lambda **kwargs: llm_forward(**kwargs)  # a signature without logits_to_keep
+    try:
+        assert model(**batch).logits.ndim == 3  # the fallback: every position
+        reference, reference_grads = loss_and_gradients()
+    finally:
+        del model.language_model.forward
+    torch.testing.assert_close(selected, reference)
+    assert selected_grads.keys() == reference_grads.keys() and "projector.mlp.0.weight" in selected_grads
+    for name, grad in selected_grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_batch_without_answer_tokens_has_zero_loss(tokenizer):
+    model, processor = tiny_captioner(tokenizer)
+    batch = sample_batch(processor)
+    batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
+    out = model(**batch)
+    assert out.loss.item() == 0 and out.loss.requires_grad and out.logits.shape[0] == 0
 
 
 def test_gradients_and_stages(tokenizer, family):

@@ -69,8 +69,10 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     with torch.no_grad():
         theirs = mllm.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
         ours = encoder(**inputs)
-    torch.testing.assert_close(theirs.last_hidden_state, ours.last_hidden_state, rtol=0, atol=0)
-    torch.testing.assert_close(theirs.pooler_output, ours.pooler_output, rtol=0, atol=0)
+    # The weights are bit-exact (above); the outputs agree to float32 rounding, because VersaViT computes the patch
+    # embedding as a matmul and the MLLM as a Conv3d.
+    torch.testing.assert_close(theirs.last_hidden_state, ours.last_hidden_state)
+    torch.testing.assert_close(theirs.pooler_output, ours.pooler_output)
     image = IMAGE_TOKENS["image_token_id"]
     input_ids = torch.tensor([[5, IMAGE_TOKENS["vision_start_token_id"]] + [image] * 4 + [IMAGE_TOKENS["vision_end_token_id"], 6]])
     generated = mllm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=3,

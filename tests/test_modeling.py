@@ -1,12 +1,14 @@
 """VersaViTModel against the transformers vision tower it wraps, and its dense-feature API."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from conftest import random_inputs, tiny_config
 
 from modeling_versavit import VersaViTImageProcessor, VersaViTModel
-from modeling_versavit.modeling_versavit import VISION_TOWER_CLASSES
+from modeling_versavit.modeling_versavit import VISION_TOWER_CLASSES, MatmulPatchEmbed
 
 # Different sizes, square and not, several attention windows for Qwen2.5-VL (8x8-patch windows).
 MIXED_GRIDS = [(4, 6), (8, 2), (12, 16), (18, 10)]
@@ -21,20 +23,41 @@ def model_and_reference_tower(family, **config_kwargs):
     return model, tower
 
 
-def test_outputs_are_bit_identical_to_the_transformers_tower(family):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_outputs_match_the_transformers_tower(family, dtype):
+    # Equal up to rounding (float64: to 1e-12): the patch embedding runs as a matmul, not the tower's Conv3d.
     model, tower = model_and_reference_tower(family)
+    model, tower = model.to(dtype), tower.to(dtype)
     inputs = random_inputs(model.config, MIXED_GRIDS)
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     with torch.no_grad():
         ours = model(**inputs, output_hidden_states=True)
         theirs = tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True)
-    assert torch.equal(ours.last_hidden_state, theirs.last_hidden_state)
-    assert torch.equal(ours.pooler_output, theirs.pooler_output)
+    torch.testing.assert_close(ours.last_hidden_state, theirs.last_hidden_state, **tolerance)
+    torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, **tolerance)
     assert len(ours.hidden_states) == model.config.num_hidden_layers + 1
     for mine, reference in zip(ours.hidden_states, theirs.hidden_states, strict=True):
-        assert torch.equal(mine, reference)
+        torch.testing.assert_close(mine, reference, **tolerance)
     total = sum(h * w for h, w in MIXED_GRIDS)
     assert ours.last_hidden_state.shape == (total, model.config.embed_dim)
     assert ours.pooler_output.shape == (total // 4, model.config.merged_dim)
+
+
+def test_the_matmul_patch_embedding_is_the_towers_conv3d(family):
+    """Same values and weight gradient as the tower's Conv3d, the same parameter under the same name."""
+    model, tower = model_and_reference_tower(family)
+    ours, theirs = model.visual.patch_embed.double(), tower.patch_embed.double()
+    assert isinstance(ours, MatmulPatchEmbed) and isinstance(theirs.proj, torch.nn.Conv3d)
+    assert ours.proj is model.visual.patch_embed.proj and tuple(ours.proj.weight.shape) == tuple(theirs.proj.weight.shape)
+    patches = torch.randn(37, model.config.patch_dim, dtype=torch.float64)
+    upstream = torch.randn(37, model.config.embed_dim, dtype=torch.float64)
+    (ours(patches) * upstream).sum().backward()
+    (theirs(patches) * upstream).sum().backward()
+    torch.testing.assert_close(ours(patches), theirs(patches), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.proj.weight.grad, theirs.proj.weight.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="patch_embed.proj: expected a bias-free Conv3d"):
+        MatmulPatchEmbed(SimpleNamespace(proj=torch.nn.Conv3d(3, 8, kernel_size=2, stride=1, bias=False)))
 
 
 def test_weights_keep_the_mllm_visual_names(family):
