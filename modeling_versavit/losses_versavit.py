@@ -45,11 +45,7 @@ def ssi_loss(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     averaged over the images that have valid pixels. Inputs are `(B, H, W)`; returns a scalar (0 if no pixel is
     valid, still attached to the graph).
     """
-    residual = normalize_depth(prediction, valid) - normalize_depth(target, valid)
-    per_pixel = torch.where(valid, residual.abs(), torch.zeros_like(residual))
-    count = valid.flatten(1).sum(dim=1)
-    per_image = per_pixel.flatten(1).sum(dim=1) / count.clamp(min=1)
-    return _mean_over_images(per_image, count > 0)
+    return _ssi_of_residual(_normalized_residual(prediction, target, valid), valid)
 
 
 def gradient_matching_loss(
@@ -61,9 +57,22 @@ def gradient_matching_loss(
     keeps every `2^k`-th pixel of each axis; a finite difference counts only where both of its pixels are valid, and
     `M_k` is the number of valid pixels at scale `k`. Summed over scales, averaged over images with valid pixels.
     """
-    residual = normalize_depth(prediction, valid) - normalize_depth(target, valid)
-    residual = torch.where(valid, residual, torch.zeros_like(residual))
-    total = prediction.new_zeros(prediction.shape[0])
+    return _gm_of_residual(_normalized_residual(prediction, target, valid), valid, scales)
+
+
+def _normalized_residual(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`d̂* - d̂`, zero at invalid pixels: the residual both depth terms read, computed once per loss."""
+    return normalize_depth(prediction, valid) - normalize_depth(target, valid)  # normalize_depth zeroes invalid pixels
+
+
+def _ssi_of_residual(residual: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    count = valid.flatten(1).sum(dim=1)
+    per_image = residual.abs().flatten(1).sum(dim=1) / count.clamp(min=1)
+    return _mean_over_images(per_image, count > 0)
+
+
+def _gm_of_residual(residual: torch.Tensor, valid: torch.Tensor, scales: int) -> torch.Tensor:
+    total = residual.new_zeros(residual.shape[0])
     for k in range(scales):
         step = 2**k
         r = residual[:, ::step, ::step]
@@ -94,8 +103,9 @@ def depth_loss(
     dtype = torch.promote_types(prediction.dtype, torch.float32)  # bf16/fp16 predictions: reduce in fp32
     prediction = prediction.to(dtype)
     labels = labels.to(dtype)
-    ssi = ssi_loss(prediction, labels, valid)
-    gm = gradient_matching_loss(prediction, labels, valid, scales=gm_scales)
+    residual = _normalized_residual(prediction, labels, valid)  # shared by both terms: one median per map
+    ssi = _ssi_of_residual(residual, valid)
+    gm = _gm_of_residual(residual, valid, gm_scales)
     return ssi_weight * ssi + gm_weight * gm, {"loss_ssi": ssi.detach(), "loss_gm": gm.detach()}
 
 
