@@ -23,7 +23,7 @@ from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, D
 
 from common import measure
 from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForReferringSegmentation
-from modeling_versavit.losses_versavit import depth_loss
+from modeling_versavit.losses_versavit import depth_loss, depth_validity, gradient_matching_loss, ssi_loss
 
 NECK = [48, 96, 192]  # Depth Anything (V2) Small's first three neck widths, fusion 64, head 32
 FACTORS = [4, 2, 1]
@@ -80,14 +80,20 @@ def depth(args):
     def ssi_gm_loss():
         depth_loss(prediction, labels)[0].backward()
 
-    times = measure({"peer": peer_step, "ours": our_step, "l1": l1_loss, "ssi_gm": ssi_gm_loss}, args.repeats)
+    def ssi_gm_separately():  # before: each term normalised both maps again (two medians per map)
+        valid = depth_validity(labels)
+        (ssi_loss(prediction, labels, valid) + 0.5 * gradient_matching_loss(prediction, labels, valid)).backward()
+
+    times = measure({"peer": peer_step, "ours": our_step, "l1": l1_loss, "ssi_gm": ssi_gm_loss,
+                     "ssi_gm_separately": ssi_gm_separately}, args.repeats)
     params = {name: sum(p.numel() for p in model.parameters()) / 1e6 for name, model in (("ours", ours), ("peer", peer))}
     print(f"\nDepth, {args.batch} images of {args.side} px, forward + backward "
           f"(VersaViT {params['ours']:.1f}M parameters, Depth Anything {params['peer']:.1f}M)")
     print(f"  DepthAnythingForDepthEstimation + L1 (peer) {times['peer'] * 1e3:8.1f} ms")
     print(f"  VersaViTForDepthEstimation + SSI/GM loss    {times['ours'] * 1e3:8.1f} ms   ratio {times['ours'] / times['peer']:.3f}")
     print(f"  loss alone: L1 {times['l1'] * 1e3:.2f} ms, SSI + GM {times['ssi_gm'] * 1e3:.2f} ms "
-          f"({times['ssi_gm'] / times['ours']:.1%} of our step)")
+          f"({times['ssi_gm'] / times['ours']:.1%} of our step); the two terms normalising separately (before) "
+          f"{times['ssi_gm_separately'] * 1e3:.2f} ms")
     return times
 
 

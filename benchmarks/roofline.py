@@ -50,8 +50,30 @@ def main():
             total_seconds += seconds
             print(f"{spec.name:<14}{batch_images(batch):>7}{flops / 1e9:>9.2f}{seconds * 1e3:>9.1f}"
                   f"{flops / seconds / 1e9:>10.1f}{flops / seconds / peak:>9.1%}")
+            if spec.name == "captioning":
+                every_position_logits(model, inputs, args.repeats)
         print(f"{'multi-task':<14}{'':>7}{total_flops / 1e9:>9.2f}{total_seconds * 1e3:>9.1f}"
               f"{total_flops / total_seconds / 1e9:>10.1f}{total_flops / total_seconds / peak:>9.1%}")
+
+
+def every_position_logits(model, inputs: dict, repeats: int) -> None:
+    """Before: the LLM computed every position's vocabulary logits and its own loss. Timed against the selected
+    logits on the same batch by hiding `logits_to_keep` from the captioning forward (its path for LLMs without it)."""
+
+    def step():
+        model(task="captioning", **inputs).loss.backward()
+
+    selected = measure({"step": step}, repeats)["step"]
+    forward = model.language_model.forward
+    model.language_model.forward = lambda **kwargs: forward(**kwargs)  # signature without logits_to_keep
+    try:
+        flops = count_flops(step)
+        every = measure({"step": step}, repeats)["step"]
+    finally:
+        del model.language_model.forward
+    model.zero_grad(set_to_none=True)
+    label = "  before: all logits"
+    print(f"{label:<21}{flops / 1e9:>9.2f}{every * 1e3:>9.1f}   (every position; selected / all: {selected / every:.2f})")
 
 
 if __name__ == "__main__":
