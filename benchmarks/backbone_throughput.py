@@ -19,7 +19,7 @@ import argparse
 import torch
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
-from common import measure
+from common import measure, tower_config
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 
@@ -44,8 +44,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.manual_seed(0)
-    vision = {"model_type": "qwen2_vl_vision", "depth": args.depth, "embed_dim": args.embed_dim,
-              "num_heads": args.num_heads, "hidden_size": 2 * args.embed_dim}
+    vision = tower_config(args.depth, args.embed_dim, args.num_heads)
     model = VersaViTModel(VersaViTConfig(vision_config=vision, depth_layer_indices=[args.depth] * 3))
     attention = model.visual.config._attn_implementation  # the same kernels on both sides
     tower = Qwen2VisionTransformerPretrainedModel._from_config(model.config.vision_config, attn_implementation=attention)

@@ -52,8 +52,14 @@ def default_run(extra_args: list[str] = ()):
     return model, tokenizer, specs, data_args, training_args
 
 
+def tower_config(depth: int, embed_dim: int, num_heads: int | None = None) -> dict:
+    """A Qwen2-VL vision tower of `depth` blocks of width `embed_dim` (64-d heads unless `num_heads` is given)."""
+    return {"model_type": "qwen2_vl_vision", "depth": depth, "embed_dim": embed_dim,
+            "num_heads": num_heads or embed_dim // 64, "hidden_size": 2 * embed_dim}
+
+
 def first_batch(spec) -> dict:
-    """The first training batch of a task stream, collated as the trainer collates it."""
+    """The first training batch of a task stream, collated by the task's collator (the model's forward arguments)."""
     return spec.collator([spec.dataset[i] for i in range(spec.batch_size)])
 
 

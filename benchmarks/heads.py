@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-from common import measure
+from common import measure, tower_config
 from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 from modeling_versavit.losses_versavit import depth_loss, depth_validity, gradient_matching_loss, ssi_loss
 
@@ -30,8 +30,7 @@ FACTORS = [4, 2, 1]
 
 
 def versavit_config(args) -> VersaViTConfig:
-    vision = {"model_type": "qwen2_vl_vision", "depth": args.depth, "embed_dim": args.embed_dim,
-              "num_heads": args.embed_dim // 64, "hidden_size": 2 * args.embed_dim}
+    vision = tower_config(args.depth, args.embed_dim)
     layers = [args.depth // 3, 2 * args.depth // 3, args.depth]
     return VersaViTConfig(
         vision_config=vision, depth_layer_indices=layers, depth_neck_hidden_sizes=NECK,

@@ -85,8 +85,6 @@ def run_case(case: str, recipe_flags: list[str]) -> dict:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         batches = {spec.name: first_batch(spec) for spec in specs}
-        for batch in batches.values():
-            batch.pop("task", None), batch.pop("num_skipped", None)
         saved = {}
         before = status_kb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS

@@ -24,13 +24,13 @@ from transformers import LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from common import tower_config  # noqa: E402
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec  # noqa: E402
 
 
 def build(args):
-    vision = {"model_type": "qwen2_vl_vision", "depth": args.depth, "embed_dim": args.embed_dim,
-              "num_heads": args.embed_dim // 64, "hidden_size": 2 * args.embed_dim}
+    vision = tower_config(args.depth, args.embed_dim)
     llm = LlamaConfig(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     config = VersaViTConfig(

@@ -38,10 +38,9 @@ def main():
         total_flops = total_seconds = 0.0
         for spec in specs:
             batch = first_batch(spec)
-            inputs = {k: v for k, v in batch.items() if k not in ("task", "num_skipped")}
 
             def step():
-                model(task=spec.name, **inputs).loss.backward()
+                model(task=spec.name, **batch).loss.backward()
 
             flops = count_flops(step)
             seconds = measure({"step": step}, args.repeats)["step"]
@@ -51,7 +50,7 @@ def main():
             print(f"{spec.name:<14}{batch_images(batch):>7}{flops / 1e9:>9.2f}{seconds * 1e3:>9.1f}"
                   f"{flops / seconds / 1e9:>10.1f}{flops / seconds / peak:>9.1%}")
             if spec.name == "captioning":
-                every_position_logits(model, inputs, args.repeats)
+                every_position_logits(model, batch, args.repeats)
         print(f"{'multi-task':<14}{'':>7}{total_flops / 1e9:>9.2f}{total_seconds * 1e3:>9.1f}"
               f"{total_flops / total_seconds / 1e9:>10.1f}{total_flops / total_seconds / peak:>9.1%}")
 

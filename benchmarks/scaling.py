@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from common import measure
+from common import measure, tower_config
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 
@@ -40,8 +40,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    vision = {"model_type": "qwen2_vl_vision", "depth": args.depth, "embed_dim": args.embed_dim,
-              "num_heads": args.embed_dim // 64, "hidden_size": 2 * args.embed_dim}
+    vision = tower_config(args.depth, args.embed_dim)
     model = VersaViTModel(VersaViTConfig(vision_config=vision)).train()
     config = model.config
     print(f"tower {args.depth} blocks x {args.embed_dim}, {config.vision_config._attn_implementation} attention, "
