@@ -37,7 +37,7 @@ from versavit_trainer.build import (
     RunArguments,
     build_model,
     dry_run_model,
-    eval_batches,
+    evaluate_held_out,
     format_report,
     load_data,
     memory_estimate,
@@ -46,7 +46,6 @@ from versavit_trainer.build import (
 )
 from versavit_trainer.config import parse_config, resolved_config, write_config
 from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
-from versavit_trainer.metrics import evaluate_depth, evaluate_segmentation
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
 
@@ -65,15 +64,6 @@ def dry_run(model_args, data_args, run_args, training_args) -> dict:
     print(format_report(rows, memory, run_args.dry_run_gpus))
     print(f"\nParameters allocated: {allocated} (meta device: nothing was read or allocated)")
     return {"parameters": rows, "memory": memory, "allocated_parameters": allocated}
-
-
-def evaluate(model, data_args, held_out) -> dict:
-    results = {}
-    if "depth" in held_out:
-        results["depth"] = evaluate_depth(model, eval_batches(data_args, "depth", held_out["depth"]))
-    if "segmentation" in held_out:
-        results["segmentation"] = evaluate_segmentation(model, eval_batches(data_args, "segmentation", held_out["segmentation"]))
-    return results
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,9 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         if run_args.resume and before_file.is_file():
             before = json.loads(before_file.read_text())
         else:
-            model.eval()
-            before = evaluate(model, data_args, data.eval)
-            model.train()
+            before = evaluate_held_out(model, data_args, data.eval)
             before_file.write_text(json.dumps(before, indent=2))
 
     # Stage 2: multi-task training.
@@ -159,8 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
     summary.update({k: str(v) for k, v in folders.items()})
     if data.eval:
-        model.eval()
-        summary["held_out"] = {"before": before, "after": evaluate(model, data_args, data.eval)}
+        model.eval()  # and it stays so for the prediction panel
+        summary["held_out"] = {"before": before, "after": evaluate_held_out(model, data_args, data.eval)}
     summary["loss_curves"] = str(plot_loss_curves(histories, output_dir / "loss_curves.png"))
     panel_rows = data.eval.get("segmentation") or data.eval.get("depth")
     if run_args.panel_samples and panel_rows is not None:

@@ -22,6 +22,7 @@ from modeling_versavit import (
 )
 
 from .data import CaptioningCollator, DepthCollator, SegmentationCollator, caption_image_processor, check_schema
+from .metrics import evaluate_depth, evaluate_segmentation
 from .multitask import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
         if given is not None and given != text_embed_dim:
             raise ValueError(f"head_config.text_embed_dim: {given}, but the text encoder gives {text_embed_dim}-d.")
         settings["text_embed_dim"] = text_embed_dim
-    config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING})
+    config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING})
     tokenizer = llm = None
     if "captioning" in tasks:
         path = language_model_path(model_args)
@@ -291,7 +292,7 @@ def _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs):
         if not hasattr(config, key):
             raise ValueError(f"head_config: {key!r} is not a VersaViTConfig field.")
         setattr(config, key, value)
-    config = VersaViTConfig(**{k: v for k, v in config.to_dict().items() if k not in _CONFIG_BOOKKEEPING})
+    config = VersaViTConfig(**{k: v for k, v in config.to_dict().items() if k not in CONFIG_BOOKKEEPING})
     model = VersaViTForMultiTask.from_pretrained(path, config=_with_tasks(config, tasks), **kwargs)
     return model, AutoTokenizer.from_pretrained(path)
 
@@ -310,7 +311,7 @@ def require_task_weights(folder, task: str) -> None:
 
 
 # Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.
-_CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
+CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
 
 
 def _with_tasks(config: VersaViTConfig, tasks: list[str]) -> VersaViTConfig:
@@ -413,6 +414,21 @@ def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_si
         yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
 
+def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Dataset], online_text: bool = False) -> dict:
+    """Held-out metrics of each dense task in `held_out` ("depth": AbsRel / δ1 after scale-and-shift alignment,
+    "segmentation": mIoU / cIoU), on `eval_batches`. The model runs in eval mode; its training mode is restored."""
+    was_training = model.training
+    model.eval()
+    results = {}
+    if "depth" in held_out:
+        results["depth"] = evaluate_depth(model, eval_batches(data_args, "depth", held_out["depth"]))
+    if "segmentation" in held_out:
+        batches = eval_batches(data_args, "segmentation", held_out["segmentation"], online_text=online_text)
+        results["segmentation"] = evaluate_segmentation(model, batches)
+    model.train(was_training)
+    return results
+
+
 # ------------------------------------------------------------------------------------------------------ dry run
 def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
     """Parameters per part (millions), with the paper's Table 13 figure where it has one."""
@@ -495,7 +511,7 @@ def dry_run_model(model_args: ModelArguments, data_args: DataArguments) -> Versa
         settings["text_config"] = text_config.to_dict()
         # the `<image>` token: a free slot of the embedding table (Qwen3's has ~270 unused) or one more row
         settings["image_token_id"] = text_config.vocab_size - 1
-    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in _CONFIG_BOOKKEEPING}),
+    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING}),
                          data_args.tasks)
     with torch.device("meta"):
         return VersaViTForMultiTask(config)

@@ -13,10 +13,9 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask, VersaViTImageProcessor
 
-from .build import DataArguments, eval_batches, load_data, require_task_weights
+from .build import DataArguments, evaluate_held_out, load_data, require_task_weights
 from .data import DepthCollator, SegmentationCollator
 from .lora import LoraArguments, apply_lora, merge_lora
-from .metrics import evaluate_depth, evaluate_segmentation
 from .multitask import MultiTaskTrainingArguments, TaskSpec
 from .online_text import TEXT_TARGETS, OnlineTextSegmentation
 from .reporting import GracefulStop
@@ -81,16 +80,6 @@ def _data_arguments(task: str, args: FinetuneArguments, text_args: TextEncoderAr
     )
 
 
-def _evaluate(task: str, model, data_args: DataArguments, dataset, online_text: bool) -> dict:
-    model.eval()
-    if task == "depth":
-        result = evaluate_depth(model, eval_batches(data_args, task, dataset))
-    else:
-        result = evaluate_segmentation(model, eval_batches(data_args, task, dataset, online_text=online_text))
-    model.train()
-    return result
-
-
 def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, training_args: MultiTaskTrainingArguments,
              text_args: TextEncoderArguments | None = None) -> dict:
     """Fine-tune `task` ("depth" or "segmentation") from a multi-task checkpoint; returns the run summary (also
@@ -131,7 +120,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         if args.resume and before_file.is_file():
             before = json.loads(before_file.read_text())
         else:
-            before = _evaluate(task, model, data_args, data.eval[task], online)
+            before = evaluate_held_out(model, data_args, {task: data.eval[task]}, online)[task]
             output_dir.mkdir(parents=True, exist_ok=True)
             before_file.write_text(json.dumps(before))
 
@@ -145,7 +134,8 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         return summary
     model = trainer.accelerator.unwrap_model(trainer.model)
     if task in data.eval:
-        summary["held_out"] = {"before": before, "after": _evaluate(task, model, data_args, data.eval[task], online)}
+        summary["held_out"] = {"before": before,
+                               "after": evaluate_held_out(model, data_args, {task: data.eval[task]}, online)[task]}
     versavit = model.versavit if online else model
     merge_lora(versavit)
     final = output_dir / "final"

@@ -14,6 +14,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
+from .build import CONFIG_BOOKKEEPING
 from .config import ConfigError
 from .data import caption_image_processor
 from .multitask import MultiTaskTrainer, MultiTaskTrainingArguments
@@ -23,8 +24,7 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them
 
 # What a config of a task model holds that a backbone-only config does not.
-_TASK_ONLY_KEYS = ("text_config", "image_token_id", "tasks", "architectures", "auto_map", "model_type",
-                   "transformers_version", "dtype", "_name_or_path")
+_TASK_ONLY_KEYS = CONFIG_BOOKKEEPING | {"text_config", "image_token_id", "tasks"}
 
 
 def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Path, **changes):
