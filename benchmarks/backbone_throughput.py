@@ -8,7 +8,8 @@ Three forward+backward passes per batch, interleaved and repeated, median time e
     forward:        VersaViTModel(pixel_values, image_grid_thw).last_hidden_state (input checks included)
     dense features: VersaViTModel.get_dense_features(layers=[-1])  (raster reordering included)
 on a dynamic-resolution batch (images of different sizes) and a fixed-resolution dense batch. Prints tokens/s and
-each path's time relative to the peer; the target is under 1.03.
+each path's time relative to the peer; the target is under 1.03. Then the patch embedding alone: VersaViT's
+`MatmulPatchEmbed` against the tower's Conv3d with the same weight.
 
     python benchmarks/backbone_throughput.py                      # 1280-d (Qwen2-VL-7B width), 2 blocks
     python benchmarks/backbone_throughput.py --embed_dim 32 --depth 3 --num_heads 4   # the tests' tiny size
@@ -64,6 +65,17 @@ def main():
         print(f"\n{label}: {tokens} tokens, forward + backward")
         for name, seconds in times.items():
             print(f"  {name:<28}{seconds * 1e3:9.1f} ms  {tokens / seconds:10.0f} tokens/s  ratio {seconds / peer:.3f}")
+
+    # The patch embedding alone: VersaViT's matmul against the tower's Conv3d (the same weight), forward + backward.
+    patches = torch.randn(1024, model.config.patch_dim)
+    times = measure({
+        "Conv3d (transformers tower)": lambda: tower.patch_embed(patches).sum().backward(),
+        "MatmulPatchEmbed": lambda: model.visual.patch_embed(patches).sum().backward(),
+    }, args.repeats)
+    conv = times["Conv3d (transformers tower)"]
+    print("\npatch embedding, 1024 patches, forward + backward")
+    for name, seconds in times.items():
+        print(f"  {name:<28}{seconds * 1e3:9.1f} ms  ratio {seconds / conv:.3f}")
 
 
 if __name__ == "__main__":
