@@ -9,7 +9,8 @@ Peer: the model's consumption, images/s of one training forward + backward of th
 A ratio data / model above 1 means the data keeps up; with 0 workers loading runs in series with the step, so the
 share of the step spent loading is model / (data + model).
 
-    python benchmarks/data_pipeline.py [--batches 8] [--dataloader_num_workers 2]
+    python benchmarks/data_pipeline.py [--batches 8]
+    python benchmarks/data_pipeline.py --dataloader_num_workers 2    # recipe flags override the config
 """
 
 import argparse
@@ -37,13 +38,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=8, help="batches read per task")
     parser.add_argument("--repeats", type=int, default=3, help="timed training passes per task")
-    parser.add_argument("--dataloader_num_workers", type=int, default=None, help="override the config's workers")
-    args = parser.parse_args()
+    args, recipe_flags = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as out:
-        extra = ["--output_dir", out, "--report_to", "none"]
-        if args.dataloader_num_workers is not None:
-            extra += ["--dataloader_num_workers", str(args.dataloader_num_workers)]
-        model, _, specs, _, training_args = default_run(extra)
+        model, _, specs, _, training_args = default_run(["--output_dir", out, "--report_to", "none", *recipe_flags])
         model.train()
         workers = training_args.dataloader_num_workers
         print(f"default config, {workers} dataloader workers, torch {torch.__version__}, {torch.get_num_threads()} threads")

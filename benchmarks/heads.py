@@ -133,6 +133,8 @@ def main():
     parser.add_argument("--expressions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.depth < 3:
+        parser.error(f"--depth: the DPT head reads three distinct layers, so the tower needs at least 3 blocks, got {args.depth}")
     print(f"tower {args.depth} blocks x {args.embed_dim}, sdpa attention, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     depth(args)
