@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from modeling_versavit import VersaViTConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "default.yaml"
 
@@ -56,6 +58,40 @@ def tower_config(depth: int, embed_dim: int, num_heads: int | None = None) -> di
     """A Qwen2-VL vision tower of `depth` blocks of width `embed_dim` (64-d heads unless `num_heads` is given)."""
     return {"model_type": "qwen2_vl_vision", "depth": depth, "embed_dim": embed_dim,
             "num_heads": num_heads or embed_dim // 64, "hidden_size": 2 * embed_dim}
+
+
+# Depth Anything (V2) Small's first three neck widths, fusion 64, head 32: the dense benchmarks' DPT head.
+DPT_NECK = [48, 96, 192]
+DPT_FACTORS = [4, 2, 1]
+
+
+def dense_size_arguments(parser, depth: int = 6, embed_dim: int = 384, side: int = 224, batch: int = 2) -> None:
+    """The options of the dense-head benchmarks: tower size, image side and images per batch."""
+    parser.add_argument("--depth", type=int, default=depth, help="tower blocks (at least 3: the DPT reads three)")
+    parser.add_argument("--embed_dim", type=int, default=embed_dim, help="tower width (64-d heads)")
+    parser.add_argument("--side", type=int, default=side, help="image side in pixels (a multiple of 28)")
+    parser.add_argument("--batch", type=int, default=batch, help="images per batch")
+
+
+def dense_config(args) -> VersaViTConfig:
+    """A VersaViT config with `args.depth` x `args.embed_dim` tower, a Depth-Anything-Small-sized DPT head on three
+    uniformly spaced layers, and 384-d text embeddings (MiniLM's width) for the segmentation head."""
+    if args.depth < 3:
+        raise SystemExit(f"--depth: the DPT head reads three distinct layers, so the tower needs at least 3 blocks, got "
+                         f"{args.depth}")
+    return VersaViTConfig(
+        vision_config=tower_config(args.depth, args.embed_dim),
+        depth_layer_indices=[args.depth // 3, 2 * args.depth // 3, args.depth], depth_neck_hidden_sizes=DPT_NECK,
+        depth_reassemble_factors=DPT_FACTORS, depth_fusion_hidden_size=64, depth_head_hidden_size=32,
+        text_embed_dim=384,
+    )
+
+
+def dense_inputs(config, args) -> dict:
+    """`args.batch` random images of `args.side` pixels as the model takes them."""
+    grid = args.side // config.patch_size
+    return {"pixel_values": torch.randn(args.batch * grid * grid, config.patch_dim),
+            "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
 
 
 def first_batch(spec) -> dict:

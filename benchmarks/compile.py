@@ -13,24 +13,18 @@ import time
 
 import torch
 
-from common import measure, tower_config
-from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForReferringSegmentation
+from common import dense_config, dense_inputs, dense_size_arguments, measure
+from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=6)
-    parser.add_argument("--embed_dim", type=int, default=384)
-    parser.add_argument("--side", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=2)
+    dense_size_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = VersaViTConfig(vision_config=tower_config(args.depth, args.embed_dim), text_embed_dim=384,
-                            depth_neck_hidden_sizes=[48, 96, 192], depth_fusion_hidden_size=64)
-    grid = args.side // 14
-    inputs = {"pixel_values": torch.randn(args.batch * grid * grid, config.patch_dim),
-              "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
+    config = dense_config(args)
+    inputs = dense_inputs(config, args)
     tasks = {
         "depth": (VersaViTForDepthEstimation, {"labels": torch.rand(args.batch, args.side, args.side) + 0.1}),
         "segmentation": (VersaViTForReferringSegmentation, {

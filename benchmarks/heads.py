@@ -21,22 +21,9 @@ import torch
 import torch.nn.functional as F
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-from common import measure, tower_config
+from common import DPT_FACTORS, DPT_NECK, dense_config, dense_inputs, dense_size_arguments, measure
 from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 from modeling_versavit.losses_versavit import depth_loss, depth_validity, gradient_matching_loss, ssi_loss
-
-NECK = [48, 96, 192]  # Depth Anything (V2) Small's first three neck widths, fusion 64, head 32
-FACTORS = [4, 2, 1]
-
-
-def versavit_config(args) -> VersaViTConfig:
-    vision = tower_config(args.depth, args.embed_dim)
-    layers = [args.depth // 3, 2 * args.depth // 3, args.depth]
-    return VersaViTConfig(
-        vision_config=vision, depth_layer_indices=layers, depth_neck_hidden_sizes=NECK,
-        depth_reassemble_factors=FACTORS, depth_fusion_hidden_size=64, depth_head_hidden_size=32,
-        text_embed_dim=384,
-    )
 
 
 def depth_anything(config: VersaViTConfig, side: int) -> DepthAnythingForDepthEstimation:
@@ -48,7 +35,7 @@ def depth_anything(config: VersaViTConfig, side: int) -> DepthAnythingForDepthEs
     backbone._attn_implementation = "sdpa"  # the same kernels as ours (Depth Anything itself only lists eager)
     peer = DepthAnythingConfig(
         backbone_config=backbone, reassemble_hidden_size=config.embed_dim, patch_size=14,
-        neck_hidden_sizes=NECK, reassemble_factors=FACTORS, fusion_hidden_size=64, head_hidden_size=32,
+        neck_hidden_sizes=DPT_NECK, reassemble_factors=DPT_FACTORS, fusion_hidden_size=64, head_hidden_size=32,
     )
     model = DepthAnythingForDepthEstimation(peer)
     assert model.backbone.config._attn_implementation == "sdpa", model.backbone.config._attn_implementation
@@ -57,12 +44,10 @@ def depth_anything(config: VersaViTConfig, side: int) -> DepthAnythingForDepthEs
 
 def depth(args):
     torch.manual_seed(0)
-    config = versavit_config(args)
+    config = dense_config(args)
     ours = VersaViTForDepthEstimation._from_config(config, attn_implementation="sdpa").train()
     peer = depth_anything(config, args.side).train()
-    grid = args.side // 14
-    inputs = {"pixel_values": torch.randn(args.batch * grid * grid, config.patch_dim),
-              "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
+    inputs = dense_inputs(config, args)
     images = torch.randn(args.batch, 3, args.side, args.side)
     labels = torch.rand(args.batch, args.side, args.side) + 0.1
     prediction = torch.rand(args.batch, args.side, args.side, requires_grad=True)
@@ -98,11 +83,9 @@ def depth(args):
 
 def segmentation(args):
     torch.manual_seed(0)
-    config = versavit_config(args)
+    config = dense_config(args)
     model = VersaViTForReferringSegmentation._from_config(config, attn_implementation="sdpa").train()
-    grid = args.side // 14
-    inputs = {"pixel_values": torch.randn(args.batch * grid * grid, config.patch_dim),
-              "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
+    inputs = dense_inputs(config, args)
     print(f"\nSegmentation, {args.batch} images of {args.side} px, N expressions per image, forward + backward")
     print(f"  {'N':>3} {'one pass':>10} {'N passes (peer)':>16} {'ratio':>7} {'one pass / N=1':>15}")
     single = None
@@ -126,15 +109,10 @@ def segmentation(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=6)
-    parser.add_argument("--embed_dim", type=int, default=384)
-    parser.add_argument("--side", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=2)
+    dense_size_arguments(parser)
     parser.add_argument("--expressions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.depth < 3:
-        parser.error(f"--depth: the DPT head reads three distinct layers, so the tower needs at least 3 blocks, got {args.depth}")
     print(f"tower {args.depth} blocks x {args.embed_dim}, sdpa attention, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     depth(args)
