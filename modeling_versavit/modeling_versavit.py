@@ -258,6 +258,23 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         if isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=module.scale)
 
+    def _pre_merger_tokens(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, **kwargs):
+        """The tower's output for readers of its pre-merger tokens (dense features, the captioning projector).
+
+        The tower's own PatchMerger is skipped for the call: its output would be thrown away, and while the tower
+        trains it would keep activations for a backward that never comes (BENCHMARKS.md). `pooler_output` comes back
+        with zero width; `VersaViTModel.forward`, whose output it is, runs the merger.
+        """
+        merger = self.visual.merger
+        merger.forward = self._skipped_merger  # an instance attribute shadows the class's forward, for this call only
+        try:
+            return self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
+        finally:
+            del merger.forward
+
+    def _skipped_merger(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states.new_empty(hidden_states.shape[0] // self.config.spatial_merge_size**2, 0)
+
     def _window_index(self, image_grid_thw: torch.Tensor) -> torch.Tensor | None:
         """The Qwen2.5-VL window permutation of these grids (None for Qwen2-VL, whose tokens are not windowed)."""
         if self.config.backbone_family != "qwen2_5_vl":
@@ -297,7 +314,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                     f"{num_states - 1}; 0 = patch embedding)."
                 )
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
-        outputs = self.visual(pixel_values, grid_thw=image_grid_thw, output_hidden_states=requested)
+        outputs = self._pre_merger_tokens(pixel_values, image_grid_thw, output_hidden_states=requested)
         window_index = self._window_index(image_grid_thw)
         merge = self.config.spatial_merge_size
         return tuple(
@@ -776,7 +793,7 @@ class CaptioningMixin:
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
-        tokens = self.visual(pixel_values, grid_thw=image_grid_thw).last_hidden_state
+        tokens = self._pre_merger_tokens(pixel_values, image_grid_thw).last_hidden_state
         features = self.projector(tokens)
         window_index = self._window_index(image_grid_thw)
         if window_index is not None:  # Qwen2.5-VL: undo the window permutation, as its own merger output does

@@ -60,6 +60,19 @@ def test_the_matmul_patch_embedding_is_the_towers_conv3d(family):
         MatmulPatchEmbed(SimpleNamespace(proj=torch.nn.Conv3d(3, 8, kernel_size=2, stride=1, bias=False)))
 
 
+def test_dense_features_skip_the_merger_and_forward_runs_it(family):
+    """The tower's PatchMerger output is only `VersaViTModel.forward`'s: dense features do not compute it (nor keep
+    its activations while training), and the tower is left as it was."""
+    model, _ = model_and_reference_tower(family)
+    model.train()
+    merged_widths = []
+    model.visual.merger.register_forward_hook(lambda module, args, output: merged_widths.append(output.shape[-1]))
+    inputs = random_inputs(model.config, MIXED_GRIDS)
+    model.get_dense_features(**inputs, layers=[-1], stack=False)
+    assert merged_widths == [0] and "forward" not in vars(model.visual.merger)
+    assert model(**inputs).pooler_output.shape[-1] == model.config.merged_dim and merged_widths[-1] == model.config.merged_dim
+
+
 def test_weights_keep_the_mllm_visual_names(family):
     model, tower = model_and_reference_tower(family)
     assert set(model.state_dict()) == {f"visual.{key}" for key in tower.state_dict()}
