@@ -58,6 +58,13 @@ def depth(args):
     def our_step():
         ours(**inputs, labels=labels).loss.backward()
 
+    def our_step_with_merger():  # before: the tower also ran its PatchMerger, whose output dense features discard
+        ours._pre_merger_tokens = lambda pixels, grid, **kwargs: ours.visual(pixels, grid_thw=grid, **kwargs)
+        try:
+            our_step()
+        finally:
+            del ours._pre_merger_tokens
+
     def l1_loss():
         F.l1_loss(prediction, labels).backward()
 
@@ -68,13 +75,15 @@ def depth(args):
         valid = depth_validity(labels)
         (ssi_loss(prediction, labels, valid) + 0.5 * gradient_matching_loss(prediction, labels, valid)).backward()
 
-    times = measure({"peer": peer_step, "ours": our_step, "l1": l1_loss, "ssi_gm": ssi_gm_loss,
-                     "ssi_gm_separately": ssi_gm_separately}, args.repeats)
+    times = measure({"peer": peer_step, "ours": our_step, "ours_with_merger": our_step_with_merger, "l1": l1_loss,
+                     "ssi_gm": ssi_gm_loss, "ssi_gm_separately": ssi_gm_separately}, args.repeats)
     params = {name: sum(p.numel() for p in model.parameters()) / 1e6 for name, model in (("ours", ours), ("peer", peer))}
     print(f"\nDepth, {args.batch} images of {args.side} px, forward + backward "
           f"(VersaViT {params['ours']:.1f}M parameters, Depth Anything {params['peer']:.1f}M)")
     print(f"  DepthAnythingForDepthEstimation + L1 (peer) {times['peer'] * 1e3:8.1f} ms")
     print(f"  VersaViTForDepthEstimation + SSI/GM loss    {times['ours'] * 1e3:8.1f} ms   ratio {times['ours'] / times['peer']:.3f}")
+    print(f"    the same, the tower's merger run (before) {times['ours_with_merger'] * 1e3:8.1f} ms   ratio "
+          f"{times['ours_with_merger'] / times['peer']:.3f}")
     print(f"  loss alone: L1 {times['l1'] * 1e3:.2f} ms, SSI + GM {times['ssi_gm'] * 1e3:.2f} ms "
           f"({times['ssi_gm'] / times['ours']:.1%} of our step); the two terms normalising separately (before) "
           f"{times['ssi_gm_separately'] * 1e3:.2f} ms")
