@@ -27,7 +27,7 @@ setup(
     package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.hub)
     install_requires=[
         # torch first and pinned by the installer (see Makefile): a bare `torch` pulls a multi-GB CUDA build.
-        "torch>=2.4",
+        "torch>=2.6",  # torch.load(weights_only=True) is a safe reader from 2.6 on (CVE-2025-32434)
         "transformers>=5.23,<6",
         "datasets>=4.0",
         "peft>=0.17",

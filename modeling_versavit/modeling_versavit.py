@@ -204,6 +204,27 @@ class VersaViTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, reading weights from safetensors only unless `use_safetensors` is
+        given: VersaViT always saves safetensors, and a `pytorch_model.bin` is a pickle, which can run code when it
+        is loaded. A folder without safetensors weights is refused with transformers' "no file named
+        model.safetensors" error."""
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except OSError as err:
+            folder = Path(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+            pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")) \
+                if folder is not None and folder.is_dir() and kwargs["use_safetensors"] else []
+            if not pickled:
+                raise
+            raise OSError(
+                f"{folder}: holds pickled weights only ({', '.join(pickled)}); VersaViT loads safetensors, since "
+                "unpickling a downloaded file can run code. Convert a file you trust with safetensors' save_file, "
+                "or pass use_safetensors=False to let transformers read it with torch.load(weights_only=True)."
+            ) from err
+
     def _build_backbone(self, config: VersaViTConfig) -> None:
         tower_class = VISION_TOWER_CLASSES[config.backbone_family]
         self.visual = tower_class._from_config(config.vision_config)

@@ -9,9 +9,12 @@ One row per image: every sentence of every ref of the split becomes an expressio
 instance mask (polygons or RLE, decoded with pycocotools). Writes image, expressions, masks, source; add text
 embeddings with recipes/embed_texts.py. Missing images, refs without an annotation and empty sentences are
 skipped and counted. Resumable: rerunning skips finished shards.
+
+The refs file is a pickle; it is read with a restricted unpickler (versavit_trainer.readers.refcoco_refs) that builds
+lists, dicts, strings and numbers only and refuses anything else, naming the global: a tampered download cannot run
+code. instances.json is JSON (pycocotools), the images go through load_image.
 """
 
-import pickle
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,11 +26,9 @@ from transformers import HfArgumentParser
 from modeling_versavit import load_image
 from versavit_trainer.data import REFERRING_FEATURES
 from versavit_trainer.labelling import Skip, run_sharded, stored_image
+from versavit_trainer.readers import refcoco_refs
 
 FEATURES = REFERRING_FEATURES
-
-
-REF_KEYS = ("image_id", "ann_id", "split", "sentences")
 
 
 @dataclass
@@ -44,15 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ConvertRefCocoArguments).parse_args_into_dataclasses(args=argv)
     from pycocotools.coco import COCO
 
+    refs = refcoco_refs(args.refs)  # before pycocotools reads the (large) instances file
     coco = COCO(args.instances)
-    with open(args.refs, "rb") as handle:
-        refs = pickle.load(handle)
-    if not isinstance(refs, list):
-        raise ValueError(f"refs: {args.refs} holds a {type(refs).__name__}, expected the list of refs of refs(unc).p.")
-    for position, ref in enumerate(refs):
-        missing = [key for key in REF_KEYS if not isinstance(ref, dict) or key not in ref]
-        if missing:
-            raise ValueError(f"refs: entry {position} of {args.refs} lacks {missing} (a ref has {list(REF_KEYS)}).")
     by_image = defaultdict(list)
     for ref in refs:
         if ref.get("split") == args.split:

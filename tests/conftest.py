@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 import yaml
@@ -126,3 +127,56 @@ def dense_checkpoint(tmp_path_factory) -> Path:
         panel_samples=0, num_eval_scenes=0,
     ))])
     return folder / "run" / "final"
+
+
+# ---------------------------------------------------------------- real photos, tiny labelling checkpoints
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three real photos (one in a subfolder, one JPEG) and one corrupt file."""
+    folder = tmp_path_factory.mktemp("photos")
+    PIL.Image.fromarray(photo("astronaut")).resize((128, 128)).save(folder / "astronaut.png")
+    PIL.Image.fromarray(photo("chelsea")).save(folder / "chelsea.jpg", quality=90)
+    (folder / "kitchen").mkdir()
+    PIL.Image.fromarray(photo("coffee")).save(folder / "kitchen" / "coffee.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_checkpoint(tmp_path_factory):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("depth-anything-tiny")
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8, patch_size=14)
+    torch.manual_seed(0)
+    model = DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(1.0)  # positive relative depth everywhere, as a trained model predicts
+    model.save_pretrained(folder)
+    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_sam_checkpoint(tmp_path_factory):
+    from transformers import SamConfig, SamModel, SamProcessor
+    from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("sam-tiny")
+    vision = SamVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=64, patch_size=16, mlp_dim=64, global_attn_indexes=[1], window_size=2,
+                             num_pos_feats=16)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    torch.manual_seed(0)
+    SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).save_pretrained(folder)
+    image_processor = SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                                           mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+    SamProcessor(image_processor=image_processor).save_pretrained(folder)
+    return folder
