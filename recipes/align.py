@@ -2,13 +2,15 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """The captioning-alignment warm-up alone (paper §4.2.1): backbone and LLM frozen, only the projector trains.
 
-    python recipes/align.py --config recipes/configs/default.yaml --output_dir outputs/align
+    python recipes/align.py --output_dir outputs/align          # the embedded default (recipes/configs/default.yaml)
     accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/align.py \\
         --config recipes/configs/versavit_qwen2vl_7b.yaml --output_dir outputs/align_7b
 
 Takes the same options and YAML files as `recipes/multitask.py` (its captioning options, `alignment_*` for the
 stage; LoRA options are accepted and unused: only the projector trains here); `--resume` continues from the last
-checkpoint. Writes to `output_dir`:
+checkpoint. Without `--config` it runs the embedded default, recipes/configs/default.yaml, and says so first; the
+run's scale and memory estimate are printed before anything is built (`--check_memory false`: start a run whose
+estimate exceeds the free memory anyway). Writes to `output_dir`:
     alignment/                 Trainer checkpoints, tensorboard events, projector.safetensors
     final/                     the aligned captioning model (loads into VersaViTForCaptioning), tokenizer, processor
     backbone/                  the (unchanged) encoder as a VersaViTModel
@@ -27,16 +29,21 @@ from transformers import set_seed
 
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
-from versavit_trainer.config import ConfigError, parse_config, resolved_config, write_config
+from versavit_trainer.config import ConfigError, DefaultConfig, parse_config, resolved_config, write_config
 from versavit_trainer.lora import LoraArguments
+from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
+
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = DefaultConfig(CONFIGS / "default.yaml", "the warm-up of `make demo`'s run, about a minute on a CPU")
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, lora_args, data_args, run_args, training_args = parse_config(
         (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments), argv,
-        description=__doc__,
+        description=__doc__, default_config=DEFAULT_CONFIG,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if run_args.alignment_max_steps == 0:
@@ -45,11 +52,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not run_args.resume and (output_dir / "config.yaml").is_file():
         raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
     data_args.tasks = ["captioning"]
+    plan_run(model_args, data_args, run_args, training_args, ["alignment"], "VersaViT alignment run")
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=False)
     model, tokenizer = build_model(model_args, data_args.tasks)
     main_process = training_args.process_index == 0
-    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
+                             exclude=("resume", "dry_run", "check_memory"))
     if main_process:
         write_config(output_dir / "config.yaml", config)
 

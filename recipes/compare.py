@@ -6,6 +6,7 @@ qualitative examples (Figure 4) from your own run.
     python recipes/compare.py --encoders mllm:models/Qwen2-VL-7B-Instruct outputs/run/backbone \\
         --names Qwen2-VL-ViT VersaViT --segmentation_dataset ade20k --data_root data/ade --size 560
     python recipes/compare.py --encoders outputs/demo/backbone random --size 112      # generated scenes
+    python recipes/compare.py            # the same: the embedded default, configs/compare_default.yaml
 
 Each encoder (a VersaViT folder, `mllm:<folder>` for an MLLM's own tower, or `random` for a randomly initialised
 tower of the first encoder's shape) gets the same segmentation and depth probes (recipes/probe_segmentation.py,
@@ -21,15 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser
 
 from modeling_versavit import VersaViTConfig, VersaViTModel
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.probes import (
     FrozenFeatures,
     ProbeArguments,
     ProbeSettings,
     evaluate_depth_probe,
     evaluate_segmentation_probe,
+    pretrained_backbone,
     sources,
     train_depth_probe,
     train_segmentation_probe,
@@ -64,7 +66,7 @@ def load_encoder(spec: str, reference: VersaViTModel | None, seed: int) -> Versa
             raise ValueError("encoders: 'random' takes the shape of an encoder listed before it.")
         torch.manual_seed(seed)
         return VersaViTModel(VersaViTConfig(vision_config=reference.config.vision_config.to_dict()))
-    return VersaViTModel.from_pretrained(spec, dtype=torch.float32)
+    return pretrained_backbone(spec, "encoders")
 
 
 def table(rows: list[dict], segmentation: str, depth: str) -> str:
@@ -116,8 +118,15 @@ def figure(path: Path, examples: list, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "compare_default.yaml",
+                               "`make demo`'s backbone (run it first) against a random tower, scenes at 112 px")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(CompareArguments).parse_args_into_dataclasses(args=argv)
+    try:
+        (args,) = parse_config((CompareArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
+    except ValueError as err:
+        sys.exit(f"compare.py: error: {err}")
     names = args.names or args.encoders
     if len(args.encoders) < 2 or len(names) != len(args.encoders):
         sys.exit("compare.py: error: give two or more --encoders (and as many --names, if any).")

@@ -2,7 +2,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Depth fine-tuning from a multi-task checkpoint (supplement §9.3, the paper's "Ours*" in Table 9).
 
-    python recipes/finetune_depth.py --config recipes/configs/finetune_depth_default.yaml   # after `make demo`
+    python recipes/finetune_depth.py        # the embedded default, configs/finetune_depth_default.yaml; after `make demo`
     python recipes/finetune_depth.py --model_name_or_path outputs/run/final --data data/depth --eval_data data/nyu \\
         --output_dir outputs/finetune_depth
 
@@ -13,17 +13,22 @@ output_dir/final/ (loads with VersaViTForDepthEstimation / AutoModelForDepthEsti
 """
 
 import logging
+from pathlib import Path
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.config import parse_config
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.finetune import FinetuneArguments, finetune, print_summary
 from versavit_trainer.lora import LoraArguments
 from versavit_trainer.stages import run_as_script
 
+DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "finetune_depth_default.yaml",
+                               "depth fine-tuning of `make demo`'s model (run it first), about a minute on a CPU")
+
 
 def main(argv: list[str] | None = None) -> dict:
     args, lora_args, training_args = parse_config(
-        (FinetuneArguments, LoraArguments, MultiTaskTrainingArguments), argv, description=__doc__
+        (FinetuneArguments, LoraArguments, MultiTaskTrainingArguments), argv, description=__doc__,
+        default_config=DEFAULT_CONFIG,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     summary = finetune("depth", args, lora_args, training_args)

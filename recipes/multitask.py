@@ -2,14 +2,18 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """VersaViT multi-task post-training (paper §4): the captioning-alignment warm-up, then multi-task training.
 
-    python recipes/multitask.py --config recipes/configs/default.yaml               # the embedded default, CPU
+    accelerate launch recipes/multitask.py                                          # the embedded default, CPU
+    python recipes/multitask.py --config recipes/configs/default.yaml               # the same, named
     accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/multitask.py \\
         --config recipes/configs/versavit_qwen2vl_7b.yaml --mllm /models/Qwen2-VL-7B-Instruct \\
         --language_model /models/Qwen3-1.7B --depth_data ... --segmentation_data ... --captioning_data ...
     python recipes/multitask.py --config recipes/configs/versavit_qwen2vl_7b.yaml --dry_run   # sizes, no weights
     python recipes/multitask.py --config ... --resume          # continue an interrupted run (Ctrl-C / SIGTERM)
 
-Every option is a flag (`--help`) and a key of the YAML config; flags override the file.
+Every option is a flag (`--help`) and a key of the YAML config; flags override the file. Without `--config` the
+recipe runs the embedded default, recipes/configs/default.yaml (the run of `make demo`), and says so first. Before
+anything is built it prints the run's scale (model, stages, steps, data, device, processes, memory estimate) and
+refuses a run whose estimate exceeds the free memory (`--check_memory false` starts it anyway).
 
 Writes to `output_dir`:
     alignment/            the warm-up's Trainer checkpoints, tensorboard events and projector.safetensors
@@ -44,8 +48,9 @@ from versavit_trainer.build import (
     parameter_report,
     task_specs,
 )
-from versavit_trainer.config import parse_config, resolved_config, write_config
+from versavit_trainer.config import DefaultConfig, parse_config, resolved_config, write_config
 from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
+from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
 
@@ -53,6 +58,13 @@ logger = logging.getLogger("versavit.multitask")
 
 
 ARGUMENT_TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = DefaultConfig(
+    CONFIGS / "default.yaml", "the same run as `make demo`, minutes on a CPU",
+    f"the paper's setting is --config {CONFIGS.relative_to(CONFIGS.parent.parent)}/versavit_qwen2vl_7b.yaml",
+)
+# What describes this machine rather than the run: not written to config.yaml.
+NOT_RECORDED = ("resume", "dry_run", "check_memory")
 
 
 def dry_run(model_args, data_args, run_args, training_args) -> dict:
@@ -70,7 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(arg in ("--dry_run", "--dry-run") for arg in argv):
         argv += ["--use_cpu", "true"]  # the dry run trains nothing: a GPU config (bf16) is checked on any machine
-    model_args, lora_args, data_args, run_args, training_args = parse_config(ARGUMENT_TYPES, argv, description=__doc__)
+    model_args, lora_args, data_args, run_args, training_args = parse_config(
+        ARGUMENT_TYPES, argv, description=__doc__, default_config=DEFAULT_CONFIG
+    )
     if run_args.dry_run:
         return dry_run(model_args, data_args, run_args, training_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -78,12 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not run_args.resume and (output_dir / "config.yaml").is_file():
         raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume to continue it or choose "
                          "another --output_dir.")
+    plan_run(model_args, data_args, run_args, training_args, ["alignment", "multitask"], "VersaViT multi-task run")
     main_process = training_args.process_index == 0
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=main_process)
     model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim)
     apply_lora(model, lora_args)
-    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=("resume", "dry_run"))
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)
     if main_process:
         write_config(output_dir / "config.yaml", config)
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
@@ -149,7 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
     if data.eval:
         model.eval()  # and it stays so for the prediction panel
         summary["held_out"] = {"before": before, "after": evaluate_held_out(model, data_args, data.eval)}
-    summary["loss_curves"] = str(plot_loss_curves(histories, output_dir / "loss_curves.png"))
+    if any("loss" in entry for history in histories.values() for entry in history):
+        summary["loss_curves"] = str(plot_loss_curves(histories, output_dir / "loss_curves.png"))
+    else:  # a run shorter than logging_steps
+        logger.warning("no training loss was logged (logging_steps %d): loss_curves.png is not drawn",
+                       args.logging_steps)
     panel_rows = data.eval.get("segmentation") or data.eval.get("depth")
     if run_args.panel_samples and panel_rows is not None:
         rows = [panel_rows[i] for i in range(min(run_args.panel_samples, len(panel_rows)))]

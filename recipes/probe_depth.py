@@ -2,6 +2,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Linear metric-depth probe of a frozen encoder (paper §5.1, Table 3; DINOv3's protocol scaled down).
 
+    python recipes/probe_depth.py              # the embedded default: configs/probe_default.yaml
     python recipes/probe_depth.py --model outputs/demo/backbone --size 112                  # generated scenes
     python recipes/probe_depth.py --model outputs/demo/backbone --dataset stereo_motorcycle --size 112  # real image
     python recipes/probe_depth.py --mllm models/Qwen2-VL-7B-Instruct --dataset nyuv2 \\
@@ -16,15 +17,18 @@ output_dir/results.json (with a median-depth baseline) and model_index.json. The
 """
 
 import sys
+from pathlib import Path
 
-from transformers import HfArgumentParser
-
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.probes import ProbeArguments, run_probes
+
+DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "probe_default.yaml",
+                               "the depth probe of `make demo`'s backbone (run it first) on generated scenes at 112 px")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(ProbeArguments).parse_args_into_dataclasses(args=argv)
     try:
+        (args,) = parse_config((ProbeArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
         return run_probes(args, ["depth"])
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"probe_depth.py: error: {err}")

@@ -275,3 +275,56 @@ def test_a_dense_checkpoint_keeps_its_heads_when_training_continues(dense_checkp
     with pytest.raises(ValueError, match="head_config: the depth_head of .* does not fit the configured head"):
         build_model(ModelArguments(model_name_or_path=str(dense_checkpoint), language_model=str(tiny_llm),
                                    head_config={"depth_fusion_hidden_size": 24}), ["depth"], text_embed_dim=384)
+
+
+def test_a_bare_accelerate_launch_runs_the_embedded_default(tmp_path, tiny_llm):
+    """`accelerate launch recipes/multitask.py --output_dir X`, no other flag: the embedded default config runs and
+    says so first, then the run's scale. $VERSAVIT_CONFIG_OVERRIDES shrinks it to test size (and a 1-layer LLM); the
+    default's logging_steps (5) is longer than the run, which then ends without loss curves instead of failing."""
+    shrink = {
+        "language_model": str(tiny_llm), "alignment_max_steps": 1, "max_steps": 2, "num_scenes": 4,
+        "num_eval_scenes": 2, "depth_size": 56, "segmentation_size": 56, "caption_max_pixels": 56 * 56,
+        "captioning_batch_size": 2, "depth_batch_size": 2, "segmentation_batch_size": 2, "max_expressions": 2,
+        "save_strategy": "no", "report_to": "none", "panel_samples": 1, "caption_max_new_tokens": 2,
+    }
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "recipes/multitask.py", "--output_dir", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env={**os.environ, **DISTRIBUTED_ENV, "VERSAVIT_CONFIG_OVERRIDES": json.dumps(shrink)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Config: recipes/configs/default.yaml, the embedded default (no --config given): the "
+                               "same run as `make demo`"), lines[:3]
+    assert "versavit_qwen2vl_7b.yaml" in lines[0]  # how to run the paper's setting
+    plan = "\n".join(lines[:12])
+    for expected in ("overridden by $VERSAVIT_CONFIG_OVERRIDES: language_model=", "VersaViT multi-task run: what this",
+                     "tower qwen2_vl_vision 4 blocks x 192", "stage 1   alignment: 1 step, projector only",
+                     "stage 2   multitask: 2 steps", "4 generated scenes", "device    cpu, 1 process; fp32",
+                     "GiB available RAM"):
+        assert expected in plan, (expected, plan)
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    default = yaml.safe_load((ROOT / "recipes" / "configs" / "default.yaml").read_text())
+    assert resolved["vision_config"] == default["vision_config"] and resolved["head_config"] == default["head_config"]
+    assert resolved["max_steps"] == 2 and resolved["output_dir"] == str(out) and "check_memory" not in resolved
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["multitask"]["steps"] == 2 and "loss_curves" not in summary
+    assert "loss_curves.png is not drawn" in result.stderr
+
+
+def test_a_run_that_does_not_fit_the_machine_is_refused_before_anything_is_written(tmp_path, tiny_llm, monkeypatch):
+    import versavit_trainer.plan
+
+    monkeypatch.setattr(versavit_trainer.plan, "available_memory", lambda device: (0.001, "available RAM"))
+    config = tiny_run_config(tmp_path, tiny_llm, alignment_max_steps=1, max_steps=1, save_strategy="no",
+                             report_to="none", panel_samples=0, num_eval_scenes=0)
+    recipe = load_recipe("multitask")
+    with pytest.raises(ConfigError, match=r"memory: this run needs about \d+\.\d GiB \(per process\), more than the 0\.0 "
+                                          r"GiB available RAM\. .* pass --check_memory false to start anyway"):
+        recipe.main(["--config", str(config)])
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="--check_memory false"):
+        load_recipe("align").main(["--config", str(config)])
+    summary = recipe.main(["--config", str(config), "--check_memory", "false"])
+    assert summary["stages"]["multitask"]["steps"] == 1

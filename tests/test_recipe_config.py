@@ -81,3 +81,60 @@ def test_the_paper_config_holds_the_paper_settings():
     assert data.captioning_weight == data.depth_weight == data.segmentation_weight == pytest.approx(1 / 3)
     assert training.bf16 and training.activation_checkpointing and training.train_language_model
     assert run.zero_stage == 2 and training.num_train_epochs == 1 and run.alignment_num_train_epochs == 1
+
+
+def test_without_config_the_recipes_default_is_used_and_said_first(tmp_path, capsys):
+    from versavit_trainer.config import DefaultConfig
+
+    default = DefaultConfig(Path(write(tmp_path, {"max_steps": 7, "vision_config": {"model_type": "qwen2_vl_vision"}})),
+                            "a small run", "the big one is --config big.yaml")
+    model, lora, data, run, training = parse_config(TYPES, ["--output_dir", str(tmp_path)], default_config=default)
+    assert training.max_steps == 7 and run.config == str(default.path)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"Config: {default.path}, the embedded default (no --config given): a small run; the big one is "
+                     "--config big.yaml")
+    # an explicit --config wins over the default, and says nothing of it
+    parsed = parse_config(TYPES, ["--config", write(tmp_path, {"max_steps": 3})], default_config=default)
+    assert parsed[4].max_steps == 3 and "embedded default" not in capsys.readouterr().out
+
+
+def test_environment_overrides_sit_between_the_file_and_the_flags(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, {"max_steps": 7, "learning_rate": 2e-3, "output_dir": str(tmp_path)})
+    monkeypatch.setenv("VERSAVIT_CONFIG_OVERRIDES", '{"max_steps": 2, "num_scenes": 5}')
+    *_, data, run, training = parse_config(TYPES, ["--config", path])
+    assert (training.max_steps, data.num_scenes, training.learning_rate) == (2, 5, 2e-3)
+    assert "overridden by $VERSAVIT_CONFIG_OVERRIDES: max_steps=2, num_scenes=5" in capsys.readouterr().out
+    *_, training = parse_config(TYPES, ["--config", path, "--max_steps", "9"])
+    assert training.max_steps == 9
+    monkeypatch.setenv("VERSAVIT_CONFIG_OVERRIDES", "max_stpes: 2")
+    with pytest.raises(ConfigError, match=r"\$VERSAVIT_CONFIG_OVERRIDES: unknown key 'max_stpes' \(did you mean"):
+        parse_config(TYPES, ["--config", path])
+    monkeypatch.setenv("VERSAVIT_CONFIG_OVERRIDES", "[1, 2]")
+    with pytest.raises(ConfigError, match=r"\$VERSAVIT_CONFIG_OVERRIDES: expected a mapping"):
+        parse_config(TYPES, ["--config", path])
+
+
+def test_a_backbone_source_given_above_replaces_the_files(tmp_path):
+    """`--mllm DIR` over a config whose backbone is a `vision_config` (the embedded default's) uses the MLLM."""
+    path = write(tmp_path, {"vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "output_dir": str(tmp_path)})
+    model, *_ = parse_config(TYPES, ["--config", path, "--mllm", "models/Qwen2-VL-7B-Instruct"])
+    assert model.mllm == "models/Qwen2-VL-7B-Instruct" and model.vision_config is None
+    model, *_ = parse_config(TYPES, ["--config", path])
+    assert model.vision_config == {"model_type": "qwen2_vl_vision", "depth": 2} and model.mllm is None
+    # within one level, two sources are still an error
+    with pytest.raises(ConfigError, match=r"give one backbone source"):
+        parse_config(TYPES, ["--config", path, "--mllm", "a", "--model_name_or_path", "b"])
+
+
+def test_required_options_can_come_from_the_file(tmp_path):
+    """compare.py's --encoders is required: the file may give it, and other keys are still checked one by one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare", CONFIGS.parent / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    (args,) = parse_config((compare.CompareArguments,), ["--config", write(tmp_path, {"encoders": ["a", "random"],
+                                                                                      "size": 56})])
+    assert args.encoders == ["a", "random"] and args.size == 56
+    with pytest.raises(ConfigError, match=r"run\.yaml: key 'size': invalid int value: 'big'"):
+        parse_config((compare.CompareArguments,), ["--config", write(tmp_path, {"encoders": ["a"], "size": "big"})])

@@ -185,6 +185,11 @@ class RunArguments:
     )
     dry_run_gpus: int = field(default=128, metadata={"help": "GPUs the dry run's memory estimate shards over."})
     zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage the dry run assumes (paper: 2)."})
+    check_memory: bool = field(
+        default=True,
+        metadata={"help": "Refuse to start when the run's memory estimate (the dry run's, per process) exceeds the "
+                          "free memory of this machine (RAM) or GPU; false starts anyway."},
+    )
     panel_samples: int = field(default=4, metadata={"help": "Held-out samples drawn in predictions.png (0: none)."})
     caption_max_new_tokens: int = field(default=40, metadata={"help": "Caption length in predictions.png."})
 

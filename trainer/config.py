@@ -5,13 +5,20 @@
 
 Every key of the YAML file is a field of one of the recipe's dataclasses (the same names as the flags in `--help`);
 its values go through the same argparse type conversion as flags, so a misspelt key or a value of the wrong type
-fails before anything runs, naming the key and the file. Flags given on the command line win over the file.
+fails before anything runs, naming the key and the file.
+
+Where the settings come from, lowest first: the YAML file (`--config`; without it, the recipe's embedded default,
+and the first printed line says so), then `$VERSAVIT_CONFIG_OVERRIDES` (a YAML / JSON mapping of the same keys, for
+CI and tests to shrink a run without changing its command; printed when set), then the command-line flags. An option
+of an exclusive group (the backbone sources `model_name_or_path`, `mllm`, `vision_config`) given at a higher level
+replaces the group's options of the lower ones: `--mllm DIR` on top of a config with a `vision_config` uses the MLLM.
 """
 
 import argparse
 import dataclasses
 import difflib
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,19 @@ import yaml
 from transformers import HfArgumentParser
 
 CONFIG_FLAG = "--config"
+OVERRIDES_ENV = "VERSAVIT_CONFIG_OVERRIDES"
+# Options of which a run takes one: set at a higher level (command line over environment over file), the others of
+# its group set at a lower level are dropped.
+EXCLUSIVE_OPTIONS = (("model_name_or_path", "mllm", "vision_config"), ("model", "mllm", "vision_config"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultConfig:
+    """The config file a recipe runs without `--config`, and how to say so in its first line."""
+
+    path: Path
+    what: str  # e.g. "the same run as `make demo`"
+    instead: str = ""  # e.g. "for the paper's setting pass --config recipes/configs/versavit_qwen2vl_7b.yaml"
 
 
 class ConfigError(ValueError):
@@ -54,41 +74,103 @@ def _scalar(value: Any, key: str, source: str) -> str:
     return str(value)
 
 
-def parse_config(dataclass_types: tuple, argv: list[str] | None = None, description: str | None = None) -> tuple:
-    """Instantiate `dataclass_types` from `--config FILE.yaml` (optional) and the command-line flags in `argv`.
+def parse_config(dataclass_types: tuple, argv: list[str] | None = None, description: str | None = None,
+                 default_config: DefaultConfig | None = None) -> tuple:
+    """Instantiate `dataclass_types` from `--config FILE.yaml` (else `default_config`, if given), the mapping in
+    `$VERSAVIT_CONFIG_OVERRIDES` and the command-line flags in `argv`, in that order of precedence.
 
+    Prints (on the main process) which config file is used and what overrides it, before anything else happens.
     Raises `ConfigError` for an unknown key, a value of the wrong type or a missing file; `--help` prints every
     field with its help text (as `HfArgumentParser`, which builds the parser)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(dataclass_types, description=description)
     if CONFIG_FLAG[2:] not in _dests(parser):
         parser.add_argument(CONFIG_FLAG, default=None, help="A YAML file of these options; flags override it.")
+    if default_config is not None:
+        parser.description = (parser.description or "") + (
+            f"\n\nWithout --config: {_shown(default_config.path)} ({default_config.what}). ${OVERRIDES_ENV}: a "
+            "YAML/JSON mapping of options applied over the file, under the flags."
+        )
     parser.exit_on_error = False  # errors become ConfigError, with the file or the command line named
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument(CONFIG_FLAG, default=None)
     known, _ = pre.parse_known_args(argv)
+    dests = _dests(parser)
+    given = {_flag_dest(token) for token in argv if token.startswith("--")} & (set(dests) - {CONFIG_FLAG[2:]})
+    env_text = os.environ.get(OVERRIDES_ENV, "").strip()
+    env_values = _env_overrides(env_text)
+    config_path = Path(known.config) if known.config else None
+    if config_path is None and default_config is not None and not {"-h", "--help"} & set(argv):
+        config_path = default_config.path
     file_tokens: list[str] = []
-    if known.config:
-        file_tokens = _file_tokens(parser, Path(known.config))
+    if config_path is not None:
+        file_tokens = _mapping_tokens(parser, _read_mapping(config_path), str(config_path), given | set(env_values))
+    env_tokens = _mapping_tokens(parser, env_values, f"${OVERRIDES_ENV}", given) if env_values else []
     try:
-        namespace, unknown = parser.parse_known_args(file_tokens + argv)
+        namespace, unknown = parser.parse_known_args(file_tokens + env_tokens + argv)
     except argparse.ArgumentError as err:
         raise ConfigError(f"command line: {err}") from None
     if unknown:
         raise ConfigError(f"command line: unrecognised arguments {unknown}; see --help.")
+    if int(os.environ.get("RANK", "0")) == 0:  # said before the values are checked: an error is then placed
+        print(_provenance(config_path, known.config is None and default_config is not None, default_config,
+                          env_values, sorted(given)), flush=True)
     values = vars(namespace)
+    if config_path is not None:
+        values[CONFIG_FLAG[2:]] = str(config_path)
     outputs = []
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
         try:
             outputs.append(dtype(**{k: v for k, v in values.items() if k in names}))
         except (TypeError, ValueError) as err:
-            where = f"{known.config} with the command line" if known.config else "command line"
+            where = f"{config_path} with the command line" if config_path else "command line"
             raise ConfigError(f"{where}: {err}") from err
     return tuple(outputs)
 
 
-def _file_tokens(parser: HfArgumentParser, path: Path) -> list[str]:
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory where it lies below it (as a user would type it)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _provenance(path: Path | None, defaulted: bool, default: DefaultConfig | None, env_values: dict,
+                flags: list[str]) -> str:
+    if path is None:
+        line = "Config: no config file; the options' defaults and the command line"
+    elif defaulted:
+        line = f"Config: {_shown(path)}, the embedded default (no --config given): {default.what}"
+        if default.instead:
+            line += f"; {default.instead}"
+    else:
+        line = f"Config: {_shown(path)}"
+    if env_values:
+        line += f"\n  overridden by ${OVERRIDES_ENV}: " + ", ".join(f"{k}={v!r}" for k, v in env_values.items())
+    if flags:
+        line += "\n  overridden on the command line: " + ", ".join(flags)
+    return line
+
+
+def _flag_dest(token: str) -> str:
+    return token[2:].split("=", 1)[0].replace("-", "_")
+
+
+def _env_overrides(text: str) -> dict:
+    if not text:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"${OVERRIDES_ENV}: not valid YAML/JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"${OVERRIDES_ENV}: expected a mapping of option names to values, got {text!r}.")
+    return data
+
+
+def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"--config: no such file {str(path)!r}.")
     try:
@@ -97,21 +179,41 @@ def _file_tokens(parser: HfArgumentParser, path: Path) -> list[str]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}.")
+    return data
+
+
+def _mapping_tokens(parser: HfArgumentParser, data: dict, source: str, given_above: set[str]) -> list[str]:
+    """Command-line tokens for the options of `data` (from `source`); a mapping option becomes a parser default. An
+    option whose exclusive group has a member in `given_above` (set at a higher level) is dropped."""
     dests = _dests(parser)
+    dropped = {name for group in EXCLUSIVE_OPTIONS if given_above & set(group) for name in group} - given_above
+    required = [action for action in dests.values() if action.required]
+    for action in required:  # each key is checked alone below: the others are not missing
+        action.required = False
+    try:
+        return _checked_tokens(parser, data, source, dests, dropped)
+    finally:
+        for action in required:
+            action.required = True
+
+
+def _checked_tokens(parser, data: dict, source: str, dests: dict, dropped: set[str]) -> list[str]:
     tokens: list[str] = []
     for key, value in data.items():
         if key == CONFIG_FLAG[2:] or key not in dests:
             close = difflib.get_close_matches(str(key), list(dests), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: unknown key {key!r}{hint}; see --help for the options.")
-        item = _as_tokens(key, value, dests[key], str(path))
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}; see --help for the options.")
+        if key in dropped:
+            continue
+        item = _as_tokens(key, value, dests[key], source)
         if item is None:
             parser.set_defaults(**{key: value})
             continue
         try:  # each key alone, so that a bad value names its key
             parser.parse_known_args(item)
         except argparse.ArgumentError as err:
-            raise ConfigError(f"{path}: key {key!r}: {err.message}") from None
+            raise ConfigError(f"{source}: key {key!r}: {err.message}") from None
         tokens += item
     return tokens
 
@@ -148,4 +250,4 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["ConfigError", "parse_config", "resolved_config", "write_config"]
+__all__ = ["ConfigError", "DefaultConfig", "OVERRIDES_ENV", "parse_config", "resolved_config", "write_config"]

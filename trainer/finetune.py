@@ -14,6 +14,7 @@ import torch
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask, VersaViTImageProcessor
 
 from .build import DataArguments, evaluate_held_out, load_data, require_task_weights
+from .config import ConfigError
 from .data import DepthCollator, SegmentationCollator
 from .lora import LoraArguments, apply_lora, merge_lora
 from .multitask import MultiTaskTrainingArguments, TaskSpec
@@ -90,7 +91,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     if not args.resume and (output_dir / "summary.json").is_file():
         raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
     if not Path(args.model_name_or_path).is_dir():
-        raise ValueError(f"model_name_or_path: {args.model_name_or_path} is not a folder (run `make demo` for the "
+        raise ConfigError(f"model_name_or_path: {args.model_name_or_path} is not a folder (run `make demo` for the "
                          "default outputs/demo/final, or pass a multi-task checkpoint).")
     require_task_weights(args.model_name_or_path, task)
     online = task == "segmentation" and text_args is not None and text_args.text_mode == "online"

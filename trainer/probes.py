@@ -309,11 +309,20 @@ class ProbeArguments:
     output_dir: str = field(default="outputs/probe", metadata={"help": "Where results.json goes."})
 
 
+def pretrained_backbone(path: str, option: str = "model") -> VersaViTModel:
+    """The VersaViT backbone saved in the local folder `path` (any VersaViT checkpoint), or a `FileNotFoundError`
+    naming `option` (the library never downloads)."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{option}: {path} is not a folder; give a VersaViT folder, e.g. a run's backbone/ "
+                                "(`make demo` writes outputs/demo/backbone).")
+    return VersaViTModel.from_pretrained(path, dtype=torch.float32)
+
+
 def load_backbone(args: ProbeArguments) -> VersaViTModel:
     if sum(bool(x) for x in (args.model, args.mllm, args.vision_config)) != 1:
         raise ValueError("encoder: give exactly one of model, mllm, vision_config.")
     if args.model:
-        return VersaViTModel.from_pretrained(args.model, dtype=torch.float32)
+        return pretrained_backbone(args.model)
     if args.mllm:
         return VersaViTModel.from_mllm(args.mllm, dtype=torch.float32)
     torch.manual_seed(args.seed)
