@@ -17,6 +17,9 @@ import PIL.ImageOps
 import torch
 from transformers.image_transforms import convert_to_rgb as _composite_to_rgb
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # Qwen2-VL's `smart_resize` refuses images whose long side is more than this many times the short side.
 MAX_ASPECT_RATIO = 200
@@ -28,7 +31,9 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 
     Pillow's own `convert("RGB")` clips high-bit-depth data (a 16-bit photo becomes white, a float image in [0, 1]
     black). Here 16-bit modes are scaled by 255/65535; `I` (32-bit, how Pillow opens 16-bit PNGs) is scaled the same
-    way when it holds values above 255; `F` is read as [0, 1] when it lies in that range, else as [0, 255].
+    way when it holds values above 255; `F` is read as [0, 1] when it lies in that range, else as [0, 255] (with a
+    warning: a [0, 1] image that overshoots 1.0 would otherwise come out almost black, silently). Values outside
+    those ranges (negative, above 65535 for `I`, above 255 for `F`) or NaN / inf are a `ValueError`.
     Transparency is composited onto white, as transformers does.
     """
     mode = image.mode
@@ -36,10 +41,20 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValueError(f"image of mode {mode!r} and size {image.size} contains NaN or inf pixel values.")
-        if mode in _SIXTEEN_BIT_MODES or (mode == "I" and values.max(initial=0) > 255):
-            values = np.clip(values, 0, 65535) * (255.0 / 65535.0)
-        elif mode == "F" and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        limit = 255.0 if mode == "F" else 65535.0
+        if low < 0 or high > limit:
+            raise ValueError(f"image of mode {mode!r} and size {image.size} has values in [{low:g}, {high:g}], outside "
+                             f"the [0, 1] or [0, {limit:g}] a {mode} image is read in; rescale it first.")
+        if mode in _SIXTEEN_BIT_MODES or (mode == "I" and high > 255):
+            values = values * (255.0 / 65535.0)
+        elif mode == "F" and high <= 1.0:
             values = values * 255.0
+        elif mode == "F":
+            logger.warning_once(
+                "A float (mode F) image with values above 1.0 is read as 0-255 levels; if it holds [0, 1] values "
+                "that overshoot, clip it to [0, 1] first."
+            )
         image = PIL.Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     if image.mode == "RGB":
         return image
@@ -107,7 +122,11 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
       16-bit and float images;
     - a 1x1 image is upscaled like any small image (to `min_pixels`), sides always multiples of
       `patch_size * merge_size` (28);
-    - an empty image, or one more than 200 times longer than wide, raises a `ValueError` naming its index and size.
+    - an empty image, or one more than 200 times longer than wide, raises a `ValueError` naming its index and size;
+    - float arrays / tensors follow transformers' `do_rescale` convention, inferred with a warning: when every image
+      of the call is float and lies in [0, 1] and `do_rescale` is not passed, they are taken as already rescaled
+      (`do_rescale=False`) instead of being divided by 255 a second time; float images in (1, 255] are rescaled as
+      usual; NaN / inf values, values outside [0, 255] or a mix of [0, 1] and [0, 255] floats raise a `ValueError`.
 
     Returns `pixel_values` of shape `(sum(h * w), 3 * temporal_patch_size * patch_size**2)` and `image_grid_thw`
     `(num_images, 3)`, the inputs of [`VersaViTModel`].
@@ -121,6 +140,7 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
     def preprocess(self, images, **kwargs):
         flat = images if isinstance(images, (list, tuple)) else [images]
         flat = [im for group in flat for im in (group if isinstance(group, (list, tuple)) else [group])]
+        self._infer_rescale(flat, kwargs)
         for index, image in enumerate(flat):
             size = _image_size(image)
             if size is None:
@@ -134,6 +154,37 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
                     "Qwen2-VL's resizing cannot represent; crop or pad the image first."
                 )
         return super().preprocess(images, **kwargs)
+
+    def _infer_rescale(self, images: list, kwargs: dict) -> None:
+        """transformers' `do_rescale` convention for float arrays, made explicit (see the class docstring)."""
+        ranges = {}
+        for index, image in enumerate(images):
+            if isinstance(image, torch.Tensor) and image.is_floating_point():
+                values = image.detach().double().cpu().numpy()
+            elif isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+                values = image.astype(np.float64)
+            else:
+                continue
+            if not np.isfinite(values).all():
+                raise ValueError(f"images[{index}]: float image with NaN or inf values.")
+            low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+            if low < 0 or high > 255:
+                raise ValueError(f"images[{index}]: float image with values in [{low:g}, {high:g}]; expected [0, 1] "
+                                 "or [0, 255].")
+            ranges[index] = high <= 1.0
+        if not ranges or kwargs.get("do_rescale") is not None or not self.do_rescale:
+            return
+        if len(ranges) != len(images) or len(set(ranges.values())) != 1:
+            if any(ranges.values()):
+                raise ValueError(
+                    f"images: float images in [0, 1] (indices {[i for i, s in ranges.items() if s]}) mixed with 8-bit "
+                    "or [0, 255] images; rescale them alike or pass do_rescale explicitly."
+                )
+            return
+        if all(ranges.values()):
+            logger.warning_once("Float images with values in [0, 1] are taken as already rescaled (do_rescale=False); "
+                                "pass do_rescale=True to divide them by 255 again.")
+            kwargs["do_rescale"] = False
 
     def post_process_depth_estimation(self, outputs, target_sizes=None) -> list[dict[str, torch.Tensor]]:
         """Per image, the predicted depth resized (bicubic) to `target_sizes[i]` = (height, width), e.g. the original

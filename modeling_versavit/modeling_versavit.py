@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
 from transformers import initialization as init
@@ -213,6 +214,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as err:
+            raise OSError(_safetensors_problem(pretrained_model_name_or_path, err)) from err
         except OSError as err:
             folder = Path(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
             pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")) \
@@ -440,9 +443,12 @@ class VersaViTModel(VersaViTPreTrainedModel):
                 shards.setdefault(shard, []).append(key)
         state_dict = {}
         for shard, keys in shards.items():
-            with safe_open(folder / shard, framework="pt") as handle:
-                for key in keys:
-                    state_dict["visual." + key[len(prefix) :]] = handle.get_tensor(key)
+            try:
+                with safe_open(folder / shard, framework="pt") as handle:
+                    for key in keys:
+                        state_dict["visual." + key[len(prefix) :]] = handle.get_tensor(key)
+            except SafetensorError as err:
+                raise OSError(f"{folder / shard}: corrupt or truncated safetensors data ({err}).") from err
 
         kwargs.setdefault("dtype", getattr(mllm_config, "dtype", None) or next(iter(state_dict.values())).dtype)
         model, info = cls.from_pretrained(None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs)
@@ -457,6 +463,22 @@ class VersaViTModel(VersaViTPreTrainedModel):
         return model
 
 
+def _safetensors_problem(folder, err: Exception) -> str:
+    """A message naming the unreadable safetensors file(s) of a local `folder`, from the error reading one of them."""
+    bad = []
+    if folder is not None and Path(folder).is_dir():
+        from safetensors import safe_open
+
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(path, framework="pt") as handle:
+                    handle.keys()
+            except SafetensorError:
+                bad.append(str(path))
+    where = ", ".join(bad) if bad else f"a safetensors file of {folder}"
+    return f"{where}: corrupt or truncated safetensors data ({err}); download or save it again."
+
+
 def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
     """Tensor name -> file name of a checkpoint folder's safetensors weights, sharded (with an index) or not."""
     from safetensors import safe_open
@@ -466,8 +488,11 @@ def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
     if index_file.is_file():
         return json.loads(index_file.read_text())["weight_map"]
     if (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", framework="pt") as handle:
-            return dict.fromkeys(handle.keys(), "model.safetensors")
+        try:
+            with safe_open(folder / "model.safetensors", framework="pt") as handle:
+                return dict.fromkeys(handle.keys(), "model.safetensors")
+        except SafetensorError as err:
+            raise OSError(_safetensors_problem(folder, err)) from err
     found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
     raise FileNotFoundError(
         f"{folder}: no safetensors weights (model.safetensors or model.safetensors.index.json); found {found}."

@@ -98,12 +98,18 @@ class VersaViTCaptioningProcessor:
         return ids, labels
 
     def __call__(self, images, prompts: list[str] | None = None, answers: list[str] | None = None,
-                 conversations: list[list[dict]] | None = None) -> BatchFeature:
+                 conversations: list[list[dict]] | None = None, max_length: int | None = None,
+                 return_num_truncated: bool = False) -> BatchFeature:
         """Inputs for one image per sample, from `prompts` (and, to train, `answers`), or from `conversations`: per
         sample a list of `{"user": ..., "assistant": ...}` turns (FineVision's `texts`), every answer labelled.
 
         Returns `pixel_values`, `image_grid_thw`, `input_ids`, `attention_mask` and, when answers are given,
-        `labels`. Without answers the prompts end in a generation prompt and are left-padded for `generate()`."""
+        `labels`. Without answers the prompts end in a generation prompt and are left-padded for `generate()`.
+        `max_length` cuts a longer sequence's tail (answer tokens and their labels; the image tokens are never cut:
+        a prompt whose image tokens reach past it is a `ValueError`); `return_num_truncated` adds `num_truncated`,
+        the number of samples cut (pop it before calling the model)."""
+        if max_length is not None and (isinstance(max_length, bool) or max_length < 1):
+            raise ValueError(f"max_length: must be a positive number of tokens or None, got {max_length!r}.")
         if conversations is None:
             if prompts is None:
                 raise ValueError("pass prompts (with or without answers) or conversations.")
@@ -125,6 +131,17 @@ class VersaViTCaptioningProcessor:
             self._encode(turns, index, h * w // merge)
             for index, (turns, (_, h, w)) in enumerate(zip(conversations, vision["image_grid_thw"].tolist()))
         ]
+        truncated = 0
+        if max_length is not None:
+            for index, (ids, row_labels) in enumerate(encoded):
+                if len(ids) <= max_length:
+                    continue
+                last_image = len(ids) - 1 - ids[::-1].index(self.image_token_id)
+                if last_image >= max_length:
+                    raise ValueError(f"conversations[{index}]: its image tokens end at token {last_image + 1}, past "
+                                     f"max_length {max_length}; raise max_length or lower the image's max_pixels.")
+                encoded[index] = (ids[:max_length], row_labels[:max_length])
+                truncated += 1
         length = max(len(ids) for ids, _ in encoded)
         input_ids = torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
@@ -137,6 +154,8 @@ class VersaViTCaptioningProcessor:
         data = {**vision, "input_ids": input_ids, "attention_mask": attention_mask}
         if training:
             data["labels"] = labels
+        if return_num_truncated:
+            data["num_truncated"] = truncated
         return BatchFeature(data=data)
 
     def batch_decode(self, token_ids, **kwargs) -> list[str]:

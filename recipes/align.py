@@ -29,7 +29,14 @@ from transformers import set_seed
 
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
-from versavit_trainer.config import ConfigError, DefaultConfig, parse_config, resolved_config, write_config
+from versavit_trainer.config import (
+    ConfigError,
+    DefaultConfig,
+    parse_config,
+    record_resumed_config,
+    resolved_config,
+    write_config,
+)
 from versavit_trainer.lora import LoraArguments
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop
@@ -52,19 +59,25 @@ def main(argv: list[str] | None = None) -> dict:
     if not run_args.resume and (output_dir / "config.yaml").is_file():
         raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
     data_args.tasks = ["captioning"]
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
+                             exclude=("resume", "dry_run", "check_memory", "allow_config_change"))
+    resuming = run_args.resume and (output_dir / "config.yaml").is_file()
+    if resuming:  # a refused change fails here, before anything is built
+        record_resumed_config(output_dir, config, run_args.allow_config_change, write=False)
     plan_run(model_args, data_args, run_args, training_args, ["alignment"], "VersaViT alignment run")
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=False)
     model, tokenizer = build_model(model_args, data_args.tasks)
     main_process = training_args.process_index == 0
-    config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
-                             exclude=("resume", "dry_run", "check_memory"))
-    if main_process:
-        write_config(output_dir / "config.yaml", config)
+    specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
+    if main_process:  # only once everything that can be checked before training has been
+        if resuming:
+            record_resumed_config(output_dir, config, run_args.allow_config_change)
+        else:
+            write_config(output_dir / "config.yaml", config)
 
     args = stage_arguments(training_args, "alignment", output_dir / "alignment",
                            max_steps=run_args.alignment_max_steps, num_train_epochs=run_args.alignment_num_train_epochs)
-    specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
     trainer, seconds, interrupted = run_stage(model, args, specs, run_args.resume, GracefulStop())
     if interrupted:
         return interrupted

@@ -8,7 +8,7 @@ from conftest import random_inputs, tiny_config
 from transformers import LlamaConfig
 
 from modeling_versavit import IGNORE_INDEX, VersaViTForMultiTask
-from versavit_trainer import TaskSpec
+from versavit_trainer import MultiTaskTrainingArguments, TaskSpec
 
 VOCAB = 64
 IMAGE_TOKEN = VOCAB - 1
@@ -106,3 +106,13 @@ def task_specs(config, batch_sizes=None, weights=None, order=("captioning", "dep
     data = {"captioning": captioning_samples(config), "depth": depth_samples(config),
             "segmentation": segmentation_samples(config)}
     return [TaskSpec(name, data[name], COLLATORS[name], batch_sizes[name], weights[name]) for name in order]
+
+
+def training_args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
+    """Arguments of a short, exact (constant lr, no clipping), silent CPU run in `tmp_path / "run"`."""
+    defaults = dict(
+        output_dir=str(tmp_path / "run"), max_steps=1, learning_rate=1e-3, backbone_learning_rate=1e-4,
+        weight_decay=0.01, lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no",
+        report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    return MultiTaskTrainingArguments(**{**defaults, **overrides})

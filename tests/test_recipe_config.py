@@ -50,7 +50,9 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
         parse_config(TYPES, ["--config", write(tmp_path, {"depth_size": [1, 2]})])
     with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 28.*got 100"):
         parse_config(TYPES, ["--depth_size", "100"])
-    with pytest.raises(ConfigError, match=r"vision_config: expected a JSON object, got '\{depth: 2\}'"):
+    with pytest.raises(ConfigError, match=r"vision_config: expected a YAML / JSON mapping, got '\[depth, 2\]'"):
+        parse_config(TYPES, ["--vision_config", "[depth, 2]"])
+    with pytest.raises(ConfigError, match=r"vision_config\.model_type: expected one of"):  # YAML flow is a mapping
         parse_config(TYPES, ["--vision_config", "{depth: 2}"])
     with pytest.raises(ConfigError, match=r"unrecognised arguments \['--nonsense', '1'\]"):
         parse_config(TYPES, ["--nonsense", "1"])
@@ -110,7 +112,7 @@ def test_environment_overrides_sit_between_the_file_and_the_flags(tmp_path, monk
     with pytest.raises(ConfigError, match=r"\$VERSAVIT_CONFIG_OVERRIDES: unknown key 'max_stpes' \(did you mean"):
         parse_config(TYPES, ["--config", path])
     monkeypatch.setenv("VERSAVIT_CONFIG_OVERRIDES", "[1, 2]")
-    with pytest.raises(ConfigError, match=r"\$VERSAVIT_CONFIG_OVERRIDES: expected a mapping"):
+    with pytest.raises(ConfigError, match=r"\$VERSAVIT_CONFIG_OVERRIDES: expected a YAML / JSON mapping"):
         parse_config(TYPES, ["--config", path])
 
 

@@ -20,12 +20,12 @@ def test_fixed_task_order_and_length():
     out = batches(sampler)
     assert len(out) == len(sampler) == 9 * 2 * 3
     assert [b[0][0] for b in out] == [0, 1, 2] * 18
-    assert all(len(b) == BATCHES[b[0][0]] and len({t for t, _ in b}) == 1 for b in out)
+    assert all(len(b) == BATCHES[b[0][0]] and len({t for t, _, _ in b}) == 1 for b in out)
 
 
 def test_smaller_datasets_are_resampled_as_whole_reshuffled_passes():
     out = batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=3))
-    small = [i for b in out if b[0][0] == 2 for _, i in b]  # 9 batches of 3 from a dataset of 5
+    small = [i for b in out if b[0][0] == 2 for _, i, _ in b]  # 9 batches of 3 from a dataset of 5
     assert len(small) == 27
     for cycle in range(5):  # every pass is a permutation of the whole dataset
         assert sorted(small[5 * cycle : 5 * cycle + 5]) == list(range(5))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from multitask_fixtures import COLLATORS, depth_samples, task_specs, tiny_multitask_model
+from multitask_fixtures import COLLATORS, depth_samples, task_specs, tiny_multitask_model, training_args
 from safetensors.torch import load_file
 
 from versavit_trainer import (
@@ -25,15 +25,6 @@ from versavit_trainer import (
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "run_multitask.py"
 ROOT = HERE.parent
-
-
-def training_args(tmp_path, **overrides):
-    defaults = dict(
-        output_dir=str(tmp_path / "run"), max_steps=1, learning_rate=1e-3, backbone_learning_rate=1e-4,
-        weight_decay=0.01, lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no",
-        report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
-    )
-    return MultiTaskTrainingArguments(**{**defaults, **overrides})
 
 
 def test_one_step_equals_a_hand_written_reference(tmp_path):
@@ -57,7 +48,7 @@ def test_one_step_equals_a_hand_written_reference(tmp_path):
     schedule = MultiTaskBatchSampler([len(t.dataset) for t in tasks], [t.batch_size for t in tasks], seed=0)
     for keys in itertools.islice(iter(schedule), len(tasks)):
         task = tasks[keys[0][0]]
-        batch = task.collator([task.dataset[index] for _, index in keys])
+        batch = task.collator([task.dataset[index] for _, index, _ in keys])
         (task.weight * reference(task=task.name, **batch).loss).backward()
     optimizer.step()
 

@@ -2,14 +2,16 @@
 """What a multi-task run is made of, built from its configuration: the model (backbone, heads, LLM), the task
 streams and the held-out data. Shared by `recipes/multitask.py` and `recipes/align.py`."""
 
-import json
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset, load_from_disk
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig
 
 from modeling_versavit import (
     TASKS,
@@ -21,6 +23,7 @@ from modeling_versavit import (
     safetensors_weight_map,
 )
 
+from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 from .data import CaptioningCollator, DepthCollator, SegmentationCollator, caption_image_processor, check_schema
 from .metrics import evaluate_depth, evaluate_segmentation
 from .multitask import TaskSpec
@@ -31,19 +34,6 @@ logger = logging.getLogger(__name__)
 EVAL_SCENE_SEED_OFFSET = 1_000_000
 # Table 13 of the paper (millions of parameters), printed beside our counts by the dry run.
 PAPER_PARAMETERS_M = {"visual": 644.5, "projector": 35.0, "segmentation_head": 4.8, "depth_head": 37.0}
-
-
-def _mapping(value, name: str) -> dict | None:
-    """A dict option given as a mapping (YAML) or a JSON string (command line)."""
-    if value is None or isinstance(value, dict):
-        return value
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{name}: expected a JSON object, got {value!r} ({err}).") from None
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{name}: expected a JSON object, got {value!r}.")
-    return parsed
 
 
 @dataclass
@@ -84,16 +74,55 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        self.vision_config = _mapping(self.vision_config, "vision_config")
-        self.head_config = _mapping(self.head_config, "head_config")
-        self.language_model_config = _mapping(self.language_model_config, "language_model_config")
+        self.vision_config = mapping_option(self.vision_config, "vision_config")
+        self.head_config = mapping_option(self.head_config, "head_config")
+        self.language_model_config = mapping_option(self.language_model_config, "language_model_config")
         sources = [name for name in ("model_name_or_path", "mllm", "vision_config") if getattr(self, name)]
         if len(sources) > 1:
             raise ValueError(f"model: give one backbone source, got {sources}.")
+        check_nested_configs(self.vision_config, self.head_config)
         if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
             raise ValueError(
                 f"attn_implementation: expected sdpa, eager or flash_attention_2, got {self.attn_implementation!r}."
             )
+
+
+# The VersaViTConfig fields a `head_config` may set: its own, less the sub-configs and what a run sets itself.
+HEAD_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(VersaViTConfig)) - {
+    f.name for f in dataclasses.fields(PreTrainedConfig)} - {"vision_config", "text_config", "image_token_id", "tasks"}
+
+
+def check_nested_configs(vision_config: dict | None, head_config: dict | None) -> None:
+    """Every key of `vision_config` (a field of its tower's config class) and `head_config` (a head field of
+    `VersaViTConfig`) exists and has its type, else a `ConfigError` naming the full path (`head_config.<key>`): a
+    misspelt nested key is not silently ignored. With a fresh tower, the head settings are checked against it too."""
+    from transformers import CONFIG_MAPPING
+
+    from modeling_versavit.configuration_versavit import SUPPORTED_VISION_MODEL_TYPES, _LEGACY_VISION_MODEL_TYPES
+
+    paths = {}
+    if vision_config is not None:
+        model_type = _LEGACY_VISION_MODEL_TYPES.get(vision_config.get("model_type"), vision_config.get("model_type"))
+        if model_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ConfigError(f"vision_config.model_type: expected one of {list(SUPPORTED_VISION_MODEL_TYPES)}, got "
+                              f"{vision_config.get('model_type')!r}.")
+        fields = {f.name for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
+        check_mapping_keys(vision_config, fields | {"model_type"}, "vision_config")
+        paths.update(dict.fromkeys(vision_config, "vision_config"))
+    if head_config is not None:
+        check_mapping_keys(head_config, HEAD_CONFIG_KEYS, "head_config")
+        paths.update(dict.fromkeys(head_config, "head_config"))
+    if not paths:
+        return
+    try:
+        VersaViTConfig(vision_config=vision_config, **(head_config or {}))
+    except (TypeError, ValueError, StrictDataclassFieldValidationError) as err:
+        message = dataclass_error_path(err, paths)
+        if message is not None:
+            raise ConfigError(message) from None
+        if vision_config is not None:  # the head settings do not fit the configured tower
+            raise ConfigError(f"head_config: {err}") from None
+        # with the default tower, a head setting may only fit the checkpoint's tower: checked when it is loaded
 
 
 @dataclass
@@ -138,6 +167,12 @@ class DataArguments:
     captioning_batch_size: int = field(default=8, metadata={"help": "Captioning batch per device (paper: 8)."})
     depth_batch_size: int = field(default=32, metadata={"help": "Depth batch per device (paper: 32)."})
     segmentation_batch_size: int = field(default=32, metadata={"help": "Segmentation batch per device (paper: 32)."})
+    caption_max_length: int = field(
+        default=2048,
+        metadata={"help": "Longest captioning sequence in tokens (image tokens included); longer answers are cut "
+                          "and counted as truncated_samples (not stated in the paper; 896^2 px make 1024 image "
+                          "tokens)."},
+    )
     captioning_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_cap (paper: 1/3)."})
     depth_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_depth (paper: 1/3)."})
     segmentation_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_seg (paper: 1/3)."})
@@ -155,6 +190,15 @@ class DataArguments:
                 raise ValueError(f"{name}: must be a positive multiple of 28 (patch 14 x merge 2), got {value}.")
         if self.caption_max_pixels < 56 * 56:
             raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
+        for task in TASKS:
+            size, weight = getattr(self, f"{task}_batch_size"), getattr(self, f"{task}_weight")
+            if size < 1:
+                raise ValueError(f"{task}_batch_size: must be >= 1, got {size}.")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{task}_weight: the loss weight λ must be a finite value >= 0, got {weight}.")
+        if self.max_expressions < 1 or self.caption_max_length < 1:
+            raise ValueError(f"max_expressions and caption_max_length: must be >= 1, got {self.max_expressions} and "
+                             f"{self.caption_max_length}.")
 
     def needs_scenes(self) -> bool:
         folders = {"depth": self.depth_data, "segmentation": self.segmentation_data, "captioning": self.captioning_data}
@@ -185,6 +229,13 @@ class RunArguments:
     )
     dry_run_gpus: int = field(default=128, metadata={"help": "GPUs the dry run's memory estimate shards over."})
     zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage the dry run assumes (paper: 2)."})
+    allow_config_change: bool = field(
+        default=False,
+        metadata={"help": "With --resume: continue although settings other than the run's length, saving and logging "
+                          "differ from output_dir/config.yaml (which is kept; the new settings go to "
+                          "config.resume-<n>.yaml). A changed optimizer, schedule or model setting does not apply "
+                          "to a resumed optimizer."},
+    )
     check_memory: bool = field(
         default=True,
         metadata={"help": "Refuse to start when the run's memory estimate (the dry run's, per process) exceeds the "
@@ -222,6 +273,8 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     encoder's width) must agree with a loaded segmentation head."""
     backbone, config = None, None
     kwargs = {"attn_implementation": model_args.attn_implementation, "dtype": torch.float32}
+    for option in ("model_name_or_path", "mllm") + (("language_model",) if "captioning" in tasks else ()):
+        _require_source(getattr(model_args, option), option)
     if model_args.model_name_or_path:
         config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
         if config.text_config is not None and "captioning" in tasks:
@@ -259,6 +312,17 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     if model_args.model_name_or_path:
         _load_trained_heads(model, model_args.model_name_or_path)
     return model, tokenizer
+
+
+def _require_source(path: str | None, option: str) -> None:
+    """`FileNotFoundError` naming `option` when `path` is neither a local folder nor shaped like a Hub id
+    (`org/name`, resolved from the local Hub cache)."""
+    if path is None or Path(path).is_dir():
+        return
+    if path.count("/") == 1 and not path.startswith((".", "/", "~")) and not Path(path).exists():
+        return
+    raise FileNotFoundError(f"{option}: {path} is not a folder (model sources are local folders or Hub ids "
+                            "org/name; nothing is downloaded).")
 
 
 def _load_trained_heads(model: VersaViTForMultiTask, folder) -> None:
@@ -327,14 +391,24 @@ def _with_tasks(config: VersaViTConfig, tasks: list[str]) -> VersaViTConfig:
 # ------------------------------------------------------------------------------------------------------ data
 def _folder(path: str, task: str) -> Dataset:
     folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{task} data: {folder} does not exist (or is not a folder).")
     if any(folder.glob("shard-*/DONE")):
         from .labelling import load_labelled
 
         dataset = load_labelled(folder)
     elif (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
-        dataset = load_from_disk(str(folder))
+        try:
+            dataset = load_from_disk(str(folder))
+        except (IndexError, ValueError, OSError) as err:  # datasets fails this way on empty or damaged folders
+            raise ValueError(f"{task} data: {folder} is not a readable saved dataset, or holds no rows "
+                             f"({type(err).__name__}: {err}).") from err
     else:
-        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output nor a saved dataset.")
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output (shard-*/DONE) nor a saved "
+                                f"dataset (dataset_info.json); it holds {found or 'nothing'}.")
+    if len(dataset) == 0:
+        raise ValueError(f"{task} data: {folder} holds no rows.")
     return check_schema(dataset, task)
 
 
@@ -390,18 +464,21 @@ def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
     return RunData(train=train, eval=held_out, text_embed_dim=dim)
 
 
-def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int) -> list[TaskSpec]:
-    """The task streams, in `data_args.tasks` order, with the paper's collators."""
+def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,
+               text_embed_dim: int | None = None) -> list[TaskSpec]:
+    """The task streams, in `data_args.tasks` order, with the paper's collators (`text_embed_dim`: the width every
+    segmentation sample's text embeddings must have, the head's)."""
     specs = []
     for task in data_args.tasks:
         if task == "captioning":
             processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels), tokenizer)
-            collator = CaptioningCollator(processor, max_turns=data_args.max_turns, seed=seed)
+            collator = CaptioningCollator(processor, max_turns=data_args.max_turns, seed=seed,
+                                          max_length=data_args.caption_max_length)
         elif task == "depth":
             collator = DepthCollator(size=data_args.depth_size, seed=seed)
         else:
             collator = SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions,
-                                            seed=seed)
+                                            seed=seed, text_embed_dim=text_embed_dim)
         batch_size = getattr(data_args, f"{task}_batch_size")
         specs.append(TaskSpec(task, train[task], collator, batch_size, getattr(data_args, f"{task}_weight")))
     return specs

@@ -97,8 +97,7 @@ def parse_config(dataclass_types: tuple, argv: list[str] | None = None, descript
     known, _ = pre.parse_known_args(argv)
     dests = _dests(parser)
     given = {_flag_dest(token) for token in argv if token.startswith("--")} & (set(dests) - {CONFIG_FLAG[2:]})
-    env_text = os.environ.get(OVERRIDES_ENV, "").strip()
-    env_values = _env_overrides(env_text)
+    env_values = mapping_option(os.environ.get(OVERRIDES_ENV, ""), f"${OVERRIDES_ENV}") or {}
     config_path = Path(known.config) if known.config else None
     if config_path is None and default_config is not None and not {"-h", "--help"} & set(argv):
         config_path = default_config.path
@@ -158,16 +157,20 @@ def _flag_dest(token: str) -> str:
     return token[2:].split("=", 1)[0].replace("-", "_")
 
 
-def _env_overrides(text: str) -> dict:
-    if not text:
-        return {}
+def mapping_option(value, name: str) -> dict | None:
+    """A mapping option given as a mapping (YAML file) or as text (a flag, an environment variable): YAML or JSON
+    (a JSON object is YAML). Empty text is None; anything but a mapping is a `ConfigError` naming `name`."""
+    if value is None or isinstance(value, dict):
+        return value
+    if not str(value).strip():
+        return None
     try:
-        data = yaml.safe_load(text)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as err:
-        raise ConfigError(f"${OVERRIDES_ENV}: not valid YAML/JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"${OVERRIDES_ENV}: expected a mapping of option names to values, got {text!r}.")
-    return data
+        raise ConfigError(f"{name}: expected a YAML / JSON mapping, got {value!r} ({err}).") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{name}: expected a YAML / JSON mapping, got {value!r}.")
+    return parsed
 
 
 def _read_mapping(path: Path) -> dict:
@@ -218,6 +221,30 @@ def _checked_tokens(parser, data: dict, source: str, dests: dict, dropped: set[s
     return tokens
 
 
+def check_mapping_keys(mapping: dict, allowed, path: str) -> None:
+    """`ConfigError` for the first key of `mapping` (the option `path`) not in `allowed`, naming its full path and
+    the closest allowed key: `head_config.depth_fusion_hiden_size` fails like a top-level typo."""
+    allowed = sorted(allowed)
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
+            raise ConfigError(f"{path}.{key}: unknown key{hint}; {path} takes {', '.join(allowed)}.")
+
+
+def dataclass_error_path(err: Exception, paths: dict[str, str]) -> str | None:
+    """For a strict-dataclass validation error (transformers configs), the message with its field named by the full
+    option path found in `paths` (field -> path prefix), or None when `err` is not such an error."""
+    import re
+
+    match = re.match(r"Validation error for field '([^']+)':\s*(.*)", str(err), re.S)
+    if match is None:
+        return None
+    field, cause = match.groups()
+    prefix = paths.get(field)
+    return f"{prefix}.{field}: {cause.strip()}" if prefix else f"{field}: {cause.strip()}"
+
+
 def resolved_config(*configs, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The values of every init field of `configs` (dataclasses) but `config` and `exclude`, as plain YAML-able
     data: reading it back with `--config` reproduces the run's settings."""
@@ -244,10 +271,57 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# Settings a resumed run may change without `allow_config_change`: how long it runs and how it saves, logs and
+# loads data, none of which changes what the steps already taken computed.
+RESUMABLE_CHANGES = frozenset({
+    "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "save_strategy", "logging_steps",
+    "logging_strategy", "logging_dir", "report_to", "run_name", "disable_tqdm", "dataloader_num_workers",
+    "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataloader_pin_memory", "panel_samples",
+    "caption_max_new_tokens", "output_dir",
+})
+
+
+def record_resumed_config(output_dir: Path, config: dict[str, Any], allow_change: bool, write: bool = True) -> Path:
+    """Compare a resumed run's settings with the original run's `output_dir/config.yaml`, which is never rewritten.
+
+    A change outside `RESUMABLE_CHANGES` is a `ConfigError` naming each key with its saved and new value, unless
+    `allow_change`; the settings of a resumed run that differ at all are written to `config.resume-<n>.yaml` beside
+    it (the record of what ran, resume by resume) when `write`. Returns the file holding this run's settings."""
+    original = output_dir / "config.yaml"
+    saved = yaml.safe_load(original.read_text()) or {}
+    changed = {key: (saved.get(key), value) for key, value in config.items() if saved.get(key) != value}
+    changed.update({key: (value, None) for key, value in saved.items() if key not in config})
+    refused = {key: values for key, values in changed.items() if key not in RESUMABLE_CHANGES}
+    if refused and not allow_change:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(refused.items()))
+        raise ConfigError(
+            f"--resume: the settings differ from {original} ({listed}). A resumed run continues the original one (its "
+            "optimizer, schedule and data order come from the checkpoint, so such a change would not apply as "
+            "written); use the original settings, another --output_dir, or --allow_config_change true to continue "
+            "anyway (the changes are recorded beside config.yaml)."
+        )
+    if not changed:
+        return original
+    number = 1 + sum(1 for _ in output_dir.glob("config.resume-*.yaml"))
+    path = output_dir / f"config.resume-{number}.yaml"
+    return write_config(path, config) if write else path
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-__all__ = ["ConfigError", "DefaultConfig", "OVERRIDES_ENV", "parse_config", "resolved_config", "write_config"]
+__all__ = [
+    "ConfigError",
+    "DefaultConfig",
+    "OVERRIDES_ENV",
+    "check_mapping_keys",
+    "dataclass_error_path",
+    "mapping_option",
+    "parse_config",
+    "record_resumed_config",
+    "resolved_config",
+    "write_config",
+]

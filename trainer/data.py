@@ -19,6 +19,11 @@ Schemas (columns of a `datasets.Dataset`; extra columns are allowed and ignored)
 Depth and segmentation images are resized to one fixed size divisible by 28 (532 and 560 in the paper), labels
 with them: depth without interpolating across unlabelled pixels, masks with nearest neighbours; a horizontal flip
 is applied to image and label together. Captioning keeps Qwen2-VL's dynamic resolution.
+
+Every collator has `validate(sample)`: the checks that make a sample unusable (a `ValueError` naming what is wrong),
+run by the trainer when the sample is loaded, so a bad sample is skipped and counted there like an unreadable one.
+Masks must be binary: one channel holding 0 and at most one other value (0/1, 0/255, mode "1"); soft masks,
+instance ids and colour masks are refused rather than thresholded. Text embeddings and depth scales must be finite.
 """
 
 import random
@@ -131,23 +136,38 @@ def _fixed_size_image(image: PIL.Image.Image, size: int, flip: bool) -> PIL.Imag
 
 
 class _SeededCollator:
-    """A collator with its own random stream per process (flips, subsets of expressions or turns)."""
+    """A collator with a reproducible random stream (flips, subsets of expressions or turns).
+
+    In training, the trainer calls `at_position(p)` before each batch with the stream position of its first sample:
+    the batch's random decisions are then a pure function of (seed, p), whatever the number of DataLoader workers,
+    and a resumed run (which skips the trained batches without collating them) draws what an uninterrupted run
+    draws. Used alone, each process (and each DataLoader worker) has its own stream, reproducible when `seed` is
+    set."""
 
     def __init__(self, seed: int | None):
         self.seed = seed
         self._worker = -1  # built in the main process; a DataLoader worker receives a copy
         self._random = random.Random(seed)
+        self._positioned = False
+
+    def at_position(self, position: int) -> None:
+        """Seed the next batch's random decisions from (seed, `position`) alone."""
+        self._random = random.Random(f"versavit/{self.seed}/{position}")
+        self._positioned = True
 
     @property
     def random(self) -> random.Random:
-        """This process's random stream: each DataLoader worker gets its own (a copied stream would make every
-        worker flip and subsample alike), reproducible when `seed` is set."""
+        if self._positioned:
+            return self._random
         info = torch.utils.data.get_worker_info()
         worker = -1 if info is None else info.id
         if worker != self._worker:
             self._worker = worker
             self._random = random.Random(None if self.seed is None else self.seed * 1_000_003 + worker + 1)
         return self._random
+
+    def validate(self, sample: dict) -> None:
+        """Raise a `ValueError` naming the problem when `sample` cannot be collated (subclasses add their checks)."""
 
 
 class _FixedSizeCollator(_SeededCollator):
@@ -176,15 +196,23 @@ class DepthCollator(_FixedSizeCollator):
     def __init__(self, image_processor=None, size: int = 532, flip_probability: float = 0.5, seed: int | None = None):
         super().__init__(image_processor, size, flip_probability, seed)
 
+    def validate(self, sample: dict) -> None:
+        self._depth(sample)
+
+    @staticmethod
+    def _depth(sample: dict) -> torch.Tensor:
+        depth = torch.from_numpy(decode_depth(sample["depth"], sample["depth_scale"]))
+        if depth.shape != (sample["image"].height, sample["image"].width):
+            raise ValueError(
+                f"depth: map of shape {tuple(depth.shape)} does not match its image "
+                f"({sample['image'].height}x{sample['image'].width})."
+            )
+        return depth
+
     def __call__(self, samples: list[dict]) -> dict:
         images, labels = [], []
         for sample in samples:
-            depth = torch.from_numpy(decode_depth(sample["depth"], sample["depth_scale"]))
-            if depth.shape != (sample["image"].height, sample["image"].width):
-                raise ValueError(
-                    f"depth: map of shape {tuple(depth.shape)} does not match its image "
-                    f"({sample['image'].height}x{sample['image'].width})."
-                )
+            depth = self._depth(sample)
             flip = self._flip()
             images.append(_fixed_size_image(sample["image"], self.size, flip))
             label = resize_depth(depth, self.size)
@@ -201,43 +229,55 @@ class SegmentationCollator(_FixedSizeCollator):
 
     def __init__(
         self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
-        seed: int | None = None, online_text: bool = False,
+        seed: int | None = None, online_text: bool = False, text_embed_dim: int | None = None,
     ):
         super().__init__(image_processor, size, flip_probability, seed)
         if max_expressions < 1:
             raise ValueError(f"max_expressions: must be >= 1, got {max_expressions}.")
         self.max_expressions = max_expressions
         self.online_text = online_text
+        self.text_embed_dim = text_embed_dim
+
+    def validate(self, sample: dict) -> None:
+        expressions, masks = sample["expressions"], sample["masks"]
+        text = expressions if self.online_text else sample["text_embeds"]
+        if not (len(expressions) == len(masks) == len(text)) or not expressions:
+            raise ValueError(
+                f"segmentation sample: needs one mask and one text embedding per expression and at least one "
+                f"expression, got {len(expressions)} expressions, {len(masks)} masks, {len(text)} embeddings."
+            )
+        for k, expression in enumerate(expressions):
+            if not isinstance(expression, str) or not expression.strip():
+                raise ValueError(f"segmentation sample: expression {k} is empty.")
+            binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
+        if not self.online_text:
+            widths = {len(embedding) for embedding in text}
+            expected = {self.text_embed_dim} if self.text_embed_dim else widths
+            if len(widths) != 1 or widths != expected:
+                raise ValueError(f"text_embeds: widths {sorted(widths)}, expected {sorted(expected)} for every "
+                                 "expression (the segmentation head's text_embed_dim).")
+            values = np.asarray(text, dtype=np.float64)
+            if not np.isfinite(values).all():
+                bad = sorted({int(k) for k in np.nonzero(~np.isfinite(values))[0]})
+                raise ValueError(f"text_embeds: NaN or inf values in the embeddings of expressions {bad}.")
 
     def __call__(self, samples: list[dict]) -> dict:
         images, embeds, index, labels, chosen_texts = [], [], [], [], []
         for position, sample in enumerate(samples):
+            self.validate(sample)
             expressions, masks = sample["expressions"], sample["masks"]
-            text = expressions if self.online_text else sample["text_embeds"]
-            if not (len(expressions) == len(masks) == len(text)) or not expressions:
-                raise ValueError(
-                    f"segmentation sample: needs one mask and one text embedding per expression and at least one "
-                    f"expression, got {len(expressions)} expressions, {len(masks)} masks, {len(text)} embeddings."
-                )
             chosen = sorted(self.random.sample(range(len(expressions)), min(len(expressions), self.max_expressions)))
             flip = self._flip()
             images.append(_fixed_size_image(sample["image"], self.size, flip))
             for k in chosen:
-                if not expressions[k].strip():
-                    raise ValueError(f"segmentation sample: expression {k} is empty.")
-                mask = masks[k]
-                if mask.size != sample["image"].size:
-                    raise ValueError(
-                        f"masks[{k}]: size {mask.size[0]}x{mask.size[1]} does not match its image "
-                        f"{sample['image'].size[0]}x{sample['image'].size[1]}."
-                    )
-                mask = mask.convert("L").resize((self.size, self.size), PIL.Image.NEAREST)
-                mask = torch.from_numpy(np.asarray(mask) > 0)
+                mask = binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
+                mask = PIL.Image.fromarray(mask).resize((self.size, self.size), PIL.Image.NEAREST)
+                mask = torch.from_numpy(np.array(mask))
                 labels.append(mask.flip(-1) if flip else mask)
                 if self.online_text:
                     chosen_texts.append(expressions[k])
                 else:
-                    embeds.append(torch.tensor(text[k], dtype=torch.float32))
+                    embeds.append(torch.tensor(sample["text_embeds"][k], dtype=torch.float32))
                 index.append(position)
         text_inputs = {"expressions": chosen_texts} if self.online_text else {"text_embeds": torch.stack(embeds)}
         return {
@@ -248,35 +288,73 @@ class SegmentationCollator(_FixedSizeCollator):
         }
 
 
+_SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def binary_mask(mask: PIL.Image.Image, image_size: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """The boolean array of a binary mask image: one channel of the image's size (width, height) holding 0 and at
+    most one other value (0/1, 0/255, mode "1"). Anything else is a `ValueError` naming `name`: soft masks (many
+    levels), instance ids (several objects) and colour masks are refused, not thresholded."""
+    if mask.size != image_size:
+        raise ValueError(f"{name}: size {mask.size[0]}x{mask.size[1]} does not match its image "
+                         f"{image_size[0]}x{image_size[1]}.")
+    if mask.mode not in _SINGLE_CHANNEL_MODES:
+        raise ValueError(f"{name}: mode {mask.mode!r} is not a binary mask (one channel of 0 and one other value).")
+    values = np.asarray(mask)
+    levels = np.unique(values)
+    if len(levels) > 2 or (len(levels) == 2 and levels[0] != 0):
+        shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+        raise ValueError(f"{name}: not a binary mask: values {{{shown}}} ({len(levels)} levels); expected 0 and one "
+                         "other value (soft masks and instance ids are refused, not thresholded).")
+    return values > 0
+
+
 class CaptioningCollator(_SeededCollator):
     """Captioning samples -> `VersaViTForCaptioning` inputs, at Qwen2-VL's dynamic resolution (build the processor's
     image processor with `caption_image_processor()`: at most 896x896 as in the paper). A sample's `texts` turns form
     one conversation with every answer labelled; a `caption` is the answer to "Describe the image.".
 
     `max_turns` keeps a random subset of at most that many turns of a longer conversation (in their order): shorter
-    sequences for small runs; None keeps every turn."""
+    sequences for small runs; None keeps every turn. `max_length` caps a sequence's tokens (the processor truncates
+    the answers, never the image tokens, and the batch's `num_truncated` counts the samples cut)."""
 
-    def __init__(self, processor: VersaViTCaptioningProcessor, max_turns: int | None = None, seed: int | None = None):
+    def __init__(self, processor: VersaViTCaptioningProcessor, max_turns: int | None = None, seed: int | None = None,
+                 max_length: int | None = None):
         if max_turns is not None and (isinstance(max_turns, bool) or max_turns < 1):
             raise ValueError(f"max_turns: must be >= 1 or None, got {max_turns!r}.")
         super().__init__(seed)
         self.processor = processor
         self.max_turns = max_turns
+        self.max_length = max_length
+
+    @staticmethod
+    def _turns(sample: dict) -> list[dict]:
+        if sample.get("texts"):
+            turns = [{"user": t.get("user"), "assistant": t.get("assistant")} for t in sample["texts"]]
+        elif sample.get("caption"):
+            turns = [{"user": CAPTION_PROMPT, "assistant": sample["caption"]}]
+        else:
+            raise ValueError("captioning sample: has neither conversation turns ('texts') nor a 'caption'.")
+        for k, turn in enumerate(turns):
+            for role in ("user", "assistant"):
+                if not isinstance(turn[role], str) or not turn[role].strip():
+                    raise ValueError(f"captioning sample: turn {k} has no {role} text (training needs every answer).")
+        return turns
+
+    def validate(self, sample: dict) -> None:
+        self._turns(sample)
 
     def __call__(self, samples: list[dict]) -> dict:
         conversations = []
         for sample in samples:
-            if sample.get("texts"):
-                turns = [{"user": t["user"], "assistant": t["assistant"]} for t in sample["texts"]]
-            elif sample.get("caption"):
-                turns = [{"user": CAPTION_PROMPT, "assistant": sample["caption"]}]
-            else:
-                raise ValueError("captioning sample: has neither conversation turns ('texts') nor a 'caption'.")
+            turns = self._turns(sample)
             if self.max_turns is not None and len(turns) > self.max_turns:
                 keep = sorted(self.random.sample(range(len(turns)), self.max_turns))
                 turns = [turns[k] for k in keep]
             conversations.append(turns)
-        return dict(self.processor([to_rgb(s["image"]) for s in samples], conversations=conversations))
+        images = [to_rgb(s["image"]) for s in samples]
+        return dict(self.processor(images, conversations=conversations, max_length=self.max_length,
+                                   return_num_truncated=self.max_length is not None))
 
 
 def scene_datasets(
@@ -326,6 +404,7 @@ __all__ = [
     "SCHEMAS",
     "SEGMENTATION_FEATURES",
     "SegmentationCollator",
+    "binary_mask",
     "check_schema",
     "decode_depth",
     "encode_depth",

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import PIL.Image
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 # Consecutive samples a task may fail to load before the run stops: one bad file is skipped, a bad dataset is not.
 MAX_CONSECUTIVE_FAILURES = 16
+# Consecutive optimizer steps that may be skipped for a non-finite loss or gradient before the run stops.
+MAX_CONSECUTIVE_NONFINITE_STEPS = 16
+# What loading, transforming, validating or collating a bad sample raises (a decompression bomb from `datasets`'
+# image decoding is not an OSError).
+SAMPLE_ERRORS = (OSError, ValueError, PIL.Image.DecompressionBombError)
 STAGES = ("alignment", "multitask")
 # Parameter-name prefixes trained at `backbone_learning_rate` in the multi-task stage (paper §5.1).
 BACKBONE_PREFIXES = ("visual.", "projector.", "language_model.")
@@ -44,7 +50,8 @@ class TaskSpec:
         batch_size: per-device batch size (paper: 8 for captioning, 32 for depth and segmentation).
         weight: the loss weight λ (paper: 1/3 each).
         transform: optional per-sample function applied after indexing (decoding, augmentation). A sample whose
-            indexing or transform raises `OSError` or `ValueError` is skipped, logged and counted.
+            indexing, transform or the collator's `validate` raises `OSError`, `ValueError` or a decompression-bomb
+            error is skipped, logged (with its index) and counted.
     """
 
     name: str
@@ -71,10 +78,12 @@ class TaskSpec:
 
 
 class MultiTaskDataset(Dataset):
-    """Samples of several tasks addressed by `(task_index, sample_index)`; failing samples are skipped and counted.
+    """Samples of several tasks addressed by `(task_index, sample_index[, stream_position])`; failing samples are
+    skipped and counted.
 
-    Item: `(task_index, sample, skipped)`, where `skipped` is the number of samples passed over to find this one
-    (the next indices of the same dataset are tried, so batches keep their size).
+    A sample is loaded, transformed and checked by its collator's `validate` (when it has one); if any of these
+    raises one of `SAMPLE_ERRORS`, the next index of the same dataset is tried, so batches keep their size. Item:
+    `(task_index, sample, skipped, stream_position)`, where `skipped` is the number of samples passed over.
     """
 
     def __init__(self, tasks: Sequence[TaskSpec]):
@@ -83,10 +92,12 @@ class MultiTaskDataset(Dataset):
     def __len__(self) -> int:
         return sum(len(task.dataset) for task in self.tasks)
 
-    def __getitem__(self, key: tuple[int, int]):
-        task_index, index = key
+    def __getitem__(self, key: tuple[int, ...]):
+        task_index, index = key[0], key[1]
+        stream_position = key[2] if len(key) > 2 else index
         task = self.tasks[task_index]
         size = len(task.dataset)
+        validate = getattr(task.collator, "validate", None)
         error = None
         for attempt in range(MAX_CONSECUTIVE_FAILURES):
             position = (index + attempt) % size
@@ -94,8 +105,10 @@ class MultiTaskDataset(Dataset):
                 sample = task.dataset[position]
                 if task.transform is not None:
                     sample = task.transform(sample)
-                return task_index, sample, attempt
-            except (OSError, ValueError) as err:
+                if validate is not None:
+                    validate(sample)
+                return task_index, sample, attempt, stream_position
+            except SAMPLE_ERRORS as err:
                 error = err
                 logger.warning("task %s: skipping sample %d, which failed to load: %s", task.name, position, err)
         raise RuntimeError(
@@ -105,20 +118,49 @@ class MultiTaskDataset(Dataset):
 
 
 class MultiTaskCollator:
-    """Collates one micro-batch (all of one task) with its task's collator and tags it with the task name."""
+    """Collates one micro-batch (all of one task) with its task's collator and tags it with the task name.
+
+    The task collator's random decisions are seeded from the stream position of the batch's first sample
+    (`at_position`, when it has it). A batch the collator still refuses is collated without the samples that fail
+    alone (each skipped, logged and counted); a batch left empty stops the run."""
 
     def __init__(self, tasks: Sequence[TaskSpec]):
         self.tasks = list(tasks)
 
     def __call__(self, items: list) -> dict:
-        task_indices = {task_index for task_index, _, _ in items}
+        task_indices = {item[0] for item in items}
         if len(task_indices) != 1:
             raise ValueError(f"a multi-task micro-batch must hold one task, got tasks {sorted(task_indices)}.")
         task = self.tasks[task_indices.pop()]
-        batch = dict(task.collator([sample for _, sample, _ in items]))
+        samples = [item[1] for item in items]
+        positions = [item[3] if len(item) > 3 else None for item in items]
+        skipped = sum(item[2] for item in items)
+        try:
+            batch = self._collate(task, samples, positions[0])
+        except SAMPLE_ERRORS as err:
+            kept = []
+            for sample, position in zip(samples, positions):
+                try:
+                    self._collate(task, [sample], position)
+                    kept.append(sample)
+                except SAMPLE_ERRORS as single:
+                    logger.warning("task %s: skipping the sample at stream position %s, which failed to collate: %s",
+                                   task.name, position, single)
+            if not kept:
+                raise RuntimeError(f"task {task.name}: no sample of the batch at stream position {positions[0]} "
+                                   f"could be collated; last error: {err}") from err
+            skipped += len(samples) - len(kept)
+            batch = self._collate(task, kept, positions[0])
         batch["task"] = task.name
-        batch["num_skipped"] = sum(skipped for _, _, skipped in items)
+        batch["num_skipped"] = skipped
+        batch["stream_positions"] = positions
         return batch
+
+    @staticmethod
+    def _collate(task: TaskSpec, samples: list, position: int | None) -> dict:
+        if position is not None and hasattr(task.collator, "at_position"):
+            task.collator.at_position(position)
+        return dict(task.collator(samples))
 
 
 class _ScheduleDataLoader(DataLoader):
@@ -182,7 +224,13 @@ class MultiTaskTrainer(Trainer):
 
     Logs, at every logging step, next to the Trainer's `loss` (the λ-weighted total): `loss_<task>` (the task's
     mean unweighted loss since the last log), `loss_<task>_weighted` (λ x it), the loss terms a task reports (e.g.
-    `depth/loss_ssi`) and `skipped_samples` (samples that failed to load, since the start).
+    `depth/loss_ssi`), `skipped_samples` (samples that failed to load or collate), `truncated_samples` (captioning
+    sequences cut to `max_length`) and `skipped_steps` (optimizer steps skipped), each counted since the start.
+
+    Non-finite losses and gradients never reach the weights: a step whose micro-batches gave a NaN / inf loss, or
+    whose gradients hold one (checked on every rank's optimizer shard, agreed across ranks), is skipped (no update,
+    logged with the task and stream positions of the batches at fault); `MAX_CONSECUTIVE_NONFINITE_STEPS` skipped
+    steps in a row stop the run.
     """
 
     def __init__(self, model, args: MultiTaskTrainingArguments, tasks: Sequence[TaskSpec], **kwargs):
@@ -232,6 +280,10 @@ class MultiTaskTrainer(Trainer):
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
         self._skipped = 0
+        self._truncated = 0
+        self._skipped_steps = 0
+        self._consecutive_skipped_steps = 0
+        self._step_losses: list[tuple[str, list, torch.Tensor]] = []
 
     # ------------------------------------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader:
@@ -261,35 +313,47 @@ class MultiTaskTrainer(Trainer):
         inputs = dict(inputs)
         task = inputs.pop("task")
         self._skipped += int(inputs.pop("num_skipped", 0))
+        self._truncated += int(inputs.pop("num_truncated", 0))
+        positions = inputs.pop("stream_positions", None)
         outputs = model(task=task, **inputs)
         loss = outputs.loss
         if model.training:
             self._record(task, loss.detach(), outputs.get("loss_terms"))
+            self._step_losses.append((task, positions, loss.detach()))
         weighted = loss * (self._weights[task] / self.args.rounds_per_step)
         return (weighted, outputs) if return_outputs else weighted
 
     def _record(self, task: str, loss: torch.Tensor, terms: dict | None) -> None:
+        """Add a micro-batch's loss and terms to the task means; a non-finite loss is left out of them (its step
+        is skipped), so one bad batch does not turn the logged means into NaN."""
+        finite = torch.isfinite(loss).to(loss.dtype)
         values = {f"loss_{task}": loss.float()}
         values.update({f"{task}/{name}": value.float() for name, value in (terms or {}).items()})
         for key, value in values.items():
-            self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
-            self._loss_counts[key] = self._loss_counts.get(key, 0) + 1
+            self._loss_sums[key] = self._loss_sums.get(key, 0.0) + torch.nan_to_num(value * finite, 0.0, 0.0, 0.0)
+            self._loss_counts[key] = self._loss_counts.get(key, 0) + finite
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: every rank is here (the Trainer gathers the loss just before)
             keys = sorted(self._loss_sums)
             device = self.args.device
             sums = torch.stack([torch.as_tensor(self._loss_sums[k], device=device) for k in keys]) if keys else None
-            counts = torch.tensor([self._loss_counts[k] for k in keys] + [self._skipped], device=device, dtype=torch.float64)
+            counted = [torch.as_tensor(self._loss_counts[k], device=device, dtype=torch.float64) for k in keys]
+            totals = torch.tensor([self._skipped, self._truncated], device=device, dtype=torch.float64)
+            counts = torch.cat([torch.stack(counted), totals]) if counted else totals
             if self.args.world_size > 1:
                 counts = self.accelerator.reduce(counts, reduction="sum")
                 sums = self.accelerator.reduce(sums, reduction="sum") if sums is not None else None
             for i, key in enumerate(keys):
+                if counts[i] == 0:  # every batch of the task was non-finite since the last log
+                    continue
                 mean = (sums[i] / counts[i]).item()
                 logs[key] = mean
                 if key.startswith("loss_"):
                     logs[f"{key}_weighted"] = self._weights[key.removeprefix("loss_")] * mean
-            logs["skipped_samples"] = int(counts[-1].item())
+            logs["skipped_samples"] = int(counts[-2].item())
+            logs["truncated_samples"] = int(counts[-1].item())
+            logs["skipped_steps"] = self._skipped_steps
             self._loss_sums, self._loss_counts = {}, {}
         super().log(logs, start_time)
 
@@ -321,12 +385,52 @@ class MultiTaskTrainer(Trainer):
         optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "params", "model")}
         param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
         self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        self.optimizer.step = self._finite_step(self.optimizer, self.optimizer.step)
         return self.optimizer
+
+    # ------------------------------------------------------------------------------------------------ bad steps
+    def _finite_step(self, optimizer, step):
+        """`optimizer.step`, skipped when this step's losses or the gradients the optimizer holds are not finite.
+
+        Installed on the optimizer itself, so it guards DeepSpeed's inner step too (there the gradients are this
+        rank's ZeRO shard): every rank checks its own and the verdict is agreed with an all-reduce."""
+
+        def guarded(*args, **kwargs):
+            losses, self._step_losses = self._step_losses, []
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            device = grads[0].device if grads else self.args.device
+            bad = torch.zeros((), device=device)
+            if grads:
+                bad = bad + (~torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum())).float()
+            for _, _, loss in losses:
+                bad = bad + (~torch.isfinite(loss.to(device))).float()
+            if self.args.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(bad)
+            if bad.item() == 0:
+                self._consecutive_skipped_steps = 0
+                return step(*args, **kwargs)
+            self._skipped_steps += 1
+            self._consecutive_skipped_steps += 1
+            at_fault = [f"{task} batch at stream positions {positions}" for task, positions, loss in losses
+                        if not torch.isfinite(loss)]
+            logger.warning("step %d skipped (no update): non-finite %s", self.state.global_step + 1,
+                           "loss in " + "; ".join(at_fault) if at_fault else "gradients (on this or another rank)")
+            if self._consecutive_skipped_steps >= MAX_CONSECUTIVE_NONFINITE_STEPS:
+                raise RuntimeError(
+                    f"{self._consecutive_skipped_steps} consecutive optimizer steps had non-finite losses or gradients "
+                    f"(last at step {self.state.global_step + 1}); stopping. The data (NaN / inf labels, embeddings or "
+                    "images) or the learning rate is at fault; resume from the last checkpoint once fixed."
+                )
+            return None
+
+        return guarded
 
 
 __all__ = [
     "BACKBONE_PREFIXES",
     "MAX_CONSECUTIVE_FAILURES",
+    "MAX_CONSECUTIVE_NONFINITE_STEPS",
+    "SAMPLE_ERRORS",
     "MultiTaskBatchSampler",
     "MultiTaskCollator",
     "MultiTaskDataset",

@@ -15,7 +15,11 @@ import torch
 
 
 class MultiTaskBatchSampler:
-    """Batch sampler of one rank: yields micro-batches as lists of `(task_index, sample_index)`.
+    """Batch sampler of one rank: yields micro-batches as lists of `(task_index, sample_index, stream_position)`.
+
+    `stream_position` is the sample's place in its task's endless stream (unique per task across ranks and epochs):
+    the trainer seeds every random decision of a batch (flips, expression subsets) from it, so they too are a pure
+    function of (seed, position).
 
     Args:
         dataset_sizes: samples per task, in schedule order.
@@ -84,14 +88,14 @@ class MultiTaskBatchSampler:
         size = self.dataset_sizes[task]
         return [int(self.permutation(task, position // size)[position % size]) for position in range(start, start + count)]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         rounds = self.steps_per_epoch * self.rounds_per_step
         for local_round in range(rounds):
             batch_number = self.epoch * rounds + local_round  # this task batch's index since training began
             for task in range(self.num_tasks):
                 batch = self.batch_sizes[task]
                 start = (batch_number * self.num_replicas + self.rank) * batch
-                yield [(task, index) for index in self.stream(task, start, batch)]
+                yield [(task, index, start + k) for k, index in enumerate(self.stream(task, start, batch))]
 
 
 __all__ = ["MultiTaskBatchSampler"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
@@ -32,11 +31,32 @@ def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Pa
     return dataclasses.replace(args, stage=stage, output_dir=str(output_dir), **changes)
 
 
+def last_complete_checkpoint(folder) -> str | None:
+    """The newest `checkpoint-N` of `folder` that was written to the end, or None.
+
+    The Trainer writes `trainer_state.json` last, after the weights, optimizer, scheduler and RNG states: a
+    checkpoint without a readable one (the process was killed while saving) is passed over, with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    candidates = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in candidates:
+        try:
+            TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
+            return str(checkpoint)
+        except (OSError, ValueError) as err:
+            logger.warning("%s is incomplete (%s: the run was stopped while saving it); passing it over",
+                           checkpoint, type(err).__name__)
+    return None
+
+
 def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop: GracefulStop):
-    """Train one stage; with `resume`, from the last checkpoint in its folder (if any). Returns the trainer (with
-    `resumed_from_step`), the seconds spent and, when a signal stopped it, a description of where (else None)."""
+    """Train one stage; with `resume`, from the last complete checkpoint in its folder (if any). Returns the trainer
+    (with `resumed_from_step`), the seconds spent and, when a signal stopped it, a description of where (else
+    None)."""
     trainer = MultiTaskTrainer(model, args, specs, callbacks=[stop])
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if checkpoint:
         logger.info("%s stage: resuming from %s", args.stage, checkpoint)
     trainer.resumed_from_step = 0
@@ -51,7 +71,7 @@ def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop
         trainer.model_wrapped.destroy()
     interrupted = None
     if stop.stopped_at is not None:
-        saved = get_last_checkpoint(args.output_dir)
+        saved = last_complete_checkpoint(args.output_dir)
         interrupted = {"interrupted": True, "signal": stop.requested, "stage": args.stage, "step": stop.stopped_at,
                        "checkpoint": saved}
         if trainer.is_world_process_zero():
@@ -98,4 +118,12 @@ def final_losses(history: list[dict]) -> dict[str, float]:
     return {k.removeprefix("loss_"): v for k, v in losses.items()}
 
 
-__all__ = ["INTERRUPTED_EXIT_CODES", "final_losses", "run_as_script", "run_stage", "save_model_folders", "stage_arguments"]
+__all__ = [
+    "INTERRUPTED_EXIT_CODES",
+    "final_losses",
+    "last_complete_checkpoint",
+    "run_as_script",
+    "run_stage",
+    "save_model_folders",
+    "stage_arguments",
+]
