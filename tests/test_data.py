@@ -254,3 +254,36 @@ def test_collator_random_streams_differ_between_dataloader_workers(monkeypatch):
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
     expected = random.Random(3)
     assert [collate.random.random() for _ in range(5)] == [expected.random() for _ in range(5)]  # main process
+
+
+def test_flips_never_contradict_left_and_right():
+    """A scene with a left / right pair, checked mask by mask: with precomputed embeddings a sample that mentions a
+    side is not flipped; with online text the words are swapped; a sample without one is flipped as before."""
+    from versavit_trainer.data import mentions_direction, mirror_directions
+
+    assert mirror_directions("The LEFT cube, left-hand of the leftmost Right ball") == \
+        "The RIGHT cube, right-hand of the rightmost Left ball"
+    assert not mentions_direction("the bright upright leftover cube") and mentions_direction("leftmost one")
+    side = 28
+    image = np.zeros((side, side, 3), np.uint8)
+    image[:, : side // 2] = 200  # the left half is bright
+    left, right = np.zeros((side, side), np.uint8), np.zeros((side, side), np.uint8)
+    left[10:18, 2:8], right[10:18, 20:26] = 1, 1
+    sample = {"image": PIL.Image.fromarray(image), "expressions": ["the cube on the left", "the cube on the right"],
+              "masks": [PIL.Image.fromarray(left), PIL.Image.fromarray(right)], "text_embeds": [[0.0] * 4] * 2}
+
+    def side_of(mask):  # which half holds the mask
+        columns = np.nonzero(mask.numpy())[1]
+        return "left" if columns.mean() < side / 2 else "right"
+
+    offline = SegmentationCollator(size=side, flip_probability=1.0)(([sample]))
+    assert [side_of(m) for m in offline["labels"]] == ["left", "right"]  # not flipped
+    assert offline["pixel_values"].view(-1).mean() == SegmentationCollator(size=side, flip_probability=0.0)(
+        [sample])["pixel_values"].view(-1).mean()
+    online = SegmentationCollator(size=side, flip_probability=1.0, online_text=True)([sample])
+    for text, mask in zip(online["expressions"], online["labels"]):  # flipped, and the words follow the masks
+        assert side_of(mask) == ("left" if "left" in text else "right"), text
+    assert online["expressions"] == ["the cube on the right", "the cube on the left"]
+    neutral = {**sample, "expressions": ["the first cube", "the second cube"]}
+    flipped = SegmentationCollator(size=side, flip_probability=1.0)([neutral])
+    assert [side_of(m) for m in flipped["labels"]] == ["right", "left"]

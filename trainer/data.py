@@ -27,6 +27,7 @@ instance ids and colour masks are refused rather than thresholded. Text embeddin
 """
 
 import random
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -225,7 +226,12 @@ class SegmentationCollator(_FixedSizeCollator):
     `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560.
 
     `online_text=True` gives the chosen `expressions` (P strings) instead of `text_embeds`, for a text encoder
-    trained in the loop (`versavit_trainer.online_text`); samples then need no `text_embeds` column."""
+    trained in the loop (`versavit_trainer.online_text`); samples then need no `text_embeds` column.
+
+    The flip never contradicts an expression: with online text, "left" and "right" (also "leftmost", "left-hand",
+    ...) are swapped in the expressions of a flipped image; with precomputed embeddings, which cannot be mirrored, an
+    image whose chosen expressions mention a side is not flipped (its random draw is still made, so the stream is
+    the same)."""
 
     def __init__(
         self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
@@ -268,6 +274,8 @@ class SegmentationCollator(_FixedSizeCollator):
             expressions, masks = sample["expressions"], sample["masks"]
             chosen = sorted(self.random.sample(range(len(expressions)), min(len(expressions), self.max_expressions)))
             flip = self._flip()
+            if flip and not self.online_text and any(mentions_direction(expressions[k]) for k in chosen):
+                flip = False  # a precomputed embedding of "on the left" cannot be mirrored with the image
             images.append(_fixed_size_image(sample["image"], self.size, flip))
             for k in chosen:
                 mask = binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
@@ -275,7 +283,7 @@ class SegmentationCollator(_FixedSizeCollator):
                 mask = torch.from_numpy(np.array(mask))
                 labels.append(mask.flip(-1) if flip else mask)
                 if self.online_text:
-                    chosen_texts.append(expressions[k])
+                    chosen_texts.append(mirror_directions(expressions[k]) if flip else expressions[k])
                 else:
                     embeds.append(torch.tensor(sample["text_embeds"][k], dtype=torch.float32))
                 index.append(position)
@@ -286,6 +294,26 @@ class SegmentationCollator(_FixedSizeCollator):
             "expression_image_index": torch.tensor(index),
             "labels": torch.stack(labels).float(),
         }
+
+
+_DIRECTION = re.compile(r"\b(left|right)(?=(most)?\b)", re.IGNORECASE)
+
+
+def mentions_direction(text: str) -> bool:
+    """Whether a referring expression depends on left / right, which a horizontal flip mirrors."""
+    return _DIRECTION.search(text) is not None
+
+
+def mirror_directions(text: str) -> str:
+    """The expression of the mirrored image: "left" and "right" swapped (also in "leftmost", "left-hand"), keeping
+    their case."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(1)
+        other = "right" if word.lower() == "left" else "left"
+        return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
+
+    return _DIRECTION.sub(swap, text)
 
 
 _SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -408,6 +436,8 @@ __all__ = [
     "check_schema",
     "decode_depth",
     "encode_depth",
+    "mentions_direction",
+    "mirror_directions",
     "resize_depth",
     "scene_datasets",
 ]
