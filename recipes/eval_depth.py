@@ -6,11 +6,15 @@
     python recipes/eval_depth.py --model outputs/finetune_depth/final --dataset nyuv2 --split data/nyu/test.txt \\
         --space disparity
 
+    python recipes/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K --space disparity
+
 Each image is resized to `size` x `size`, the predicted map upsampled back to the label's size; per image the
 prediction is aligned to the ground truth by least-squares scale and shift (in depth, or in disparity with
 `--space disparity`, Depth Anything's protocol, for models trained on disparity pseudo-labels), then AbsRel and δ1 are
 taken over the valid pixels (the dataset's range and crop: Eigen for NYUv2, Garg for KITTI) and averaged over images.
-Writes output_dir/results.json and model_index.json (for recipes/push_to_hub.py --results).
+DA-2K (Table 9's third column) has no dense labels: its score is the pairwise accuracy, the share of annotated point
+pairs whose closer point the prediction (at the image's size) puts closer, larger disparity or smaller depth per
+`--space`. Writes output_dir/results.json and model_index.json (for recipes/push_to_hub.py --results).
 """
 
 import sys
@@ -25,15 +29,16 @@ from transformers import HfArgumentParser
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
 from versavit_trainer import readers
 from versavit_trainer.build import require_task_weights
-from versavit_trainer.metrics import relative_depth_metrics
+from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics
 from versavit_trainer.probes import HUB_DATASETS, crop_mask, write_results
 
 
 @dataclass
 class EvalDepthArguments:
     model: str = field(metadata={"help": "A VersaViT folder with a depth head (depth or multi-task checkpoint)."})
-    dataset: str = field(default="scenes", metadata={"help": "scenes | nyuv2 | kitti | stereo_motorcycle."})
+    dataset: str = field(default="scenes", metadata={"help": "scenes | nyuv2 | kitti | stereo_motorcycle | da2k."})
     split: str | None = field(default=None, metadata={"help": "nyuv2 / kitti: the split file of evaluation pairs."})
+    data_root: str | None = field(default=None, metadata={"help": "da2k: the folder with annotations.json."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (dataset scenes)."})
     size: int = field(default=532, metadata={"help": "Input size, a multiple of 28 (paper: 532)."})
     space: str = field(default="depth", metadata={"help": "Alignment space: depth or disparity."})
@@ -51,7 +56,18 @@ def source(args: EvalDepthArguments) -> readers.DepthSource:
         if not args.split:
             raise ValueError(f"split: {args.dataset} needs the split file of its evaluation pairs.")
         return getattr(readers, args.dataset)(args.split)
-    raise ValueError(f"dataset: expected scenes, nyuv2, kitti or stereo_motorcycle, got {args.dataset!r}.")
+    if args.dataset == "da2k":
+        if not args.data_root:
+            raise ValueError("data_root: da2k needs the folder that holds annotations.json.")
+        return readers.da2k(args.data_root)
+    raise ValueError(f"dataset: expected scenes, nyuv2, kitti, stereo_motorcycle or da2k, got {args.dataset!r}.")
+
+
+def predict(model, processor, image: PIL.Image.Image, size: int, shape: tuple[int, int]) -> torch.Tensor:
+    """The model's map for `image` fed at `size` x `size`, resized bilinearly to `shape` (height, width)."""
+    inputs = processor(images=[image.resize((size, size), PIL.Image.BICUBIC)], do_resize=False, return_tensors="pt")
+    prediction = model(**inputs).predicted_depth[:, None]
+    return F.interpolate(prediction, size=shape, mode="bilinear", align_corners=False)[0, 0]
 
 
 @torch.no_grad()
@@ -60,13 +76,21 @@ def evaluate(args: EvalDepthArguments) -> dict:
     model = VersaViTForDepthEstimation.from_pretrained(args.model, dtype=torch.float32).eval()
     processor = VersaViTImageProcessor()
     data = source(args)
+    if isinstance(data, readers.PairSource):
+        correct = total = 0
+        for index in range(len(data)):
+            image, pairs = data.load(index)
+            try:
+                right, count = pairwise_depth_order(predict(model, processor, image, args.size,
+                                                            (image.height, image.width)), pairs, args.space)
+            except ValueError as err:
+                raise ValueError(f"{data.items[index][0]}: {err}") from None
+            correct, total = correct + right, total + count
+        return {"accuracy": correct / total, "pairs": total, "images": len(data)}
     scores = []
     for index in range(len(data)):
         image, depth = data.load(index)
-        inputs = processor(images=[image.resize((args.size, args.size), PIL.Image.BICUBIC)], do_resize=False,
-                           return_tensors="pt")
-        prediction = model(**inputs).predicted_depth[:, None]
-        prediction = F.interpolate(prediction, size=depth.shape, mode="bilinear", align_corners=False)[0, 0]
+        prediction = predict(model, processor, image, args.size, depth.shape)
         target = torch.from_numpy(depth)
         mask = crop_mask(data, *depth.shape)
         if data.max_depth is not None:
@@ -88,10 +112,16 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as err:
         sys.exit(f"eval_depth.py: error: {err}")
     summary = {"model": args.model, "dataset": args.dataset, "space": args.space, "size": args.size, **result}
+    metrics = (("accuracy", "pairwise accuracy (zero-shot)"),) if "accuracy" in result else (
+        ("abs_rel", "AbsRel (zero-shot, aligned)"), ("delta1", "δ1 (zero-shot, aligned)"))
     model_index = [{"task_type": "depth-estimation", "dataset_type": HUB_DATASETS[args.dataset],
-                    "dataset_name": args.dataset, "metric_type": name, "metric_name": f"{label} (zero-shot, aligned)",
-                    "metric_value": round(result[name], 4)} for name, label in (("abs_rel", "AbsRel"), ("delta1", "δ1"))]
-    print(f"{args.dataset}: AbsRel {result['abs_rel']:.4f}  δ1 {result['delta1']:.4f}  ({result['images']} images)")
+                    "dataset_name": args.dataset, "metric_type": name, "metric_name": label,
+                    "metric_value": round(result[name], 4)} for name, label in metrics]
+    if "accuracy" in result:
+        print(f"{args.dataset}: pairwise accuracy {result['accuracy']:.4f}  ({result['pairs']} pairs, "
+              f"{result['images']} images)")
+    else:
+        print(f"{args.dataset}: AbsRel {result['abs_rel']:.4f}  δ1 {result['delta1']:.4f}  ({result['images']} images)")
     return write_results(args.output_dir, summary, model_index)
 
 

@@ -9,9 +9,10 @@
 `--data` is a refCOCO-format dataset folder (recipes/convert_refcoco.py output: image, expressions, masks), embedded
 here with `--text_encoder` (default MiniLM; use the fine-tuned one a finetune_refseg run saved, or the model the
 offline embeddings were made with), or a segmentation dataset that already carries `text_embeds` (used as is when no
-`--text_encoder` is given). Every expression is evaluated; a mask is the head's logits > 0 at `size`, compared at
-that size. cIoU = total intersection / total union, mIoU = mean per-expression IoU. Writes output_dir/results.json
-and model_index.json.
+`--text_encoder` is given). Every expression is evaluated at its image's original resolution (refCOCO's
+definition): the head's logits at `size` are resized bilinearly to the image's size and thresholded at 0. cIoU =
+total intersection / total union, mIoU = mean per-expression IoU. Writes output_dir/results.json and
+model_index.json.
 """
 
 import sys

@@ -91,7 +91,7 @@ def test_segmentation_collator_keeps_masks_aligned(scenes):
     image = coded_image()
     mask = np.zeros((60, 90), dtype=bool)
     mask[:, :30] = True  # the left third
-    sample = {"image": image, "expressions": ["the left third"], "masks": [PIL.Image.fromarray(mask)],
+    sample = {"image": image, "expressions": ["the first third"], "masks": [PIL.Image.fromarray(mask)],
               "text_embeds": [[0.0] * 384]}
     batch = SegmentationCollator(size=56, flip_probability=1.0, seed=0)([sample])
     picture = unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -62,3 +63,32 @@ def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
         load_recipe("compare").main(["--encoders", str(tmp_path / "encoder")])
     with pytest.raises(SystemExit, match="'random' takes the shape of an encoder listed before it"):
         load_recipe("compare").main(["--encoders", "random", str(tmp_path / "encoder")])
+
+
+def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
+    """DA-2K's layout (annotations.json + images/<scene>/...), pairs taken from a generated scene's exact depth."""
+    from versavit_trainer.scenes import generate_scene
+
+    scene = generate_scene(7)
+    (tmp_path / "images" / "outdoor").mkdir(parents=True)
+    PIL.Image.fromarray(scene.image).save(tmp_path / "images" / "outdoor" / "0.png")
+    depth = scene.depth
+    rows, cols = np.nonzero(np.isfinite(depth))
+    pairs = []
+    for a, b in [(0, len(rows) - 1), (len(rows) // 3, 2 * len(rows) // 3), (5, len(rows) // 2)]:
+        p1, p2 = [int(rows[a]), int(cols[a])], [int(rows[b]), int(cols[b])]
+        if depth[tuple(p1)] != depth[tuple(p2)]:
+            pairs.append({"point1": p1, "point2": p2,
+                          "closer_point": "point1" if depth[tuple(p1)] < depth[tuple(p2)] else "point2"})
+    (tmp_path / "annotations.json").write_text(json.dumps({"images/outdoor/0.png": pairs}))
+    summary = load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--size", "56", "--dataset", "da2k",
+                                              "--data_root", str(tmp_path), "--space", "depth",
+                                              "--output_dir", str(tmp_path / "out")])
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["pairs"] == len(pairs) and saved["images"] == 1 and 0 <= saved["accuracy"] <= 1
+    index = json.loads((tmp_path / "out" / "model_index.json").read_text())
+    assert index[0]["metric_type"] == "accuracy" and index[0]["dataset_type"] == "depth-anything/DA-2K"
+    (tmp_path / "annotations.json").write_text(json.dumps({"images/outdoor/0.png": [{"point1": [1, 2]}]}))
+    with pytest.raises(SystemExit, match=r"pair 0 of images/outdoor/0.png needs point1 and point2"):
+        load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--dataset", "da2k", "--data_root",
+                                        str(tmp_path)])

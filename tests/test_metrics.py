@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from versavit_trainer.metrics import mask_ious, relative_depth_metrics
 
@@ -190,3 +191,48 @@ def test_relative_depth_in_disparity_space_and_with_a_mask():
     assert relative_depth_metrics(prediction, target, mask=mask)["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="space: expected 'depth' or 'disparity', got 'log'"):
         relative_depth_metrics(prediction, target, space="log")
+
+
+def test_referring_masks_are_scored_at_each_images_original_resolution():
+    """refCOCO's cIoU is defined at the image's own size: the logits are resized there, not the ground truth to the
+    input size. Checked against the formula written out, on a wide image where the two disagree."""
+    from versavit_trainer.metrics import evaluate_segmentation
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 28, 28, generator=generator)
+    originals = [torch.rand(30, 97, generator=generator) > 0.6, torch.zeros(41, 23, dtype=torch.bool)]
+    originals[1][5:20, 3:9] = True
+
+    class Fixed(torch.nn.Module):
+        def forward(self, pixel_values, image_grid_thw, text_embeds, expression_image_index):
+            return type("Out", (), {"pred_masks": logits})()
+
+    resized = [F.interpolate(l[None, None], size=m.shape, mode="bilinear", align_corners=False)[0, 0] > 0
+               for l, m in zip(logits, originals)]
+    inter = [float((p & m).sum()) for p, m in zip(resized, originals)]
+    union = [float((p | m).sum()) for p, m in zip(resized, originals)]
+    squashed = torch.stack([F.interpolate(m[None, None].float(), size=(28, 28), mode="nearest")[0, 0] for m in originals])
+    batch = {"pixel_values": None, "image_grid_thw": None, "text_embeds": None, "expression_image_index": None,
+             "labels": squashed, "original_masks": originals}
+    result = evaluate_segmentation(Fixed(), [batch])
+    assert result["ciou"] == pytest.approx(sum(inter) / sum(union))
+    assert result["miou"] == pytest.approx(sum(i / u for i, u in zip(inter, union)) / 2)
+    at_input_size = evaluate_segmentation(Fixed(), [{k: v for k, v in batch.items() if k != "original_masks"}])
+    assert at_input_size["ciou"] != pytest.approx(result["ciou"], abs=1e-3)  # the old scoring differs here
+
+
+def test_pairwise_depth_order_by_hand():
+    from versavit_trainer.metrics import pairwise_depth_order
+
+    disparity = torch.tensor([[1.0, 2.0, 2.0], [0.5, 3.0, 0.0]])
+    pairs = [
+        {"point1": [1, 1], "point2": [0, 0], "closer_point": "point1"},   # 3.0 > 1.0: right
+        {"point1": [0, 0], "point2": [1, 1], "closer_point": "point1"},   # 1.0 < 3.0: wrong
+        {"point1": [0, 1], "point2": [0, 2], "closer_point": "point1"},   # a tie counts wrong
+        {"point1": [1, 2], "point2": [1, 0], "closer_point": "point2"},   # 0.0 < 0.5: right
+    ]
+    assert pairwise_depth_order(disparity, pairs) == (2, 4)
+    # the same map read as depth: smaller is closer; the tie stays wrong
+    assert pairwise_depth_order(disparity, pairs, space="depth") == (1, 4)
+    with pytest.raises(ValueError, match=r"point2 \[2, 0\] lies outside the 2x3 image"):
+        pairwise_depth_order(disparity, [{"point1": [0, 0], "point2": [2, 0], "closer_point": "point1"}])

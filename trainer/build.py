@@ -485,13 +485,13 @@ def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, s
 
 
 def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False):
-    """Deterministic held-out batches (no flip, every expression; `online_text`: expressions instead of
-    embeddings)."""
+    """Deterministic held-out batches (no flip, every expression, the masks at their images' own size for scoring;
+    `online_text`: expressions instead of embeddings)."""
     if task == "depth":
         collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
     else:
         collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
-                                        online_text=online_text)
+                                        online_text=online_text, keep_original_masks=True)
     for start in range(0, len(dataset), batch_size):
         yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 

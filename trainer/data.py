@@ -224,6 +224,8 @@ class DepthCollator(_FixedSizeCollator):
 class SegmentationCollator(_FixedSizeCollator):
     """Segmentation samples -> `pixel_values`, `image_grid_thw`, `text_embeds` `(P, D)`, `expression_image_index`
     `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560.
+    `keep_original_masks=True` adds `original_masks`, each expression's mask at its image's own size (a list of
+    `(H, W)` bool tensors), which evaluation scores against.
 
     `online_text=True` gives the chosen `expressions` (P strings) instead of `text_embeds`, for a text encoder
     trained in the loop (`versavit_trainer.online_text`); samples then need no `text_embeds` column.
@@ -236,6 +238,7 @@ class SegmentationCollator(_FixedSizeCollator):
     def __init__(
         self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
         seed: int | None = None, online_text: bool = False, text_embed_dim: int | None = None,
+        keep_original_masks: bool = False,
     ):
         super().__init__(image_processor, size, flip_probability, seed)
         if max_expressions < 1:
@@ -243,6 +246,7 @@ class SegmentationCollator(_FixedSizeCollator):
         self.max_expressions = max_expressions
         self.online_text = online_text
         self.text_embed_dim = text_embed_dim
+        self.keep_original_masks = keep_original_masks
 
     def validate(self, sample: dict) -> None:
         expressions, masks = sample["expressions"], sample["masks"]
@@ -268,7 +272,7 @@ class SegmentationCollator(_FixedSizeCollator):
                 raise ValueError(f"text_embeds: NaN or inf values in the embeddings of expressions {bad}.")
 
     def __call__(self, samples: list[dict]) -> dict:
-        images, embeds, index, labels, chosen_texts = [], [], [], [], []
+        images, embeds, index, labels, chosen_texts, originals = [], [], [], [], [], []
         for position, sample in enumerate(samples):
             self.validate(sample)
             expressions, masks = sample["expressions"], sample["masks"]
@@ -279,6 +283,9 @@ class SegmentationCollator(_FixedSizeCollator):
             images.append(_fixed_size_image(sample["image"], self.size, flip))
             for k in chosen:
                 mask = binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
+                if self.keep_original_masks:
+                    original = torch.from_numpy(mask)
+                    originals.append(original.flip(-1) if flip else original)
                 mask = PIL.Image.fromarray(mask).resize((self.size, self.size), PIL.Image.NEAREST)
                 mask = torch.from_numpy(np.array(mask))
                 labels.append(mask.flip(-1) if flip else mask)
@@ -288,11 +295,13 @@ class SegmentationCollator(_FixedSizeCollator):
                     embeds.append(torch.tensor(sample["text_embeds"][k], dtype=torch.float32))
                 index.append(position)
         text_inputs = {"expressions": chosen_texts} if self.online_text else {"text_embeds": torch.stack(embeds)}
+        extra = {"original_masks": originals} if self.keep_original_masks else {}
         return {
             **self._pixels(images),
             **text_inputs,
             "expression_image_index": torch.tensor(index),
             "labels": torch.stack(labels).float(),
+            **extra,
         }
 
 

@@ -7,8 +7,9 @@ Definitions:
   labelled pixels (finite, > 0), as zero-shot relative-depth evaluation does (MiDaS, Depth Anything); then
   AbsRel = mean |d̂ - d| / d and δ1 = the fraction of pixels with max(d̂ / d, d / d̂) < 1.25 (aligned values are
   clamped to ≥ 1e-6 of the largest target first). Both are averaged per image, then over images.
-- Referring masks: IoU of each predicted mask (logit > 0) with its ground truth; `miou` is their mean (an
-  empty prediction of an empty mask counts 1), `ciou` the cumulative intersection over the cumulative union.
+- Referring masks: IoU of each predicted mask (logit > 0) with its ground truth, at the image's original resolution
+  (logits resized bilinearly to it) when the ground truth comes at that size; `miou` is their mean (an empty
+  prediction of an empty mask counts 1), `ciou` the cumulative intersection over the cumulative union.
 - Semantic segmentation (`mean_iou`): intersections and unions summed per class over the dataset, IoU per class,
   nanmean over classes present in labels or predictions; `ignore_index` pixels excluded, `reduce_zero_label` as
   mmsegmentation / `evaluate`'s mean_iou.
@@ -20,6 +21,7 @@ import inspect
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 
 DELTA1_THRESHOLD = 1.25
 
@@ -89,19 +91,59 @@ def evaluate_depth(model, batches: Iterable[dict]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_segmentation(model, batches: Iterable[dict]) -> dict[str, float]:
-    """mIoU and cIoU of `model(task="segmentation")` (or a segmentation model) over collated segmentation batches."""
+    """mIoU and cIoU of `model(task="segmentation")` (or a segmentation model) over collated segmentation batches.
+
+    When a batch carries `original_masks` (`eval_batches` collates them), each expression is scored at its image's
+    original resolution, as refCOCO's cIoU is defined: the predicted logits are resized bilinearly from the input
+    size to the image's size, then thresholded at 0. Otherwise at the input size, against `labels`."""
     ious, intersection, union = [], 0.0, 0.0
     for batch in batches:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        originals = batch.get("original_masks")
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "original_masks")}
         output = model(task="segmentation", **inputs) if _is_multitask(model) else model(**inputs)
-        iou, inter, uni = mask_ious(output.pred_masks > 0, batch["labels"] > 0.5)
-        ious.append(iou)
-        intersection += float(inter.sum())
-        union += float(uni.sum())
+        if originals is None:
+            scored = [mask_ious(output.pred_masks > 0, batch["labels"] > 0.5)]
+        else:
+            scored = [mask_ious(_resized_logits(logits, target.shape)[None] > 0, target[None])
+                      for logits, target in zip(output.pred_masks, originals)]
+        for iou, inter, uni in scored:
+            ious.append(iou)
+            intersection += float(inter.sum())
+            union += float(uni.sum())
     if not ious:
         raise ValueError("evaluate_segmentation: no expression to evaluate.")
     all_ious = torch.cat(ious)
     return {"miou": float(all_ious.mean()), "ciou": intersection / union if union else 1.0, "expressions": len(all_ious)}
+
+
+def pairwise_depth_order(prediction: torch.Tensor, pairs: list[dict], space: str = "disparity") -> tuple[int, int]:
+    """`(correct, total)` of DA-2K-style point pairs on one `(H, W)` prediction at the image's resolution: a pair is
+    correct when the point the prediction puts closer is its `closer_point` (closer = larger disparity, or smaller
+    depth with `space="depth"`); equal values count as wrong. Points are `[row, col]`; one outside the map is a
+    `ValueError`."""
+    if space not in ("depth", "disparity"):
+        raise ValueError(f"space: expected 'depth' or 'disparity', got {space!r}.")
+    height, width = prediction.shape
+    correct = 0
+    for pair in pairs:
+        values = []
+        for key in ("point1", "point2"):
+            row, col = (int(v) for v in pair[key])
+            if not (0 <= row < height and 0 <= col < width):
+                raise ValueError(f"{key} {pair[key]} lies outside the {height}x{width} image.")
+            values.append(float(prediction[row, col]))
+        first_closer = values[0] > values[1] if space == "disparity" else values[0] < values[1]
+        second_closer = values[1] > values[0] if space == "disparity" else values[1] < values[0]
+        predicted = "point1" if first_closer else "point2" if second_closer else None
+        correct += predicted == pair["closer_point"]
+    return correct, len(pairs)
+
+
+def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(h, w)` mask logits resized bilinearly to `size` (the image's own height and width)."""
+    if tuple(logits.shape) == tuple(size):
+        return logits
+    return F.interpolate(logits[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
 
 
 def _is_multitask(model) -> bool:
@@ -211,6 +253,7 @@ __all__ = [
     "eigen_crop",
     "evaluate_depth",
     "evaluate_segmentation",
+    "pairwise_depth_order",
     "garg_crop",
     "mask_ious",
     "mean_iou",

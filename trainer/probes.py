@@ -282,7 +282,7 @@ SEGMENTATION_DATASETS = {"scenes", "ade20k", "voc", "cityscapes"}
 DEPTH_DATASETS = {"scenes", "nyuv2", "kitti", "stereo_motorcycle"}
 HUB_DATASETS = {"ade20k": "scene_parse_150", "voc": "pascal_voc", "cityscapes": "cityscapes",
                 "nyuv2": "nyu_depth_v2", "kitti": "kitti", "scenes": "versavit-scenes",
-                "stereo_motorcycle": "middlebury-stereo"}
+                "stereo_motorcycle": "middlebury-stereo", "da2k": "depth-anything/DA-2K"}
 
 
 @dataclass

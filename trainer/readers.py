@@ -14,6 +14,10 @@ Metric depth (`DepthSource`: image paths, depth paths, scale, range, crop):
   `<image path> <depth path> <focal>` relative to the data folders; 16-bit PNG depth, millimetres for NYUv2
   (/1000, up to 10 m, Eigen crop), 1/256 m for KITTI (/256, up to 80 m, Garg crop); a depth path `None` has no label.
 
+Relative-depth pairs: DA-2K (Depth Anything V2's benchmark, paper Table 9): `annotations.json` maps each image path
+(relative to the folder, `images/<scene>/<name>.jpg`) to a list of `{"point1": [row, col], "point2": [row, col],
+"closer_point": "point1" | "point2"}` (`PairSource`).
+
 Referring expressions: RefCOCO / RefCOCO+ / RefCOCOg's `refs(unc).p` / `refs(umd).p` (`refcoco_refs`), read with a
 restricted unpickler that builds builtin containers and scalars only (the file is a pickle: plain `pickle.load` would
 run whatever a tampered download asks for).
@@ -23,6 +27,7 @@ or `FileNotFoundError` naming the file.
 """
 
 import io
+import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +94,46 @@ class DepthSource:
             raise ValueError(f"{depth}: depth map of shape {stored.shape} does not match its image "
                              f"{picture.height}x{picture.width}.")
         return picture, np.where(stored > 0, stored / self.depth_scale, np.nan).astype(np.float32)
+
+
+@dataclass
+class PairSource:
+    """Images with point pairs whose depth order is annotated (DA-2K)."""
+
+    name: str
+    items: list  # (image path, [{"point1": (row, col), "point2": (row, col), "closer_point": "point1" | "point2"}])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, list[dict]]:
+        image, pairs = self.items[index]
+        return load_image(image), pairs
+
+
+def da2k(root) -> PairSource:
+    """DA-2K's layout: `root/annotations.json` and the images it names (paths relative to `root`). A malformed entry
+    is a `ValueError` naming the image and the pair."""
+    root = Path(root)
+    annotations = _require(root / "annotations.json", "DA-2K annotations.json")
+    try:
+        data = json.loads(annotations.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{annotations}: not valid JSON ({err}).") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{annotations}: expected a mapping of image paths to lists of point pairs.")
+    items = []
+    for name, pairs in sorted(data.items()):
+        pairs = pairs if isinstance(pairs, list) else [pairs]
+        for number, pair in enumerate(pairs):
+            points_ok = all(isinstance(pair.get(key), (list, tuple)) and len(pair[key]) == 2
+                            and all(isinstance(v, (int, float)) for v in pair[key]) for key in ("point1", "point2")) \
+                if isinstance(pair, dict) else False
+            if not points_ok or pair.get("closer_point") not in ("point1", "point2"):
+                raise ValueError(f"{annotations}: pair {number} of {name} needs point1 and point2 as [row, col] and "
+                                 f"closer_point 'point1' or 'point2', got {pair!r}.")
+        items.append((_require(root / name, f"image of {annotations.name}"), pairs))
+    return PairSource("da2k", items)
 
 
 def _require(path: Path, what: str) -> Path:
@@ -252,6 +297,7 @@ def refcoco_refs(path) -> list[dict]:
 
 __all__ = [
     "DepthSource",
+    "PairSource",
     "REF_KEYS",
     "UnsafePickleError",
     "load_builtin_pickle",
@@ -260,6 +306,7 @@ __all__ = [
     "SegmentationSource",
     "ade20k",
     "cityscapes",
+    "da2k",
     "kitti",
     "nyuv2",
     "pascal_voc",
