@@ -20,6 +20,9 @@ TASKS = ("captioning", "depth", "segmentation")
 _LEGACY_VISION_MODEL_TYPES = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision"}
 
 
+DEPTH_LABEL_SPACES = ("depth", "disparity")
+
+
 def uniform_layer_indices(num_layers: int, count: int = 3) -> list[int]:
     """`count` block outputs spread uniformly over a tower of `num_layers` blocks, ending at the last one.
 
@@ -59,6 +62,11 @@ class VersaViTConfig(PreTrainedConfig):
             λ_ssi and λ_gm of the depth loss (supplement §7).
         depth_gm_scales (`int`, *optional*, defaults to 4):
             K, the number of scales (strides 1, 2, 4, ...) of the gradient-matching loss.
+        depth_label_space (`str`, *optional*, defaults to `"depth"`):
+            What the depth labels (and so the head's output) are: `"depth"` (larger is farther; 0 and negatives
+            are holes) or `"disparity"` (larger is closer, as Depth Anything V2's relative output the paper
+            pseudo-labels with; 0 is the sky / far field and supervises). The loss is scale-and-shift invariant in
+            that space and never inverts it; evaluation aligns predictions in it.
         segmentation_layer_index (`int`, *optional*, defaults to -1):
             The layer the referring-segmentation head reads (paper §4.2.3: the final layer).
         text_embed_dim (`int`, *optional*, defaults to 4096):
@@ -112,6 +120,7 @@ class VersaViTConfig(PreTrainedConfig):
     depth_ssi_weight: float = 1.0
     depth_gm_weight: float = 0.5
     depth_gm_scales: int = 4
+    depth_label_space: str = "depth"
     # Referring segmentation (SAM-style neck, text prompt encoder, SAM mask decoder).
     segmentation_layer_index: int = -1
     text_embed_dim: int = 4096
@@ -213,6 +222,9 @@ class VersaViTConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"VersaViTConfig.{name}: must be a finite value >= 0, got {value!r}.")
+        if self.depth_label_space not in DEPTH_LABEL_SPACES:
+            raise ValueError(f"VersaViTConfig.depth_label_space: expected one of {DEPTH_LABEL_SPACES}, got "
+                             f"{self.depth_label_space!r}.")
         if not (math.isfinite(self.initializer_range) and self.initializer_range > 0):
             raise ValueError(f"VersaViTConfig.initializer_range: must be > 0, got {self.initializer_range!r}.")
 

@@ -8,10 +8,14 @@ import torch.nn.functional as F
 SCALE_EPS = 1e-6
 
 
-def depth_validity(labels: torch.Tensor, labels_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixels that supervise the depth loss: finite and positive labels (NaN, inf, 0 and negatives mark holes, as
-    `stereo_motorcycle`'s inf disparities or zero-filled invalid depth), and within `labels_mask` when given."""
-    valid = torch.isfinite(labels) & (labels > 0)
+def depth_validity(labels: torch.Tensor, labels_mask: torch.Tensor | None = None,
+                   label_space: str = "depth") -> torch.Tensor:
+    """Pixels that supervise the depth loss, within `labels_mask` when given. Depth labels: finite and positive (NaN,
+    inf, 0 and negatives mark holes, as zero-filled invalid depth). Disparity labels: finite and >= 0, since a
+    disparity of 0 is the sky / far field (Depth Anything's output after its ReLU), not a hole."""
+    if label_space not in ("depth", "disparity"):
+        raise ValueError(f"label_space: expected 'depth' or 'disparity', got {label_space!r}.")
+    valid = torch.isfinite(labels) & ((labels >= 0) if label_space == "disparity" else (labels > 0))
     if labels_mask is not None:
         if labels_mask.shape != labels.shape:
             raise ValueError(f"labels_mask: shape {tuple(labels_mask.shape)} does not match labels {tuple(labels.shape)}.")
@@ -91,14 +95,17 @@ def depth_loss(
     ssi_weight: float = 1.0,
     gm_weight: float = 0.5,
     gm_scales: int = 4,
+    label_space: str = "depth",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`λ_ssi · L_ssi + λ_gm · L_gm` on `(B, H, W)` maps; returns the loss and its two terms (detached)."""
+    """`λ_ssi · L_ssi + λ_gm · L_gm` on `(B, H, W)` maps; returns the loss and its two terms (detached). The
+    prediction is compared with the labels in their own `label_space` (depth or disparity), never inverted; the
+    space only decides which pixels are holes (`depth_validity`)."""
     if prediction.shape != labels.shape:
         raise ValueError(
             f"labels: depth labels of shape {tuple(labels.shape)} do not match the predicted depth "
             f"{tuple(prediction.shape)} (labels are at the processed input size: image_grid_thw h, w x patch size)."
         )
-    valid = depth_validity(labels, labels_mask)
+    valid = depth_validity(labels, labels_mask, label_space)
     labels = torch.where(valid, labels, torch.zeros_like(labels))  # NaN/inf never enter the arithmetic
     dtype = torch.promote_types(prediction.dtype, torch.float32)  # bf16/fp16 predictions: reduce in fp32
     prediction = prediction.to(dtype)

@@ -637,8 +637,9 @@ class DepthEstimationMixin:
     ) -> VersaViTDepthEstimatorOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch_size, height, width)`, *optional*):
-            Depth or disparity targets at the processed input size. NaN, inf, zero and negative values mark invalid
-            pixels and are left out of the loss.
+            Depth or disparity targets (`config.depth_label_space`) at the processed input size. NaN, inf and
+            negative values mark invalid pixels and are left out of the loss; so does 0 for depth, while a disparity
+            of 0 (sky, far field) supervises.
         labels_mask (`torch.BoolTensor` of the same shape, *optional*): further restricts the valid pixels.
         """
         _same_grid(image_grid_thw, "depth estimation")
@@ -653,6 +654,7 @@ class DepthEstimationMixin:
                 ssi_weight=self.config.depth_ssi_weight,
                 gm_weight=self.config.depth_gm_weight,
                 gm_scales=self.config.depth_gm_scales,
+                label_space=self.config.depth_label_space,
             )
         return VersaViTDepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, loss_terms=loss_terms)
 

@@ -9,8 +9,8 @@
     python recipes/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K --space disparity
 
 Each image is resized to `size` x `size`, the predicted map upsampled back to the label's size; per image the
-prediction is aligned to the ground truth by least-squares scale and shift (in depth, or in disparity with
-`--space disparity`, Depth Anything's protocol, for models trained on disparity pseudo-labels), then AbsRel and δ1 are
+prediction is aligned to the ground truth by least-squares scale and shift in the space the model was trained in
+(its config's `depth_label_space`; `--space` overrides: disparity is Depth Anything's protocol), then AbsRel and δ1 are
 taken over the valid pixels (the dataset's range and crop: Eigen for NYUv2, Garg for KITTI) and averaged over images.
 DA-2K (Table 9's third column) has no dense labels: its score is the pairwise accuracy, the share of annotated point
 pairs whose closer point the prediction (at the image's size) puts closer, larger disparity or smaller depth per
@@ -41,7 +41,11 @@ class EvalDepthArguments:
     data_root: str | None = field(default=None, metadata={"help": "da2k: the folder with annotations.json."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (dataset scenes)."})
     size: int = field(default=532, metadata={"help": "Input size, a multiple of 28 (paper: 532)."})
-    space: str = field(default="depth", metadata={"help": "Alignment space: depth or disparity."})
+    space: str | None = field(
+        default=None,
+        metadata={"help": "Alignment space of the predictions: depth or disparity. Default: the space the model was "
+                          "trained in (its config's depth_label_space)."},
+    )
     output_dir: str = field(default="outputs/eval_depth", metadata={"help": "Where results.json goes."})
 
 
@@ -74,6 +78,7 @@ def predict(model, processor, image: PIL.Image.Image, size: int, shape: tuple[in
 def evaluate(args: EvalDepthArguments) -> dict:
     require_task_weights(args.model, "depth")
     model = VersaViTForDepthEstimation.from_pretrained(args.model, dtype=torch.float32).eval()
+    args.space = args.space or model.config.depth_label_space
     processor = VersaViTImageProcessor()
     data = source(args)
     if isinstance(data, readers.PairSource):

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     main_process = training_args.process_index == 0
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=main_process)
-    model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim)
+    model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim, data.depth_label_space)
     apply_lora(model, lora_args)
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed, data.text_embed_dim)
     if main_process:  # only once everything that can be checked before training has been

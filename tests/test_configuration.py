@@ -83,3 +83,12 @@ def test_invalid_values_fail_at_construction_naming_the_field(kwargs, field):
 def test_unsupported_tower_is_rejected_by_name():
     with pytest.raises(ValueError, match="vision_config: model_type 'clip_vision_model'"):
         VersaViTConfig(vision_config={"model_type": "clip_vision_model"})
+
+
+def test_depth_label_space_is_checked_and_saved(tmp_path):
+    config = VersaViTConfig(depth_label_space="disparity")
+    config.save_pretrained(tmp_path)
+    assert VersaViTConfig.from_pretrained(tmp_path).depth_label_space == "disparity"
+    assert VersaViTConfig().depth_label_space == "depth"
+    with pytest.raises(ValueError, match="VersaViTConfig.depth_label_space: expected one of"):
+        VersaViTConfig(depth_label_space="inverse-depth")

@@ -287,3 +287,43 @@ def test_flips_never_contradict_left_and_right():
     neutral = {**sample, "expressions": ["the first cube", "the second cube"]}
     flipped = SegmentationCollator(size=side, flip_probability=1.0)([neutral])
     assert [side_of(m) for m in flipped["labels"]] == ["right", "left"]
+
+
+def test_disparity_zero_is_the_sky_and_stays_a_label():
+    """Depth Anything's relative output is disparity after a ReLU: the sky is exactly 0. Stored as disparity it stays
+    a label (one storage step), where the depth reading drops it as a hole."""
+    disparity = np.random.default_rng(1).uniform(0.5, 8.0, (20, 30)).astype(np.float32)
+    disparity[:6] = 0.0  # sky
+    disparity[10, 10] = np.nan  # a real hole
+    stored, scale = encode_depth(disparity, space="disparity")
+    back = decode_depth(stored, scale)
+    assert np.isfinite(back[:6]).all() and (back[:6] <= 8.0 / 65535 * 1.01).all()
+    assert np.isnan(back[10, 10])
+    np.testing.assert_allclose(back[6:][np.isfinite(back[6:])], disparity[6:][np.isfinite(disparity[6:])],
+                               atol=8.0 / 65535)
+    as_depth, depth_scale = encode_depth(disparity)  # read as depth, 0 is a hole
+    assert np.isnan(decode_depth(as_depth, depth_scale)[:6]).all()
+    with pytest.raises(ValueError, match="space: expected 'depth' or 'disparity'"):
+        encode_depth(disparity, space="inverse")
+
+
+def test_the_depth_label_space_comes_from_the_data(tmp_path):
+    from datasets import Dataset, Features, Value
+
+    from versavit_trainer.build import DataArguments, depth_label_space
+    from versavit_trainer.data import DEPTH_FEATURES
+
+    rows = {"image": [PIL.Image.new("RGB", (4, 4))], "depth": [PIL.Image.new("I;16", (4, 4))], "depth_scale": [1.0]}
+    legacy = Dataset.from_dict(rows, features=DEPTH_FEATURES)
+    labelled = Dataset.from_dict({**rows, "depth_space": ["disparity"]},
+                                 features=Features({**DEPTH_FEATURES, "depth_space": Value("string")}))
+    args = DataArguments(tasks=["depth"], depth_data="data/depth")
+    assert depth_label_space(args, labelled) == "disparity"
+    assert depth_label_space(DataArguments(tasks=["depth"]), None) == "depth"  # the generated scenes
+    with pytest.raises(ValueError, match="does not record its label space .* pass --depth_label_space disparity"):
+        depth_label_space(args, legacy)
+    assert depth_label_space(DataArguments(tasks=["depth"], depth_data="d", depth_label_space="disparity"), legacy) == \
+        "disparity"
+    with pytest.raises(ValueError, match=r"depth_label_space: 'disparity', but the depth data \(the generated scenes\) "
+                                         r"are 'depth'"):
+        depth_label_space(DataArguments(tasks=["depth"], depth_label_space="disparity"), None)

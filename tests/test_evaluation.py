@@ -92,3 +92,23 @@ def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
     with pytest.raises(SystemExit, match=r"pair 0 of images/outdoor/0.png needs point1 and point2"):
         load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--dataset", "da2k", "--data_root",
                                         str(tmp_path)])
+
+
+def test_eval_depth_aligns_in_the_space_the_model_was_trained_in(tmp_path, dense_checkpoint):
+    import shutil
+
+    from versavit_trainer.build import ModelArguments, build_model
+
+    args = ["--size", "56", "--num_eval_scenes", "2", "--output_dir", str(tmp_path / "out")]
+    assert load_recipe("eval_depth").main(["--model", str(dense_checkpoint), *args])["space"] == "depth"
+    disparity = tmp_path / "disparity"
+    shutil.copytree(dense_checkpoint, disparity)
+    config = json.loads((disparity / "config.json").read_text())
+    (disparity / "config.json").write_text(json.dumps({**config, "depth_label_space": "disparity"}))
+    summary = load_recipe("eval_depth").main(["--model", str(disparity), *args])
+    assert summary["space"] == "disparity"
+    forced = load_recipe("eval_depth").main(["--model", str(disparity), "--space", "depth", *args])
+    assert forced["space"] == "depth" and forced["abs_rel"] != summary["abs_rel"]
+    # continuing training on data of the other space is refused
+    with pytest.raises(ValueError, match="was trained on disparity labels, the depth data are depth"):
+        build_model(ModelArguments(model_name_or_path=str(disparity)), ["depth"], depth_label_space="depth")

@@ -28,6 +28,7 @@ def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_dep
         assert depth.shape == (row["image"].height, row["image"].width) and np.isfinite(depth).mean() > 0.5
     chelsea = next(row for row in dataset if row["source"] == "chelsea.jpg")
     assert chelsea["image"].format == "JPEG"  # the original file's bytes are kept
+    assert set(dataset["depth_space"]) == {"disparity"}  # Depth Anything's relative output: the run's label space
 
     # A run interrupted in shard 1: its half-written folder is redone, shard 0 is not touched.
     marker = out / "shard-00000" / "DONE"

@@ -184,3 +184,22 @@ def test_mask_label_errors():
         mask_loss(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))
     with pytest.raises(ValueError, match="labels: mask labels must be binary"):
         mask_loss(torch.zeros(1, 2, 2), torch.tensor([[[0.0, 0.5], [1.0, 1.0]]]))
+
+
+def test_disparity_labels_of_zero_supervise_and_depth_zeros_do_not():
+    """The sky (disparity 0) pulls the prediction there; in depth space 0 is a hole and leaves it free."""
+    from modeling_versavit.losses_versavit import depth_loss, depth_validity
+
+    labels = torch.rand(1, 16, 16) + 0.5
+    labels[:, :4] = 0.0  # sky rows
+    labels[:, 8, 8] = float("nan")
+    assert depth_validity(labels, label_space="disparity")[:, :4].all()
+    assert not depth_validity(labels, label_space="depth")[:, :4].any()
+    assert not depth_validity(labels, label_space="disparity")[0, 8, 8]
+    for space, supervised in (("disparity", True), ("depth", False)):
+        prediction = (torch.rand(1, 16, 16) + 0.5).requires_grad_(True)
+        loss, _ = depth_loss(prediction, labels, label_space=space)
+        loss.backward()
+        assert bool(prediction.grad[:, :4].abs().sum() > 0) is supervised, space
+    with pytest.raises(ValueError, match="label_space: expected 'depth' or 'disparity'"):
+        depth_validity(labels, label_space="inverse")

