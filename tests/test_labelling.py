@@ -149,3 +149,80 @@ def test_caption_folder_converter(tmp_path, photos):
 def test_load_labelled_needs_finished_shards(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished labelling shards"):
         load_labelled(tmp_path)
+
+
+def test_llava_and_sharegpt_conversations_convert_to_the_captioning_schema(tmp_path, photos):
+    samples = [
+        {"id": "a", "image": "astronaut.png", "conversations": [
+            {"from": "human", "value": "<image>\nWho is this?"}, {"from": "gpt", "value": "An astronaut."},
+            {"from": "human", "value": "What is behind?"}, {"from": "gpt", "value": "A flag."}]},
+        {"id": "b", "image": ["chelsea.jpg"], "messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image> What animal?"},
+            {"role": "assistant", "content": "A cat."}]},
+        {"id": "c", "image": ["astronaut.png", "chelsea.jpg"], "conversations": [
+            {"from": "human", "value": "<image><image> Same?"}, {"from": "gpt", "value": "No."}]},
+        {"id": "d", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        {"id": "e", "image": "astronaut.png", "conversations": [{"from": "gpt", "value": "Answer first"}]},
+        {"id": "f", "image": "broken.jpg", "conversations": [
+            {"from": "human", "value": "<image> ?"}, {"from": "gpt", "value": "!"}]},
+    ]
+    (tmp_path / "llava.json").write_text(json.dumps(samples))
+    summary = load_recipe("convert_conversations").main([
+        "--format", "llava", "--input", str(tmp_path / "llava.json"), "--images", str(photos),
+        "--output_dir", str(tmp_path / "out")])
+    assert summary["labelled"] == 2 and summary["skipped: multi-image"] == 1 and summary["skipped: no image"] == 1
+    assert summary["skipped: turns do not alternate"] == 1 and summary["skipped: unreadable image"] == 1
+    rows = {row["source"]: row for row in load_labelled(tmp_path / "out")}
+    check_schema(load_labelled(tmp_path / "out"), "captioning")
+    assert rows["astronaut.png"]["texts"] == [{"user": "Who is this?", "assistant": "An astronaut."},
+                                              {"user": "What is behind?", "assistant": "A flag."}]
+    assert rows["chelsea.jpg"]["texts"] == [{"user": "What animal?", "assistant": "A cat."}]
+
+
+def test_finevision_keeps_single_image_samples_only(tmp_path):
+    from datasets import Dataset, Features, Image, List, Value
+
+    image = PIL.Image.fromarray(np.full((32, 32, 3), 90, np.uint8))
+    features = Features({"images": List(Image()), "texts": List({"user": Value("string"), "assistant": Value("string")}),
+                         "source": Value("string")})
+    Dataset.from_dict({
+        "images": [[image], [image, image], [image]],
+        "texts": [[{"user": "What colour?", "assistant": "Grey."}], [{"user": "Compare", "assistant": "Same."}],
+                  [{"user": "", "assistant": "x"}]],
+        "source": ["one", "two", "empty"],
+    }, features=features).save_to_disk(str(tmp_path / "finevision"))
+    summary = load_recipe("convert_conversations").main([
+        "--format", "finevision", "--input", str(tmp_path / "finevision"), "--output_dir", str(tmp_path / "out")])
+    assert summary["labelled"] == 1 and summary["skipped: multi-image"] == 1 and summary["skipped: empty turn"] == 1
+    (row,) = load_labelled(tmp_path / "out")
+    assert row["source"] == "one" and row["texts"] == [{"user": "What colour?", "assistant": "Grey."}]
+
+
+def test_grit_rows_become_box_annotations_that_label_masks_reads(tmp_path, photos, tiny_sam_checkpoint):
+    """GRIT's normalised spans -> pixel boxes with their caption text, in label_masks.py's input format."""
+    from datasets import Dataset
+
+    images = tmp_path / "images" / "00000"
+    images.mkdir(parents=True)
+    shutil.copy(photos / "astronaut.png", images / "000000001.png")  # 128 x 128
+    caption = "an astronaut holding a flag"
+    rows = [
+        {"key": "000000001", "caption": caption, "width": 128, "height": 128,
+         "ref_exps": [[0, 12, 0.1, 0.2, 0.5, 0.9, 0.8], [20, 26, 0.6, 0.0, 1.0, 0.4, 0.3],
+                      [3, 3, 0.1, 0.1, 0.2, 0.2, 0.9], [0, 2, 0.5, 0.5, 0.5, 0.9, 0.9]]},
+        {"key": "000000002", "caption": "missing", "width": 10, "height": 10, "ref_exps": [[0, 7, 0, 0, 1, 1, 1.0]]},
+    ]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "grit.parquet"))
+    summary = load_recipe("convert_grit").main(["--input", str(tmp_path / "grit.parquet"), "--images",
+                                                str(tmp_path / "images"), "--output", str(tmp_path / "boxes.jsonl"),
+                                                "--min_score", "0.5"])
+    assert summary["images"] == 1 and summary["objects"] == 1 and summary["skipped images: not downloaded"] == 1
+    assert summary["skipped spans: low score"] == 1 and summary["skipped spans: empty text"] == 1
+    assert summary["skipped spans: degenerate box"] == 1
+    (line,) = [json.loads(text) for text in (tmp_path / "boxes.jsonl").read_text().splitlines()]
+    assert line == {"image": "00000/000000001.png",
+                    "objects": [{"box": [12.8, 25.6, 64.0, 115.2], "text": "an astronaut"}]}
+    masks = load_recipe("label_masks").main(["--sam", str(tiny_sam_checkpoint), "--annotations",
+                                             str(tmp_path / "boxes.jsonl"), "--images", str(tmp_path / "images"),
+                                             "--output_dir", str(tmp_path / "refs")])
+    assert masks["labelled"] + sum(v for k, v in masks.items() if k.startswith("skipped")) == 1
