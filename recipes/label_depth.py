@@ -22,7 +22,7 @@ from transformers import AutoImageProcessor, AutoModelForDepthEstimation, HfArgu
 
 from modeling_versavit import load_image
 from versavit_trainer.data import DEPTH_FEATURES, DEPTH_SPACE_COLUMN, encode_depth
-from versavit_trainer.labelling import Skip, list_images, run_sharded, stored_image
+from versavit_trainer.labelling import Skip, list_images, process_device, run_sharded, stored_image
 
 FEATURES = Features({**DEPTH_FEATURES, DEPTH_SPACE_COLUMN: Value("string"), "source": Value("string")})
 
@@ -41,6 +41,7 @@ class LabelDepthArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(LabelDepthArguments).parse_args_into_dataclasses(args=argv)
+    args.device = process_device(args.device)  # this process's GPU under a launcher
     if args.space not in ("depth", "disparity"):
         sys.exit(f"label_depth.py: error: space: expected 'depth' or 'disparity', got {args.space!r}.")
     processor = AutoImageProcessor.from_pretrained(args.model)

@@ -26,7 +26,7 @@ from transformers import HfArgumentParser, SamModel, SamProcessor
 
 from modeling_versavit import load_image
 from versavit_trainer.data import REFERRING_FEATURES
-from versavit_trainer.labelling import Skip, run_sharded, stored_image
+from versavit_trainer.labelling import Skip, process_device, run_sharded, stored_image
 
 FEATURES = REFERRING_FEATURES
 
@@ -68,6 +68,7 @@ def clip_box(box, width: int, height: int) -> list[float] | None:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(LabelMasksArguments).parse_args_into_dataclasses(args=argv)
+    args.device = process_device(args.device)  # this process's GPU under a launcher
     processor = SamProcessor.from_pretrained(args.sam)
     model = SamModel.from_pretrained(args.sam).to(args.device).eval()
     root = Path(args.images)

@@ -226,3 +226,31 @@ def test_grit_rows_become_box_annotations_that_label_masks_reads(tmp_path, photo
                                              str(tmp_path / "boxes.jsonl"), "--images", str(tmp_path / "images"),
                                              "--output_dir", str(tmp_path / "refs")])
     assert masks["labelled"] + sum(v for k, v in masks.items() if k.startswith("skipped")) == 1
+
+
+def test_two_labelling_processes_write_disjoint_shards_equal_to_one_process(tmp_path, photos, tiny_depth_checkpoint):
+    """`torchrun --nproc_per_node 2 recipes/label_depth.py`: process r labels shards r, r + 2, ...; together they
+    are the 1-process run's dataset, row for row, and a rerun resumes every shard."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    args = ["--model", str(tiny_depth_checkpoint), "--images", str(photos), "--shard_size", "1", "--batch_size", "1"]
+    single = load_recipe("label_depth").main([*args, "--output_dir", str(tmp_path / "one")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(root / "recipes" / "label_depth.py"), *args, "--output_dir", str(tmp_path / "two")]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert {k: v for k, v in summary.items() if k != "shards_resumed"} == \
+        {k: v for k, v in single.items() if k != "shards_resumed"}
+    one, two = load_labelled(tmp_path / "one"), load_labelled(tmp_path / "two")
+    assert one["source"] == two["source"] and len(one) == 3
+    for a, b in zip(one, two):
+        assert np.array_equal(decode_depth(a["depth"], a["depth_scale"]), decode_depth(b["depth"], b["depth_scale"]),
+                              equal_nan=True)
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("shards_resumed 2") == 2, again.stdout[-2000:]  # each process resumed its two shards
