@@ -32,10 +32,10 @@ from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, 
 from versavit_trainer.config import (
     ConfigError,
     DefaultConfig,
+    check_run_record,
     parse_config,
-    record_resumed_config,
     resolved_config,
-    write_config,
+    write_run_record,
 )
 from versavit_trainer.lora import LoraArguments
 from versavit_trainer.plan import plan_run
@@ -56,14 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
     if run_args.alignment_max_steps == 0:
         raise ConfigError("alignment_max_steps: 0 would skip the only stage of align.py.")
     output_dir = Path(training_args.output_dir)
-    if not run_args.resume and (output_dir / "config.yaml").is_file():
-        raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
     data_args.tasks = ["captioning"]
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
                              exclude=("resume", "dry_run", "check_memory", "allow_config_change"))
-    resuming = run_args.resume and (output_dir / "config.yaml").is_file()
-    if resuming:  # a refused change fails here, before anything is built
-        record_resumed_config(output_dir, config, run_args.allow_config_change, write=False)
+    resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
     plan_run(model_args, data_args, run_args, training_args, ["alignment"], "VersaViT alignment run")
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=False)
@@ -71,10 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     main_process = training_args.process_index == 0
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
     if main_process:  # only once everything that can be checked before training has been
-        if resuming:
-            record_resumed_config(output_dir, config, run_args.allow_config_change)
-        else:
-            write_config(output_dir / "config.yaml", config)
+        write_run_record(output_dir, config, resuming)
 
     args = stage_arguments(training_args, "alignment", output_dir / "alignment",
                            max_steps=run_args.alignment_max_steps, num_train_epochs=run_args.alignment_num_train_epochs)

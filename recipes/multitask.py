@@ -48,7 +48,7 @@ from versavit_trainer.build import (
     parameter_report,
     task_specs,
 )
-from versavit_trainer.config import DefaultConfig, parse_config, record_resumed_config, resolved_config, write_config
+from versavit_trainer.config import DefaultConfig, check_run_record, parse_config, resolved_config, write_run_record
 from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
@@ -90,12 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(training_args.output_dir)
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)
-    resuming = run_args.resume and (output_dir / "config.yaml").is_file()
-    if not run_args.resume and (output_dir / "config.yaml").is_file():
-        raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume to continue it or choose "
-                         "another --output_dir.")
-    if resuming:  # a refused change fails here, before anything is built
-        record_resumed_config(output_dir, config, run_args.allow_config_change, write=False)
+    resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
     plan_run(model_args, data_args, run_args, training_args, ["alignment", "multitask"], "VersaViT multi-task run")
     main_process = training_args.process_index == 0
     set_seed(training_args.seed)
@@ -104,10 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     apply_lora(model, lora_args)
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed, data.text_embed_dim)
     if main_process:  # only once everything that can be checked before training has been
-        if resuming:
-            record_resumed_config(output_dir, config, run_args.allow_config_change)
-        else:
-            write_config(output_dir / "config.yaml", config)
+        write_run_record(output_dir, config, resuming)
     stop = GracefulStop()
     summary: dict = {"output_dir": str(output_dir), "stages": {}}
     histories = {}

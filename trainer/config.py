@@ -281,17 +281,19 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
-def record_resumed_config(output_dir: Path, config: dict[str, Any], allow_change: bool, write: bool = True) -> Path:
-    """Compare a resumed run's settings with the original run's `output_dir/config.yaml`, which is never rewritten.
+def check_run_record(output_dir: Path, config: dict[str, Any], resume: bool, allow_change: bool) -> bool:
+    """Before anything is built: whether this run resumes the one recorded in `output_dir/config.yaml`.
 
-    A change outside `RESUMABLE_CHANGES` is a `ConfigError` naming each key with its saved and new value, unless
-    `allow_change`; the settings of a resumed run that differ at all are written to `config.resume-<n>.yaml` beside
-    it (the record of what ran, resume by resume) when `write`. Returns the file holding this run's settings."""
+    An `output_dir` that holds a run is refused without `resume`. A resumed run whose settings differ from the
+    record outside `RESUMABLE_CHANGES` is a `ConfigError` naming each key with its saved and new value, unless
+    `allow_change` (the record is never rewritten; `write_run_record` keeps the new settings beside it)."""
     original = output_dir / "config.yaml"
-    saved = yaml.safe_load(original.read_text()) or {}
-    changed = {key: (saved.get(key), value) for key, value in config.items() if saved.get(key) != value}
-    changed.update({key: (value, None) for key, value in saved.items() if key not in config})
-    refused = {key: values for key, values in changed.items() if key not in RESUMABLE_CHANGES}
+    if not original.is_file():
+        return False
+    if not resume:
+        raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume to continue it or choose "
+                         "another --output_dir.")
+    refused = {key: values for key, values in _changes(original, config).items() if key not in RESUMABLE_CHANGES}
     if refused and not allow_change:
         listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(refused.items()))
         raise ConfigError(
@@ -300,11 +302,27 @@ def record_resumed_config(output_dir: Path, config: dict[str, Any], allow_change
             "written); use the original settings, another --output_dir, or --allow_config_change true to continue "
             "anyway (the changes are recorded beside config.yaml)."
         )
-    if not changed:
+    return True
+
+
+def write_run_record(output_dir: Path, config: dict[str, Any], resuming: bool) -> Path:
+    """`output_dir/config.yaml` for a new run; for a resumed one whose settings differ at all from it,
+    `config.resume-<n>.yaml` beside it (the record of what ran, resume by resume). Returns the file that holds this
+    run's settings."""
+    original = output_dir / "config.yaml"
+    if not resuming:
+        return write_config(original, config)
+    if not _changes(original, config):
         return original
     number = 1 + sum(1 for _ in output_dir.glob("config.resume-*.yaml"))
-    path = output_dir / f"config.resume-{number}.yaml"
-    return write_config(path, config) if write else path
+    return write_config(output_dir / f"config.resume-{number}.yaml", config)
+
+
+def _changes(original: Path, config: dict[str, Any]) -> dict[str, tuple]:
+    saved = yaml.safe_load(original.read_text()) or {}
+    changed = {key: (saved.get(key), value) for key, value in config.items() if saved.get(key) != value}
+    changed.update({key: (value, None) for key, value in saved.items() if key not in config})
+    return changed
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -321,7 +339,8 @@ __all__ = [
     "dataclass_error_path",
     "mapping_option",
     "parse_config",
-    "record_resumed_config",
+    "check_run_record",
     "resolved_config",
     "write_config",
+    "write_run_record",
 ]

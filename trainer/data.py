@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from datasets import Dataset, Features, Image, List, Value
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
+from modeling_versavit.losses_versavit import depth_validity
 
 from .scenes import Camera, generate_scene
 
@@ -107,10 +108,8 @@ def encode_depth(depth: np.ndarray, space: str = "depth") -> tuple[PIL.Image.Ima
     largest becomes 65535; holes store 0, so a valid value stores at least 1. Valid: finite and > 0 for depth;
     finite and >= 0 for disparity, where 0 is the sky / far field (Depth Anything's ReLU output), which then
     decodes to the smallest storable disparity (one storage step, largest / 65535) instead of being dropped."""
-    if space not in ("depth", "disparity"):
-        raise ValueError(f"space: expected 'depth' or 'disparity', got {space!r}.")
     depth = np.asarray(depth, dtype=np.float64)
-    valid = np.isfinite(depth) & ((depth >= 0) if space == "disparity" else (depth > 0))
+    valid = depth_validity(torch.from_numpy(depth), label_space=space).numpy()  # the loss's rule, one place
     top = float(depth[valid].max()) if valid.any() else 1.0
     top = top if top > 0 else 1.0  # an all-zero disparity map (all sky)
     scale = 65535.0 / top
@@ -257,6 +256,12 @@ class SegmentationCollator(_FixedSizeCollator):
         self.keep_original_masks = keep_original_masks
 
     def validate(self, sample: dict) -> None:
+        self._check_texts(sample)
+        for k, mask in enumerate(sample["masks"]):
+            binary_mask(mask, sample["image"].size, f"masks[{k}]")
+
+    def _check_texts(self, sample: dict) -> None:
+        """Counts, expressions and text embeddings (the masks are read by `binary_mask`)."""
         expressions, masks = sample["expressions"], sample["masks"]
         text = expressions if self.online_text else sample["text_embeds"]
         if not (len(expressions) == len(masks) == len(text)) or not expressions:
@@ -267,7 +272,6 @@ class SegmentationCollator(_FixedSizeCollator):
         for k, expression in enumerate(expressions):
             if not isinstance(expression, str) or not expression.strip():
                 raise ValueError(f"segmentation sample: expression {k} is empty.")
-            binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
         if not self.online_text:
             widths = {len(embedding) for embedding in text}
             expected = {self.text_embed_dim} if self.text_embed_dim else widths
@@ -282,7 +286,7 @@ class SegmentationCollator(_FixedSizeCollator):
     def __call__(self, samples: list[dict]) -> dict:
         images, embeds, index, labels, chosen_texts, originals = [], [], [], [], [], []
         for position, sample in enumerate(samples):
-            self.validate(sample)
+            self._check_texts(sample)  # the chosen masks are checked as they are read below
             expressions, masks = sample["expressions"], sample["masks"]
             chosen = sorted(self.random.sample(range(len(expressions)), min(len(expressions), self.max_expressions)))
             flip = self._flip()
