@@ -8,10 +8,12 @@
 
     python recipes/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K --space disparity
 
-Each image is resized to `size` x `size`, the predicted map upsampled back to the label's size; per image the
-prediction is aligned to the ground truth by least-squares scale and shift in the space the model was trained in
-(its config's `depth_label_space`; `--space` overrides: disparity is Depth Anything's protocol), then AbsRel and δ1 are
-taken over the valid pixels (the dataset's range and crop: Eigen for NYUv2, Garg for KITTI) and averaged over images.
+Each image is resized at its own aspect ratio, short side `size` and long side the nearest multiple of 28 (Depth
+Anything's protocol: KITTI's 352x1216 is fed at 532x1848, not squashed to a square), the predicted map upsampled
+back to the label's size; per image the prediction is aligned to the ground truth by least-squares scale and shift in
+the space the model was trained in (its config's `depth_label_space`; `--space` overrides: disparity is Depth
+Anything's protocol), then AbsRel and δ1 are taken over the valid pixels (the dataset's range and crop: Eigen for
+NYUv2, Garg for KITTI) and averaged over images.
 DA-2K (Table 9's third column) has no dense labels: its score is the pairwise accuracy, the share of annotated point
 pairs whose closer point the prediction (at the image's size) puts closer, larger disparity or smaller depth per
 `--space`. Writes output_dir/results.json and model_index.json (for recipes/push_to_hub.py --results).
@@ -30,7 +32,7 @@ from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
 from versavit_trainer import readers
 from versavit_trainer.build import require_task_weights
 from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics
-from versavit_trainer.probes import HUB_DATASETS, crop_mask, write_results
+from versavit_trainer.probes import HUB_DATASETS, crop_mask, keep_aspect_size, write_results
 
 
 @dataclass
@@ -40,7 +42,8 @@ class EvalDepthArguments:
     split: str | None = field(default=None, metadata={"help": "nyuv2 / kitti: the split file of evaluation pairs."})
     data_root: str | None = field(default=None, metadata={"help": "da2k: the folder with annotations.json."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (dataset scenes)."})
-    size: int = field(default=532, metadata={"help": "Input size, a multiple of 28 (paper: 532)."})
+    size: int = field(default=532, metadata={"help": "Short side of the input, a multiple of 28 (paper: 532); the long "
+                                                     "side keeps the image's aspect ratio."})
     space: str | None = field(
         default=None,
         metadata={"help": "Alignment space of the predictions: depth or disparity. Default: the space the model was "
@@ -68,8 +71,10 @@ def source(args: EvalDepthArguments) -> readers.DepthSource:
 
 
 def predict(model, processor, image: PIL.Image.Image, size: int, shape: tuple[int, int]) -> torch.Tensor:
-    """The model's map for `image` fed at `size` x `size`, resized bilinearly to `shape` (height, width)."""
-    inputs = processor(images=[image.resize((size, size), PIL.Image.BICUBIC)], do_resize=False, return_tensors="pt")
+    """The model's map for `image` fed at its own aspect ratio (short side `size`, long side the nearest multiple of
+    28), resized bilinearly to `shape` (height, width)."""
+    height, width = keep_aspect_size(image.height, image.width, size)
+    inputs = processor(images=[image.resize((width, height), PIL.Image.BICUBIC)], do_resize=False, return_tensors="pt")
     prediction = model(**inputs).predicted_depth[:, None]
     return F.interpolate(prediction, size=shape, mode="bilinear", align_corners=False)[0, 0]
 

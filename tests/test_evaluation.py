@@ -27,6 +27,30 @@ def test_eval_depth_on_scenes_and_a_real_image(tmp_path, dense_checkpoint):
         load_recipe("eval_depth").main(["--model", str(tmp_path / "backbone")])
 
 
+def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
+    import torch.nn.functional as F
+
+    from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
+    from versavit_trainer.probes import keep_aspect_size
+
+    assert keep_aspect_size(352, 1216, 532) == (532, 1848)  # KITTI: 1216 * 532 / 352 = 1837.8 -> 66 blocks of 28
+    assert keep_aspect_size(480, 640, 532) == (532, 700)  # NYUv2
+    model = VersaViTForDepthEstimation.from_pretrained(dense_checkpoint, dtype=torch.float32).eval()
+    grids = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: grids.append(kwargs["image_grid_thw"].tolist()),
+                                    with_kwargs=True)
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 180, 3), dtype=np.uint8))
+    processor = VersaViTImageProcessor()
+    with torch.no_grad():
+        prediction = load_recipe("eval_depth").predict(model, processor, image, 56, (60, 180))
+        # the reference, written out: 56 x 168 pixels (aspect 1:3 kept), not 56 x 56
+        inputs = processor(images=[image.resize((168, 56), PIL.Image.BICUBIC)], do_resize=False, return_tensors="pt")
+        expected = F.interpolate(model(**inputs).predicted_depth[:, None], size=(60, 180), mode="bilinear",
+                                 align_corners=False)[0, 0]
+    assert grids[0] == [[1, 4, 12]]
+    torch.testing.assert_close(prediction, expected)
+
+
 def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
     from modeling_versavit import VersaViTForMultiTask
     from versavit_trainer.build import DataArguments, EVAL_SCENE_SEED_OFFSET, eval_batches

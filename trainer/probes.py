@@ -149,14 +149,23 @@ def train_segmentation_probe(features: FrozenFeatures, source: SegmentationSourc
     return head.eval(), _fit(head, loss, len(maps), settings)
 
 
+def keep_aspect_size(height: int, width: int, short_side: int, multiple: int = 28) -> tuple[int, int]:
+    """`(height, width)` of an image resized so its short side is `short_side` (a multiple of `multiple`) and its long
+    side keeps the aspect ratio, rounded to the nearest multiple (Depth Anything's "lower bound" resize; KITTI's
+    352x1216 at 532 becomes 532x1848). The backbone takes any grid of `multiple`-pixel blocks."""
+    if short_side <= 0 or short_side % multiple:
+        raise ValueError(f"size: must be a positive multiple of {multiple}, got {short_side}.")
+    scale = short_side / min(height, width)
+    return (max(short_side, round(height * scale / multiple) * multiple),
+            max(short_side, round(width * scale / multiple) * multiple))
+
+
 @torch.no_grad()
 def segment(features: FrozenFeatures, head: LinearSegmentationHead, image: PIL.Image.Image) -> torch.Tensor:
     """Sliding-window prediction: the image resized so its short side is the probe size, windows of that size with
     2/3 overlap stride, logits averaged, upsampled to the original size; returns `(H, W)` class ids."""
     size = features.size
-    scale = size / min(image.width, image.height)
-    width = max(size, round(image.width * scale / 28) * 28)
-    height = max(size, round(image.height * scale / 28) * 28)
+    height, width = keep_aspect_size(image.height, image.width, size)
     resized = image.convert("RGB").resize((width, height), PIL.Image.BICUBIC)
     num_classes = head.classifier.out_channels
     logits = torch.zeros(num_classes, height, width)
@@ -412,6 +421,7 @@ __all__ = [
     "ProbeSettings",
     "chance_depth",
     "crop_mask",
+    "keep_aspect_size",
     "chance_segmentation",
     "evaluate_depth_probe",
     "evaluate_segmentation_probe",
