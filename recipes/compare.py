@@ -49,12 +49,7 @@ class CompareArguments:
     depth_eval_split: str = field(default="", metadata={"help": "nyuv2 / kitti: evaluation split file."})
     num_scenes: int = field(default=120, metadata={"help": "Generated training scenes."})
     num_eval_scenes: int = field(default=24, metadata={"help": "Generated held-out scenes."})
-    size: int = field(default=224, metadata={"help": "Probe input size, a multiple of 28."})
-    steps: int = field(default=300, metadata={"help": "Probe optimizer steps."})
-    batch_size: int = field(default=8, metadata={"help": "Probe batch size."})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Probe learning rate."})
     num_examples: int = field(default=3, metadata={"help": "Held-out examples in examples.png."})
-    seed: int = field(default=0, metadata={"help": "Seed of the probes (and of a random encoder)."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where the table and the figure go."})
 
 
@@ -124,14 +119,13 @@ DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "co
 
 def main(argv: list[str] | None = None) -> dict:
     try:
-        (args,) = parse_config((CompareArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
+        args, settings = parse_config((CompareArguments, ProbeSettings), argv, description=__doc__,
+                                      default_config=DEFAULT_CONFIG)
     except ValueError as err:
         sys.exit(f"compare.py: error: {err}")
     names = args.names or args.encoders
     if len(args.encoders) < 2 or len(names) != len(args.encoders):
         sys.exit("compare.py: error: give two or more --encoders (and as many --names, if any).")
-    settings = ProbeSettings(size=args.size, steps=args.steps, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate, seed=args.seed)
     data = ProbeArguments(dataset=args.segmentation_dataset, data_root=args.data_root, num_scenes=args.num_scenes,
                           num_eval_scenes=args.num_eval_scenes)
     try:
@@ -140,14 +134,14 @@ def main(argv: list[str] | None = None) -> dict:
         depth_train, depth_eval = sources(data, "depth")
         encoders = []
         for spec in args.encoders:
-            encoders.append(load_encoder(spec, encoders[0] if encoders else None, args.seed))
+            encoders.append(load_encoder(spec, encoders[0] if encoders else None, settings.seed))
     except (ValueError, OSError) as err:
         sys.exit(f"compare.py: error: {err}")
     count = min(args.num_examples, len(seg_eval), len(depth_eval))
     examples = [(seg_eval.load(i)[0], seg_eval.load(i)[1], depth_eval.load(i)[1]) for i in range(count)]
     rows = []
     for name, encoder in zip(names, encoders):
-        features = FrozenFeatures(encoder, args.size)
+        features = FrozenFeatures(encoder, settings.size)
         head, _ = train_segmentation_probe(features, seg_train, settings)
         segmentation, seg_predictions = evaluate_segmentation_probe(features, head, seg_eval)
         head, _ = train_depth_probe(features, depth_train, settings)
@@ -161,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     (output / "comparison.md").write_text(markdown)
     figure(output / "examples.png", examples, rows)
     summary = {"rows": [{k: v for k, v in row.items() if k not in ("segmentations", "depths")} for row in rows],
-               "settings": {"size": args.size, "steps": args.steps, "segmentation": args.segmentation_dataset,
-                            "depth": args.depth_dataset}}
+               "settings": {"size": settings.size, "resize": settings.resize, "steps": settings.steps,
+                            "segmentation": args.segmentation_dataset, "depth": args.depth_dataset}}
     (output / "comparison.json").write_text(json.dumps(summary, indent=2))
     print(f"\n{markdown}\ntable       {output / 'comparison.md'}\nfigure      {output / 'examples.png'}")
     return summary

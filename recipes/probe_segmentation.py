@@ -4,11 +4,13 @@
 
     python recipes/probe_segmentation.py              # the embedded default: configs/probe_default.yaml
     python recipes/probe_segmentation.py --model outputs/demo/backbone --size 112          # generated scenes
-    python recipes/probe_segmentation.py --mllm models/Qwen2-VL-7B-Instruct --dataset ade20k --data_root data/ade \\
-        --size 560 --steps 4000 --batch_size 16
+    python recipes/probe_segmentation.py --config recipes/configs/probe_paper.yaml --mllm models/Qwen2-VL-7B-Instruct \\
+        --data_root data/ade         # the paper: 560x560; DINOv3's optimiser settings
 
 Last-layer patch features (raster order) -> BatchNorm + dropout + 1x1 conv -> bilinear upsampling -> cross-entropy,
-AdamW with warmup + cosine; evaluated with a sliding window (windows of `size`, 2/3 stride) and dataset-level mIoU.
+AdamW with warmup + cosine; dataset-level mIoU at each image's original size. Training and evaluation see the images
+through one rule: `--resize square` (the paper: the image squashed to `size` x `size`) or `short_side` (DINOv3: short
+side `size`, windows of `size` at a 2/3 stride, their logits averaged in evaluation).
 Datasets: scenes (5 classes), ade20k (ADEChallengeData2016 layout), voc (VOC2012), cityscapes (labelTrainIds).
 Writes output_dir/results.json (mIoU, per-class IoU, a majority-class baseline) and model_index.json (for
 recipes/push_to_hub.py --results). The encoder never changes.

@@ -12,12 +12,16 @@ from versavit_trainer.probes import (
     chance_segmentation,
     evaluate_depth_probe,
     evaluate_segmentation_probe,
+    native_size,
+    predict_depth,
     segment,
+    segmentation_views,
     silog_loss,
     train_depth_probe,
     train_segmentation_probe,
+    windows,
 )
-from versavit_trainer.readers import scene_depth, scene_segmentation
+from versavit_trainer.readers import DepthSource, SegmentationSource, scene_depth, scene_segmentation
 
 SETTINGS = ProbeSettings(size=112, steps=200, batch_size=8, learning_rate=1e-2)
 
@@ -64,11 +68,79 @@ def test_depth_probe_beats_chance(backbone):
     assert predictions[0].shape == held_out.load(0)[1].shape
 
 
+class RecordingFeatures(FrozenFeatures):
+    """FrozenFeatures that records the (height, width) of every image it embeds."""
+
+    def __init__(self, backbone, size):
+        super().__init__(backbone, size)
+        self.seen = []
+
+    def __call__(self, images, size=None):
+        out = super().__call__(images, size)
+        self.seen += [tuple(size or (self.size, self.size))] * len(images)
+        return out
+
+
+def _wide_segmentation(count: int = 2):
+    """Segmentation data of 90 x 300 images whose label is the column's third (0 | 1 | 2)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    label = np.repeat(np.repeat(np.arange(3), 100)[None], 90, axis=0)
+    items = [(rng.integers(0, 255, (90, 300, 3), dtype=np.uint8), label) for _ in range(count)]
+    return SegmentationSource("wide", 3, items)
+
+
+def test_segmentation_probe_trains_and_evaluates_through_one_resize_rule(backbone):
+    import numpy as np
+
+    source = _wide_segmentation()
+    # square (the paper): one 56 x 56 view per image in training and in evaluation
+    features = RecordingFeatures(backbone, 56)
+    head, _ = train_segmentation_probe(features, source, ProbeSettings(size=56, steps=2))
+    assert features.seen == [(56, 56)] * 2
+    features.seen.clear()
+    image, label = source.load(0)
+    assert segment(features, head, image).shape == (90, 300) and features.seen == [(56, 56)]
+    # short_side (DINOv3): 56 x 196 (300 * 56 / 90 = 186.7 -> 7 blocks of 28), windows at a stride of 28 px
+    assert windows(56, 196, 56) == [(0, 0), (0, 28), (0, 56), (0, 84), (0, 112), (0, 140)]
+    views = segmentation_views(image, label, 56, "short_side")
+    resized = np.array(image.resize((196, 56), PIL.Image.BICUBIC))
+    resized_label = np.array(PIL.Image.fromarray(label.astype(np.int32)).resize((196, 56), PIL.Image.NEAREST))
+    assert len(views) == 6
+    for (top, left), (view, view_label) in zip(windows(56, 196, 56), views):
+        assert np.array_equal(np.array(view), resized[top : top + 56, left : left + 56])
+        assert np.array_equal(view_label.numpy(), resized_label[top : top + 56, left : left + 56])
+    features = RecordingFeatures(backbone, 56)
+    head, _ = train_segmentation_probe(features, source, ProbeSettings(size=56, resize="short_side", steps=2))
+    assert len(features.seen) == 12 and head.resize == "short_side"
+    features.seen.clear()
+    assert segment(features, head, image).shape == (90, 300) and len(features.seen) == 6
+    with pytest.raises(ValueError, match="resize: expected one of \\['square', 'short_side'\\], got 'crop'"):
+        ProbeSettings(resize="crop")
+
+
+def test_depth_probe_trains_and_predicts_at_the_datasets_own_resolution(backbone):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    items = [(rng.integers(0, 255, (90, 150, 3), dtype=np.uint8), rng.uniform(1, 5, (90, 150)).astype(np.float32)),
+             (rng.integers(0, 255, (60, 60, 3), dtype=np.uint8), rng.uniform(1, 5, (60, 60)).astype(np.float32))]
+    source = DepthSource("two sizes", items, max_depth=10.0)
+    features = RecordingFeatures(backbone, 56)
+    head, losses = train_depth_probe(features, source, ProbeSettings(size=56, steps=3, batch_size=2))
+    assert native_size(90, 150) == (84, 140) and native_size(60, 60) == (56, 56) and native_size(10, 10) == (28, 28)
+    assert features.seen == [(84, 140), (56, 56)] and all(np.isfinite(losses))  # not the 56 x 56 probe size
+    features.seen.clear()
+    assert predict_depth(features, head, source.load(0)[0]).shape == (90, 150) and features.seen == [(84, 140)]
+
+
 def test_sliding_window_covers_a_wide_image(backbone):
     features = FrozenFeatures(backbone, 56)
     head, _ = train_segmentation_probe(features, scene_segmentation(4), ProbeSettings(size=56, steps=2))
     wide = PIL.Image.new("RGB", (300, 90), (120, 130, 140))
     assert segment(features, head, wide).shape == (90, 300)
+    assert segment(features, head, wide, resize="short_side").shape == (90, 300)
     with pytest.raises(ValueError, match="size: must be a positive multiple of 28, got 50"):
         FrozenFeatures(backbone, 50)
 
@@ -114,3 +186,34 @@ def test_probe_on_the_real_stereo_motorcycle_disparity_fits(tmp_path):
 def _tiny():
     vision = {"model_type": "qwen2_vl_vision", "depth": 1, "embed_dim": 32, "num_heads": 2, "hidden_size": 32}
     return VersaViTModel(VersaViTConfig(vision_config=vision))
+
+
+@pytest.mark.parametrize("resize", ["square", "short_side"])
+def test_probes_computing_features_every_step_train_the_cached_probes(backbone, resize):
+    settings = ProbeSettings(size=56, resize=resize, steps=6, batch_size=3)
+    uncached = ProbeSettings(size=56, resize=resize, steps=6, batch_size=3, cache_features=False)
+    features = RecordingFeatures(backbone, 56)
+    source = _wide_segmentation(3)
+    _, cached_losses = train_segmentation_probe(features, source, settings)
+    calls = len(features.seen)
+    _, losses = train_segmentation_probe(features, source, uncached)
+    assert losses == pytest.approx(cached_losses, rel=1e-5)
+    assert len(features.seen) - calls == 6 * 3  # one view per example per step, nothing kept
+    depth = scene_depth(4, seed=5000)
+    _, cached_losses = train_depth_probe(features, depth, settings)
+    _, losses = train_depth_probe(features, depth, uncached)
+    assert losses == pytest.approx(cached_losses, rel=1e-5)
+
+
+def test_the_paper_probe_config_holds_the_papers_and_dinov3s_settings():
+    from pathlib import Path
+
+    from versavit_trainer.config import parse_config
+    from versavit_trainer.probes import ProbeArguments
+
+    config = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "probe_paper.yaml"
+    (args,) = parse_config((ProbeArguments,), ["--config", str(config), "--model", "m"])
+    assert (args.dataset, args.size, args.resize) == ("ade20k", 560, "square")  # supplement §8.1
+    assert (args.steps, args.batch_size, args.learning_rate, args.weight_decay, args.warmup_steps) == (
+        40000, 16, 1e-3, 1e-3, 1500)  # DINOv3's linear segmentation settings
+    assert args.cache_features is False

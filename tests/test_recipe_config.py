@@ -135,8 +135,8 @@ def test_required_options_can_come_from_the_file(tmp_path):
     spec = importlib.util.spec_from_file_location("compare", CONFIGS.parent / "compare.py")
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
-    (args,) = parse_config((compare.CompareArguments,), ["--config", write(tmp_path, {"encoders": ["a", "random"],
-                                                                                      "size": 56})])
-    assert args.encoders == ["a", "random"] and args.size == 56
+    types = (compare.CompareArguments, compare.ProbeSettings)
+    args, settings = parse_config(types, ["--config", write(tmp_path, {"encoders": ["a", "random"], "size": 56})])
+    assert args.encoders == ["a", "random"] and settings.size == 56
     with pytest.raises(ConfigError, match=r"run\.yaml: key 'size': invalid int value: 'big'"):
-        parse_config((compare.CompareArguments,), ["--config", write(tmp_path, {"encoders": ["a"], "size": "big"})])
+        parse_config(types, ["--config", write(tmp_path, {"encoders": ["a"], "size": "big"})])

@@ -1,15 +1,30 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Linear probes on a frozen backbone (paper §5.1, following DINOv3's protocol, scaled down).
+"""Linear probes on a frozen backbone (paper §5.1 and supplement §8.1, following DINOv3's protocol, scaled down).
 
 - Segmentation: last-layer patch features (raster order) -> BatchNorm + dropout + 1x1 conv -> bilinear upsampling to
-  the label size -> cross-entropy (ignore index). Evaluated with a sliding window and dataset-level mIoU.
+  the label size -> cross-entropy (ignore index); dataset-level mIoU at each image's original resolution. Training
+  and evaluation see the images through one resize rule (`ProbeSettings.resize`):
+  - `"square"` (the paper: "input images are resized to 560x560"): the whole image squashed to `size` x `size`; the
+    logits are upsampled to the original size for scoring.
+  - `"short_side"` (DINOv3's evaluation): the short side resized to `size`, the long side keeping the aspect ratio,
+    and windows of `size` x `size` at a 2/3 stride (DINOv3: 512 and 341); training uses the same windows, evaluation
+    averages their logits.
 - Depth: the same features -> BatchNorm + 1x1 conv to 256 depth bins -> softmax-weighted sum of the bin centres ->
-  bilinear upsampling -> scale-invariant log loss. Evaluated with the metric-depth errors (with the dataset's crop).
+  bilinear upsampling -> scale-invariant log loss. Images are fed at the dataset's own resolution, each side rounded
+  to a multiple of 28 (the paper: "the standard resolution specified by the corresponding dataset"; NYUv2's 480x640
+  is fed at 476x644) and trained and scored against the labels at their own size, with the metric-depth errors (with
+  the dataset's crop).
+
+Against DINOv3's linear segmentation protocol (ADE20k: 40k iterations, batch 16, AdamW lr 1e-3, weight decay 1e-3,
+1.5k warmup iterations then cosine; random rescaling 0.5-2x, 512 crops and flips in training): the features here are
+computed once per image (or window) without augmentation and cached, so a probe trains in seconds; the shipped
+`recipes/configs/probe_paper.yaml` uses DINOv3's optimiser settings at the paper's 560 px.
 
 The backbone runs under `torch.no_grad` in eval mode and its parameters are never handed to the optimizer: it does not
 change. Training features are computed once per image (no augmentation) and cached, so a probe trains in seconds.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,19 +77,42 @@ def silog_loss(prediction: torch.Tensor, target: torch.Tensor, variance_focus: f
     return (d.pow(2).mean() - variance_focus * d.mean().pow(2)).clamp(min=1e-12).sqrt()
 
 
+RESIZE_RULES = ("square", "short_side")
+
+
 @dataclass
 class ProbeSettings:
-    size: int = 224  # probe input size, a multiple of 28
-    steps: int = 300
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 20
-    seed: int = 0
+    """How a linear probe trains (the recipes' options of the same names; DINOv3's values in the help)."""
+
+    size: int = field(default=224, metadata={"help": "Segmentation input size, a multiple of 28 (paper: 560). Depth "
+                                                     "probes run at each dataset's own resolution."})
+    resize: str = field(default="square", metadata={"help": "Segmentation resize rule of training and evaluation: "
+                                                            "square (the paper: size x size) or short_side (DINOv3: "
+                                                            "short side = size, sliding windows of size)."})
+    steps: int = field(default=300, metadata={"help": "Optimizer steps of the linear head (DINOv3: 40000)."})
+    batch_size: int = field(default=8, metadata={"help": "Images (or windows) per step (DINOv3: 16)."})
+    learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate, warmup then cosine "
+                                                                 "(DINOv3: 1e-3)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (DINOv3: 1e-3)."})
+    warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps (DINOv3: 1500)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head and the batch order (and of a random tower)."})
+    cache_features: bool = field(default=True, metadata={"help": "Compute each training image's (or window's) "
+                                                                 "features once and keep them in memory (small "
+                                                                 "runs); false: compute them at every step (paper "
+                                                                 "scale, where they do not fit in memory)."})
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"resize: expected one of {list(RESIZE_RULES)}, got {self.resize!r}.")
+
+
+def native_size(height: int, width: int, multiple: int = 28) -> tuple[int, int]:
+    """An image's own resolution with each side rounded to the nearest multiple of `multiple` (at least one)."""
+    return max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple)
 
 
 class FrozenFeatures:
-    """Last-layer feature maps of a frozen backbone at a fixed square input size."""
+    """Last-layer feature maps of a frozen backbone, at a fixed square input size unless a size is given."""
 
     def __init__(self, backbone, size: int):
         if size <= 0 or size % 28:
@@ -95,6 +133,21 @@ class FrozenFeatures:
     @property
     def channels(self) -> int:
         return self.backbone.config.embed_dim
+
+
+class _Examples:
+    """A probe's training examples `make(key)` for `keys` (a (feature map, label) pair each): made once and kept when
+    `cache`, else made again at every use (the memory of one batch)."""
+
+    def __init__(self, make, keys: list, cache: bool):
+        self.make, self.keys = make, keys
+        self._kept = [make(key) for key in keys] if cache else None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int):
+        return self._kept[index] if self._kept is not None else self.make(self.keys[index])
 
 
 def _fit(head: nn.Module, loss_of_batch, count: int, settings: ProbeSettings) -> list[float]:
@@ -123,30 +176,67 @@ def _batches(count: int, settings: ProbeSettings):
         yield batch
 
 
-def _resize_labels(labels: np.ndarray, size: int) -> torch.Tensor:
-    resized = PIL.Image.fromarray(labels.astype(np.int32)).resize((size, size), PIL.Image.NEAREST)
+def _resize_labels(labels: np.ndarray, height: int, width: int) -> torch.Tensor:
+    resized = PIL.Image.fromarray(labels.astype(np.int32)).resize((width, height), PIL.Image.NEAREST)
     return torch.from_numpy(np.array(resized)).long()
 
 
+def windows(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """`(top, left)` of the `size` x `size` windows covering a `height` x `width` image at a 2/3 stride (a multiple
+    of 28), the last row and column flush with the border."""
+    stride = max(28, (2 * size // 3) // 28 * 28)
+    tops = sorted({*range(0, height - size + 1, stride), height - size})
+    lefts = sorted({*range(0, width - size + 1, stride), width - size})
+    return [(top, left) for top in tops for left in lefts]
+
+
+def segmentation_views(image: PIL.Image.Image, label: np.ndarray | None, size: int, resize: str):
+    """The `(image, label)` views that a segmentation probe trains on under the resize rule `resize` (see the module
+    docstring): one `size` x `size` squashed view, or the sliding windows of the short-side resized image. Labels are
+    resized with nearest neighbours (None passes through as None)."""
+    if resize == "square":
+        height, width = size, size
+    else:
+        height, width = keep_aspect_size(image.height, image.width, size)
+    resized = image.convert("RGB").resize((width, height), PIL.Image.BICUBIC)
+    resized_label = None if label is None else _resize_labels(label, height, width)
+    views = []
+    for top, left in windows(height, width, size):
+        crop = resized.crop((left, top, left + size, top + size))
+        views.append((crop, None if label is None else resized_label[top : top + size, left : left + size]))
+    return views
+
+
 def train_segmentation_probe(features: FrozenFeatures, source: SegmentationSource, settings: ProbeSettings):
-    """A linear segmentation head trained on `source`; returns it (eval mode) and the training losses."""
+    """A linear segmentation head trained on `source` through the resize rule of `settings` (the one evaluation
+    uses); returns it (eval mode) and the training losses."""
     torch.manual_seed(settings.seed)
-    maps, labels = [], []
+    size = features.size
+    keys = []
     for index in range(len(source)):
-        image, label = source.load(index)
-        maps.append(features([image])[0])
-        label = _resize_labels(label, settings.size)
+        if settings.resize == "square":
+            keys.append((index, 0))
+        else:
+            width, height = source.load(index)[0].size
+            keys += [(index, k) for k in range(len(windows(*keep_aspect_size(height, width, size), size)))]
+
+    def make(key):
+        image, label = source.load(key[0])
+        view, view_label = segmentation_views(image, label, size, settings.resize)[key[1]]
         if source.reduce_zero_label:
-            label = torch.where(label == 0, source.ignore_index, label - 1)
-        labels.append(label)
-    maps, labels = torch.stack(maps), torch.stack(labels)
+            view_label = torch.where(view_label == 0, source.ignore_index, view_label - 1)
+        return features([view])[0], view_label
+
+    examples = _Examples(make, keys, settings.cache_features)
     head = LinearSegmentationHead(features.channels, source.num_classes)
+    head.resize = settings.resize  # evaluation follows the rule the head was trained with
 
     def loss(batch):
-        logits = F.interpolate(head(maps[batch]), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, labels[batch], ignore_index=source.ignore_index)
+        maps, labels = (torch.stack(parts) for parts in zip(*(examples[i] for i in batch.tolist())))
+        logits = F.interpolate(head(maps), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, labels, ignore_index=source.ignore_index)
 
-    return head.eval(), _fit(head, loss, len(maps), settings)
+    return head.eval(), _fit(head, loss, len(examples), settings)
 
 
 def keep_aspect_size(height: int, width: int, short_side: int, multiple: int = 28) -> tuple[int, int]:
@@ -161,24 +251,20 @@ def keep_aspect_size(height: int, width: int, short_side: int, multiple: int = 2
 
 
 @torch.no_grad()
-def segment(features: FrozenFeatures, head: LinearSegmentationHead, image: PIL.Image.Image) -> torch.Tensor:
-    """Sliding-window prediction: the image resized so its short side is the probe size, windows of that size with
-    2/3 overlap stride, logits averaged, upsampled to the original size; returns `(H, W)` class ids."""
+def segment(features: FrozenFeatures, head: LinearSegmentationHead, image: PIL.Image.Image,
+            resize: str | None = None) -> torch.Tensor:
+    """`(H, W)` class ids of `image` at its original size, seen through the resize rule the head was trained with
+    (or `resize`): the squashed `size` x `size` view, or the sliding windows of the short-side resized image with
+    their logits averaged; the logits are upsampled bilinearly to the original size."""
     size = features.size
-    height, width = keep_aspect_size(image.height, image.width, size)
-    resized = image.convert("RGB").resize((width, height), PIL.Image.BICUBIC)
-    num_classes = head.classifier.out_channels
-    logits = torch.zeros(num_classes, height, width)
+    resize = resize or getattr(head, "resize", "square")
+    height, width = (size, size) if resize == "square" else keep_aspect_size(image.height, image.width, size)
+    logits = torch.zeros(head.classifier.out_channels, height, width)
     counts = torch.zeros(1, height, width)
-    stride = max(28, (2 * size // 3) // 28 * 28)
-    tops = sorted({*range(0, height - size + 1, stride), height - size})
-    lefts = sorted({*range(0, width - size + 1, stride), width - size})
-    for top in tops:
-        for left in lefts:
-            window = resized.crop((left, top, left + size, top + size))
-            output = F.interpolate(head(features([window])), size=(size, size), mode="bilinear", align_corners=False)
-            logits[:, top : top + size, left : left + size] += output[0]
-            counts[:, top : top + size, left : left + size] += 1
+    for (top, left), (view, _) in zip(windows(height, width, size), segmentation_views(image, None, size, resize)):
+        output = F.interpolate(head(features([view])), size=(size, size), mode="bilinear", align_corners=False)
+        logits[:, top : top + size, left : left + size] += output[0]
+        counts[:, top : top + size, left : left + size] += 1
     logits = F.interpolate((logits / counts)[None], size=(image.height, image.width), mode="bilinear", align_corners=False)
     return logits[0].argmax(0)
 
@@ -214,28 +300,39 @@ def depth_range(source: DepthSource) -> tuple[float, float]:
 
 def train_depth_probe(features: FrozenFeatures, source: DepthSource, settings: ProbeSettings,
                       value_range: tuple[float, float] | None = None):
+    """A linear depth head trained on `source` at the dataset's own resolution (each image fed at `native_size`, the
+    loss taken against the labels at their own size, pooled over the batch's labelled pixels); returns it (eval
+    mode) and the training losses. Images of different sizes are batched by size."""
     torch.manual_seed(settings.seed)
     low, high = value_range or depth_range(source)
-    maps, targets = [], []
-    for index in range(len(source)):
+
+    def make(index):
         image, depth = source.load(index)
-        maps.append(features([image])[0])
-        target = torch.from_numpy(depth)[None, None]
-        targets.append(F.interpolate(target.nan_to_num(0.0), size=(settings.size, settings.size), mode="nearest")[0, 0])
-    maps, targets = torch.stack(maps), torch.stack(targets)
+        return features([image], native_size(image.height, image.width))[0], torch.from_numpy(depth)
+
+    examples = _Examples(make, list(range(len(source))), settings.cache_features)
     head = LinearDepthHead(features.channels, low, high)
 
     def loss(batch):
-        prediction = F.interpolate(head(maps[batch])[:, None], size=targets.shape[-2:], mode="bilinear",
-                                   align_corners=False)[:, 0]
-        return silog_loss(prediction, targets[batch])
+        groups: dict[tuple, list] = {}
+        for i in batch.tolist():
+            feature_map, target = examples[i]
+            groups.setdefault((feature_map.shape, target.shape), []).append((feature_map, target))
+        predicted, labelled = [], []
+        for (_, shape), members in groups.items():
+            maps, targets = (torch.stack(parts) for parts in zip(*members))
+            prediction = F.interpolate(head(maps)[:, None], size=shape, mode="bilinear", align_corners=False)[:, 0]
+            predicted.append(prediction.flatten())
+            labelled.append(targets.flatten())
+        return silog_loss(torch.cat(predicted), torch.cat(labelled))
 
-    return head.eval(), _fit(head, loss, len(maps), settings)
+    return head.eval(), _fit(head, loss, len(examples), settings)
 
 
 @torch.no_grad()
 def predict_depth(features: FrozenFeatures, head: LinearDepthHead, image: PIL.Image.Image) -> torch.Tensor:
-    prediction = head(features([image]))[:, None]
+    """The probe's `(H, W)` depth of `image`, fed at its own resolution (`native_size`), at the image's size."""
+    prediction = head(features([image], native_size(image.height, image.width)))[:, None]
     return F.interpolate(prediction, size=(image.height, image.width), mode="bilinear", align_corners=False)[0, 0]
 
 
@@ -295,8 +392,8 @@ HUB_DATASETS = {"ade20k": "scene_parse_150", "voc": "pascal_voc", "cityscapes": 
 
 
 @dataclass
-class ProbeArguments:
-    """The encoder, the data and the probe settings of probe_segmentation.py / probe_depth.py."""
+class ProbeArguments(ProbeSettings):
+    """The probe settings, the encoder and the data of probe_segmentation.py / probe_depth.py."""
 
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
     mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: probe its own tower."})
@@ -310,12 +407,12 @@ class ProbeArguments:
                                                          "depth: the split file of evaluation pairs."})
     num_scenes: int = field(default=120, metadata={"help": "Generated training scenes (dataset scenes)."})
     num_eval_scenes: int = field(default=24, metadata={"help": "Generated held-out scenes (dataset scenes)."})
-    size: int = field(default=224, metadata={"help": "Probe input size, a multiple of 28 (paper: 560 segmentation)."})
-    steps: int = field(default=300, metadata={"help": "Optimizer steps of the linear head."})
-    batch_size: int = field(default=8, metadata={"help": "Images per step."})
-    learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate (warmup, then cosine)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the head and the batch order."})
     output_dir: str = field(default="outputs/probe", metadata={"help": "Where results.json goes."})
+
+
+def probe_settings(args: ProbeSettings) -> ProbeSettings:
+    """The plain `ProbeSettings` of recipe arguments that extend it."""
+    return ProbeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ProbeSettings)})
 
 
 def pretrained_backbone(path: str, option: str = "model") -> VersaViTModel:
@@ -367,8 +464,7 @@ def sources(args: ProbeArguments, task: str):
 def run_probes(args: ProbeArguments, tasks: list[str]) -> dict:
     """Train and evaluate the probes of `tasks` on `args.dataset`; writes `results.json` and `model_index.json`."""
     backbone = load_backbone(args)
-    settings = ProbeSettings(size=args.size, steps=args.steps, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate, seed=args.seed)
+    settings = probe_settings(args)
     features = FrozenFeatures(backbone, args.size)
     results, model_index = {}, []
     for task in tasks:
@@ -395,7 +491,8 @@ def run_probes(args: ProbeArguments, tasks: list[str]) -> dict:
                          "metric_type": metric, "metric_name": label, "metric_value": round(value, 4)}
                         for task_type, metric, label, value in card]
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
-               "steps": args.steps, "results": results, "model_index": model_index}
+               "resize": args.resize, "depth_resolution": "native", "steps": args.steps, "results": results,
+               "model_index": model_index}
     return write_results(args.output_dir, summary, model_index)
 
 
@@ -422,6 +519,10 @@ __all__ = [
     "chance_depth",
     "crop_mask",
     "keep_aspect_size",
+    "native_size",
+    "probe_settings",
+    "segmentation_views",
+    "windows",
     "chance_segmentation",
     "evaluate_depth_probe",
     "evaluate_segmentation_probe",
