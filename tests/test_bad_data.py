@@ -339,9 +339,10 @@ def test_a_killed_and_resumed_run_logs_the_losses_of_an_uninterrupted_one(tmp_pa
                              report_to="none", max_turns=1, max_expressions=1, lr_scheduler_type="constant")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     launcher = [sys.executable]
-    if processes == 2:
+    if processes == 2:  # with dynamic resolution for the dense tasks: the size of each batch is resumed too
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        env["VERSAVIT_CONFIG_OVERRIDES"] = json.dumps({"ddp_backend": "gloo"})
+        env["VERSAVIT_CONFIG_OVERRIDES"] = json.dumps({"ddp_backend": "gloo", "depth_resolutions": ["56x56", "56x84"],
+                                                       "segmentation_resolutions": ["84x56", "56x56"]})
     straight, resumed = kill_and_resume(tmp_path, config, launcher, env)
     assert sorted(straight) == sorted(resumed) == list(range(1, 9))
     keys = [key for key in straight[8] if key.startswith(("loss", "depth/", "segmentation/"))]

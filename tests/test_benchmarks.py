@@ -14,6 +14,8 @@ COMMANDS = {
                             ["ratio", "MatmulPatchEmbed"]),
     "heads": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--expressions", "1", "2", "--repeats", "1"],
               ["DepthAnythingForDepthEstimation + L1 (peer)", "N passes (peer)"]),
+    "resolution": (["--depth", "3", "--embed_dim", "64", "--size", "56", "--resolutions", "56x56", "28x84",
+                    "--repeats", "1"], ["56x56 (peer)", "28x84", "segmentation step"]),
     "scaling": (["--embed_dim", "64", "--depth", "1", "--side", "4", "--repeats", "1"], ["batch / tall", "Dynamic-resolution"]),
     "multitask_step": (["--steps", "1", "--warmup", "1", "--depth", "1", "--embed_dim", "64", "--side", "56"],
                        ["ratio trainer / plain loop"]),

@@ -219,7 +219,9 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     tasks = [
         TaskSpec("captioning", scenes["captioning"], CaptioningCollator(processor), 2),
         TaskSpec("depth", scenes["depth"], DepthCollator(size=56, seed=0), 2),
-        TaskSpec("segmentation", scenes["segmentation"], SegmentationCollator(size=56, seed=0), 2),
+        # dynamic resolution: every batch non-square, the heads take any grid
+        TaskSpec("segmentation", scenes["segmentation"],
+                 SegmentationCollator(size=56, seed=0, resolutions=["56x112", "112x56"]), 2),
     ]
     args = MultiTaskTrainingArguments(output_dir=str(tmp_path), max_steps=2, logging_steps=1, save_strategy="no",
                                       report_to="none", use_cpu=True, disable_tqdm=True)
@@ -229,6 +231,7 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     assert len(logs) == 2
     for task in ("captioning", "depth", "segmentation"):
         assert all(np.isfinite(entry[f"loss_{task}"]) for entry in logs)
+    assert tasks[2].collator.positions_per_batch == 2  # the global batch: 2 per device x 1 process
 
 
 def test_caption_image_processor_caps_at_896_squared():
@@ -327,3 +330,72 @@ def test_the_depth_label_space_comes_from_the_data(tmp_path):
     with pytest.raises(ValueError, match=r"depth_label_space: 'disparity', but the depth data \(the generated scenes\) "
                                          r"are 'depth'"):
         depth_label_space(DataArguments(tasks=["depth"], depth_label_space="disparity"), None)
+
+
+# ------------------------------------------------------------------------------ dynamic resolution (paper §12)
+RESOLUTIONS = ["56x56", "56x112", "84x28"]
+
+
+def test_resolution_sets_are_parsed_and_bad_ones_named():
+    from versavit_trainer.build import DataArguments
+    from versavit_trainer.data import parse_resolutions
+
+    assert parse_resolutions(["448x644", "532", 560, [28, 56]], "r") == [(448, 644), (532, 532), (560, 560), (28, 56)]
+    assert parse_resolutions(None, "r") is None and parse_resolutions([], "r") is None
+    for bad in ("450x644", "448x", "0x28", "axb", "28x28x28"):
+        with pytest.raises(ValueError, match=f"depth_resolutions: '{bad}' is not a resolution HEIGHTxWIDTH"):
+            DataArguments(depth_resolutions=["532x532", bad])
+    with pytest.raises(ValueError, match="segmentation_resolutions: '100x100'"):
+        DataArguments(segmentation_resolutions=["100x100"])
+
+
+def test_dynamic_resolution_resizes_each_batch_and_its_labels_together(scenes):
+    image = coded_image()
+    depth = np.tile(1.0 + np.arange(90, dtype=np.float32), (60, 1))
+    depth[:, :10] = np.nan
+    stored, scale = encode_depth(depth)
+    collator = DepthCollator(size=56, flip_probability=0.0, seed=0, resolutions=RESOLUTIONS, positions_per_batch=2)
+    mask = np.zeros((60, 90), dtype=bool)
+    mask[10:40, 20:50] = True
+    sample = {"image": image, "expressions": ["a box"], "masks": [PIL.Image.fromarray(mask)], "text_embeds": [[0.0] * 4]}
+    segmentation = SegmentationCollator(size=56, flip_probability=0.0, seed=0, resolutions=RESOLUTIONS,
+                                        positions_per_batch=2)
+    seen = set()
+    for position in range(0, 40, 2):
+        collator.at_position(position)
+        batch = collator([{"image": image, "depth": stored, "depth_scale": scale}] * 2)
+        height, width = batch["labels"].shape[1:]
+        seen.add((height, width))
+        assert batch["image_grid_thw"].tolist() == [[1, height // 14, width // 14]] * 2
+        # the reference: the hole-preserving resize of the label to the drawn size, and the image's columns
+        torch.testing.assert_close(batch["labels"][0], resize_depth(torch.from_numpy(decode_depth(stored, scale)),
+                                                                    (height, width)), equal_nan=True)
+        picture = unpatchify(batch["pixel_values"][: height * width // 196], batch["image_grid_thw"][0])
+        labelled = torch.isfinite(batch["labels"][0])
+        assert (batch["labels"][0][labelled] - (1 + picture[0][labelled] / 255 * 89)).abs().max() < 90 / width + 1.5
+        segmentation.at_position(position)
+        masks = segmentation([sample])["labels"]
+        expected = np.array(PIL.Image.fromarray(mask).resize((width, height), PIL.Image.NEAREST))
+        assert masks.shape == (1, height, width) and np.array_equal(masks[0].numpy(), expected)  # nearest, same size
+    assert seen == {(56, 56), (56, 112), (84, 28)}
+
+
+def test_every_rank_of_a_step_and_a_resumed_run_draw_the_same_resolution():
+    from versavit_trainer.schedule import MultiTaskBatchSampler
+
+    def sizes(rank):
+        sampler = MultiTaskBatchSampler([50], [3], num_replicas=2, rank=rank, seed=0, steps_per_epoch=12)
+        collator = DepthCollator(size=56, seed=7, resolutions=RESOLUTIONS, positions_per_batch=3 * 2)
+        drawn = []
+        for batch in sampler:
+            for _, _, position in batch:  # any sample of the batch (one collated alone after a failure too)
+                collator.at_position(position)
+                drawn.append(collator.batch_resolution())
+        return drawn
+
+    rank0, rank1 = sizes(0), sizes(1)
+    assert rank0 == rank1 and len(set(rank0)) == 3
+    assert [rank0[k : k + 3] for k in range(0, 36, 3)] == [[s] * 3 for s in rank0[::3]]  # one size per batch
+    fixed = DepthCollator(size=56, seed=7)
+    fixed.at_position(5)
+    assert fixed.batch_resolution() == (56, 56)

@@ -64,7 +64,8 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
         parse_config(TYPES, ["--model_name_or_path", "a", "--mllm", "b"])
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "versavit_qwen2vl_7b.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "versavit_qwen2vl_7b.yaml", "default_dynamic.yaml",
+                                  "versavit_qwen2vl_7b_dynamic.yaml"])
 def test_shipped_configs_parse_and_their_resolved_form_round_trips(tmp_path, name):
     on_cpu = ["--use_cpu", "true"]  # the paper config asks for bf16, which TrainingArguments checks against the machine
     parsed = parse_config(TYPES, ["--config", str(CONFIGS / name), *on_cpu])
@@ -140,3 +141,46 @@ def test_required_options_can_come_from_the_file(tmp_path):
     assert args.encoders == ["a", "random"] and settings.size == 56
     with pytest.raises(ConfigError, match=r"run\.yaml: key 'size': invalid int value: 'big'"):
         parse_config(types, ["--config", write(tmp_path, {"encoders": ["a"], "size": "big"})])
+
+
+def test_a_config_file_builds_on_its_base(tmp_path, capsys):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "paper.yaml").write_text(yaml.safe_dump({
+        "vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "max_steps": 7, "learning_rate": 2e-3,
+        "head_config": {"depth_layer_indices": [1, 2, 2]}, "tasks": ["depth", "segmentation"], "use_cpu": True,
+    }))
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(yaml.safe_dump({"base": "configs/paper.yaml", "max_steps": 9, "mllm": "models/qwen",
+                                       "head_config": {"segmentation_hidden_size": 32}}))
+    model, _, data, _, training = parse_config(TYPES, ["--config", str(variant), "--learning_rate", "1e-4"])
+    assert training.max_steps == 9 and training.learning_rate == 1e-4 and data.tasks == ["depth", "segmentation"]
+    assert model.mllm == "models/qwen" and model.vision_config is None  # the variant's backbone source replaces the base's
+    assert model.head_config == {"segmentation_hidden_size": 32}  # a key replaces the base's value whole
+    assert "on top of its base" in capsys.readouterr().out
+    (tmp_path / "configs" / "paper.yaml").write_text(yaml.safe_dump({"max_stepz": 3}))
+    with pytest.raises(ConfigError, match=r"paper\.yaml: unknown key 'max_stepz' \(did you mean 'max_steps'\?\)"):
+        parse_config(TYPES, ["--config", str(variant)])
+    (tmp_path / "configs" / "paper.yaml").write_text(yaml.safe_dump({"base": "../variant.yaml"}))
+    with pytest.raises(ConfigError, match=r"paper\.yaml: key 'base': '\.\./variant\.yaml' is already a base"):
+        parse_config(TYPES, ["--config", str(variant)])
+    variant.write_text(yaml.safe_dump({"base": "missing.yaml"}))
+    with pytest.raises(ConfigError, match=r"variant\.yaml: key 'base': no such file '.*missing\.yaml'"):
+        parse_config(TYPES, ["--config", str(variant)])
+
+
+@pytest.mark.parametrize("base", ["default", "versavit_qwen2vl_7b"])
+def test_the_dynamic_resolution_variants_change_only_the_resolutions(base):
+    from versavit_trainer.build import largest_pixels
+
+    on_cpu = ["--use_cpu", "true"]
+    fixed = resolved_config(*parse_config(TYPES, ["--config", str(CONFIGS / f"{base}.yaml"), *on_cpu]))
+    parsed = parse_config(TYPES, ["--config", str(CONFIGS / f"{base}_dynamic.yaml"), *on_cpu])
+    dynamic = resolved_config(*parsed)
+    changed = {key for key in fixed.keys() | dynamic.keys() if fixed.get(key) != dynamic.get(key)}
+    assert changed == {"output_dir", "depth_resolutions", "segmentation_resolutions"}
+    assert fixed["depth_resolutions"] is None  # off in the paper config
+    data = parsed[2]
+    for task in ("depth", "segmentation"):  # each set holds the fixed size, within 3% of its pixels
+        size = getattr(data, f"{task}_size")
+        assert f"{size}x{size}" in getattr(data, f"{task}_resolutions")
+        assert size**2 <= largest_pixels(data, task) <= 1.03 * size**2

@@ -24,7 +24,14 @@ from modeling_versavit import (
 )
 
 from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
-from .data import CaptioningCollator, DepthCollator, SegmentationCollator, caption_image_processor, check_schema
+from .data import (
+    CaptioningCollator,
+    DepthCollator,
+    SegmentationCollator,
+    caption_image_processor,
+    check_schema,
+    parse_resolutions,
+)
 from .metrics import evaluate_depth, evaluate_segmentation
 from .multitask import TaskSpec
 
@@ -163,6 +170,16 @@ class DataArguments:
     )
     depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of 28 (paper: 532)."})
     segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size (paper: 560)."})
+    depth_resolutions: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dynamic resolution for depth (paper §12, future work): training batches are resized to one "
+                          "HEIGHTxWIDTH of this set each (multiples of 28, e.g. 532x532 448x644), drawn from the seed "
+                          "and the batch's number; held-out metrics stay at depth_size. Default: off (the paper)."},
+    )
+    segmentation_resolutions: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dynamic resolution for referring segmentation, as depth_resolutions. Default: off."},
+    )
     caption_max_pixels: int = field(
         default=896 * 896, metadata={"help": "Largest captioning input in pixels (paper: 896x896)."}
     )
@@ -194,6 +211,8 @@ class DataArguments:
             value = getattr(self, name)
             if value <= 0 or value % 28:
                 raise ValueError(f"{name}: must be a positive multiple of 28 (patch 14 x merge 2), got {value}.")
+            option = name.replace("_size", "_resolutions")
+            parse_resolutions(getattr(self, option), option)
         if self.caption_max_pixels < 56 * 56:
             raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
         for task in TASKS:
@@ -521,19 +540,34 @@ def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, s
             processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels), tokenizer)
             collator = CaptioningCollator(processor, max_turns=data_args.max_turns, seed=seed,
                                           max_length=data_args.caption_max_length)
-        elif task == "depth":
-            collator = DepthCollator(size=data_args.depth_size, seed=seed)
         else:
-            collator = SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions,
-                                            seed=seed, text_embed_dim=text_embed_dim)
+            collator = dense_collator(data_args, task, seed,
+                                      **({"text_embed_dim": text_embed_dim} if task == "segmentation" else {}))
         batch_size = getattr(data_args, f"{task}_batch_size")
         specs.append(TaskSpec(task, train[task], collator, batch_size, getattr(data_args, f"{task}_weight")))
     return specs
 
 
+def largest_pixels(data_args: DataArguments, task: str) -> int:
+    """Pixels of the largest input a dense task's batches get: its fixed size squared, or the largest of its set."""
+    resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
+    return max(h * w for h, w in resolutions) if resolutions else getattr(data_args, f"{task}_size") ** 2
+
+
+def dense_collator(data_args: DataArguments, task: str, seed: int | None, **options):
+    """The training collator of a dense task ("depth" or "segmentation") with the run's size, resolution set and
+    `max_expressions`; `options` go to the collator (`online_text`, `text_embed_dim`, ...). The trainer sets its
+    `positions_per_batch` (the global batch) when it builds the schedule."""
+    if task == "depth":
+        return DepthCollator(size=data_args.depth_size, seed=seed, resolutions=data_args.depth_resolutions, **options)
+    return SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions, seed=seed,
+                                resolutions=data_args.segmentation_resolutions, **options)
+
+
 def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False):
-    """Deterministic held-out batches (no flip, every expression, the masks at their images' own size for scoring;
-    `online_text`: expressions instead of embeddings)."""
+    """Deterministic held-out batches at the fixed `depth_size` / `segmentation_size` (no flip, no dynamic resolution,
+    every expression, the masks at their images' own size for scoring; `online_text`: expressions instead of
+    embeddings)."""
     if task == "depth":
         collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
     else:
@@ -595,9 +629,9 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     grad_shards = num_gpus if zero_stage >= 2 else 1
     optim_shards = num_gpus if zero_stage >= 1 else 1
     width, depth = model.config.embed_dim, model.config.num_hidden_layers
-    patches = {
-        "depth": data_args.depth_batch_size * (data_args.depth_size // 14) ** 2,
-        "segmentation": data_args.segmentation_batch_size * (data_args.segmentation_size // 14) ** 2,
+    patches = {  # the largest batch a dynamic resolution set draws
+        "depth": data_args.depth_batch_size * largest_pixels(data_args, "depth") // 14**2,
+        "segmentation": data_args.segmentation_batch_size * largest_pixels(data_args, "segmentation") // 14**2,
         "captioning": data_args.captioning_batch_size * data_args.caption_max_pixels // 14**2,
     }
     per_layer = 1 if gradient_checkpointing else 16

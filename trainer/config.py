@@ -7,6 +7,9 @@ Every key of the YAML file is a field of one of the recipe's dataclasses (the sa
 its values go through the same argparse type conversion as flags, so a misspelt key or a value of the wrong type
 fails before anything runs, naming the key and the file.
 
+A file may start from another: `base: versavit_qwen2vl_7b.yaml` (relative to the file) takes that file's options,
+and each key the file sets replaces the base's value whole.
+
 Where the settings come from, lowest first: the YAML file (`--config`; without it, the recipe's embedded default,
 and the first printed line says so), then `$VERSAVIT_CONFIG_OVERRIDES` (a YAML / JSON mapping of the same keys, for
 CI and tests to shrink a run without changing its command; printed when set), then the command-line flags. An option
@@ -27,6 +30,7 @@ import yaml
 from transformers import HfArgumentParser
 
 CONFIG_FLAG = "--config"
+BASE_KEY = "base"  # a config file's key naming the config file it builds on
 OVERRIDES_ENV = "VERSAVIT_CONFIG_OVERRIDES"
 # Options of which a run takes one: set at a higher level (command line over environment over file), the others of
 # its group set at a lower level are dropped.
@@ -102,8 +106,13 @@ def parse_config(dataclass_types: tuple, argv: list[str] | None = None, descript
     if config_path is None and default_config is not None and not {"-h", "--help"} & set(argv):
         config_path = default_config.path
     file_tokens: list[str] = []
-    if config_path is not None:
-        file_tokens = _mapping_tokens(parser, _read_mapping(config_path), str(config_path), given | set(env_values))
+    chain = _config_chain(config_path) if config_path is not None else []
+    above, aboves = given | set(env_values), []
+    for _, data in reversed(chain):  # what each file's keys are overridden by: the flags, the env, the files on it
+        aboves.insert(0, set(above))
+        above |= set(data)
+    for (path, data), set_above in zip(chain, aboves):  # base first: a later file's values win
+        file_tokens += _mapping_tokens(parser, data, str(path), set_above)
     env_tokens = _mapping_tokens(parser, env_values, f"${OVERRIDES_ENV}", given) if env_values else []
     try:
         namespace, unknown = parser.parse_known_args(file_tokens + env_tokens + argv)
@@ -113,7 +122,7 @@ def parse_config(dataclass_types: tuple, argv: list[str] | None = None, descript
         raise ConfigError(f"command line: unrecognised arguments {unknown}; see --help.")
     if int(os.environ.get("RANK", "0")) == 0:  # said before the values are checked: an error is then placed
         print(_provenance(config_path, known.config is None and default_config is not None, default_config,
-                          env_values, sorted(given)), flush=True)
+                          env_values, sorted(given), [path for path, _ in chain[:-1]]), flush=True)
     values = vars(namespace)
     if config_path is not None:
         values[CONFIG_FLAG[2:]] = str(config_path)
@@ -137,7 +146,7 @@ def _shown(path: Path) -> str:
 
 
 def _provenance(path: Path | None, defaulted: bool, default: DefaultConfig | None, env_values: dict,
-                flags: list[str]) -> str:
+                flags: list[str], bases: list[Path] = ()) -> str:
     if path is None:
         line = "Config: no config file; the options' defaults and the command line"
     elif defaulted:
@@ -146,6 +155,8 @@ def _provenance(path: Path | None, defaulted: bool, default: DefaultConfig | Non
             line += f"; {default.instead}"
     else:
         line = f"Config: {_shown(path)}"
+    for base in reversed(bases):
+        line += f"\n  on top of its base {_shown(base)}"
     if env_values:
         line += f"\n  overridden by ${OVERRIDES_ENV}: " + ", ".join(f"{k}={v!r}" for k, v in env_values.items())
     if flags:
@@ -173,9 +184,25 @@ def mapping_option(value, name: str) -> dict | None:
     return parsed
 
 
-def _read_mapping(path: Path) -> dict:
+def _config_chain(path: Path, below: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """`(file, mapping)` of `path` and the files it builds on, the deepest base first. A file's `base:` key names
+    another config file (relative to the file) whose options it starts from: each key of the file replaces the base's
+    value whole (a mapping option too), and a backbone source in the file replaces the base's."""
+    data = _read_mapping(path, f"{below[-1]}: key {BASE_KEY!r}" if below else CONFIG_FLAG)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return [(path, data)]
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: key {BASE_KEY!r}: expected the path of a YAML config file, got {base!r}.")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*below, path)}:
+        raise ConfigError(f"{path}: key {BASE_KEY!r}: {base!r} is already a base of this file (a cycle).")
+    return [*_config_chain(base_path, (*below, path)), (path, data)]
+
+
+def _read_mapping(path: Path, named_by: str = CONFIG_FLAG) -> dict:
     if not path.is_file():
-        raise ConfigError(f"--config: no such file {str(path)!r}.")
+        raise ConfigError(f"{named_by}: no such file {str(path)!r}.")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

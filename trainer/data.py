@@ -19,7 +19,10 @@ Schemas (columns of a `datasets.Dataset`; extra columns are allowed and ignored)
 
 Depth and segmentation images are resized to one fixed size divisible by 28 (532 and 560 in the paper), labels
 with them: depth without interpolating across unlabelled pixels, masks with nearest neighbours; a horizontal flip
-is applied to image and label together. Captioning keeps Qwen2-VL's dynamic resolution.
+is applied to image and label together. Captioning keeps Qwen2-VL's dynamic resolution. With `resolutions` the dense
+tasks get dynamic resolution too (the paper's future work, §12): each batch is resized to one `(height, width)` drawn
+from the set, a function of (seed, the batch's global number) alone, so every rank of a step and a resumed run draw
+the same size.
 
 Every collator has `validate(sample)`: the checks that make a sample unusable (a `ValueError` naming what is wrong),
 run by the trainer when the sample is loaded, so a bad sample is skipped and counted there like an unreadable one.
@@ -127,19 +130,46 @@ def decode_depth(image: PIL.Image.Image, scale: float) -> np.ndarray:
     return np.where(stored > 0, stored / scale, np.nan).astype(np.float32)
 
 
-def resize_depth(depth: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize of an `(H, W)` map that never mixes labelled and unlabelled pixels (NaN = unlabelled): values
-    and validity are resampled separately and an output pixel is labelled only when all its sources are."""
+def resize_depth(depth: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of an `(H, W)` map to `size` (a side, or `(height, width)`) that never mixes labelled and
+    unlabelled pixels (NaN = unlabelled): values and validity are resampled separately and an output pixel is
+    labelled only when all its sources are."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     valid = torch.isfinite(depth)
     filled = torch.where(valid, depth, torch.zeros_like(depth))
     stacked = torch.stack([filled * valid, valid.to(depth.dtype)])[None]
-    values, weights = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False)[0]
+    values, weights = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)[0]
     labelled = weights > 1 - 1e-4
     return torch.where(labelled, values / weights.clamp(min=1e-6), torch.full_like(values, float("nan")))
 
 
-def _fixed_size_image(image: PIL.Image.Image, size: int, flip: bool) -> PIL.Image.Image:
-    image = to_rgb(image).resize((size, size), PIL.Image.BICUBIC)
+def parse_resolutions(values, name: str) -> list[tuple[int, int]] | None:
+    """`(height, width)` pairs of a resolution set given as `"HxW"` strings, `[H, W]` pairs or square sides; each side
+    a positive multiple of 28 (patch 14 x merge 2). None or empty is None (no dynamic resolution); anything else
+    is a `ValueError` naming `name` and the value."""
+    if not values:
+        return None
+    pairs = []
+    for value in values:
+        try:
+            if isinstance(value, str):
+                parts = value.lower().split("x")
+                pair = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
+            elif isinstance(value, int) and not isinstance(value, bool):
+                pair = (value, value)
+            else:
+                pair = tuple(int(v) for v in value) if len(value) == 2 else None
+        except (TypeError, ValueError):
+            pair = None
+        if pair is None or any(side <= 0 or side % 28 for side in pair):
+            raise ValueError(f"{name}: {value!r} is not a resolution HEIGHTxWIDTH with both sides positive multiples "
+                             "of 28 (patch 14 x merge 2), e.g. 448x644.")
+        pairs.append(pair)
+    return pairs
+
+
+def _fixed_size_image(image: PIL.Image.Image, size: tuple[int, int], flip: bool) -> PIL.Image.Image:
+    image = to_rgb(image).resize((size[1], size[0]), PIL.Image.BICUBIC)
     return image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flip else image
 
 
@@ -157,11 +187,13 @@ class _SeededCollator:
         self._worker = -1  # built in the main process; a DataLoader worker receives a copy
         self._random = random.Random(seed)
         self._positioned = False
+        self._position = 0
 
     def at_position(self, position: int) -> None:
         """Seed the next batch's random decisions from (seed, `position`) alone."""
         self._random = random.Random(f"versavit/{self.seed}/{position}")
         self._positioned = True
+        self._position = position
 
     @property
     def random(self) -> random.Random:
@@ -179,15 +211,40 @@ class _SeededCollator:
 
 
 class _FixedSizeCollator(_SeededCollator):
-    def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float, seed: int | None):
+    """A dense-task collator: every image of a batch at one size, `size` x `size`, or with `resolutions` one
+    `(height, width)` of the set per batch.
+
+    In training the batch's size is drawn from (seed, `position // positions_per_batch`), where the position is the
+    one `at_position` received and `positions_per_batch` is the global batch (per-device batch x ranks): every rank
+    of a step and every sample of a batch (also one collated alone after a failure) draw the same size, and a
+    resumed run draws what an uninterrupted one drew. Used alone (no position), each batch draws from the
+    collator's own stream."""
+
+    def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float,
+                 seed: int | None, resolutions=None, positions_per_batch: int = 1):
         if size <= 0 or size % 28:
             raise ValueError(f"size: must be a positive multiple of 28 (patch 14 x merge 2), got {size}.")
         if not 0 <= flip_probability <= 1:
             raise ValueError(f"flip_probability: must be in [0, 1], got {flip_probability}.")
+        if positions_per_batch < 1:
+            raise ValueError(f"positions_per_batch: must be >= 1, got {positions_per_batch}.")
         super().__init__(seed)
         self.image_processor = image_processor or VersaViTImageProcessor()
         self.size = size
         self.flip_probability = flip_probability
+        self.resolutions = parse_resolutions(resolutions, "resolutions")
+        self.positions_per_batch = positions_per_batch
+
+    def batch_resolution(self) -> tuple[int, int]:
+        """`(height, width)` of the next batch (see the class docstring)."""
+        if not self.resolutions:
+            return self.size, self.size
+        if self._positioned:
+            batch_number = self._position // self.positions_per_batch
+            draw = random.Random(f"versavit/{self.seed}/resolution/{batch_number}")
+        else:
+            draw = self.random
+        return self.resolutions[draw.randrange(len(self.resolutions))]
 
     def _pixels(self, images: list[PIL.Image.Image]) -> dict:
         out = self.image_processor(images=images, do_resize=False, return_tensors="pt")
@@ -198,11 +255,13 @@ class _FixedSizeCollator(_SeededCollator):
 
 
 class DepthCollator(_FixedSizeCollator):
-    """Depth samples (the depth schema) -> `pixel_values`, `image_grid_thw`, `labels` `(B, size, size)` with NaN
-    where unlabelled. Default size 532 (paper: the multiple of 28 nearest Depth Anything's 518)."""
+    """Depth samples (the depth schema) -> `pixel_values`, `image_grid_thw`, `labels` `(B, size, size)` (or the
+    batch's drawn `(B, height, width)`) with NaN where unlabelled. Default size 532 (paper: the multiple of 28 nearest
+    Depth Anything's 518)."""
 
-    def __init__(self, image_processor=None, size: int = 532, flip_probability: float = 0.5, seed: int | None = None):
-        super().__init__(image_processor, size, flip_probability, seed)
+    def __init__(self, image_processor=None, size: int = 532, flip_probability: float = 0.5, seed: int | None = None,
+                 resolutions=None, positions_per_batch: int = 1):
+        super().__init__(image_processor, size, flip_probability, seed, resolutions, positions_per_batch)
 
     def validate(self, sample: dict) -> None:
         self._depth(sample)
@@ -219,18 +278,19 @@ class DepthCollator(_FixedSizeCollator):
 
     def __call__(self, samples: list[dict]) -> dict:
         images, labels = [], []
+        size = self.batch_resolution()
         for sample in samples:
             depth = self._depth(sample)
             flip = self._flip()
-            images.append(_fixed_size_image(sample["image"], self.size, flip))
-            label = resize_depth(depth, self.size)
+            images.append(_fixed_size_image(sample["image"], size, flip))
+            label = resize_depth(depth, size)
             labels.append(label.flip(-1) if flip else label)
         return {**self._pixels(images), "labels": torch.stack(labels)}
 
 
 class SegmentationCollator(_FixedSizeCollator):
     """Segmentation samples -> `pixel_values`, `image_grid_thw`, `text_embeds` `(P, D)`, `expression_image_index`
-    `(P,)` and `labels` `(P, size, size)`. At most `max_expressions` per image (a random subset). Default size 560.
+    `(P,)` and `labels` `(P, size, size)` (or the batch's drawn `(P, height, width)`). At most `max_expressions` per image (a random subset). Default size 560.
     `keep_original_masks=True` adds `original_masks`, each expression's mask at its image's own size (a list of
     `(H, W)` bool tensors), which evaluation scores against.
 
@@ -245,9 +305,9 @@ class SegmentationCollator(_FixedSizeCollator):
     def __init__(
         self, image_processor=None, size: int = 560, flip_probability: float = 0.5, max_expressions: int = 8,
         seed: int | None = None, online_text: bool = False, text_embed_dim: int | None = None,
-        keep_original_masks: bool = False,
+        keep_original_masks: bool = False, resolutions=None, positions_per_batch: int = 1,
     ):
-        super().__init__(image_processor, size, flip_probability, seed)
+        super().__init__(image_processor, size, flip_probability, seed, resolutions, positions_per_batch)
         if max_expressions < 1:
             raise ValueError(f"max_expressions: must be >= 1, got {max_expressions}.")
         self.max_expressions = max_expressions
@@ -285,6 +345,7 @@ class SegmentationCollator(_FixedSizeCollator):
 
     def __call__(self, samples: list[dict]) -> dict:
         images, embeds, index, labels, chosen_texts, originals = [], [], [], [], [], []
+        height, width = size = self.batch_resolution()
         for position, sample in enumerate(samples):
             self._check_texts(sample)  # the chosen masks are checked as they are read below
             expressions, masks = sample["expressions"], sample["masks"]
@@ -292,13 +353,13 @@ class SegmentationCollator(_FixedSizeCollator):
             flip = self._flip()
             if flip and not self.online_text and any(mentions_direction(expressions[k]) for k in chosen):
                 flip = False  # a precomputed embedding of "on the left" cannot be mirrored with the image
-            images.append(_fixed_size_image(sample["image"], self.size, flip))
+            images.append(_fixed_size_image(sample["image"], size, flip))
             for k in chosen:
                 mask = binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
                 if self.keep_original_masks:
                     original = torch.from_numpy(mask)
                     originals.append(original.flip(-1) if flip else original)
-                mask = PIL.Image.fromarray(mask).resize((self.size, self.size), PIL.Image.NEAREST)
+                mask = PIL.Image.fromarray(mask).resize((width, height), PIL.Image.NEAREST)
                 mask = torch.from_numpy(np.array(mask))
                 labels.append(mask.flip(-1) if flip else mask)
                 if self.online_text:
@@ -460,6 +521,7 @@ __all__ = [
     "encode_depth",
     "mentions_direction",
     "mirror_directions",
+    "parse_resolutions",
     "resize_depth",
     "scene_datasets",
 ]

@@ -13,9 +13,8 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask, VersaViTImageProcessor
 
-from .build import DataArguments, evaluate_held_out, load_data, require_task_weights
+from .build import DataArguments, dense_collator, evaluate_held_out, load_data, require_task_weights
 from .config import ConfigError
-from .data import DepthCollator, SegmentationCollator
 from .lora import LoraArguments, apply_lora, merge_lora
 from .multitask import MultiTaskTrainingArguments, TaskSpec
 from .online_text import TEXT_TARGETS, OnlineTextSegmentation
@@ -41,6 +40,11 @@ class FinetuneArguments:
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (without --eval_data)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
     size: int = field(default=0, metadata={"help": "Input size, a multiple of 28 (0: the paper's, 532 depth / 560 seg)."})
+    resolutions: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dynamic resolution: training batches resized to one HEIGHTxWIDTH of this set each "
+                          "(multiples of 28); held-out metrics stay at size. Default: off (the paper)."},
+    )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size (paper: 32)."})
     max_expressions: int = field(default=8, metadata={"help": "Segmentation: expressions per image per batch, at most."})
     depth_label_space: str | None = field(
@@ -83,7 +87,7 @@ def _data_arguments(task: str, args: FinetuneArguments, text_args: TextEncoderAr
         max_expressions=args.max_expressions, text_encoder=text_args.text_encoder if text_args else None,
         depth_label_space=args.depth_label_space if task == "depth" else None,
         **{f"{task}_data": args.data, f"{task}_eval_data": args.eval_data, f"{task}_size": size,
-           f"{task}_batch_size": args.batch_size},
+           f"{task}_batch_size": args.batch_size, f"{task}_resolutions": args.resolutions},
     )
 
 
@@ -117,11 +121,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         embedder = SentenceEmbedder(text_args.text_encoder or minilm_path())
         model = OnlineTextSegmentation(model, embedder, text_args.text_lora_rank, text_args.text_lora_alpha,
                                        text_args.text_lora_dropout, text_args.text_lora_target_modules)
-    if task == "depth":
-        collator = DepthCollator(size=data_args.depth_size, seed=training_args.seed)
-    else:
-        collator = SegmentationCollator(size=data_args.segmentation_size, max_expressions=args.max_expressions,
-                                        seed=training_args.seed, online_text=online)
+    collator = dense_collator(data_args, task, training_args.seed, **({"online_text": online} if task != "depth" else {}))
     specs = [TaskSpec(task, data.train[task], collator, args.batch_size, weight=1.0)]
 
     before = None

@@ -297,6 +297,9 @@ class MultiTaskTrainer(Trainer):
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             rounds_per_step=self.args.rounds_per_step,
         )
+        for task in self.tasks:  # a dense collator draws one resolution per global batch (see _FixedSizeCollator)
+            if hasattr(task.collator, "positions_per_batch"):
+                task.collator.positions_per_batch = task.batch_size * self.args.world_size
         workers = self.args.dataloader_num_workers
         return _ScheduleDataLoader(
             self.train_dataset,

@@ -17,6 +17,7 @@ import torch
 
 from .build import DataArguments, ModelArguments, RunArguments, dry_run_model, memory_estimate
 from .config import ConfigError
+from .data import parse_resolutions
 
 GIB = 1024**3
 
@@ -73,8 +74,11 @@ def _data(data_args: DataArguments) -> str:
 
 
 def _batches(data_args: DataArguments, tasks: list[str]) -> str:
-    sizes = {"depth": f"{data_args.depth_size}px", "segmentation": f"{data_args.segmentation_size}px",
-             "captioning": f"<= {int(data_args.caption_max_pixels ** 0.5)}^2 px"}
+    sizes = {"captioning": f"<= {int(data_args.caption_max_pixels ** 0.5)}^2 px"}
+    for task in ("depth", "segmentation"):
+        resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
+        sizes[task] = (" | ".join(f"{h}x{w}" for h, w in resolutions) + " px, one per batch" if resolutions
+                       else f"{getattr(data_args, f'{task}_size')}px")
     return ", ".join(f"{task} {getattr(data_args, f'{task}_batch_size')} x {sizes[task]} "
                      f"(λ {getattr(data_args, f'{task}_weight'):.2g})" for task in tasks)
 
