@@ -1,21 +1,27 @@
 #!/usr/bin/env python
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Masks for box-annotated referring data with transformers' SamModel (paper §4.2.3: GRIT / Objects365 boxes + SAM).
+"""Masks for box-annotated referring data with transformers' SamModel (paper §4.2.3, strategy (iii): GRIT /
+Objects365 boxes -> SAM masks -> the annotation's text or a description of each mask).
 
     python recipes/label_masks.py --sam path/to/sam-vit-huge --annotations boxes.jsonl --images imgs/ --output_dir refs/
+    python recipes/label_masks.py --sam ... --describer models/DAM-3B --text describer ...     # Objects365 in the paper
 
 `--annotations` is JSON Lines, one image per line (GRIT and Objects365 annotations convert to it directly):
 
     {"image": "relative/path.jpg", "objects": [{"box": [x0, y0, x1, y1], "text": "a dog on the sofa"}, ...]}
 
-Boxes are pixel corners. Each box prompts SAM for three masks; the best-scoring one (predicted IoU) is kept.
-Boxes are clipped to the image; a box left without area, an empty text or an empty mask is skipped and counted,
-as is an image that is missing or unreadable. Writes image, expressions, masks, source (add text embeddings with
-recipes/embed_texts.py). Resumable: rerunning skips finished shards.
+Boxes are pixel corners. Each box prompts SAM for three masks; the best-scoring one (predicted IoU) is kept. With
+`--describer` (any local image-text-to-text model; the options as in recipes/describe_masks.py) objects without text
+(`--text auto`) or all objects (`--text describer`) get the describer's description of their SAM mask; a description
+that is empty or equal to another's of the same image is dropped and counted. Boxes are clipped to the image; a box
+left without area, an empty text or an empty mask is skipped and counted, as is an image that is missing or
+unreadable. Writes image, expressions, masks, source (add text embeddings with recipes/embed_texts.py). Resumable:
+rerunning skips finished shards; under torchrun / accelerate launch each process labels its own shards.
 """
 
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +32,17 @@ from transformers import HfArgumentParser, SamModel, SamProcessor
 
 from modeling_versavit import load_image
 from versavit_trainer.data import REFERRING_FEATURES
-from versavit_trainer.labelling import Skip, process_device, run_sharded, stored_image
+from versavit_trainer.labelling import (
+    DescriberArguments,
+    Skip,
+    describe_regions,
+    process_device,
+    run_sharded,
+    stored_image,
+)
 
 FEATURES = REFERRING_FEATURES
+TEXT_SOURCES = ("annotation", "describer", "auto")
 
 
 @dataclass
@@ -37,6 +51,10 @@ class LabelMasksArguments:
     annotations: str = field(metadata={"help": "JSON Lines of {'image': path, 'objects': [{'box', 'text'}]}."})
     images: str = field(metadata={"help": "Folder the annotation image paths are relative to."})
     output_dir: str = field(metadata={"help": "Where the sharded dataset, summary.json included, is written."})
+    text: str = field(default="auto", metadata={
+        "help": "Where each object's expression comes from: annotation (its 'text'; objects without one are skipped), "
+                "describer (the --describer model describes every SAM mask), auto (the annotation's text, else the "
+                "describer's when --describer is given)."})
     shard_size: int = field(default=256, metadata={"help": "Images per saved (and resumable) shard."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})
 
@@ -67,17 +85,34 @@ def clip_box(box, width: int, height: int) -> list[float] | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(LabelMasksArguments).parse_args_into_dataclasses(args=argv)
+    args, describer_args = HfArgumentParser((LabelMasksArguments, DescriberArguments)).parse_args_into_dataclasses(
+        args=argv)
     args.device = process_device(args.device)  # this process's GPU under a launcher
+    if args.text not in TEXT_SOURCES:
+        sys.exit(f"label_masks.py: error: text: expected one of {list(TEXT_SOURCES)}, got {args.text!r}.")
+    if args.text == "describer" and not describer_args.describer:
+        sys.exit("label_masks.py: error: describer: --text describer needs the folder of an image-text-to-text model.")
+    try:
+        rows = read_annotations(args.annotations)
+        describer = describer_args.build(args.device) if describer_args.describer else None
+    except (ValueError, OSError) as err:
+        sys.exit(f"label_masks.py: error: {err}")
     processor = SamProcessor.from_pretrained(args.sam)
     model = SamModel.from_pretrained(args.sam).to(args.device).eval()
     root = Path(args.images)
-    skipped_objects = {"box outside the image": 0, "empty text": 0, "empty mask": 0}
+    objects = Counter()
+
+    def text_of(obj) -> str | None:
+        """The annotation's text when it is used, None when the describer writes it, "" when the object has none."""
+        text = str(obj.get("text") or "").strip()
+        if args.text == "describer" or (args.text == "auto" and not text and describer is not None):
+            return None
+        return text
 
     @torch.inference_mode()
-    def label(rows):
+    def label(batch):
         results = []
-        for row in rows:
+        for row in batch:
             path = root / row["image"]
             try:
                 image = load_image(path)
@@ -86,12 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             boxes, texts = [], []
             for obj in row["objects"]:
-                text = str(obj.get("text", "")).strip()
+                text = text_of(obj)
                 box = clip_box(obj.get("box"), image.width, image.height)
-                if not text:
-                    skipped_objects["empty text"] += 1
+                if text == "":
+                    objects["objects skipped: empty text"] += 1
                 elif box is None:
-                    skipped_objects["box outside the image"] += 1
+                    objects["objects skipped: box outside the image"] += 1
                 else:
                     boxes.append(box)
                     texts.append(text)
@@ -104,26 +139,28 @@ def main(argv: list[str] | None = None) -> dict:
                 outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
             )[0]  # (boxes, 3, H, W)
             best = outputs.iou_scores[0].argmax(-1).cpu()
-            kept_texts, kept_masks = [], []
+            found = []
             for k, text in enumerate(texts):
                 mask = masks[k, best[k]].numpy()
                 if not mask.any():
-                    skipped_objects["empty mask"] += 1
-                    continue
-                kept_texts.append(text)
-                kept_masks.append(PIL.Image.fromarray(mask))
-            if not kept_texts:
+                    objects["objects skipped: empty mask"] += 1
+                else:
+                    found.append((text, mask))
+            wanted = [k for k, (text, _) in enumerate(found) if text is None]
+            if wanted:  # strategy (iii): the SAM mask described
+                described = describe_regions(describer, image, [found[k][1] for k in wanted], objects)
+                for k, text in zip(wanted, described):
+                    found[k] = (text, found[k][1])
+                objects["objects described"] += sum(text is not None for text in described)
+            kept = [(text, mask) for text, mask in found if text is not None]
+            if not kept:
                 results.append(Skip("no usable object"))
                 continue
-            results.append({"image": stored_image(path, image, row["image"]), "expressions": kept_texts,
-                            "masks": kept_masks, "source": row["image"]})
+            results.append({"image": stored_image(path, image, row["image"]), "expressions": [t for t, _ in kept],
+                            "masks": [PIL.Image.fromarray(mask) for _, mask in kept], "source": row["image"]})
         return results
 
-    summary = run_sharded(read_annotations(args.annotations), label, args.output_dir, FEATURES, args.shard_size, 1, "masks")
-    summary.update({f"objects skipped: {reason}": count for reason, count in skipped_objects.items()})
-    (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("objects skipped in this run: " + ", ".join(f"{k} {v}" for k, v in skipped_objects.items()))
-    return summary
+    return run_sharded(rows, label, args.output_dir, FEATURES, args.shard_size, 1, "masks", objects)
 
 
 if __name__ == "__main__":

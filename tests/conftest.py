@@ -180,3 +180,34 @@ def tiny_sam_checkpoint(tmp_path_factory):
                                            mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
     SamProcessor(image_processor=image_processor).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_describer_checkpoint(tmp_path_factory):
+    """A random tiny LLaVA (CLIP tower + 1-layer Llama) with SmolLM2's real tokenizer and a chat template: a local
+    image-text-to-text model folder as the describers load it (AutoProcessor + AutoModelForImageTextToText)."""
+    from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from versavit_trainer.assets import smollm2_path
+
+    folder = tmp_path_factory.mktemp("describer-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+                "{% if part['type'] == 'image' %}<image>\n{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
+                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template, patch_size=14,
+                   vision_feature_select_strategy="default", image_token="<image>",
+                   num_additional_image_tokens=1).save_pretrained(folder)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=56, patch_size=14)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )).save_pretrained(folder)
+    return folder

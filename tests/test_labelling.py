@@ -254,3 +254,156 @@ def test_two_labelling_processes_write_disjoint_shards_equal_to_one_process(tmp_
     again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("shards_resumed 2") == 2, again.stdout[-2000:]  # each process resumed its two shards
+
+
+# ------------------------------------------------------------ describing masks (paper §4.2.3, strategies ii and iii)
+def test_region_views_show_the_mask_as_documented():
+    from versavit_trainer.labelling import clean_description, mask_box, region_view
+
+    image = PIL.Image.fromarray(photo("astronaut")).resize((200, 100))
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[20:60, 40:120] = True  # a box 80 wide, 40 high
+    pixels = np.asarray(image, dtype=np.float32)
+    darkened = np.where(mask[..., None], pixels, pixels * 0.5).round().astype(np.uint8)
+    assert mask_box(mask) == (40, 20, 120, 60) and mask_box(np.zeros((3, 3), bool)) is None
+    crop = region_view(image, mask, "crop", context=0.25, dim=0.5, min_side=10)
+    # the box widened by 20 px (x) and 10 px (y) on each side, outside pixels at half brightness
+    assert np.array_equal(np.asarray(crop), darkened[10:70, 20:140])
+    assert region_view(image, mask, "crop", context=0.25, dim=0.5, min_side=120).size == (240, 120)  # scaled up
+    full = np.asarray(region_view(image, mask, "highlight", dim=1.0))
+    red = np.all(full == (255, 0, 0), axis=-1)
+    assert red.any() and not red[mask_edge_free(mask)].any()  # the outline lies on the mask's border only
+    assert (full[~mask & ~red] == 0).all()  # dim 1: everything outside the region is black
+    with pytest.raises(ValueError, match="mask: empty"):
+        region_view(image, np.zeros((100, 200), bool))
+    with pytest.raises(ValueError, match=r"mask: shape \(10, 10\) does not match the image \(100x200\)"):
+        region_view(image, np.ones((10, 10), bool))
+    assert clean_description('  "The red cube on the left."\nIt is shiny.') == "The red cube on the left"
+    assert clean_description("\n \n") == ""
+
+
+def mask_edge_free(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Pixels farther than `width` from the mask's border (inside or outside)."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    return ~(binary_dilation(mask, iterations=width + 1) & ~binary_erosion(mask, iterations=width + 1))
+
+
+def test_region_describer_generates_what_the_model_says_for_the_view(tiny_describer_checkpoint):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from versavit_trainer.labelling import RegionDescriber, clean_description, region_view
+
+    image = PIL.Image.fromarray(photo("astronaut")).resize((96, 96))
+    masks = [np.zeros((96, 96), bool) for _ in range(3)]
+    masks[0][10:50, 10:50] = masks[1][40:90, 30:80] = masks[2][5:20, 60:90] = True
+    describer = RegionDescriber(tiny_describer_checkpoint, view="crop", max_new_tokens=5, batch_size=2)
+    texts = describer(image, masks)
+    # the reference, written out: the documented view and prompt through the model's own chat template, one at a time
+    processor = AutoProcessor.from_pretrained(tiny_describer_checkpoint)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_describer_checkpoint).eval()
+    prompt = processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "Describe the highlighted object in a short referring phrase."}]}],
+        add_generation_prompt=True)
+    for mask, text in zip(masks, texts):
+        inputs = processor(text=[prompt], images=[region_view(image, mask, "crop")], return_tensors="pt")
+        output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        expected = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        assert text == clean_description(expected)
+    with pytest.raises(FileNotFoundError, match="describer: .* is not a folder"):
+        RegionDescriber("no/such/model")
+
+
+def sa1b_folder(root, masks_per_image: dict) -> None:
+    """An SA-1B layout: <name>.jpg and <name>.json of COCO RLE masks."""
+    from pycocotools import mask as mask_utils
+
+    root.mkdir()
+    for name, (picture, masks) in masks_per_image.items():
+        PIL.Image.fromarray(picture).save(root / f"{name}.jpg", quality=95)
+        annotations = []
+        for k, mask in enumerate(masks):
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            annotations.append({"id": k, "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
+                                "bbox": [0, 0, 1, 1], "area": int(mask.sum())})
+        (root / f"{name}.json").write_text(json.dumps({"image": {"file_name": f"{name}.jpg"}, "annotations": annotations}))
+
+
+def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_describer_checkpoint):
+    from versavit_trainer import readers
+    from versavit_trainer.labelling import RegionDescriber
+
+    picture = np.asarray(PIL.Image.fromarray(photo("astronaut")).resize((96, 80)))
+    big, small, other = (np.zeros((80, 96), bool) for _ in range(3))
+    big[10:60, 10:70], small[0:3, 0:3], other[50:78, 60:94] = True, True, True
+    sa1b_folder(tmp_path / "sa1b", {"a": (picture, [small, big, other]), "b": (picture[::-1].copy(), [big]),
+                                    "c": (picture, [np.zeros((40, 40), bool) | True]), "d": (picture, [small])})
+    (tmp_path / "sa1b" / "e.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "sa1b" / "e.json").write_text("{}")
+    assert [m.sum() for m in readers.sa1b_masks(tmp_path / "sa1b" / "a.json", min_area=0.01)] == [3000, 952]
+    out = tmp_path / "described"
+    args = ["--describer", str(tiny_describer_checkpoint), "--images", str(tmp_path / "sa1b"), "--output_dir", str(out),
+            "--max_new_tokens", "4", "--shard_size", "2", "--device", "cpu"]
+    summary = load_recipe("describe_masks").main(args)
+    # the reference: the describer on the same masks, empty and repeated descriptions dropped
+    describer = RegionDescriber(tiny_describer_checkpoint, max_new_tokens=4)
+    expected = {}
+    for name in ("a", "b"):
+        image = PIL.Image.open(tmp_path / "sa1b" / f"{name}.jpg").convert("RGB")
+        masks = readers.sa1b_masks(tmp_path / "sa1b" / f"{name}.json", min_area=0.01, max_masks=8)
+        texts = describer(image, masks)
+        expected[name] = [(t, m) for t, m in zip(texts, masks) if t and texts.count(t) == 1]
+    rows = {row["source"]: row for row in load_labelled(out)} if any(expected.values()) else {}
+    assert sorted(rows) == sorted(f"{name}.jpg" for name, kept in expected.items() if kept)
+    for name, kept in expected.items():
+        if kept:
+            row = rows[f"{name}.jpg"]
+            assert row["expressions"] == [t for t, _ in kept]
+            assert all(np.array_equal(np.asarray(m) > 0, k) for m, (_, k) in zip(row["masks"], kept))
+    assert summary["skipped: masks do not match the image size"] == 1  # c: a 40x40 mask on an 80x96 image
+    assert summary["skipped: no mask large enough"] == 1  # d: only a 3x3 mask
+    assert summary["skipped: unreadable image or masks"] == 1  # e
+    described = sum(len(kept) for kept in expected.values())
+    assert summary.get("regions: described", 0) == described
+    dropped = {k: v for k, v in summary.items() if k.startswith("regions dropped")}
+    assert sum(dropped.values()) == 3 - described  # a: big + other, b: big
+    again = load_recipe("describe_masks").main(args)  # resumed: every shard done, the counts kept
+    assert again["shards_resumed"] == again["shards"] == 3 and again.get("regions: described", 0) == described
+    with pytest.raises(SystemExit, match="describer: give the folder"):
+        load_recipe("describe_masks").main(["--images", str(tmp_path / "sa1b"), "--output_dir", str(out)])
+
+
+def test_label_masks_describes_the_objects_without_text(tmp_path, photos, tiny_sam_checkpoint, tiny_describer_checkpoint):
+    annotations = tmp_path / "boxes.jsonl"
+    rows = [{"image": "astronaut.png", "objects": [{"box": [10, 10, 90, 120], "text": "the astronaut"},
+                                                   {"box": [0, 0, 60, 60]}]}]
+    annotations.write_text("\n".join(json.dumps(r) for r in rows))
+    common = ["--sam", str(tiny_sam_checkpoint), "--annotations", str(annotations), "--images", str(photos),
+              "--max_new_tokens", "4"]
+    plain = load_recipe("label_masks").main([*common, "--output_dir", str(tmp_path / "plain")])
+    assert plain["objects skipped: empty text"] == 1
+    auto = load_recipe("label_masks").main([*common, "--output_dir", str(tmp_path / "auto"),
+                                            "--describer", str(tiny_describer_checkpoint)])
+    assert "objects skipped: empty text" not in auto
+    (row,) = load_labelled(tmp_path / "auto")
+    from versavit_trainer.labelling import RegionDescriber
+
+    (text,) = RegionDescriber(tiny_describer_checkpoint, max_new_tokens=4)(row["image"].convert("RGB"),
+                                                                           [np.asarray(row["masks"][-1]) > 0])
+    if text:  # the random describer may say nothing: then the object is dropped and counted
+        assert row["expressions"] == ["the astronaut", text] and auto["objects described"] == 1
+    else:
+        assert row["expressions"] == ["the astronaut"] and auto["regions dropped: empty description"] == 1
+    with pytest.raises(SystemExit, match="--text describer needs"):
+        load_recipe("label_masks").main([*common, "--output_dir", str(tmp_path / "x"), "--text", "describer"])
+
+
+def test_empty_and_repeated_descriptions_are_dropped_and_counted():
+    from collections import Counter
+
+    from versavit_trainer.labelling import describe_regions
+
+    counts = Counter()
+    texts = describe_regions(lambda image, masks: ["a dog", "", "a tree", "a dog"], None, [None] * 4, counts)
+    assert texts == [None, None, "a tree", None]  # "a dog" names two regions: ambiguous, both dropped
+    assert counts == {"regions dropped: empty description": 1, "regions dropped: same description as another region": 2}

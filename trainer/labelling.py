@@ -6,6 +6,9 @@ as its own `datasets` folder (`shard-00000`, ...), written to a temporary folder
 marked done. A rerun skips the done shards, so an interrupted run loses at most the shard in progress. Items that
 cannot be labelled (corrupt images, boxes outside the image, empty expressions, ...) are skipped and counted by
 reason; `summary.json` and the last printed line give the totals. `load_labelled(folder)` is the whole dataset.
+
+`RegionDescriber` writes a referring expression for a mask with any transformers image-text-to-text model (the
+paper's strategies (ii) and (iii) of §4.2.3, with Describe Anything there; any local checkpoint here).
 """
 
 import json
@@ -13,10 +16,14 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFilter
+import torch
 from datasets import Dataset, Features, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
@@ -57,10 +64,13 @@ def run_sharded(
     shard_size: int = 256,
     batch_size: int = 8,
     description: str = "labelling",
+    part_counts: Counter | None = None,
 ) -> dict:
     """Label `items` shard by shard into `output_dir`; returns the summary (also written to summary.json).
 
     `label_batch(items)` returns, per item, a row dict (matching `features`), a list of rows, or a `Skip`.
+    `part_counts`, a Counter that `label_batch` adds to (e.g. objects or regions dropped inside an item), is recorded
+    per shard like the item counts, so the summary counts resumed shards and other processes' shards too.
 
     Under `torchrun` / `accelerate launch` with N processes (`RANK`, `WORLD_SIZE`), process r labels shards r,
     r + N, ...: the shards are the same as a 1-process run's, written by whichever process owns them, and a rerun
@@ -87,6 +97,7 @@ def run_sharded(
                 resumed += 1
                 continue
             rows, counts = [], Counter()
+            parts_before = Counter(part_counts or {})
             for start in range(0, len(shard_items), batch_size):
                 batch = shard_items[start : start + batch_size]
                 for item, result in zip(batch, label_batch(batch), strict=True):
@@ -99,6 +110,7 @@ def run_sharded(
                         counts["labelled"] += 1
                         counts["rows"] += len(produced)
                 progress.update(len(batch))
+            counts.update(Counter(part_counts or {}) - parts_before)
             staging = output_dir / f".staging-{shard:05d}"
             shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
             if rows:
@@ -139,6 +151,155 @@ def process_device(device: str) -> str:
     return device
 
 
+REGION_VIEWS = ("crop", "highlight")
+DESCRIBE_PROMPTS = {
+    "crop": "Describe the highlighted object in a short referring phrase.",
+    "highlight": "Describe the object outlined in red in a short referring phrase.",
+}
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """`(x0, y0, x1, y1)` (exclusive ends) of a boolean mask's pixels, or None when it is empty."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
+def region_view(image: PIL.Image.Image, mask: np.ndarray, view: str = "crop", context: float = 0.25,
+                dim: float = 0.5, min_side: int = 56) -> PIL.Image.Image:
+    """What a describer sees of the region `mask` (boolean, the image's size) of `image`.
+
+    - `"crop"`: the mask's box widened by `context` x its size on each side (clipped to the image), the pixels
+      outside the mask darkened by `dim` (0 keeps them, 1 blacks them out), scaled up so its short side is at least
+      `min_side`: the region in focus with some of its surroundings (Describe Anything's focal crop).
+    - `"highlight"`: the whole image, the pixels outside the mask darkened by `dim` and the mask's outline drawn in
+      red: the region among everything else.
+    """
+    if view not in REGION_VIEWS:
+        raise ValueError(f"view: expected one of {list(REGION_VIEWS)}, got {view!r}.")
+    if not (0 <= context and 0 <= dim <= 1):
+        raise ValueError(f"context must be >= 0 and dim in [0, 1], got {context} and {dim}.")
+    if mask.shape != (image.height, image.width):
+        raise ValueError(f"mask: shape {mask.shape} does not match the image ({image.height}x{image.width}).")
+    box = mask_box(mask)
+    if box is None:
+        raise ValueError("mask: empty (no pixel to describe).")
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    shown = np.where(mask[..., None], pixels, pixels * (1 - dim)).round().astype(np.uint8)
+    result = PIL.Image.fromarray(shown)
+    if view == "highlight":
+        region = PIL.Image.fromarray(mask.astype(np.uint8) * 255)
+        width = max(1, min(image.size) // 100)
+        edge = np.asarray(region.filter(PIL.ImageFilter.MaxFilter(2 * width + 1))) > 0
+        edge &= ~(np.asarray(region.filter(PIL.ImageFilter.MinFilter(2 * width + 1))) > 0)
+        shown[edge] = (255, 0, 0)
+        result = PIL.Image.fromarray(shown)
+    else:
+        x0, y0, x1, y1 = box
+        pad_x, pad_y = round((x1 - x0) * context), round((y1 - y0) * context)
+        result = result.crop((max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x),
+                              min(image.height, y1 + pad_y)))
+    scale = min_side / min(result.size)
+    if scale > 1:
+        result = result.resize((round(result.width * scale), round(result.height * scale)), PIL.Image.BICUBIC)
+    return result
+
+
+def clean_description(text: str) -> str:
+    """A generated description as a referring expression: its first non-empty line, without surrounding quotes,
+    spaces and a final period ("" when nothing is left)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[0].strip().strip("\"'`").strip().rstrip(".").strip()
+
+
+@dataclass
+class DescriberArguments:
+    """The region describer of describe_masks.py and label_masks.py."""
+
+    describer: str | None = field(default=None, metadata={
+        "help": "Local folder of a transformers image-text-to-text model (AutoModelForImageTextToText with a chat "
+                "template; Describe Anything / DAM-3B in the paper) that describes each mask."})
+    view: str = field(default="crop", metadata={
+        "help": "What the describer sees: crop (the mask's box with context, outside pixels darkened) or highlight "
+                "(the whole image, the mask outlined in red)."})
+    context: float = field(default=0.25, metadata={"help": "crop: the box widened by this fraction on each side."})
+    dim: float = field(default=0.5, metadata={"help": "Darkening of the pixels outside the mask (0 none, 1 black)."})
+    prompt: str | None = field(default=None, metadata={"help": "The question (default: one per view)."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest description in tokens."})
+    describe_batch_size: int = field(default=8, metadata={"help": "Regions per generate() call."})
+
+    def build(self, device: str) -> "RegionDescriber":
+        return RegionDescriber(self.describer, device, self.view, self.context, self.dim, self.prompt,
+                               self.max_new_tokens, self.describe_batch_size)
+
+
+def describe_regions(describer: "RegionDescriber", image: PIL.Image.Image, masks: list[np.ndarray],
+                     counts: Counter) -> list[str | None]:
+    """Descriptions of `masks`, None for a region left without a usable one: an empty output, or a text given to two
+    regions of the image (an ambiguous referring expression). Each such region is counted in `counts`."""
+    texts = describer(image, masks)
+    repeated = {text for text in texts if text and texts.count(text) > 1}
+    kept = []
+    for text in texts:
+        if not text:
+            counts["regions dropped: empty description"] += 1
+            kept.append(None)
+        elif text in repeated:
+            counts["regions dropped: same description as another region"] += 1
+            kept.append(None)
+        else:
+            kept.append(text)
+    return kept
+
+
+class RegionDescriber:
+    """Referring expressions for image regions from a local transformers image-text-to-text model folder (its
+    `AutoProcessor` with a chat template, and `AutoModelForImageTextToText`): each region is shown as
+    `region_view(image, mask, view, context, dim)` with `prompt` (default: `DESCRIBE_PROMPTS[view]`), decoded greedily
+    (the same text on every run, so a resumed labelling run equals an uninterrupted one) and cleaned by
+    `clean_description`."""
+
+    def __init__(self, path, device: str = "cpu", view: str = "crop", context: float = 0.25, dim: float = 0.5,
+                 prompt: str | None = None, max_new_tokens: int = 32, batch_size: int = 8, dtype=None):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"describer: {path} is not a folder; give a local image-text-to-text model folder "
+                                    "(the library never downloads).")
+        if view not in REGION_VIEWS:
+            raise ValueError(f"view: expected one of {list(REGION_VIEWS)}, got {view!r}.")
+        if max_new_tokens < 1 or batch_size < 1:
+            raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}.")
+        self.processor = AutoProcessor.from_pretrained(path)
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError(f"describer: {path}'s processor has no chat template, so no prompt can be built for it.")
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        tokenizer.padding_side = "left"  # batched generation continues every prompt at its end
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
+        self.device, self.view, self.context, self.dim = device, view, context, dim
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.prompt = prompt or DESCRIBE_PROMPTS[view]
+        message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+        self.text = self.processor.apply_chat_template(message, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def __call__(self, image: PIL.Image.Image, masks: list[np.ndarray]) -> list[str]:
+        """One description per mask of `image` ("" where the model gave nothing usable)."""
+        views = [region_view(image, mask, self.view, self.context, self.dim) for mask in masks]
+        descriptions = []
+        for start in range(0, len(views), self.batch_size):
+            chunk = views[start : start + self.batch_size]
+            inputs = self.processor(text=[self.text] * len(chunk), images=chunk, padding=True,
+                                    return_tensors="pt").to(self.device)
+            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            new = output[:, inputs["input_ids"].shape[1] :]
+            descriptions += [clean_description(t) for t in self.processor.batch_decode(new, skip_special_tokens=True)]
+        return descriptions
+
+
 def load_labelled(folder) -> Dataset:
     """The dataset a labelling run wrote: its finished shards, concatenated in order."""
     folder = Path(folder)
@@ -153,12 +314,20 @@ def load_labelled(folder) -> Dataset:
 
 
 __all__ = [
+    "DESCRIBE_PROMPTS",
+    "DescriberArguments",
     "IMAGE_SUFFIXES",
+    "REGION_VIEWS",
+    "RegionDescriber",
     "Skip",
+    "clean_description",
+    "describe_regions",
     "list_images",
     "load_labelled",
+    "mask_box",
     "process_device",
     "process_rank",
+    "region_view",
     "run_sharded",
     "stored_image",
 ]

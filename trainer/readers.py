@@ -136,6 +136,44 @@ def da2k(root) -> PairSource:
     return PairSource("da2k", items)
 
 
+def sa1b(root) -> list[tuple[Path, Path]]:
+    """SA-1B's layout: `root/<name>.jpg` beside its `root/<name>.json` (the masks), sorted; an image without its JSON is
+    a `FileNotFoundError` naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"images: {root} is not a folder.")
+    images = sorted(p for p in root.rglob("*.jpg") if p.is_file())
+    return _check_pairs([(image, image.with_suffix(".json")) for image in images], f"SA-1B folder {root}")
+
+
+def sa1b_masks(path, min_area: float = 0.0, max_masks: int | None = None) -> list[np.ndarray]:
+    """The masks of one SA-1B annotation file (COCO RLE, decoded with pycocotools) as `(H, W)` bool arrays, largest
+    first: those covering at least `min_area` of the image, at most `max_masks`. A malformed file is a `ValueError`
+    naming it and the annotation."""
+    from pycocotools import mask as mask_utils
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(annotations, list):
+        raise ValueError(f"{path}: expected SA-1B's {{'image': ..., 'annotations': [...]}}.")
+    masks = []
+    for number, annotation in enumerate(annotations):
+        rle = annotation.get("segmentation") if isinstance(annotation, dict) else None
+        if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str) and isinstance(rle.get("size"), list)
+                and len(rle["size"]) == 2):
+            raise ValueError(f"{path}: annotation {number} needs a COCO RLE segmentation {{'size': [h, w], "
+                             f"'counts': str}}, got {rle!r:.120}.")
+        mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        if mask.any() and mask.mean() >= min_area:
+            masks.append(mask)
+    masks.sort(key=lambda m: -int(m.sum()))
+    return masks[:max_masks] if max_masks is not None else masks
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing {what}.")
@@ -302,6 +340,8 @@ __all__ = [
     "UnsafePickleError",
     "load_builtin_pickle",
     "refcoco_refs",
+    "sa1b",
+    "sa1b_masks",
     "SCENE_CLASSES",
     "SegmentationSource",
     "ade20k",
