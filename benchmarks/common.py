@@ -7,7 +7,6 @@ a noisy machine.
 """
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -38,14 +37,11 @@ def default_run(extra_args: list[str] = ()):
     by the same functions as `recipes/multitask.py`. `extra_args` are recipe flags that override the file."""
     from transformers import set_seed
 
-    from versavit_trainer.build import build_model, load_data, task_specs
+    from versavit_trainer.build import build_model, load_data, run_argument_types, task_specs
     from versavit_trainer.config import parse_config
 
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from multitask import ARGUMENT_TYPES
-
     model_args, _lora_args, data_args, run_args, training_args = parse_config(
-        ARGUMENT_TYPES, ["--config", str(DEFAULT_CONFIG), "--output_dir", "/tmp/versavit-bench", *extra_args]
+        run_argument_types(), ["--config", str(DEFAULT_CONFIG), "--output_dir", "/tmp/versavit-bench", *extra_args]
     )
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=False)

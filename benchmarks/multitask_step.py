@@ -14,15 +14,11 @@ Prints seconds per optimizer step of each and their ratio; the target is a ratio
 """
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from transformers import LlamaConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from common import tower_config  # noqa: E402
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402

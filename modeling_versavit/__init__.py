@@ -24,6 +24,7 @@ from .modeling_versavit import (
     VersaViTReferringSegmentationOutput,
     captioning_config,
     check_vision_inputs,
+    read_safetensors,
     safetensors_weight_map,
     tokens_to_feature_maps,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "normalize_depth",
     "ssi_loss",
     "load_image",
+    "read_safetensors",
     "safetensors_weight_map",
     "to_rgb",
     "tokens_to_feature_maps",

@@ -415,8 +415,6 @@ class VersaViTModel(VersaViTPreTrainedModel):
         weights (sharded or not): the LLM's weights are never loaded. `kwargs` go to `from_pretrained` (`dtype`,
         `attn_implementation`, `device_map`, ...); the dtype defaults to the checkpoint's.
         """
-        from safetensors import safe_open
-
         folder = Path(mllm_path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder}: no config.json; expected a Qwen2-VL / Qwen2.5-VL model folder.")
@@ -437,18 +435,7 @@ class VersaViTModel(VersaViTPreTrainedModel):
                 f"{' or '.join(repr(p) for p in MLLM_VISION_PREFIXES)}); it holds {len(weight_map)} tensors such as "
                 f"{sorted(weight_map)[:3]}."
             )
-        shards: dict[str, list[str]] = {}
-        for key, shard in weight_map.items():
-            if key.startswith(prefix):
-                shards.setdefault(shard, []).append(key)
-        state_dict = {}
-        for shard, keys in shards.items():
-            try:
-                with safe_open(folder / shard, framework="pt") as handle:
-                    for key in keys:
-                        state_dict["visual." + key[len(prefix) :]] = handle.get_tensor(key)
-            except SafetensorError as err:
-                raise OSError(f"{folder / shard}: corrupt or truncated safetensors data ({err}).") from err
+        state_dict = {"visual." + k: v for k, v in read_safetensors(folder, prefix, weight_map).items()}
 
         kwargs.setdefault("dtype", getattr(mllm_config, "dtype", None) or next(iter(state_dict.values())).dtype)
         model, info = cls.from_pretrained(None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs)
@@ -477,6 +464,28 @@ def _safetensors_problem(folder, err: Exception) -> str:
                 bad.append(str(path))
     where = ", ".join(bad) if bad else f"a safetensors file of {folder}"
     return f"{where}: corrupt or truncated safetensors data ({err}); download or save it again."
+
+
+def read_safetensors(folder: str | Path, prefix: str, weight_map: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a local checkpoint folder whose names start with `prefix`, keyed by their names without it, read
+    shard by shard (no other tensor is loaded). A corrupt shard is an `OSError` naming it."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    weight_map = safetensors_weight_map(folder) if weight_map is None else weight_map
+    shards: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        if key.startswith(prefix):
+            shards.setdefault(shard, []).append(key)
+    tensors = {}
+    for shard, keys in sorted(shards.items()):
+        try:
+            with safe_open(folder / shard, framework="pt") as handle:
+                for key in keys:
+                    tensors[key[len(prefix) :]] = handle.get_tensor(key)
+        except SafetensorError as err:
+            raise OSError(f"{folder / shard}: corrupt or truncated safetensors data ({err}).") from err
+    return tensors
 
 
 def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
@@ -1054,6 +1063,7 @@ __all__ = [
     "VersaViTCaptioningOutput",
     "VersaViTModelOutput",
     "check_vision_inputs",
+    "read_safetensors",
     "safetensors_weight_map",
     "tokens_to_feature_maps",
 ]

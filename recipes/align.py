@@ -27,8 +27,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 from transformers import set_seed
 
-from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.build import DataArguments, ModelArguments, RunArguments, build_model, load_data, task_specs
+from versavit_trainer.build import build_model, load_data, run_argument_types, task_specs
 from versavit_trainer.config import (
     ConfigError,
     DefaultConfig,
@@ -37,7 +36,6 @@ from versavit_trainer.config import (
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.lora import LoraArguments
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
@@ -49,7 +47,7 @@ DEFAULT_CONFIG = DefaultConfig(CONFIGS / "default.yaml", "the warm-up of `make d
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, lora_args, data_args, run_args, training_args = parse_config(
-        (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments), argv,
+        run_argument_types(), argv,
         description=__doc__, default_config=DEFAULT_CONFIG,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_versavit import VersaViTConfig, VersaViTModel
+from modeling_versavit import VersaViTModel
+from versavit_trainer.build import backbone_from
 from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.probes import (
     FrozenFeatures,
@@ -31,7 +32,6 @@ from versavit_trainer.probes import (
     ProbeSettings,
     evaluate_depth_probe,
     evaluate_segmentation_probe,
-    pretrained_backbone,
     sources,
     train_depth_probe,
     train_segmentation_probe,
@@ -54,14 +54,13 @@ class CompareArguments:
 
 
 def load_encoder(spec: str, reference: VersaViTModel | None, seed: int) -> VersaViTModel:
-    if spec.startswith("mllm:"):
-        return VersaViTModel.from_mllm(spec.removeprefix("mllm:"), dtype=torch.float32)
     if spec == "random":
         if reference is None:
             raise ValueError("encoders: 'random' takes the shape of an encoder listed before it.")
-        torch.manual_seed(seed)
-        return VersaViTModel(VersaViTConfig(vision_config=reference.config.vision_config.to_dict()))
-    return pretrained_backbone(spec, "encoders")
+        return backbone_from(vision_config=reference.config.vision_config.to_dict(), seed=seed)
+    if spec.startswith("mllm:"):
+        return backbone_from(mllm=spec.removeprefix("mllm:"), option="encoders", dtype=torch.float32)
+    return backbone_from(spec, option="encoders", dtype=torch.float32)
 
 
 def table(rows: list[dict], segmentation: str, depth: str) -> str:

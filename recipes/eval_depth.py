@@ -22,7 +22,6 @@ pairs whose closer point the prediction (at the image's size) puts closer, large
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
@@ -31,8 +30,9 @@ from transformers import HfArgumentParser
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
 from versavit_trainer import readers
 from versavit_trainer.build import require_task_weights
+from versavit_trainer.data import fixed_size_pixels
 from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics
-from versavit_trainer.probes import HUB_DATASETS, crop_mask, keep_aspect_size, write_results
+from versavit_trainer.probes import HUB_DATASETS, keep_aspect_size, score_depth_source, write_results
 
 
 @dataclass
@@ -73,8 +73,7 @@ def source(args: EvalDepthArguments) -> readers.DepthSource:
 def predict(model, processor, image: PIL.Image.Image, size: int, shape: tuple[int, int]) -> torch.Tensor:
     """The model's map for `image` fed at its own aspect ratio (short side `size`, long side the nearest multiple of
     28), resized bilinearly to `shape` (height, width)."""
-    height, width = keep_aspect_size(image.height, image.width, size)
-    inputs = processor(images=[image.resize((width, height), PIL.Image.BICUBIC)], do_resize=False, return_tensors="pt")
+    inputs = fixed_size_pixels([image], keep_aspect_size(image.height, image.width, size), processor)
     prediction = model(**inputs).predicted_depth[:, None]
     return F.interpolate(prediction, size=shape, mode="bilinear", align_corners=False)[0, 0]
 
@@ -97,22 +96,10 @@ def evaluate(args: EvalDepthArguments) -> dict:
                 raise ValueError(f"{data.items[index][0]}: {err}") from None
             correct, total = correct + right, total + count
         return {"accuracy": correct / total, "pairs": total, "images": len(data)}
-    scores = []
-    for index in range(len(data)):
-        image, depth = data.load(index)
-        prediction = predict(model, processor, image, args.size, depth.shape)
-        target = torch.from_numpy(depth)
-        mask = crop_mask(data, *depth.shape)
-        if data.max_depth is not None:
-            in_range = (target > data.min_depth) & (target <= data.max_depth)
-            mask = in_range if mask is None else mask & in_range
-        score = relative_depth_metrics(prediction, target, mask=mask, space=args.space)
-        if score is not None:
-            scores.append(score)
-    if not scores:
-        raise ValueError(f"{data.name}: no image with labelled pixels.")
-    return {"abs_rel": float(np.mean([s["abs_rel"] for s in scores])),
-            "delta1": float(np.mean([s["delta1"] for s in scores])), "images": len(scores)}
+    result, _ = score_depth_source(
+        data, lambda image, shape: predict(model, processor, image, args.size, shape),
+        lambda prediction, target, mask: relative_depth_metrics(prediction, target, mask=mask, space=args.space))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import HfArgumentParser
 
-from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, VersaViTModel, load_image
+from modeling_versavit import VersaViTImageProcessor, VersaViTModel, load_image
+from versavit_trainer.build import backbone_from
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 
@@ -56,21 +57,14 @@ def sample_photos() -> list[tuple[str, PIL.Image.Image]]:
 
 
 def build_model(args: ExtractArguments) -> VersaViTModel:
-    if args.model and args.mllm:
-        raise SystemExit("Pass either --model or --mllm, not both.")
-    if args.model:
-        return VersaViTModel.from_pretrained(args.model)
-    if args.mllm:
-        return VersaViTModel.from_mllm(args.mllm)
-    torch.manual_seed(args.seed)
-    vision = {
-        "model_type": "qwen2_vl_vision",
-        "depth": args.depth,
-        "embed_dim": args.embed_dim,
-        "num_heads": max(1, args.embed_dim // 32),
-        "hidden_size": 2 * args.embed_dim,
-    }
-    return VersaViTModel(VersaViTConfig(vision_config=vision))
+    vision = None
+    if not (args.model or args.mllm):
+        vision = {"model_type": "qwen2_vl_vision", "depth": args.depth, "embed_dim": args.embed_dim,
+                  "num_heads": max(1, args.embed_dim // 32), "hidden_size": 2 * args.embed_dim}
+    try:
+        return backbone_from(args.model, args.mllm, vision, seed=args.seed)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"extract_features.py: error: {err}") from None
 
 
 def pca_image(feature_map: torch.Tensor) -> PIL.Image.Image:

@@ -34,11 +34,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from transformers import set_seed
 
-from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.build import (
-    DataArguments,
-    ModelArguments,
-    RunArguments,
     build_model,
     dry_run_model,
     evaluate_held_out,
@@ -46,10 +42,11 @@ from versavit_trainer.build import (
     load_data,
     memory_estimate,
     parameter_report,
+    run_argument_types,
     task_specs,
 )
 from versavit_trainer.config import DefaultConfig, check_run_record, parse_config, resolved_config, write_run_record
-from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
+from versavit_trainer.lora import apply_lora, merge_lora
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
@@ -57,7 +54,7 @@ from versavit_trainer.stages import final_losses, run_as_script, run_stage, save
 logger = logging.getLogger("versavit.multitask")
 
 
-ARGUMENT_TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
+ARGUMENT_TYPES = run_argument_types()
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = DefaultConfig(
     CONFIGS / "default.yaml", "the same run as `make demo`, minutes on a CPU",

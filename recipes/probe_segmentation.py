@@ -16,22 +16,15 @@ Writes output_dir/results.json (mIoU, per-class IoU, a majority-class baseline) 
 recipes/push_to_hub.py --results). The encoder never changes.
 """
 
-import sys
 from pathlib import Path
 
-from versavit_trainer.config import DefaultConfig, parse_config
-from versavit_trainer.probes import ProbeArguments, run_probes
+from versavit_trainer.probes import probe_recipe
 
-DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "probe_default.yaml",
-                               "the segmentation probe of `make demo`'s backbone (run it first) on generated scenes at 112 px")
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "probe_default.yaml"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    try:
-        (args,) = parse_config((ProbeArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
-        return run_probes(args, ["segmentation"])
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"probe_segmentation.py: error: {err}")
+    return probe_recipe("segmentation", argv, __doc__, DEFAULT_CONFIG)
 
 
 if __name__ == "__main__":

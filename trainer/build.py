@@ -20,6 +20,7 @@ from modeling_versavit import (
     VersaViTForMultiTask,
     VersaViTModel,
     captioning_config,
+    read_safetensors,
     safetensors_weight_map,
 )
 
@@ -314,14 +315,11 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
             if depth_label_space and "depth" in tasks:
                 config.depth_label_space = depth_label_space
             return _from_checkpoint(model_args, config, tasks, text_embed_dim, kwargs)
-        backbone = VersaViTModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-    elif model_args.mllm:
-        backbone = VersaViTModel.from_mllm(model_args.mllm, **kwargs)
-    else:
-        vision = model_args.vision_config
-        config = VersaViTConfig(vision_config=vision) if vision else VersaViTConfig()
-    if backbone is not None:
+    if model_args.model_name_or_path or model_args.mllm:
+        backbone = backbone_from(model_args.model_name_or_path, model_args.mllm, **kwargs)
         config = backbone.config
+    else:
+        config = backbone_config(vision_config=model_args.vision_config)
 
     dense = [task for task in tasks if task != "captioning"]
     settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
@@ -351,6 +349,64 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     return model, tokenizer
 
 
+def run_argument_types() -> tuple:
+    """The option dataclasses of a training run (recipes/multitask.py and align.py), in parse order: model, LoRA,
+    data, run, training."""
+    from .lora import LoraArguments
+    from .multitask import MultiTaskTrainingArguments
+
+    return ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments
+
+
+BACKBONE_SOURCES = ("model", "mllm", "vision_config")
+
+
+def _one_source(model, mllm, vision_config, option: str) -> str | None:
+    given = [name for name, value in zip(BACKBONE_SOURCES, (model, mllm, vision_config)) if value]
+    if len(given) > 1:
+        raise ValueError(f"{option}: give one backbone source, got {given}.")
+    return given[0] if given else None
+
+
+def backbone_config(model: str | None = None, mllm: str | None = None, vision_config=None,
+                    option: str = "model") -> VersaViTConfig:
+    """The `VersaViTConfig` of a backbone source, reading configs only: a VersaViT folder (`model`), the vision tower
+    of a Qwen2-VL / Qwen2.5-VL folder (`mllm`), a fresh tower (`vision_config`: a mapping or its JSON text), or,
+    given none, the default tower (Qwen2-VL-7B's)."""
+    source = _one_source(model, mllm, vision_config, option)
+    if source == "model":
+        _require_source(model, option)
+        return VersaViTConfig.from_pretrained(model)
+    if source == "mllm":
+        _require_source(mllm, option)
+        return VersaViTConfig(vision_config=_mllm_vision_config(mllm))
+    if isinstance(vision_config, str):
+        vision_config = mapping_option(vision_config, "vision_config")
+    return VersaViTConfig(vision_config=vision_config) if vision_config else VersaViTConfig()
+
+
+def backbone_from(model: str | None = None, mllm: str | None = None, vision_config=None, option: str = "model",
+                  seed: int | None = None, **kwargs) -> VersaViTModel:
+    """The `VersaViTModel` of one backbone source (see `backbone_config`): loaded from a VersaViT folder (any
+    checkpoint: its backbone), read from an MLLM's vision tower, or initialised at random (seeded by `seed` when
+    given) from `vision_config`. `kwargs` go to `from_pretrained` / `from_mllm` (`dtype`, `attn_implementation`);
+    a fresh tower takes `dtype`. A source that is not a local folder is a `FileNotFoundError` naming `option`: the
+    library never downloads."""
+    source = _one_source(model, mllm, vision_config, option)
+    if source == "model":
+        _require_source(model, option)
+        return VersaViTModel.from_pretrained(model, **kwargs)
+    if source == "mllm":
+        _require_source(mllm, option)
+        return VersaViTModel.from_mllm(mllm, **kwargs)
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = backbone_config(vision_config=vision_config, option=option)
+    if kwargs.get("attn_implementation"):
+        config._attn_implementation = kwargs["attn_implementation"]
+    return VersaViTModel(config).to(kwargs.get("dtype") or torch.float32)
+
+
 def _require_source(path: str | None, option: str) -> None:
     """`FileNotFoundError` naming `option` when `path` is neither a local folder nor shaped like a Hub id
     (`org/name`, resolved from the local Hub cache)."""
@@ -359,23 +415,20 @@ def _require_source(path: str | None, option: str) -> None:
     if path.count("/") == 1 and not path.startswith((".", "/", "~")) and not Path(path).exists():
         return
     raise FileNotFoundError(f"{option}: {path} is not a folder (model sources are local folders or Hub ids "
-                            "org/name; nothing is downloaded).")
+                            "org/name; nothing is downloaded; `make demo` writes outputs/demo/backbone and "
+                            "outputs/demo/final).")
 
 
 def _load_trained_heads(model: VersaViTForMultiTask, folder) -> None:
     """The dense heads a checkpoint already has (a depth or segmentation model, or a multi-task one without the
     captioning branch) are reused rather than silently replaced by fresh ones."""
-    from safetensors import safe_open
-
     weight_map = safetensors_weight_map(folder)
     for name in ("depth_head", "segmentation_head"):
-        keys = [k for k in weight_map if k.startswith(name + ".")]
-        if not keys or getattr(model, name, None) is None:
+        if getattr(model, name, None) is None:
             continue
-        state = {}
-        for key in keys:
-            with safe_open(Path(folder) / weight_map[key], framework="pt") as handle:
-                state[key.removeprefix(name + ".")] = handle.get_tensor(key)
+        state = read_safetensors(folder, name + ".", weight_map)
+        if not state:
+            continue
         try:
             getattr(model, name).load_state_dict(state)
         except RuntimeError as err:
@@ -657,16 +710,12 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
 
 def dry_run_model(model_args: ModelArguments, data_args: DataArguments) -> VersaViTForMultiTask:
     """The run's multi-task model on the meta device: shapes and counts, no weights (nothing is read but configs)."""
-    if model_args.model_name_or_path:
-        config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
-    elif model_args.mllm and (Path(model_args.mllm) / "config.json").is_file():
-        config = VersaViTConfig(vision_config=_mllm_vision_config(model_args.mllm))
-    elif model_args.mllm:
+    if model_args.mllm and not (Path(model_args.mllm) / "config.json").is_file():
         logger.warning("mllm %s is not on this machine: sizing VersaViTConfig's default tower (Qwen2-VL-7B's)",
                        model_args.mllm)
         config = VersaViTConfig()
     else:
-        config = VersaViTConfig(vision_config=model_args.vision_config) if model_args.vision_config else VersaViTConfig()
+        config = backbone_config(model_args.model_name_or_path, model_args.mllm, model_args.vision_config)
     dense = [task for task in data_args.tasks if task != "captioning"]
     settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
     if "captioning" in data_args.tasks and config.text_config is None:
@@ -723,8 +772,12 @@ __all__ = [
     "ModelArguments",
     "RunArguments",
     "RunData",
+    "BACKBONE_SOURCES",
     "TASK_WEIGHTS",
+    "backbone_config",
+    "backbone_from",
     "require_task_weights",
+    "run_argument_types",
     "build_model",
     "depth_label_space",
     "dry_run_model",

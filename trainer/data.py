@@ -168,9 +168,18 @@ def parse_resolutions(values, name: str) -> list[tuple[int, int]] | None:
     return pairs
 
 
-def _fixed_size_image(image: PIL.Image.Image, size: tuple[int, int], flip: bool) -> PIL.Image.Image:
-    image = to_rgb(image).resize((size[1], size[0]), PIL.Image.BICUBIC)
-    return image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flip else image
+def fixed_size_pixels(images: list[PIL.Image.Image], size: int | tuple[int, int],
+                      image_processor: VersaViTImageProcessor | None = None, flips: list[bool] | None = None) -> dict:
+    """`pixel_values` and `image_grid_thw` of `images`, each made RGB and resized (bicubic) to exactly `size` (a side,
+    or `(height, width)`, multiples of 28), mirrored where `flips` says: the dense tasks' input, which the processor
+    then only normalises and patchifies (no resizing of its own)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    resized = []
+    for k, image in enumerate(images):
+        image = to_rgb(image).resize((width, height), PIL.Image.BICUBIC)
+        resized.append(image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flips and flips[k] else image)
+    out = (image_processor or VersaViTImageProcessor())(images=resized, do_resize=False, return_tensors="pt")
+    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
 
 
 class _SeededCollator:
@@ -246,10 +255,6 @@ class _FixedSizeCollator(_SeededCollator):
             draw = self.random
         return self.resolutions[draw.randrange(len(self.resolutions))]
 
-    def _pixels(self, images: list[PIL.Image.Image]) -> dict:
-        out = self.image_processor(images=images, do_resize=False, return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-
     def _flip(self) -> bool:
         return self.flip_probability > 0 and self.random.random() < self.flip_probability
 
@@ -277,15 +282,15 @@ class DepthCollator(_FixedSizeCollator):
         return depth
 
     def __call__(self, samples: list[dict]) -> dict:
-        images, labels = [], []
+        flips, labels = [], []
         size = self.batch_resolution()
         for sample in samples:
             depth = self._depth(sample)
-            flip = self._flip()
-            images.append(_fixed_size_image(sample["image"], size, flip))
+            flips.append(self._flip())
             label = resize_depth(depth, size)
-            labels.append(label.flip(-1) if flip else label)
-        return {**self._pixels(images), "labels": torch.stack(labels)}
+            labels.append(label.flip(-1) if flips[-1] else label)
+        pixels = fixed_size_pixels([s["image"] for s in samples], size, self.image_processor, flips)
+        return {**pixels, "labels": torch.stack(labels)}
 
 
 class SegmentationCollator(_FixedSizeCollator):
@@ -344,7 +349,7 @@ class SegmentationCollator(_FixedSizeCollator):
                 raise ValueError(f"text_embeds: NaN or inf values in the embeddings of expressions {bad}.")
 
     def __call__(self, samples: list[dict]) -> dict:
-        images, embeds, index, labels, chosen_texts, originals = [], [], [], [], [], []
+        flips, embeds, index, labels, chosen_texts, originals = [], [], [], [], [], []
         height, width = size = self.batch_resolution()
         for position, sample in enumerate(samples):
             self._check_texts(sample)  # the chosen masks are checked as they are read below
@@ -353,7 +358,7 @@ class SegmentationCollator(_FixedSizeCollator):
             flip = self._flip()
             if flip and not self.online_text and any(mentions_direction(expressions[k]) for k in chosen):
                 flip = False  # a precomputed embedding of "on the left" cannot be mirrored with the image
-            images.append(_fixed_size_image(sample["image"], size, flip))
+            flips.append(flip)
             for k in chosen:
                 mask = binary_mask(masks[k], sample["image"].size, f"masks[{k}]")
                 if self.keep_original_masks:
@@ -370,7 +375,7 @@ class SegmentationCollator(_FixedSizeCollator):
         text_inputs = {"expressions": chosen_texts} if self.online_text else {"text_embeds": torch.stack(embeds)}
         extra = {"original_masks": originals} if self.keep_original_masks else {}
         return {
-            **self._pixels(images),
+            **fixed_size_pixels([s["image"] for s in samples], size, self.image_processor, flips),
             **text_inputs,
             "expression_image_index": torch.tensor(index),
             "labels": torch.stack(labels).float(),
@@ -519,6 +524,7 @@ __all__ = [
     "check_schema",
     "decode_depth",
     "encode_depth",
+    "fixed_size_pixels",
     "mentions_direction",
     "mirror_directions",
     "parse_resolutions",

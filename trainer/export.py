@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
-from modeling_versavit import VersaViTConfig, VersaViTPreTrainedModel, safetensors_weight_map
+from modeling_versavit import VersaViTConfig, VersaViTPreTrainedModel, read_safetensors, safetensors_weight_map
 from modeling_versavit.modeling_versavit import MLLM_VISION_PREFIXES
 
 # The vision-config fields that fix the tower's architecture, per family.
@@ -74,24 +74,19 @@ def _encoder_tensors(encoder, use_projector: bool) -> dict[str, torch.Tensor]:
     """Tower tensors by their name inside the tower (`blocks.0.attn.qkv.weight`, ...), merger excluded unless
     `use_projector` (then the projector's tensors under `merger.`)."""
     if isinstance(encoder, VersaViTPreTrainedModel):
-        state = {k: v.detach() for k, v in encoder.state_dict().items()}
-        get = state.__getitem__
-        names = list(state)
+        state = encoder.state_dict()
+
+        def part(prefix):
+            return {k[len(prefix) :]: v.detach() for k, v in state.items() if k.startswith(prefix)}
     else:
-        folder = Path(encoder)
-        weight_map = safetensors_weight_map(folder)
-        names = list(weight_map)
+        weight_map = safetensors_weight_map(encoder)
 
-        def get(name):
-            with safe_open(folder / weight_map[name], framework="pt") as handle:
-                return handle.get_tensor(name)
+        def part(prefix):
+            return read_safetensors(encoder, prefix, weight_map)
 
-    tensors = {}
-    for name in names:
-        if name.startswith("visual.") and not name.startswith("visual." + MERGER):
-            tensors[name.removeprefix("visual.")] = get(name)
-        elif use_projector and name.startswith("projector."):
-            tensors[MERGER + name.removeprefix("projector.")] = get(name)
+    tensors = {k: v for k, v in part("visual.").items() if not k.startswith(MERGER)}
+    if use_projector:
+        tensors.update({MERGER + k: v for k, v in part("projector.").items()})
     return tensors
 
 

@@ -85,12 +85,17 @@ def evaluate_depth(model, batches: Iterable[dict], space: str | None = None) -> 
         inputs = {k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_thw")}
         output = model(task="depth", **inputs) if _is_multitask(model) else model(**inputs)
         for prediction, target in zip(output.predicted_depth.float(), batch["labels"].float()):
-            score = relative_depth_metrics(prediction, target, space=space)
-            if score is not None:
-                scores.append(score)
-    if not scores:
-        raise ValueError("evaluate_depth: no image with at least two labelled pixels.")
-    return {key: sum(s[key] for s in scores) / len(scores) for key in ("abs_rel", "delta1")} | {"images": len(scores)}
+            scores.append(relative_depth_metrics(prediction, target, space=space))
+    return average_scores(scores, "evaluate_depth")
+
+
+def average_scores(scores: Iterable[dict[str, float] | None], what: str) -> dict[str, float]:
+    """The mean of each metric over per-image scores, the images without a score (None: nothing labelled) left out,
+    and `images`, how many were scored. None scored is a `ValueError` naming `what`."""
+    kept = [score for score in scores if score is not None]
+    if not kept:
+        raise ValueError(f"{what}: no image with labelled pixels to score.")
+    return {key: float(sum(score[key] for score in kept) / len(kept)) for key in kept[0]} | {"images": len(kept)}
 
 
 @torch.no_grad()
@@ -252,6 +257,7 @@ def garg_crop(height: int, width: int) -> torch.Tensor:
 
 
 __all__ = [
+    "average_scores",
     "affine_align",
     "depth_metrics",
     "eigen_crop",

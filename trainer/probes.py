@@ -36,9 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, VersaViTModel
+from modeling_versavit import VersaViTImageProcessor, VersaViTModel
 
-from .metrics import depth_metrics, eigen_crop, garg_crop, mean_iou
+from .build import backbone_from
+from .data import fixed_size_pixels
+from .metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 from . import readers
 from .readers import DepthSource, SegmentationSource
 
@@ -124,9 +126,7 @@ class FrozenFeatures:
 
     @torch.no_grad()
     def __call__(self, images: list[PIL.Image.Image], size: tuple[int, int] | None = None) -> torch.Tensor:
-        height, width = size or (self.size, self.size)
-        resized = [image.convert("RGB").resize((width, height), PIL.Image.BICUBIC) for image in images]
-        inputs = self.processor(images=resized, do_resize=False, return_tensors="pt")
+        inputs = fixed_size_pixels(images, size or self.size, self.processor)
         (maps,) = self.backbone.get_dense_features(**inputs, layers=[-1])
         return maps.float()
 
@@ -336,22 +336,30 @@ def predict_depth(features: FrozenFeatures, head: LinearDepthHead, image: PIL.Im
     return F.interpolate(prediction, size=(image.height, image.width), mode="bilinear", align_corners=False)[0, 0]
 
 
-def evaluate_depth_probe(features, head, source: DepthSource) -> tuple[dict, list]:
+def score_depth_source(source: DepthSource, predict, metric) -> tuple[dict, list]:
+    """The one depth-evaluation loop over a dataset: per image, `predict(image, (H, W))` at the label's size, then
+    `metric(prediction, target, mask)` over the dataset's evaluation pixels (its crop, and its depth range when it has
+    one); returns the metrics averaged over the scored images (`average_scores`) and the predictions."""
     scores, predictions = [], []
     for index in range(len(source)):
         image, depth = source.load(index)
-        prediction = predict_depth(features, head, image)
-        predictions.append(prediction)
         target = torch.from_numpy(depth)
-        score = depth_metrics(prediction, target, source.min_depth, source.max_depth,
-                              crop_mask(source, *target.shape))
-        if score is not None:
-            scores.append(score)
-    if not scores:
-        raise ValueError(f"{source.name}: no image with a labelled pixel to evaluate.")
-    result = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
-    result["images"] = len(scores)
-    return result, predictions
+        prediction = predict(image, tuple(target.shape))
+        predictions.append(prediction)
+        mask = crop_mask(source, *target.shape)
+        if source.max_depth is not None:
+            in_range = (target > source.min_depth) & (target <= source.max_depth)
+            mask = in_range if mask is None else mask & in_range
+        scores.append(metric(prediction, target, mask))
+    return average_scores(scores, source.name), predictions
+
+
+def _metric_depth(source: DepthSource):
+    return lambda prediction, target, mask: depth_metrics(prediction, target, source.min_depth, source.max_depth, mask)
+
+
+def evaluate_depth_probe(features, head, source: DepthSource) -> tuple[dict, list]:
+    return score_depth_source(source, lambda image, shape: predict_depth(features, head, image), _metric_depth(source))
 
 
 def chance_segmentation(source: SegmentationSource) -> dict:
@@ -372,15 +380,9 @@ def chance_depth(train: DepthSource, source: DepthSource) -> dict:
     """Metric-depth errors of predicting the training labels' median everywhere."""
     values = np.concatenate([v[np.isfinite(v)] for v in (train.load(i)[1] for i in range(len(train)))])
     median = float(np.median(values))
-    scores = []
-    for index in range(len(source)):
-        _, depth = source.load(index)
-        target = torch.from_numpy(depth)
-        score = depth_metrics(torch.full_like(target, median), target, source.min_depth, source.max_depth,
-                              crop_mask(source, *target.shape))
-        if score is not None:
-            scores.append(score)
-    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+    result, _ = score_depth_source(source, lambda image, shape: torch.full(shape, median), _metric_depth(source))
+    result.pop("images")
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ the recipes' runner
@@ -415,24 +417,11 @@ def probe_settings(args: ProbeSettings) -> ProbeSettings:
     return ProbeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ProbeSettings)})
 
 
-def pretrained_backbone(path: str, option: str = "model") -> VersaViTModel:
-    """The VersaViT backbone saved in the local folder `path` (any VersaViT checkpoint), or a `FileNotFoundError`
-    naming `option` (the library never downloads)."""
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"{option}: {path} is not a folder; give a VersaViT folder, e.g. a run's backbone/ "
-                                "(`make demo` writes outputs/demo/backbone).")
-    return VersaViTModel.from_pretrained(path, dtype=torch.float32)
-
-
 def load_backbone(args: ProbeArguments) -> VersaViTModel:
     if sum(bool(x) for x in (args.model, args.mllm, args.vision_config)) != 1:
         raise ValueError("encoder: give exactly one of model, mllm, vision_config.")
-    if args.model:
-        return pretrained_backbone(args.model)
-    if args.mllm:
-        return VersaViTModel.from_mllm(args.mllm, dtype=torch.float32)
-    torch.manual_seed(args.seed)
-    return VersaViTModel(VersaViTConfig(vision_config=json.loads(args.vision_config)))
+    return backbone_from(args.model, args.mllm, args.vision_config, option="encoder", seed=args.seed,
+                         dtype=torch.float32)
 
 
 def sources(args: ProbeArguments, task: str):
@@ -459,6 +448,20 @@ def sources(args: ProbeArguments, task: str):
     if not (args.train_split and args.eval_split):
         raise ValueError(f"train_split / eval_split: {name} needs the split files of its training and evaluation pairs.")
     return reader(args.train_split), reader(args.eval_split)
+
+
+def probe_recipe(task: str, argv: list[str] | None, description: str, default_config: Path) -> dict:
+    """The body of probe_segmentation.py / probe_depth.py: parse the options (with `default_config` when no
+    --config is given), run the `task` probe, and exit with the error's message when it fails."""
+    from .config import DefaultConfig, parse_config
+
+    default = DefaultConfig(default_config, f"the {task} probe of `make demo`'s backbone (run it first) on "
+                                            "generated scenes")
+    try:
+        (args,) = parse_config((ProbeArguments,), argv, description=description, default_config=default)
+        return run_probes(args, [task])
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"probe_{task}.py: error: {err}") from None
 
 
 def run_probes(args: ProbeArguments, tasks: list[str]) -> dict:
@@ -520,6 +523,7 @@ __all__ = [
     "crop_mask",
     "keep_aspect_size",
     "native_size",
+    "probe_recipe",
     "probe_settings",
     "segmentation_views",
     "windows",
@@ -527,6 +531,7 @@ __all__ = [
     "evaluate_depth_probe",
     "evaluate_segmentation_probe",
     "predict_depth",
+    "score_depth_source",
     "segment",
     "silog_loss",
     "train_depth_probe",

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 from transformers import TrainerCallback
 
-from .data import CAPTION_PROMPT, SegmentationCollator, caption_image_processor
+from .data import CAPTION_PROMPT, SegmentationCollator, caption_image_processor, fixed_size_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +119,7 @@ def render_panel(model, tokenizer, rows: Sequence[dict], path: Path, depth_size:
                 axis.imshow(image)
                 axis.set_title("held-out image", fontsize=9)
             elif column == "depth":
-                pixels = processor(images=[image.resize((depth_size, depth_size), PIL.Image.BICUBIC)], do_resize=False,
-                                   return_tensors="pt")
+                pixels = fixed_size_pixels([image], depth_size, processor)
                 depth = model(task="depth", pixel_values=pixels["pixel_values"],
                               image_grid_thw=pixels["image_grid_thw"]).predicted_depth[0]
                 depth = torch.nn.functional.interpolate(depth[None, None], size=(image.height, image.width),
