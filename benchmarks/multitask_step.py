@@ -23,6 +23,7 @@ from transformers import LlamaConfig
 from common import tower_config  # noqa: E402
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec  # noqa: E402
+from versavit_trainer.multitask import apply_stage, training_parts  # noqa: E402
 
 
 def build(args):
@@ -61,7 +62,7 @@ def batches(config, args):
 
 
 def plain_loop(model, data, weights, steps, warmup):
-    model.set_stage("multitask")
+    apply_stage(model, dict.fromkeys(training_parts(model), 1.0))
     model.train()
     groups = [
         {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)], "lr": lr}

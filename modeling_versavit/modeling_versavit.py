@@ -10,6 +10,7 @@ Shipped as Hub remote code (`auto_map`): imports only torch, transformers and it
 import inspect
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,8 +252,12 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         return frozen
 
     def set_stage(self, stage: str) -> None:
-        """Select what trains. `"alignment"`: only the captioning `projector` (the captioning warm-up, paper §4.2.1:
-        backbone and LLM frozen). `"multitask"`: everything but `frozen_by_design()` (paper §4.3)."""
+        """Deprecated: what trains is the trainer's business (`versavit_trainer.MultiTaskTrainer` freezes and groups
+        the parts per stage, `part_learning_rates` overrides them; `versavit_trainer.apply_stage` does it by hand).
+        Kept for existing code: `"alignment"` leaves only the captioning `projector` trainable, `"multitask"`
+        everything but `frozen_by_design()`."""
+        warnings.warn("set_stage is deprecated and will be removed: MultiTaskTrainer sets what trains from its stage "
+                      "(see versavit_trainer.apply_stage).", FutureWarning, stacklevel=2)
         if stage not in ("alignment", "multitask"):
             raise ValueError(f"stage: expected 'alignment' or 'multitask', got {stage!r}.")
         if stage == "alignment" and getattr(self, "projector", None) is None:

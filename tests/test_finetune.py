@@ -60,7 +60,9 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense
     offline = VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config)
     online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config),
                                     SentenceEmbedder(minilm_path()))
-    online.set_stage("multitask")
+    from versavit_trainer.multitask import apply_stage, training_parts
+
+    apply_stage(online, dict.fromkeys(training_parts(online), 1e-4))
     out_offline = offline(task="segmentation", **offline_batch)
     out_online = online(task="segmentation", **online_batch)
     assert out_offline.pred_masks.shape == out_online.pred_masks.shape

@@ -20,6 +20,8 @@ from versavit_trainer import (
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     TaskSpec,
+    apply_stage,
+    training_parts,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +38,7 @@ def test_one_step_equals_a_hand_written_reference(tmp_path):
     trainer.train()
 
     # The reference: one batch of each task in order, λ-scaled losses accumulated, then AdamW with two rates.
-    reference.set_stage("multitask")
+    apply_stage(reference, dict.fromkeys(training_parts(reference), 1.0))
     reference.train()
     decay = set(trainer.get_decay_parameter_names(reference))  # the Trainer's weight-decay rule
     groups = {}
@@ -265,3 +267,33 @@ def test_multitask_checkpoint_round_trips_and_feeds_every_task_class(tmp_path):
         task_model, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
         assert not info["missing_keys"], model_class.__name__
         assert all(torch.equal(v, expected[k]) for k, v in task_model.state_dict().items()), model_class.__name__
+
+
+def test_parts_train_at_their_own_rates_or_stay_frozen(tmp_path):
+    """Parameter groups come from the part that owns each parameter: a frozen part does not change (bit for bit),
+    and each trained part ran at its own learning rate."""
+    model = tiny_multitask_model()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = training_args(tmp_path, max_steps=2, part_learning_rates={"backbone": "frozen", "depth_head": 3e-3},
+                         train_language_model=False)
+    trainer = MultiTaskTrainer(model, args, task_specs(model.config))
+    trainer.train()
+    rates = {group["part"]: group["lr"] for group in trainer.optimizer.param_groups}
+    assert rates == {"projector": 1e-4, "depth_head": 3e-3, "segmentation_head": 1e-3}  # constant schedule
+    for name, parameter in model.named_parameters():
+        changed = not torch.equal(parameter, before[name])
+        if name.startswith(("visual.", "language_model.")):
+            assert not changed, name  # frozen: the backbone by part_learning_rates, the LLM by train_language_model
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith("depth_head."))
+    assert {part: trainer.learning_rate_of(name) for name, part in (("visual.patch_embed.proj.weight", "backbone"),
+                                                                  ("depth_head.head.conv1.weight", "depth_head"))
+            } == {"backbone": None, "depth_head": 3e-3}
+    with pytest.raises(ValueError, match=r"part_learning_rates: 'tower' is not a part of this model"):
+        MultiTaskTrainer(tiny_multitask_model(), training_args(tmp_path, part_learning_rates={"tower": 1e-4}),
+                         task_specs(model.config))
+    with pytest.raises(ValueError, match=r"part_learning_rates.backbone: expected a finite rate >= 0 or 'frozen'"):
+        training_args(tmp_path, part_learning_rates={"backbone": "fast"})
+    alignment = MultiTaskTrainer(tiny_multitask_model(), training_args(tmp_path, stage="alignment"),
+                                 [t for t in task_specs(model.config) if t.name == "captioning"])
+    assert alignment.part_rates == {"backbone": None, "projector": 1e-3, "language_model": None,
+                                    "depth_head": None, "segmentation_head": None}

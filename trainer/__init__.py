@@ -8,11 +8,15 @@ from modeling_versavit import __version__
 
 from .multitask import (
     BACKBONE_PREFIXES,
+    PART_MODULES,
     MultiTaskCollator,
     MultiTaskDataset,
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     TaskSpec,
+    apply_stage,
+    stage_learning_rates,
+    training_parts,
 )
 from .data import (
     CaptioningCollator,
@@ -28,6 +32,10 @@ from .schedule import MultiTaskBatchSampler
 
 __all__ = [
     "BACKBONE_PREFIXES",
+    "PART_MODULES",
+    "apply_stage",
+    "stage_learning_rates",
+    "training_parts",
     "Camera",
     "CaptioningCollator",
     "DepthCollator",

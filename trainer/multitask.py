@@ -35,8 +35,46 @@ MAX_CONSECUTIVE_NONFINITE_STEPS = 16
 # image decoding is not an OSError).
 SAMPLE_ERRORS = (OSError, ValueError, PIL.Image.DecompressionBombError)
 STAGES = ("alignment", "multitask")
-# Parameter-name prefixes trained at `backbone_learning_rate` in the multi-task stage (paper §5.1).
+# The parts of a VersaViT model that a stage trains, frozen or at their own learning rate, each owned by one module
+# attribute. A wrapper model (e.g. `OnlineTextSegmentation`) declares its own with a `training_parts()` method.
+PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model": "language_model",
+                "depth_head": "depth_head", "segmentation_head": "segmentation_head"}
+FROZEN = "frozen"
+# Deprecated: the parameter-name prefixes trained at `backbone_learning_rate`; the trainer now groups parameters by
+# the part that owns them (`training_parts`), see `stage_learning_rates`.
 BACKBONE_PREFIXES = ("visual.", "projector.", "language_model.")
+
+
+def training_parts(model) -> dict[str, torch.nn.Module]:
+    """The trainable parts of `model` by name (`PART_MODULES`, those the model has), or the model's own
+    `training_parts()`."""
+    if hasattr(model, "training_parts"):
+        return model.training_parts()
+    return {part: getattr(model, attr) for part, attr in PART_MODULES.items() if getattr(model, attr, None) is not None}
+
+
+def stage_learning_rates(args: "MultiTaskTrainingArguments", parts, stage: str | None = None) -> dict[str, float | None]:
+    """The learning rate of each part in `stage` (default `args.stage`; None: frozen), then `args.part_learning_rates`
+    over it.
+
+    `"alignment"` (the captioning warm-up, paper §4.2.1): only the projector, at `alignment_learning_rate`.
+    `"multitask"` (paper §4.3, §5.1): backbone, projector and LLM at `backbone_learning_rate` (the LLM frozen with
+    `train_language_model=False`), the heads and any other part at `learning_rate`."""
+    parts = list(parts)
+    if (stage or args.stage) == "alignment":
+        if "projector" not in parts:
+            raise ValueError("stage 'alignment' trains the captioning projector, which this model lacks.")
+        rates = {part: (args.alignment_learning_rate if part == "projector" else None) for part in parts}
+    else:
+        backbone_side = {"backbone", "projector", "language_model"}
+        rates = {part: args.backbone_learning_rate if part in backbone_side else args.learning_rate for part in parts}
+        if not args.train_language_model and "language_model" in rates:
+            rates["language_model"] = None
+    for part, rate in (args.part_learning_rates or {}).items():
+        if part not in rates:
+            raise ValueError(f"part_learning_rates: {part!r} is not a part of this model, which has {parts}.")
+        rates[part] = None if rate == FROZEN else float(rate)
+    return rates
 
 
 @dataclass
@@ -191,6 +229,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Train the captioning LLM in the multi-task stage (paper: yes, at backbone_learning_rate). "
                           "False freezes it; its gradients still reach the projector and the backbone."},
     )
+    part_learning_rates: dict | str | None = field(
+        default=None,
+        metadata={"help": "Per-part learning rates over the stage's (a mapping: backbone, projector, language_model, "
+                          "depth_head, segmentation_head -> a rate or 'frozen'), e.g. {backbone: frozen}."},
+    )
     rounds_per_step: int = field(
         default=1, metadata={"help": "Rounds of one batch of every task per optimizer step."}
     )
@@ -204,6 +247,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.stage not in STAGES:
             raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}.")
+        from .config import mapping_option
+
+        self.part_learning_rates = mapping_option(self.part_learning_rates, "part_learning_rates")
+        for part, rate in (self.part_learning_rates or {}).items():
+            if rate != FROZEN and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                   or not math.isfinite(rate) or rate < 0):
+                raise ValueError(f"part_learning_rates.{part}: expected a finite rate >= 0 or 'frozen', got {rate!r}.")
         if isinstance(self.rounds_per_step, bool) or self.rounds_per_step < 1:
             raise ValueError(f"rounds_per_step: must be >= 1, got {self.rounds_per_step!r}.")
         for name in ("learning_rate", "backbone_learning_rate", "alignment_learning_rate"):
@@ -212,12 +262,36 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 raise ValueError(f"{name}: must be a finite value >= 0, got {value!r}.")
 
 
+def apply_stage(model, rates: dict[str, float | None]) -> dict[str, float | None]:
+    """Freeze or unfreeze each part of `model` as `rates` says (None: frozen); returns `rates`. What a model freezes
+    by design (`frozen_by_design()`: the tower's merger, fixed encodings) stays frozen, and in a LoRA-adapted part
+    (`lora_tuners`, or a wrapper's `adapter_only_parts`) only the adapters train."""
+    parts = training_parts(model)
+    owned = {id(p) for module in parts.values() for p in module.parameters()}
+    for name, parameter in model.named_parameters():
+        if id(parameter) not in owned:
+            raise ValueError(f"parameter {name} belongs to no part of {sorted(parts)}; a wrapper model declares its "
+                             "parts with training_parts().")
+    for part, module in parts.items():
+        module.requires_grad_(rates.get(part) is not None)
+    inner = getattr(model, "versavit", model)
+    for parameter in getattr(inner, "frozen_by_design", list)():
+        parameter.requires_grad_(False)
+    freeze_lora_bases(inner)
+    for part in getattr(model, "adapter_only_parts", ()):
+        for name, parameter in parts[part].named_parameters():
+            if "lora_" not in name:
+                parameter.requires_grad_(False)
+    return rates
+
+
 class MultiTaskTrainer(Trainer):
     """A `transformers.Trainer` that interleaves task batches on a [`VersaViTForMultiTask`] (paper §4.3).
 
     Args:
-        model: a `VersaViTForMultiTask` (any model with `forward(task=..., **batch)` returning `.loss`, and
-            `set_stage`, `config.tasks`).
+        model: a `VersaViTForMultiTask` (any model with `forward(task=..., **batch)` returning `.loss` and
+            `config.tasks`, whose parameters belong to its `training_parts`). The trainer freezes and groups the
+            parts as the stage says (`stage_learning_rates`, `apply_stage`).
         args: [`MultiTaskTrainingArguments`].
         tasks: the task streams, in schedule order (paper: captioning, depth, segmentation).
         **kwargs: the other `Trainer` arguments (callbacks, ...); no `train_dataset` or `data_collator`.
@@ -263,14 +337,10 @@ class MultiTaskTrainer(Trainer):
                 f"{args.gradient_accumulation_steps}; use rounds_per_step for more accumulation."
             )
         args.gradient_accumulation_steps = accumulation  # before Trainer.__init__ builds the accelerator
-        model.set_stage(args.stage)
         adapted = getattr(model, "lora_tuners", {})
         if not args.train_language_model and "language_model" in adapted:
             raise ValueError("train_language_model=False freezes the LLM, whose LoRA adapters would then never train.")
-        if not args.train_language_model and getattr(model, "language_model", None) is not None:
-            model.language_model.requires_grad_(False)
-        if args.stage == "multitask":
-            freeze_lora_bases(model)  # set_stage unfroze everything: in a LoRA-adapted part only the adapters train
+        self.part_rates = apply_stage(model, stage_learning_rates(args, training_parts(model)))
         self.tasks = tasks
         super().__init__(
             model=model, args=args, train_dataset=MultiTaskDataset(tasks), data_collator=MultiTaskCollator(tasks), **kwargs
@@ -361,32 +431,49 @@ class MultiTaskTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------------ optimizer
-    def learning_rate_of(self, name: str) -> float:
-        """The learning rate of parameter `name` in this stage (a wrapper model declares the prefix of the VersaViT
-        model it holds as `wrapped_prefix`)."""
-        if self.args.stage == "alignment":
-            return self.args.alignment_learning_rate
-        name = name.removeprefix(getattr(self.model, "wrapped_prefix", ""))
-        return self.args.backbone_learning_rate if name.startswith(BACKBONE_PREFIXES) else self.args.learning_rate
+    def part_of_parameters(self, model=None) -> dict[int, str]:
+        """`id(parameter)` -> the part that owns it (`training_parts`)."""
+        return {id(p): part for part, module in training_parts(model or self.model).items() for p in module.parameters()}
+
+    def learning_rate_of(self, name: str) -> float | None:
+        """The learning rate of parameter `name` in this stage: its owning part's (None when frozen)."""
+        owners = self.part_of_parameters()
+        parameter = dict(self.model.named_parameters())[name]
+        return self.part_rates.get(owners.get(id(parameter)))
 
     def create_optimizer(self, model=None):
-        """AdamW (or `args.optim`) over parameter groups by learning rate and weight decay; frozen parameters are
-        left out. Used under DeepSpeed as well (the shipped ZeRO config has no optimizer section)."""
+        """`args.optim` (AdamW by default, with `optim_args`; or the Trainer's `optimizer_cls_and_kwargs`) over one
+        parameter group per (part, weight decay): each part at its stage learning rate, frozen parts left out. Used
+        under DeepSpeed as well (the shipped ZeRO config has no optimizer section). An optimizer factory (Muon-style,
+        built from the whole model) is refused: it would ignore the parts' learning rates."""
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[float, float], list] = {}
+        owners = self.part_of_parameters(opt_model)
+        groups: dict[tuple[str, float], list] = {}
         for name, parameter in opt_model.named_parameters():
             if not parameter.requires_grad:
                 continue
+            part = owners.get(id(parameter))
+            if part is None or self.part_rates.get(part) is None:
+                raise ValueError(f"parameter {name} trains but belongs to no trained part ({self.part_rates}).")
             weight_decay = self.args.weight_decay if name in decay else 0.0
-            groups.setdefault((self.learning_rate_of(name), weight_decay), []).append(parameter)
+            groups.setdefault((part, weight_decay), []).append(parameter)
         if not groups:
             raise ValueError(f"stage {self.args.stage!r}: the model has no trainable parameter.")
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        from transformers.trainer_optimizer import is_optimizer_factory
+
+        if is_optimizer_factory(optimizer_cls):
+            raise ValueError(f"optim: {optimizer_cls.__name__} is an optimizer factory, built from the whole model; "
+                             "MultiTaskTrainer needs per-part parameter groups.")
         optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "params", "model")}
-        param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+        param_groups = [{"params": ps, "lr": self.part_rates[part], "weight_decay": wd, "part": part}
+                        for (part, wd), ps in groups.items()]
         self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
         self.optimizer.step = self._finite_step(self.optimizer, self.optimizer.step)
         return self.optimizer
@@ -430,6 +517,11 @@ class MultiTaskTrainer(Trainer):
 
 
 __all__ = [
+    "FROZEN",
+    "PART_MODULES",
+    "apply_stage",
+    "stage_learning_rates",
+    "training_parts",
     "BACKBONE_PREFIXES",
     "MAX_CONSECUTIVE_FAILURES",
     "MAX_CONSECUTIVE_NONFINITE_STEPS",

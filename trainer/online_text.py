@@ -17,11 +17,12 @@ class OnlineTextSegmentation(nn.Module):
 
     `forward(task="segmentation", expressions=[...], ...)` embeds the expressions (pooled and normalised as the
     embedder prescribes) with gradients and runs the model's segmentation forward on them. Other tasks pass through.
-    Parameter names are `versavit.*` and `text_encoder.*`; `MultiTaskTrainer` gives `versavit.visual.*` the
-    backbone learning rate and the rest (head, text adapters) the heads' rate, as the paper does.
+    Its training parts are the VersaViT model's plus `text_encoder`, of which only the LoRA adapters train;
+    `MultiTaskTrainer` gives the backbone its learning rate and the rest (head, text adapters) the heads' rate, as the
+    paper does.
     """
 
-    wrapped_prefix = "versavit."
+    adapter_only_parts = ("text_encoder",)
     accepts_loss_kwargs = False  # as VersaViTForMultiTask: each task normalises its own loss
 
     def __init__(self, versavit, embedder: SentenceEmbedder, lora_rank: int = 8, lora_alpha: float = 8.0,
@@ -48,10 +49,10 @@ class OnlineTextSegmentation(nn.Module):
     def config(self):
         return self.versavit.config
 
-    def set_stage(self, stage: str) -> None:
-        self.versavit.set_stage(stage)
-        for name, parameter in self.text_encoder.named_parameters():
-            parameter.requires_grad_(stage == "multitask" and "lora_" in name)
+    def training_parts(self) -> dict[str, nn.Module]:
+        from .multitask import training_parts
+
+        return {**training_parts(self.versavit), "text_encoder": self.text_encoder}
 
     def forward(self, task: str, expressions: list[str] | None = None, **inputs):
         if task == "segmentation":

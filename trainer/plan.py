@@ -18,6 +18,7 @@ import torch
 from .build import DataArguments, ModelArguments, RunArguments, dry_run_model, memory_estimate
 from .config import ConfigError
 from .data import parse_resolutions
+from .multitask import apply_stage, stage_learning_rates, training_parts
 
 GIB = 1024**3
 
@@ -90,9 +91,7 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     off). Returns the plan (model counts, memory estimate and availability) for the caller's records."""
     model = dry_run_model(model_args, data_args)
     largest = "multitask" if "multitask" in stages else "alignment"
-    model.set_stage(largest)
-    if largest == "multitask" and not training_args.train_language_model and getattr(model, "language_model", None):
-        model.language_model.requires_grad_(False)
+    apply_stage(model, stage_learning_rates(training_args, training_parts(model), largest))
     processes = training_args.world_size
     device = training_args.device
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
