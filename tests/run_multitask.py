@@ -23,6 +23,7 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments  # noqa: E402
+from versavit_trainer.stages import release_process_group  # noqa: E402
 
 
 class Recorder(TrainerCallback):
@@ -98,3 +99,4 @@ def main():
 if __name__ == "__main__":
     torch.set_num_threads(1)
     main()
+    release_process_group()  # as the recipes do (run_as_script): no abort at exit
