@@ -970,11 +970,8 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
     The multi-task post-training model (paper §4.3): one shared backbone with the heads of `config.tasks`, under
     the same names as in the task models, so its checkpoint loads into each of them (and into [`VersaViTModel`]).
 
-    `forward(task=..., **batch)` runs one task's forward and loss. Under multi-process training it adds
-    `0 x (sum of the trainable parameters this task does not reach)` to the loss: the other heads, and tower blocks
-    after the last layer the task reads. That changes no value or gradient, but every parameter takes part in every
-    backward, as DDP's reducer (with `find_unused_parameters=False`, gradient checkpointing included) requires when
-    each micro-batch drives one head.
+    `forward(task=..., **batch)` runs one task's forward and loss. How the tasks are trained together (which parts
+    train, the loss weights, multi-process details) is the trainer's business (`versavit_trainer`), not this class's.
     """
 
     accepts_loss_kwargs = False  # each task normalises its own loss; the trainer weights and accumulates them
@@ -995,25 +992,6 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
             return self.language_model.get_input_embeddings()
         return self.visual.patch_embed
 
-    def task_modules(self) -> dict[str, list[nn.Module]]:
-        """The head modules of each task."""
-        modules = {"depth": ["depth_head"], "segmentation": ["segmentation_head"], "captioning": ["projector", "language_model"]}
-        return {task: [getattr(self, name) for name in modules[task]] for task in self.config.tasks}
-
-    def idle_parameters(self, task: str) -> list[nn.Parameter]:
-        """Trainable parameters the forward of `task` does not reach."""
-        last_read = {"depth": self.depth_layers_read, "segmentation": self.segmentation_layers_read,
-                     "captioning": self.captioning_layers_read}[task]()
-        modules = [m for other, heads in self.task_modules().items() if other != task for m in heads]
-        modules += list(self.visual.blocks[last_read:])  # hidden_states[i] is the output of block i - 1
-        seen, idle = set(), []
-        for module in modules:
-            for parameter in module.parameters():
-                if parameter.requires_grad and id(parameter) not in seen:
-                    seen.add(id(parameter))
-                    idle.append(parameter)
-        return idle
-
     def forward(self, task: str, **inputs) -> ModelOutput:
         r"""
         task (`str`): one of `config.tasks`; `inputs` are that task model's forward arguments.
@@ -1022,16 +1000,7 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
                     "captioning": self.forward_captioning}
         if task not in self.config.tasks:
             raise ValueError(f"task: {task!r} is not one of this model's tasks {self.config.tasks}.")
-        output = forwards[task](**inputs)
-        if self.training and output.loss is not None and _is_multi_process():
-            idle = self.idle_parameters(task)
-            if idle:
-                output.loss = output.loss + 0.0 * sum(parameter.sum() for parameter in idle)
-        return output
-
-
-def _is_multi_process() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        return forwards[task](**inputs)
 
 
 def captioning_config(config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>") -> VersaViTConfig:

@@ -11,7 +11,8 @@ stage; LoRA options are accepted and unused: only the projector trains here); `-
 checkpoint. Without `--config` it runs the embedded default, recipes/configs/default.yaml, and says so first; the
 run's scale and memory estimate are printed before anything is built (`--check_memory false`: start a run whose
 estimate exceeds the free memory anyway). Writes to `output_dir`:
-    alignment/                 Trainer checkpoints, tensorboard events, projector.safetensors
+    alignment/                 Trainer checkpoints, tensorboard events; once finished trained_parts.safetensors (the
+                               projector), log_history.json, stage.json
     final/                     the aligned captioning model (loads into VersaViTForCaptioning), tokenizer, processor
     backbone/                  the (unchanged) encoder as a VersaViTModel
     config.yaml, summary.json  the resolved configuration; steps, seconds and the final captioning loss
@@ -24,10 +25,9 @@ import json
 import logging
 from pathlib import Path
 
-from safetensors.torch import save_file
 from transformers import set_seed
 
-from versavit_trainer.build import build_model, load_data, run_argument_types, task_specs
+from versavit_trainer.build import DataSources, build_model, run_argument_types
 from versavit_trainer.config import (
     ConfigError,
     DefaultConfig,
@@ -36,9 +36,11 @@ from versavit_trainer.config import (
     resolved_config,
     write_run_record,
 )
+from versavit_trainer.curriculum import default_stages, run_curriculum
+from versavit_trainer.objectives import ObjectiveContext, ObjectivesModel, get_objective
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop
-from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
+from versavit_trainer.stages import run_as_script, save_model_folders
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -58,30 +60,28 @@ def main(argv: list[str] | None = None) -> dict:
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
                              exclude=("resume", "dry_run", "check_memory", "allow_config_change"))
     resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
-    plan_run(model_args, data_args, run_args, training_args, ["alignment"], "VersaViT alignment run")
+    stages = default_stages(data_args, run_args)[:1]  # the VersaViT curriculum's alignment stage
+    plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT alignment run")
     set_seed(training_args.seed)
-    data = load_data(data_args, with_eval=False)
+    sources = DataSources(data_args, data_args.tasks)
     model, tokenizer = build_model(model_args, data_args.tasks)
     main_process = training_args.process_index == 0
-    specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
+    trained = ObjectivesModel(model, [get_objective("captioning")])
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 
-    args = stage_arguments(training_args, "alignment", output_dir / "alignment",
-                           max_steps=run_args.alignment_max_steps, num_train_epochs=run_args.alignment_num_train_epochs)
-    trainer, seconds, interrupted = run_stage(model, args, specs, run_args.resume, GracefulStop())
-    if interrupted:
-        return interrupted
-    summary = {"steps": trainer.state.global_step, "seconds": seconds,
-               "final_losses": final_losses(trainer.state.log_history)}
+    result = run_curriculum(trained, stages, sources, context, training_args, output_dir, run_args.resume,
+                            GracefulStop())
+    if result["interrupted"]:
+        return result["interrupted"]
+    stage = result["stages"]["alignment"]
+    summary = {"steps": stage["steps"], "seconds": stage["seconds"], "final_losses": stage["final_losses"]}
     if main_process:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        projector = {k: v.contiguous() for k, v in model.projector.state_dict().items()}
-        save_file(projector, output_dir / "alignment" / "projector.safetensors")
         folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
         summary.update({k: str(v) for k, v in folders.items()})
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"\nAlignment: {summary['steps']} steps in {seconds:.0f} s, final captioning loss "
+        print(f"\nAlignment: {summary['steps']} steps in {stage['seconds']:.0f} s, final captioning loss "
               f"{summary['final_losses'].get('captioning', float('nan')):.4f}\naligned model  {folders['final']}")
     return summary
 

@@ -15,9 +15,14 @@ recipe runs the embedded default, recipes/configs/default.yaml (the run of `make
 anything is built it prints the run's scale (model, stages, steps, data, device, processes, memory estimate) and
 refuses a run whose estimate exceeds the free memory (`--check_memory false` starts it anyway).
 
+The run is a list of stages: without `stages:` in the config, VersaViT's two (the alignment warm-up, then
+multi-task training); with it, any curriculum of registered objectives (`versavit_trainer.curriculum`; e.g.
+recipes/configs/vqa_eval.yaml, the paper's VQA-evaluation protocol). `--imports my_objective.py` registers a
+run's own objectives.
+
 Writes to `output_dir`:
-    alignment/            the warm-up's Trainer checkpoints, tensorboard events and projector.safetensors
-    multitask/            the multi-task stage's Trainer checkpoints and tensorboard events
+    <stage>/              per stage (alignment/, multitask/): Trainer checkpoints, tensorboard events; once the stage
+                          has finished, trained_parts.safetensors (what it trained), log_history.json, stage.json
     final/                the multi-task checkpoint (VersaViTForMultiTask + tokenizer + image processor)
     backbone/             the trained encoder alone: AutoModel.from_pretrained(it) gives a VersaViTModel
     config.yaml           the resolved configuration (re-run it with --config)
@@ -31,25 +36,32 @@ import logging
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
 from transformers import set_seed
 
 from versavit_trainer.build import (
+    DataSources,
     build_model,
     dry_run_model,
     evaluate_held_out,
     format_report,
-    load_data,
     memory_estimate,
     parameter_report,
     run_argument_types,
-    task_specs,
 )
 from versavit_trainer.config import DefaultConfig, check_run_record, parse_config, resolved_config, write_run_record
+from versavit_trainer.curriculum import (
+    default_stages,
+    import_objectives,
+    model_tasks,
+    objectives_of,
+    parse_stages,
+    run_curriculum,
+)
 from versavit_trainer.lora import apply_lora, merge_lora
+from versavit_trainer.objectives import ObjectiveContext, ObjectivesModel, get_objective
 from versavit_trainer.plan import plan_run
 from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
-from versavit_trainer.stages import final_losses, run_as_script, run_stage, save_model_folders, stage_arguments
+from versavit_trainer.stages import run_as_script, save_model_folders
 
 logger = logging.getLogger("versavit.multitask")
 
@@ -64,11 +76,11 @@ DEFAULT_CONFIG = DefaultConfig(
 NOT_RECORDED = ("resume", "dry_run", "check_memory", "allow_config_change")
 
 
-def dry_run(model_args, data_args, run_args, training_args) -> dict:
-    model = dry_run_model(model_args, data_args)
+def dry_run(model_args, data_args, run_args, training_args, tasks: list[str]) -> dict:
+    model = dry_run_model(model_args, data_args, tasks)
     rows = parameter_report(model)
     memory = memory_estimate(model, data_args, run_args.dry_run_gpus, training_args.bf16, run_args.zero_stage,
-                             bool(training_args.activation_checkpointing))
+                             bool(training_args.activation_checkpointing), tasks)
     allocated = sum(p.numel() for p in model.parameters() if p.device.type != "meta")
     print(format_report(rows, memory, run_args.dry_run_gpus))
     print(f"\nParameters allocated: {allocated} (meta device: nothing was read or allocated)")
@@ -82,89 +94,65 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, lora_args, data_args, run_args, training_args = parse_config(
         ARGUMENT_TYPES, argv, description=__doc__, default_config=DEFAULT_CONFIG
     )
+    import_objectives(run_args.imports)
+    stages = curriculum(data_args, run_args, training_args)
     if run_args.dry_run:
-        return dry_run(model_args, data_args, run_args, training_args)
+        return dry_run(model_args, data_args, run_args, training_args, model_tasks(stages))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(training_args.output_dir)
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)
     resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
-    plan_run(model_args, data_args, run_args, training_args, ["alignment", "multitask"], "VersaViT multi-task run")
+    plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT multi-task run")
     main_process = training_args.process_index == 0
     set_seed(training_args.seed)
-    data = load_data(data_args, with_eval=main_process)
-    model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim, data.depth_label_space)
+
+    # Every stage's data is read (or generated) now, so that a bad folder of a late stage fails before training.
+    names, tasks = objectives_of(stages), model_tasks(stages)
+    sources = DataSources(data_args, names)
+    used = [(item.name, item.data) for stage in stages for item in stage.objectives]
+    train = [(name, sources.train(name, data)) for name, data in used]  # cached: the stages get the same datasets
+    held_out = {}
+    if main_process:
+        held_out = {name: data for name in names if (data := sources.held_out(name)) is not None}
+    dim = sources.text_embed_dim([dataset for name, dataset in train if name == "segmentation"])
+    space = sources.depth_label_space([data for name, data in used if name == "depth"]) if "depth" in names else None
+    model, tokenizer = build_model(model_args, tasks, dim, space)
     apply_lora(model, lora_args)
-    specs = task_specs(data_args, data.train, tokenizer, training_args.seed, data.text_embed_dim)
+    trained = ObjectivesModel(model, [get_objective(name) for name in names])
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
-    stop = GracefulStop()
-    summary: dict = {"output_dir": str(output_dir), "stages": {}}
-    histories = {}
 
-    # Stage 1: captioning-alignment warm-up (only the projector trains).
-    projector_file = output_dir / "alignment" / "projector.safetensors"
-    captioning = [spec for spec in specs if spec.name == "captioning"]
-    if captioning and run_args.alignment_max_steps != 0:
-        if run_args.resume and projector_file.is_file():
-            model.projector.load_state_dict(load_file(projector_file))
-            logger.info("alignment stage: finished earlier, projector loaded from %s", projector_file)
-            histories["alignment"] = json.loads((output_dir / "alignment" / "log_history.json").read_text())
-        else:
-            args = stage_arguments(
-                training_args, "alignment", output_dir / "alignment", max_steps=run_args.alignment_max_steps,
-                num_train_epochs=run_args.alignment_num_train_epochs,
-            )
-            trainer, seconds, interrupted = run_stage(model, args, captioning, run_args.resume, stop)
-            if interrupted:
-                return interrupted
-            histories["alignment"] = trainer.state.log_history
-            summary["stages"]["alignment"] = {"steps": trainer.state.global_step, "seconds": seconds}
-            if main_process:
-                save_file({k: v.contiguous() for k, v in model.projector.state_dict().items()}, projector_file)
-                (projector_file.parent / "log_history.json").write_text(json.dumps(trainer.state.log_history))
-
-    # Held-out quality before multi-task training (kept across --resume).
+    # Held-out quality before training (kept across --resume).
     before_file, before = output_dir / "eval_before.json", None
-    if main_process and data.eval:
+    if held_out:
         if run_args.resume and before_file.is_file():
             before = json.loads(before_file.read_text())
         else:
-            before = evaluate_held_out(model, data_args, data.eval)
+            before = evaluate_held_out(model, data_args, held_out)
             before_file.write_text(json.dumps(before, indent=2))
 
-    # Stage 2: multi-task training.
-    args = stage_arguments(training_args, "multitask", output_dir / "multitask")
-    trainer, seconds, interrupted = run_stage(model, args, specs, run_args.resume, stop)
-    if interrupted:
-        return interrupted
-    start_step = trainer.resumed_from_step
-    histories["multitask"] = trainer.state.log_history
-    steps, run = trainer.state.global_step, trainer.state.global_step - start_step
-    images = {spec.name: spec.batch_size * args.world_size * args.rounds_per_step * run for spec in specs}
-    summary["stages"]["multitask"] = {
-        "steps": steps,
-        "steps_this_run": run,  # fewer than `steps` after --resume
-        "world_size": args.world_size,
-        "seconds": seconds,
-        "steps_per_second": run / seconds if run else None,
-        "images_per_second": {task: count / seconds for task, count in images.items()} if run else None,
-        "final_losses": final_losses(trainer.state.log_history),
-    }
+    result = run_curriculum(trained, stages, sources, context, training_args, output_dir, run_args.resume,
+                            GracefulStop())
+    if result["interrupted"]:
+        return result["interrupted"]
+    summary: dict = {"output_dir": str(output_dir), "stages": result["stages"], "last_stage": stages[-1].name}
     if not main_process:
         return summary
 
-    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))  # exported models are plain, without peft
+    model = merge_lora(model)  # exported models are plain, without peft
     folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
     summary.update({k: str(v) for k, v in folders.items()})
-    if data.eval:
+    if held_out:
         model.eval()  # and it stays so for the prediction panel
-        summary["held_out"] = {"before": before, "after": evaluate_held_out(model, data_args, data.eval)}
+        summary["held_out"] = {"before": before, "after": evaluate_held_out(model, data_args, held_out)}
+    histories = result["histories"]
     if any("loss" in entry for history in histories.values() for entry in history):
         summary["loss_curves"] = str(plot_loss_curves(histories, output_dir / "loss_curves.png"))
     else:  # a run shorter than logging_steps
         logger.warning("no training loss was logged (logging_steps %d): loss_curves.png is not drawn",
-                       args.logging_steps)
-    panel_rows = data.eval.get("segmentation") or data.eval.get("depth")
+                       training_args.logging_steps)
+    panel_rows = held_out.get("segmentation") or held_out.get("depth")
     if run_args.panel_samples and panel_rows is not None:
         rows = [panel_rows[i] for i in range(min(run_args.panel_samples, len(panel_rows)))]
         path, drawn = render_panel(model, tokenizer, rows, output_dir / "predictions.png", data_args.depth_size,
@@ -177,11 +165,20 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def curriculum(data_args, run_args, training_args) -> list:
+    """The run's stages: its `stages:` list, else the VersaViT curriculum of the flags."""
+    if run_args.stages is None:
+        return default_stages(data_args, run_args)
+    return parse_stages(run_args.stages, data_args, training_args)
+
+
 def print_summary(summary: dict, output_dir: Path) -> None:
-    stage = summary["stages"]["multitask"]
-    speed = f"{stage['steps_per_second']:.2f} steps/s" if stage["steps_per_second"] else "resumed after the last step"
-    print(f"\nMulti-task training: {stage['steps']} steps, {stage['steps_this_run']} in this run, "
-          f"{stage['seconds']:.0f} s ({speed})")
+    for name, stage in summary["stages"].items():
+        speed = f"{stage['steps_per_second']:.2f} steps/s" if stage.get("steps_per_second") else (
+            "finished earlier" if not stage["steps_this_run"] else "")
+        print(f"\nStage {name}: {stage['steps']} steps, {stage['steps_this_run']} in this run, "
+              f"{stage['seconds']:.0f} s ({speed})")
+    stage = summary["stages"][summary["last_stage"]]
     print("Final task losses: " + ", ".join(f"{k} {v:.4f}" for k, v in stage["final_losses"].items()))
     held_out = summary.get("held_out")
     if held_out:

@@ -89,7 +89,7 @@ def main():
     trainer = MultiTaskTrainer(model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)])
     trainer.train(resume_from_checkpoint=options.resume)
     if trainer.is_world_process_zero():
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped = trainer.trained_model
         state = {name: p.detach().float().contiguous() for name, p in unwrapped.named_parameters()}
         save_file(state, out / "final.safetensors")
         lrs = sorted({group["lr"] for group in trainer.optimizer.param_groups})

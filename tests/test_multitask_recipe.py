@@ -63,13 +63,20 @@ def test_small_run_writes_every_output(tmp_path, tiny_llm, capsys):
         assert 0 <= held_out["segmentation"]["miou"] <= 1 and held_out["depth"]["images"] == 3
     assert [set(row) for row in saved["panel"]] == [{"expression", "caption"}] * 2
 
-    # Trainer checkpoints of both stages, tensorboard events with the per-task losses, the warm-up's projector
+    # Trainer checkpoints of both stages, tensorboard events with the per-task losses; what each finished stage
+    # trained: the warm-up its projector, the multi-task stage every part
     assert (out / "multitask" / "checkpoint-4" / "trainer_state.json").is_file()
     assert (out / "alignment" / "checkpoint-2").is_dir()
     assert {"train/loss_captioning", "train/loss_depth", "train/loss_segmentation"} <= tensorboard_tags(out / "multitask")
-    assert set(load_file(out / "alignment" / "projector.safetensors")) == {
-        k.removeprefix("projector.") for k in load_file(out / "final" / "model.safetensors") if k.startswith("projector.")
-    }
+    final = load_file(out / "final" / "model.safetensors")
+    aligned = load_file(out / "alignment" / "trained_parts.safetensors")
+    assert set(aligned) == {k for k in final if k.startswith("projector.")}
+    multitask = load_file(out / "multitask" / "trained_parts.safetensors")
+    assert {k.split(".")[0] for k in multitask} == {"visual", "projector", "language_model", "depth_head",
+                                                         "segmentation_head"}
+    for name, value in multitask.items():
+        assert torch.equal(value, final[name]), name
+    assert json.loads((out / "alignment" / "stage.json").read_text())["learning_rates"] == {"projector": 1e-3}
 
     # the resolved config re-runs: same keys as the options, and it records the overrides
     resolved = yaml.safe_load((out / "config.yaml").read_text())
@@ -200,7 +207,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(tmp_path, tiny_llm):
     process = subprocess.Popen([sys.executable, str(RECIPE), "--config", str(config)], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **DISTRIBUTED_ENV})
     deadline = time.monotonic() + 300
-    while not (out / "alignment" / "projector.safetensors").exists():  # the warm-up is done
+    while not (out / "alignment" / "stage.json").exists():  # the warm-up is done
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.2)
     time.sleep(3)  # into the multi-task stage
@@ -250,9 +257,9 @@ def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
     summary = load_recipe("align").main(["--config", str(config)])
     assert summary["steps"] == 3 and "captioning" in summary["final_losses"]
     aligned = VersaViTForCaptioning.from_pretrained(tmp_path / "run" / "final")
-    projector = load_file(tmp_path / "run" / "alignment" / "projector.safetensors")
+    projector = load_file(tmp_path / "run" / "alignment" / "trained_parts.safetensors")
     for name, value in aligned.projector.state_dict().items():
-        assert torch.equal(value, projector[name]), name
+        assert torch.equal(value, projector[f"projector.{name}"]), name
 
     # a multi-task run started from it reuses the projector, the LLM and the tokenizer; the dense heads start fresh
     model, tokenizer = build_model(ModelArguments(model_name_or_path=str(tmp_path / "run" / "final")),

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from datasets import Dataset, load_from_disk
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig
 
 from modeling_versavit import (
     TASKS,
-    VersaViTCaptioningProcessor,
     VersaViTConfig,
     VersaViTForMultiTask,
     VersaViTModel,
@@ -25,15 +25,7 @@ from modeling_versavit import (
 )
 
 from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
-from .data import (
-    CaptioningCollator,
-    DepthCollator,
-    SegmentationCollator,
-    caption_image_processor,
-    check_schema,
-    parse_resolutions,
-)
-from .metrics import evaluate_depth, evaluate_segmentation
+from .data import DepthCollator, SegmentationCollator, check_schema, parse_resolutions
 from .multitask import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -270,9 +262,29 @@ class RunArguments:
                           "free memory of this machine (RAM) or GPU; false starts anyway."},
     )
     panel_samples: int = field(default=4, metadata={"help": "Held-out samples drawn in predictions.png (0: none)."})
+    stages: list | str | None = field(
+        default=None,
+        metadata={"help": "The run as a list of stages (YAML; see versavit_trainer.curriculum): each with a name (its "
+                          "folder), objectives (names, or name -> {weight, batch_size, data}), train (part -> "
+                          "learning rate or 'frozen'; other parts frozen) and any training option for that stage "
+                          "(max_steps, ...). Default: the VersaViT curriculum of the flags (alignment_max_steps of "
+                          "captioning alignment, then multi-task training of `tasks`)."},
+    )
+    imports: list[str] | None = field(
+        default=None,
+        metadata={"help": "Python files (.py) or modules imported before the run: they register the run's own "
+                          "objectives (versavit_trainer.objectives.register_objective)."},
+    )
     caption_max_new_tokens: int = field(default=40, metadata={"help": "Caption length in predictions.png."})
 
     def __post_init__(self):
+        if isinstance(self.stages, str):
+            try:
+                self.stages = yaml.safe_load(self.stages) if self.stages.strip() else None
+            except yaml.YAMLError as err:
+                raise ConfigError(f"stages: expected a YAML / JSON list of stages, got {self.stages!r} ({err}).") from None
+        if self.stages is not None and (not isinstance(self.stages, list) or not self.stages):
+            raise ConfigError(f"stages: expected a non-empty list of stages, got {self.stages!r}.")
         if self.alignment_max_steps < -1:
             raise ValueError(f"alignment_max_steps: must be -1, 0 or positive, got {self.alignment_max_steps}.")
         if self.zero_stage not in (0, 1, 2, 3):
@@ -535,69 +547,115 @@ def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
                      "column); pass --depth_label_space disparity (Depth Anything pseudo-labels) or depth.")
 
 
+class DataSources:
+    """The datasets of a run's objectives, by source, each folder read and each set of scenes generated once.
+
+    A source is a dataset folder, a mapping `{num_scenes, scene_seed}` of generated scenes, or None: the
+    objective's `<name>_data` option, else the run's scenes (`num_scenes` from `scene_seed`). `objectives`: the
+    names the run uses (the text encoder is loaded only when one of them needs its scenes' expressions embedded)."""
+
+    def __init__(self, data_args: DataArguments, objectives: list[str]):
+        from .objectives import get_objective
+
+        self.data_args = data_args
+        self.objectives = [get_objective(name, "tasks") for name in objectives]
+        self._scenes: dict[tuple[int, int], dict[str, Dataset]] = {}
+        self._folders: dict[tuple[str, str], Dataset] = {}
+        self.embedder = None
+
+    def _embed(self):
+        if self.embedder is None and any(o.needs_text_embeddings for o in self.objectives):
+            from .assets import minilm_path
+            from .text_embedding import SentenceEmbedder
+
+            self.embedder = SentenceEmbedder(self.data_args.text_encoder or minilm_path())
+        return self.embedder
+
+    def scenes(self, num_scenes: int, seed: int) -> dict[str, Dataset]:
+        from .data import scene_datasets
+
+        if num_scenes < 1:
+            raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
+        if (num_scenes, seed) not in self._scenes:
+            self._scenes[num_scenes, seed] = scene_datasets(num_scenes, self._embed(), seed=seed)
+        return self._scenes[num_scenes, seed]
+
+    def train(self, name: str, source: str | dict | None = None) -> Dataset:
+        """Objective `name`'s training data from `source`."""
+        from .objectives import get_objective
+
+        objective = get_objective(name, "tasks")
+        if source is None:
+            source = objective.data_folder(self.data_args)
+        if isinstance(source, str):
+            if (name, source) not in self._folders:
+                self._folders[name, source] = objective.load_folder(source)
+            return self._folders[name, source]
+        source = source or {}
+        return objective.from_scenes(self.scenes(source.get("num_scenes", self.data_args.num_scenes),
+                                                 source.get("scene_seed", self.data_args.scene_seed)))
+
+    def held_out(self, name: str) -> Dataset | None:
+        """Objective `name`'s held-out data (its `<name>_eval_data` folder, else `num_eval_scenes` scenes far from
+        the training seeds), or None when it has no held-out evaluation or none is asked for."""
+        from .objectives import get_objective
+
+        objective = get_objective(name, "tasks")
+        if not objective.has_held_out:
+            return None
+        folder = objective.held_out_folder(self.data_args)
+        if folder:
+            return objective.load_folder(folder)
+        if not self.data_args.num_eval_scenes:
+            return None
+        seed = self.data_args.scene_seed + EVAL_SCENE_SEED_OFFSET
+        return objective.from_scenes(self.scenes(self.data_args.num_eval_scenes, seed))
+
+    def text_embed_dim(self, datasets: list[Dataset]) -> int | None:
+        """The width of the text embeddings: the text encoder's, else that of the first sample of `datasets` (the
+        segmentation data read from folders)."""
+        if self.embedder is not None:
+            return self.embedder.dim
+        return len(datasets[0][0]["text_embeds"][0]) if datasets else None
+
+    def depth_label_space(self, sources: list[str | dict | None]) -> str:
+        """The one label space of the run's depth data from `sources` (see `depth_label_space`)."""
+        spaces = set()
+        for source in sources:
+            folder = source if source is not None else self.data_args.depth_data
+            spaces.add(depth_label_space(self.data_args, self.train("depth", source) if isinstance(folder, str)
+                                         else None))
+        if len(spaces) > 1:
+            raise ValueError(f"depth data: the stages' depth data mix label spaces {sorted(spaces)}; a depth head "
+                             "learns one.")
+        return spaces.pop()
+
+
 def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
-    """The training datasets of `data_args.tasks` and the held-out depth / segmentation data (folders or scenes)."""
-    from .data import scene_datasets
-    from .text_embedding import SentenceEmbedder
-
-    embedder = None
-    need_eval_scenes = with_eval and data_args.num_eval_scenes > 0 and (
-        ("depth" in data_args.tasks and data_args.depth_eval_data is None)
-        or ("segmentation" in data_args.tasks and data_args.segmentation_eval_data is None)
-    )
-    needs_text = "segmentation" in data_args.tasks and (data_args.segmentation_data is None or need_eval_scenes)
-    if needs_text:
-        from .assets import minilm_path
-
-        embedder = SentenceEmbedder(data_args.text_encoder or minilm_path())
-    scenes = {}
-    if data_args.needs_scenes():
-        if data_args.num_scenes < 1:
-            raise ValueError("num_scenes: a task without a dataset folder trains on generated scenes; got 0.")
-        scenes = scene_datasets(data_args.num_scenes, embedder, seed=data_args.scene_seed)
-    folders = {"depth": data_args.depth_data, "segmentation": data_args.segmentation_data,
-               "captioning": data_args.captioning_data}
-    train = {task: _folder(folders[task], task) if folders[task] else scenes[task] for task in data_args.tasks}
-    if "segmentation" in train and len(train["segmentation"]) == 0:
-        raise ValueError("segmentation data: no image with a referring expression.")
+    """The training datasets of `data_args.tasks` and their held-out data (folders or scenes)."""
+    sources = DataSources(data_args, data_args.tasks)
+    train = {task: sources.train(task) for task in data_args.tasks}
     held_out = {}
     if with_eval:
-        eval_folders = {"depth": data_args.depth_eval_data, "segmentation": data_args.segmentation_eval_data}
-        eval_scenes = None
-        for task in ("depth", "segmentation"):
-            if task not in data_args.tasks:
-                continue
-            if eval_folders[task]:
-                held_out[task] = _folder(eval_folders[task], task)
-            elif data_args.num_eval_scenes:
-                if eval_scenes is None:
-                    seed = data_args.scene_seed + EVAL_SCENE_SEED_OFFSET
-                    eval_scenes = scene_datasets(data_args.num_eval_scenes, embedder, seed=seed)
-                held_out[task] = eval_scenes[task]
-    dim = embedder.dim if embedder is not None else None
-    if dim is None and "segmentation" in train:
-        dim = len(train["segmentation"][0]["text_embeds"][0])
-    space = None
-    if "depth" in train:
-        space = depth_label_space(data_args, train["depth"] if data_args.depth_data else None)
+        held_out = {task: data for task in data_args.tasks if (data := sources.held_out(task)) is not None}
+    dim = sources.text_embed_dim([train["segmentation"]]) if "segmentation" in train else None
+    space = sources.depth_label_space([None]) if "depth" in train else None
     return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space)
 
 
 def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,
                text_embed_dim: int | None = None) -> list[TaskSpec]:
-    """The task streams, in `data_args.tasks` order, with the paper's collators (`text_embed_dim`: the width every
-    segmentation sample's text embeddings must have, the head's)."""
+    """The task streams of `train` (objective name -> dataset), in `data_args.tasks` order, with each objective's
+    collator, batch size and λ from `data_args` (`text_embed_dim`: the width every segmentation sample's text
+    embeddings must have, the head's)."""
+    from .objectives import ObjectiveContext, get_objective
+
+    context = ObjectiveContext(data_args, tokenizer, seed, text_embed_dim)
     specs = []
-    for task in data_args.tasks:
-        if task == "captioning":
-            processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels), tokenizer)
-            collator = CaptioningCollator(processor, max_turns=data_args.max_turns, seed=seed,
-                                          max_length=data_args.caption_max_length)
-        else:
-            collator = dense_collator(data_args, task, seed,
-                                      **({"text_embed_dim": text_embed_dim} if task == "segmentation" else {}))
-        batch_size = getattr(data_args, f"{task}_batch_size")
-        specs.append(TaskSpec(task, train[task], collator, batch_size, getattr(data_args, f"{task}_weight")))
+    for name in data_args.tasks:
+        objective = get_objective(name, "tasks")
+        specs.append(TaskSpec(name, train[name], objective.collator(context), objective.batch_size(data_args),
+                              objective.weight(data_args)))
     return specs
 
 
@@ -631,16 +689,19 @@ def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_si
 
 
 def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Dataset], online_text: bool = False) -> dict:
-    """Held-out metrics of each dense task in `held_out` ("depth": AbsRel / δ1 after scale-and-shift alignment,
-    "segmentation": mIoU / cIoU), on `eval_batches`. The model runs in eval mode; its training mode is restored."""
+    """Held-out metrics of each objective in `held_out` (name -> dataset) that has them (`Objective.evaluate`:
+    "depth": AbsRel / δ1 after scale-and-shift alignment, "segmentation": mIoU / cIoU, on `eval_batches`). The
+    model runs in eval mode; its training mode is restored."""
+    from .objectives import ObjectiveContext, get_objective
+
     was_training = model.training
     model.eval()
     results = {}
-    if "depth" in held_out:
-        results["depth"] = evaluate_depth(model, eval_batches(data_args, "depth", held_out["depth"]))
-    if "segmentation" in held_out:
-        batches = eval_batches(data_args, "segmentation", held_out["segmentation"], online_text=online_text)
-        results["segmentation"] = evaluate_segmentation(model, batches)
+    context = ObjectiveContext(data_args, online_text=online_text)
+    for name, dataset in held_out.items():
+        scores = get_objective(name, "held_out").evaluate(model, dataset, context)
+        if scores is not None:
+            results[name] = scores
     model.train(was_training)
     return results
 
@@ -666,7 +727,8 @@ def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
 
 
 def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_gpus: int, bf16: bool,
-                    zero_stage: int, gradient_checkpointing: bool) -> dict[str, float]:
+                    zero_stage: int, gradient_checkpointing: bool, tasks: list[str] | None = None,
+                    batch_sizes: dict[str, int] | None = None) -> dict[str, float]:
     """A rough per-GPU memory estimate (GiB) of the multi-task stage under mixed precision.
 
     weights: every parameter in the compute dtype (2 bytes in bf16); gradients: 2 bytes per trainable parameter,
@@ -674,7 +736,10 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     parameter), sharded from ZeRO stage 1. Activations: the largest task micro-batch (tasks run one at a time);
     with gradient checkpointing each transformer layer keeps its input (tokens x width) and one layer is recomputed
     at a time (~16 values per token and width, attention included), without it every layer keeps ~16 (the factor
-    is an approximation, not a measurement)."""
+    is an approximation, not a measurement). `tasks` (default `data_args.tasks`): the objectives that run, at
+    `batch_sizes` (default the `<task>_batch_size` options); an objective of the run's own adds no estimate."""
+    tasks = list(tasks or data_args.tasks)
+    sizes = {task: getattr(data_args, f"{task}_batch_size", None) for task in tasks} | (batch_sizes or {})
     gib = 1024**3
     compute_bytes = 2 if bf16 else 4
     total = sum(p.numel() for p in model.parameters())
@@ -682,18 +747,19 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     grad_shards = num_gpus if zero_stage >= 2 else 1
     optim_shards = num_gpus if zero_stage >= 1 else 1
     width, depth = model.config.embed_dim, model.config.num_hidden_layers
-    patches = {  # the largest batch a dynamic resolution set draws
-        "depth": data_args.depth_batch_size * largest_pixels(data_args, "depth") // 14**2,
-        "segmentation": data_args.segmentation_batch_size * largest_pixels(data_args, "segmentation") // 14**2,
-        "captioning": data_args.captioning_batch_size * data_args.caption_max_pixels // 14**2,
+    pixels = {  # per sample; the largest a dynamic resolution set draws
+        "depth": largest_pixels(data_args, "depth"), "segmentation": largest_pixels(data_args, "segmentation"),
+        "captioning": data_args.caption_max_pixels,
     }
     per_layer = 1 if gradient_checkpointing else 16
     activations = {}
-    for task in data_args.tasks:
-        values = patches[task] * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
+    for task in tasks:
+        if task not in pixels:
+            continue
+        values = sizes[task] * pixels[task] // 14**2 * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
         if task == "captioning" and model.config.text_config is not None:
             text = model.config.text_config
-            tokens = data_args.captioning_batch_size * (data_args.caption_max_pixels // (14**2 * 4) + 256)
+            tokens = sizes[task] * (data_args.caption_max_pixels // (14**2 * 4) + 256)
             values += tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
             values += tokens * text.vocab_size * 2  # logits and their gradient
         activations[task] = values * compute_bytes / gib
@@ -701,30 +767,32 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
         "weights_gib": total * compute_bytes / gib,
         "gradients_gib": trainable * compute_bytes / grad_shards / gib,
         "optimizer_gib": trainable * 12 / optim_shards / gib,
-        "activations_gib": max(activations.values()),
+        "activations_gib": max(activations.values(), default=0.0),
         "activations_by_task_gib": activations,
     }
     estimate["total_gib"] = sum(v for k, v in estimate.items() if k != "activations_by_task_gib")
     return estimate
 
 
-def dry_run_model(model_args: ModelArguments, data_args: DataArguments) -> VersaViTForMultiTask:
-    """The run's multi-task model on the meta device: shapes and counts, no weights (nothing is read but configs)."""
+def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
+                  tasks: list[str] | None = None) -> VersaViTForMultiTask:
+    """The run's multi-task model with the heads of `tasks` (default `data_args.tasks`) on the meta device: shapes
+    and counts, no weights (nothing is read but configs)."""
+    tasks = list(tasks or data_args.tasks)
     if model_args.mllm and not (Path(model_args.mllm) / "config.json").is_file():
         logger.warning("mllm %s is not on this machine: sizing VersaViTConfig's default tower (Qwen2-VL-7B's)",
                        model_args.mllm)
         config = VersaViTConfig()
     else:
         config = backbone_config(model_args.model_name_or_path, model_args.mllm, model_args.vision_config)
-    dense = [task for task in data_args.tasks if task != "captioning"]
+    dense = [task for task in tasks if task != "captioning"]
     settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
-    if "captioning" in data_args.tasks and config.text_config is None:
+    if "captioning" in tasks and config.text_config is None:
         text_config = _llm_config(model_args)
         settings["text_config"] = text_config.to_dict()
         # the `<image>` token: a free slot of the embedding table (Qwen3's has ~270 unused) or one more row
         settings["image_token_id"] = text_config.vocab_size - 1
-    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING}),
-                         data_args.tasks)
+    config = _with_tasks(VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING}), tasks)
     with torch.device("meta"):
         return VersaViTForMultiTask(config)
 

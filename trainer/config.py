@@ -59,6 +59,8 @@ def _as_tokens(key: str, value: Any, action: argparse.Action, source: str) -> li
     flag = f"--{key}"
     if value is None or (isinstance(value, list) and not value):
         return None
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        return None  # a list of mappings (stages): the dataclass checks it
     if isinstance(value, list):
         if action.nargs not in ("+", "*"):
             if all(isinstance(item, str) for item in value):

@@ -142,7 +142,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
                if text_args else None}
     if training_args.process_index != 0:
         return summary
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.trained_model
     if task in data.eval:
         summary["held_out"] = {"before": before,
                                "after": evaluate_held_out(model, data_args, {task: data.eval[task]}, online)[task]}

@@ -14,6 +14,7 @@ per-task logging.
 
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
 
 from .lora import freeze_lora_bases
+from .objectives import ObjectivesModel, get_objective, unwrap_versavit
 from .schedule import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ MAX_CONSECUTIVE_NONFINITE_STEPS = 16
 # What loading, transforming, validating or collating a bad sample raises (a decompression bomb from `datasets`'
 # image decoding is not an OSError).
 SAMPLE_ERRORS = (OSError, ValueError, PIL.Image.DecompressionBombError)
-STAGES = ("alignment", "multitask")
+STAGES = ("alignment", "multitask", "custom")
 # The parts of a VersaViT model that a stage trains, frozen or at their own learning rate, each owned by one module
 # attribute. A wrapper model (e.g. `OnlineTextSegmentation`) declares its own with a `training_parts()` method.
 PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model": "language_model",
@@ -59,9 +61,12 @@ def stage_learning_rates(args: "MultiTaskTrainingArguments", parts, stage: str |
 
     `"alignment"` (the captioning warm-up, paper §4.2.1): only the projector, at `alignment_learning_rate`.
     `"multitask"` (paper §4.3, §5.1): backbone, projector and LLM at `backbone_learning_rate` (the LLM frozen with
-    `train_language_model=False`), the heads and any other part at `learning_rate`."""
+    `train_language_model=False`), the heads and any other part at `learning_rate`.
+    `"custom"` (a curriculum stage's `train:`): every part frozen but those `part_learning_rates` gives a rate."""
     parts = list(parts)
-    if (stage or args.stage) == "alignment":
+    if (stage or args.stage) == "custom":
+        rates = dict.fromkeys(parts)
+    elif (stage or args.stage) == "alignment":
         if "projector" not in parts:
             raise ValueError("stage 'alignment' trains the captioning projector, which this model lacks.")
         rates = {part: (args.alignment_learning_rate if part == "projector" else None) for part in parts}
@@ -222,7 +227,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     stage: str = field(
         default="multitask",
-        metadata={"help": "'alignment': captioning warm-up, only the projector trains. 'multitask': everything trains."},
+        metadata={"help": "What trains, as a preset: 'alignment' (captioning warm-up: only the projector, at "
+                          "alignment_learning_rate), 'multitask' (everything, at the paper's rates) or 'custom' "
+                          "(only the parts part_learning_rates names)."},
     )
     train_language_model: bool = field(
         default=True,
@@ -274,15 +281,41 @@ def apply_stage(model, rates: dict[str, float | None]) -> dict[str, float | None
                              "parts with training_parts().")
     for part, module in parts.items():
         module.requires_grad_(rates.get(part) is not None)
-    inner = getattr(model, "versavit", model)
+    inner = unwrap_versavit(model)
     for parameter in getattr(inner, "frozen_by_design", list)():
         parameter.requires_grad_(False)
     freeze_lora_bases(inner)
-    for part in getattr(model, "adapter_only_parts", ()):
+    adapter_only = {part for m in _wrappers(model) for part in getattr(m, "adapter_only_parts", ())}
+    for part in sorted(adapter_only):
         for name, parameter in parts[part].named_parameters():
             if "lora_" not in name:
                 parameter.requires_grad_(False)
     return rates
+
+
+def _wrappers(model):
+    """`model` and the models it wraps (`wrapped_model`), outermost first."""
+    found = [model]
+    while getattr(found[-1], "wrapped_model", None) is not None:
+        found.append(found[-1].wrapped_model)
+    return found
+
+
+def _objectives_model(model, names: list[str]) -> ObjectivesModel:
+    """`model` as an `ObjectivesModel` over the registered objectives `names` (the task streams' names): wrapped
+    here, or checked when the caller wrapped it (objectives that add modules are wrapped once, before the first stage,
+    so that every stage trains the same modules)."""
+    if isinstance(model, ObjectivesModel):
+        missing = [name for name in names if name not in model.objectives]
+        if missing:
+            raise ValueError(f"tasks: {missing} are not objectives of this model, which has {sorted(model.objectives)}.")
+        return model
+    objectives = [get_objective(name, "tasks") for name in names]
+    supported = list(getattr(model.config, "tasks", None) or [])
+    unknown = [o.name for o in objectives if o.model_task is not None and o.model_task not in supported]
+    if unknown:
+        raise ValueError(f"tasks: {unknown} are not tasks of this model, which has {supported}.")
+    return ObjectivesModel(model, objectives)
 
 
 class MultiTaskTrainer(Trainer):
@@ -324,10 +357,7 @@ class MultiTaskTrainer(Trainer):
         names = [task.name for task in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks: one TaskSpec per task, got {names}.")
-        supported = list(getattr(model.config, "tasks", names))
-        unknown = [name for name in names if name not in supported]
-        if unknown:
-            raise ValueError(f"tasks: {unknown} are not tasks of this model, which has {supported}.")
+        model = _objectives_model(model, names)
         if args.stage == "alignment" and names != ["captioning"]:
             raise ValueError(f"stage 'alignment' is the captioning warm-up: tasks must be ['captioning'], got {names}.")
         accumulation = args.rounds_per_step * len(tasks)
@@ -337,7 +367,7 @@ class MultiTaskTrainer(Trainer):
                 f"{args.gradient_accumulation_steps}; use rounds_per_step for more accumulation."
             )
         args.gradient_accumulation_steps = accumulation  # before Trainer.__init__ builds the accelerator
-        adapted = getattr(model, "lora_tuners", {})
+        adapted = getattr(unwrap_versavit(model), "lora_tuners", {})
         if not args.train_language_model and "language_model" in adapted:
             raise ValueError("train_language_model=False freezes the LLM, whose LoRA adapters would then never train.")
         self.part_rates = apply_stage(model, stage_learning_rates(args, training_parts(model)))
@@ -438,8 +468,29 @@ class MultiTaskTrainer(Trainer):
     def learning_rate_of(self, name: str) -> float | None:
         """The learning rate of parameter `name` in this stage: its owning part's (None when frozen)."""
         owners = self.part_of_parameters()
-        parameter = dict(self.model.named_parameters())[name]
+        parameter = self.model.state_dict(keep_vars=True)[name]  # the model's own names (see ObjectivesModel)
         return self.part_rates.get(owners.get(id(parameter)))
+
+    @property
+    def trained_model(self):
+        """The model this trainer was given (unwrapped from DDP / DeepSpeed and from its `ObjectivesModel`)."""
+        return self.accelerator.unwrap_model(self.model).wrapped_model
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Checkpoints hold the VersaViT model as itself (`save_pretrained`: config and weights under the model's
+        own names, loadable into every task class), with the parts objectives add under their part names."""
+        from transformers import PreTrainedModel
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        inner = self.trained_model
+        if not isinstance(inner, PreTrainedModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        if state_dict is None:
+            state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+        inner.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def create_optimizer(self, model=None):
         """`args.optim` (AdamW by default, with `optim_args`; or the Trainer's `optimizer_cls_and_kwargs`) over one

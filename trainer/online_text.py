@@ -49,6 +49,10 @@ class OnlineTextSegmentation(nn.Module):
     def config(self):
         return self.versavit.config
 
+    @property
+    def wrapped_model(self):
+        return self.versavit
+
     def training_parts(self) -> dict[str, nn.Module]:
         from .multitask import training_parts
 

@@ -64,66 +64,96 @@ def _backbone_source(model_args: ModelArguments) -> str:
     return "random init"
 
 
-def _data(data_args: DataArguments) -> str:
+def _data(data_args: DataArguments, stages) -> str:
     folders = {"depth": data_args.depth_data, "segmentation": data_args.segmentation_data,
                "captioning": data_args.captioning_data}
-    parts = [f"{task} {folders[task]}" for task in data_args.tasks if folders[task]]
-    if data_args.needs_scenes():
-        scenes = [task for task in data_args.tasks if not folders[task]]
-        parts.append(f"{data_args.num_scenes} generated scenes ({', '.join(scenes)})")
-    return "; ".join(parts)
+    parts, scenes = [], []
+    for stage in stages:
+        for item in stage.objectives:
+            if isinstance(item.data, str):
+                parts.append(f"{item.name} {item.data} ({stage.name})")
+            elif isinstance(item.data, dict):
+                parts.append(f"{item.name} {item.data.get('num_scenes', data_args.num_scenes)} generated scenes from "
+                             f"seed {item.data.get('scene_seed', data_args.scene_seed)} ({stage.name})")
+            elif folders.get(item.name):
+                parts.append(f"{item.name} {folders[item.name]}")
+            else:
+                scenes.append(item.name)
+    if scenes:
+        parts.append(f"{data_args.num_scenes} generated scenes ({', '.join(dict.fromkeys(scenes))})")
+    return "; ".join(dict.fromkeys(parts))
 
 
-def _batches(data_args: DataArguments, tasks: list[str]) -> str:
-    sizes = {"captioning": f"<= {int(data_args.caption_max_pixels ** 0.5)}^2 px"}
+def _batches(data_args: DataArguments, stage) -> str:
+    sizes = {"captioning": f" x <= {int(data_args.caption_max_pixels ** 0.5)}^2 px"}
     for task in ("depth", "segmentation"):
         resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
-        sizes[task] = (" | ".join(f"{h}x{w}" for h, w in resolutions) + " px, one per batch" if resolutions
-                       else f"{getattr(data_args, f'{task}_size')}px")
-    return ", ".join(f"{task} {getattr(data_args, f'{task}_batch_size')} x {sizes[task]} "
-                     f"(λ {getattr(data_args, f'{task}_weight'):.2g})" for task in tasks)
+        sizes[task] = (" x " + " | ".join(f"{h}x{w}" for h, w in resolutions) + " px, one per batch" if resolutions
+                       else f" x {getattr(data_args, f'{task}_size')}px")
+    return ", ".join(f"{item.name} {item.batch_size}{sizes.get(item.name, '')} (λ {item.weight:.2g})"
+                     for item in stage.objectives)
+
+
+def _trains(rates: dict[str, float | None]) -> str:
+    """What a stage trains, e.g. "projector only at lr 0.001" or "depth head at 0.001, backbone + projector at 1e-05"."""
+    trained = {part: rate for part, rate in rates.items() if rate is not None}
+    if len(trained) == 1:
+        (part, rate), = trained.items()
+        return f"{part.replace('_', ' ')} only at lr {rate:g}"
+    by_rate: dict[float, list[str]] = {}
+    for part, rate in trained.items():
+        by_rate.setdefault(rate, []).append(part.replace("_", " "))
+    text = ", ".join(f"{' + '.join(parts)} at {rate:g}" for rate, parts in by_rate.items())
+    frozen = [part.replace("_", " ") for part, rate in rates.items() if rate is None]
+    return f"lr {text}" + (f"; {' + '.join(frozen)} frozen" if frozen else "")
 
 
 def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments, training_args,
-             stages: list[str], title: str) -> dict:
-    """Print what the run of `stages` (`"alignment"` and / or `"multitask"`) is about to do, at what scale and on
-    what, and raise `ConfigError` when its memory estimate exceeds what is free (unless `run_args.check_memory` is
-    off). Returns the plan (model counts, memory estimate and availability) for the caller's records."""
-    model = dry_run_model(model_args, data_args)
-    largest = "multitask" if "multitask" in stages else "alignment"
-    apply_stage(model, stage_learning_rates(training_args, training_parts(model), largest))
+             stages: list, title: str) -> dict:
+    """Print what the run of `stages` (`curriculum.Stage`s) is about to do, at what scale and on what, and raise
+    `ConfigError` when its memory estimate (that of the stage that needs the most) exceeds what is free (unless
+    `run_args.check_memory` is off). Returns the plan (model counts, memory estimate and availability) for the
+    caller's records."""
+    from .curriculum import model_tasks, objectives_of
+    from .objectives import ObjectivesModel, get_objective
+
+    model = dry_run_model(model_args, data_args, model_tasks(stages))
+    with torch.device("meta"):
+        wrapped = ObjectivesModel(model, [get_objective(name) for name in objectives_of(stages)])
     processes = training_args.world_size
     device = training_args.device
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
     stage_of_zero = zero_stage(training_args)
-    memory = memory_estimate(model, data_args, processes, training_args.bf16, stage_of_zero,
-                             bool(training_args.activation_checkpointing))
-    parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
-             for name in ("visual", "depth_head", "segmentation_head", "projector", "language_model")
-             if getattr(model, name, None) is not None}
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+    stage_lines, memory, largest, trainable = [], None, None, 0.0
+    for number, stage in enumerate(stages, 1):
+        args = stage.arguments(training_args, Path(training_args.output_dir))
+        try:
+            rates = apply_stage(wrapped, stage_learning_rates(args, training_parts(wrapped)))
+        except ValueError as err:
+            raise ConfigError(f"stage {stage.name}: {err}") from None
+        estimate = memory_estimate(model, data_args, processes, training_args.bf16, stage_of_zero,
+                                   bool(training_args.activation_checkpointing), stage.objective_names,
+                                   {item.name: item.batch_size for item in stage.objectives})
+        if memory is None or estimate["total_gib"] > memory["total_gib"]:
+            memory, largest = estimate, stage.name
+            trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad) / 1e6
+        data = "largest objective's data" if len(stage.objectives) > 1 else f"{stage.objectives[0].name} data"
+        steps = _steps(args.max_steps, args.num_train_epochs, data)
+        stage_lines.append(f"  stage {number}   {stage.name}: {steps}, {_trains(rates)}; {_batches(data_args, stage)}")
+    parts = {name: sum(p.numel() for p in module.parameters()) / 1e6
+             for name, module in training_parts(wrapped).items()}
     vision = model.config.vision_config
 
     lines = [f"{title}: what this run is about to do"]
     lines.append(
         f"  model     {sum(parts.values()):.1f}M parameters, {trainable:.1f}M trained in the {largest} stage: tower "
         f"{vision.model_type} {model.config.num_hidden_layers} blocks x {model.config.embed_dim} "
-        f"({parts['visual']:.1f}M, {_backbone_source(model_args)})"
-        + "".join(f", {name.replace('_', ' ')} {count:.1f}M" for name, count in parts.items() if name != "visual")
+        f"({parts['backbone']:.1f}M, {_backbone_source(model_args)})"
+        + "".join(f", {name.replace('_', ' ')} {count:.1f}M" for name, count in parts.items() if name != "backbone")
     )
-    if "alignment" in stages and "captioning" in data_args.tasks and run_args.alignment_max_steps != 0:
-        steps = _steps(run_args.alignment_max_steps, run_args.alignment_num_train_epochs, "captioning data")
-        lines.append(f"  stage 1   alignment: {steps}, projector only at lr {training_args.alignment_learning_rate:g}; "
-                     f"{_batches(data_args, ['captioning'])}")
-    if "multitask" in stages:
-        steps = _steps(training_args.max_steps, training_args.num_train_epochs, "largest task's data")
-        llm = "" if "captioning" not in data_args.tasks else (
-            " + LLM" if training_args.train_language_model else " (LLM frozen)")
-        lines.append(f"  stage {len(lines) - 1}   multitask: {steps}, heads at lr {training_args.learning_rate:g}, "
-                     f"backbone + projector{llm} at {training_args.backbone_learning_rate:g}; "
-                     f"{_batches(data_args, data_args.tasks)}")
+    lines += stage_lines
     eval_text = "" if not data_args.num_eval_scenes else f", {data_args.num_eval_scenes} held-out scenes"
-    lines.append(f"  data      {_data(data_args)}{eval_text}")
+    lines.append(f"  data      {_data(data_args, stages)}{eval_text}")
     precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
     extras = [precision] + (["activation checkpointing"] if training_args.activation_checkpointing else []) + (
         [f"DeepSpeed ZeRO-{stage_of_zero}"] if stage_of_zero else [])

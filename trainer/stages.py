@@ -51,14 +51,16 @@ def last_complete_checkpoint(folder) -> str | None:
     return None
 
 
-def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop: GracefulStop):
-    """Train one stage; with `resume`, from the last complete checkpoint in its folder (if any). Returns the trainer
-    (with `resumed_from_step`), the seconds spent and, when a signal stopped it, a description of where (else
-    None)."""
+def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop: GracefulStop,
+              label: str | None = None):
+    """Train one stage (`label`: its name in messages; default `args.stage`); with `resume`, from the last complete
+    checkpoint in its folder (if any). Returns the trainer (with `resumed_from_step`), the seconds spent and, when a
+    signal stopped it, a description of where (else None)."""
+    label = label or args.stage
     trainer = MultiTaskTrainer(model, args, specs, callbacks=[stop])
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if checkpoint:
-        logger.info("%s stage: resuming from %s", args.stage, checkpoint)
+        logger.info("%s stage: resuming from %s", label, checkpoint)
     trainer.resumed_from_step = 0
     if checkpoint:
         trainer.resumed_from_step = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).global_step
@@ -72,10 +74,10 @@ def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop
     interrupted = None
     if stop.stopped_at is not None:
         saved = last_complete_checkpoint(args.output_dir)
-        interrupted = {"interrupted": True, "signal": stop.requested, "stage": args.stage, "step": stop.stopped_at,
+        interrupted = {"interrupted": True, "signal": stop.requested, "stage": label, "step": stop.stopped_at,
                        "checkpoint": saved}
         if trainer.is_world_process_zero():
-            print(f"\nInterrupted in the {args.stage} stage at step {stop.stopped_at}; checkpoint saved: {saved}.\n"
+            print(f"\nInterrupted in the {label} stage at step {stop.stopped_at}; checkpoint saved: {saved}.\n"
                   "Re-run the same command with --resume to continue.", flush=True)
     return trainer, seconds, interrupted
 
