@@ -22,7 +22,8 @@ setup(
     python_requires=">=3.10",
     # `modeling_versavit` is self-contained model code (it also ships as Hub remote code). The `trainer/` folder
     # installs as `versavit_trainer`: a PyPI package called `trainer` already exists.
-    packages=["modeling_versavit", "versavit_trainer", "versavit_trainer.hub_cards"],
+    packages=["modeling_versavit", "versavit_trainer", "versavit_trainer.hub_cards"]
+    + [f"versavit_trainer.{name}" for name in ("core", "data", "evaluation", "export", "methods", "objectives")],
     package_dir={"versavit_trainer": "trainer", "versavit_trainer.hub_cards": "hub_cards"},
     package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.hub)
     install_requires=[

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.build import DataSources, build_model, run_argument_types
-from versavit_trainer.config import (
+from versavit_trainer.data.sources import DataSources
+from versavit_trainer.core.models import build_model
+from versavit_trainer.core.options import run_argument_types
+from versavit_trainer.core.config import (
     ConfigError,
     DefaultConfig,
     check_run_record,
@@ -36,11 +38,13 @@ from versavit_trainer.config import (
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.curriculum import default_stages, run_curriculum
-from versavit_trainer.objectives import ObjectiveContext, ObjectivesModel, get_objective
-from versavit_trainer.plan import plan_run
-from versavit_trainer.reporting import GracefulStop
-from versavit_trainer.stages import run_as_script, save_model_folders
+from versavit_trainer.methods.versavit import versavit_stages
+from versavit_trainer.core.curriculum import run_curriculum
+from versavit_trainer.objectives import ObjectiveContext, get_objective
+from versavit_trainer.core.objectives_model import ObjectivesModel
+from versavit_trainer.core.plan import plan_run
+from versavit_trainer.core.reporting import GracefulStop
+from versavit_trainer.core.stages import run_as_script, save_model_folders
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
                              exclude=("resume", "dry_run", "check_memory", "allow_config_change"))
     resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
-    stages = default_stages(data_args, run_args)[:1]  # the VersaViT curriculum's alignment stage
+    stages = versavit_stages(data_args, run_args)[:1]  # the VersaViT curriculum's alignment stage
     plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT alignment run")
     set_seed(training_args.seed)
     sources = DataSources(data_args, data_args.tasks)

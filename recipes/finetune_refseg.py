@@ -12,17 +12,17 @@ a transformers text-embedding model (MiniLM here; its width must be the head's t
 at backbone_learning_rate (1e-5), head and text adapters at learning_rate (1e-4). Held-out mIoU and cIoU are measured
 before and after. Writes output_dir/finetune/ (Trainer checkpoints), output_dir/final/ (the segmentation model, and
 text_encoder/ with the merged adapters) and summary.json. The data folders are refCOCO-format datasets
-(recipes/convert_refcoco.py, plus embed_texts.py for offline mode).
+(recipes/data/convert_refcoco.py, plus embed_texts.py for offline mode).
 """
 
 import logging
 from pathlib import Path
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.config import DefaultConfig, parse_config
-from versavit_trainer.finetune import FinetuneArguments, TextEncoderArguments, finetune, print_summary
-from versavit_trainer.lora import LoraArguments
-from versavit_trainer.stages import run_as_script
+from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.methods.finetune import FinetuneArguments, TextEncoderArguments, finetune, print_summary
+from versavit_trainer.core.lora import LoraArguments
+from versavit_trainer.core.stages import run_as_script
 
 DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "finetune_refseg_default.yaml",
                                "referring-segmentation fine-tuning of `make demo`'s model (run it first), about 1.5 minutes on a CPU")

@@ -16,7 +16,7 @@ anything is built it prints the run's scale (model, stages, steps, data, device,
 refuses a run whose estimate exceeds the free memory (`--check_memory false` starts it anyway).
 
 The run is a list of stages: without `stages:` in the config, VersaViT's two (the alignment warm-up, then
-multi-task training); with it, any curriculum of registered objectives (`versavit_trainer.curriculum`; e.g.
+multi-task training); with it, any curriculum of registered objectives (`versavit_trainer.core.curriculum`; e.g.
 recipes/configs/vqa_eval.yaml, the paper's VQA-evaluation protocol). `--imports my_objective.py` registers a
 run's own objectives.
 
@@ -31,6 +31,7 @@ Writes to `output_dir`:
     predictions.png       held-out images | predicted depth | predicted mask | generated caption
 """
 
+import dataclasses
 import json
 import logging
 import sys
@@ -38,30 +39,26 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.build import (
-    DataSources,
-    build_model,
-    dry_run_model,
-    evaluate_held_out,
-    format_report,
-    memory_estimate,
-    parameter_report,
-    run_argument_types,
+from versavit_trainer.data.sources import DataSources
+from versavit_trainer.core.models import build_model
+from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report
+from versavit_trainer.evaluation.held_out import evaluate_held_out
+from versavit_trainer.core.options import run_argument_types
+from versavit_trainer.core.config import (
+    DefaultConfig,
+    check_run_record,
+    parse_config,
+    resolved_config,
+    write_run_record,
 )
-from versavit_trainer.config import DefaultConfig, check_run_record, parse_config, resolved_config, write_run_record
-from versavit_trainer.curriculum import (
-    default_stages,
-    import_objectives,
-    model_tasks,
-    objectives_of,
-    parse_stages,
-    run_curriculum,
-)
-from versavit_trainer.lora import apply_lora, merge_lora
-from versavit_trainer.objectives import ObjectiveContext, ObjectivesModel, get_objective
-from versavit_trainer.plan import plan_run
-from versavit_trainer.reporting import GracefulStop, plot_loss_curves, render_panel
-from versavit_trainer.stages import run_as_script, save_model_folders
+from versavit_trainer.methods.versavit import versavit_stages
+from versavit_trainer.core.curriculum import import_objectives, model_tasks, objectives_of, parse_stages, run_curriculum
+from versavit_trainer.core.lora import apply_lora, merge_lora
+from versavit_trainer.objectives import ObjectiveContext, get_objective
+from versavit_trainer.core.objectives_model import ObjectivesModel
+from versavit_trainer.core.plan import plan_run
+from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
+from versavit_trainer.core.stages import run_as_script, save_model_folders
 
 logger = logging.getLogger("versavit.multitask")
 
@@ -155,9 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     panel_rows = held_out.get("segmentation") or held_out.get("depth")
     if run_args.panel_samples and panel_rows is not None:
         rows = [panel_rows[i] for i in range(min(run_args.panel_samples, len(panel_rows)))]
-        path, drawn = render_panel(model, tokenizer, rows, output_dir / "predictions.png", data_args.depth_size,
-                                   data_args.segmentation_size, data_args.caption_max_pixels,
-                                   run_args.caption_max_new_tokens)
+        panel_context = dataclasses.replace(context, caption_max_new_tokens=run_args.caption_max_new_tokens)
+        path, drawn = render_panel(model, rows, output_dir / "predictions.png", panel_context)
         summary["predictions"], summary["panel"] = str(path), drawn
     summary["config"] = str(output_dir / "config.yaml")
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -168,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
 def curriculum(data_args, run_args, training_args) -> list:
     """The run's stages: its `stages:` list, else the VersaViT curriculum of the flags."""
     if run_args.stages is None:
-        return default_stages(data_args, run_args)
+        return versavit_stages(data_args, run_args)
     return parse_stages(run_args.stages, data_args, training_args)
 
 

@@ -69,9 +69,17 @@ def photo(name: str = "astronaut") -> np.ndarray:
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
+def recipe_path(name: str) -> Path:
+    """recipes/<name>.py or recipes/<group>/<name>.py."""
+    found = [path for path in (RECIPES / f"{name}.py", *RECIPES.glob(f"*/{name}.py")) if path.is_file()]
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
 def load_recipe(name: str):
-    """A script of recipes/ imported as a module, so tests call its `main(argv)` in-process."""
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    """A script of recipes/ (or of its data/, evaluation/, export/ folders) imported as a module, so tests call its
+    `main(argv)` in-process."""
+    spec = importlib.util.spec_from_file_location(name, recipe_path(name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -83,7 +91,7 @@ def tiny_llm(tmp_path_factory) -> Path:
     """A 1-layer random Llama with SmolLM2's real tokenizer (and chat template)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from versavit_trainer.assets import smollm2_path
+    from versavit_trainer.data.assets import smollm2_path
 
     folder = tmp_path_factory.mktemp("tiny_llm")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
@@ -189,7 +197,7 @@ def tiny_describer_checkpoint(tmp_path_factory):
     from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from versavit_trainer.assets import smollm2_path
+    from versavit_trainer.data.assets import smollm2_path
 
     folder = tmp_path_factory.mktemp("describer-tiny")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())

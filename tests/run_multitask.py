@@ -23,7 +23,7 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments  # noqa: E402
-from versavit_trainer.stages import release_process_group  # noqa: E402
+from versavit_trainer.core.stages import release_process_group
 
 
 class Recorder(TrainerCallback):

@@ -18,11 +18,11 @@ import yaml
 from conftest import load_recipe, tiny_run_config
 from multitask_fixtures import task_specs, tiny_multitask_model, training_args
 
-import versavit_trainer.multitask as multitask_module
+import versavit_trainer.core.trainer as multitask_module
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, VersaViTModel
 from versavit_trainer import MultiTaskTrainer, TaskSpec
-from versavit_trainer.config import ConfigError
-from versavit_trainer.data import (
+from versavit_trainer.core.config import ConfigError
+from versavit_trainer.data.collators import (
     CaptioningCollator,
     DepthCollator,
     SegmentationCollator,
@@ -30,8 +30,8 @@ from versavit_trainer.data import (
     caption_image_processor,
     encode_depth,
 )
-from versavit_trainer.multitask import MultiTaskCollator, MultiTaskDataset
-from versavit_trainer.stages import last_complete_checkpoint
+from versavit_trainer.core.trainer import MultiTaskCollator, MultiTaskDataset
+from versavit_trainer.core.stages import last_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "multitask.py"
@@ -171,9 +171,9 @@ def test_float_images_follow_the_do_rescale_convention(caplog):
 
 def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
     from versavit_trainer import MultiTaskTrainingArguments
-    from versavit_trainer.build import DataArguments, ModelArguments, RunArguments
-    from versavit_trainer.config import parse_config
-    from versavit_trainer.lora import LoraArguments
+    from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
+    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.core.lora import LoraArguments
 
     types = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 
@@ -200,7 +200,9 @@ def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
 
 
 def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
-    from versavit_trainer.build import DataArguments, ModelArguments, build_model, load_data
+    from versavit_trainer.core.options import DataArguments, ModelArguments
+    from versavit_trainer.core.models import build_model
+    from versavit_trainer.data.sources import load_data
 
     with pytest.raises(FileNotFoundError, match=r"depth data: .*nowhere does not exist"):
         load_data(DataArguments(tasks=["depth"], depth_data=str(tmp_path / "nowhere"), num_eval_scenes=0))
@@ -209,7 +211,7 @@ def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
         load_data(DataArguments(tasks=["depth"], depth_data=str(tmp_path / "empty"), num_eval_scenes=0))
     from datasets import Dataset
 
-    from versavit_trainer.data import DEPTH_FEATURES
+    from versavit_trainer.data.collators import DEPTH_FEATURES
 
     Dataset.from_dict({column: [] for column in DEPTH_FEATURES}, features=DEPTH_FEATURES).save_to_disk(str(tmp_path / "rows"))
     with pytest.raises(ValueError, match=r"depth data: .*rows is not a readable saved dataset, or holds no rows"):

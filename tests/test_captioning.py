@@ -18,7 +18,7 @@ from modeling_versavit import (
     VersaViTModel,
 )
 from modeling_versavit.modeling_versavit import PATCH_MERGER_CLASSES
-from versavit_trainer.assets import smollm2_path
+from versavit_trainer.data.assets import smollm2_path
 
 SMALL_IMAGES = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
 

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 from test_multitask_recipe import launch
 
 from modeling_versavit import VersaViTModel
-from versavit_trainer.build import DataArguments
-from versavit_trainer.config import ConfigError
-from versavit_trainer.curriculum import default_stages, parse_stages
-from versavit_trainer.multitask import MultiTaskTrainingArguments
+from versavit_trainer.core.options import DataArguments
+from versavit_trainer.core.config import ConfigError
+from versavit_trainer.methods.versavit import versavit_stages
+from versavit_trainer.core.curriculum import parse_stages
+from versavit_trainer.core.trainer import MultiTaskTrainingArguments
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "toy_objective.py"
@@ -189,7 +190,7 @@ def test_the_flags_are_the_versavit_curriculum():
     class Run:
         alignment_max_steps, alignment_num_train_epochs = 15, 1.0
 
-    stages = default_stages(DataArguments(), Run())
+    stages = versavit_stages(DataArguments(), Run())
     assert [(s.name, s.objective_names, s.training) for s in stages] == [
         ("alignment", ["captioning"], {"stage": "alignment", "max_steps": 15, "num_train_epochs": 1.0}),
         ("multitask", ["captioning", "depth", "segmentation"], {"stage": "multitask"}),

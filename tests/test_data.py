@@ -6,8 +6,8 @@ import pytest
 import torch
 from datasets import Dataset, Value
 
-from versavit_trainer.assets import minilm_path
-from versavit_trainer.data import (
+from versavit_trainer.data.assets import minilm_path
+from versavit_trainer.data.collators import (
     CaptioningCollator,
     DepthCollator,
     SegmentationCollator,
@@ -17,8 +17,8 @@ from versavit_trainer.data import (
     resize_depth,
     scene_datasets,
 )
-from versavit_trainer.scenes import generate_scene
-from versavit_trainer.text_embedding import SentenceEmbedder
+from versavit_trainer.data.scenes import generate_scene
+from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
@@ -163,7 +163,7 @@ def test_captioning_collator_uses_turns_or_captions(scenes):
     from transformers import AutoTokenizer
 
     from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor
-    from versavit_trainer.assets import smollm2_path
+    from versavit_trainer.data.assets import smollm2_path
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
@@ -207,7 +207,7 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
 
     from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForMultiTask, VersaViTImageProcessor, captioning_config
     from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
-    from versavit_trainer.assets import smollm2_path
+    from versavit_trainer.data.assets import smollm2_path
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
 
 
 def test_caption_image_processor_caps_at_896_squared():
-    from versavit_trainer.data import caption_image_processor
+    from versavit_trainer.data.collators import caption_image_processor
 
     big = PIL.Image.new("RGB", (2000, 2000))
     (_, h, w), = caption_image_processor()(images=[big], return_tensors="np")["image_grid_thw"].tolist()
@@ -262,7 +262,7 @@ def test_collator_random_streams_differ_between_dataloader_workers(monkeypatch):
 def test_flips_never_contradict_left_and_right():
     """A scene with a left / right pair, checked mask by mask: with precomputed embeddings a sample that mentions a
     side is not flipped; with online text the words are swapped; a sample without one is flipped as before."""
-    from versavit_trainer.data import mentions_direction, mirror_directions
+    from versavit_trainer.data.collators import mentions_direction, mirror_directions
 
     assert mirror_directions("The LEFT cube, left-hand of the leftmost Right ball") == \
         "The RIGHT cube, right-hand of the rightmost Left ball"
@@ -313,8 +313,9 @@ def test_disparity_zero_is_the_sky_and_stays_a_label():
 def test_the_depth_label_space_comes_from_the_data(tmp_path):
     from datasets import Dataset, Features, Value
 
-    from versavit_trainer.build import DataArguments, depth_label_space
-    from versavit_trainer.data import DEPTH_FEATURES
+    from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.data.sources import depth_label_space
+    from versavit_trainer.data.collators import DEPTH_FEATURES
 
     rows = {"image": [PIL.Image.new("RGB", (4, 4))], "depth": [PIL.Image.new("I;16", (4, 4))], "depth_scale": [1.0]}
     legacy = Dataset.from_dict(rows, features=DEPTH_FEATURES)
@@ -337,8 +338,8 @@ RESOLUTIONS = ["56x56", "56x112", "84x28"]
 
 
 def test_resolution_sets_are_parsed_and_bad_ones_named():
-    from versavit_trainer.build import DataArguments
-    from versavit_trainer.data import parse_resolutions
+    from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.data.collators import parse_resolutions
 
     assert parse_resolutions(["448x644", "532", 560, [28, 56]], "r") == [(448, 644), (532, 532), (560, 560), (28, 56)]
     assert parse_resolutions(None, "r") is None and parse_resolutions([], "r") is None
@@ -381,7 +382,7 @@ def test_dynamic_resolution_resizes_each_batch_and_its_labels_together(scenes):
 
 
 def test_every_rank_of_a_step_and_a_resumed_run_draw_the_same_resolution():
-    from versavit_trainer.schedule import MultiTaskBatchSampler
+    from versavit_trainer.core.schedule import MultiTaskBatchSampler
 
     def sizes(rank):
         sampler = MultiTaskBatchSampler([50], [3], num_replicas=2, rank=rank, seed=0, steps_per_epoch=12)

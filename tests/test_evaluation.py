@@ -31,7 +31,7 @@ def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
     import torch.nn.functional as F
 
     from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
-    from versavit_trainer.probes import keep_aspect_size
+    from versavit_trainer.evaluation.probes import keep_aspect_size
 
     assert keep_aspect_size(352, 1216, 532) == (532, 1848)  # KITTI: 1216 * 532 / 352 = 1837.8 -> 66 blocks of 28
     assert keep_aspect_size(480, 640, 532) == (532, 700)  # NYUv2
@@ -53,11 +53,12 @@ def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
 
 def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
     from modeling_versavit import VersaViTForMultiTask
-    from versavit_trainer.build import DataArguments, EVAL_SCENE_SEED_OFFSET, eval_batches
-    from versavit_trainer.data import scene_datasets
-    from versavit_trainer.metrics import evaluate_segmentation
-    from versavit_trainer.assets import minilm_path
-    from versavit_trainer.text_embedding import SentenceEmbedder
+    from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
+    from versavit_trainer.data.collators import scene_datasets
+    from versavit_trainer.evaluation.metrics import evaluate_segmentation
+    from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.data.text_embedding import SentenceEmbedder
 
     summary = load_recipe("eval_refseg").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
                                                "--output_dir", str(tmp_path)])
@@ -91,7 +92,7 @@ def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
 
 def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
     """DA-2K's layout (annotations.json + images/<scene>/...), pairs taken from a generated scene's exact depth."""
-    from versavit_trainer.scenes import generate_scene
+    from versavit_trainer.data.scenes import generate_scene
 
     scene = generate_scene(7)
     (tmp_path / "images" / "outdoor").mkdir(parents=True)
@@ -121,7 +122,8 @@ def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
 def test_eval_depth_aligns_in_the_space_the_model_was_trained_in(tmp_path, dense_checkpoint):
     import shutil
 
-    from versavit_trainer.build import ModelArguments, build_model
+    from versavit_trainer.core.options import ModelArguments
+    from versavit_trainer.core.models import build_model
 
     args = ["--size", "56", "--num_eval_scenes", "2", "--output_dir", str(tmp_path / "out")]
     assert load_recipe("eval_depth").main(["--model", str(dense_checkpoint), *args])["space"] == "depth"

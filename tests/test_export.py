@@ -14,7 +14,7 @@ from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, LlamaConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask, VersaViTModel, safetensors_weight_map
-from versavit_trainer.export import swap_vision_tower, swap_vision_tower_in_memory
+from versavit_trainer.export.mllm import swap_vision_tower, swap_vision_tower_in_memory
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ import torch
 from conftest import load_recipe
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel
-from versavit_trainer.text_embedding import SentenceEmbedder
+from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 SMALL = ["--size", "56", "--num_scenes", "40", "--num_eval_scenes", "6", "--batch_size", "4", "--use_cpu", "true",
          "--logging_steps", "50", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
@@ -35,7 +35,7 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
     assert after["miou"] > before["miou"] and after["ciou"] > before["ciou"], (before, after)
     VersaViTForReferringSegmentation.from_pretrained(summary["final"])
     # the merged text encoder is a plain transformers model that embeds as MiniLM does, but adapted
-    from versavit_trainer.assets import minilm_path
+    from versavit_trainer.data.assets import minilm_path
 
     adapted, original = SentenceEmbedder(Path(summary["final"]) / "text_encoder"), SentenceEmbedder(minilm_path())
     sentences = ["the red sphere", "the small gray box"]
@@ -45,9 +45,10 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
 
 def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense_checkpoint):
     from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
-    from versavit_trainer.assets import minilm_path
-    from versavit_trainer.build import DataArguments, eval_batches, load_data
-    from versavit_trainer.online_text import OnlineTextSegmentation
+    from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.data.sources import eval_batches, load_data
+    from versavit_trainer.objectives.online_text import OnlineTextSegmentation
 
     config = VersaViTConfig.from_pretrained(dense_checkpoint)
     config.tasks = ["segmentation"]
@@ -60,7 +61,7 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense
     offline = VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config)
     online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config),
                                     SentenceEmbedder(minilm_path()))
-    from versavit_trainer.multitask import apply_stage, training_parts
+    from versavit_trainer.core.trainer import apply_stage, training_parts
 
     apply_stage(online, dict.fromkeys(training_parts(online), 1e-4))
     out_offline = offline(task="segmentation", **offline_batch)
@@ -83,7 +84,7 @@ def test_bad_finetuning_inputs_are_named(tmp_path, dense_checkpoint):
     VersaViTModel.from_pretrained(dense_checkpoint).save_pretrained(tmp_path / "backbone_only")
     with pytest.raises(ValueError, match=r"has no depth weights \(depth_head\.\*\)"):
         recipe.main(["--model_name_or_path", str(tmp_path / "backbone_only"), "--output_dir", str(tmp_path / "b"), *SMALL])
-    from versavit_trainer.config import ConfigError
+    from versavit_trainer.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"text_mode: expected 'online' or 'offline', got 'live'"):
         load_recipe("finetune_refseg").main(["--text_mode", "live", "--output_dir", str(tmp_path / "c")])

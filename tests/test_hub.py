@@ -16,7 +16,7 @@ from modeling_versavit import (
     VersaViTForReferringSegmentation,
     VersaViTModel,
 )
-from versavit_trainer.hub import export_folder, push_to_hub
+from versavit_trainer.export.hub import export_folder, push_to_hub
 
 RESULTS = [
     {"task_type": "depth-estimation", "dataset_type": "nyu_depth_v2", "dataset_name": "NYUv2", "metric_type": "rmse",

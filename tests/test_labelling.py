@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import load_recipe, photo
 
-from versavit_trainer.data import check_schema, decode_depth
-from versavit_trainer.labelling import load_labelled
+from versavit_trainer.data.collators import check_schema, decode_depth
+from versavit_trainer.data.labelling import load_labelled
 
 
 def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_depth_checkpoint):
@@ -229,7 +229,7 @@ def test_grit_rows_become_box_annotations_that_label_masks_reads(tmp_path, photo
 
 
 def test_two_labelling_processes_write_disjoint_shards_equal_to_one_process(tmp_path, photos, tiny_depth_checkpoint):
-    """`torchrun --nproc_per_node 2 recipes/label_depth.py`: process r labels shards r, r + 2, ...; together they
+    """`torchrun --nproc_per_node 2 recipes/data/label_depth.py`: process r labels shards r, r + 2, ...; together they
     are the 1-process run's dataset, row for row, and a rerun resumes every shard."""
     import subprocess
     import sys
@@ -239,7 +239,7 @@ def test_two_labelling_processes_write_disjoint_shards_equal_to_one_process(tmp_
     args = ["--model", str(tiny_depth_checkpoint), "--images", str(photos), "--shard_size", "1", "--batch_size", "1"]
     single = load_recipe("label_depth").main([*args, "--output_dir", str(tmp_path / "one")])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(root / "recipes" / "label_depth.py"), *args, "--output_dir", str(tmp_path / "two")]
+               str(root / "recipes" / "data" / "label_depth.py"), *args, "--output_dir", str(tmp_path / "two")]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -258,7 +258,7 @@ def test_two_labelling_processes_write_disjoint_shards_equal_to_one_process(tmp_
 
 # ------------------------------------------------------------ describing masks (paper §4.2.3, strategies ii and iii)
 def test_region_views_show_the_mask_as_documented():
-    from versavit_trainer.labelling import clean_description, mask_box, region_view
+    from versavit_trainer.data.labelling import clean_description, mask_box, region_view
 
     image = PIL.Image.fromarray(photo("astronaut")).resize((200, 100))
     mask = np.zeros((100, 200), dtype=bool)
@@ -292,7 +292,7 @@ def mask_edge_free(mask: np.ndarray, width: int = 1) -> np.ndarray:
 def test_region_describer_generates_what_the_model_says_for_the_view(tiny_describer_checkpoint):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from versavit_trainer.labelling import RegionDescriber, clean_description, region_view
+    from versavit_trainer.data.labelling import RegionDescriber, clean_description, region_view
 
     image = PIL.Image.fromarray(photo("astronaut")).resize((96, 96))
     masks = [np.zeros((96, 96), bool) for _ in range(3)]
@@ -330,8 +330,8 @@ def sa1b_folder(root, masks_per_image: dict) -> None:
 
 
 def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_describer_checkpoint):
-    from versavit_trainer import readers
-    from versavit_trainer.labelling import RegionDescriber
+    from versavit_trainer.data import readers
+    from versavit_trainer.data.labelling import RegionDescriber
 
     picture = np.asarray(PIL.Image.fromarray(photo("astronaut")).resize((96, 80)))
     big, small, other = (np.zeros((80, 96), bool) for _ in range(3))
@@ -386,7 +386,7 @@ def test_label_masks_describes_the_objects_without_text(tmp_path, photos, tiny_s
                                             "--describer", str(tiny_describer_checkpoint)])
     assert "objects skipped: empty text" not in auto
     (row,) = load_labelled(tmp_path / "auto")
-    from versavit_trainer.labelling import RegionDescriber
+    from versavit_trainer.data.labelling import RegionDescriber
 
     (text,) = RegionDescriber(tiny_describer_checkpoint, max_new_tokens=4)(row["image"].convert("RGB"),
                                                                            [np.asarray(row["masks"][-1]) > 0])
@@ -401,7 +401,7 @@ def test_label_masks_describes_the_objects_without_text(tmp_path, photos, tiny_s
 def test_empty_and_repeated_descriptions_are_dropped_and_counted():
     from collections import Counter
 
-    from versavit_trainer.labelling import describe_regions
+    from versavit_trainer.data.labelling import describe_regions
 
     counts = Counter()
     texts = describe_regions(lambda image, masks: ["a dog", "", "a tree", "a dog"], None, [None] * 4, counts)

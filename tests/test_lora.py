@@ -8,7 +8,7 @@ from test_trainer import training_args
 
 from modeling_versavit import VersaViTModel
 from versavit_trainer import MultiTaskTrainer
-from versavit_trainer.lora import LoraArguments, apply_lora, merge_lora
+from versavit_trainer.core.lora import LoraArguments, apply_lora, merge_lora
 
 BOTH = LoraArguments(backbone_lora=True, language_model_lora=True, backbone_lora_rank=4, language_model_lora_rank=4)
 

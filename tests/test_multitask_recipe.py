@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
-from versavit_trainer.config import ConfigError
+from versavit_trainer.core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "multitask.py"
@@ -235,7 +235,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(tmp_path, tiny_llm):
 
 
 def test_help_documents_every_option():
-    from versavit_trainer.build import DataArguments, ModelArguments, RunArguments
+    from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
 
     for recipe in ("multitask", "align"):
         result = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--help"], capture_output=True,
@@ -249,7 +249,8 @@ def test_help_documents_every_option():
 
 
 def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
-    from versavit_trainer.build import ModelArguments, build_model
+    from versavit_trainer.core.options import ModelArguments
+    from versavit_trainer.core.models import build_model
 
     from modeling_versavit import VersaViTForCaptioning
 
@@ -271,7 +272,8 @@ def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
 
 
 def test_a_dense_checkpoint_keeps_its_heads_when_training_continues(dense_checkpoint, tiny_llm):
-    from versavit_trainer.build import ModelArguments, build_model
+    from versavit_trainer.core.options import ModelArguments
+    from versavit_trainer.core.models import build_model
 
     model, _ = build_model(ModelArguments(model_name_or_path=str(dense_checkpoint), language_model=str(tiny_llm)),
                            ["captioning", "depth", "segmentation"], text_embed_dim=384)
@@ -321,9 +323,9 @@ def test_a_bare_accelerate_launch_runs_the_embedded_default(tmp_path, tiny_llm):
 
 
 def test_a_run_that_does_not_fit_the_machine_is_refused_before_anything_is_written(tmp_path, tiny_llm, monkeypatch):
-    import versavit_trainer.plan
+    import versavit_trainer.core.plan
 
-    monkeypatch.setattr(versavit_trainer.plan, "available_memory", lambda device: (0.001, "available RAM"))
+    monkeypatch.setattr(versavit_trainer.core.plan, "available_memory", lambda device: (0.001, "available RAM"))
     config = tiny_run_config(tmp_path, tiny_llm, alignment_max_steps=1, max_steps=1, save_strategy="no",
                              report_to="none", panel_samples=0, num_eval_scenes=0)
     recipe = load_recipe("multitask")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTModel
-from versavit_trainer.probes import (
+from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
     ProbeSettings,
     chance_depth,
@@ -21,7 +21,7 @@ from versavit_trainer.probes import (
     train_segmentation_probe,
     windows,
 )
-from versavit_trainer.readers import DepthSource, SegmentationSource, scene_depth, scene_segmentation
+from versavit_trainer.data.readers import DepthSource, SegmentationSource, scene_depth, scene_segmentation
 
 SETTINGS = ProbeSettings(size=112, steps=200, batch_size=8, learning_rate=1e-2)
 
@@ -152,7 +152,7 @@ def test_probe_recipes_write_results_the_model_card_takes(tmp_path, task):
     from conftest import load_recipe
     from huggingface_hub import ModelCard
 
-    from versavit_trainer.hub import export_folder
+    from versavit_trainer.export.hub import export_folder
 
     vision = '{"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}'
     summary = load_recipe(f"probe_{task}").main([
@@ -208,8 +208,8 @@ def test_probes_computing_features_every_step_train_the_cached_probes(backbone, 
 def test_the_paper_probe_config_holds_the_papers_and_dinov3s_settings():
     from pathlib import Path
 
-    from versavit_trainer.config import parse_config
-    from versavit_trainer.probes import ProbeArguments
+    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.evaluation.probes import ProbeArguments
 
     config = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "probe_paper.yaml"
     (args,) = parse_config((ProbeArguments,), ["--config", str(config), "--model", "m"])

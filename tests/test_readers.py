@@ -4,7 +4,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from versavit_trainer.readers import ade20k, cityscapes, kitti, nyuv2, pascal_voc, scene_depth, scene_segmentation
+from versavit_trainer.data.readers import ade20k, cityscapes, kitti, nyuv2, pascal_voc, scene_depth, scene_segmentation
 
 
 def write_image(path, size=(12, 8), mode="RGB", values=None):

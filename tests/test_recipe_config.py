@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.build import DataArguments, ModelArguments, RunArguments
-from versavit_trainer.config import ConfigError, parse_config, resolved_config
-from versavit_trainer.lora import LoraArguments
+from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
+from versavit_trainer.core.config import ConfigError, parse_config, resolved_config
+from versavit_trainer.core.lora import LoraArguments
 
 TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
@@ -87,7 +87,7 @@ def test_the_paper_config_holds_the_paper_settings():
 
 
 def test_without_config_the_recipes_default_is_used_and_said_first(tmp_path, capsys):
-    from versavit_trainer.config import DefaultConfig
+    from versavit_trainer.core.config import DefaultConfig
 
     default = DefaultConfig(Path(write(tmp_path, {"max_steps": 7, "vision_config": {"model_type": "qwen2_vl_vision"}})),
                             "a small run", "the big one is --config big.yaml")
@@ -133,7 +133,7 @@ def test_required_options_can_come_from_the_file(tmp_path):
     """compare.py's --encoders is required: the file may give it, and other keys are still checked one by one."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("compare", CONFIGS.parent / "compare.py")
+    spec = importlib.util.spec_from_file_location("compare", CONFIGS.parent / "evaluation" / "compare.py")
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
     types = (compare.CompareArguments, compare.ProbeSettings)
@@ -170,7 +170,7 @@ def test_a_config_file_builds_on_its_base(tmp_path, capsys):
 
 @pytest.mark.parametrize("base", ["default", "versavit_qwen2vl_7b"])
 def test_the_dynamic_resolution_variants_change_only_the_resolutions(base):
-    from versavit_trainer.build import largest_pixels
+    from versavit_trainer.data.sources import largest_pixels
 
     on_cpu = ["--use_cpu", "true"]
     fixed = resolved_config(*parse_config(TYPES, ["--config", str(CONFIGS / f"{base}.yaml"), *on_cpu]))

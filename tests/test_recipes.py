@@ -7,7 +7,7 @@ import sys
 import PIL.Image
 import pytest
 import torch
-from conftest import RECIPES, load_recipe, photo, tiny_config
+from conftest import RECIPES, load_recipe, photo, recipe_path, tiny_config
 from safetensors.torch import load_file
 
 from modeling_versavit import VersaViTModel
@@ -46,14 +46,14 @@ def test_extract_features_from_a_saved_model_and_image_files(tmp_path):
 
 def test_recipe_help_documents_every_option():
     result = subprocess.run(
-        [sys.executable, str(RECIPES / "extract_features.py"), "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(recipe_path("extract_features")), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     for option in ("--model", "--mllm", "--images", "--layers", "--max_pixels", "--output_dir"):
         assert option in result.stdout
 
 
-@pytest.mark.parametrize("name", sorted(path.stem for path in RECIPES.glob("*.py")))
+@pytest.mark.parametrize("name", sorted(path.stem for path in [*RECIPES.glob("*.py"), *RECIPES.glob("*/*.py")]))
 def test_every_recipe_documents_its_options(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_recipe(name).main(["--help"])

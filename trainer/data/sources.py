@@ -1,0 +1,228 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Where a run's datasets come from (dataset folders or generated scenes, per objective and stage), the task streams
+of a run, and the training collators and held-out batches of the paper's dense tasks."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset, load_from_disk
+
+from ..core.options import DataArguments
+from ..core.trainer import TaskSpec
+from .collators import DepthCollator, SegmentationCollator, check_schema, parse_resolutions
+
+
+# Where held-out scenes start: far from any training seed a config would use.
+EVAL_SCENE_SEED_OFFSET = 1_000_000
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def dataset_folder(path: str, task: str) -> Dataset:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{task} data: {folder} does not exist (or is not a folder).")
+    if any(folder.glob("shard-*/DONE")):
+        from .labelling import load_labelled
+
+        dataset = load_labelled(folder)
+    elif (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
+        try:
+            dataset = load_from_disk(str(folder))
+        except (IndexError, ValueError, OSError) as err:  # datasets fails this way on empty or damaged folders
+            raise ValueError(f"{task} data: {folder} is not a readable saved dataset, or holds no rows "
+                             f"({type(err).__name__}: {err}).") from err
+    else:
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output (shard-*/DONE) nor a saved "
+                                f"dataset (dataset_info.json); it holds {found or 'nothing'}.")
+    if len(dataset) == 0:
+        raise ValueError(f"{task} data: {folder} holds no rows.")
+    return check_schema(dataset, task)
+
+
+@dataclass
+class RunData:
+    train: dict[str, Dataset]
+    eval: dict[str, Dataset]
+    text_embed_dim: int | None
+    depth_label_space: str | None = None  # "depth" / "disparity" when the run has depth data
+
+
+def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
+    """The label space of the run's depth data: `data_args.depth_label_space`, else the dataset's `depth_space`
+    column (one value for every row), else "depth" for the generated scenes (`dataset` None); a folder that does not
+    say is an error, since Depth Anything pseudo-labels are disparity and a guess would silently flip the meaning."""
+    from .collators import DEPTH_SPACE_COLUMN
+
+    recorded = "depth" if dataset is None else None  # the generated scenes hold depth
+    if dataset is not None and DEPTH_SPACE_COLUMN in dataset.column_names:
+        values = set(dataset.unique(DEPTH_SPACE_COLUMN))
+        if len(values) != 1 or not values <= {"depth", "disparity"}:
+            raise ValueError(f"depth data: the {DEPTH_SPACE_COLUMN} column holds {sorted(values)}; expected one of "
+                             "'depth' or 'disparity' for every row.")
+        recorded = values.pop()
+    if data_args.depth_label_space is not None:
+        if recorded is not None and recorded != data_args.depth_label_space:
+            where = data_args.depth_data or "the generated scenes"
+            raise ValueError(f"depth_label_space: {data_args.depth_label_space!r}, but the depth data ({where}) are "
+                             f"{recorded!r}.")
+        return data_args.depth_label_space
+    if recorded is not None:
+        return recorded
+    raise ValueError(f"depth data: {data_args.depth_data} does not record its label space (no {DEPTH_SPACE_COLUMN} "
+                     "column); pass --depth_label_space disparity (Depth Anything pseudo-labels) or depth.")
+
+
+class DataSources:
+    """The datasets of a run's objectives, by source, each folder read and each set of scenes generated once.
+
+    A source is a dataset folder, a mapping `{num_scenes, scene_seed}` of generated scenes, or None: the
+    objective's `<name>_data` option, else the run's scenes (`num_scenes` from `scene_seed`). `objectives`: the
+    names the run uses (the text encoder is loaded only when one of them needs its scenes' expressions embedded)."""
+
+    def __init__(self, data_args: DataArguments, objectives: list[str]):
+        from ..objectives import get_objective
+
+        self.data_args = data_args
+        self.objectives = [get_objective(name, "tasks") for name in objectives]
+        self._scenes: dict[tuple[int, int], dict[str, Dataset]] = {}
+        self._folders: dict[tuple[str, str], Dataset] = {}
+        self.embedder = None
+
+    def _embed(self):
+        if self.embedder is None and any(o.needs_text_embeddings for o in self.objectives):
+            from .assets import minilm_path
+            from .text_embedding import SentenceEmbedder
+
+            self.embedder = SentenceEmbedder(self.data_args.text_encoder or minilm_path())
+        return self.embedder
+
+    def scenes(self, num_scenes: int, seed: int) -> dict[str, Dataset]:
+        from .collators import scene_datasets
+
+        if num_scenes < 1:
+            raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
+        if (num_scenes, seed) not in self._scenes:
+            self._scenes[num_scenes, seed] = scene_datasets(num_scenes, self._embed(), seed=seed)
+        return self._scenes[num_scenes, seed]
+
+    def train(self, name: str, source: str | dict | None = None) -> Dataset:
+        """Objective `name`'s training data from `source`."""
+        from ..objectives import get_objective
+
+        objective = get_objective(name, "tasks")
+        if source is None:
+            source = objective.data_folder(self.data_args)
+        if isinstance(source, str):
+            if (name, source) not in self._folders:
+                self._folders[name, source] = objective.load_folder(source)
+            return self._folders[name, source]
+        source = source or {}
+        return objective.from_scenes(self.scenes(source.get("num_scenes", self.data_args.num_scenes),
+                                                 source.get("scene_seed", self.data_args.scene_seed)))
+
+    def held_out(self, name: str) -> Dataset | None:
+        """Objective `name`'s held-out data (its `<name>_eval_data` folder, else `num_eval_scenes` scenes far from
+        the training seeds), or None when it has no held-out evaluation or none is asked for."""
+        from ..objectives import get_objective
+
+        objective = get_objective(name, "tasks")
+        if not objective.has_held_out:
+            return None
+        folder = objective.held_out_folder(self.data_args)
+        if folder:
+            return objective.load_folder(folder)
+        if not self.data_args.num_eval_scenes:
+            return None
+        seed = self.data_args.scene_seed + EVAL_SCENE_SEED_OFFSET
+        return objective.from_scenes(self.scenes(self.data_args.num_eval_scenes, seed))
+
+    def text_embed_dim(self, datasets: list[Dataset]) -> int | None:
+        """The width of the text embeddings: the text encoder's, else that of the first sample of `datasets` (the
+        segmentation data read from folders)."""
+        if self.embedder is not None:
+            return self.embedder.dim
+        return len(datasets[0][0]["text_embeds"][0]) if datasets else None
+
+    def depth_label_space(self, sources: list[str | dict | None]) -> str:
+        """The one label space of the run's depth data from `sources` (see `depth_label_space`)."""
+        spaces = set()
+        for source in sources:
+            folder = source if source is not None else self.data_args.depth_data
+            spaces.add(depth_label_space(self.data_args, self.train("depth", source) if isinstance(folder, str)
+                                         else None))
+        if len(spaces) > 1:
+            raise ValueError(f"depth data: the stages' depth data mix label spaces {sorted(spaces)}; a depth head "
+                             "learns one.")
+        return spaces.pop()
+
+
+def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
+    """The training datasets of `data_args.tasks` and their held-out data (folders or scenes)."""
+    sources = DataSources(data_args, data_args.tasks)
+    train = {task: sources.train(task) for task in data_args.tasks}
+    held_out = {}
+    if with_eval:
+        held_out = {task: data for task in data_args.tasks if (data := sources.held_out(task)) is not None}
+    dim = sources.text_embed_dim([train["segmentation"]]) if "segmentation" in train else None
+    space = sources.depth_label_space([None]) if "depth" in train else None
+    return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space)
+
+
+def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,
+               text_embed_dim: int | None = None) -> list[TaskSpec]:
+    """The task streams of `train` (objective name -> dataset), in `data_args.tasks` order, with each objective's
+    collator, batch size and λ from `data_args` (`text_embed_dim`: the width every segmentation sample's text
+    embeddings must have, the head's)."""
+    from ..objectives import ObjectiveContext, get_objective
+
+    context = ObjectiveContext(data_args, tokenizer, seed, text_embed_dim)
+    specs = []
+    for name in data_args.tasks:
+        objective = get_objective(name, "tasks")
+        specs.append(TaskSpec(name, train[name], objective.collator(context), objective.batch_size(data_args),
+                              objective.weight(data_args)))
+    return specs
+
+
+def largest_pixels(data_args: DataArguments, task: str) -> int:
+    """Pixels of the largest input a dense task's batches get: its fixed size squared, or the largest of its set."""
+    resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
+    return max(h * w for h, w in resolutions) if resolutions else getattr(data_args, f"{task}_size") ** 2
+
+
+def dense_collator(data_args: DataArguments, task: str, seed: int | None, **options):
+    """The training collator of a dense task ("depth" or "segmentation") with the run's size, resolution set and
+    `max_expressions`; `options` go to the collator (`online_text`, `text_embed_dim`, ...). The trainer sets its
+    `positions_per_batch` (the global batch) when it builds the schedule."""
+    if task == "depth":
+        return DepthCollator(size=data_args.depth_size, seed=seed, resolutions=data_args.depth_resolutions, **options)
+    return SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions, seed=seed,
+                                resolutions=data_args.segmentation_resolutions, **options)
+
+
+def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False):
+    """Deterministic held-out batches at the fixed `depth_size` / `segmentation_size` (no flip, no dynamic resolution,
+    every expression, the masks at their images' own size for scoring; `online_text`: expressions instead of
+    embeddings)."""
+    if task == "depth":
+        collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
+    else:
+        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
+                                        online_text=online_text, keep_original_masks=True)
+    for start in range(0, len(dataset), batch_size):
+        yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+
+__all__ = [
+    "DataSources",
+    "EVAL_SCENE_SEED_OFFSET",
+    "RunData",
+    "dataset_folder",
+    "dense_collator",
+    "depth_label_space",
+    "eval_batches",
+    "largest_pixels",
+    "load_data",
+    "task_specs",
+]

@@ -1,0 +1,90 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Offline text embeddings of referring expressions (paper §4.2.3), from a sentence-embedding model folder.
+
+The pooling and normalisation follow the model's own sentence-transformers description (`modules.json`,
+`1_Pooling/config.json`) when the folder has one: mean pooling + L2 normalisation for all-MiniLM-L6-v2, last-token
+pooling + normalisation for Qwen3-Embedding. Only transformers is needed to run it.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+POOLING_MODES = ("mean", "cls", "lasttoken")
+
+
+def _read_pooling(folder: Path) -> tuple[str, bool]:
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return "mean", True
+    modules = json.loads(modules_file.read_text())
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    mode = "mean"
+    if pooling is not None and (folder / pooling["path"] / "config.json").is_file():
+        config = json.loads((folder / pooling["path"] / "config.json").read_text())
+        for name in POOLING_MODES:
+            key = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+                   "lasttoken": "pooling_mode_lasttoken"}[name]
+            if config.get(key):
+                mode = name
+    return mode, normalize
+
+
+class SentenceEmbedder:
+    """Embeds sentences with a transformers encoder, pooled and normalised as the model prescribes.
+
+    Args:
+        folder: a local model folder (e.g. `versavit_trainer.data.assets.minilm_path()`).
+        pooling: `"mean"`, `"cls"` or `"lasttoken"`; by default read from the folder (mean if it says nothing).
+        normalize: L2-normalise the embeddings; by default read from the folder (True if it says nothing).
+        max_length: longest tokenised input.
+    """
+
+    def __init__(self, folder, pooling: str | None = None, normalize: bool | None = None, max_length: int = 128,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        folder = Path(folder)
+        self.folder = folder
+        default_pooling, default_normalize = _read_pooling(folder)
+        self.pooling = pooling or default_pooling
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling: expected one of {POOLING_MODES}, got {self.pooling!r}.")
+        self.normalize = default_normalize if normalize is None else normalize
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        self.max_length = max_length
+        self.dim = self.model.config.hidden_size
+
+    @torch.inference_mode()
+    def __call__(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+        """`(len(sentences), dim)` float32 embeddings. Empty strings are an error (they embed to noise)."""
+        chunks = [self.embed(sentences[start : start + batch_size]) for start in range(0, len(sentences), batch_size)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
+    def embed(self, sentences: list[str]) -> torch.Tensor:
+        """Embeddings of one batch, with autograd (the online text encoder of referring segmentation trains
+        through it)."""
+        for index, sentence in enumerate(sentences):
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError(f"sentences[{index}]: expected a non-empty string, got {sentence!r}.")
+        batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.model.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "mean":
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        elif self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:  # last non-padding token, whichever side the tokenizer pads
+            last = batch["attention_mask"].sum(1) - 1
+            if self.tokenizer.padding_side == "left":
+                last = torch.full_like(last, hidden.shape[1] - 1)
+            pooled = hidden[torch.arange(hidden.shape[0]), last]
+        pooled = pooled.float()
+        return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+__all__ = ["SentenceEmbedder"]

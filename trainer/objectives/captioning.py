@@ -1,0 +1,56 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The captioning / VQA objective (paper §4.2.1)."""
+
+from modeling_versavit import VersaViTForCaptioning
+
+from . import Objective, register_objective
+
+
+@register_objective
+class CaptioningObjective(Objective):
+    """Captioning / VQA through the LLM (paper §4.2.1): next-token loss on the answers."""
+
+    name = "captioning"
+    parts = ("projector", "language_model")
+    model_task = "captioning"
+    task_class = VersaViTForCaptioning
+    checkpoint_prefixes = ("projector.", "language_model.")
+
+    def input_pixels(self, data_args):
+        return data_args.caption_max_pixels
+
+    def input_description(self, data_args):
+        return f" x <= {int(data_args.caption_max_pixels ** 0.5)}^2 px"
+
+    def layers_read(self, model):
+        return model.captioning_layers_read()
+
+    def collator(self, context):
+        from modeling_versavit import VersaViTCaptioningProcessor
+
+        from ..data.collators import CaptioningCollator, caption_image_processor
+
+        data_args = context.data_args
+        processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels),
+                                                context.tokenizer)
+        return CaptioningCollator(processor, max_turns=data_args.max_turns, seed=context.seed,
+                                  max_length=data_args.caption_max_length)
+
+    draws_predictions = True
+
+    def draw(self, axis, model, image, row, context):
+        from modeling_versavit import VersaViTCaptioningProcessor
+
+        from ..core.reporting import wrap_text
+        from ..data.collators import CAPTION_PROMPT, caption_image_processor
+
+        tokenizer = context.tokenizer
+        processor = VersaViTCaptioningProcessor(caption_image_processor(context.data_args.caption_max_pixels), tokenizer)
+        inputs = processor([image], prompts=[CAPTION_PROMPT])
+        tokens = model.generate(**inputs, max_new_tokens=context.caption_max_new_tokens, do_sample=False,
+                                no_repeat_ngram_size=3)
+        caption = tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
+        axis.text(0.0, 0.5, wrap_text(caption, 34), fontsize=8, va="center", wrap=True)
+        axis.set_title("generated caption", fontsize=9)
+        return {"caption": caption}
+
