@@ -261,6 +261,12 @@ class VersaViTConfig(PreTrainedConfig):
         return self.vision_config.spatial_merge_size
 
     @property
+    def input_size_multiple(self) -> int:
+        """What each side of a fixed-size input must be a multiple of: whole merge blocks (patch x merge, 28 for
+        Qwen2-VL's 14 x 2)."""
+        return self.patch_size * self.spatial_merge_size
+
+    @property
     def temporal_patch_size(self) -> int:
         return self.vision_config.temporal_patch_size
 

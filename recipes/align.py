@@ -27,6 +27,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from versavit_trainer.data.collators import image_processor_for
 from versavit_trainer.data.sources import DataSources
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.options import run_argument_types
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = build_model(model_args, data_args.tasks)
     main_process = training_args.process_index == 0
     trained = ObjectivesModel(model, [get_objective("captioning")])
-    context = ObjectiveContext(data_args, tokenizer, training_args.seed)
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed,
+                               image_processor=image_processor_for(model.config))
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from versavit_trainer.data.collators import image_processor_for
 from versavit_trainer.data.sources import DataSources
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = build_model(model_args, tasks, dim, space)
     apply_lora(model, lora_args)
     trained = ObjectivesModel(model, [get_objective(name) for name in names])
-    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim)
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim,
+                               image_processor=image_processor_for(model.config))
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 
@@ -169,10 +171,11 @@ def curriculum(data_args, run_args, training_args) -> list:
 
 
 def print_summary(summary: dict, output_dir: Path) -> None:
+    print()
     for name, stage in summary["stages"].items():
         speed = f"{stage['steps_per_second']:.2f} steps/s" if stage.get("steps_per_second") else (
             "finished earlier" if not stage["steps_this_run"] else "")
-        print(f"\nStage {name}: {stage['steps']} steps, {stage['steps_this_run']} in this run, "
+        print(f"Stage {name}: {stage['steps']} steps, {stage['steps_this_run']} in this run, "
               f"{stage['seconds']:.0f} s ({speed})")
     stage = summary["stages"][summary["last_stage"]]
     print("Final task losses: " + ", ".join(f"{k} {v:.4f}" for k, v in stage["final_losses"].items()))

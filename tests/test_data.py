@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset, Value
 
 from versavit_trainer.data.assets import minilm_path
+from modeling_versavit import VersaViTImageProcessor
 from versavit_trainer.data.collators import (
     CaptioningCollator,
     DepthCollator,
@@ -338,16 +339,21 @@ RESOLUTIONS = ["56x56", "56x112", "84x28"]
 
 
 def test_resolution_sets_are_parsed_and_bad_ones_named():
-    from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.core.options import DataArguments, check_input_sizes
     from versavit_trainer.data.collators import parse_resolutions
 
     assert parse_resolutions(["448x644", "532", 560, [28, 56]], "r") == [(448, 644), (532, 532), (560, 560), (28, 56)]
     assert parse_resolutions(None, "r") is None and parse_resolutions([], "r") is None
-    for bad in ("450x644", "448x", "0x28", "axb", "28x28x28"):
+    for bad in ("448x", "0x28", "axb", "28x28x28"):  # not a resolution at all: refused when the options are read
         with pytest.raises(ValueError, match=f"depth_resolutions: '{bad}' is not a resolution HEIGHTxWIDTH"):
             DataArguments(depth_resolutions=["532x532", bad])
+    # not in whole merge blocks of the tower (Qwen2-VL's 28 px): refused once the tower is known
+    with pytest.raises(ValueError, match="depth_resolutions: '450x644' is not a resolution HEIGHTxWIDTH .* of 28"):
+        check_input_sizes(DataArguments(depth_resolutions=["532x532", "450x644"]), 28)
     with pytest.raises(ValueError, match="segmentation_resolutions: '100x100'"):
-        DataArguments(segmentation_resolutions=["100x100"])
+        check_input_sizes(DataArguments(segmentation_resolutions=["100x100"]), 28)
+    with pytest.raises(ValueError, match="resolutions: '56x56' .* multiples of 32"):  # a patch-16 tower's collator
+        DepthCollator(VersaViTImageProcessor(patch_size=16), size=64, resolutions=["56x56"])
 
 
 def test_dynamic_resolution_resizes_each_batch_and_its_labels_together(scenes):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
+from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 from versavit_trainer.core.config import ConfigError, parse_config, resolved_config
 from versavit_trainer.core.lora import LoraArguments
 
@@ -48,8 +48,18 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
         parse_config(TYPES, ["--depth_size", "1.5"])
     with pytest.raises(ConfigError, match=r"key 'depth_size' takes one value"):
         parse_config(TYPES, ["--config", write(tmp_path, {"depth_size": [1, 2]})])
-    with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 28.*got 100"):
-        parse_config(TYPES, ["--depth_size", "100"])
+    with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 1.*got -28"):
+        parse_config(TYPES, ["--depth_size", "-28"])
+    # the multiple is the tower's patch x merge, checked once the tower is known (check_input_sizes, in plan_run)
+    data_args = parse_config(TYPES, ["--depth_size", "100"])[2]
+    with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 28 \(the tower's patch x merge\), "
+                                          r"got 100"):
+        check_input_sizes(data_args, 28)
+    data_args = parse_config(TYPES, ["--depth_size", "64", "--segmentation_size", "64", "--depth_resolutions", "64x96"])[2]
+    check_input_sizes(data_args, 32)  # a patch-16 tower
+    data_args.depth_resolutions = ["64x96", "64x84"]
+    with pytest.raises(ConfigError, match=r"depth_resolutions: '64x84' is not a resolution .* multiples of 32"):
+        check_input_sizes(data_args, 32)
     with pytest.raises(ConfigError, match=r"vision_config: expected a YAML / JSON mapping, got '\[depth, 2\]'"):
         parse_config(TYPES, ["--vision_config", "[depth, 2]"])
     with pytest.raises(ConfigError, match=r"vision_config\.model_type: expected one of"):  # YAML flow is a mapping

@@ -8,10 +8,10 @@
 
     python recipes/evaluation/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K --space disparity
 
-Each image is resized at its own aspect ratio, short side `size` and long side the nearest multiple of 28 (Depth
-Anything's protocol: KITTI's 352x1216 is fed at 532x1848, not squashed to a square), the predicted map upsampled
-back to the label's size; per image the prediction is aligned to the ground truth by least-squares scale and shift in
-the space the model was trained in (its config's `depth_label_space`; `--space` overrides: disparity is Depth
+Each image is resized at its own aspect ratio, short side `size` and long side the nearest multiple of the tower's
+patch x merge, 28 for Qwen2-VL (Depth Anything's protocol: KITTI's 352x1216 is fed at 532x1848, not squashed to a
+square), the predicted map upsampled back to the label's size; per image the prediction is aligned to the ground
+truth by least-squares scale and shift in the space the model was trained in (its config's `depth_label_space`; `--space` overrides: disparity is Depth
 Anything's protocol), then AbsRel and δ1 are taken over the valid pixels (the dataset's range and crop: Eigen for
 NYUv2, Garg for KITTI) and averaged over images.
 DA-2K (Table 9's third column) has no dense labels: its score is the pairwise accuracy, the share of annotated point
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from transformers import HfArgumentParser
 
-from modeling_versavit import VersaViTForDepthEstimation, VersaViTImageProcessor
+from modeling_versavit import VersaViTForDepthEstimation
 from versavit_trainer.data import readers
 from versavit_trainer.core.models import require_task_weights
-from versavit_trainer.data.collators import fixed_size_pixels
+from versavit_trainer.data.collators import fixed_size_pixels, image_processor_for
 from versavit_trainer.evaluation.metrics import pairwise_depth_order, relative_depth_metrics
 from versavit_trainer.evaluation.probes import HUB_DATASETS, keep_aspect_size, score_depth_source, write_results
 
@@ -42,8 +42,9 @@ class EvalDepthArguments:
     split: str | None = field(default=None, metadata={"help": "nyuv2 / kitti: the split file of evaluation pairs."})
     data_root: str | None = field(default=None, metadata={"help": "da2k: the folder with annotations.json."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (dataset scenes)."})
-    size: int = field(default=532, metadata={"help": "Short side of the input, a multiple of 28 (paper: 532); the long "
-                                                     "side keeps the image's aspect ratio."})
+    size: int = field(default=532, metadata={"help": "Short side of the input, a multiple of the tower's patch x merge "
+                                                     "(28 for Qwen2-VL; paper: 532); the long side keeps the image's "
+                                                     "aspect ratio."})
     space: str | None = field(
         default=None,
         metadata={"help": "Alignment space of the predictions: depth or disparity. Default: the space the model was "
@@ -72,8 +73,9 @@ def source(args: EvalDepthArguments) -> readers.DepthSource:
 
 def predict(model, processor, image: PIL.Image.Image, size: int, shape: tuple[int, int]) -> torch.Tensor:
     """The model's map for `image` fed at its own aspect ratio (short side `size`, long side the nearest multiple of
-    28), resized bilinearly to `shape` (height, width)."""
-    inputs = fixed_size_pixels([image], keep_aspect_size(image.height, image.width, size), processor)
+    the tower's patch x merge), resized bilinearly to `shape` (height, width)."""
+    shape_in = keep_aspect_size(image.height, image.width, size, model.config.input_size_multiple)
+    inputs = fixed_size_pixels([image], shape_in, processor)
     prediction = model(**inputs).predicted_depth[:, None]
     return F.interpolate(prediction, size=shape, mode="bilinear", align_corners=False)[0, 0]
 
@@ -83,7 +85,7 @@ def evaluate(args: EvalDepthArguments) -> dict:
     require_task_weights(args.model, "depth")
     model = VersaViTForDepthEstimation.from_pretrained(args.model, dtype=torch.float32).eval()
     args.space = args.space or model.config.depth_label_space
-    processor = VersaViTImageProcessor()
+    processor = image_processor_for(model.config)
     data = source(args)
     if isinstance(data, readers.PairSource):
         correct = total = 0

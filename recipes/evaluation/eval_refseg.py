@@ -27,7 +27,7 @@ from modeling_versavit import VersaViTForReferringSegmentation
 from versavit_trainer.core.options import DataArguments
 from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
 from versavit_trainer.core.models import require_task_weights
-from versavit_trainer.data.collators import scene_datasets
+from versavit_trainer.data.collators import image_processor_for, scene_datasets
 from versavit_trainer.data.labelling import load_labelled
 from versavit_trainer.evaluation.metrics import evaluate_segmentation
 from versavit_trainer.evaluation.probes import write_results
@@ -42,7 +42,8 @@ class EvalRefsegArguments:
         default=None, metadata={"help": "Sentence-embedding model folder for the expressions. Default: MiniLM."}
     )
     num_eval_scenes: int = field(default=16, metadata={"help": "Held-out generated scenes (without --data)."})
-    size: int = field(default=560, metadata={"help": "Input size, a multiple of 28 (paper: 560)."})
+    size: int = field(default=560, metadata={"help": "Input size, a multiple of the tower's patch x merge (28 for "
+                                                     "Qwen2-VL; paper: 560)."})
     output_dir: str = field(default="outputs/eval_refseg", metadata={"help": "Where results.json goes."})
 
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{model.config.text_embed_dim}-d.")
         rows, name = dataset(args, embedder)
         data_args = DataArguments(tasks=["segmentation"], segmentation_size=args.size)
-        result = evaluate_segmentation(model, eval_batches(data_args, "segmentation", rows))
+        batches = eval_batches(data_args, "segmentation", rows, image_processor=image_processor_for(model.config))
+        result = evaluate_segmentation(model, batches)
     except ValueError as err:
         sys.exit(f"eval_refseg.py: error: {err}")
     summary = {"model": args.model, "dataset": name, "size": args.size, **result}

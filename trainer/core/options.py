@@ -13,7 +13,7 @@ from transformers import PreTrainedConfig
 
 from modeling_versavit import TASKS, VersaViTConfig
 
-from ..data.collators import parse_resolutions
+from ..data.collators import check_size, parse_resolutions
 from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 
 
@@ -142,13 +142,16 @@ class DataArguments:
                           "depth_space column (label_depth.py writes disparity for Depth Anything), depth for the "
                           "generated scenes; a folder without that column needs this option."},
     )
-    depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of 28 (paper: 532)."})
-    segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size (paper: 560)."})
+    depth_size: int = field(default=532, metadata={"help": "Depth input size, a multiple of the tower's patch x merge "
+                                                           "(28 for Qwen2-VL; paper: 532)."})
+    segmentation_size: int = field(default=560, metadata={"help": "Segmentation input size, as depth_size (paper: "
+                                                                  "560)."})
     depth_resolutions: list[str] | None = field(
         default=None,
         metadata={"help": "Dynamic resolution for depth (paper §12, future work): training batches are resized to one "
-                          "HEIGHTxWIDTH of this set each (multiples of 28, e.g. 532x532 448x644), drawn from the seed "
-                          "and the batch's number; held-out metrics stay at depth_size. Default: off (the paper)."},
+                          "HEIGHTxWIDTH of this set each (multiples of patch x merge, e.g. 532x532 448x644), drawn "
+                          "from the seed and the batch's number; held-out metrics stay at depth_size. Default: off "
+                          "(the paper)."},
     )
     segmentation_resolutions: list[str] | None = field(
         default=None,
@@ -181,12 +184,10 @@ class DataArguments:
         for name in ("num_scenes", "num_eval_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}.")
-        for name in ("depth_size", "segmentation_size"):
-            value = getattr(self, name)
-            if value <= 0 or value % 28:
-                raise ValueError(f"{name}: must be a positive multiple of 28 (patch 14 x merge 2), got {value}.")
+        for name in ("depth_size", "segmentation_size"):  # the tower's multiple: check_input_sizes, once it is known
+            check_size(getattr(self, name), name, 1)
             option = name.replace("_size", "_resolutions")
-            parse_resolutions(getattr(self, option), option)
+            parse_resolutions(getattr(self, option), option, 1)
         if self.caption_max_pixels < 56 * 56:
             raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
         for task in TASKS:
@@ -275,6 +276,17 @@ class RunArguments:
                              f"{self.panel_samples}.")
 
 
+def check_input_sizes(data_args: DataArguments, multiple: int) -> None:
+    """`ConfigError` naming the option unless `depth_size`, `segmentation_size` and every side of their resolution
+    sets are multiples of `multiple`, the tower's patch x merge (`VersaViTConfig.input_size_multiple`)."""
+    try:
+        for task in ("depth", "segmentation"):
+            check_size(getattr(data_args, f"{task}_size"), f"{task}_size", multiple)
+            parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions", multiple)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def run_argument_types() -> tuple:
     """The option dataclasses of a training run (recipes/multitask.py and align.py), in parse order: model, LoRA,
     data, run, training."""
@@ -289,6 +301,7 @@ __all__ = [
     "HEAD_CONFIG_KEYS",
     "ModelArguments",
     "RunArguments",
+    "check_input_sizes",
     "check_nested_configs",
     "run_argument_types",
 ]

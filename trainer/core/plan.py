@@ -23,7 +23,7 @@ from .config import ConfigError
 from .curriculum import model_tasks, objectives_of
 from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, with_tasks
 from .objectives_model import ObjectivesModel
-from .options import DataArguments, ModelArguments, RunArguments
+from .options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 from .trainer import apply_stage, stage_learning_rates, training_parts
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     caller's records."""
 
     model = dry_run_model(model_args, data_args, model_tasks(stages))
+    check_input_sizes(data_args, model.config.input_size_multiple)
     with torch.device("meta"):
         wrapped = ObjectivesModel(model, [get_objective(name) for name in objectives_of(stages)])
     processes = training_args.world_size
@@ -227,16 +228,17 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     optim_shards = num_gpus if zero_stage >= 1 else 1
     width, depth = model.config.embed_dim, model.config.num_hidden_layers
     per_layer = 1 if gradient_checkpointing else 16
+    patch, merge = model.config.patch_size, model.config.spatial_merge_size
     activations = {}
     for task in tasks:
         objective = get_objective(task)
         pixels = objective.input_pixels(data_args)  # per sample; the largest a dynamic resolution set draws
         if pixels is None:
             continue
-        values = sizes[task] * pixels // 14**2 * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
+        values = sizes[task] * pixels // patch**2 * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
         if "language_model" in objective.parts and model.config.text_config is not None:
             text = model.config.text_config
-            tokens = sizes[task] * (data_args.caption_max_pixels // (14**2 * 4) + 256)
+            tokens = sizes[task] * (data_args.caption_max_pixels // (patch**2 * merge**2) + 256)
             values += tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
             values += tokens * text.vocab_size * 2  # logits and their gradient
         activations[task] = values * compute_bytes / gib

@@ -11,11 +11,11 @@ from pathlib import Path
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
-from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTImageProcessor, VersaViTModel
+from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
 
 from .models import CONFIG_BOOKKEEPING
 from .config import ConfigError
-from ..data.collators import caption_image_processor
+from ..data.collators import caption_image_processor, image_processor_for
 from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 from .reporting import GracefulStop
 
@@ -86,7 +86,7 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     """`final/`: the model with its tokenizer and processors (loads into every task class with `from_pretrained`);
     `backbone/`: the encoder alone, a `VersaViTModel` with its image processor (`AutoModel.from_pretrained`)."""
     final, backbone_dir = output_dir / "final", output_dir / "backbone"
-    image_processor = VersaViTImageProcessor()
+    image_processor = image_processor_for(model.config)  # the tower's patch and merge sizes
     model.save_pretrained(final)
     if tokenizer is not None:  # the captioning processor: tokenizer + the image processor capped at caption_max_pixels
         VersaViTCaptioningProcessor(caption_image_processor(caption_max_pixels), tokenizer).save_pretrained(final)

@@ -143,10 +143,32 @@ def resize_depth(depth: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     return torch.where(labelled, values / weights.clamp(min=1e-6), torch.full_like(values, float("nan")))
 
 
-def parse_resolutions(values, name: str) -> list[tuple[int, int]] | None:
+# The side multiple of the Qwen2-VL / Qwen2.5-VL towers (patch 14 x merge 2): the default of the collators and
+# helpers below when used alone. A run passes its tower's own (`VersaViTConfig.input_size_multiple`).
+QWEN2_VL_SIZE_MULTIPLE = 28
+
+
+def image_processor_for(config) -> VersaViTImageProcessor:
+    """The image processor of a tower (`VersaViTConfig`): its patch, merge and temporal patch sizes."""
+    return VersaViTImageProcessor(patch_size=config.patch_size, merge_size=config.spatial_merge_size,
+                                  temporal_patch_size=config.temporal_patch_size)
+
+
+def size_multiple(image_processor: VersaViTImageProcessor) -> int:
+    """The side multiple of a fixed-size input to `image_processor`'s tower: whole merge blocks (patch x merge)."""
+    return image_processor.patch_size * image_processor.merge_size
+
+
+def check_size(size: int, name: str, multiple: int) -> None:
+    """`ValueError` naming `name` unless `size` is a positive multiple of `multiple` (the tower's patch x merge)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % multiple:
+        raise ValueError(f"{name}: must be a positive multiple of {multiple} (the tower's patch x merge), got {size}.")
+
+
+def parse_resolutions(values, name: str, multiple: int = QWEN2_VL_SIZE_MULTIPLE) -> list[tuple[int, int]] | None:
     """`(height, width)` pairs of a resolution set given as `"HxW"` strings, `[H, W]` pairs or square sides; each side
-    a positive multiple of 28 (patch 14 x merge 2). None or empty is None (no dynamic resolution); anything else
-    is a `ValueError` naming `name` and the value."""
+    a positive multiple of `multiple` (the tower's patch x merge). None or empty is None (no dynamic resolution);
+    anything else is a `ValueError` naming `name` and the value."""
     if not values:
         return None
     pairs = []
@@ -161,9 +183,9 @@ def parse_resolutions(values, name: str) -> list[tuple[int, int]] | None:
                 pair = tuple(int(v) for v in value) if len(value) == 2 else None
         except (TypeError, ValueError):
             pair = None
-        if pair is None or any(side <= 0 or side % 28 for side in pair):
+        if pair is None or any(side <= 0 or side % multiple for side in pair):
             raise ValueError(f"{name}: {value!r} is not a resolution HEIGHTxWIDTH with both sides positive multiples "
-                             "of 28 (patch 14 x merge 2), e.g. 448x644.")
+                             f"of {multiple} (the tower's patch x merge), e.g. {16 * multiple}x{23 * multiple}.")
         pairs.append(pair)
     return pairs
 
@@ -231,17 +253,18 @@ class _FixedSizeCollator(_SeededCollator):
 
     def __init__(self, image_processor: VersaViTImageProcessor | None, size: int, flip_probability: float,
                  seed: int | None, resolutions=None, positions_per_batch: int = 1):
-        if size <= 0 or size % 28:
-            raise ValueError(f"size: must be a positive multiple of 28 (patch 14 x merge 2), got {size}.")
+        image_processor = image_processor or VersaViTImageProcessor()
+        multiple = size_multiple(image_processor)
+        check_size(size, "size", multiple)
         if not 0 <= flip_probability <= 1:
             raise ValueError(f"flip_probability: must be in [0, 1], got {flip_probability}.")
         if positions_per_batch < 1:
             raise ValueError(f"positions_per_batch: must be >= 1, got {positions_per_batch}.")
         super().__init__(seed)
-        self.image_processor = image_processor or VersaViTImageProcessor()
+        self.image_processor = image_processor
         self.size = size
         self.flip_probability = flip_probability
-        self.resolutions = parse_resolutions(resolutions, "resolutions")
+        self.resolutions = parse_resolutions(resolutions, "resolutions", multiple)
         self.positions_per_batch = positions_per_batch
 
     def batch_resolution(self) -> tuple[int, int]:
@@ -508,6 +531,10 @@ def scene_datasets(
 
 
 __all__ = [
+    "QWEN2_VL_SIZE_MULTIPLE",
+    "check_size",
+    "image_processor_for",
+    "size_multiple",
     "CAPTION_MAX_PIXELS",
     "caption_image_processor",
     "CAPTIONING_FEATURES",

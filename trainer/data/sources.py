@@ -201,15 +201,17 @@ def dense_collator(data_args: DataArguments, task: str, seed: int | None, **opti
                                 resolutions=data_args.segmentation_resolutions, **options)
 
 
-def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False):
+def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False,
+                 image_processor=None):
     """Deterministic held-out batches at the fixed `depth_size` / `segmentation_size` (no flip, no dynamic resolution,
     every expression, the masks at their images' own size for scoring; `online_text`: expressions instead of
-    embeddings)."""
+    embeddings; `image_processor`: the tower's, default Qwen2-VL's)."""
     if task == "depth":
-        collator = DepthCollator(size=data_args.depth_size, flip_probability=0.0)
+        collator = DepthCollator(image_processor, size=data_args.depth_size, flip_probability=0.0)
     else:
         collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
-                                        online_text=online_text, keep_original_masks=True)
+                                        online_text=online_text, keep_original_masks=True,
+                                        image_processor=image_processor)
     for start in range(0, len(dataset), batch_size):
         yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 

@@ -15,7 +15,12 @@ def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Datas
     was_training = model.training
     model.eval()
     results = {}
-    context = ObjectiveContext(data_args, online_text=online_text)
+    from ..core.objectives_model import unwrap_versavit
+
+    from ..data.collators import image_processor_for
+
+    context = ObjectiveContext(data_args, online_text=online_text,
+                               image_processor=image_processor_for(unwrap_versavit(model).config))
     for name, dataset in held_out.items():
         scores = get_objective(name, "held_out").evaluate(model, dataset, context)
         if scores is not None:

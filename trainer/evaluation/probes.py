@@ -36,13 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_versavit import VersaViTImageProcessor, VersaViTModel
+from modeling_versavit import VersaViTModel
 
 from ..core.models import backbone_from
-from ..data.collators import fixed_size_pixels
-from .metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 from ..data import readers
+from ..data.collators import QWEN2_VL_SIZE_MULTIPLE, fixed_size_pixels, image_processor_for
 from ..data.readers import DepthSource, SegmentationSource
+from .metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 
 
 class LinearSegmentationHead(nn.Module):
@@ -108,7 +108,7 @@ class ProbeSettings:
             raise ValueError(f"resize: expected one of {list(RESIZE_RULES)}, got {self.resize!r}.")
 
 
-def native_size(height: int, width: int, multiple: int = 28) -> tuple[int, int]:
+def native_size(height: int, width: int, multiple: int = QWEN2_VL_SIZE_MULTIPLE) -> tuple[int, int]:
     """An image's own resolution with each side rounded to the nearest multiple of `multiple` (at least one)."""
     return max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple)
 
@@ -117,12 +117,13 @@ class FrozenFeatures:
     """Last-layer feature maps of a frozen backbone, at a fixed square input size unless a size is given."""
 
     def __init__(self, backbone, size: int):
-        if size <= 0 or size % 28:
-            raise ValueError(f"size: must be a positive multiple of 28, got {size}.")
+        self.multiple = backbone.config.input_size_multiple  # the tower's patch x merge
+        if size <= 0 or size % self.multiple:
+            raise ValueError(f"size: must be a positive multiple of {self.multiple}, got {size}.")
         self.backbone = backbone.eval()
         self.backbone.requires_grad_(False)
         self.size = size
-        self.processor = VersaViTImageProcessor()
+        self.processor = image_processor_for(backbone.config)
 
     @torch.no_grad()
     def __call__(self, images: list[PIL.Image.Image], size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -181,27 +182,28 @@ def _resize_labels(labels: np.ndarray, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.array(resized)).long()
 
 
-def windows(height: int, width: int, size: int) -> list[tuple[int, int]]:
+def windows(height: int, width: int, size: int, multiple: int = QWEN2_VL_SIZE_MULTIPLE) -> list[tuple[int, int]]:
     """`(top, left)` of the `size` x `size` windows covering a `height` x `width` image at a 2/3 stride (a multiple
-    of 28), the last row and column flush with the border."""
-    stride = max(28, (2 * size // 3) // 28 * 28)
+    of `multiple`, the tower's patch x merge), the last row and column flush with the border."""
+    stride = max(multiple, (2 * size // 3) // multiple * multiple)
     tops = sorted({*range(0, height - size + 1, stride), height - size})
     lefts = sorted({*range(0, width - size + 1, stride), width - size})
     return [(top, left) for top in tops for left in lefts]
 
 
-def segmentation_views(image: PIL.Image.Image, label: np.ndarray | None, size: int, resize: str):
+def segmentation_views(image: PIL.Image.Image, label: np.ndarray | None, size: int, resize: str,
+                       multiple: int = QWEN2_VL_SIZE_MULTIPLE):
     """The `(image, label)` views that a segmentation probe trains on under the resize rule `resize` (see the module
     docstring): one `size` x `size` squashed view, or the sliding windows of the short-side resized image. Labels are
     resized with nearest neighbours (None passes through as None)."""
     if resize == "square":
         height, width = size, size
     else:
-        height, width = keep_aspect_size(image.height, image.width, size)
+        height, width = keep_aspect_size(image.height, image.width, size, multiple)
     resized = image.convert("RGB").resize((width, height), PIL.Image.BICUBIC)
     resized_label = None if label is None else _resize_labels(label, height, width)
     views = []
-    for top, left in windows(height, width, size):
+    for top, left in windows(height, width, size, multiple):
         crop = resized.crop((left, top, left + size, top + size))
         views.append((crop, None if label is None else resized_label[top : top + size, left : left + size]))
     return views
@@ -218,11 +220,12 @@ def train_segmentation_probe(features: FrozenFeatures, source: SegmentationSourc
             keys.append((index, 0))
         else:
             width, height = source.load(index)[0].size
-            keys += [(index, k) for k in range(len(windows(*keep_aspect_size(height, width, size), size)))]
+            shape = keep_aspect_size(height, width, size, features.multiple)
+            keys += [(index, k) for k in range(len(windows(*shape, size, features.multiple)))]
 
     def make(key):
         image, label = source.load(key[0])
-        view, view_label = segmentation_views(image, label, size, settings.resize)[key[1]]
+        view, view_label = segmentation_views(image, label, size, settings.resize, features.multiple)[key[1]]
         if source.reduce_zero_label:
             view_label = torch.where(view_label == 0, source.ignore_index, view_label - 1)
         return features([view])[0], view_label
@@ -239,7 +242,8 @@ def train_segmentation_probe(features: FrozenFeatures, source: SegmentationSourc
     return head.eval(), _fit(head, loss, len(examples), settings)
 
 
-def keep_aspect_size(height: int, width: int, short_side: int, multiple: int = 28) -> tuple[int, int]:
+def keep_aspect_size(height: int, width: int, short_side: int,
+                     multiple: int = QWEN2_VL_SIZE_MULTIPLE) -> tuple[int, int]:
     """`(height, width)` of an image resized so its short side is `short_side` (a multiple of `multiple`) and its long
     side keeps the aspect ratio, rounded to the nearest multiple (Depth Anything's "lower bound" resize; KITTI's
     352x1216 at 532 becomes 532x1848). The backbone takes any grid of `multiple`-pixel blocks."""
@@ -258,10 +262,12 @@ def segment(features: FrozenFeatures, head: LinearSegmentationHead, image: PIL.I
     their logits averaged; the logits are upsampled bilinearly to the original size."""
     size = features.size
     resize = resize or getattr(head, "resize", "square")
-    height, width = (size, size) if resize == "square" else keep_aspect_size(image.height, image.width, size)
+    multiple = features.multiple
+    height, width = (size, size) if resize == "square" else keep_aspect_size(image.height, image.width, size, multiple)
     logits = torch.zeros(head.classifier.out_channels, height, width)
     counts = torch.zeros(1, height, width)
-    for (top, left), (view, _) in zip(windows(height, width, size), segmentation_views(image, None, size, resize)):
+    views = segmentation_views(image, None, size, resize, multiple)
+    for (top, left), (view, _) in zip(windows(height, width, size, multiple), views):
         output = F.interpolate(head(features([view])), size=(size, size), mode="bilinear", align_corners=False)
         logits[:, top : top + size, left : left + size] += output[0]
         counts[:, top : top + size, left : left + size] += 1
@@ -308,7 +314,7 @@ def train_depth_probe(features: FrozenFeatures, source: DepthSource, settings: P
 
     def make(index):
         image, depth = source.load(index)
-        return features([image], native_size(image.height, image.width))[0], torch.from_numpy(depth)
+        return features([image], native_size(image.height, image.width, features.multiple))[0], torch.from_numpy(depth)
 
     examples = _Examples(make, list(range(len(source))), settings.cache_features)
     head = LinearDepthHead(features.channels, low, high)
@@ -332,7 +338,7 @@ def train_depth_probe(features: FrozenFeatures, source: DepthSource, settings: P
 @torch.no_grad()
 def predict_depth(features: FrozenFeatures, head: LinearDepthHead, image: PIL.Image.Image) -> torch.Tensor:
     """The probe's `(H, W)` depth of `image`, fed at its own resolution (`native_size`), at the image's size."""
-    prediction = head(features([image], native_size(image.height, image.width)))[:, None]
+    prediction = head(features([image], native_size(image.height, image.width, features.multiple)))[:, None]
     return F.interpolate(prediction, size=(image.height, image.width), mode="bilinear", align_corners=False)[0, 0]
 
 

@@ -11,19 +11,20 @@ from pathlib import Path
 
 import torch
 
-from modeling_versavit import VersaViTConfig, VersaViTForMultiTask, VersaViTImageProcessor
+from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
-from ..core.options import DataArguments
-from ..data.sources import dense_collator, load_data
-from ..evaluation.held_out import evaluate_held_out
-from ..core.models import require_task_weights
 from ..core.config import ConfigError
 from ..core.lora import LoraArguments, apply_lora, merge_lora
-from ..core.trainer import MultiTaskTrainingArguments, TaskSpec
-from ..objectives.online_text import TEXT_TARGETS, OnlineTextSegmentation
+from ..core.models import require_task_weights
+from ..core.options import DataArguments, check_input_sizes
 from ..core.reporting import GracefulStop
 from ..core.stages import run_stage, stage_arguments
+from ..core.trainer import MultiTaskTrainingArguments, TaskSpec
+from ..data.collators import image_processor_for
+from ..data.sources import dense_collator, load_data
 from ..data.text_embedding import SentenceEmbedder
+from ..evaluation.held_out import evaluate_held_out
+from ..objectives.online_text import TEXT_TARGETS, OnlineTextSegmentation
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,12 @@ class FinetuneArguments:
     num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (without --data)."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (without --eval_data)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
-    size: int = field(default=0, metadata={"help": "Input size, a multiple of 28 (0: the paper's, 532 depth / 560 seg)."})
+    size: int = field(default=0, metadata={"help": "Input size, a multiple of the tower's patch x merge (28 for "
+                                                   "Qwen2-VL; 0: the paper's, 532 depth / 560 seg)."})
     resolutions: list[str] | None = field(
         default=None,
         metadata={"help": "Dynamic resolution: training batches resized to one HEIGHTxWIDTH of this set each "
-                          "(multiples of 28); held-out metrics stay at size. Default: off (the paper)."},
+                          "(multiples of patch x merge); held-out metrics stay at size. Default: off (the paper)."},
     )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size (paper: 32)."})
     max_expressions: int = field(default=8, metadata={"help": "Segmentation: expressions per image per batch, at most."})
@@ -124,7 +126,9 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         embedder = SentenceEmbedder(text_args.text_encoder or minilm_path())
         model = OnlineTextSegmentation(model, embedder, text_args.text_lora_rank, text_args.text_lora_alpha,
                                        text_args.text_lora_dropout, text_args.text_lora_target_modules)
-    collator = dense_collator(data_args, task, training_args.seed, **({"online_text": online} if task != "depth" else {}))
+    check_input_sizes(data_args, config.input_size_multiple)
+    collator = dense_collator(data_args, task, training_args.seed, image_processor=image_processor_for(config),
+                              **({"online_text": online} if task != "depth" else {}))
     specs = [TaskSpec(task, data.train[task], collator, args.batch_size, weight=1.0)]
 
     before = None
@@ -153,7 +157,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     merge_lora(versavit)
     final = output_dir / "final"
     versavit.save_pretrained(final)
-    VersaViTImageProcessor().save_pretrained(final)
+    image_processor_for(model.config).save_pretrained(final)
     if online:  # the adapted text encoder, merged, with its tokenizer and sentence-embedding description
         text_dir = final / "text_encoder"
         model.merged_text_encoder().save_pretrained(text_dir)

@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ObjectiveContext:
     """What an objective's collator and evaluation may need from the run: its data options (`DataArguments`), the
-    captioning tokenizer, the seed of the collators' random decisions, the width of the text embeddings, and whether
-    the model embeds expressions itself (`online_text`: an `OnlineTextSegmentation`)."""
+    captioning tokenizer, the seed of the collators' random decisions, the width of the text embeddings, whether
+    the model embeds expressions itself (`online_text`: an `OnlineTextSegmentation`) and the tower's image processor
+    (its patch and merge sizes)."""
 
     data_args: Any
     tokenizer: Any = None
@@ -47,6 +48,7 @@ class ObjectiveContext:
     text_embed_dim: int | None = None
     online_text: bool = False
     caption_max_new_tokens: int = 40  # the captions drawn in predictions.png
+    image_processor: Any = None  # the tower's (`data.collators.image_processor_for`); None: Qwen2-VL's
 
 
 class Objective:

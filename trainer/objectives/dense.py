@@ -28,7 +28,8 @@ class _DenseObjective(Objective):
     def collator(self, context):
         from ..data.sources import dense_collator
 
-        return dense_collator(context.data_args, self.name, context.seed, **self._collator_options(context))
+        return dense_collator(context.data_args, self.name, context.seed, image_processor=context.image_processor,
+                              **self._collator_options(context))
 
     def _collator_options(self, context) -> dict:
         return {}
@@ -54,7 +55,7 @@ class DepthObjective(_DenseObjective):
 
         from ..data.collators import fixed_size_pixels
 
-        pixels = fixed_size_pixels([image], context.data_args.depth_size)
+        pixels = fixed_size_pixels([image], context.data_args.depth_size, context.image_processor)
         depth = model(task="depth", **pixels).predicted_depth[0]
         depth = torch.nn.functional.interpolate(depth[None, None], size=(image.height, image.width), mode="bilinear")[0, 0]
         # Relative depth has no scale, and unlabelled regions (sky) are unconstrained: colour by rank
@@ -69,7 +70,8 @@ class DepthObjective(_DenseObjective):
         from ..data.sources import eval_batches
         from ..evaluation.metrics import evaluate_depth
 
-        return evaluate_depth(model, eval_batches(context.data_args, "depth", dataset))
+        return evaluate_depth(model, eval_batches(context.data_args, "depth", dataset,
+                                                  image_processor=context.image_processor))
 
 
 @register_objective
@@ -97,7 +99,7 @@ class SegmentationObjective(_DenseObjective):
         from ..data.collators import SegmentationCollator
 
         collator = SegmentationCollator(size=context.data_args.segmentation_size, flip_probability=0.0,
-                                        max_expressions=1)
+                                        max_expressions=1, image_processor=context.image_processor)
         sample = {**row, "expressions": row["expressions"][:1], "masks": row["masks"][:1],
                   "text_embeds": row["text_embeds"][:1]}
         batch = collator([sample])
@@ -123,4 +125,5 @@ class SegmentationObjective(_DenseObjective):
         from ..evaluation.metrics import evaluate_segmentation
 
         return evaluate_segmentation(model, eval_batches(context.data_args, "segmentation", dataset,
-                                                         online_text=context.online_text))
+                                                         online_text=context.online_text,
+                                                         image_processor=context.image_processor))
