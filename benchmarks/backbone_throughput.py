@@ -18,9 +18,9 @@ each path's time relative to the peer; the target is under 1.03. Then the patch 
 import argparse
 
 import torch
+from common import measure, tower_config
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
-from common import measure, tower_config
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 

@@ -37,10 +37,10 @@ def default_run(extra_args: list[str] = ()):
     by the same functions as `recipes/multitask.py`. `extra_args` are recipe flags that override the file."""
     from transformers import set_seed
 
-    from versavit_trainer.core.models import build_model
-    from versavit_trainer.data.sources import load_data, task_specs
-    from versavit_trainer.core.options import run_argument_types
     from versavit_trainer.core.config import parse_config
+    from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import run_argument_types
+    from versavit_trainer.data.sources import load_data, task_specs
 
     model_args, _lora_args, data_args, run_args, training_args = parse_config(
         run_argument_types(), ["--config", str(DEFAULT_CONFIG), "--output_dir", "/tmp/versavit-bench", *extra_args]

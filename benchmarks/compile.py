@@ -12,8 +12,8 @@ import argparse
 import time
 
 import torch
-
 from common import dense_config, dense_inputs, dense_size_arguments, measure
+
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 
 

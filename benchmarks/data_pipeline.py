@@ -19,8 +19,8 @@ import tempfile
 import time
 
 import torch
-
 from common import batch_images, default_run, first_batch, measure
+
 from versavit_trainer import MultiTaskTrainer
 
 

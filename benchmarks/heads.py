@@ -19,9 +19,9 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from common import DPT_FACTORS, DPT_NECK, dense_config, dense_inputs, dense_size_arguments, measure
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-from common import DPT_FACTORS, DPT_NECK, dense_config, dense_inputs, dense_size_arguments, measure
 from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 from modeling_versavit.losses_versavit import depth_loss, depth_validity, gradient_matching_loss, ssi_loss
 

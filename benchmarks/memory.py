@@ -72,6 +72,7 @@ class SavedTensors:
 
 def run_case(case: str, recipe_flags: list[str]) -> dict:
     from common import default_run, first_batch
+
     from versavit_trainer import MultiTaskTrainer
 
     with tempfile.TemporaryDirectory() as out:

@@ -18,9 +18,9 @@ import tempfile
 import time
 
 import torch
+from common import tower_config  # noqa: E402
 from transformers import LlamaConfig
 
-from common import tower_config  # noqa: E402
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec  # noqa: E402
 from versavit_trainer.core.trainer import apply_stage, training_parts

@@ -15,8 +15,8 @@ the fixed size (dynamic resolution off), timed interleaved in the same run; the 
 import argparse
 
 import torch
-
 from common import dense_config, dense_size_arguments, measure
+
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 from versavit_trainer.data.collators import parse_resolutions
 

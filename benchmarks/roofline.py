@@ -17,8 +17,8 @@ import argparse
 import tempfile
 
 import torch
-
 from common import batch_images, count_flops, default_run, first_batch, gemm_peak, measure
+
 from versavit_trainer import MultiTaskTrainer
 
 

@@ -14,8 +14,8 @@ Then time per token against tokens per image, which grows only through each imag
 import argparse
 
 import torch
-
 from common import measure, tower_config
+
 from modeling_versavit import VersaViTConfig, VersaViTModel
 
 

@@ -27,10 +27,6 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.data.collators import image_processor_for
-from versavit_trainer.data.sources import DataSources
-from versavit_trainer.core.models import build_model
-from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.config import (
     ConfigError,
     DefaultConfig,
@@ -39,14 +35,17 @@ from versavit_trainer.core.config import (
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.core.curriculum import run_curriculum
-from versavit_trainer.objectives import ObjectiveContext, get_objective
+from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
+from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.plan import plan_run
 from versavit_trainer.core.reporting import GracefulStop
 from versavit_trainer.core.stages import run_as_script, save_model_folders
-
+from versavit_trainer.data.collators import image_processor_for
+from versavit_trainer.data.sources import DataSources
+from versavit_trainer.methods.versavit import versavit_stages
+from versavit_trainer.objectives import ObjectiveContext, get_objective
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = DefaultConfig(CONFIGS / "default.yaml", "the warm-up of `make demo`'s run, about a minute on a CPU")

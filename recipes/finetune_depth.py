@@ -17,9 +17,9 @@ from pathlib import Path
 
 from versavit_trainer import MultiTaskTrainingArguments
 from versavit_trainer.core.config import DefaultConfig, parse_config
-from versavit_trainer.methods.finetune import FinetuneArguments, finetune, print_summary
 from versavit_trainer.core.lora import LoraArguments
 from versavit_trainer.core.stages import run_as_script
+from versavit_trainer.methods.finetune import FinetuneArguments, finetune, print_summary
 
 DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "finetune_depth_default.yaml",
                                "depth fine-tuning of `make demo`'s model (run it first), about a minute on a CPU")

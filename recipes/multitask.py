@@ -39,12 +39,6 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.data.collators import image_processor_for
-from versavit_trainer.data.sources import DataSources
-from versavit_trainer.core.models import build_model
-from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report
-from versavit_trainer.evaluation.held_out import evaluate_held_out
-from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.config import (
     DefaultConfig,
     check_run_record,
@@ -52,14 +46,19 @@ from versavit_trainer.core.config import (
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.core.curriculum import import_objectives, model_tasks, objectives_of, parse_stages, run_curriculum
 from versavit_trainer.core.lora import apply_lora, merge_lora
-from versavit_trainer.objectives import ObjectiveContext, get_objective
+from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
-from versavit_trainer.core.plan import plan_run
+from versavit_trainer.core.options import run_argument_types
+from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report, plan_run
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.core.stages import run_as_script, save_model_folders
+from versavit_trainer.data.collators import image_processor_for
+from versavit_trainer.data.sources import DataSources
+from versavit_trainer.evaluation.held_out import evaluate_held_out
+from versavit_trainer.methods.versavit import versavit_stages
+from versavit_trainer.objectives import ObjectiveContext, get_objective
 
 logger = logging.getLogger("versavit.multitask")
 

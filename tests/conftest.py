@@ -194,7 +194,14 @@ def tiny_sam_checkpoint(tmp_path_factory):
 def tiny_describer_checkpoint(tmp_path_factory):
     """A random tiny LLaVA (CLIP tower + 1-layer Llama) with SmolLM2's real tokenizer and a chat template: a local
     image-text-to-text model folder as the describers load it (AutoProcessor + AutoModelForImageTextToText)."""
-    from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        AutoTokenizer,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from versavit_trainer.data.assets import smollm2_path

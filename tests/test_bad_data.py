@@ -22,6 +22,8 @@ import versavit_trainer.core.trainer as multitask_module
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, VersaViTModel
 from versavit_trainer import MultiTaskTrainer, TaskSpec
 from versavit_trainer.core.config import ConfigError
+from versavit_trainer.core.stages import last_complete_checkpoint
+from versavit_trainer.core.trainer import MultiTaskCollator, MultiTaskDataset
 from versavit_trainer.data.collators import (
     CaptioningCollator,
     DepthCollator,
@@ -30,8 +32,6 @@ from versavit_trainer.data.collators import (
     caption_image_processor,
     encode_depth,
 )
-from versavit_trainer.core.trainer import MultiTaskCollator, MultiTaskDataset
-from versavit_trainer.core.stages import last_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "multitask.py"
@@ -171,9 +171,9 @@ def test_float_images_follow_the_do_rescale_convention(caplog):
 
 def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
     from versavit_trainer import MultiTaskTrainingArguments
-    from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
     from versavit_trainer.core.config import parse_config
     from versavit_trainer.core.lora import LoraArguments
+    from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
 
     types = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 
@@ -200,8 +200,8 @@ def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
 
 
 def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
-    from versavit_trainer.core.options import DataArguments, ModelArguments
     from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import DataArguments, ModelArguments
     from versavit_trainer.data.sources import load_data
 
     with pytest.raises(FileNotFoundError, match=r"depth data: .*nowhere does not exist"):

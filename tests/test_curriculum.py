@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from test_multitask_recipe import launch
 
 from modeling_versavit import VersaViTModel
-from versavit_trainer.core.options import DataArguments
 from versavit_trainer.core.config import ConfigError
-from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.core.curriculum import parse_stages
+from versavit_trainer.core.options import DataArguments
 from versavit_trainer.core.trainer import MultiTaskTrainingArguments
+from versavit_trainer.methods.versavit import versavit_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "toy_objective.py"

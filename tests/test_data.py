@@ -6,8 +6,8 @@ import pytest
 import torch
 from datasets import Dataset, Value
 
-from versavit_trainer.data.assets import minilm_path
 from modeling_versavit import VersaViTImageProcessor
+from versavit_trainer.data.assets import minilm_path
 from versavit_trainer.data.collators import (
     CaptioningCollator,
     DepthCollator,
@@ -206,7 +206,12 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     from conftest import tiny_config
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForMultiTask, VersaViTImageProcessor, captioning_config
+    from modeling_versavit import (
+        VersaViTCaptioningProcessor,
+        VersaViTForMultiTask,
+        VersaViTImageProcessor,
+        captioning_config,
+    )
     from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
     from versavit_trainer.data.assets import smollm2_path
 
@@ -315,8 +320,8 @@ def test_the_depth_label_space_comes_from_the_data(tmp_path):
     from datasets import Dataset, Features, Value
 
     from versavit_trainer.core.options import DataArguments
-    from versavit_trainer.data.sources import depth_label_space
     from versavit_trainer.data.collators import DEPTH_FEATURES
+    from versavit_trainer.data.sources import depth_label_space
 
     rows = {"image": [PIL.Image.new("RGB", (4, 4))], "depth": [PIL.Image.new("I;16", (4, 4))], "depth_scale": [1.0]}
     legacy = Dataset.from_dict(rows, features=DEPTH_FEATURES)

@@ -54,11 +54,11 @@ def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
 def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
     from modeling_versavit import VersaViTForMultiTask
     from versavit_trainer.core.options import DataArguments
-    from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
-    from versavit_trainer.data.collators import scene_datasets
-    from versavit_trainer.evaluation.metrics import evaluate_segmentation
     from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.data.collators import scene_datasets
+    from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
     from versavit_trainer.data.text_embedding import SentenceEmbedder
+    from versavit_trainer.evaluation.metrics import evaluate_segmentation
 
     summary = load_recipe("eval_refseg").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
                                                "--output_dir", str(tmp_path)])
@@ -122,8 +122,8 @@ def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
 def test_eval_depth_aligns_in_the_space_the_model_was_trained_in(tmp_path, dense_checkpoint):
     import shutil
 
-    from versavit_trainer.core.options import ModelArguments
     from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import ModelArguments
 
     args = ["--size", "56", "--num_eval_scenes", "2", "--output_dir", str(tmp_path / "out")]
     assert load_recipe("eval_depth").main(["--model", str(dense_checkpoint), *args])["space"] == "depth"

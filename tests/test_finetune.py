@@ -45,8 +45,8 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
 
 def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense_checkpoint):
     from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
-    from versavit_trainer.data.assets import minilm_path
     from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.data.assets import minilm_path
     from versavit_trainer.data.sources import eval_batches, load_data
     from versavit_trainer.objectives.online_text import OnlineTextSegmentation
 

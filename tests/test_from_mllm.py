@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from modeling_versavit import VersaViTModel
 
+
 @pytest.mark.parametrize("naming", ["original", "v5"])
 @pytest.mark.parametrize("shard_size", ["100KB", "50MB"])
 def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size):

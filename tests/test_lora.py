@@ -2,8 +2,16 @@
 
 import pytest
 import torch
-from multitask_fixtures import collate_captioning, collate_depth, collate_segmentation, task_specs
-from multitask_fixtures import captioning_samples, depth_samples, segmentation_samples, tiny_multitask_model
+from multitask_fixtures import (
+    captioning_samples,
+    collate_captioning,
+    collate_depth,
+    collate_segmentation,
+    depth_samples,
+    segmentation_samples,
+    task_specs,
+    tiny_multitask_model,
+)
 from test_trainer import training_args
 
 from modeling_versavit import VersaViTModel

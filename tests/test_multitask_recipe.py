@@ -249,10 +249,9 @@ def test_help_documents_every_option():
 
 
 def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
-    from versavit_trainer.core.options import ModelArguments
-    from versavit_trainer.core.models import build_model
-
     from modeling_versavit import VersaViTForCaptioning
+    from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import ModelArguments
 
     config = tiny_run_config(tmp_path, tiny_llm, alignment_max_steps=3, save_strategy="no", report_to="none")
     summary = load_recipe("align").main(["--config", str(config)])
@@ -272,8 +271,8 @@ def test_align_recipe_then_multitask_from_the_aligned_model(tmp_path, tiny_llm):
 
 
 def test_a_dense_checkpoint_keeps_its_heads_when_training_continues(dense_checkpoint, tiny_llm):
-    from versavit_trainer.core.options import ModelArguments
     from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import ModelArguments
 
     model, _ = build_model(ModelArguments(model_name_or_path=str(dense_checkpoint), language_model=str(tiny_llm)),
                            ["captioning", "depth", "segmentation"], text_embed_dim=384)

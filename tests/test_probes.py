@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTModel
+from versavit_trainer.data.readers import DepthSource, SegmentationSource, scene_depth, scene_segmentation
 from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
     ProbeSettings,
@@ -21,7 +22,6 @@ from versavit_trainer.evaluation.probes import (
     train_segmentation_probe,
     windows,
 )
-from versavit_trainer.data.readers import DepthSource, SegmentationSource, scene_depth, scene_segmentation
 
 SETTINGS = ProbeSettings(size=112, steps=200, batch_size=8, learning_rate=1e-2)
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 from versavit_trainer.core.config import ConfigError, parse_config, resolved_config
 from versavit_trainer.core.lora import LoraArguments
+from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 
 TYPES = (ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments)
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from modeling_versavit import VersaViTModel
 
+
 def test_extract_features_default_run(tmp_path):
     summary = load_recipe("extract_features").main(
         ["--output_dir", str(tmp_path), "--depth", "2", "--embed_dim", "32", "--max_pixels", str(112 * 112)]

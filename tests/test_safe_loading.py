@@ -99,8 +99,8 @@ def test_versavit_folders_load_safetensors_only(tmp_path, model_class):
 
 
 def test_the_captioning_llm_is_read_without_unpickling_code(tmp_path, tiny_llm):
-    from versavit_trainer.core.options import ModelArguments
     from versavit_trainer.core.models import build_model
+    from versavit_trainer.core.options import ModelArguments
 
     folder, marker = tmp_path / "llm", tmp_path / "ran"
     shutil.copytree(tiny_llm, folder)

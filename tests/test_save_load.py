@@ -13,7 +13,6 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from modeling_versavit import VersaViTConfig, VersaViTImageProcessor, VersaViTModel
 
 
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A saved VersaViT folder (weights, remote code, image processor) plus reference inputs and outputs."""

@@ -22,6 +22,7 @@ import warnings
 
 from modeling_versavit import __version__
 
+from .core.schedule import MultiTaskBatchSampler
 from .core.trainer import (
     BACKBONE_PREFIXES,
     PART_MODULES,
@@ -44,7 +45,6 @@ from .data.collators import (
     scene_datasets,
 )
 from .data.scenes import Camera, Scene, SceneObject, generate_scene
-from .core.schedule import MultiTaskBatchSampler
 
 __all__ = [
     "BACKBONE_PREFIXES",

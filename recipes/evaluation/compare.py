@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from modeling_versavit import VersaViTModel
-from versavit_trainer.core.models import backbone_from
 from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.core.models import backbone_from
 from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
     ProbeArguments,

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from transformers import HfArgumentParser
 
 from modeling_versavit import VersaViTForDepthEstimation
-from versavit_trainer.data import readers
 from versavit_trainer.core.models import require_task_weights
+from versavit_trainer.data import readers
 from versavit_trainer.data.collators import fixed_size_pixels, image_processor_for
 from versavit_trainer.evaluation.metrics import pairwise_depth_order, relative_depth_metrics
 from versavit_trainer.evaluation.probes import HUB_DATASETS, keep_aspect_size, score_depth_source, write_results

@@ -24,14 +24,14 @@ from datasets import load_from_disk
 from transformers import HfArgumentParser
 
 from modeling_versavit import VersaViTForReferringSegmentation
-from versavit_trainer.core.options import DataArguments
-from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
 from versavit_trainer.core.models import require_task_weights
+from versavit_trainer.core.options import DataArguments
 from versavit_trainer.data.collators import image_processor_for, scene_datasets
 from versavit_trainer.data.labelling import load_labelled
+from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
+from versavit_trainer.data.text_embedding import SentenceEmbedder
 from versavit_trainer.evaluation.metrics import evaluate_segmentation
 from versavit_trainer.evaluation.probes import write_results
-from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 
 @dataclass

@@ -25,6 +25,7 @@ from modeling_versavit import VersaViTConfig, VersaViTImageProcessor
 from versavit_trainer.core.models import TASK_WEIGHTS, require_task_weights
 from versavit_trainer.export.hub import TASK_CLASSES, export_folder, push_to_hub
 
+
 @dataclass
 class PushArguments:
     model: str = field(metadata={"help": "A VersaViT folder: a run's final/ (multi-task) or backbone/, or any task model."})

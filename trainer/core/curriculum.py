@@ -40,8 +40,8 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from .config import ConfigError, check_mapping_keys
 from ..objectives import get_objective
+from .config import ConfigError, check_mapping_keys
 
 logger = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def check_nested_configs(vision_config: dict | None, head_config: dict | None) -
     misspelt nested key is not silently ignored. With a fresh tower, the head settings are checked against it too."""
     from transformers import CONFIG_MAPPING
 
-    from modeling_versavit.configuration_versavit import SUPPORTED_VISION_MODEL_TYPES, _LEGACY_VISION_MODEL_TYPES
+    from modeling_versavit.configuration_versavit import _LEGACY_VISION_MODEL_TYPES, SUPPORTED_VISION_MODEL_TYPES
 
     paths = {}
     if vision_config is not None:

@@ -13,11 +13,11 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
 
-from .models import CONFIG_BOOKKEEPING
-from .config import ConfigError
 from ..data.collators import caption_image_processor, image_processor_for
-from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments
+from .config import ConfigError
+from .models import CONFIG_BOOKKEEPING
 from .reporting import GracefulStop
+from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 
 logger = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them

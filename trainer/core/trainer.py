@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
 
+from ..objectives import get_objective
 from .lora import freeze_lora_bases
 from .objectives_model import ObjectivesModel, unwrap_versavit
-from ..objectives import get_objective
 from .schedule import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)

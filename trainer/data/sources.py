@@ -11,7 +11,6 @@ from ..core.options import DataArguments
 from ..core.trainer import TaskSpec
 from .collators import DepthCollator, SegmentationCollator, check_schema, parse_resolutions
 
-
 # Where held-out scenes start: far from any training seed a config would use.
 EVAL_SCENE_SEED_OFFSET = 1_000_000
 

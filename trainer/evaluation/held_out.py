@@ -16,7 +16,6 @@ def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Datas
     model.eval()
     results = {}
     from ..core.objectives_model import unwrap_versavit
-
     from ..data.collators import image_processor_for
 
     context = ObjectiveContext(data_args, online_text=online_text,
