@@ -42,7 +42,6 @@ from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.plan import plan_run
 from versavit_trainer.core.reporting import GracefulStop
 from versavit_trainer.core.stages import run_as_script, save_model_folders
-from versavit_trainer.data.collators import image_processor_for
 from versavit_trainer.data.sources import DataSources
 from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.objectives import ObjectiveContext, get_objective
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     main_process = training_args.process_index == 0
     trained = ObjectivesModel(model, [get_objective("captioning")])
     context = ObjectiveContext(data_args, tokenizer, training_args.seed,
-                               image_processor=image_processor_for(model.config))
+                               config=model.config)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 

@@ -54,7 +54,6 @@ from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report, plan_run
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.core.stages import run_as_script, save_model_folders
-from versavit_trainer.data.collators import image_processor_for
 from versavit_trainer.data.sources import DataSources
 from versavit_trainer.evaluation.held_out import evaluate_held_out
 from versavit_trainer.methods.versavit import versavit_stages
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     apply_lora(model, lora_args)
     trained = ObjectivesModel(model, [get_objective(name) for name in names])
     context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim,
-                               image_processor=image_processor_for(model.config))
+                               config=model.config)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 

@@ -198,18 +198,21 @@ def test_the_flags_are_the_versavit_curriculum():
     assert [item.weight for item in stages[1].objectives] == [1 / 3] * 3
 
 
-def test_input_sizes_follow_the_towers_patch_and_merge(tmp_path):
+def test_input_sizes_follow_the_towers_patch_and_merge(tmp_path, tiny_llm):
     """A patch-16 tower takes inputs in multiples of 32 (patch x merge), from its config: 56 px is refused before
-    anything is built, 64 px trains."""
+    anything is built; at 64 px all three objectives train, and the saved processors have the tower's patch."""
     vision = {**QWEN2_VISION, "patch_size": 16}
-    settings = dict(tasks=["depth", "segmentation"], vision_config=vision, alignment_max_steps=0, max_steps=1,
-                    num_scenes=4, num_eval_scenes=2, save_strategy="no", report_to="none", panel_samples=1)
-    config = tiny_run_config(tmp_path, Path("unused"), **settings)
+    settings = dict(vision_config=vision, alignment_max_steps=1, max_steps=1, num_scenes=4, num_eval_scenes=2,
+                    save_strategy="no", report_to="none", panel_samples=1, caption_max_pixels=64 * 64)
+    config = tiny_run_config(tmp_path, tiny_llm, **settings)
     with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 32 \(the tower's patch x "
                                           r"merge\), got 56"):
         load_recipe("multitask").main(["--config", str(config)])
     assert not (tmp_path / "run").exists()
-    config = tiny_run_config(tmp_path, Path("unused"), depth_size=64, segmentation_size=64, **settings)
+    config = tiny_run_config(tmp_path, tiny_llm, depth_size=64, segmentation_size=64, **settings)
     summary = load_recipe("multitask").main(["--config", str(config)])
     assert summary["stages"]["multitask"]["steps"] == 1 and summary["held_out"]["after"]["depth"]["images"] == 2
-
+    assert set(summary["stages"]["multitask"]["final_losses"]) == {"captioning", "depth", "segmentation"}
+    for folder in ("final", "backbone"):
+        saved = json.loads((tmp_path / "run" / folder / "preprocessor_config.json").read_text())
+        assert saved["patch_size"] == 16 and saved["merge_size"] == 2, folder

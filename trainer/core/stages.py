@@ -89,7 +89,8 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     image_processor = image_processor_for(model.config)  # the tower's patch and merge sizes
     model.save_pretrained(final)
     if tokenizer is not None:  # the captioning processor: tokenizer + the image processor capped at caption_max_pixels
-        VersaViTCaptioningProcessor(caption_image_processor(caption_max_pixels), tokenizer).save_pretrained(final)
+        captions = caption_image_processor(caption_max_pixels, model.config)
+        VersaViTCaptioningProcessor(captions, tokenizer).save_pretrained(final)
     else:
         image_processor.save_pretrained(final)
     settings = {k: v for k, v in model.config.to_dict().items() if k not in _TASK_ONLY_KEYS}

@@ -67,9 +67,14 @@ CAPTION_PROMPT = "Describe the image."
 CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplement §8.1)
 
 
-def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS) -> VersaViTImageProcessor:
-    """Qwen2-VL's dynamic-resolution processing, capped at `max_pixels` (896x896 in the paper)."""
-    return VersaViTImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": max_pixels})
+def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTImageProcessor:
+    """Qwen2-VL's dynamic-resolution processing, capped at `max_pixels` (896x896 in the paper), at least 2 x 2 merge
+    blocks; with the tower's `config` (`VersaViTConfig`), its patch, merge and temporal patch sizes (default
+    Qwen2-VL's)."""
+    towers = {} if config is None else {"patch_size": config.patch_size, "merge_size": config.spatial_merge_size,
+                                        "temporal_patch_size": config.temporal_patch_size}
+    smallest = 2 * (config.input_size_multiple if config is not None else QWEN2_VL_SIZE_MULTIPLE)
+    return VersaViTImageProcessor(size={"shortest_edge": smallest**2, "longest_edge": max_pixels}, **towers)
 
 
 def check_schema(dataset: Dataset, task: str) -> Dataset:

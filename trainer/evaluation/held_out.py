@@ -16,10 +16,7 @@ def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Datas
     model.eval()
     results = {}
     from ..core.objectives_model import unwrap_versavit
-    from ..data.collators import image_processor_for
-
-    context = ObjectiveContext(data_args, online_text=online_text,
-                               image_processor=image_processor_for(unwrap_versavit(model).config))
+    context = ObjectiveContext(data_args, online_text=online_text, config=unwrap_versavit(model).config)
     for name, dataset in held_out.items():
         scores = get_objective(name, "held_out").evaluate(model, dataset, context)
         if scores is not None:

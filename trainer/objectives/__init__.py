@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 class ObjectiveContext:
     """What an objective's collator and evaluation may need from the run: its data options (`DataArguments`), the
     captioning tokenizer, the seed of the collators' random decisions, the width of the text embeddings, whether
-    the model embeds expressions itself (`online_text`: an `OnlineTextSegmentation`) and the tower's image processor
-    (its patch and merge sizes)."""
+    the model embeds expressions itself (`online_text`: an `OnlineTextSegmentation`) and the tower's config (its patch
+    and merge sizes)."""
 
     data_args: Any
     tokenizer: Any = None
@@ -52,7 +52,14 @@ class ObjectiveContext:
     text_embed_dim: int | None = None
     online_text: bool = False
     caption_max_new_tokens: int = 40  # the captions drawn in predictions.png
-    image_processor: Any = None  # the tower's (`data.collators.image_processor_for`); None: Qwen2-VL's
+    config: Any = None  # the tower's `VersaViTConfig` (patch and merge sizes); None: Qwen2-VL's
+
+    @property
+    def image_processor(self):
+        """The tower's image processor (`data.collators.image_processor_for`), None for Qwen2-VL's default."""
+        from ..data.collators import image_processor_for
+
+        return None if self.config is None else image_processor_for(self.config)
 
 
 class Objective:

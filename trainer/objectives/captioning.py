@@ -31,7 +31,7 @@ class CaptioningObjective(Objective):
         from ..data.collators import CaptioningCollator, caption_image_processor
 
         data_args = context.data_args
-        processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels),
+        processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels, context.config),
                                                 context.tokenizer)
         return CaptioningCollator(processor, max_turns=data_args.max_turns, seed=context.seed,
                                   max_length=data_args.caption_max_length)
@@ -45,7 +45,8 @@ class CaptioningObjective(Objective):
         from ..data.collators import CAPTION_PROMPT, caption_image_processor
 
         tokenizer = context.tokenizer
-        processor = VersaViTCaptioningProcessor(caption_image_processor(context.data_args.caption_max_pixels), tokenizer)
+        image_processor = caption_image_processor(context.data_args.caption_max_pixels, context.config)
+        processor = VersaViTCaptioningProcessor(image_processor, tokenizer)
         inputs = processor([image], prompts=[CAPTION_PROMPT])
         tokens = model.generate(**inputs, max_new_tokens=context.caption_max_new_tokens, do_sample=False,
                                 no_repeat_ngram_size=3)
