@@ -178,6 +178,17 @@ def test_stage_lists_are_checked_key_by_key(tmp_path):
     assert stage.arguments(args, tmp_path).output_dir == str(tmp_path / "a")
 
 
+def test_an_objective_without_a_collator_is_refused_at_registration():
+    from versavit_trainer.objectives import OBJECTIVES, Objective, register_objective
+
+    class NoCollator(Objective):
+        name = "no_collator"
+
+    with pytest.raises(ValueError, match="objective 'no_collator' defines no collator"):
+        register_objective(NoCollator)
+    assert "no_collator" not in OBJECTIVES
+
+
 def test_a_part_no_model_has_is_refused_before_training(tmp_path):
     stages = [{"name": "a", "objectives": ["depth"], "train": {"depth_head": 1e-3, "pooled_head": 1e-2}}]
     config = tiny_run_config(tmp_path, Path("unused"), tasks=["depth"], stages=stages, report_to="none")

@@ -129,7 +129,9 @@ class Objective:
         return ""
 
     def collator(self, context: ObjectiveContext) -> Callable[[list], dict]:
-        raise NotImplementedError(f"objective {self.name!r} defines no collator")
+        """Its training collator: a list of dataset rows -> the keyword arguments of `forward`'s batch. Every
+        objective defines one (`register_objective` refuses one that does not)."""
+        raise TypeError(f"objective {self.name!r} defines no collator.")
 
     # ------------------------------------------------------------------------------------------------ evaluation
     has_held_out: ClassVar[bool] = False
@@ -157,6 +159,8 @@ def register_objective(objective):
     instance = objective() if isinstance(objective, type) else objective
     if not isinstance(instance, Objective) or not isinstance(instance.name, str) or not instance.name.isidentifier():
         raise ValueError(f"register_objective: expected an Objective with an identifier as its name, got {objective!r}.")
+    if type(instance).collator is Objective.collator:
+        raise ValueError(f"register_objective: objective {instance.name!r} defines no collator(context).")
     if instance.name in OBJECTIVES and type(OBJECTIVES[instance.name]) is not type(instance):
         logger.warning("objective %r: %s replaces %s", instance.name, type(instance).__name__,
                        type(OBJECTIVES[instance.name]).__name__)
