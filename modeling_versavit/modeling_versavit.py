@@ -10,8 +10,11 @@ Shipped as Hub remote code (`auto_map`): imports only torch, transformers and it
 import inspect
 import json
 import math
+import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +26,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import DepthEstimatorOutput
+from transformers.modeling_utils import AttentionInterface
 from transformers.models.depth_anything.modeling_depth_anything import (
     DepthAnythingDepthEstimationHead,
     DepthAnythingNeck,
@@ -36,6 +40,7 @@ from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamV
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamVisionNeck
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.import_utils import torch_compilable_check
 from transformers.vision_utils import get_vision_window_index
 
 from .configuration_versavit import TASKS, VersaViTConfig
@@ -71,7 +76,13 @@ class VersaViTModelOutput(ModelOutput):
             `depth + 1` tensors of shape `(num_patches, embed_dim)`: the patch embedding, then every block's output.
             With `output_hidden_states=[i, j]` only those entries are kept (the others are `None`).
         attentions (`tuple(torch.FloatTensor)`, *optional*):
-            Per-block attention weights, with `output_attentions=True` under eager attention.
+            With `output_attentions=True` (that call runs eager attention): one tensor per block of shape `(num_images,
+            num_heads, N, N)`, `N` the largest image's patch count. Entry `[i, :, r, c]` is the weight of token `c` in
+            the attention of token `r` of image `i`, tokens numbered in the tower's order within the image (as the rows
+            of `hidden_states`); rows and columns past image `i`'s own `t*h*w` patches are 0, and so are token pairs in
+            different attention windows (Qwen2.5-VL's windowed blocks). Each row of real tokens sums to 1. Where one
+            attention call covers a block (one image, global attention) the map is the tensor the block computed with,
+            so gradients reach it; maps assembled from several images or windows are copies.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -112,7 +123,10 @@ def check_vision_inputs(config: VersaViTConfig, pixel_values: torch.Tensor, imag
     """Raise a `ValueError` naming the field and value when `pixel_values` and `image_grid_thw` do not fit the tower.
 
     Runs before any compute: a mismatch would otherwise surface as an opaque reshape error deep in the tower, or
-    worse, as features silently attributed to the wrong image.
+    worse, as features silently attributed to the wrong image. Shapes and dtypes are checked in Python; the checks on
+    the grid's values are `torch_compilable_check`s, so that `torch.compile` and `torch.export` keep them as runtime
+    asserts (and facts about the symbolic sizes) instead of failing on a data-dependent branch. Their messages, which
+    read the values back, are only built when a check fails.
     """
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 2:
         shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
@@ -133,19 +147,120 @@ def check_vision_inputs(config: VersaViTConfig, pixel_values: torch.Tensor, imag
     if image_grid_thw.is_floating_point() or image_grid_thw.dtype == torch.bool:
         raise ValueError(f"image_grid_thw: expected an integer tensor, got dtype {image_grid_thw.dtype}.")
     merge = config.spatial_merge_size
-    total = 0
-    for index, (t, h, w) in enumerate(image_grid_thw.tolist()):
-        if t < 1 or h < 1 or w < 1 or h % merge or w % merge:
-            raise ValueError(
-                f"image_grid_thw[{index}] = {[t, h, w]}: t, h and w must be positive and h, w multiples of the "
-                f"spatial merge size {merge}."
-            )
-        total += t * h * w
-    if total != pixel_values.shape[0]:
-        raise ValueError(
-            f"image_grid_thw describes {total} patches (sum of t*h*w over {len(image_grid_thw)} images) but "
-            f"pixel_values has {pixel_values.shape[0]} rows."
+    t, h, w = image_grid_thw.unbind(-1)
+    valid = (t >= 1) & (h >= 1) & (w >= 1) & (h % merge == 0) & (w % merge == 0)
+
+    def bad_grid() -> str:
+        index = int((~valid).nonzero()[0, 0])
+        return (
+            f"image_grid_thw[{index}] = {image_grid_thw[index].tolist()}: t, h and w must be positive and h, w "
+            f"multiples of the spatial merge size {merge}."
         )
+
+    torch_compilable_check(valid.all(), bad_grid)
+    total = (t * h * w).sum()
+    torch_compilable_check(
+        total == pixel_values.shape[0],
+        lambda: f"image_grid_thw describes {int(total)} patches (sum of t*h*w over {len(image_grid_thw)} images) but "
+        f"pixel_values has {pixel_values.shape[0]} rows.",
+    )
+
+
+def shared_grid(
+    image_grid_thw: torch.Tensor,
+    num_tokens: int,
+    what: str,
+    hint: str = "resize the images to one size (the paper trains at a fixed resolution) or run them one at a time.",
+    multiple: int = 1,
+) -> tuple[int, int]:
+    """The `(h, w)` patch grid that every image of a batch shares, read from the first row (one host read).
+
+    Every other row must equal it and `t` must be 1 (images): checked with `torch_compilable_check`, which under
+    `torch.export` also tells the tracer that the `num_images * h * w` tokens fill `num_tokens` exactly, so the
+    reshapes that follow hold for any (dynamic) image size; so is that `h` and `w` are positive multiples of `multiple`
+    (the merge size, as `check_vision_inputs` ensured), which lets the tracer decide shape checks such as
+    `h * w > 1` in attention. `what` names the caller in the error, `hint` the way out.
+    """
+    same = (image_grid_thw == image_grid_thw[:1]).all()
+    torch_compilable_check(
+        same,
+        lambda: f"image_grid_thw: {what} needs every image to share one patch grid, got grids "
+        f"{sorted({tuple(row) for row in image_grid_thw[:, 1:].tolist()})}; {hint}",
+    )
+    t, h, w = image_grid_thw[0].tolist()
+    torch_compilable_check(
+        t == 1, lambda: f"image_grid_thw[0] has t={t}: {what} is defined for images (t=1), not videos."
+    )
+    for side, name in ((h, "h"), (w, "w")):  # two checks: `and` of symbolic conditions would be a branch
+        message = f"image_grid_thw[0]: {name} is not a positive multiple of {multiple}."
+        torch_compilable_check(side >= multiple, message)
+        torch_compilable_check(side % multiple == 0, message)
+    torch_compilable_check(
+        len(image_grid_thw) * h * w == num_tokens,
+        lambda: f"image_grid_thw: {len(image_grid_thw)} images of {h}x{w} patches are {len(image_grid_thw) * h * w} "
+        f"tokens, but there are {num_tokens}.",
+    )
+    return h, w
+
+
+# Attention maps: the wrapped towers' attention modules hand eager attention's weights to nobody (transformers records
+# their outputs as "attentions"). For `output_attentions=True` the tower runs under this eager attention, registered
+# with transformers, which keeps the weights of every call: one call per attention segment (an image, or a window).
+RECORDING_ATTENTION = "versavit_recording_eager"
+_attention_records: ContextVar[dict | None] = ContextVar("versavit_attention_records", default=None)
+
+
+def _recording_eager_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """The eager attention of `module`'s own modeling file, keeping its weights for the running
+    `recording_attention`."""
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    output, weights = eager(module, query, key, value, attention_mask, **kwargs)
+    records = _attention_records.get()
+    if records is not None:
+        records.setdefault(module, []).append(weights)
+    return output, weights
+
+
+AttentionInterface.register(RECORDING_ATTENTION, _recording_eager_attention)
+
+
+@contextmanager
+def recording_attention(config):
+    """Run modules of `config` under recording eager attention; yields `{attention module: [weights per call]}`."""
+    previous = config._attn_implementation_internal
+    records: dict = {}
+    token = _attention_records.set(records)
+    config._attn_implementation_internal = RECORDING_ATTENTION
+    try:
+        yield records
+    finally:
+        config._attn_implementation_internal = previous
+        _attention_records.reset(token)
+
+
+def attention_maps(records: Sequence[Sequence[torch.Tensor]], image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per block, the `(num_images, heads, N, N)` attention weights (zero-padded to the largest image's `N`) from its
+    recorded calls: `(1, heads, n, n)` each, segments of consecutive tokens in the tower's order, never across
+    images."""
+    sizes = image_grid_thw.prod(-1).tolist()
+    maps = []
+    for block, calls in enumerate(records):
+        if len(calls) == 1 and len(sizes) == 1:  # one image, one segment: the very tensor the block used
+            maps.append(calls[0])
+            continue
+        heads = calls[0].shape[1]
+        weights = calls[0].new_zeros(len(sizes), heads, max(sizes), max(sizes))
+        image, offset = 0, 0
+        for call in calls:
+            n = call.shape[-1]
+            while n and offset == sizes[image]:
+                image, offset = image + 1, 0
+            if offset + n > sizes[image]:
+                raise RuntimeError(f"block {block}: an attention segment of {n} tokens crosses image {image}'s end.")
+            weights[image, :, offset : offset + n, offset : offset + n] = call[0]
+            offset += n
+        maps.append(weights)
+    return tuple(maps)
 
 
 def tokens_to_feature_maps(
@@ -171,20 +286,15 @@ def tokens_to_feature_maps(
     if window_index is not None:
         unit = tokens.view(-1, m * m, channels)
         tokens = unit[torch.argsort(window_index.to(tokens.device))].view(-1, channels)
+    if stack:
+        num_images = image_grid_thw.shape[0]
+        h, w = shared_grid(image_grid_thw, tokens.shape[0], "stack=True", "pass stack=False for per-image maps.", m)
+        maps = tokens.view(num_images, h // m, w // m, m, m, channels)
+        return maps.permute(0, 5, 1, 3, 2, 4).reshape(num_images, channels, h, w)
     grids = image_grid_thw.tolist()
     for index, (t, _, _) in enumerate(grids):
         if t != 1:
             raise ValueError(f"image_grid_thw[{index}] has t={t}: dense feature maps are defined for images (t=1).")
-    if stack:
-        sizes = {(h, w) for _, h, w in grids}
-        if len(sizes) != 1:
-            raise ValueError(
-                f"stack=True needs every image to share one grid size, got {sorted(sizes)}; pass stack=False "
-                "for a list of per-image maps."
-            )
-        (h, w) = sizes.pop()
-        maps = tokens.view(len(grids), h // m, w // m, m, m, channels)
-        return maps.permute(0, 5, 1, 3, 2, 4).reshape(len(grids), channels, h, w)
     maps = []
     for chunk, (_, h, w) in zip(tokens.split([h * w for _, h, w in grids]), grids):
         chunk = chunk.view(h // m, w // m, m, m, channels)
@@ -228,6 +338,10 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                 "unpickling a downloaded file can run code. Convert a file you trust with safetensors' save_file, "
                 "or pass use_safetensors=False to let transformers read it with torch.load(weights_only=True)."
             ) from err
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The tower's patch embedding, the first layer the pixels meet (as transformers' vision models return)."""
+        return self.visual.patch_embed
 
     def _build_backbone(self, config: VersaViTConfig) -> None:
         tower_class = VISION_TOWER_CLASSES[config.backbone_family]
@@ -287,19 +401,54 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         if isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=module.scale)
 
-    def _pre_merger_tokens(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, **kwargs):
-        """The tower's output for readers of its pre-merger tokens (dense features, the captioning projector).
+    def _output_flags(self, output_hidden_states, output_attentions) -> tuple:
+        """The caller's `output_hidden_states` / `output_attentions`, else the model config's, as transformers models
+        resolve them (the flags of the outer config: the tower's sub-config is not consulted)."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        return output_hidden_states, bool(output_attentions)
 
-        The tower's own PatchMerger is skipped for the call: its output would be thrown away, and while the tower
-        trains it would keep activations for a backward that never comes (BENCHMARKS.md). `pooler_output` comes back
-        with zero width; `VersaViTModel.forward`, whose output it is, runs the merger.
+    def _run_tower(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        output_hidden_states: bool | int | Sequence[int] | None = False,
+        output_attentions: bool = False,
+        merge: bool = True,
+    ) -> VersaViTModelOutput:
+        """The wrapped tower's forward as a [`VersaViTModelOutput`], for the model's own outputs and for the heads.
+
+        `output_hidden_states` is a flag or the `hidden_states` indices to keep (what a head reads; the others come
+        back as `None`). `merge=False` skips the tower's PatchMerger for readers of pre-merger tokens only: its output
+        would be thrown away, and while the tower trains it would keep activations for a backward that never comes
+        (BENCHMARKS.md); `pooler_output` then has zero width. `output_attentions` returns per-image attention maps
+        (see [`VersaViTModelOutput`]): that call's attention runs eager, the implementation that computes the weights,
+        whatever the model's `attn_implementation` (the outputs are the same within float rounding).
         """
+        kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": False}
         merger = self.visual.merger
-        merger.forward = self._skipped_merger  # an instance attribute shadows the class's forward, for this call only
+        if not merge:
+            merger.forward = self._skipped_merger  # an instance attribute shadows the class's forward, for this call
         try:
-            return self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
+            if not output_attentions:
+                outputs = self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
+                attentions = None
+            else:
+                with recording_attention(self.visual.config) as records:
+                    outputs = self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
+                calls = [records.get(block.attn, []) for block in self.visual.blocks]
+                attentions = attention_maps(calls, image_grid_thw)
         finally:
-            del merger.forward
+            if not merge:
+                del merger.forward
+        return VersaViTModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=outputs.pooler_output,
+            hidden_states=outputs.get("hidden_states"),
+            attentions=attentions,
+        )
 
     def _skipped_merger(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states.new_empty(hidden_states.shape[0] // self.config.spatial_merge_size**2, 0)
@@ -334,6 +483,14 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             One entry per requested layer, in the order requested. Entry `[r, c]` of an image's map is the patch at
             row `r`, column `c` of the (resized) image, for Qwen2-VL and Qwen2.5-VL alike.
         """
+        maps, _ = self._dense_features(pixel_values, image_grid_thw, layers, stack=stack)
+        return maps
+
+    def _dense_features(self, pixel_values, image_grid_thw, layers, output_hidden_states=False, output_attentions=False,
+                        stack=True):
+        """`get_dense_features` and the tower's output, for task models that return it: `hidden_states` as
+        `output_hidden_states` asks (all, the listed indices with `None` elsewhere, or none), attention maps with
+        `output_attentions`."""
         requested = [layers] if isinstance(layers, int) else list(layers)
         num_states = self.config.num_hidden_layers + 1
         for index in requested:
@@ -343,13 +500,26 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                     f"{num_states - 1}; 0 = patch embedding)."
                 )
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
-        outputs = self._pre_merger_tokens(pixel_values, image_grid_thw, output_hidden_states=requested)
+        # The caller's selection (a flag, or indices as transformers' `output_hidden_states` takes them) and what the
+        # head reads are captured together; the output keeps only the caller's.
+        selected = None
+        if output_hidden_states is not None and not isinstance(output_hidden_states, bool):
+            indices = [output_hidden_states] if isinstance(output_hidden_states, int) else output_hidden_states
+            selected = {index % num_states for index in indices}
+        needed = {i % num_states for i in requested} | (selected or set())
+        capture = True if output_hidden_states is True else sorted(needed)
+        outputs = self._run_tower(pixel_values, image_grid_thw, capture, output_attentions, merge=False)
         window_index = self._window_index(image_grid_thw)
         merge = self.config.spatial_merge_size
-        return tuple(
+        maps = tuple(
             tokens_to_feature_maps(outputs.hidden_states[i], image_grid_thw, merge, window_index, stack)
             for i in requested
         )
+        if not output_hidden_states:
+            outputs.hidden_states = None
+        elif selected is not None:
+            outputs.hidden_states = tuple(h if i in selected else None for i, h in enumerate(outputs.hidden_states))
+        return maps, outputs
 
 
 class VersaViTModel(VersaViTPreTrainedModel):
@@ -379,9 +549,6 @@ class VersaViTModel(VersaViTPreTrainedModel):
         self._build_backbone(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.visual.patch_embed
-
     @can_return_tuple
     def forward(
         self,
@@ -397,20 +564,15 @@ class VersaViTModel(VersaViTPreTrainedModel):
         image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`):
             The (temporal, height, width) patch grid of each image.
         output_hidden_states (`bool` or `list[int]`, *optional*):
-            Return every layer's tokens, or only the listed `hidden_states` indices.
+            Return every layer's tokens, or only the listed `hidden_states` indices. Defaults to
+            `config.output_hidden_states`.
+        output_attentions (`bool`, *optional*):
+            Return every block's attention maps (computed with eager attention). Defaults to
+            `config.output_attentions`.
         """
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
-        if output_hidden_states is not None:
-            kwargs["output_hidden_states"] = output_hidden_states
-        if output_attentions is not None:
-            kwargs["output_attentions"] = output_attentions
-        outputs = self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
-        return VersaViTModelOutput(
-            last_hidden_state=outputs.last_hidden_state,
-            pooler_output=outputs.pooler_output,
-            hidden_states=outputs.get("hidden_states"),
-            attentions=outputs.get("attentions"),
-        )
+        return self._run_tower(pixel_values, image_grid_thw, output_hidden_states, output_attentions)
 
     @classmethod
     def from_mllm(cls, mllm_path: str | Path, **kwargs) -> "VersaViTModel":
@@ -513,15 +675,18 @@ def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
     )
 
 
-def _same_grid(image_grid_thw: torch.Tensor, task: str) -> tuple[int, int]:
-    """The (h, w) patch grid every image of a dense-task batch shares, or a clear error."""
-    sizes = sorted({(h, w) for _, h, w in image_grid_thw.tolist()})
-    if len(sizes) != 1:
-        raise ValueError(
-            f"image_grid_thw: {task} batches images of one size (the paper resizes to a fixed resolution), got patch "
-            f"grids {sizes}; resize the images to one size or run them one at a time."
-        )
-    return sizes[0]
+class TraceableDepthEstimationHead(DepthAnythingDepthEstimationHead):
+    """Depth Anything's depth head with the output size kept symbolic: the parent's forward casts it with `int()`,
+    which `torch.export` cannot do for a size read from `image_grid_thw` (a value, not a shape). Same modules, same
+    weights, same arithmetic (tested against the parent)."""
+
+    def forward(self, hidden_states: list[torch.Tensor], patch_height, patch_width) -> torch.Tensor:
+        predicted_depth = self.conv1(hidden_states[self.head_in_index])
+        size = (patch_height * self.patch_size, patch_width * self.patch_size)
+        predicted_depth = F.interpolate(predicted_depth, size, mode="bilinear", align_corners=True)
+        predicted_depth = self.activation1(self.conv2(predicted_depth))
+        predicted_depth = self.activation2(self.conv3(predicted_depth)) * self.max_depth
+        return predicted_depth.squeeze(dim=1)
 
 
 class VersaViTDepthHead(nn.Module):
@@ -546,7 +711,7 @@ class VersaViTDepthHead(nn.Module):
             max_depth=1,
         )
         self.neck = DepthAnythingNeck(dpt_config)
-        self.head = DepthAnythingDepthEstimationHead(dpt_config)
+        self.head = TraceableDepthEstimationHead(dpt_config)
         # The first fusion layer never receives a residual, so its residual unit would never get a gradient.
         self.neck.fusion_stage.layers[0].residual_layer1 = None
         # Start the relative depth at a positive level: the head ends in a ReLU, which would otherwise zero (and stop
@@ -632,6 +797,8 @@ class VersaViTDepthEstimatorOutput(DepthEstimatorOutput):
     loss (`torch.FloatTensor`, *optional*): `λ_ssi · L_ssi + λ_gm · L_gm`, when `labels` are given.
     predicted_depth (`torch.FloatTensor` of shape `(batch_size, height, width)`):
         Relative depth at the processed input size (`14 h x 14 w` for an `h x w` patch grid).
+    hidden_states, attentions (*optional*): the tower's, as [`VersaViTModelOutput`] has them, with
+        `output_hidden_states` / `output_attentions`.
     loss_terms (`dict[str, torch.FloatTensor]`, *optional*): the detached `loss_ssi` and `loss_gm`, for logging.
     """
 
@@ -647,6 +814,8 @@ class DepthEstimationMixin:
         image_grid_thw: torch.Tensor,
         labels: torch.Tensor | None = None,
         labels_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> VersaViTDepthEstimatorOutput:
         r"""
@@ -655,9 +824,15 @@ class DepthEstimationMixin:
             negative values mark invalid pixels and are left out of the loss; so does 0 for depth, while a disparity
             of 0 (sky, far field) supervises.
         labels_mask (`torch.BoolTensor` of the same shape, *optional*): further restricts the valid pixels.
+        output_hidden_states (`bool` or `list[int]`, *optional*), output_attentions (`bool`, *optional*): also return
+            the tower's `hidden_states` (every layer, or the listed indices, packed as [`VersaViTModel`] returns them)
+            / attention maps; default to the config's flags.
         """
-        _same_grid(image_grid_thw, "depth estimation")
-        feature_maps = self.get_dense_features(pixel_values, image_grid_thw, layers=self.config.depth_layer_indices)
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
+        shared_grid(image_grid_thw, pixel_values.shape[0], "depth estimation", multiple=self.config.spatial_merge_size)
+        feature_maps, tower = self._dense_features(
+            pixel_values, image_grid_thw, self.config.depth_layer_indices, output_hidden_states, output_attentions
+        )
         predicted_depth = self.depth_head(feature_maps)
         loss = loss_terms = None
         if labels is not None:
@@ -670,7 +845,13 @@ class DepthEstimationMixin:
                 gm_scales=self.config.depth_gm_scales,
                 label_space=self.config.depth_label_space,
             )
-        return VersaViTDepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, loss_terms=loss_terms)
+        return VersaViTDepthEstimatorOutput(
+            loss=loss,
+            predicted_depth=predicted_depth,
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+            loss_terms=loss_terms,
+        )
 
     def depth_layers_read(self) -> int:
         return max(self.config.depth_layer_indices)
@@ -692,9 +873,25 @@ class VersaViTForDepthEstimation(DepthEstimationMixin, VersaViTPreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, pixel_values, image_grid_thw, labels=None, labels_mask=None, **kwargs) -> VersaViTDepthEstimatorOutput:
+    def forward(
+        self,
+        pixel_values,
+        image_grid_thw,
+        labels=None,
+        labels_mask=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        **kwargs,
+    ) -> VersaViTDepthEstimatorOutput:
         r"""See [`DepthEstimationMixin.forward_depth`]."""
-        return self.forward_depth(pixel_values, image_grid_thw, labels=labels, labels_mask=labels_mask)
+        return self.forward_depth(
+            pixel_values,
+            image_grid_thw,
+            labels=labels,
+            labels_mask=labels_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
 
 
 @dataclass
@@ -705,12 +902,16 @@ class VersaViTReferringSegmentationOutput(ModelOutput):
         Mask logits, one per expression, at the processed input size (`14 h x 14 w`).
     image_embeddings (`torch.FloatTensor` of shape `(batch_size, segmentation_hidden_size, h, w)`):
         The neck's output, computed once per image.
+    hidden_states, attentions (*optional*): the tower's, as [`VersaViTModelOutput`] has them, with
+        `output_hidden_states` / `output_attentions`.
     loss_terms (`dict[str, torch.FloatTensor]`, *optional*): the detached `loss_bce` and `loss_dice`.
     """
 
     loss: torch.FloatTensor | None = None
     pred_masks: torch.FloatTensor | None = None
     image_embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     loss_terms: dict[str, torch.Tensor] | None = None
 
 
@@ -724,6 +925,8 @@ class ReferringSegmentationMixin:
         text_embeds: torch.Tensor,
         expression_image_index: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> VersaViTReferringSegmentationOutput:
         r"""
@@ -734,11 +937,19 @@ class ReferringSegmentationMixin:
             The image each row of a 2-D `text_embeds` refers to. Defaults to one expression per image, in order.
         labels (`torch.Tensor` of shape `(num_expressions, height, width)`, *optional*):
             Binary target masks at the processed input size; an all-zero mask is a valid target.
+        output_hidden_states (`bool` or `list[int]`, *optional*), output_attentions (`bool`, *optional*): also return
+            the tower's `hidden_states` (all, or the listed indices) / attention maps; default to the config's flags.
         """
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         num_images = image_grid_thw.shape[0]
-        height, width = _same_grid(image_grid_thw, "referring segmentation")
+        height, width = shared_grid(
+            image_grid_thw, pixel_values.shape[0], "referring segmentation", multiple=self.config.spatial_merge_size
+        )
         text_embeds, image_index = self._expressions(text_embeds, expression_image_index, num_images)
-        (feature_map,) = self.get_dense_features(pixel_values, image_grid_thw, layers=[self.config.segmentation_layer_index])
+        (feature_map,), tower = self._dense_features(
+            pixel_values, image_grid_thw, [self.config.segmentation_layer_index], output_hidden_states,
+            output_attentions,
+        )
         image_embeddings = self.segmentation_head.neck(feature_map.permute(0, 2, 3, 1))
         low_res = self.segmentation_head(image_embeddings, text_embeds.to(image_embeddings.device), image_index)
         size = (height * self.config.patch_size, width * self.config.patch_size)
@@ -752,7 +963,12 @@ class ReferringSegmentationMixin:
                 dice_weight=self.config.segmentation_dice_weight,
             )
         return VersaViTReferringSegmentationOutput(
-            loss=loss, pred_masks=pred_masks, image_embeddings=image_embeddings, loss_terms=loss_terms
+            loss=loss,
+            pred_masks=pred_masks,
+            image_embeddings=image_embeddings,
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+            loss_terms=loss_terms,
         )
 
     def _expressions(self, text_embeds, expression_image_index, num_images):
@@ -782,15 +998,16 @@ class ReferringSegmentationMixin:
                 )
             expression_image_index = torch.arange(num_images)
         expression_image_index = torch.as_tensor(expression_image_index)
-        if (
-            expression_image_index.shape != (text_embeds.shape[0],)
-            or expression_image_index.is_floating_point()
-            or (expression_image_index.numel() and not 0 <= int(expression_image_index.min()) <= int(expression_image_index.max()) < num_images)
-        ):
+        if expression_image_index.shape != (text_embeds.shape[0],) or expression_image_index.is_floating_point():
             raise ValueError(
                 f"expression_image_index: expected {text_embeds.shape[0]} integer indices in [0, {num_images}), got "
                 f"{expression_image_index.tolist()}."
             )
+        torch_compilable_check(
+            ((expression_image_index >= 0) & (expression_image_index < num_images)).all(),
+            lambda: f"expression_image_index: expected {text_embeds.shape[0]} integer indices in [0, {num_images}), "
+            f"got {expression_image_index.tolist()}.",
+        )
         return text_embeds, expression_image_index.to(self.device)
 
     def segmentation_layers_read(self) -> int:
@@ -814,11 +1031,25 @@ class VersaViTForReferringSegmentation(ReferringSegmentationMixin, VersaViTPreTr
 
     @can_return_tuple
     def forward(
-        self, pixel_values, image_grid_thw, text_embeds, expression_image_index=None, labels=None, **kwargs
+        self,
+        pixel_values,
+        image_grid_thw,
+        text_embeds,
+        expression_image_index=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        **kwargs,
     ) -> VersaViTReferringSegmentationOutput:
         r"""See [`ReferringSegmentationMixin.forward_segmentation`]."""
         return self.forward_segmentation(
-            pixel_values, image_grid_thw, text_embeds, expression_image_index=expression_image_index, labels=labels
+            pixel_values,
+            image_grid_thw,
+            text_embeds,
+            expression_image_index=expression_image_index,
+            labels=labels,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
 
 
@@ -855,7 +1086,7 @@ class CaptioningMixin:
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
-        tokens = self._pre_merger_tokens(pixel_values, image_grid_thw).last_hidden_state
+        tokens = self._run_tower(pixel_values, image_grid_thw, merge=False).last_hidden_state
         features = self.projector(tokens)
         window_index = self._window_index(image_grid_thw)
         if window_index is not None:  # Qwen2.5-VL: undo the window permutation, as its own merger output does

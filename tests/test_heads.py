@@ -59,7 +59,7 @@ def test_depth_labels_with_holes_train_and_mixed_sizes_fail(family):
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.depth_head.parameters())
     assert set(out.loss_terms) == {"loss_ssi", "loss_gm"}
-    with pytest.raises(ValueError, match=r"image_grid_thw: depth estimation batches images of one size"):
+    with pytest.raises(ValueError, match=r"image_grid_thw: depth estimation needs every image to share one patch grid"):
         model(**random_inputs(model.config, [(4, 6), (6, 4)]))
 
 

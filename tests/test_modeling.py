@@ -1,5 +1,7 @@
 """VersaViTModel against the transformers vision tower it wraps, and its dense-feature API."""
 
+import math
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -166,7 +168,7 @@ def test_dense_features_match_the_hidden_states(family):
 def test_dense_feature_argument_errors():
     model, _ = model_and_reference_tower("qwen2_vl")
     inputs = random_inputs(model.config, [(4, 6), (6, 4)])
-    with pytest.raises(ValueError, match="stack=True needs every image to share one grid size"):
+    with pytest.raises(ValueError, match="stack=True needs every image to share one patch grid"):
         model.get_dense_features(**inputs)
     with pytest.raises(ValueError, match="layers: index 4"):
         model.get_dense_features(**inputs, layers=[4], stack=False)
@@ -254,3 +256,92 @@ def test_no_split_modules_name_the_blocks(family):
     model, _ = model_and_reference_tower(family)
     block_class = type(model.visual.blocks[0]).__name__
     assert block_class in model._no_split_modules
+
+
+def reference_attention_maps(model, inputs) -> list[torch.Tensor]:
+    """Each block's attention weights written out plainly from what its attention module receives (normalised input,
+    segment boundaries `cu_seqlens`, rotary cos/sin): softmax(q k^T / sqrt(d)) within each segment, 0 across
+    segments, laid out per image and zero-padded to the largest image."""
+    calls = []
+
+    def hook(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        calls.append((module, hidden, kwargs["cu_seqlens"], kwargs["position_embeddings"]))
+
+    handles = [block.attn.register_forward_hook(hook, with_kwargs=True) for block in model.visual.blocks]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    sizes = inputs["image_grid_thw"].prod(-1).tolist()
+    starts = np.cumsum([0] + sizes)
+    maps = []
+    for attn, hidden, cu_seqlens, (cos, sin) in calls:
+        n = hidden.shape[0]
+        q, k, _ = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).unbind(1)
+        q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, cos, sin)
+        full = torch.zeros(attn.num_heads, n, n)
+        bounds = cu_seqlens.tolist()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            scores = torch.einsum("ihd,jhd->hij", q[a:b], k[a:b]) / math.sqrt(q.shape[-1])
+            full[:, a:b, a:b] = scores.softmax(-1)
+        per_image = torch.zeros(len(sizes), attn.num_heads, max(sizes), max(sizes))
+        for image, size in enumerate(sizes):
+            span = slice(starts[image], starts[image] + size)
+            per_image[image, :, :size, :size] = full[:, span, span]
+        maps.append(per_image)
+    return maps
+
+
+def test_attention_maps_are_each_image_s_attention_weights(family):
+    """Images of several sizes (Qwen2.5-VL: several windows each): every block's maps equal the plainly computed
+    weights, rows of real tokens sum to 1, padding and cross-window pairs are 0; requesting them changes no output,
+    also on a model that runs SDPA."""
+    model, _ = model_and_reference_tower(family)
+    inputs = random_inputs(model.config, [(4, 6), (12, 16), (8, 2)])
+    with torch.no_grad():
+        plain = model(**inputs)
+        out = model(**inputs, output_attentions=True)
+    assert model.config._attn_implementation == "sdpa" and model.visual.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(out.last_hidden_state, plain.last_hidden_state, rtol=1e-5, atol=1e-6)
+    reference = reference_attention_maps(model, inputs)
+    assert len(out.attentions) == len(reference) == model.config.num_hidden_layers
+    for block, (ours, expected) in enumerate(zip(out.attentions, reference)):
+        assert ours.shape == (3, 4, 192, 192), block
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6, msg=f"block {block}")
+        torch.testing.assert_close(ours[1].sum(-1), torch.ones(4, 192))
+        torch.testing.assert_close(ours[0, :, :24].sum(-1), torch.ones(4, 24))
+        assert (ours[0, :, 24:] == 0).all() and (ours[0, :, :, 24:] == 0).all()
+    if family == "qwen2_5_vl":  # block 0 attends within 8x8-patch windows: a 12x16 grid has 4 of them
+        assert (out.attentions[0][1] > 0).float().mean() < 0.3 < (out.attentions[1][1] > 0).float().mean()
+
+
+def test_output_flags_reach_every_model_from_config_and_call(tmp_path):
+    """`from_pretrained(path, output_hidden_states=True)` and the call's flags return the tower's hidden states and
+    attention maps, from the backbone and both task models alike; an index list keeps only those layers."""
+    from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
+
+    torch.manual_seed(0)
+    config = tiny_config("qwen2_vl")
+    inputs = random_inputs(config, [(4, 4), (4, 4)])
+    text = {"text_embeds": torch.randn(2, config.text_embed_dim)}
+    VersaViTForReferringSegmentation(config).save_pretrained(tmp_path)  # its backbone weights load into all three
+    backbone = VersaViTModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        reference = backbone(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(reference.hidden_states) == config.num_hidden_layers + 1
+    cases = ((VersaViTModel, {}), (VersaViTForDepthEstimation, {}), (VersaViTForReferringSegmentation, text))
+    for model_class, extra in cases:
+        flagged = model_class.from_pretrained(tmp_path, output_hidden_states=True, output_attentions=True).eval()
+        with torch.no_grad():
+            out = flagged(**inputs, **extra)
+            none = flagged(**inputs, **extra, output_hidden_states=False, output_attentions=False)
+            picked = flagged(**inputs, **extra, output_hidden_states=[0, -1])
+        assert none.hidden_states is None and none.attentions is None, model_class.__name__
+        for ours, expected in zip(out.hidden_states + out.attentions, reference.hidden_states + reference.attentions):
+            torch.testing.assert_close(ours, expected, msg=model_class.__name__)
+        assert picked.hidden_states[1] is None and picked.attentions is not None, model_class.__name__
+        torch.testing.assert_close(picked.hidden_states[-1], reference.hidden_states[-1])
+        assert flagged.get_input_embeddings() is flagged.visual.patch_embed
