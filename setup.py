@@ -48,9 +48,13 @@ setup(
         "data": ["pycocotools>=2.0.7"],
         # What the training recipes show: tensorboard event files, PNG loss curves and prediction panels.
         "train": ["tensorboard>=2.15", "matplotlib>=3.8"],
-        # scikit-image ships the real photos the demo and the tests use (no Hub access needed).
+        # Graph export (recipes/export/export_graph.py): ONNX through transformers' exporter, run in onnxruntime.
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        # scikit-image ships the real photos the demo and the tests use (no Hub access needed); parameterized is what
+        # transformers' common model tests (tests/upstream.py) import.
         "test": [
             "pytest>=8", "scikit-image>=0.24", "gguf>=0.10", "pycocotools>=2.0.7", "tensorboard>=2.15", "matplotlib>=3.8",
+            "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "parameterized>=0.9",
         ],
     },
 )

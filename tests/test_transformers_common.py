@@ -1,0 +1,169 @@
+"""transformers' common model tests (`ModelTesterMixin`, see tests/upstream.py) over the VersaViT backbone and its
+dense task models, with a model tester that makes valid packed inputs, as transformers' vision models are tested.
+
+Every skip names its reason; they are the ones transformers' own packed-token vision towers (Qwen2-VL, Qwen2.5-VL)
+take, for the same reasons.
+"""
+
+import unittest
+
+import torch
+from conftest import TINY_HEADS, VISION_CONFIGS
+from parameterized import parameterized
+from upstream import load_common
+
+from modeling_versavit import (
+    VersaViTConfig,
+    VersaViTForDepthEstimation,
+    VersaViTForReferringSegmentation,
+    VersaViTModel,
+)
+
+common = load_common()
+ModelTesterMixin = common.ModelTesterMixin
+TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION = common.TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION
+
+
+class VersaViTModelTester:
+    """Tiny configs and packed inputs: `batch_size` images of `grid` patches each, in the image processor's layout."""
+
+    # One image per batch: the common tests read `seq_length` both as the length of `hidden_states` (packed over the
+    # batch) and of each image's attention maps, which agree for one image. tests/test_modeling.py covers batches of
+    # several images (of several sizes) against one-image runs, and the attention maps of such batches.
+    def __init__(self, parent, family="qwen2_vl", batch_size=1, grid=(4, 4), expressions_per_image=2, depth=2):
+        self.parent = parent
+        self.family = family
+        self.batch_size = batch_size
+        self.grid = grid
+        self.expressions_per_image = expressions_per_image
+        self.vision_config = {**VISION_CONFIGS[family], "depth": depth}
+        vision = self.vision_config
+        self.num_hidden_layers = depth
+        self.num_attention_heads = vision["num_heads"]
+        self.hidden_size = vision.get("embed_dim", vision["hidden_size"])
+        # Attention maps are per image: `N` tokens attend to the same image's `N` tokens.
+        self.seq_length = grid[0] * grid[1]
+        self.is_training = True
+        # What an exported graph is compared on (a task model's loss needs labels, which export drops).
+        self.export_output_keys = ()
+
+    def get_config(self) -> VersaViTConfig:
+        return VersaViTConfig(vision_config=dict(self.vision_config), **TINY_HEADS)
+
+    def inputs(self, config, grid, seed=0) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        image_grid_thw = torch.tensor([[1, *grid]] * self.batch_size)
+        count = self.batch_size * grid[0] * grid[1]
+        inputs = {
+            "pixel_values": torch.randn(count, config.patch_dim, generator=generator),
+            "image_grid_thw": image_grid_thw,
+        }
+        if self.with_text:
+            inputs["text_embeds"] = torch.randn(
+                self.batch_size, self.expressions_per_image, config.text_embed_dim, generator=generator
+            )
+        return inputs
+
+    with_text = False
+
+    def prepare_config_and_inputs_for_common(self):
+        config = self.get_config()
+        return config, self.inputs(config, self.grid)
+
+    def prepare_export_inputs(self, size_step: int = 1) -> dict:
+        """Inputs of another image size (each side `size_step` merge blocks larger), for dynamic-shape exports."""
+        config = self.get_config()
+        step = size_step * config.spatial_merge_size
+        return self.inputs(config, (self.grid[0] + step, self.grid[1] + 2 * step), seed=1)
+
+
+class VersaViTCommonTests(ModelTesterMixin):
+    """The settings transformers' packed vision towers use, with their reasons."""
+
+    family = "qwen2_vl"
+    # A vision tower: no token embeddings to resize; `get_input_embeddings` is the patch embedding (a Conv3d-held
+    # matmul), which transformers' vision models also exclude from resizing.
+    test_resize_embeddings = False
+    # Composite config: the tower's transformers config is a sub-config (`vision_config`), as for Qwen2-VL.
+    _is_composite = True
+
+    def setUp(self):
+        self.model_tester = VersaViTModelTester(self, family=self.family)
+        self.model_tester.with_text = self.all_model_classes[0] is VersaViTForReferringSegmentation
+        self.model_tester.export_output_keys = self.export_output_keys
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        """Labels of the task models, as their training data has them: relative depth at the processed input size,
+        binary masks per expression."""
+        inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
+        if return_labels and model_class is not VersaViTModel:
+            config = self.model_tester.get_config()
+            height, width = (side * config.patch_size for side in self.model_tester.grid)
+            generator = torch.Generator().manual_seed(2)
+            if model_class is VersaViTForDepthEstimation:
+                inputs["labels"] = torch.rand(self.model_tester.batch_size, height, width, generator=generator) + 0.1
+            else:
+                count = inputs["text_embeds"].shape[:2].numel()
+                inputs["labels"] = (torch.rand(count, height, width, generator=generator) > 0.5).float()
+        return inputs
+
+    def test_model_get_set_embeddings(self):
+        """Vision models' form of the common test (as transformers' ViT tests have it): the input embeddings are the
+        patch embedding, a module that is not an `nn.Embedding`; there are no output embeddings."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), model.visual.patch_embed)
+            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            self.assertIsNone(model.get_output_embeddings())
+
+    @parameterized.expand(TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION)
+    @unittest.skip(
+        "The common test pads every listed input to 7 rows of random values, which cannot make a valid packed batch "
+        "(`image_grid_thw` rows must describe the `pixel_values` rows). tests/test_modeling.py "
+        "`test_eager_and_sdpa_attention_agree` compares eager and SDPA on valid packed inputs of both tower families."
+    )
+    def test_eager_matches_sdpa_inference(self, *args):
+        pass
+
+
+class VersaViTModelTest(VersaViTCommonTests, unittest.TestCase):
+    all_model_classes = (VersaViTModel,)
+    export_output_keys = ("last_hidden_state", "pooler_output")
+
+    @unittest.skip(
+        "A base model has no loss. The common test leaves out the base models transformers knows "
+        "(MODEL_MAPPING_NAMES), a list of built-in classes that cannot name a remote-code model."
+    )
+    def test_training(self):
+        pass
+
+    @unittest.skip("A base model has no loss (see test_training); the task models' testers run gradient checkpointing.")
+    def test_training_gradient_checkpointing(self):
+        pass
+
+    @unittest.skip("A base model has no loss (see test_training); the task models' testers run gradient checkpointing.")
+    def test_training_gradient_checkpointing_use_reentrant_false(self):
+        pass
+
+    @unittest.skip("A base model has no loss (see test_training); the task models' testers run gradient checkpointing.")
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
+
+class VersaViTModelQwen25Test(VersaViTModelTest):
+    family = "qwen2_5_vl"
+    # transformers builds the Qwen2.5-VL tower's attention-window permutation with a Python loop over the grid values
+    # (`transformers.vision_utils.get_vision_window_index`), which torch.export cannot trace; transformers' exporter
+    # precomputes it outside the graph only for the bare tower's own `grid_thw` input. Qwen2-VL towers export.
+    test_torch_exportable = False
+
+
+class VersaViTForDepthEstimationTest(VersaViTCommonTests, unittest.TestCase):
+    all_model_classes = (VersaViTForDepthEstimation,)
+    export_output_keys = ("predicted_depth",)
+
+
+class VersaViTForReferringSegmentationTest(VersaViTCommonTests, unittest.TestCase):
+    all_model_classes = (VersaViTForReferringSegmentation,)
+    export_output_keys = ("pred_masks", "image_embeddings")
