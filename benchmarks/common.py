@@ -92,6 +92,20 @@ def dense_inputs(config, args) -> dict:
             "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
 
 
+def dense_run(description: str, repeats: int = 5):
+    """Parse the dense benchmarks' options (sizes and `--repeats`), seed, and build their config and inputs:
+    `(args, config, inputs)`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dense_size_arguments(parser)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = dense_config(args)
+    return args, config, dense_inputs(config, args)
+
+
 def first_batch(spec) -> dict:
     """The first training batch of a task stream, collated by the task's collator (the model's forward arguments)."""
     return spec.collator([spec.dataset[i] for i in range(spec.batch_size)])

@@ -8,23 +8,16 @@ same model, weights and batch both ways. Prints the one-off compile time and the
     python benchmarks/compile.py [--depth 6 --embed_dim 384 --side 224 --batch 2]
 """
 
-import argparse
 import time
 
 import torch
-from common import dense_config, dense_inputs, dense_size_arguments, measure
+from common import dense_run, measure
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    dense_size_arguments(parser)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    config = dense_config(args)
-    inputs = dense_inputs(config, args)
+    args, config, inputs = dense_run(__doc__)
     tasks = {
         "depth": (VersaViTForDepthEstimation, {"labels": torch.rand(args.batch, args.side, args.side) + 0.1}),
         "segmentation": (VersaViTForReferringSegmentation, {

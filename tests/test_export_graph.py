@@ -1,0 +1,79 @@
+"""Graph export (recipes/export/export_graph.py, versavit_trainer.export.graph): ONNX that runs in onnxruntime and
+`torch.export` programs, traced at one image size and equal to eager at another."""
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import load_recipe, tiny_config
+
+from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel
+from versavit_trainer.export.graph import compare_outputs, export_graph, sample_inputs
+
+
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory):
+    """A depth model's folder: its backbone loads as `backbone`, the whole as `depth`."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("depth_model")
+    VersaViTForDepthEstimation(tiny_config("qwen2_vl")).save_pretrained(folder)
+    return folder
+
+
+def test_onnx_backbone_runs_in_onnxruntime_and_matches_eager(tmp_path, trained_folder):
+    report = load_recipe("export_graph").main(
+        ["--model", str(trained_folder), "--task", "backbone", "--format", "onnx", "--size", "112",
+         "--check_size", "84", "--output_dir", str(tmp_path)]
+    )
+    assert "model.onnx" in report["files"] and json.loads((tmp_path / "export_check.json").read_text()) == report
+    assert max(report["max_abs_difference"].values()) < 1e-4
+    # The file alone, in a plain onnxruntime session, at a third size (dynamic): the eager backbone's outputs.
+    model = VersaViTModel.from_pretrained(trained_folder).eval()
+    inputs = sample_inputs(model, (56, 140), seed=3)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, feeds)))
+    with torch.no_grad():
+        eager = model(**inputs)
+    np.testing.assert_allclose(outputs["last_hidden_state"], eager.last_hidden_state.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs["pooler_output"], eager.pooler_output.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_of_the_depth_model_reloads_and_matches_eager(tmp_path, trained_folder):
+    report = load_recipe("export_graph").main(
+        ["--model", str(trained_folder), "--task", "depth", "--format", "dynamo", "--size", "112",
+         "--check_size", "168", "--num_images", "2", "--output_dir", str(tmp_path)]
+    )
+    assert "model.pt2" in report["files"] and report["max_abs_difference"]["predicted_depth"] < 1e-4
+    program = torch.export.load(str(tmp_path / "model.pt2"))
+    model = VersaViTForDepthEstimation.from_pretrained(trained_folder).eval()
+    inputs = sample_inputs(model, (84, 140), num_images=2, seed=4)
+    with torch.no_grad():
+        eager = model(**inputs).predicted_depth
+    ours = program.module()(**inputs)
+    predicted = ours["predicted_depth"] if isinstance(ours, dict) else ours.predicted_depth
+    torch.testing.assert_close(predicted, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_the_referring_model_exports_with_its_text_embeddings():
+    torch.manual_seed(0)
+    model = VersaViTForReferringSegmentation(tiny_config("qwen2_vl")).eval()
+    exported = export_graph(model, sample_inputs(model, (56, 56), num_images=2, num_expressions=2), format="dynamo")
+    other = sample_inputs(model, (84, 56), num_images=2, num_expressions=2, seed=1)
+    assert compare_outputs(exported, model, other)["pred_masks"] < 1e-4
+
+
+def test_what_does_not_export_is_refused_by_name(tmp_path, trained_folder):
+    model = VersaViTModel(tiny_config("qwen2_5_vl")).eval()
+    with pytest.raises(ValueError, match="Qwen2.5-VL tower does not export.*get_vision_window_index"):
+        export_graph(model, sample_inputs(model, (56, 56)))
+    with pytest.raises(ValueError, match=r"size \(height\): must be a positive multiple of 28"):
+        sample_inputs(model, (50, 56))
+    recipe = load_recipe("export_graph")
+    with pytest.raises(SystemExit, match="format 'tflite'"):
+        recipe.main(["--model", str(trained_folder), "--format", "tflite", "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="has no segmentation weights"):
+        recipe.main(["--model", str(trained_folder), "--task", "segmentation", "--output_dir", str(tmp_path)])

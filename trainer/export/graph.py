@@ -1,0 +1,79 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Export a VersaViT model as a graph: `torch.export` (`.pt2`) or ONNX, through transformers' own exporters.
+
+transformers' `DynamoExporter` / `OnnxExporter` trace the model with `torch.export` and write an `ExportedModel`
+folder (the program, its metadata, the config) that `transformers.exporters.ExportedModel.from_pretrained` loads and
+calls like the model. VersaViT's forward graphs keep their input checks as runtime asserts (`torch_compilable_check`),
+so the export is one graph per model, with dynamic image sizes:
+
+- the image size (the patch grid, and so the number of tokens) is dynamic; the number of images per call is fixed
+  at export time (transformers' packed towers loop over the images), and every image of a call shares one size;
+- Qwen2-VL towers export; Qwen2.5-VL towers do not: transformers builds their attention-window permutation with a
+  Python loop over the grid values (`get_vision_window_index`), which `torch.export` cannot trace.
+"""
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ..data.collators import check_size, image_processor_for, size_multiple
+
+FORMATS = ("onnx", "dynamo")
+# What each exported model returns and is checked on (a task model's loss needs labels, which an export drops).
+OUTPUT_KEYS = {
+    "VersaViTModel": ("last_hidden_state", "pooler_output"),
+    "VersaViTForDepthEstimation": ("predicted_depth",),
+    "VersaViTForReferringSegmentation": ("pred_masks",),
+}
+
+
+def sample_inputs(model, size: tuple[int, int], num_images: int = 1, num_expressions: int = 1, seed: int = 0) -> dict:
+    """Processor-made inputs of `num_images` images of `size` (height, width) for `model`, plus random text
+    embeddings (`num_expressions` per image) for a referring-segmentation model. Sizes must be whole merge blocks."""
+    processor = image_processor_for(model.config)
+    for side, name in zip(size, ("height", "width")):
+        check_size(side, f"size ({name})", size_multiple(processor))
+    rng = np.random.default_rng(seed)
+    images = [PIL.Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(num_images)]
+    inputs = dict(processor(images=images, return_tensors="pt"))
+    if type(model).__name__ == "VersaViTForReferringSegmentation":
+        generator = torch.Generator().manual_seed(seed)
+        shape = (num_images, num_expressions, model.config.text_embed_dim)
+        inputs["text_embeds"] = torch.randn(shape, generator=generator)
+    return inputs
+
+
+def export_graph(model, inputs: dict, format: str = "onnx", dynamic: bool = True):
+    """`model` traced on `inputs` with transformers' exporter of `format` (`"onnx"` or `"dynamo"`): an
+    `ExportedModel`, callable like the model, saved with `.save_pretrained(folder)`. `dynamic`: the image size (and
+    the number of expressions per image) may change between calls; the number of images may not."""
+    from transformers.exporters import DynamoConfig, DynamoExporter, OnnxConfig, OnnxExporter
+
+    if format not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {format!r}.")
+    if model.config.backbone_family == "qwen2_5_vl":
+        raise ValueError(
+            "model: a Qwen2.5-VL tower does not export: transformers builds its attention-window permutation with a "
+            "Python loop over the image grid (transformers.vision_utils.get_vision_window_index), which torch.export "
+            "cannot trace. Qwen2-VL towers export."
+        )
+    # Only what varies between calls is dynamic: the number of patches (the image size) and of expressions per image.
+    shapes = {key: None for key in inputs}
+    shapes["pixel_values"] = {0: torch.export.Dim.AUTO}
+    if "text_embeds" in inputs:
+        shapes["text_embeds"] = {inputs["text_embeds"].ndim - 2: torch.export.Dim.AUTO}
+    settings = {"dynamic": dynamic, "dynamic_shapes": shapes if dynamic else None}
+    if format == "onnx":
+        return OnnxExporter().export(model.eval(), dict(inputs), OnnxConfig(**settings))
+    return DynamoExporter().export(model.eval(), dict(inputs), DynamoConfig(**settings))
+
+
+def compare_outputs(exported, model, inputs: dict) -> dict[str, float]:
+    """The largest absolute difference between the exported graph's and the eager model's outputs, per output."""
+    with torch.no_grad():
+        eager = model(**inputs)
+    ours = exported(**inputs)
+    return {key: float((ours[key] - eager[key]).abs().max()) for key in OUTPUT_KEYS[type(model).__name__]}
+
+
+__all__ = ["FORMATS", "OUTPUT_KEYS", "compare_outputs", "export_graph", "sample_inputs"]
