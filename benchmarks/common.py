@@ -92,14 +92,17 @@ def dense_inputs(config, args) -> dict:
             "image_grid_thw": torch.tensor([[1, grid, grid]] * args.batch)}
 
 
-def dense_run(description: str, repeats: int = 5):
-    """Parse the dense benchmarks' options (sizes and `--repeats`), seed, and build their config and inputs:
-    `(args, config, inputs)`."""
+def dense_run(description: str, repeats: int = 5, models: bool = False):
+    """Parse the dense benchmarks' options (sizes, `--repeats`, and with `models` the choice `--models both|backbone`),
+    seed, and build their config and inputs: `(args, config, inputs)`."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     dense_size_arguments(parser)
     parser.add_argument("--repeats", type=int, default=repeats)
+    if models:
+        parser.add_argument("--models", choices=("both", "backbone"), default="both",
+                            help="the backbone and the depth model, or the backbone only")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = dense_config(args)

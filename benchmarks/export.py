@@ -7,7 +7,7 @@ The same model, weights and images each way: eager PyTorch; the `torch.export` p
 onnxruntime on the CPU; and `torch.compile` (inductor). Inference (no gradients). Prints each one's time per call,
 its ratio to eager and the largest difference from eager's output; the one-off export / compile time apart.
 
-    python benchmarks/export.py [--depth 6 --embed_dim 384 --side 224 --batch 2 --repeats 5]
+    python benchmarks/export.py [--depth 6 --embed_dim 384 --side 224 --batch 2 --repeats 5 --models both|backbone]
 """
 
 import tempfile
@@ -21,10 +21,10 @@ from versavit_trainer.export.graph import OUTPUT_KEYS, export_graph
 
 
 def main():
-    args, config, inputs = dense_run(__doc__)
+    args, config, inputs = dense_run(__doc__, models=True)
     print(f"tower {args.depth} blocks x {args.embed_dim}, {args.batch} images of {args.side} px, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; inference")
-    for model_class in (VersaViTModel, VersaViTForDepthEstimation):
+    for model_class in [VersaViTModel, VersaViTForDepthEstimation][: 2 if args.models == "both" else 1]:
         model = model_class(config).eval()
         key = OUTPUT_KEYS[model_class.__name__][0]
         runners, setup = {}, {}

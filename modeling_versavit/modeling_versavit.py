@@ -487,10 +487,10 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         return maps
 
     def _dense_features(self, pixel_values, image_grid_thw, layers, output_hidden_states=False, output_attentions=False,
-                        stack=True):
+                        stack=True, task=None):
         """`get_dense_features` and the tower's output, for task models that return it: `hidden_states` as
         `output_hidden_states` asks (all, the listed indices with `None` elsewhere, or none), attention maps with
-        `output_attentions`."""
+        `output_attentions`. A `task` (its name) needs one grid for all images, checked before the tower runs."""
         requested = [layers] if isinstance(layers, int) else list(layers)
         num_states = self.config.num_hidden_layers + 1
         for index in requested:
@@ -500,6 +500,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                     f"{num_states - 1}; 0 = patch embedding)."
                 )
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        if task is not None:
+            shared_grid(image_grid_thw, pixel_values.shape[0], task, multiple=self.config.spatial_merge_size)
         # The caller's selection (a flag, or indices as transformers' `output_hidden_states` takes them) and what the
         # head reads are captured together; the output keeps only the caller's.
         selected = None
@@ -829,9 +831,9 @@ class DepthEstimationMixin:
             / attention maps; default to the config's flags.
         """
         output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
-        shared_grid(image_grid_thw, pixel_values.shape[0], "depth estimation", multiple=self.config.spatial_merge_size)
         feature_maps, tower = self._dense_features(
-            pixel_values, image_grid_thw, self.config.depth_layer_indices, output_hidden_states, output_attentions
+            pixel_values, image_grid_thw, self.config.depth_layer_indices, output_hidden_states, output_attentions,
+            task="depth estimation",
         )
         predicted_depth = self.depth_head(feature_maps)
         loss = loss_terms = None
@@ -942,14 +944,12 @@ class ReferringSegmentationMixin:
         """
         output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         num_images = image_grid_thw.shape[0]
-        height, width = shared_grid(
-            image_grid_thw, pixel_values.shape[0], "referring segmentation", multiple=self.config.spatial_merge_size
-        )
         text_embeds, image_index = self._expressions(text_embeds, expression_image_index, num_images)
         (feature_map,), tower = self._dense_features(
             pixel_values, image_grid_thw, [self.config.segmentation_layer_index], output_hidden_states,
-            output_attentions,
+            output_attentions, task="referring segmentation",
         )
+        height, width = feature_map.shape[-2:]
         image_embeddings = self.segmentation_head.neck(feature_map.permute(0, 2, 3, 1))
         low_res = self.segmentation_head(image_embeddings, text_embeds.to(image_embeddings.device), image_index)
         size = (height * self.config.patch_size, width * self.config.patch_size)

@@ -22,8 +22,8 @@ COMMANDS = {
     "data_pipeline": (["--batches", "1", "--repeats", "1", *FEW_SCENES], ["segmentation", "data / model"]),
     "roofline": (["--repeats", "1", "--gemm_size", "256", *FEW_SCENES], ["multi-task", "before: all logits"]),
     "memory": (FEW_SCENES, ["alignment stage (projector only)", "step peak RSS"]),
-    "export": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1"],
-               ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTForDepthEstimation"]),
+    "export": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1", "--models", "backbone"],
+               ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTModel"]),
 }
 
 

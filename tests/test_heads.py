@@ -13,7 +13,7 @@ from modeling_versavit import (
     VersaViTImageProcessor,
     VersaViTModel,
 )
-from modeling_versavit.modeling_versavit import VersaViTDepthHead, VersaViTSegmentationHead
+from modeling_versavit.modeling_versavit import TraceableDepthEstimationHead, VersaViTDepthHead, VersaViTSegmentationHead
 
 
 def block_grads(model) -> list[bool]:
@@ -22,6 +22,24 @@ def block_grads(model) -> list[bool]:
 
 
 # ------------------------------------------------------------------------------------------------- depth
+def test_the_traceable_depth_head_is_depth_anything_s_head():
+    """Same parameters as transformers' `DepthAnythingDepthEstimationHead` and, on the same weights, the same output
+    for square and non-square grids: only the output size stays symbolic (for torch.export)."""
+    from transformers import DepthAnythingConfig
+    from transformers.models.depth_anything.modeling_depth_anything import DepthAnythingDepthEstimationHead
+
+    torch.manual_seed(0)
+    config = DepthAnythingConfig(fusion_hidden_size=16, head_hidden_size=8, head_in_index=-1)
+    ours, theirs = TraceableDepthEstimationHead(config), DepthAnythingDepthEstimationHead(config)
+    assert theirs.load_state_dict(ours.state_dict()) is not None
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    for height, width in ((4, 4), (3, 7)):
+        fused = [torch.randn(2, 16, 8 * height, 8 * width)]
+        expected = theirs(fused, height, width)
+        assert expected.shape == (2, 14 * height, 14 * width)
+        torch.testing.assert_close(ours(fused, height, width), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("grid", [(4, 4), (6, 10)])
 def test_depth_prediction_has_the_input_size(family, grid):
     torch.manual_seed(0)
