@@ -10,7 +10,14 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from .configuration_versavit import TASKS, VersaViTConfig, uniform_layer_indices
 from .image_processing_versavit import VersaViTImageProcessor, load_image, to_rgb
-from .losses_versavit import depth_loss, gradient_matching_loss, mask_loss, normalize_depth, ssi_loss
+from .losses_versavit import (
+    contrastive_loss,
+    depth_loss,
+    gradient_matching_loss,
+    mask_loss,
+    normalize_depth,
+    ssi_loss,
+)
 from .modeling_versavit import (
     VersaViTCaptioningOutput,
     VersaViTDepthEstimatorOutput,
@@ -66,6 +73,7 @@ __all__ = [
     "depth_loss",
     "gradient_matching_loss",
     "mask_loss",
+    "contrastive_loss",
     "normalize_depth",
     "ssi_loss",
     "load_image",

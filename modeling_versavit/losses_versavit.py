@@ -1,5 +1,8 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""The task losses of VersaViT (paper §4.2, supplement §7 and §8.1). Shipped as Hub remote code: torch only."""
+"""The task losses of VersaViT (paper §4.2, supplement §7 and §8.1) and the image-text contrastive loss of its
+retrieval evaluation (supplement §9.5). Shipped as Hub remote code: torch only."""
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -168,3 +171,50 @@ __all__ = [
     "normalize_depth",
     "ssi_loss",
 ]
+
+
+# ------------------------------------------------------------------------------------- image-text contrastive
+CONTRASTIVE_KINDS = ("sigmoid", "softmax")
+
+
+def contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    kind: str = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-text contrastive loss over a batch of `B` pairs (image `i` goes with text `i`, every other pair is a
+    negative); the retrieval head of the paper's supplement §9.5 trains with it, and SAILViT's cross-modal alignment.
+
+    Both embeddings are L2-normalised; `logits[i, j] = exp(logit_scale) * <image_i, text_j> (+ logit_bias)`.
+    - `"sigmoid"` (SigLIP): `-sum_ij log sigmoid(z_ij * logits_ij) / B`, `z_ij` = 1 on the diagonal, -1 elsewhere;
+      needs `logit_bias` (SigLIP initialises the scale to log 10 and the bias to -10).
+    - `"softmax"` (CLIP): the mean of the image-to-text and text-to-image cross-entropies with the diagonal as
+      targets; `logit_bias` must be None (a shared bias cancels in a softmax). The scale is clamped at log 100, as CLIP.
+
+    Returns `(loss, logits_per_image)`: the scalar loss and the `(B, B)` logits.
+    """
+    if kind not in CONTRASTIVE_KINDS:
+        raise ValueError(f"kind: expected one of {CONTRASTIVE_KINDS}, got {kind!r}.")
+    if image_embeds.ndim != 2 or text_embeds.ndim != 2 or image_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            f"image_embeds {tuple(image_embeds.shape)} and text_embeds {tuple(text_embeds.shape)}: expected two "
+            "(batch, dim) tensors of the same shape, one text per image."
+        )
+    for name, value in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name}: contains NaN or inf values.")
+    if (kind == "sigmoid") != (logit_bias is not None):
+        raise ValueError(f"logit_bias: the {kind} loss takes {'a' if kind == 'sigmoid' else 'no'} bias.")
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    text_embeds = F.normalize(text_embeds, dim=-1)
+    scale = logit_scale.exp() if kind == "sigmoid" else logit_scale.clamp(max=math.log(100)).exp()
+    logits = scale * image_embeds @ text_embeds.t()
+    batch = logits.shape[0]
+    if kind == "sigmoid":
+        logits = logits + logit_bias
+        signs = 2 * torch.eye(batch, device=logits.device, dtype=logits.dtype) - 1
+        return -F.logsigmoid(signs * logits).sum() / batch, logits
+    targets = torch.arange(batch, device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2, logits

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_versavit import depth_loss, gradient_matching_loss, mask_loss, ssi_loss
+from modeling_versavit import contrastive_loss, depth_loss, gradient_matching_loss, mask_loss, ssi_loss
 
 EPS = 1e-6
 
@@ -203,3 +203,50 @@ def test_disparity_labels_of_zero_supervise_and_depth_zeros_do_not():
         assert bool(prediction.grad[:, :4].abs().sum() > 0) is supervised, space
     with pytest.raises(ValueError, match="label_space: expected 'depth' or 'disparity'"):
         depth_validity(labels, label_space="inverse")
+
+
+# ------------------------------------------------------------------------------------- image-text contrastive
+def test_sigmoid_and_softmax_contrastive_losses_equal_their_formulas_written_out():
+    """SigLIP: -1/B sum_ij log sigmoid(z_ij (t <x_i, y_j> + b)); CLIP: the mean of the two cross-entropies with
+    softmax written as exp / sum exp, on unnormalised random embeddings; gradients reach the scale and the bias."""
+    torch.manual_seed(0)
+    images, texts = torch.randn(5, 8), torch.randn(5, 8)
+    scale = torch.tensor(math.log(10.0), requires_grad=True)
+    bias = torch.tensor(-10.0, requires_grad=True)
+    loss, logits = contrastive_loss(images, texts, scale, bias, kind="sigmoid")
+    expected = 0.0
+    for i in range(5):
+        for j in range(5):
+            cosine = float(images[i] @ texts[j] / (images[i].norm() * texts[j].norm()))
+            z = 1.0 if i == j else -1.0
+            expected += -math.log(1 / (1 + math.exp(-z * (10.0 * cosine - 10.0))))
+    assert logits.shape == (5, 5)
+    assert loss.item() == pytest.approx(expected / 5, rel=1e-5)
+    loss.backward()
+    assert scale.grad is not None and bias.grad is not None
+
+    scale = torch.tensor(math.log(1 / 0.07))
+    loss, _ = contrastive_loss(images, texts, scale, kind="softmax")
+    cosines = [[float(images[i] @ texts[j] / (images[i].norm() * texts[j].norm())) / 0.07 for j in range(5)]
+               for i in range(5)]
+    image_to_text = -sum(cosines[i][i] - math.log(sum(math.exp(c) for c in cosines[i])) for i in range(5)) / 5
+    text_to_image = -sum(cosines[j][j] - math.log(sum(math.exp(cosines[i][j]) for i in range(5))) for j in range(5)) / 5
+    assert loss.item() == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
+    # CLIP clamps the temperature at 100.
+    clamped, _ = contrastive_loss(images, texts, torch.tensor(10.0), kind="softmax")
+    at_100, _ = contrastive_loss(images, texts, torch.tensor(math.log(100.0)), kind="softmax")
+    assert clamped.item() == pytest.approx(at_100.item())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "hinge"}, r"kind: expected one of \('sigmoid', 'softmax'\), got 'hinge'"),
+    ({"texts": torch.randn(4, 6)}, r"image_embeds \(5, 8\) and text_embeds \(4, 6\)"),
+    ({"images": torch.full((5, 8), float("nan"))}, "image_embeds: contains NaN or inf"),
+    ({"kind": "softmax", "bias": torch.tensor(0.0)}, "the softmax loss takes no bias"),
+    ({"bias": None}, "the sigmoid loss takes a bias"),
+])
+def test_contrastive_loss_refuses_bad_inputs_by_name(kwargs, message):
+    args = {"images": torch.randn(5, 8), "texts": torch.randn(5, 8), "bias": torch.tensor(-10.0), "kind": "sigmoid"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        contrastive_loss(args["images"], args["texts"], torch.tensor(1.0), args["bias"], kind=args["kind"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from versavit_trainer.evaluation.metrics import mask_ious, relative_depth_metrics
+from versavit_trainer.evaluation.metrics import mask_ious, relative_depth_metrics, retrieval_recall
 
 
 def numpy_relative_depth(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -236,3 +236,54 @@ def test_pairwise_depth_order_by_hand():
     assert pairwise_depth_order(disparity, pairs, space="depth") == (1, 4)
     with pytest.raises(ValueError, match=r"point2 \[2, 0\] lies outside the 2x3 image"):
         pairwise_depth_order(disparity, [{"point1": [0, 0], "point2": [2, 0], "closer_point": "point1"}])
+
+
+# ---------------------------------------------------------------------------------------- image-text retrieval
+def test_retrieval_recall_on_hand_made_cases_with_ties():
+    # 3 images, 4 captions (image 0 has two). Image 1's caption ties with a negative: ties count against it.
+    similarity = torch.tensor([
+        [0.9, 0.1, 0.5, 0.2],   # image 0: own captions 0 and 2 score 0.9 / 0.5 -> best is rank 0
+        [0.3, 0.4, 0.4, 0.1],   # image 1: own caption 1 scores 0.4, tied with caption 2 -> rank 1
+        [0.2, 0.3, 0.1, 0.1],   # image 2: own caption 3 scores 0.1, below 0.2 and 0.3, tied with caption 2 -> rank 3
+    ])
+    text_image = torch.tensor([0, 1, 0, 2])
+    scores = retrieval_recall(similarity, text_image, ks=(1, 2, 5))
+    assert scores["image_to_text_R@1"] == pytest.approx(1 / 3)
+    assert scores["image_to_text_R@2"] == pytest.approx(2 / 3)
+    assert scores["image_to_text_R@5"] == pytest.approx(1.0)
+    # Text ranks: caption 0 -> image 0 best (0); caption 1 -> image 1 at 0.4 beats 0.3, 0.1 (0);
+    # caption 2 -> image 0 at 0.5 beats 0.4 (0); caption 3 -> image 2 at 0.1 ties images 1 and 0 score 0.1, 0.2 (2).
+    assert scores["text_to_image_R@1"] == pytest.approx(3 / 4)
+    assert scores["text_to_image_R@2"] == pytest.approx(3 / 4)
+    assert scores["text_to_image_R@5"] == pytest.approx(1.0)
+    assert scores["mean_recall"] == pytest.approx((1 / 3 + 2 / 3 + 1 + 3 / 4 + 3 / 4 + 1) / 6)
+    # A constant similarity retrieves nothing at R@1 (no lucky tie-break).
+    flat = retrieval_recall(torch.zeros(3, 4), text_image, ks=(1,))
+    assert flat["image_to_text_R@1"] == 0 and flat["text_to_image_R@1"] == 0
+
+
+def test_retrieval_recall_equals_a_loop_over_rankings():
+    generator = torch.Generator().manual_seed(0)
+    similarity = torch.randn(20, 50, generator=generator)
+    text_image = torch.cat([torch.arange(20), torch.randint(0, 20, (30,), generator=generator)])
+    scores = retrieval_recall(similarity, text_image, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        hits = 0
+        for i in range(20):
+            top = torch.topk(similarity[i], k).indices.tolist()
+            hits += any(text_image[j] == i for j in top)
+        assert scores[f"image_to_text_R@{k}"] == pytest.approx(hits / 20)
+        hits = sum(int(text_image[j]) in torch.topk(similarity[:, j], k).indices.tolist() for j in range(50))
+        assert scores[f"text_to_image_R@{k}"] == pytest.approx(hits / 50)
+
+
+@pytest.mark.parametrize("similarity, text_image, message", [
+    (torch.zeros(3), torch.tensor([0, 1, 2]), r"similarity: expected \(num_images, num_texts\)"),
+    (torch.full((2, 2), float("nan")), torch.tensor([0, 1]), "similarity: contains NaN"),
+    (torch.zeros(2, 2), torch.tensor([0.0, 1.0]), "text_image: expected 2 integer image indices"),
+    (torch.zeros(2, 2), torch.tensor([0, 2]), r"text_image: indices must lie in \[0, 2\)"),
+    (torch.zeros(3, 2), torch.tensor([0, 1]), r"images \[2\] have no caption"),
+])
+def test_retrieval_recall_refuses_bad_inputs_by_name(similarity, text_image, message):
+    with pytest.raises(ValueError, match=message):
+        retrieval_recall(similarity, text_image)

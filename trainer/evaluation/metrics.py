@@ -15,6 +15,7 @@ Definitions:
   mmsegmentation / `evaluate`'s mean_iou.
 - Metric depth (`depth_metrics`): per image over valid pixels (finite, in (min_depth, max_depth], in the crop), then
   averaged over images by the caller.
+- Image-text retrieval (`retrieval_recall`): Recall@K in both directions, ties counted against the positive.
 """
 
 import inspect
@@ -270,3 +271,46 @@ __all__ = [
     "relative_depth_metrics",
     "segmentation_histograms",
 ]
+
+
+# ---------------------------------------------------------------------------------------- image-text retrieval
+def retrieval_recall(similarity: torch.Tensor, text_image: torch.Tensor, ks: Iterable[int] = (1, 5, 10)) -> dict:
+    """Recall@K of image-text retrieval in both directions, as the COCO / Flickr30k Karpathy-split benchmarks count it
+    (an image may have several captions, a caption has one image).
+
+    `similarity` is `(num_images, num_texts)`; `text_image[j]` is the index of text `j`'s image.
+    - image -> text: image `i` is retrieved within K when its best-scoring own caption ranks among the top K texts;
+    - text -> image: text `j` when its image ranks among the top K images.
+    The rank of a positive is the number of negatives scoring at least as high: ties count against the positive, so
+    a constant similarity scores 0, not an arbitrary tie-break. Returns fractions in [0, 1] keyed
+    `image_to_text_R@K` / `text_to_image_R@K`, and their mean `mean_recall` (the "RSUM / 6" of the retrieval papers).
+    """
+    if similarity.ndim != 2:
+        raise ValueError(f"similarity: expected (num_images, num_texts), got shape {tuple(similarity.shape)}.")
+    if not torch.isfinite(similarity).all():
+        raise ValueError("similarity: contains NaN or inf values.")
+    num_images, num_texts = similarity.shape
+    text_image = torch.as_tensor(text_image)
+    if text_image.shape != (num_texts,) or text_image.is_floating_point():
+        raise ValueError(f"text_image: expected {num_texts} integer image indices, got shape {tuple(text_image.shape)}.")
+    if num_texts and not 0 <= int(text_image.min()) <= int(text_image.max()) < num_images:
+        raise ValueError(f"text_image: indices must lie in [0, {num_images}), got {text_image.tolist()}.")
+    ks = sorted(set(ks))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks: expected positive cut-offs, got {ks}.")
+    positive = torch.zeros(num_images, num_texts, dtype=torch.bool)
+    positive[text_image, torch.arange(num_texts)] = True
+    uncaptioned = (~positive.any(dim=1)).nonzero().flatten().tolist()
+    if uncaptioned:
+        raise ValueError(f"text_image: images {uncaptioned[:10]} have no caption, so they cannot be retrieved.")
+    similarity = similarity.float()
+    best = similarity.masked_fill(~positive, float("-inf")).max(dim=1, keepdim=True).values
+    image_rank = ((similarity >= best) & ~positive).sum(dim=1)
+    own = similarity[text_image, torch.arange(num_texts)]
+    text_rank = (similarity >= own).sum(dim=0) - 1  # the own image scores >= itself
+    scores = {}
+    for k in ks:
+        scores[f"image_to_text_R@{k}"] = float((image_rank < k).float().mean())
+        scores[f"text_to_image_R@{k}"] = float((text_rank < k).float().mean())
+    scores["mean_recall"] = sum(scores.values()) / len(scores)
+    return scores
