@@ -177,6 +177,20 @@ __all__ = [
 CONTRASTIVE_KINDS = ("sigmoid", "softmax")
 
 
+def contrastive_logits(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    kind: str = "sigmoid",
+) -> torch.Tensor:
+    """`(num_images, num_texts)` logits `exp(logit_scale) * <image_i, text_j> (+ logit_bias)` of the L2-normalised
+    embeddings; for `"softmax"` the scale is clamped at log 100, as CLIP does."""
+    scale = logit_scale.exp() if kind == "sigmoid" else logit_scale.clamp(max=math.log(100)).exp()
+    logits = scale * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).t()
+    return logits if logit_bias is None else logits + logit_bias
+
+
 def contrastive_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
@@ -207,13 +221,9 @@ def contrastive_loss(
             raise ValueError(f"{name}: contains NaN or inf values.")
     if (kind == "sigmoid") != (logit_bias is not None):
         raise ValueError(f"logit_bias: the {kind} loss takes {'a' if kind == 'sigmoid' else 'no'} bias.")
-    image_embeds = F.normalize(image_embeds, dim=-1)
-    text_embeds = F.normalize(text_embeds, dim=-1)
-    scale = logit_scale.exp() if kind == "sigmoid" else logit_scale.clamp(max=math.log(100)).exp()
-    logits = scale * image_embeds @ text_embeds.t()
+    logits = contrastive_logits(image_embeds, text_embeds, logit_scale, logit_bias, kind)
     batch = logits.shape[0]
     if kind == "sigmoid":
-        logits = logits + logit_bias
         signs = 2 * torch.eye(batch, device=logits.device, dtype=logits.dtype) - 1
         return -F.logsigmoid(signs * logits).sum() / batch, logits
     targets = torch.arange(batch, device=logits.device)
