@@ -23,8 +23,10 @@ from .modeling_versavit import (
     VersaViTDepthEstimatorOutput,
     VersaViTForCaptioning,
     VersaViTForDepthEstimation,
+    VersaViTForImageTextRetrieval,
     VersaViTForMultiTask,
     VersaViTForReferringSegmentation,
+    VersaViTImageTextRetrievalOutput,
     VersaViTModel,
     VersaViTModelOutput,
     VersaViTPreTrainedModel,
@@ -50,6 +52,7 @@ VersaViTForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation"
 VersaViTForReferringSegmentation.register_for_auto_class("AutoModel")
 VersaViTForCaptioning.register_for_auto_class("AutoModel")
 VersaViTForMultiTask.register_for_auto_class("AutoModel")
+VersaViTForImageTextRetrieval.register_for_auto_class("AutoModel")
 VersaViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
@@ -64,6 +67,8 @@ __all__ = [
     "VersaViTForCaptioning",
     "VersaViTForDepthEstimation",
     "VersaViTForReferringSegmentation",
+    "VersaViTForImageTextRetrieval",
+    "VersaViTImageTextRetrievalOutput",
     "VersaViTImageProcessor",
     "VersaViTModel",
     "VersaViTModelOutput",

@@ -21,6 +21,7 @@ _LEGACY_VISION_MODEL_TYPES = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen
 
 
 DEPTH_LABEL_SPACES = ("depth", "disparity")
+RETRIEVAL_LOSSES = ("sigmoid", "softmax")
 
 
 def uniform_layer_indices(num_layers: int, count: int = 3) -> list[int]:
@@ -80,6 +81,15 @@ class VersaViTConfig(PreTrainedConfig):
             The SAM two-way transformer of the mask decoder (SAM's 2, 8 and 2048 by default).
         segmentation_bce_weight, segmentation_dice_weight (`float`, *optional*, defaults to 2.0 and 0.5):
             λ_bce and λ_dice of the segmentation loss (supplement §8.1).
+        retrieval_embed_dim (`int`, *optional*, defaults to 1280):
+            The shared image-text embedding width of [`VersaViTForImageTextRetrieval`] (supplement §9.5: 1280).
+        retrieval_pooling_heads (`int`, *optional*, defaults to 16):
+            Heads of its attention-pooling layer over the tower's last-layer tokens; must divide the tower width.
+        retrieval_text_embed_dim (`int`, *optional*):
+            Width of the offline text embeddings its text projection takes (the paper: SigLIP2's text tower, 1152).
+            Defaults to `text_embed_dim`.
+        retrieval_loss (`str`, *optional*, defaults to `"sigmoid"`):
+            `"sigmoid"` (SigLIP) or `"softmax"` (CLIP) contrastive loss, see `losses_versavit.contrastive_loss`.
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of the causal LLM of the captioning / VQA branch (Qwen3-1.7B in the paper). Only
             [`VersaViTForCaptioning`] needs it.
@@ -131,6 +141,11 @@ class VersaViTConfig(PreTrainedConfig):
     segmentation_decoder_mlp_dim: int = 2048
     segmentation_bce_weight: float = 2.0
     segmentation_dice_weight: float = 0.5
+    # Image-text retrieval (attention pooling + text projection into a shared space, supplement §9.5).
+    retrieval_embed_dim: int = 1280
+    retrieval_pooling_heads: int = 16
+    retrieval_text_embed_dim: int | None = None
+    retrieval_loss: str = "sigmoid"
     # Captioning / VQA (projector into a causal LLM).
     text_config: dict | PreTrainedConfig | None = None
     image_token_id: int | None = None
@@ -193,10 +208,13 @@ class VersaViTConfig(PreTrainedConfig):
                 )
             if any(v < 1 for v in value):
                 raise ValueError(f"VersaViTConfig.{name}: entries must be >= 1, got {value}.")
+        if self.retrieval_text_embed_dim is None:
+            self.retrieval_text_embed_dim = self.text_embed_dim
         for name in (
             "text_embed_dim", "depth_fusion_hidden_size", "depth_head_hidden_size", "depth_gm_scales",
             "segmentation_num_prompt_tokens", "segmentation_decoder_layers", "segmentation_decoder_heads",
-            "segmentation_decoder_mlp_dim",
+            "segmentation_decoder_mlp_dim", "retrieval_embed_dim", "retrieval_pooling_heads",
+            "retrieval_text_embed_dim",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or value < 1:
@@ -222,6 +240,14 @@ class VersaViTConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"VersaViTConfig.{name}: must be a finite value >= 0, got {value!r}.")
+        if self.embed_dim % self.retrieval_pooling_heads:
+            raise ValueError(
+                f"VersaViTConfig.retrieval_pooling_heads: must divide the tower width {self.embed_dim}, got "
+                f"{self.retrieval_pooling_heads}."
+            )
+        if self.retrieval_loss not in RETRIEVAL_LOSSES:
+            raise ValueError(f"VersaViTConfig.retrieval_loss: expected one of {RETRIEVAL_LOSSES}, got "
+                             f"{self.retrieval_loss!r}.")
         if self.depth_label_space not in DEPTH_LABEL_SPACES:
             raise ValueError(f"VersaViTConfig.depth_label_space: expected one of {DEPTH_LABEL_SPACES}, got "
                              f"{self.depth_label_space!r}.")

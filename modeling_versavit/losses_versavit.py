@@ -217,8 +217,9 @@ def contrastive_loss(
             "(batch, dim) tensors of the same shape, one text per image."
         )
     for name, value in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name}: contains NaN or inf values.")
+        # A runtime assert, not a Python branch on the data: traceable by torch.export / torch.compile.
+        message = f"{name}: contains NaN or inf values."
+        torch._check_tensor_all_with(ValueError, torch.isfinite(value), lambda message=message: message)
     if (kind == "sigmoid") != (logit_bias is not None):
         raise ValueError(f"logit_bias: the {kind} loss takes {'a' if kind == 'sigmoid' else 'no'} bias.")
     logits = contrastive_logits(image_embeds, text_embeds, logit_scale, logit_bias, kind)

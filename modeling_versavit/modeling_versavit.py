@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import DepthEstimatorOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, DepthEstimatorOutput
 from transformers.modeling_utils import AttentionInterface
 from transformers.models.depth_anything.modeling_depth_anything import (
     DepthAnythingDepthEstimationHead,
@@ -44,7 +44,7 @@ from transformers.utils.import_utils import torch_compilable_check
 from transformers.vision_utils import get_vision_window_index
 
 from .configuration_versavit import TASKS, VersaViTConfig
-from .losses_versavit import depth_loss, mask_loss
+from .losses_versavit import contrastive_logits, contrastive_loss, depth_loss, mask_loss
 from .processing_versavit import IGNORE_INDEX
 
 VISION_TOWER_CLASSES = {
@@ -400,6 +400,11 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=module.scale)
+        if isinstance(module, VersaViTRetrievalHead):
+            init.normal_(module.probe, std=self.config.initializer_range)
+            init.constant_(module.logit_scale, module.initial_logit_scale())
+            if module.logit_bias is not None:
+                init.constant_(module.logit_bias, -10.0)
 
     def _output_flags(self, output_hidden_states, output_attentions) -> tuple:
         """The caller's `output_hidden_states` / `output_attentions`, else the model config's, as transformers models
@@ -1053,6 +1058,166 @@ class VersaViTForReferringSegmentation(ReferringSegmentationMixin, VersaViTPreTr
         )
 
 
+class VersaViTRetrievalHead(nn.Module):
+    """The retrieval head of the paper's supplement §9.5, as SigLIP pools: a learned query attends to an image's
+    last-layer tokens (multi-head attention), a layer norm and an MLP take the result into the shared embedding space
+    (`retrieval_embed_dim`); a text projection MLP takes offline text embeddings into the same space. The contrastive
+    loss's scale (and, for the sigmoid loss, bias) are learnable, starting at SigLIP's log 10 and -10 or CLIP's
+    log(1 / 0.07)."""
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__()
+        width, shared = config.embed_dim, config.retrieval_embed_dim
+        self.kind = config.retrieval_loss
+        self.probe = nn.Parameter(torch.zeros(1, 1, width))
+        self.attention = nn.MultiheadAttention(width, config.retrieval_pooling_heads, batch_first=True)
+        self.layernorm = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, shared))
+        self.text_projection = nn.Sequential(
+            nn.Linear(config.retrieval_text_embed_dim, shared), nn.GELU(), nn.Linear(shared, shared)
+        )
+        self.logit_scale = nn.Parameter(torch.zeros(()))
+        self.logit_bias = nn.Parameter(torch.zeros(())) if self.kind == "sigmoid" else None
+
+    def initial_logit_scale(self) -> float:
+        return math.log(10.0) if self.kind == "sigmoid" else math.log(1 / 0.07)
+
+    def pool(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """`(B, N, C)` tokens, `padding` `(B, N)` True where a token is padding -> `(B, retrieval_embed_dim)`."""
+        query = self.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        pooled, _ = self.attention(query, tokens, tokens, key_padding_mask=padding, need_weights=False)
+        return self.mlp(self.layernorm(pooled[:, 0]))
+
+
+@dataclass
+class VersaViTImageTextRetrievalOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor`, *optional*): the contrastive loss (`config.retrieval_loss`), with `return_loss`.
+    logits_per_image (`torch.FloatTensor` of shape `(num_images, num_texts)`, *optional*): scaled cosine
+        similarities (plus the bias, for the sigmoid loss), when `text_embeds` are given.
+    image_embeds (`torch.FloatTensor` of shape `(num_images, retrieval_embed_dim)`): pooled, L2-normalised.
+    text_embeds (`torch.FloatTensor` of shape `(num_texts, retrieval_embed_dim)`, *optional*): projected,
+        L2-normalised.
+    hidden_states, attentions (*optional*): the tower's, as [`VersaViTModelOutput`] has them, with
+        `output_hidden_states` / `output_attentions`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class VersaViTForImageTextRetrieval(VersaViTPreTrainedModel):
+    r"""
+    VersaViT with the image-text retrieval head of the paper's supplement §9.5 (out-of-task evaluation, Table 11):
+    attention pooling over the tower's last-layer tokens and a projection of offline text embeddings (width
+    `config.retrieval_text_embed_dim`) into a shared space, trained with a SigLIP or CLIP contrastive loss. Freeze
+    the tower to train the head alone (the paper's first setting) or train it too (the second).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|retrieval_head)\.)"]
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__(config)
+        self._build_backbone(config)
+        self.retrieval_head = VersaViTRetrievalHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values, image_grid_thw, output_hidden_states=None, output_attentions=None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The tower's outputs (`last_hidden_state`, and `hidden_states` / `attentions` when asked) with
+        `pooler_output` the pooled, L2-normalised image embeddings `(num_images, retrieval_embed_dim)`. Images of any
+        sizes: each attends only to its own tokens (padding is masked)."""
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
+        check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        tower = self._run_tower(pixel_values, image_grid_thw, output_hidden_states, output_attentions, merge=False)
+        tokens = tower.last_hidden_state
+        embeds = self.pool_tokens(tokens, image_grid_thw)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tokens, pooler_output=embeds, hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+        )
+
+    def pool_tokens(self, tokens: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """Pooled, L2-normalised embeddings `(num_images, retrieval_embed_dim)` of the tower's packed last-layer
+        `tokens` (as `get_image_features` computes them; callers that cache a frozen tower's tokens pool with it)."""
+        # Per-image rows of a padded (num_images, longest, C) batch, built with tensor ops (traceable).
+        counts = image_grid_thw.prod(-1).to(tokens.device)
+        num_images = counts.shape[0]
+        image_of_token = torch.repeat_interleave(
+            torch.arange(num_images, device=tokens.device), counts, output_size=tokens.shape[0]
+        )
+        position = torch.arange(tokens.shape[0], device=tokens.device) - (counts.cumsum(0) - counts)[image_of_token]
+        longest = counts.max().item()  # not int(): under torch.export it stays a symbol
+        torch._check(longest >= 1)
+        torch._check(longest <= tokens.shape[0])
+        padded = tokens.new_zeros(num_images, longest, tokens.shape[-1])
+        padded = padded.index_put((image_of_token, position), tokens)
+        padding = torch.arange(longest, device=tokens.device)[None] >= counts[:, None]
+        return F.normalize(self.retrieval_head.pool(padded, padding), dim=-1)
+
+    def retrieval_loss(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple:
+        """`(loss, logits)` of paired embeddings (image `i` with text `i`) under `config.retrieval_loss`, with the
+        head's learnable scale and bias."""
+        head = self.retrieval_head
+        return contrastive_loss(image_embeds, text_embeds, head.logit_scale, head.logit_bias, kind=head.kind)
+
+    def project_text(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Projected, L2-normalised text embeddings `(num_texts, retrieval_embed_dim)` from offline ones (there is no
+        text model here: the texts are embedded beforehand, by the model `retrieval_text_embed_dim` names)."""
+        width = self.config.retrieval_text_embed_dim
+        if text_embeds.ndim != 2 or text_embeds.shape[-1] != width:
+            raise ValueError(
+                f"text_embeds: expected shape (num_texts, {width}) (config.retrieval_text_embed_dim), got "
+                f"{tuple(text_embeds.shape)}; embed the texts with the text model this head was built for."
+            )
+        torch_compilable_check(torch.isfinite(text_embeds).all(), "text_embeds: contains NaN or inf values.")
+        projection = self.retrieval_head.text_projection
+        return F.normalize(projection(text_embeds.to(projection[0].weight.dtype)), dim=-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values,
+        image_grid_thw,
+        text_embeds=None,
+        return_loss=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        **kwargs,
+    ) -> VersaViTImageTextRetrievalOutput:
+        r"""
+        text_embeds (`torch.FloatTensor` of shape `(num_texts, retrieval_text_embed_dim)`, *optional*):
+            Offline text embeddings. With `return_loss` (the default when there is one text per image), text `i`
+            is image `i`'s positive and every other pair of the batch a negative.
+        output_hidden_states, output_attentions (*optional*): also return the tower's, as [`VersaViTModel`] does.
+        """
+        image = self.get_image_features(
+            pixel_values, image_grid_thw, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions, return_dict=True,
+        )
+        image_embeds = image.pooler_output
+        loss = logits = text = None
+        if text_embeds is not None:
+            text = self.project_text(text_embeds.to(image_embeds.device))
+            head = self.retrieval_head
+            if return_loss is None:
+                return_loss = text.shape[0] == image_embeds.shape[0]
+            if return_loss:
+                loss, logits = self.retrieval_loss(image_embeds, text)
+            else:
+                logits = contrastive_logits(image_embeds, text, head.logit_scale, head.logit_bias, kind=head.kind)
+        return VersaViTImageTextRetrievalOutput(
+            loss=loss, logits_per_image=logits, image_embeds=image_embeds, text_embeds=text,
+            hidden_states=image.hidden_states, attentions=image.attentions,
+        )
+
+
 @dataclass
 class VersaViTCaptioningOutput(ModelOutput):
     r"""
@@ -1259,6 +1424,7 @@ __all__ = [
     "VersaViTForDepthEstimation",
     "VersaViTForReferringSegmentation",
     "VersaViTForCaptioning",
+    "VersaViTForImageTextRetrieval",
     "VersaViTForMultiTask",
     "captioning_config",
     "VersaViTDepthHead",
@@ -1266,6 +1432,8 @@ __all__ = [
     "VersaViTDepthEstimatorOutput",
     "VersaViTReferringSegmentationOutput",
     "VersaViTCaptioningOutput",
+    "VersaViTImageTextRetrievalOutput",
+    "VersaViTRetrievalHead",
     "VersaViTModelOutput",
     "check_vision_inputs",
     "read_safetensors",

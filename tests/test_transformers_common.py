@@ -15,6 +15,7 @@ from upstream import load_common
 from modeling_versavit import (
     VersaViTConfig,
     VersaViTForDepthEstimation,
+    VersaViTForImageTextRetrieval,
     VersaViTForReferringSegmentation,
     VersaViTModel,
 )
@@ -48,7 +49,8 @@ class VersaViTModelTester:
         self.export_output_keys = ()
 
     def get_config(self) -> VersaViTConfig:
-        return VersaViTConfig(vision_config=dict(self.vision_config), **TINY_HEADS)
+        return VersaViTConfig(vision_config=dict(self.vision_config), retrieval_embed_dim=16, retrieval_pooling_heads=4,
+                              **TINY_HEADS)
 
     def inputs(self, config, grid, seed=0) -> dict:
         generator = torch.Generator().manual_seed(seed)
@@ -58,13 +60,15 @@ class VersaViTModelTester:
             "pixel_values": torch.randn(count, config.patch_dim, generator=generator),
             "image_grid_thw": image_grid_thw,
         }
-        if self.with_text:
+        if self.with_text == "expressions":
             inputs["text_embeds"] = torch.randn(
                 self.batch_size, self.expressions_per_image, config.text_embed_dim, generator=generator
             )
+        elif self.with_text == "captions":
+            inputs["text_embeds"] = torch.randn(self.batch_size, config.retrieval_text_embed_dim, generator=generator)
         return inputs
 
-    with_text = False
+    with_text = None  # "expressions" (referring segmentation) or "captions" (retrieval)
 
     def prepare_config_and_inputs_for_common(self):
         config = self.get_config()
@@ -89,14 +93,16 @@ class VersaViTCommonTests(ModelTesterMixin):
 
     def setUp(self):
         self.model_tester = VersaViTModelTester(self, family=self.family)
-        self.model_tester.with_text = self.all_model_classes[0] is VersaViTForReferringSegmentation
+        self.model_tester.with_text = {
+            VersaViTForReferringSegmentation: "expressions", VersaViTForImageTextRetrieval: "captions"
+        }.get(self.all_model_classes[0])
         self.model_tester.export_output_keys = self.export_output_keys
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         """Labels of the task models, as their training data has them: relative depth at the processed input size,
         binary masks per expression."""
         inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
-        if return_labels and model_class is not VersaViTModel:
+        if return_labels and model_class in (VersaViTForDepthEstimation, VersaViTForReferringSegmentation):
             config = self.model_tester.get_config()
             height, width = (side * config.patch_size for side in self.model_tester.grid)
             generator = torch.Generator().manual_seed(2)
@@ -167,3 +173,8 @@ class VersaViTForDepthEstimationTest(VersaViTCommonTests, unittest.TestCase):
 class VersaViTForReferringSegmentationTest(VersaViTCommonTests, unittest.TestCase):
     all_model_classes = (VersaViTForReferringSegmentation,)
     export_output_keys = ("pred_masks", "image_embeddings")
+
+
+class VersaViTForImageTextRetrievalTest(VersaViTCommonTests, unittest.TestCase):
+    all_model_classes = (VersaViTForImageTextRetrieval,)
+    export_output_keys = ("image_embeds", "text_embeds", "logits_per_image")
