@@ -18,6 +18,10 @@ Relative-depth pairs: DA-2K (Depth Anything V2's benchmark, paper Table 9): `ann
 (relative to the folder, `images/<scene>/<name>.jpg`) to a list of `{"point1": [row, col], "point2": [row, col],
 "closer_point": "point1" | "point2"}` (`PairSource`).
 
+Image-text retrieval (`CaptionSource`: images with their captions): COCO / Flickr30k Karpathy splits
+(`dataset_coco.json` / `dataset_flickr30k.json` with the images under a root folder, `karpathy`), and the generated
+scenes' captions (`scene_captions`).
+
 Referring expressions: RefCOCO / RefCOCO+ / RefCOCOg's `refs(unc).p` / `refs(umd).p` (`refcoco_refs`), read with a
 restricted unpickler that builds builtin containers and scalars only (the file is a pickle: plain `pickle.load` would
 run whatever a tampered download asks for).
@@ -109,6 +113,53 @@ class PairSource:
     def load(self, index: int) -> tuple[PIL.Image.Image, list[dict]]:
         image, pairs = self.items[index]
         return load_image(image), pairs
+
+
+@dataclass
+class CaptionSource:
+    """Images with their captions (one or several each), for image-text retrieval."""
+
+    name: str
+    items: list  # (image path or HxWx3 uint8 array, [caption, ...])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, list[str]]:
+        image, captions = self.items[index]
+        return (PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else load_image(image)), list(captions)
+
+
+def karpathy(split_json, image_root, split: str = "test") -> CaptionSource:
+    """A Karpathy split of COCO or Flickr30k (`dataset_coco.json` / `dataset_flickr30k.json`: `images` entries with
+    `filename`, optional `filepath` under `image_root`, `split` and `sentences[].raw`), the retrieval benchmarks'
+    layout (5k / 1k test images, 5 captions each). `restval` counts as `train`."""
+    path = _require(Path(split_json), "split_json")
+    root = _require(Path(image_root), "image_root")
+    try:
+        entries = json.loads(path.read_text())["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a Karpathy split file (a JSON object with an 'images' list): {err}.") from err
+    items = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
+            raise ValueError(f"{path}: images[{index}] lacks 'filename' or 'sentences'.")
+        if {"restval": "train"}.get(entry.get("split"), entry.get("split")) != split:
+            continue
+        captions = [s.get("raw", "").strip() for s in entry["sentences"] if isinstance(s, dict)]
+        captions = [c for c in captions if c]
+        if not captions:
+            raise ValueError(f"{path}: images[{index}] ({entry['filename']}) has no caption.")
+        items.append((root / entry.get("filepath", "") / entry["filename"], captions))
+    if not items:
+        raise ValueError(f"{path}: no image in split {split!r}.")
+    return CaptionSource(path.stem.removeprefix("dataset_"), items)
+
+
+def scene_captions(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> CaptionSource:
+    """Generated scenes with their captions (the objects they show, by colour, shape and position)."""
+    scenes = (generate_scene(seed + i, camera) for i in range(num_scenes))
+    return CaptionSource("scenes", [(scene.image, [scene.caption]) for scene in scenes])
 
 
 def da2k(root) -> PairSource:
@@ -334,7 +385,10 @@ def refcoco_refs(path) -> list[dict]:
 
 
 __all__ = [
+    "CaptionSource",
     "DepthSource",
+    "karpathy",
+    "scene_captions",
     "PairSource",
     "REF_KEYS",
     "UnsafePickleError",

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Image-text retrieval of an encoder (the paper's out-of-task evaluation, Table 11; supplement §9.5).
+
+    python recipes/evaluation/eval_retrieval.py            # the embedded default: configs/retrieval_default.yaml
+    python recipes/evaluation/eval_retrieval.py --model outputs/demo/backbone --backbone_learning_rate 1e-5  # + tower
+    python recipes/evaluation/eval_retrieval.py --mllm models/Qwen2-VL-7B-Instruct --dataset coco \\
+        --split_json data/karpathy/dataset_coco.json --image_root data/coco --text_model models/siglip2-text-embedder
+
+An attention-pooling head (a learned query over the tower's last-layer tokens, then an MLP) and a text projection
+MLP map images and offline text embeddings (`--text_model`, a sentence-embedding folder; default all-MiniLM-L6-v2)
+into a shared space; they train with a SigLIP sigmoid (or CLIP softmax) contrastive loss on the training split, the
+tower frozen (`--backbone_learning_rate 0`, the paper's head-only setting) or training at its own rate. Then
+Recall@1/5/10 image->text and text->image on the held-out split, all captions of every image.
+Datasets: scenes (generated, their captions), coco / flickr30k (Karpathy split files: `dataset_coco.json`,
+`dataset_flickr30k.json`, images under `--image_root`). Writes output_dir/results.json and model_index.json (for
+recipes/export/push_to_hub.py --results); the encoder folder never changes.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.data import readers
+from versavit_trainer.data.assets import minilm_path
+from versavit_trainer.data.text_embedding import SentenceEmbedder
+from versavit_trainer.evaluation.probes import load_backbone, write_results
+from versavit_trainer.evaluation.retrieval import (
+    RetrievalSettings,
+    embed_captions,
+    evaluate_retrieval,
+    retrieval_model,
+    train_retrieval,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "retrieval_default.yaml"
+DATASETS = ("scenes", "coco", "flickr30k")
+
+
+@dataclass
+class RetrievalArguments(RetrievalSettings):
+    model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
+    mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: evaluate its own tower."})
+    vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
+    dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
+    split_json: str | None = field(default=None, metadata={"help": "coco / flickr30k: the Karpathy split file."})
+    image_root: str | None = field(default=None, metadata={"help": "coco / flickr30k: the folder of the images."})
+    train_split: str = field(default="train", metadata={"help": "Karpathy split the head trains on."})
+    eval_split: str = field(default="test", metadata={"help": "Karpathy split it is evaluated on."})
+    num_scenes: int = field(default=120, metadata={"help": "Generated training scenes (dataset scenes)."})
+    num_eval_scenes: int = field(default=48, metadata={"help": "Generated held-out scenes (dataset scenes)."})
+    text_model: str | None = field(default=None, metadata={"help": "Sentence-embedding folder (default: the packaged "
+                                                                  "all-MiniLM-L6-v2)."})
+    output_dir: str = field(default="outputs/retrieval", metadata={"help": "Where results.json goes."})
+
+
+def sources(args: RetrievalArguments):
+    if args.dataset not in DATASETS:
+        raise ValueError(f"dataset: expected one of {DATASETS}, got {args.dataset!r}.")
+    if args.dataset == "scenes":
+        return readers.scene_captions(args.num_scenes, 5000), readers.scene_captions(args.num_eval_scenes, 9000)
+    if not (args.split_json and args.image_root):
+        raise ValueError(f"split_json / image_root: {args.dataset} needs its Karpathy split file and image folder.")
+    return (readers.karpathy(args.split_json, args.image_root, args.train_split),
+            readers.karpathy(args.split_json, args.image_root, args.eval_split))
+
+
+def run(args: RetrievalArguments) -> dict:
+    backbone = load_backbone(args)
+    train, held_out = sources(args)
+    embedder = SentenceEmbedder(args.text_model or minilm_path())
+    settings = RetrievalSettings(**{name: getattr(args, name) for name in RetrievalSettings.__dataclass_fields__})
+    model = retrieval_model(backbone, embedder.dim, settings)
+    train_texts, train_owners = embed_captions(embedder, train)
+    losses = train_retrieval(model, train, train_texts, train_owners, settings)
+    eval_texts, eval_owners = embed_captions(embedder, held_out)
+    metrics = evaluate_retrieval(model, held_out, eval_texts, eval_owners, args.size)
+    metrics["final_loss"] = losses[-1]
+    print(f"{args.dataset} retrieval ({len(held_out)} images, {len(eval_owners)} captions): "
+          + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith(("image_to", "text_to"))))
+    tower = "tower trained" if args.backbone_learning_rate else "tower frozen"
+    model_index = [
+        {"task_type": "image-text-retrieval", "dataset_type": {"scenes": "versavit-scenes", "coco": "coco",
+                                                               "flickr30k": "nlphuji/flickr30k"}[args.dataset],
+         "dataset_name": f"{args.dataset} ({args.eval_split if args.dataset != 'scenes' else 'held-out'})",
+         "metric_type": key.lower().replace("@", "_at_"), "metric_name": f"{key} ({tower})",
+         "metric_value": round(value, 4)}
+        for key, value in metrics.items() if key.endswith(("R@1", "R@5", "R@10"))
+    ]
+    summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
+               "steps": args.steps, "tower": tower, "text_model": str(embedder.folder), "results": metrics,
+               "model_index": model_index}
+    return write_results(args.output_dir, summary, model_index)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    default = DefaultConfig(DEFAULT_CONFIG, "retrieval of `make demo`'s backbone (run it first) on generated scenes")
+    try:
+        (args,) = parse_config((RetrievalArguments,), argv, description=__doc__, default_config=default)
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"eval_retrieval.py: error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The image-text retrieval model (supplement §9.5): attention pooling over images of any sizes, the text projection,
+the contrastive loss and its learnable scale / bias, loading and bad input."""
+
+import math
+
+import pytest
+import torch
+from conftest import random_inputs, tiny_config
+
+from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel, contrastive_loss
+
+GRIDS = [(4, 4), (6, 2), (2, 8)]
+
+
+def retrieval_model(family="qwen2_vl", **kwargs) -> VersaViTForImageTextRetrieval:
+    torch.manual_seed(0)
+    config = tiny_config(family, retrieval_embed_dim=16, retrieval_pooling_heads=4, **kwargs)
+    return VersaViTForImageTextRetrieval(config)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_images_of_different_sizes_pool_as_they_would_alone(family):
+    """Padding is masked out of the attention pooling: a batch of mixed sizes gives each image the embedding it
+    gets on its own, unit-norm; `get_image_features` carries the tower's tokens and, when asked, hidden states."""
+    model = retrieval_model(family).eval()
+    inputs = random_inputs(model.config, GRIDS)
+    pixels = inputs["pixel_values"].split([h * w for h, w in GRIDS])
+    with torch.no_grad():
+        batched = model(**inputs).image_embeds
+        alone = torch.cat([
+            model(pixel_values=pixels[i], image_grid_thw=inputs["image_grid_thw"][i : i + 1]).image_embeds
+            for i in range(len(GRIDS))
+        ])
+        features = model.get_image_features(**inputs, output_hidden_states=True)
+    assert batched.shape == (3, 16)
+    torch.testing.assert_close(batched.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(features.pooler_output, batched)
+    assert features.last_hidden_state.shape == (sum(h * w for h, w in GRIDS), model.config.embed_dim)
+    assert len(features.hidden_states) == model.config.num_hidden_layers + 1
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "softmax"])
+def test_the_loss_is_the_contrastive_loss_of_its_embeddings_and_trains_the_head(kind):
+    model = retrieval_model(retrieval_loss=kind).train()
+    head = model.retrieval_head
+    assert head.logit_scale.item() == pytest.approx(math.log(10.0) if kind == "sigmoid" else math.log(1 / 0.07))
+    assert (head.logit_bias is not None) == (kind == "sigmoid")
+    inputs = random_inputs(model.config, GRIDS)
+    out = model(**inputs, text_embeds=torch.randn(3, model.config.text_embed_dim))
+    expected, logits = contrastive_loss(out.image_embeds, out.text_embeds, head.logit_scale, head.logit_bias, kind=kind)
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.logits_per_image, logits)
+    out.loss.backward()
+    trained = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    for part in ("retrieval_head.probe", "retrieval_head.attention.in_proj_weight", "retrieval_head.mlp.2.weight",
+                 "retrieval_head.text_projection.0.weight", "retrieval_head.logit_scale",
+                 "visual.blocks.0.attn.qkv.weight"):
+        assert part in trained, part
+    assert not any(name.startswith("visual.merger") for name in trained)
+    # Texts without a pairing (e.g. class prompts) give logits and no loss.
+    prompts = model(**inputs, text_embeds=torch.randn(5, model.config.text_embed_dim))
+    assert prompts.loss is None and prompts.logits_per_image.shape == (3, 5)
+
+
+def test_a_backbone_checkpoint_loads_with_a_freshly_initialised_head(tmp_path):
+    """From a backbone folder the tower is the checkpoint's and the head starts at its initial values (transformers
+    initialises missing weights with `_init_weights`); a saved retrieval model round-trips exactly."""
+    backbone = VersaViTModel(tiny_config("qwen2_vl", retrieval_embed_dim=16, retrieval_pooling_heads=4))
+    backbone.save_pretrained(tmp_path / "backbone")
+    model = VersaViTForImageTextRetrieval.from_pretrained(tmp_path / "backbone")
+    for name, tensor in backbone.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    head = model.retrieval_head
+    assert head.logit_scale.item() == pytest.approx(math.log(10.0)) and head.logit_bias.item() == -10.0
+    assert torch.isfinite(head.probe).all() and 0 < head.probe.std() < 0.1
+    model.save_pretrained(tmp_path / "retrieval")
+    again = VersaViTForImageTextRetrieval.from_pretrained(tmp_path / "retrieval")
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_bad_texts_and_settings_fail_by_name():
+    model = retrieval_model()
+    inputs = random_inputs(model.config, [(4, 4)])
+    with pytest.raises(ValueError, match=r"text_embeds: expected shape \(num_texts, 24\)"):
+        model(**inputs, text_embeds=torch.randn(1, 7))
+    with pytest.raises(ValueError, match="text_embeds: contains NaN"):
+        model(**inputs, text_embeds=torch.full((1, 24), float("nan")))
+    with pytest.raises(ValueError, match="retrieval_pooling_heads: must divide the tower width 32, got 5"):
+        tiny_config("qwen2_vl", retrieval_pooling_heads=5)
+    with pytest.raises(ValueError, match="retrieval_loss: expected one of"):
+        tiny_config("qwen2_vl", retrieval_loss="hinge")
+    with pytest.raises(ValueError, match="retrieval_embed_dim: must be a positive integer"):
+        tiny_config("qwen2_vl", retrieval_embed_dim=0)
+    assert VersaViTConfig(retrieval_text_embed_dim=None, text_embed_dim=384).retrieval_text_embed_dim == 384
+
+
+# ---------------------------------------------------------------------------------------- the evaluation recipe
+def test_cached_tokens_pool_as_a_full_forward():
+    """The frozen-tower training path (tokens computed once, pooled from the cache) is the forward's computation."""
+    from versavit_trainer.data.readers import scene_captions
+    from versavit_trainer.evaluation.retrieval import _Inputs
+
+    model = retrieval_model().eval()
+    inputs = _Inputs(model, scene_captions(3, seed=1), 56)
+    tokens, grid = inputs.cached_tokens([2, 0])
+    with torch.no_grad():
+        cached = model.pool_tokens(tokens, grid)
+        full = model.get_image_features(**inputs.pixels([2, 0])).pooler_output
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-6)
+
+
+def test_karpathy_split_reader(tmp_path):
+    import json
+
+    import PIL.Image
+
+    from versavit_trainer.data.readers import karpathy
+
+    (tmp_path / "val2014").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        PIL.Image.new("RGB", (40, 30), "red").save(tmp_path / "val2014" / name)
+    entries = [
+        {"filepath": "val2014", "filename": "a.jpg", "split": "test", "sentences": [{"raw": "A cat."}, {"raw": " "}]},
+        {"filepath": "val2014", "filename": "b.jpg", "split": "restval", "sentences": [{"raw": "A dog."}]},
+        {"filepath": "val2014", "filename": "c.jpg", "split": "train", "sentences": [{"raw": "A cow."}]},
+    ]
+    split = tmp_path / "dataset_coco.json"
+    split.write_text(json.dumps({"images": entries}))
+    test = karpathy(split, tmp_path, "test")
+    assert test.name == "coco" and len(test) == 1
+    image, captions = test.load(0)
+    assert image.size == (40, 30) and captions == ["A cat."]
+    assert [item[1] for item in karpathy(split, tmp_path, "train").items] == [["A dog."], ["A cow."]]
+    with pytest.raises(ValueError, match="no image in split 'val'"):
+        karpathy(split, tmp_path, "val")
+    split.write_text(json.dumps({"images": [{"filename": "a.jpg", "split": "test", "sentences": []}]}))
+    with pytest.raises(ValueError, match=r"images\[0\] \(a.jpg\) has no caption"):
+        karpathy(split, tmp_path, "test")
+    split.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a Karpathy split file"):
+        karpathy(split, tmp_path, "test")
+
+
+@pytest.mark.parametrize("backbone_learning_rate", ["0", "1e-4"])
+def test_the_recipe_trains_the_head_and_writes_recall(tmp_path, backbone_learning_rate):
+    import json
+
+    from conftest import QWEN2_VISION, load_recipe
+
+    summary = load_recipe("eval_retrieval").main([
+        "--vision_config", json.dumps(QWEN2_VISION), "--num_scenes", "8", "--num_eval_scenes", "6", "--size", "56",
+        "--steps", "3", "--batch_size", "4", "--embed_dim", "16", "--pooling_heads", "4",
+        "--backbone_learning_rate", backbone_learning_rate, "--output_dir", str(tmp_path),
+    ])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results == summary
+    assert results["tower"] == ("tower frozen" if backbone_learning_rate == "0" else "tower trained")
+    metrics = results["results"]
+    for direction in ("image_to_text", "text_to_image"):
+        values = [metrics[f"{direction}_R@{k}"] for k in (1, 5, 10)]
+        assert all(0 <= v <= 1 for v in values) and values == sorted(values)
+        assert values[-1] == 1.0  # 6 held-out images: the top 10 holds them all
+    assert math.isfinite(metrics["final_loss"])
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert len(index) == 6 and {e["metric_type"] for e in index} >= {"image_to_text_r_at_1", "text_to_image_r_at_10"}
+
+
+def test_the_recipe_refuses_bad_options(tmp_path):
+    import json
+
+    from conftest import QWEN2_VISION, load_recipe
+
+    recipe = load_recipe("eval_retrieval")
+    base = ["--vision_config", json.dumps(QWEN2_VISION), "--output_dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="dataset: expected one of"):
+        recipe.main(base + ["--dataset", "imagenet"])
+    with pytest.raises(SystemExit, match="split_json / image_root: coco needs"):
+        recipe.main(base + ["--dataset", "coco"])
+    with pytest.raises(SystemExit, match="batch_size: need at least 1 step and 2 pairs"):
+        recipe.main(base + ["--batch_size", "1"])
