@@ -153,6 +153,7 @@ def test_the_recipe_trains_the_head_and_writes_recall(tmp_path, backbone_learnin
         "--vision_config", json.dumps(QWEN2_VISION), "--num_scenes", "8", "--num_eval_scenes", "6", "--size", "56",
         "--steps", "3", "--batch_size", "4", "--embed_dim", "16", "--pooling_heads", "4",
         "--backbone_learning_rate", backbone_learning_rate, "--output_dir", str(tmp_path),
+        *(["--zero_shot", "scenes", "--num_classify_scenes", "6"] if backbone_learning_rate == "0" else []),
     ])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == summary
@@ -164,7 +165,13 @@ def test_the_recipe_trains_the_head_and_writes_recall(tmp_path, backbone_learnin
         assert values[-1] == 1.0  # 6 held-out images: the top 10 holds them all
     assert math.isfinite(metrics["final_loss"])
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert len(index) == 6 and {e["metric_type"] for e in index} >= {"image_to_text_r_at_1", "text_to_image_r_at_10"}
+    assert {e["metric_type"] for e in index} >= {"image_to_text_r_at_1", "text_to_image_r_at_10"}
+    if backbone_learning_rate == "0":
+        assert len(index) == 7 and index[-1]["task_type"] == "zero-shot-image-classification"
+        zero_shot = metrics["zero_shot"]
+        assert zero_shot["num_classes"] == 3 and 0 <= zero_shot["top1_accuracy"] <= 1 and zero_shot["majority"] >= 1 / 3
+    else:
+        assert len(index) == 6 and "zero_shot" not in metrics
 
 
 def test_the_recipe_refuses_bad_options(tmp_path):
@@ -180,3 +187,51 @@ def test_the_recipe_refuses_bad_options(tmp_path):
         recipe.main(base + ["--dataset", "coco"])
     with pytest.raises(SystemExit, match="batch_size: need at least 1 step and 2 pairs"):
         recipe.main(base + ["--batch_size", "1"])
+
+
+def test_zero_shot_accuracy_is_the_argmax_over_class_prompts(tmp_path):
+    """On an ImageNet-style folder: the accuracy equals an argmax over the projected prompts written out plainly;
+    class names come from the folders or a JSON map."""
+    import json
+
+    import numpy as np
+    import PIL.Image
+
+    from versavit_trainer.data.readers import image_folder_classes
+    from versavit_trainer.evaluation.retrieval import _Inputs, zero_shot_accuracy
+
+    rng = np.random.default_rng(0)
+    for folder, count in (("n01_golden_retriever", 3), ("n02_tabby_cat", 4), ("n03_red_car", 2)):
+        (tmp_path / folder).mkdir()
+        for k in range(count):
+            PIL.Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / folder / f"{k}.png")
+    source = image_folder_classes(tmp_path)
+    assert source.class_names == ("n01 golden retriever", "n02 tabby cat", "n03 red car") and len(source) == 9
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"n01_golden_retriever": "golden retriever", "n02_tabby_cat": "tabby cat",
+                                 "n03_red_car": "red car"}))
+    source = image_folder_classes(tmp_path, names)
+    assert source.class_names == ("golden retriever", "tabby cat", "red car")
+
+    model = retrieval_model().eval()
+    generator = torch.Generator().manual_seed(0)
+    table = {name: torch.randn(24, generator=generator) for name in ("golden retriever", "tabby cat", "red car")}
+
+    def embedder(prompts):
+        return torch.stack([table[prompt] for prompt in prompts])
+
+    result = zero_shot_accuracy(model, source, embedder, 56, template="{}", batch_size=4)
+    result_a = zero_shot_accuracy(model, source, lambda p: embedder([x.removeprefix("a ") for x in p]), 56,
+                                  template="a {}")
+    with torch.no_grad():
+        images = model.get_image_features(**_Inputs(model, source, 56).pixels(list(range(9)))).pooler_output
+        prompts = model.project_text(embedder(list(source.class_names)))
+    labels = torch.tensor([label for _, label in source.items])
+    expected = float((torch.argmax(images @ prompts.t(), dim=1) == labels).float().mean())
+    assert result["top1_accuracy"] == pytest.approx(expected) == pytest.approx(result_a["top1_accuracy"])
+    assert result["majority"] == pytest.approx(4 / 9) and "top5_accuracy" not in result
+    with pytest.raises(ValueError, match="template: needs a"):
+        zero_shot_accuracy(model, source, embedder, 56, template="no slot")
+    names.write_text(json.dumps({"n01_golden_retriever": "x"}))
+    with pytest.raises(ValueError, match="no name for class folders"):
+        image_folder_classes(tmp_path, names)

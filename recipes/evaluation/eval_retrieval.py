@@ -13,7 +13,9 @@ into a shared space; they train with a SigLIP sigmoid (or CLIP softmax) contrast
 tower frozen (`--backbone_learning_rate 0`, the paper's head-only setting) or training at its own rate. Then
 Recall@1/5/10 image->text and text->image on the held-out split, all captions of every image.
 Datasets: scenes (generated, their captions), coco / flickr30k (Karpathy split files: `dataset_coco.json`,
-`dataset_flickr30k.json`, images under `--image_root`). Writes output_dir/results.json and model_index.json (for
+`dataset_flickr30k.json`, images under `--image_root`). `--zero_shot scenes|FOLDER` then classifies images
+zero-shot through the trained text side (Table 15): one prompt per class name, top-1 accuracy (top-5 over 5
+classes) beside the majority-class share. Writes output_dir/results.json and model_index.json (for
 recipes/export/push_to_hub.py --results); the encoder folder never changes.
 """
 
@@ -31,6 +33,7 @@ from versavit_trainer.evaluation.retrieval import (
     evaluate_retrieval,
     retrieval_model,
     train_retrieval,
+    zero_shot_accuracy,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "retrieval_default.yaml"
@@ -51,6 +54,15 @@ class RetrievalArguments(RetrievalSettings):
     num_eval_scenes: int = field(default=48, metadata={"help": "Generated held-out scenes (dataset scenes)."})
     text_model: str | None = field(default=None, metadata={"help": "Sentence-embedding folder (default: the packaged "
                                                                   "all-MiniLM-L6-v2)."})
+    zero_shot: str | None = field(default=None, metadata={"help": "Also classify zero-shot with the trained text side: "
+                                                                 "'scenes' (largest object's shape) or an "
+                                                                 "ImageNet-style folder of class folders."})
+    class_names: str | None = field(default=None, metadata={"help": "zero_shot folder: JSON of the class names (a "
+                                                                   "list, or a {folder: name} map)."})
+    prompt_template: str | None = field(default=None, metadata={"help": "Prompt per class, '{}' for the name (default: "
+                                                                       "'a photo of a {}.'; scenes: 'A checkered "
+                                                                       "floor with a {}.')."})
+    num_classify_scenes: int = field(default=48, metadata={"help": "Generated scenes classified (zero_shot scenes)."})
     output_dir: str = field(default="outputs/retrieval", metadata={"help": "Where results.json goes."})
 
 
@@ -76,6 +88,15 @@ def run(args: RetrievalArguments) -> dict:
     eval_texts, eval_owners = embed_captions(embedder, held_out)
     metrics = evaluate_retrieval(model, held_out, eval_texts, eval_owners, args.size)
     metrics["final_loss"] = losses[-1]
+    if args.zero_shot:
+        scenes = args.zero_shot == "scenes"
+        classes = (readers.scene_classes(args.num_classify_scenes, 13000) if scenes
+                   else readers.image_folder_classes(args.zero_shot, args.class_names))
+        template = args.prompt_template or ("A checkered floor with a {}." if scenes else "a photo of a {}.")
+        metrics["zero_shot"] = zero_shot_accuracy(model, classes, embedder, args.size, template)
+        zero_shot = metrics["zero_shot"]
+        print(f"zero-shot classification ({classes.name}, {len(classes)} images, {len(classes.class_names)} classes): "
+              f"top-1 {zero_shot['top1_accuracy']:.3f} (majority class {zero_shot['majority']:.3f})")
     print(f"{args.dataset} retrieval ({len(held_out)} images, {len(eval_owners)} captions): "
           + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith(("image_to", "text_to"))))
     tower = "tower trained" if args.backbone_learning_rate else "tower frozen"
@@ -87,6 +108,11 @@ def run(args: RetrievalArguments) -> dict:
          "metric_value": round(value, 4)}
         for key, value in metrics.items() if key.endswith(("R@1", "R@5", "R@10"))
     ]
+    if "zero_shot" in metrics:
+        model_index.append({"task_type": "zero-shot-image-classification", "dataset_type": args.zero_shot,
+                            "dataset_name": args.zero_shot, "metric_type": "accuracy",
+                            "metric_name": f"top-1 accuracy (zero-shot, {tower})",
+                            "metric_value": round(metrics["zero_shot"]["top1_accuracy"], 4)})
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
                "steps": args.steps, "tower": tower, "text_model": str(embedder.folder), "results": metrics,
                "model_index": model_index}

@@ -20,7 +20,8 @@ Relative-depth pairs: DA-2K (Depth Anything V2's benchmark, paper Table 9): `ann
 
 Image-text retrieval (`CaptionSource`: images with their captions): COCO / Flickr30k Karpathy splits
 (`dataset_coco.json` / `dataset_flickr30k.json` with the images under a root folder, `karpathy`), and the generated
-scenes' captions (`scene_captions`).
+scenes' captions (`scene_captions`). Zero-shot classification (`ClassificationSource`): an ImageNet-style folder of
+class folders (`image_folder_classes`), and the scenes labelled by their largest object's shape (`scene_classes`).
 
 Referring expressions: RefCOCO / RefCOCO+ / RefCOCOg's `refs(unc).p` / `refs(umd).p` (`refcoco_refs`), read with a
 restricted unpickler that builds builtin containers and scalars only (the file is a pickle: plain `pickle.load` would
@@ -160,6 +161,64 @@ def scene_captions(num_scenes: int, seed: int = 0, camera: Camera = Camera()) ->
     """Generated scenes with their captions (the objects they show, by colour, shape and position)."""
     scenes = (generate_scene(seed + i, camera) for i in range(num_scenes))
     return CaptionSource("scenes", [(scene.image, [scene.caption]) for scene in scenes])
+
+
+@dataclass
+class ClassificationSource:
+    """Images with a class index each, and the class names prompts are made from."""
+
+    name: str
+    items: list  # (image path or HxWx3 uint8 array, class index)
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, int]:
+        image, label = self.items[index]
+        return (PIL.Image.fromarray(image) if isinstance(image, np.ndarray) else load_image(image)), int(label)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+
+
+def image_folder_classes(root, class_names=None) -> ClassificationSource:
+    """An ImageNet-style folder: one sub-folder of images per class (`val/n01440764/*.JPEG`), classes in sorted
+    folder order. `class_names` (a JSON file: a list in that order, or a {folder: name} map) gives the names the
+    prompts use; by default the folder names, with `_` read as a space."""
+    root = _require(Path(root), "classification root")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise ValueError(f"{root}: no class folders (expected <root>/<class>/<image>).")
+    names = [folder.name.replace("_", " ") for folder in folders]
+    if class_names is not None:
+        path = _require(Path(class_names), "class_names")
+        given = json.loads(path.read_text())
+        if isinstance(given, dict):
+            missing = [folder.name for folder in folders if folder.name not in given]
+            if missing:
+                raise ValueError(f"{path}: no name for class folders {missing[:5]}.")
+            names = [str(given[folder.name]) for folder in folders]
+        elif isinstance(given, list) and len(given) == len(folders):
+            names = [str(name) for name in given]
+        else:
+            raise ValueError(f"{path}: expected a list of {len(folders)} names or a {{folder: name}} map.")
+    items = [(image, label) for label, folder in enumerate(folders)
+             for image in sorted(folder.iterdir()) if image.suffix in IMAGE_SUFFIXES]
+    if not items:
+        raise ValueError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...).")
+    return ClassificationSource(root.name, items, tuple(names))
+
+
+def scene_classes(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> ClassificationSource:
+    """Generated scenes labelled with the shape of their largest visible object (sphere, box or cylinder)."""
+    items = []
+    for index in range(num_scenes):
+        scene = generate_scene(seed + index, camera)
+        areas = [(scene.instances == i + 1).sum() for i in range(len(scene.objects))]
+        if areas:
+            items.append((scene.image, SHAPES.index(scene.objects[int(np.argmax(areas))].shape)))
+    return ClassificationSource("scenes", items, SHAPES)
 
 
 def da2k(root) -> PairSource:
@@ -386,6 +445,9 @@ def refcoco_refs(path) -> list[dict]:
 
 __all__ = [
     "CaptionSource",
+    "ClassificationSource",
+    "image_folder_classes",
+    "scene_classes",
     "DepthSource",
     "karpathy",
     "scene_captions",

@@ -20,7 +20,7 @@ import torch
 from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel
 
 from ..data.collators import fixed_size_pixels, image_processor_for
-from ..data.readers import CaptionSource
+from ..data.readers import CaptionSource, ClassificationSource
 from .metrics import retrieval_recall
 
 
@@ -159,4 +159,34 @@ def evaluate_retrieval(model: VersaViTForImageTextRetrieval, source: CaptionSour
     return retrieval_recall(images.float() @ texts.float().t(), text_image)
 
 
-__all__ = ["RetrievalSettings", "embed_captions", "evaluate_retrieval", "retrieval_model", "train_retrieval"]
+@torch.no_grad()
+def zero_shot_accuracy(model: VersaViTForImageTextRetrieval, source: ClassificationSource, embedder, size: int,
+                       template: str = "a photo of a {}.", batch_size: int = 32) -> dict:
+    """Zero-shot classification through the trained text side (the paper's Table 15 setting): each class name in
+    `template`, embedded and projected; an image's class is the prompt it scores highest with. Top-1 (and top-5
+    with more than 5 classes) accuracy, ties counting against the right class as in `retrieval_recall`, and the
+    share of the most frequent class (what always answering it would score)."""
+    if "{}" not in template:
+        raise ValueError(f"template: needs a {{}} where the class name goes, got {template!r}.")
+    model.eval()
+    prompts = model.project_text(embedder([template.format(name) for name in source.class_names]))
+    inputs = _Inputs(model, source, size)
+    correct = {1: 0, 5: 0}
+    for start in range(0, len(source), batch_size):
+        indices = list(range(start, min(start + batch_size, len(source))))
+        scores = model.get_image_features(**inputs.pixels(indices)).pooler_output.float() @ prompts.float().t()
+        labels = torch.tensor([source.items[i][1] for i in indices])
+        rank = (scores > scores[torch.arange(len(indices)), labels][:, None]).sum(1)
+        rank += (scores == scores[torch.arange(len(indices)), labels][:, None]).sum(1) - 1  # ties count against
+        for k in correct:
+            correct[k] += int((rank < k).sum())
+    counts = np.bincount([label for _, label in source.items], minlength=len(source.class_names))
+    result = {"top1_accuracy": correct[1] / len(source), "num_classes": len(source.class_names),
+              "majority": float(counts.max() / len(source))}
+    if len(source.class_names) > 5:
+        result["top5_accuracy"] = correct[5] / len(source)
+    return result
+
+
+__all__ = ["RetrievalSettings", "embed_captions", "evaluate_retrieval", "retrieval_model", "train_retrieval",
+           "zero_shot_accuracy"]
