@@ -23,6 +23,10 @@ Image-text retrieval (`CaptionSource`: images with their captions): COCO / Flick
 scenes' captions (`scene_captions`). Zero-shot classification (`ClassificationSource`): an ImageNet-style folder of
 class folders (`image_folder_classes`), and the scenes labelled by their largest object's shape (`scene_classes`).
 
+Correspondence (`CorrespondenceSource`: image pairs with matching points): SPair-71k (`PairAnnotation/<split>/*.json`,
+`JPEGImages/<category>/`, `spair`), and each scene seen from a second camera with exact ray-cast correspondences
+(`scene_correspondences`).
+
 Referring expressions: RefCOCO / RefCOCO+ / RefCOCOg's `refs(unc).p` / `refs(umd).p` (`refcoco_refs`), read with a
 restricted unpickler that builds builtin containers and scalars only (the file is a pickle: plain `pickle.load` would
 run whatever a tampered download asks for).
@@ -42,7 +46,7 @@ import PIL.Image
 
 from modeling_versavit import load_image
 
-from .scenes import SHAPES, Camera, generate_scene
+from .scenes import SHAPES, Camera, corresponding_pixels, generate_scene, render
 
 SCENE_CLASSES = ("sky", "ground", *SHAPES)
 
@@ -219,6 +223,71 @@ def scene_classes(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> 
         if areas:
             items.append((scene.image, SHAPES.index(scene.objects[int(np.argmax(areas))].shape)))
     return ClassificationSource("scenes", items, SHAPES)
+
+
+@dataclass
+class CorrespondenceSource:
+    """Image pairs with corresponding points: `points_a[k]` in image A shows what `points_b[k]` shows in image B,
+    `(row, col)` pixel coordinates; `scale` (pixels) is what recall thresholds are fractions of."""
+
+    name: str
+    items: list  # (image A, image B, (N, 2) points_a, (N, 2) points_b, scale); images as paths or uint8 arrays
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, PIL.Image.Image, np.ndarray, np.ndarray, float]:
+        image_a, image_b, points_a, points_b, scale = self.items[index]
+        pictures = [PIL.Image.fromarray(i) if isinstance(i, np.ndarray) else load_image(i) for i in (image_a, image_b)]
+        return (*pictures, np.asarray(points_a, dtype=np.float64), np.asarray(points_b, dtype=np.float64), float(scale))
+
+
+def scene_correspondences(num_pairs: int, seed: int = 0, camera: Camera = Camera(),
+                          second: Camera = Camera(x=0.6, yaw=0.12), points: int = 40) -> CorrespondenceSource:
+    """Each generated scene seen from `camera` and from `second` (moved sideways and turned): up to `points` object
+    pixels of view A that view B sees too (ray-cast geometry, occlusion checked), with their exact position in B;
+    recall thresholds are fractions of the image's longer side (as NAVI's image-level thresholds)."""
+    items = []
+    for index in range(num_pairs):
+        scene = generate_scene(seed + index, camera)
+        image_b, depth_b, _ = render(scene.objects, second)
+        rows, cols = np.nonzero(scene.instances > 0)
+        rows_b, cols_b, visible = corresponding_pixels(scene.depth, camera, depth_b, second, rows, cols)
+        keep = np.nonzero(visible)[0]
+        if len(keep) == 0:
+            continue
+        keep = np.random.default_rng(seed + index).choice(keep, size=min(points, len(keep)), replace=False)
+        items.append((scene.image, image_b, np.stack([rows[keep], cols[keep]], 1).astype(np.float64),
+                      np.stack([rows_b[keep], cols_b[keep]], 1), max(camera.width, camera.height_px)))
+    return CorrespondenceSource("scenes", items)
+
+
+def spair(root, split: str = "test") -> CorrespondenceSource:
+    """SPair-71k (semantic correspondence): `PairAnnotation/<split>/*.json` pairs (`src_imname`, `trg_imname`,
+    `category`, `src_kps` / `trg_kps` as `[x, y]` lists in the same order, `trg_bndbox` `[x1, y1, x2, y2]`) with
+    the images under `JPEGImages/<category>/`; thresholds are fractions of the target box's longer side
+    (PCK@α_bbox)."""
+    root = _require(Path(root), "spair root")
+    folder = _require(root / "PairAnnotation" / split, f"SPair split {split!r}")
+    items = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            pair = json.loads(path.read_text())
+            source, target = np.asarray(pair["src_kps"], float), np.asarray(pair["trg_kps"], float)
+            x1, y1, x2, y2 = pair["trg_bndbox"]
+            images = [root / "JPEGImages" / pair["category"] / pair[key] for key in ("src_imname", "trg_imname")]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not an SPair-71k pair annotation ({err}).") from err
+        if source.ndim != 2 or source.shape != target.shape or source.shape[1] != 2:
+            raise ValueError(
+                f"{path}: src_kps {source.shape} and trg_kps {target.shape} must be matching [x, y] lists."
+            )
+        for image in images:
+            _require(image, "SPair image")
+        items.append((*images, source[:, ::-1].copy(), target[:, ::-1].copy(), max(x2 - x1, y2 - y1)))
+    if not items:
+        raise ValueError(f"{folder}: no pair annotations (*.json).")
+    return CorrespondenceSource("spair", items)
 
 
 def da2k(root) -> PairSource:
@@ -444,6 +513,9 @@ def refcoco_refs(path) -> list[dict]:
 
 
 __all__ = [
+    "CorrespondenceSource",
+    "scene_correspondences",
+    "spair",
     "CaptionSource",
     "ClassificationSource",
     "image_folder_classes",

@@ -36,13 +36,16 @@ NUMBERS = ("no", "one", "two", "three", "four", "five", "six")
 
 @dataclass(frozen=True)
 class Camera:
-    """A pinhole camera at height `height` above the ground, pitched down by `pitch` radians, looking along +z."""
+    """A pinhole camera at height `height` above the ground, pitched down by `pitch` radians, looking along +z; `x`
+    moves it sideways and `yaw` turns it about the vertical (positive: to the left), for second views of a scene."""
 
     width: int = 128
     height_px: int = 96
     focal: float = 110.0
     height: float = 1.6
     pitch: float = 0.35
+    x: float = 0.0
+    yaw: float = 0.0
 
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel centre: the ray direction in the camera frame (z = 1) and in the world frame, `(H, W, 3)`."""
@@ -52,14 +55,37 @@ class Camera:
         camera = np.stack(
             [(uu - self.width / 2) / self.focal, -(vv - self.height_px / 2) / self.focal, np.ones_like(uu)], axis=-1
         )
+        return camera, camera @ self.rotation.T
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """Camera-to-world rotation. Columns: the camera's right, up and forward axes in the world; pitched down,
+        forward = (0, -sin, cos) before the yaw."""
         c, s = np.cos(self.pitch), np.sin(self.pitch)
-        # Columns: the camera's right, up and forward axes in the world; pitched down, forward = (0, -sin, cos).
         rotation = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-        return camera, camera @ rotation.T
+        if self.yaw:  # a yaw of 0 leaves the default camera's rays bit for bit as they were
+            cy, sy = np.cos(self.yaw), np.sin(self.yaw)
+            rotation = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]]) @ rotation
+        return rotation
 
     @property
     def origin(self) -> np.ndarray:
-        return np.array([0.0, self.height, 0.0])
+        return np.array([self.x, self.height, 0.0])
+
+    def unproject(self, rows: np.ndarray, cols: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """World points `(N, 3)` of pixel centres `(rows, cols)` (integers) at their z-depths."""
+        camera = np.stack([(cols + 0.5 - self.width / 2) / self.focal, -(rows + 0.5 - self.height_px / 2) / self.focal,
+                           np.ones(len(rows))], axis=-1)
+        return self.origin + depth[:, None] * (camera @ self.rotation.T)
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Continuous pixel coordinates `(rows, cols)` (pixel centres at integer + 0.5 offsets removed: row r's centre
+        is r) and z-depths of world `points` `(N, 3)`."""
+        camera = (points - self.origin) @ self.rotation
+        z = camera[:, 2]
+        cols = camera[:, 0] / z * self.focal + self.width / 2 - 0.5
+        rows = -camera[:, 1] / z * self.focal + self.height_px / 2 - 0.5
+        return rows, cols, z
 
 
 @dataclass
@@ -196,6 +222,20 @@ def render(objects: list[SceneObject], camera: Camera) -> tuple[np.ndarray, np.n
     sky = np.array([150.0, 190.0, 235.0]) * (1 - 0.3 * (np.arange(camera.height_px) / camera.height_px))[:, None, None]
     shaded = np.where((instances < 0)[..., None], sky, shaded)
     return np.clip(np.rint(shaded), 0, 255).astype(np.uint8), depth, instances
+
+
+def corresponding_pixels(depth_a: np.ndarray, camera_a: Camera, depth_b: np.ndarray, camera_b: Camera,
+                         rows: np.ndarray, cols: np.ndarray, tolerance: float = 0.02) -> tuple[np.ndarray, ...]:
+    """Where view B sees the 3D points that pixels `(rows, cols)` of view A see (finite depth): their continuous
+    `(rows_b, cols_b)` in B, and whether B really sees them there: inside B's frame, in front of it, and B's depth at
+    the nearest pixel within `tolerance` (relative) of the point's z-depth in B (not occluded)."""
+    points = camera_a.unproject(rows, cols, depth_a[rows, cols])
+    rows_b, cols_b, z = camera_b.project(points)
+    near_r, near_c = np.rint(rows_b).astype(int), np.rint(cols_b).astype(int)
+    visible = (z > 0) & (near_r >= 0) & (near_r < camera_b.height_px) & (near_c >= 0) & (near_c < camera_b.width)
+    seen = depth_b[near_r[visible], near_c[visible]]
+    visible[visible] = np.abs(seen - z[visible]) <= tolerance * z[visible]
+    return rows_b, cols_b, visible
 
 
 def _describe(objects: list[SceneObject], index: int, columns: list[float]) -> str | None:

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""Keypoint correspondence of a frozen encoder's dense features (the paper's Table 8; supplement §9.2).
+
+    python recipes/evaluation/eval_correspondence.py                          # outputs/demo/backbone, generated scenes
+    python recipes/evaluation/eval_correspondence.py --mllm models/Qwen2-VL-7B-Instruct --dataset spair \\
+        --data_root data/SPair-71k --size 896                                  # the paper's SPair setting
+
+For every annotated point of image A, the location of image B whose last-layer feature is most similar (cosine,
+nearest neighbour over B's patch grid) is its match; recall is the share of matches within 5 / 10 / 20 % of the
+pair's scale of the true point. Datasets: scenes (each generated scene from a second camera, moved sideways and
+turned; exact ray-cast correspondences with occlusion checked; scale = the image's longer side) and spair
+(SPair-71k's PairAnnotation/<split>/*.json and JPEGImages/; scale = the target box's longer side, PCK@α_bbox).
+Writes output_dir/results.json and model_index.json; the encoder never changes.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from versavit_trainer.data import readers
+from versavit_trainer.evaluation.correspondence import THRESHOLDS, correspondence_recall
+from versavit_trainer.evaluation.probes import FrozenFeatures, load_backbone, write_results
+
+DATASETS = ("scenes", "spair")
+
+
+@dataclass
+class CorrespondenceArguments:
+    model: str | None = field(default=None, metadata={"help": "A VersaViT folder (default outputs/demo/backbone when "
+                                                              "no encoder is given)."})
+    mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: evaluate its own tower."})
+    vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
+    dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
+    data_root: str | None = field(default=None, metadata={"help": "spair: the SPair-71k folder."})
+    split: str = field(default="test", metadata={"help": "spair: the split (trn, val, test)."})
+    num_pairs: int = field(default=24, metadata={"help": "scenes: generated pairs."})
+    size: int = field(default=224, metadata={"help": "Square input side (the paper: 448 NAVI, 896 SPair)."})
+    seed: int = field(default=0, metadata={"help": "Seed of a random tower."})
+    output_dir: str = field(default="outputs/correspondence", metadata={"help": "Where results.json goes."})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(CorrespondenceArguments).parse_args_into_dataclasses(args=argv)
+    if not (args.model or args.mllm or args.vision_config):
+        args.model = "outputs/demo/backbone"
+    try:
+        if args.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {DATASETS}, got {args.dataset!r}.")
+        if args.dataset == "spair" and not args.data_root:
+            raise ValueError("data_root: spair needs the SPair-71k folder.")
+        source = (readers.scene_correspondences(args.num_pairs, 9000) if args.dataset == "scenes"
+                  else readers.spair(args.data_root, args.split))
+        features = FrozenFeatures(load_backbone(args), args.size)
+        metrics = correspondence_recall(features, source)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"eval_correspondence.py: error: {err}") from None
+    print(f"{args.dataset} correspondence ({metrics['num_pairs']} pairs, {metrics['num_points']} points, "
+          f"{args.size} px): " + "  ".join(f"recall@{t:g} {metrics[f'recall@{t:g}']:.3f}" for t in THRESHOLDS))
+    model_index = [{"task_type": "keypoint-matching", "dataset_type": {"scenes": "versavit-scenes",
+                                                                       "spair": "spair-71k"}[args.dataset],
+                    "dataset_name": args.dataset, "metric_type": f"recall_at_{t:g}",
+                    "metric_name": f"correspondence recall @ {t:g}", "metric_value": round(metrics[f"recall@{t:g}"], 4)}
+                   for t in THRESHOLDS]
+    summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
+               "results": metrics, "model_index": model_index}
+    return write_results(args.output_dir, summary, model_index)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
