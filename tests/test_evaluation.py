@@ -90,6 +90,23 @@ def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
         load_recipe("compare").main(["--encoders", "random", str(tmp_path / "encoder")])
 
 
+def test_compare_adds_the_out_of_task_columns(tmp_path):
+    torch.manual_seed(0)
+    vision = {"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}
+    VersaViTModel(VersaViTConfig(vision_config=vision)).save_pretrained(tmp_path / "encoder")
+    summary = load_recipe("compare").main([
+        "--encoders", str(tmp_path / "encoder"), "random", "--size", "56", "--steps", "5", "--num_scenes", "6",
+        "--num_eval_scenes", "3", "--num_examples", "1", "--out_of_task", "correspondence", "retrieval",
+        "classification", "--output_dir", str(tmp_path / "out"),
+    ])
+    header = (tmp_path / "out" / "comparison.md").read_text().splitlines()[0]
+    assert header.endswith("| scene correspondence R@10% ↑ | scene retrieval mean R ↑ | scene zero-shot top-1 ↑ |")
+    for row in summary["rows"]:
+        assert all(0 <= row[key] <= 1 for key in ("correspondence", "retrieval", "classification")), row
+    with pytest.raises(SystemExit, match="out_of_task: \\['navi'\\]"):
+        load_recipe("compare").main(["--encoders", str(tmp_path / "encoder"), "random", "--out_of_task", "navi"])
+
+
 def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
     """DA-2K's layout (annotations.json + images/<scene>/...), pairs taken from a generated scene's exact depth."""
     from versavit_trainer.data.scenes import generate_scene

@@ -12,7 +12,8 @@ Each encoder (a VersaViT folder, `mllm:<folder>` for an MLLM's own tower, or `ra
 tower of the first encoder's shape) gets the same segmentation and depth probes (recipes/evaluation/probe_segmentation.py,
 probe_depth.py: same data, settings and seed). Writes output_dir/comparison.md (mIoU ↑ and RMSE ↓ per encoder,
 differences to the first encoder in parentheses), comparison.json and examples.png (image, ground truth, each
-encoder's probe prediction, for segmentation and depth).
+encoder's probe prediction, for segmentation and depth). `--out_of_task correspondence retrieval classification`
+adds the paper's out-of-task columns measured on generated scenes (eval_correspondence.py, eval_retrieval.py).
 """
 
 import json
@@ -37,6 +38,14 @@ from versavit_trainer.evaluation.probes import (
     train_segmentation_probe,
 )
 
+OUT_OF_TASK = ("correspondence", "retrieval", "classification")
+# (key, column label, higher is better) of each column; the label's {seg} / {depth} name the probe datasets.
+COLUMNS = {
+    "miou": ("{seg} mIoU ↑", True), "rmse": ("{depth} RMSE ↓", False), "abs_rel": ("{depth} AbsRel ↓", False),
+    "correspondence": ("scene correspondence R@10% ↑", True), "retrieval": ("scene retrieval mean R ↑", True),
+    "classification": ("scene zero-shot top-1 ↑", True),
+}
+
 
 @dataclass
 class CompareArguments:
@@ -50,6 +59,10 @@ class CompareArguments:
     num_scenes: int = field(default=120, metadata={"help": "Generated training scenes."})
     num_eval_scenes: int = field(default=24, metadata={"help": "Generated held-out scenes."})
     num_examples: int = field(default=3, metadata={"help": "Held-out examples in examples.png."})
+    out_of_task: list[str] = field(default_factory=list, metadata={
+        "help": f"Out-of-task columns on generated scenes, among {OUT_OF_TASK}: keypoint correspondence between two "
+                "views (recall @ 10 %), image-text retrieval (mean of R@1/5/10 both ways; head trained on the "
+                "scenes' captions, tower frozen) and zero-shot shape classification through that head (top-1)."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where the table and the figure go."})
 
 
@@ -64,6 +77,8 @@ def load_encoder(spec: str, reference: VersaViTModel | None, seed: int) -> Versa
 
 
 def table(rows: list[dict], segmentation: str, depth: str) -> str:
+    """Markdown: a row per encoder, a column per measurement it has (the probes, then any out-of-task ones), each
+    later row with its difference to the first (✓ where better)."""
     def cell(value, first, higher_is_better):
         if first is None:
             return f"{value:.3f}"
@@ -71,14 +86,52 @@ def table(rows: list[dict], segmentation: str, depth: str) -> str:
         better = delta > 0 if higher_is_better else delta < 0
         return f"{value:.3f} ({'+' if delta >= 0 else ''}{delta:.3f}{' ✓' if better else ''})"
 
-    lines = [f"| Method | {segmentation} mIoU ↑ | {depth} RMSE ↓ | {depth} AbsRel ↓ |", "|---|---|---|---|"]
+    keys = [key for key in COLUMNS if key in rows[0]]
+    labels = [COLUMNS[key][0].format(seg=segmentation, depth=depth) for key in keys]
+    lines = ["| Method | " + " | ".join(labels) + " |", "|---|" + "---|" * len(keys)]
     first = rows[0]
     for index, row in enumerate(rows):
-        base = None if index == 0 else first
-        lines.append(f"| {row['name']} | {cell(row['miou'], base and base['miou'], True)} | "
-                     f"{cell(row['rmse'], base and base['rmse'], False)} | "
-                     f"{cell(row['abs_rel'], base and base['abs_rel'], False)} |")
+        cells = [cell(row[key], None if index == 0 else first[key], COLUMNS[key][1]) for key in keys]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def out_of_task(encoder: VersaViTModel, kinds: list[str], args, settings) -> dict:
+    """The out-of-task measurements of `kinds` for one encoder, on generated scenes (the recipes' defaults)."""
+    from versavit_trainer.data import readers
+    from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.data.text_embedding import SentenceEmbedder
+    from versavit_trainer.evaluation.correspondence import correspondence_recall
+    from versavit_trainer.evaluation.retrieval import (
+        RetrievalSettings,
+        embed_captions,
+        evaluate_retrieval,
+        retrieval_model,
+        train_retrieval,
+        zero_shot_accuracy,
+    )
+
+    results = {}
+    if "correspondence" in kinds:
+        source = readers.scene_correspondences(args.num_eval_scenes, 9000)
+        results["correspondence"] = correspondence_recall(FrozenFeatures(encoder, settings.size), source)["recall@0.1"]
+    if "retrieval" in kinds or "classification" in kinds:
+        embedder = SentenceEmbedder(minilm_path())
+        retrieval = RetrievalSettings(size=settings.size, steps=400, batch_size=16, learning_rate=1e-3, loss="softmax",
+                                      embed_dim=256, pooling_heads=encoder.config.vision_config.num_heads,
+                                      seed=settings.seed)
+        model = retrieval_model(encoder, embedder.dim, retrieval)
+        train = readers.scene_captions(args.num_scenes, 5000)
+        train_retrieval(model, train, *embed_captions(embedder, train), retrieval)
+        if "retrieval" in kinds:
+            held_out = readers.scene_captions(max(args.num_eval_scenes, 2), 9000)
+            results["retrieval"] = evaluate_retrieval(model, held_out, *embed_captions(embedder, held_out),
+                                                      settings.size)["mean_recall"]
+        if "classification" in kinds:
+            classes = readers.scene_classes(args.num_eval_scenes, 13000)
+            results["classification"] = zero_shot_accuracy(model, classes, embedder, settings.size,
+                                                           "A checkered floor with a {}.")["top1_accuracy"]
+    return results
 
 
 def figure(path: Path, examples: list, rows: list[dict]) -> None:
@@ -125,6 +178,9 @@ def main(argv: list[str] | None = None) -> dict:
     names = args.names or args.encoders
     if len(args.encoders) < 2 or len(names) != len(args.encoders):
         sys.exit("compare.py: error: give two or more --encoders (and as many --names, if any).")
+    unknown = [kind for kind in args.out_of_task if kind not in OUT_OF_TASK]
+    if unknown:
+        sys.exit(f"compare.py: error: out_of_task: {unknown} (choose among {OUT_OF_TASK}).")
     data = ProbeArguments(dataset=args.segmentation_dataset, data_root=args.data_root, num_scenes=args.num_scenes,
                           num_eval_scenes=args.num_eval_scenes)
     try:
@@ -146,8 +202,11 @@ def main(argv: list[str] | None = None) -> dict:
         head, _ = train_depth_probe(features, depth_train, settings)
         depth, depth_predictions = evaluate_depth_probe(features, head, depth_eval)
         rows.append({"name": name, "miou": segmentation["mean_iou"], "rmse": depth["rmse"], "abs_rel": depth["abs_rel"],
+                     **out_of_task(encoder, args.out_of_task, args, settings),
                      "segmentations": seg_predictions[:count], "depths": depth_predictions[:count]})
-        print(f"{name}: mIoU {segmentation['mean_iou']:.4f}  RMSE {depth['rmse']:.4f}  AbsRel {depth['abs_rel']:.4f}")
+        extra = "".join(f"  {kind} {rows[-1][kind]:.4f}" for kind in OUT_OF_TASK if kind in rows[-1])
+        print(f"{name}: mIoU {segmentation['mean_iou']:.4f}  RMSE {depth['rmse']:.4f}  AbsRel {depth['abs_rel']:.4f}"
+              + extra)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     markdown = table(rows, args.segmentation_dataset, args.depth_dataset)
@@ -155,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     figure(output / "examples.png", examples, rows)
     summary = {"rows": [{k: v for k, v in row.items() if k not in ("segmentations", "depths")} for row in rows],
                "settings": {"size": settings.size, "resize": settings.resize, "steps": settings.steps,
-                            "segmentation": args.segmentation_dataset, "depth": args.depth_dataset}}
+                            "segmentation": args.segmentation_dataset, "depth": args.depth_dataset,
+                            "out_of_task": args.out_of_task}}
     (output / "comparison.json").write_text(json.dumps(summary, indent=2))
     print(f"\n{markdown}\ntable       {output / 'comparison.md'}\nfigure      {output / 'examples.png'}")
     return summary
