@@ -70,10 +70,14 @@ def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint)
     assert summary["expressions"] == expected["expressions"] > 0
 
 
-def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
+def save_small_encoder(folder) -> None:
     torch.manual_seed(0)
     vision = {"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}
-    VersaViTModel(VersaViTConfig(vision_config=vision)).save_pretrained(tmp_path / "encoder")
+    VersaViTModel(VersaViTConfig(vision_config=vision)).save_pretrained(folder)
+
+
+def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
+    save_small_encoder(tmp_path / "encoder")
     summary = load_recipe("compare").main([
         "--encoders", str(tmp_path / "encoder"), "random", "--names", "ours", "baseline", "--size", "56", "--steps",
         "20", "--num_scenes", "8", "--num_eval_scenes", "3", "--num_examples", "2", "--output_dir", str(tmp_path / "out"),
@@ -91,9 +95,7 @@ def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
 
 
 def test_compare_adds_the_out_of_task_columns(tmp_path):
-    torch.manual_seed(0)
-    vision = {"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 64, "num_heads": 2, "hidden_size": 64}
-    VersaViTModel(VersaViTConfig(vision_config=vision)).save_pretrained(tmp_path / "encoder")
+    save_small_encoder(tmp_path / "encoder")
     summary = load_recipe("compare").main([
         "--encoders", str(tmp_path / "encoder"), "random", "--size", "56", "--steps", "5", "--num_scenes", "6",
         "--num_eval_scenes", "3", "--num_examples", "1", "--out_of_task", "correspondence", "retrieval",

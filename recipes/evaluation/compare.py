@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from modeling_versavit import VersaViTModel
 from versavit_trainer.core.config import DefaultConfig, parse_config
@@ -117,9 +118,12 @@ def out_of_task(encoder: VersaViTModel, kinds: list[str], args, settings) -> dic
         results["correspondence"] = correspondence_recall(FrozenFeatures(encoder, settings.size), source)["recall@0.1"]
     if "retrieval" in kinds or "classification" in kinds:
         embedder = SentenceEmbedder(minilm_path())
-        retrieval = RetrievalSettings(size=settings.size, steps=400, batch_size=16, learning_rate=1e-3, loss="softmax",
-                                      embed_dim=256, pooling_heads=encoder.config.vision_config.num_heads,
-                                      seed=settings.seed)
+        # eval_retrieval.py's embedded default, at this comparison's size and seed; pooling heads that fit the tower.
+        defaults = yaml.safe_load(RETRIEVAL_CONFIG.read_text())
+        retrieval = RetrievalSettings(**{
+            **{key: value for key, value in defaults.items() if key in RetrievalSettings.__dataclass_fields__},
+            "size": settings.size, "seed": settings.seed, "pooling_heads": encoder.config.vision_config.num_heads,
+        })
         model = retrieval_model(encoder, embedder.dim, retrieval)
         train = readers.scene_captions(args.num_scenes, 5000)
         train_retrieval(model, train, *embed_captions(embedder, train), retrieval)
@@ -130,7 +134,7 @@ def out_of_task(encoder: VersaViTModel, kinds: list[str], args, settings) -> dic
         if "classification" in kinds:
             classes = readers.scene_classes(args.num_eval_scenes, 13000)
             results["classification"] = zero_shot_accuracy(model, classes, embedder, settings.size,
-                                                           "A checkered floor with a {}.")["top1_accuracy"]
+                                                           readers.SCENE_PROMPT)["top1_accuracy"]
     return results
 
 
@@ -165,6 +169,7 @@ def figure(path: Path, examples: list, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+RETRIEVAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "retrieval_default.yaml"
 DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent.parent / "configs" / "compare_default.yaml",
                                "`make demo`'s backbone (run it first) against a random tower, scenes at 112 px")
 

@@ -92,7 +92,7 @@ def run(args: RetrievalArguments) -> dict:
         scenes = args.zero_shot == "scenes"
         classes = (readers.scene_classes(args.num_classify_scenes, 13000) if scenes
                    else readers.image_folder_classes(args.zero_shot, args.class_names))
-        template = args.prompt_template or ("A checkered floor with a {}." if scenes else "a photo of a {}.")
+        template = args.prompt_template or (readers.SCENE_PROMPT if scenes else "a photo of a {}.")
         metrics["zero_shot"] = zero_shot_accuracy(model, classes, embedder, args.size, template)
         zero_shot = metrics["zero_shot"]
         print(f"zero-shot classification ({classes.name}, {len(classes)} images, {len(classes.class_names)} classes): "

@@ -214,8 +214,13 @@ def image_folder_classes(root, class_names=None) -> ClassificationSource:
     return ClassificationSource(root.name, items, tuple(names))
 
 
+# The zero-shot prompt of a scene class, in the words of the scenes' captions.
+SCENE_PROMPT = "A checkered floor with a {}."
+
+
 def scene_classes(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> ClassificationSource:
-    """Generated scenes labelled with the shape of their largest visible object (sphere, box or cylinder)."""
+    """Generated scenes labelled with the shape of their largest visible object (sphere, box or cylinder); prompt
+    them with `SCENE_PROMPT`."""
     items = []
     for index in range(num_scenes):
         scene = generate_scene(seed + index, camera)
@@ -520,6 +525,7 @@ __all__ = [
     "ClassificationSource",
     "image_folder_classes",
     "scene_classes",
+    "SCENE_PROMPT",
     "DepthSource",
     "karpathy",
     "scene_captions",
