@@ -62,7 +62,7 @@ class CompareArguments:
     num_examples: int = field(default=3, metadata={"help": "Held-out examples in examples.png."})
     out_of_task: list[str] = field(default_factory=list, metadata={
         "help": f"Out-of-task columns on generated scenes, among {OUT_OF_TASK}: keypoint correspondence between two "
-                "views (recall @ 10 %), image-text retrieval (mean of R@1/5/10 both ways; head trained on the "
+                "views (recall within a tenth of the scale), image-text retrieval (mean of R@1/5/10 both ways; head trained on the "
                 "scenes' captions, tower frozen) and zero-shot shape classification through that head (top-1)."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where the table and the figure go."})
 
