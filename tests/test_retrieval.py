@@ -235,3 +235,38 @@ def test_zero_shot_accuracy_is_the_argmax_over_class_prompts(tmp_path):
     names.write_text(json.dumps({"n01_golden_retriever": "x"}))
     with pytest.raises(ValueError, match="no name for class folders"):
         image_folder_classes(tmp_path, names)
+
+
+@pytest.mark.parametrize("two_towers", [False, True])
+def test_a_siglip_text_tower_embeds_as_siglip_does(tmp_path, two_towers):
+    """A SigLIP-family folder (the paper's retrieval text encoder) embeds with its own pooled head output, texts padded
+    to the model's full length without a mask: equal to transformers' SiglipTextModel / SiglipModel.get_text_features
+    called that way."""
+    import shutil
+
+    from transformers import AutoTokenizer, SiglipConfig, SiglipModel, SiglipTextConfig, SiglipTextModel
+
+    from versavit_trainer.data.assets import minilm_path
+    from versavit_trainer.data.text_embedding import SentenceEmbedder
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_path() / name).is_file():
+            shutil.copy(minilm_path() / name, tmp_path / name)
+    text = dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, projection_size=24)
+    torch.manual_seed(0)
+    if two_towers:
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                      patch_size=14)
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    else:
+        model = SiglipTextModel(SiglipTextConfig(**text)).eval()
+    model.save_pretrained(tmp_path)
+    embedder = SentenceEmbedder(tmp_path)
+    assert embedder.pooling == "pooler" and embedder.dim == 24 and embedder.max_length == 16
+    sentences = ["a red cube on a checkered floor", "two spheres"]
+    ids = AutoTokenizer.from_pretrained(tmp_path)(sentences, padding="max_length", max_length=16, truncation=True,
+                                                  return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = (model.get_text_features(input_ids=ids) if two_towers else model(input_ids=ids)).pooler_output
+    torch.testing.assert_close(embedder(sentences), torch.nn.functional.normalize(expected, dim=-1))

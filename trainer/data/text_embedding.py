@@ -3,7 +3,10 @@
 
 The pooling and normalisation follow the model's own sentence-transformers description (`modules.json`,
 `1_Pooling/config.json`) when the folder has one: mean pooling + L2 normalisation for all-MiniLM-L6-v2, last-token
-pooling + normalisation for Qwen3-Embedding. Only transformers is needed to run it.
+pooling + normalisation for Qwen3-Embedding. A SigLIP-family folder (a SigLIP / SigLIP2 model or its text tower: the
+paper's retrieval text encoder) embeds as SigLIP does: its own pooled text embedding (`pooler` mode: the text head's
+output, from `get_text_features` for a two-tower model), texts padded to the model's full length and no attention
+mask, as SigLIP was trained. Only transformers is needed to run it.
 """
 
 import json
@@ -11,9 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import AutoModel, AutoTokenizer
 
-POOLING_MODES = ("mean", "cls", "lasttoken")
+POOLING_MODES = ("mean", "cls", "lasttoken", "pooler")
+# Text models that pool themselves (the "pooler" mode), by config `model_type`.
+SIGLIP_TYPES = ("siglip", "siglip2", "siglip_text_model", "siglip2_text_model")
+# Text towers saved on their own, which AutoModel does not map: their transformers classes.
+TEXT_TOWER_CLASSES = {"siglip_text_model": "SiglipTextModel", "siglip2_text_model": "Siglip2TextModel"}
 
 
 def _read_pooling(folder: Path) -> tuple[str, bool]:
@@ -26,9 +34,9 @@ def _read_pooling(folder: Path) -> tuple[str, bool]:
     mode = "mean"
     if pooling is not None and (folder / pooling["path"] / "config.json").is_file():
         config = json.loads((folder / pooling["path"] / "config.json").read_text())
-        for name in POOLING_MODES:
-            key = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
-                   "lasttoken": "pooling_mode_lasttoken"}[name]
+        keys = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+                "lasttoken": "pooling_mode_lasttoken"}  # sentence-transformers' names of the modes it can describe
+        for name, key in keys.items():
             if config.get(key):
                 mode = name
     return mode, normalize
@@ -39,7 +47,8 @@ class SentenceEmbedder:
 
     Args:
         folder: a local model folder (e.g. `versavit_trainer.data.assets.minilm_path()`).
-        pooling: `"mean"`, `"cls"` or `"lasttoken"`; by default read from the folder (mean if it says nothing).
+        pooling: `"mean"`, `"cls"`, `"lasttoken"` or `"pooler"` (the model's own pooled output); by default read
+            from the folder (SigLIP-family models: pooler; otherwise mean if it says nothing).
         normalize: L2-normalise the embeddings; by default read from the folder (True if it says nothing).
         max_length: longest tokenised input.
     """
@@ -49,14 +58,25 @@ class SentenceEmbedder:
         folder = Path(folder)
         self.folder = folder
         default_pooling, default_normalize = _read_pooling(folder)
+        config_file = folder / "config.json"
+        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+        if model_type in SIGLIP_TYPES and not (folder / "modules.json").is_file():
+            default_pooling = "pooler"
         self.pooling = pooling or default_pooling
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling: expected one of {POOLING_MODES}, got {self.pooling!r}.")
         self.normalize = default_normalize if normalize is None else normalize
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        model_class = getattr(transformers, TEXT_TOWER_CLASSES[model_type]) if model_type in TEXT_TOWER_CLASSES \
+            else AutoModel
+        self.model = model_class.from_pretrained(folder, dtype=dtype).to(device).eval()
         self.max_length = max_length
-        self.dim = self.model.config.hidden_size
+        self.siglip = model_type in SIGLIP_TYPES
+        text_config = getattr(self.model.config, "text_config", None) or self.model.config
+        self.dim = text_config.hidden_size
+        if self.siglip:  # SigLIP pads every text to its full length (64) and reads no mask; its head sets the width
+            self.max_length = text_config.max_position_embeddings
+            self.dim = getattr(self.model, "text_model", self.model).head.out_features
 
     @torch.inference_mode()
     def __call__(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -70,9 +90,19 @@ class SentenceEmbedder:
         for index, sentence in enumerate(sentences):
             if not isinstance(sentence, str) or not sentence.strip():
                 raise ValueError(f"sentences[{index}]: expected a non-empty string, got {sentence!r}.")
+        if self.pooling == "pooler" and self.siglip:
+            ids = self.tokenizer(sentences, padding="max_length", truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")["input_ids"].to(self.model.device)
+            text = getattr(self.model, "get_text_features", None)
+            pooled = (text(input_ids=ids) if text is not None else self.model(input_ids=ids)).pooler_output.float()
+            return F.normalize(pooled, dim=-1) if self.normalize else pooled
         batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(self.model.device)
-        hidden = self.model(**batch).last_hidden_state
+        outputs = self.model(**batch)
+        if self.pooling == "pooler":
+            pooled = outputs.pooler_output.float()
+            return F.normalize(pooled, dim=-1) if self.normalize else pooled
+        hidden = outputs.last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         if self.pooling == "mean":
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
