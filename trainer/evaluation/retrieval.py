@@ -90,7 +90,7 @@ class _Inputs:
         missing = [i for i in indices if i not in self.tokens]
         if missing:
             inputs = self.pixels(missing)
-            tokens = self.model._run_tower(**inputs, merge=False).last_hidden_state
+            tokens = self.model.get_image_features(**inputs).last_hidden_state  # the tower's last-layer tokens
             for i, chunk in zip(missing, tokens.split(inputs["image_grid_thw"].prod(-1).tolist())):
                 self.tokens[i] = chunk
         grid = self.size // self.model.config.patch_size
