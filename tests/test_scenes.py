@@ -112,3 +112,72 @@ def test_same_seed_same_bytes():
     assert [(t, m.tobytes()) for t, m in first.expressions] == [(t, m.tobytes()) for t, m in second.expressions]
     assert first.image.tobytes() != other.image.tobytes()
     assert first.image.shape == (CAMERA.height_px, CAMERA.width, 3) and first.image.dtype == np.uint8
+
+
+# ------------------------------------------------------------------------------------------- scene styles
+def test_the_simple_style_is_the_scenes_as_they_always_were():
+    """The demo's data must not change when styles are added: these digests were taken before styles existed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for seed in range(40):
+        scene = generate_scene(seed)
+        digest.update(scene.image.tobytes())
+        digest.update(scene.depth.tobytes())
+        digest.update(repr((scene.caption, scene.qa, [text for text, _ in scene.expressions])).encode())
+    assert digest.hexdigest() == "892c1d46fe5c968e57c20a96d0b7424cfac8bc79efb4a374f8dfab511a6c9cfd"
+    assert generate_scene(3, style="simple").image.tobytes() == generate_scene(3).image.tobytes()
+
+
+def test_cluttered_scenes_are_a_pure_function_of_the_seed_and_hold_what_the_style_adds():
+    from versavit_trainer.data.scenes import SCENE_STYLES
+
+    first, again = generate_scene(11, style="cluttered"), generate_scene(11, style="cluttered")
+    assert first.image.tobytes() == again.image.tobytes() and first.caption == again.caption
+    assert first.image.shape == (144, 192, 3)
+    scenes = [generate_scene(seed, style="cluttered") for seed in range(30)]
+    objects = [o for scene in scenes for o in scene.objects]
+    assert {o.shape for o in objects} == set(SCENE_STYLES["cluttered"].shapes) == set(SHAPES) | {"cone"}
+    assert {"tiny", "small", "large"} <= {o.size for o in objects} and "striped" in {o.material for o in objects}
+    assert np.mean([len(scene.objects) for scene in scenes]) > np.mean([len(generate_scene(s).objects)
+                                                                        for s in range(30)])
+    # the camera varies per scene: the horizon (first ground row) moves
+    horizons = {int(np.argmax((scene.instances >= 0).any(1))) for scene in scenes}
+    assert len(horizons) > 5
+    assert any("cones" in question for scene in scenes for question, _ in scene.qa)
+
+
+def test_cone_pixels_lie_on_the_analytic_cone():
+    """Every pixel a cone shows, unprojected with its depth, satisfies (x-cx)² + (z-cz)² = (r/2r)² (2r - y)² with
+    0 <= y <= 2r; its depth is the ray's first hit (no pixel lies behind the near surface)."""
+    for seed in range(100):
+        scene = generate_scene(seed, style="cluttered")
+        camera = cluttered_camera(seed)
+        for index, obj in enumerate(scene.objects, start=1):
+            if obj.shape != "cone" or (scene.instances == index).sum() < 80:
+                continue
+            rows, cols = np.nonzero(scene.instances == index)
+            points = camera.unproject(rows, cols, scene.depth[rows, cols].astype(np.float64))
+            r = obj.radius
+            radial = np.hypot(points[:, 0] - obj.x, points[:, 2] - obj.z)
+            np.testing.assert_allclose(radial, 0.5 * (2 * r - points[:, 1]), atol=2e-3 * r + 1e-4)
+            assert points[:, 1].min() > -1e-4 and points[:, 1].max() < 2 * r + 1e-4
+            return
+    raise AssertionError("no scene with a well visible cone")
+
+
+def cluttered_camera(seed):
+    """The camera generate_scene draws for a cluttered scene of `seed` (the style's second random stream)."""
+    from versavit_trainer.data.scenes import SCENE_STYLES
+
+    return SCENE_STYLES["cluttered"].scene_camera(np.random.default_rng([seed, 1]))
+
+
+def test_an_unknown_scene_style_names_the_choices():
+    from versavit_trainer.core.options import DataArguments
+
+    choices = r"\(choose among \['cluttered', 'simple'\]\)"
+    with pytest.raises(ValueError, match=r"scene_style: unknown style 'clutered' " + choices):
+        generate_scene(0, style="clutered")
+    with pytest.raises(ValueError, match="scene_style: unknown style 'clutered'"):
+        DataArguments(scene_style="clutered")

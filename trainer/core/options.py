@@ -14,6 +14,7 @@ from transformers import PreTrainedConfig
 from modeling_versavit import TASKS, VersaViTConfig
 
 from ..data.collators import check_size, parse_resolutions
+from ..data.scenes import scene_style
 from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 
 
@@ -131,6 +132,9 @@ class DataArguments:
     num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (when a task has no folder)."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
+    scene_style: str = field(default="simple", metadata={
+        "help": "Style of the generated scenes: simple (the demo's) or cluttered (the proving ground's: more, "
+                "smaller, occluding and striped objects, cones, varied light and camera)."})
     text_encoder: str | None = field(
         default=None,
         metadata={"help": "Sentence-embedding model folder that embeds the scenes' expressions. Default: "
@@ -181,6 +185,7 @@ class DataArguments:
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks: expected distinct names among {list(TASKS)}, got {self.tasks}.")
+        scene_style(self.scene_style)  # an unknown style is an error naming the choices
         for name in ("num_scenes", "num_eval_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}.")

@@ -501,16 +501,18 @@ class CaptioningCollator(_SeededCollator):
 
 
 def scene_datasets(
-    num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera = Camera()
+    num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera | None = None,
+    style: str = "simple",
 ) -> dict[str, Dataset]:
-    """The embedded default data: `num_scenes` generated scenes (seeds `seed ..`) as the three task datasets.
+    """The embedded default data: `num_scenes` generated scenes of `style` (seeds `seed ..`) as the three task
+    datasets.
 
     `embed` turns expressions into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the
     scene's caption ("Describe the image.") and its question-answer pairs as turns; scenes without a describable
     object are left out of the segmentation data, which is empty when `embed` is None (no segmentation task)."""
     depth, segmentation, captioning = [], [], []
     for index in range(num_scenes):
-        scene = generate_scene(seed + index, camera)
+        scene = generate_scene(seed + index, camera, style=style)
         image = PIL.Image.fromarray(scene.image)
         stored, scale = encode_depth(scene.depth)
         depth.append({"image": image, "depth": stored, "depth_scale": scale})

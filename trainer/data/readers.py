@@ -46,7 +46,7 @@ import PIL.Image
 
 from modeling_versavit import load_image
 
-from .scenes import SHAPES, Camera, corresponding_pixels, generate_scene, render
+from .scenes import SHAPES, Camera, corresponding_pixels, generate_scene, render, scene_style
 
 SCENE_CLASSES = ("sky", "ground", *SHAPES)
 
@@ -428,23 +428,27 @@ def kitti(split_file, image_root=None, depth_root=None) -> DepthSource:
     return DepthSource("kitti", pairs, depth_scale=256.0, max_depth=80.0, crop="garg")
 
 
-def scene_segmentation(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> SegmentationSource:
-    """Generated scenes as semantic segmentation: sky, ground and the primitive types (5 classes)."""
+def scene_segmentation(num_scenes: int, seed: int = 0, camera: Camera | None = None,
+                       style: str = "simple") -> SegmentationSource:
+    """Generated scenes of `style` as semantic segmentation: sky, ground and the style's primitive types (5 classes
+    for the simple style, 6 for the cluttered one)."""
+    classes = ("sky", "ground", *scene_style(style).shapes)
     items = []
     for index in range(num_scenes):
-        scene = generate_scene(seed + index, camera)
-        kinds = np.array([SCENE_CLASSES.index(o.shape) for o in scene.objects] or [0], dtype=np.int64)
+        scene = generate_scene(seed + index, camera, style=style)
+        kinds = np.array([classes.index(o.shape) for o in scene.objects] or [0], dtype=np.int64)
         labels = np.where(scene.instances < 0, 0, np.where(scene.instances == 0, 1, 0)).astype(np.int64)
         objects = scene.instances > 0
         labels[objects] = kinds[scene.instances[objects] - 1]
         items.append((scene.image, labels))
-    return SegmentationSource("scenes", len(SCENE_CLASSES), items, class_names=SCENE_CLASSES)
+    return SegmentationSource("scenes", len(classes), items, class_names=classes)
 
 
-def scene_depth(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> DepthSource:
-    """Generated scenes as metric depth (metres; the sky is unlabelled), evaluated up to 30 m as KITTI is up to 80 m
-    (the ground plane reaches hundreds of metres at the horizon)."""
-    items = [(scene.image, scene.depth) for scene in (generate_scene(seed + i, camera) for i in range(num_scenes))]
+def scene_depth(num_scenes: int, seed: int = 0, camera: Camera | None = None, style: str = "simple") -> DepthSource:
+    """Generated scenes of `style` as metric depth (metres; the sky is unlabelled), evaluated up to 30 m as KITTI is
+    up to 80 m (the ground plane reaches hundreds of metres at the horizon)."""
+    scenes = (generate_scene(seed + i, camera, style=style) for i in range(num_scenes))
+    items = [(scene.image, scene.depth) for scene in scenes]
     return DepthSource("scenes", items, max_depth=30.0)
 
 

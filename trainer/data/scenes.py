@@ -2,8 +2,12 @@
 """Generated 3D scenes: the embedded default data, with exact labels for all three tasks and no downloads.
 
 A scene is a few primitives (spheres, boxes, cylinders) of a colour, a size and a material, resting on a
-checkered ground plane, seen by a pinhole camera pitched down. Rendering is exact ray casting in numpy, so each
-image comes with:
+checkered ground plane, seen by a pinhole camera pitched down. A `SceneStyle` says what a scene may hold: the
+"simple" style (the default, the demo's data) is the one just described; the "cluttered" style (the proving
+ground's) adds cones, tiny objects, striped materials, more objects that hide each other, a random light, ground
+tint, and a camera whose height and pitch vary per scene, at 192 x 144 px.
+
+Rendering is exact ray casting in numpy, so each image comes with:
 
 - `depth`: the camera-frame z-depth of every pixel (`inf` where the ray sees the sky, as real depth sensors leave
   holes);
@@ -15,7 +19,7 @@ image comes with:
 Everything is a function of the seed: the same seed gives identical bytes.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,9 +32,10 @@ COLORS = {
     "gray": (128, 128, 128),
 }
 SHAPES = ("sphere", "box", "cylinder")
-SIZES = {"small": 0.35, "large": 0.6}  # the primitive's radius or half width, in metres
+SIZES = {"small": 0.35, "large": 0.6, "tiny": 0.22}  # the primitive's radius or half width, in metres
 MATERIALS = ("matte", "metal")
-PLURALS = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders"}
+PLURALS = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders", "cone": "cones"}
+LIGHT = (0.4, 0.8, -0.45)  # the simple style's light direction (towards the light)
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six")
 
 
@@ -88,6 +93,52 @@ class Camera:
         return rows, cols, z
 
 
+@dataclass(frozen=True)
+class SceneStyle:
+    """What a style's scenes may hold. `height_range` / `pitch_range` (None: the camera as given) and
+    `random_light` / `ground_tint` vary per scene, drawn from the scene's seed."""
+
+    name: str
+    shapes: tuple[str, ...] = SHAPES
+    sizes: tuple[str, ...] = ("small", "large")
+    materials: tuple[str, ...] = MATERIALS
+    min_objects: int = 2
+    max_objects: int = 5
+    camera: Camera = Camera()
+    height_range: tuple[float, float] | None = None
+    pitch_range: tuple[float, float] | None = None
+    random_light: bool = False
+    ground_tint: bool = False
+
+    def scene_camera(self, rng: np.random.Generator) -> Camera:
+        camera = self.camera
+        if self.height_range is not None:
+            camera = replace(camera, height=float(rng.uniform(*self.height_range)))
+        if self.pitch_range is not None:
+            camera = replace(camera, pitch=float(rng.uniform(*self.pitch_range)))
+        return camera
+
+
+SCENE_STYLES = {
+    "simple": SceneStyle("simple"),
+    "cluttered": SceneStyle(
+        "cluttered", shapes=SHAPES + ("cone",), sizes=("tiny", "small", "large"),
+        materials=MATERIALS + ("striped",), min_objects=4, max_objects=8,
+        camera=Camera(width=192, height_px=144, focal=165.0), height_range=(1.1, 2.4), pitch_range=(0.25, 0.55),
+        random_light=True, ground_tint=True,
+    ),
+}
+
+
+def scene_style(style: "str | SceneStyle") -> SceneStyle:
+    """A `SceneStyle` or the name of one in `SCENE_STYLES` (an unknown name is an error naming the choices)."""
+    if isinstance(style, SceneStyle):
+        return style
+    if style not in SCENE_STYLES:
+        raise ValueError(f"scene_style: unknown style {style!r} (choose among {sorted(SCENE_STYLES)}).")
+    return SCENE_STYLES[style]
+
+
 @dataclass
 class SceneObject:
     shape: str
@@ -130,6 +181,24 @@ class SceneObject:
             normal = np.zeros_like(hit)
             np.put_along_axis(normal, axis[..., None], np.take_along_axis(np.sign(hit), axis[..., None], -1), -1)
             return t, normal
+        if self.shape == "cone":  # vertical cone, base radius r on the ground, apex 2r above it (side only)
+            k2, top = 0.25, 2 * r  # (radius / height)^2
+            ox, oy, oz = oc[0], oc[1] + r, oc[2]  # relative to the centre of the base
+            dx, dy, dz = directions[..., 0], directions[..., 1], directions[..., 2]
+            a = dx * dx + dz * dz - k2 * dy * dy
+            b = 2 * (ox * dx + oz * dz) + 2 * k2 * (top - oy) * dy
+            c = ox * ox + oz * oz - k2 * (top - oy) ** 2
+            disc = b * b - 4 * a * c
+            with np.errstate(divide="ignore", invalid="ignore"):
+                roots = [(-b - sign * np.sqrt(np.maximum(disc, 0))) / (2 * a) for sign in (1, -1)]
+            t = np.full(a.shape, np.inf)
+            for root in roots:
+                y = oy + root * dy
+                ok = (disc >= 0) & (root > 1e-6) & (y >= 0) & (y <= top) & np.isfinite(root)
+                t = np.where(ok & (root < t), root, t)
+            hit = origin + np.nan_to_num(t, posinf=0.0)[..., None] * directions
+            normal = np.stack([hit[..., 0] - self.x, k2 * (top - hit[..., 1]), hit[..., 2] - self.z], -1)
+            return t, normal / np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
         # Vertical cylinder of radius r and height 2r: the side, then the top cap.
         dx, dz = directions[..., 0], directions[..., 2]
         ox, oz = oc[0], oc[2]
@@ -166,17 +235,17 @@ class Scene:
     qa: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _place_objects(rng: np.random.Generator, count: int) -> list[SceneObject]:
+def _place_objects(rng: np.random.Generator, count: int, style: SceneStyle) -> list[SceneObject]:
     objects: list[SceneObject] = []
     attempts = 0
     while len(objects) < count and attempts < 200:
         attempts += 1
-        size = str(rng.choice(list(SIZES)))
+        size = str(rng.choice(style.sizes))
         candidate = SceneObject(
-            shape=str(rng.choice(SHAPES)),
+            shape=str(rng.choice(style.shapes)),
             color=str(rng.choice(list(COLORS))),
             size=size,
-            material=str(rng.choice(MATERIALS)),
+            material=str(rng.choice(style.materials)),
             x=float(rng.uniform(-2.2, 2.2)),
             z=float(rng.uniform(3.5, 8.0)),
         )
@@ -186,8 +255,10 @@ def _place_objects(rng: np.random.Generator, count: int) -> list[SceneObject]:
     return objects
 
 
-def render(objects: list[SceneObject], camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ray-cast the scene: `(image uint8, depth float32, instances int16)`."""
+def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float, float] = LIGHT,
+           ground: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-cast the scene: `(image uint8, depth float32, instances int16)`; `light` points towards the light,
+    `ground` tints the checkered floor (per channel)."""
     camera_dirs, world_dirs = camera.rays()
     origin = camera.origin
     with np.errstate(divide="ignore"):
@@ -204,16 +275,19 @@ def render(objects: list[SceneObject], camera: Camera) -> tuple[np.ndarray, np.n
         normals = np.where(closer[..., None], normal, normals)
     depth = (best_t * camera_dirs[..., 2]).astype(np.float32)  # camera_dirs has z = 1: z-depth = t
 
-    light = np.array([0.4, 0.8, -0.45])
+    light = np.array(light, dtype=np.float64)
     light /= np.linalg.norm(light)
     lambert = np.clip((normals * light).sum(-1), 0, 1)
     hit = origin + np.nan_to_num(best_t, posinf=0.0)[..., None] * world_dirs
     checker = ((np.floor(hit[..., 0] * 1.5) + np.floor(hit[..., 2] * 1.5)) % 2)[..., None]
-    colour = np.where(checker > 0, 190.0, 150.0) * np.ones(3)
+    colour = np.where(checker > 0, 190.0, 150.0) * np.array(ground)
     specular = np.zeros(instances.shape)
     for index, obj in enumerate(objects, start=1):
         here = instances == index
         colour[here] = COLORS[obj.color]
+        if obj.material == "striped":  # horizontal white bands, 4 per object height
+            bands = (np.floor(hit[..., 1] / obj.radius * 2) % 2 == 1) & here
+            colour[bands] = 0.35 * np.array(COLORS[obj.color]) + 0.65 * 235.0
         if obj.material == "metal":
             reflected = world_dirs - 2 * (world_dirs * normals).sum(-1, keepdims=True) * normals
             highlight = np.clip((reflected * light).sum(-1), 0, 1) ** 20
@@ -268,7 +342,8 @@ def _phrase(obj: SceneObject) -> str:
     return f"a {obj.size} {obj.color} {obj.material} {obj.shape}"
 
 
-def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator) -> tuple[str, list[tuple[str, str]]]:
+def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator,
+                    shapes: tuple[str, ...] = SHAPES) -> tuple[str, list[tuple[str, str]]]:
     nearest_first = sorted(objects, key=lambda o: o.z)
     listed = [_phrase(o) for o in nearest_first]
     if not listed:
@@ -277,10 +352,10 @@ def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator) -> tup
         body = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
     caption = f"A checkered floor with {body}."
     qa = []
-    for shape in SHAPES:
+    for shape in shapes:
         count = sum(o.shape == shape for o in objects)
         qa.append((f"How many {PLURALS[shape]} are there?", NUMBERS[count] if count < len(NUMBERS) else str(count)))
-    for shape in SHAPES:
+    for shape in shapes:
         same = [o for o in objects if o.shape == shape]
         if len(same) == 1:
             qa.append((f"What color is the {shape}?", same[0].color))
@@ -290,25 +365,44 @@ def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator) -> tup
 
 
 def generate_scene(
-    seed: int, camera: Camera = Camera(), min_objects: int = 2, max_objects: int = 5, min_visible_pixels: int = 20
+    seed: int, camera: Camera | None = None, min_objects: int | None = None, max_objects: int | None = None,
+    min_visible_pixels: int = 20, style: str | SceneStyle = "simple",
 ) -> Scene:
-    """One scene, a pure function of its arguments.
+    """One scene of `style` ("simple", "cluttered" or a `SceneStyle`), a pure function of its arguments.
 
-    Objects showing fewer than `min_visible_pixels` pixels (hidden behind others or out of view) are removed before
-    the final render, so the caption, the answers and the expressions speak only of what the image shows."""
+    `camera` replaces the style's camera and its per-scene variation (second views of a scene pass theirs);
+    `min_objects` / `max_objects` replace the style's counts. Objects showing fewer than `min_visible_pixels` pixels
+    (hidden behind others or out of view) are removed before the final render, so the caption, the answers and the
+    expressions speak only of what the image shows."""
+    style = scene_style(style)
     rng = np.random.default_rng(seed)
-    objects = _place_objects(rng, int(rng.integers(min_objects, max_objects + 1)))
-    _, _, instances = render(objects, camera)
+    low = style.min_objects if min_objects is None else min_objects
+    high = style.max_objects if max_objects is None else max_objects
+    objects = _place_objects(rng, int(rng.integers(low, high + 1)), style)
+    # The style's variations come from a second stream, so the simple style's scenes stay as they always were.
+    varied = np.random.default_rng([seed, 1])
+    if camera is None:
+        camera = style.scene_camera(varied)
+    light, ground = LIGHT, (1.0, 1.0, 1.0)
+    if style.random_light:
+        azimuth, elevation = varied.uniform(-np.pi, np.pi), varied.uniform(0.35, 1.2)
+        light = (np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth))
+    if style.ground_tint:
+        ground = tuple(float(v) for v in varied.uniform(0.75, 1.1, size=3))
+    _, _, instances = render(objects, camera, light, ground)
     objects = [o for i, o in enumerate(objects, start=1) if (instances == i).sum() >= min_visible_pixels]
-    image, depth, instances = render(objects, camera)  # removing objects only uncovers the others
+    image, depth, instances = render(objects, camera, light, ground)  # removing objects only uncovers the others
     columns = [float(np.nonzero(instances == i)[1].mean()) for i in range(1, len(objects) + 1)]
     expressions = []
     for index in range(len(objects)):
         text = _describe(objects, index, columns)
         if text is not None:
             expressions.append((text, instances == index + 1))
-    caption, qa = _caption_and_qa(objects, rng)
+    caption, qa = _caption_and_qa(objects, rng, style.shapes)
     return Scene(image, depth, instances, objects, expressions, caption, qa)
 
 
-__all__ = ["COLORS", "Camera", "MATERIALS", "SHAPES", "SIZES", "Scene", "SceneObject", "generate_scene", "render"]
+__all__ = [
+    "COLORS", "Camera", "MATERIALS", "SCENE_STYLES", "SHAPES", "SIZES", "Scene", "SceneObject", "SceneStyle",
+    "generate_scene", "render", "scene_style",
+]

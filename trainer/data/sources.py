@@ -102,7 +102,8 @@ class DataSources:
         if num_scenes < 1:
             raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
         if (num_scenes, seed) not in self._scenes:
-            self._scenes[num_scenes, seed] = scene_datasets(num_scenes, self._embed(), seed=seed)
+            self._scenes[num_scenes, seed] = scene_datasets(num_scenes, self._embed(), seed=seed,
+                                                            style=self.data_args.scene_style)
         return self._scenes[num_scenes, seed]
 
     def train(self, name: str, source: str | dict | None = None) -> Dataset:
