@@ -21,13 +21,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from modeling_versavit import VersaViTModel
 from versavit_trainer.core.config import DefaultConfig, parse_config
 from versavit_trainer.core.models import backbone_from
+from versavit_trainer.core.reporting import probe_figure
 from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
     ProbeArguments,
@@ -138,37 +138,6 @@ def out_of_task(encoder: VersaViTModel, kinds: list[str], args, settings) -> dic
     return results
 
 
-def figure(path: Path, examples: list, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = 1 + 2 * (1 + len(rows))
-    fig, axes = plt.subplots(len(examples), columns, figsize=(2.4 * columns, 2.2 * len(examples)), squeeze=False)
-    for r, (image, labels, depth) in enumerate(examples):
-        panels = [(np.asarray(image), "image", None), (labels, "ground truth", "tab10")]
-        panels += [(row["segmentations"][r].numpy(), row["name"], "tab10") for row in rows]
-        panels += [(depth, "depth (truth)", "magma_r")]
-        panels += [(row["depths"][r].numpy(), row["name"], "magma_r") for row in rows]
-        for c, (values, title, cmap) in enumerate(panels):
-            axis = axes[r][c]
-            axis.axis("off")
-            if cmap == "magma_r":
-                finite = np.isfinite(depth)  # the ground reaches the horizon: colour the nearer 90% of pixels
-                low, high = np.percentile(depth[finite], [2, 90]) if finite.any() else (0, 1)
-                axis.imshow(values, cmap=cmap, vmin=low, vmax=high)
-            elif cmap:
-                axis.imshow(values, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
-            else:
-                axis.imshow(values)
-            if r == 0:
-                axis.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 RETRIEVAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "retrieval_default.yaml"
 DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent.parent / "configs" / "compare_default.yaml",
                                "`make demo`'s backbone (run it first) against a random tower, scenes at 112 px")
@@ -216,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     markdown = table(rows, args.segmentation_dataset, args.depth_dataset)
     (output / "comparison.md").write_text(markdown)
-    figure(output / "examples.png", examples, rows)
+    probe_figure(output / "examples.png", examples, rows)
     summary = {"rows": [{k: v for k, v in row.items() if k not in ("segmentations", "depths")} for row in rows],
                "settings": {"size": settings.size, "resize": settings.resize, "steps": settings.steps,
                             "segmentation": args.segmentation_dataset, "depth": args.depth_dataset,

@@ -202,6 +202,14 @@ def _config_chain(path: Path, below: tuple[Path, ...] = ()) -> list[tuple[Path, 
     return [*_config_chain(base_path, (*below, path)), (path, data)]
 
 
+def load_config_file(path: str | Path) -> dict:
+    """The options a config file sets, its `base:` chain applied (each key of a file replaces its base's whole)."""
+    merged: dict = {}
+    for _, data in _config_chain(Path(path)):
+        merged.update(data)
+    return merged
+
+
 def _read_mapping(path: Path, named_by: str = CONFIG_FLAG) -> dict:
     if not path.is_file():
         raise ConfigError(f"{named_by}: no such file {str(path)!r}.")
@@ -366,6 +374,7 @@ __all__ = [
     "OVERRIDES_ENV",
     "check_mapping_keys",
     "dataclass_error_path",
+    "load_config_file",
     "mapping_option",
     "parse_config",
     "check_run_record",

@@ -87,6 +87,42 @@ def plot_loss_curves(histories: dict[str, list[dict]], path: Path) -> Path:
 
 
 @torch.no_grad()
+def probe_figure(path: Path, examples: list, rows: list[dict]) -> Path:
+    """The paper's Figure 4 layout: per held-out example (`(image, segmentation labels, depth)`), the image, the
+    ground-truth classes, each row's probe segmentation, the true depth and each row's probe depth; `rows` hold
+    `name`, `segmentations` and `depths` (one prediction per example)."""
+    import numpy as np
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 1 + 2 * (1 + len(rows))
+    fig, axes = plt.subplots(len(examples), columns, figsize=(2.4 * columns, 2.2 * len(examples)), squeeze=False)
+    for r, (image, labels, depth) in enumerate(examples):
+        panels = [(np.asarray(image), "image", None), (labels, "ground truth", "tab10")]
+        panels += [(row["segmentations"][r].numpy(), row["name"], "tab10") for row in rows]
+        panels += [(depth, "depth (truth)", "magma_r")]
+        panels += [(row["depths"][r].numpy(), row["name"], "magma_r") for row in rows]
+        for c, (values, title, cmap) in enumerate(panels):
+            axis = axes[r][c]
+            axis.axis("off")
+            if cmap == "magma_r":
+                finite = np.isfinite(depth)  # the ground reaches the horizon: colour the nearer 90% of pixels
+                low, high = np.percentile(depth[finite], [2, 90]) if finite.any() else (0, 1)
+                axis.imshow(values, cmap=cmap, vmin=low, vmax=high)
+            elif cmap:
+                axis.imshow(values, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+            else:
+                axis.imshow(values)
+            if r == 0:
+                axis.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def render_panel(model, rows: Sequence[dict], path: Path, context) -> tuple[Path, list[dict]]:
     """A PNG of held-out samples, one row each: the image, then one column per objective of the model that draws its
     prediction (`Objective.draw`: predicted depth, the mask of the first expression, a generated caption). `rows`
@@ -132,4 +168,4 @@ def wrap_text(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)[:8])
 
 
-__all__ = ["GracefulStop", "plot_loss_curves", "render_panel", "wrap_text"]
+__all__ = ["GracefulStop", "plot_loss_curves", "probe_figure", "render_panel", "wrap_text"]

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""The proving ground: the paper's Table 4 (and, behind --tables, Table 5) in miniature on generated scenes.
+
+    make reproduce                                              # Table 4, 3 seeds (this recipe, its default config)
+    python recipes/reproduce.py --tables table4 table5          # both tables (Table 5 adds three λ arms per seed)
+    python recipes/reproduce.py --quick --output_dir /tmp/pg    # every step of the pipeline in a few minutes
+
+1. The baseline tower (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
+   with captioning / QA only, through SmolLM2, on generated scenes (`baseline:` options); built once.
+2. The arms: the baseline post-trained by recipes/multitask.py (alignment warm-up, then multi-task training of the
+   arm's tasks and λ; `post_training:` options shared by all, same steps and data), each with every seed; a
+   random tower of the same shape is the floor.
+3. Every tower measured frozen on held-out scenes no run trained on: segmentation and depth linear probes (mIoU,
+   RMSE; also over the shape classes / object pixels alone), and QA accuracy after the paper's VQA-evaluation
+   protocol (`qa_protocol:` stages: a fresh projector, then projector + LLM, the tower frozen), exact match.
+4. Per table: mean ± std over seeds beside the paper's numbers, whether each of the paper's claims shows and
+   whether the seeds' spreads separate it.
+
+Writes to output_dir: table4.md (and table5.md), table4.png (bar charts with the seeds' spread), figure4.png
+(baseline vs. VersaViT probe predictions on the same held-out scenes, as the paper's Figure 4), results.json (every
+number, every claim), measurements/<arm>-seed<k>.json, and runs/ (each training run's folder, config and log;
+the LLM copies are pruned). Finished runs and measurements are reused: an interrupted reproduction continues,
+a finished one only redraws its outputs. Every run's config is checked before the first one trains.
+"""
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from versavit_trainer.core.config import ConfigError, DefaultConfig, parse_config
+from versavit_trainer.core.stages import run_as_script
+from versavit_trainer.evaluation.proving_ground import ReproduceArguments, reproduce
+
+RECIPES = Path(__file__).resolve().parent
+DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
+                               "Table 4 in miniature, 3 seeds, about 45 minutes on 2 CPU cores")
+
+
+def _multitask():
+    spec = importlib.util.spec_from_file_location("versavit_recipe_multitask", RECIPES / "multitask.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = parse_config((ReproduceArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
+    multitask = _multitask()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+
+    def train(run_argv: list[str]) -> dict:
+        summary = multitask.main(run_argv)
+        if summary.get("interrupted"):
+            raise KeyboardInterrupt(f"a run was interrupted ({summary.get('signal')}); run again to continue")
+        return summary
+
+    def check(run_argv: list[str]):
+        try:
+            return parse_config(multitask.ARGUMENT_TYPES, run_argv)
+        except SystemExit as err:  # argparse's own errors
+            raise ConfigError(str(err)) from None
+
+    return reproduce(args, train, check)
+
+
+if __name__ == "__main__":
+    run_as_script(main)

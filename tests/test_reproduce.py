@@ -1,0 +1,207 @@
+"""The proving ground (recipes/reproduce.py): the --quick pipeline end to end on a tiny tower and LLM, its caching
+and config checks, the claim checks and spreads against hand-made cases, and the QA score."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import load_recipe, tiny_run_config
+
+from versavit_trainer.core.config import ConfigError
+from versavit_trainer.evaluation import proving_ground as pg
+from versavit_trainer.evaluation.qa import QAItem, majority_accuracy, normalize_answer, qa_accuracy
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, tiny_llm):
+    folder = tmp_path_factory.mktemp("reproduce")
+    base = tiny_run_config(folder, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
+    argv = ["--quick", "--output_dir", str(folder / "out"), "--run_config", str(base), "--seeds", "0", "1",
+            "--probe_size", "56"]
+    return folder, argv, load_recipe("reproduce").main(argv)
+
+
+@pytest.mark.e2e
+def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement(quick):
+    folder, _, results = quick
+    out = folder / "out"
+    table = results["tables"]["table4"]
+    assert table["arms"] == ["random", "baseline", "cap", "cap_depth", "cap_depth_seg"]
+    assert [c["claim"] for c in table["claims"]] == list("abcde")
+    assert all(isinstance(c["holds"], bool) and isinstance(c["separated"], bool) for c in table["claims"])
+    for arm in table["arms"]:
+        for key in ("qa_accuracy", "depth_rmse", "seg_miou", "object_rmse", "object_miou"):
+            stats = results["arms"][arm][key]
+            assert len(stats["values"]) == 2 and np.isfinite(stats["values"]).all()
+            assert stats["mean"] == pytest.approx(np.mean(stats["values"]))
+            assert stats["std"] == pytest.approx(np.std(stats["values"], ddof=1))
+        for seed in (0, 1):
+            measured = json.loads((out / "measurements" / f"{arm}-seed{seed}.json").read_text())
+            assert 0 <= measured["qa_accuracy"] <= 1 and 0 <= measured["seg_miou"] <= 1
+    markdown = (out / "table4.md").read_text()
+    for arm in table["arms"]:
+        assert pg.ARMS[arm].label in markdown
+    assert "64.8 / 0.541 / 33.6" in markdown and "66.4 / 0.473 / 49.6" in markdown  # the paper's, beside
+    for name in ("table4.png", "figure4.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "results.json").read_text())["tables"]["table4"]["claims"] == table["claims"]
+    # every training run ran once, from the baseline tower, and its LLM copy was pruned
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == sorted(["baseline", "random-seed0", "random-seed1"]
+                          + [f"{kind}{arm}-seed{s}" for arm in ("cap", "cap_depth", "cap_depth_seg") for s in (0, 1)
+                             for kind in ("", "qa-")]
+                          + [f"qa-{arm}-seed{s}" for arm in ("random", "baseline") for s in (0, 1)])
+    assert not list((out / "runs").glob("*/final")) and not list((out / "runs").glob("*/*/trained_parts.safetensors"))
+    arm_config = (out / "runs" / "cap_depth-seed1" / "reproduce_run.yaml").read_text()
+    assert "seed: 1" in arm_config and str(out / "runs" / "baseline" / "backbone") in arm_config
+    assert "- depth" in arm_config and "scene_style: cluttered" in arm_config
+
+
+@pytest.mark.e2e
+def test_a_finished_reproduction_reruns_nothing_and_gives_the_same_numbers(quick, capsys):
+    _, argv, first = quick
+    capsys.readouterr()
+    again = load_recipe("reproduce").main(argv)
+    printed = capsys.readouterr().out
+    assert "  run " not in printed  # every run and measurement reused
+    assert again["arms"] == first["arms"] and again["tables"] == first["tables"]
+
+
+def test_bad_options_fail_before_anything_trains(tmp_path, tiny_llm):
+    base = tiny_run_config(tmp_path, tiny_llm)
+    recipe = load_recipe("reproduce")
+    common = ["--quick", "--output_dir", str(tmp_path / "out"), "--run_config", str(base)]
+    with pytest.raises(ConfigError, match=r"tables: unknown \['table9'\]"):
+        recipe.main(common + ["--tables", "table9"])
+    with pytest.raises(ConfigError, match=r"run cap-seed0: .*unknown key 'max_step' \(did you mean 'max_steps'\?\)"):
+        recipe.main(common + ["--post_training", "{max_step: 3}"])
+    with pytest.raises(ConfigError, match="scene_style: unknown style 'clutered'"):
+        recipe.main(common + ["--scene_style", "clutered"])
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------- claims, spreads
+def _summary(values: dict) -> dict:
+    return {arm: {key: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+                  for key, v in columns.items()} for arm, columns in values.items()}
+
+
+def test_claims_hold_and_separate_as_the_numbers_say():
+    table = pg.TABLES["table4"]
+    summary = _summary({
+        "random": {"depth_rmse": [3.0, 3.2], "seg_miou": [0.10, 0.12], "qa_accuracy": [0.4, 0.4]},
+        "baseline": {"depth_rmse": [2.0, 2.2], "seg_miou": [0.30, 0.32], "qa_accuracy": [0.5, 0.5]},
+        "cap": {"depth_rmse": [2.1, 2.3], "seg_miou": [0.29, 0.31], "qa_accuracy": [0.6, 0.7]},
+        "cap_depth": {"depth_rmse": [1.5, 1.6], "seg_miou": [0.30, 0.40], "qa_accuracy": [0.6, 0.6]},
+        "cap_depth_seg": {"depth_rmse": [1.5, 1.7], "seg_miou": [0.33, 0.37], "qa_accuracy": [0.55, 0.6]},
+    })
+    checked = pg.check_claims(table, summary)
+    claims = {c["claim"]: (c["holds"], c["separated"]) for c in checked}
+    # (a) random worst everywhere, far from the rest; (b) cap's RMSE 2.2 vs 2.1 and mIoU 0.30 vs 0.31 are no
+    # better; (c) 1.55 ± 0.07 vs 2.2 ± 0.14; (d) 0.35 ± 0.028 vs 0.35 ± 0.07: equal means, not better;
+    # (e) 0.575 vs 0.65: lower.
+    assert claims == {"a": (True, True), "b": (True, False), "c": (True, True), "d": (False, False),
+                      "e": (False, False)}
+    verdicts = {c["claim"]: c["verdict"] for c in checked}
+    assert verdicts["a"] == "holds, the seeds separate"
+    assert verdicts["b"] == "holds by the means, within the seeds' spread"
+    assert verdicts["d"] == "does not hold, within the seeds' spread"
+    # the random tower far better on depth than everything else: against (a), beyond the spread
+    summary["random"]["depth_rmse"] = {"mean": 1.0, "std": 0.05, "values": [0.95, 1.05]}
+    (claim_a,) = [c for c in pg.check_claims(table, summary) if c["claim"] == "a"]
+    assert claim_a["verdict"] == "does not hold: contradicted beyond the seeds' spread" and claim_a["contradicted"]
+
+
+def test_spread_is_the_mean_and_sample_standard_deviation():
+    values = [0.2, 0.5, 0.11]
+    mean, std = pg.spread(values)
+    assert mean == pytest.approx(sum(values) / 3)
+    assert std == pytest.approx((sum((v - mean) ** 2 for v in values) / 2) ** 0.5)
+    assert pg.spread([0.4]) == (0.4, 0.0)
+
+
+def test_tables_name_registered_arms_and_new_tables_register_the_same_way():
+    with pytest.raises(ValueError, match=r"Table mine: unknown arms \['nope'\]"):
+        pg.register_table(pg.Table("mine", "mine", ("baseline", "nope")))
+    with pytest.raises(ValueError, match="Arm.kind: expected random, baseline or post, got 'fresh'"):
+        pg.register_arm(pg.Arm("x", "x", "fresh"))
+    assert set(pg.TABLES["table5"].arms) <= set(pg.ARMS)
+
+
+# -------------------------------------------------------------------------------------------------- QA
+def test_normalize_answer_drops_case_punctuation_and_articles():
+    assert normalize_answer("Two.") == normalize_answer(" two") == "two"
+    assert normalize_answer("The  RED box!") == "red box"
+    assert normalize_answer("no") != normalize_answer("one")
+
+
+class _Tokenizer:
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+
+    def batch_decode(self, tokens, skip_special_tokens=True):
+        return [" ".join(self.vocabulary[t] for t in row) for row in tokens.tolist()]
+
+
+class _Processor:
+    """Prompts pass through as the image's index: the stub model answers per image."""
+
+    pad_token_id = 0
+
+    def __init__(self, vocabulary):
+        self.tokenizer = _Tokenizer(vocabulary)
+
+    def __call__(self, images, prompts):
+        import torch
+
+        return {"image_ids": torch.tensor([int(image[0, 0, 0]) for image in images])}
+
+
+class _Model:
+    training = False
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def generate(self, image_ids, **kwargs):
+        import torch
+
+        return torch.tensor([[self.answers[int(i)]] for i in image_ids])
+
+
+def test_qa_accuracy_is_exact_match_after_normalisation_per_question_kind():
+    vocabulary = ["<pad>", "Two.", "yes", "red", "one"]
+    images = [np.full((4, 4, 3), index, np.uint8) for index in range(4)]
+    items = [QAItem(images[0], "How many boxes are there?", "two"), QAItem(images[1], "Is there anything red?", "yes"),
+             QAItem(images[2], "What color is the cone?", "blue"), QAItem(images[3], "How many cones are there?", "no")]
+    said = {0: 1, 1: 2, 2: 3, 3: 4}  # "Two." (right), "yes" (right), "red" (wrong), "one" (wrong)
+    result = qa_accuracy(_Model(said), _Processor(vocabulary), items, batch_size=3)
+    assert result["accuracy"] == 0.5 and result["count"] == 4
+    assert result["per_kind"] == {"How many": 0.5, "Is there anything": 1.0, "What color is": 0.0}
+    assert [a["said"] for a in result["answers"]] == ["Two.", "yes", "red", "one"]
+    with pytest.raises(ValueError, match="no questions"):
+        qa_accuracy(_Model(said), _Processor(vocabulary), [])
+
+
+def test_majority_accuracy_answers_each_kind_with_its_most_frequent_training_answer():
+    image = np.zeros((2, 2, 3), np.uint8)
+    train = [QAItem(image, "How many boxes are there?", "one"), QAItem(image, "How many cones are there?", "one"),
+             QAItem(image, "How many spheres are there?", "two"), QAItem(image, "Is there anything red?", "no")]
+    held_out = [QAItem(image, "How many cylinders are there?", "One"), QAItem(image, "Is there anything blue?", "yes"),
+                QAItem(image, "What color is the box?", "red")]  # a kind never seen in training: wrong
+    assert majority_accuracy(train, held_out) == pytest.approx(1 / 3)
+
+
+def test_cluttered_probe_sources_have_the_cone_class():
+    from versavit_trainer.data import readers
+
+    source = readers.scene_segmentation(3, 9000, style="cluttered")
+    assert source.class_names == ("sky", "ground", "sphere", "box", "cylinder", "cone")
+    assert source.num_classes == 6 and source.load(0)[0].size == (192, 144)
+    assert readers.scene_segmentation(2).class_names == readers.SCENE_CLASSES
