@@ -22,6 +22,7 @@ COMMANDS = {
     "data_pipeline": (["--batches", "1", "--repeats", "1", *FEW_SCENES], ["segmentation", "data / model"]),
     "roofline": (["--repeats", "1", "--gemm_size", "256", *FEW_SCENES], ["multi-task", "before: all logits"]),
     "memory": (FEW_SCENES, ["alignment stage (projector only)", "step peak RSS"]),
+    "bf16": (["--repeats", "1", *FEW_SCENES], ["multi-task round", "LLM stored in bf16", "frozen tower"]),
     "export": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1", "--models", "backbone"],
                ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTModel"]),
 }
