@@ -205,3 +205,26 @@ def test_cluttered_probe_sources_have_the_cone_class():
     assert source.class_names == ("sky", "ground", "sphere", "box", "cylinder", "cone")
     assert source.num_classes == 6 and source.load(0)[0].size == (192, 144)
     assert readers.scene_segmentation(2).class_names == readers.SCENE_CLASSES
+
+
+@pytest.mark.e2e
+def test_a_tower_retrained_at_the_same_path_is_measured_again(quick, capsys):
+    """Caches key on the tower's weights, not its path: a changed baseline re-runs the arms from it, and every
+    tower's probes and QA protocol are measured again."""
+    folder, argv, first = quick
+    baseline = folder / "out" / "runs" / "baseline" / "backbone"
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(baseline / "model.safetensors")
+    original = {k: v.clone() for k, v in weights.items()}
+    key = sorted(weights)[0]
+    weights[key] += 0.5
+    save_file(weights, baseline / "model.safetensors", metadata={"format": "pt"})
+    try:
+        capsys.readouterr()
+        load_recipe("reproduce").main(argv)
+        printed = capsys.readouterr().out
+        assert "run cap-seed0 ..." in printed and "run qa-baseline-seed1 ..." in printed
+        assert "run baseline ..." not in printed and "run qa-random-seed0 ..." not in printed
+    finally:
+        save_file(original, baseline / "model.safetensors", metadata={"format": "pt"})

@@ -22,6 +22,7 @@ finished one only redraws its outputs.
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -251,18 +252,23 @@ class Runner:
                 raise ConfigError(f"run {name}: {err}") from None
 
     @staticmethod
-    def done(mapping: dict) -> bool:
-        """Whether the run of `mapping` has finished with exactly this config."""
+    def record(mapping: dict, depends: str = "") -> str:
+        """The run's record: its config, and the digest of the tower it starts from (a tower retrained at the same
+        path makes the run stale)."""
+        return yaml.safe_dump(mapping, sort_keys=False) + (f"# starts from tower {depends}\n" if depends else "")
+
+    def done(self, mapping: dict, depends: str = "") -> bool:
+        """Whether the run of `mapping` has finished with exactly this config (and starting tower)."""
         folder = Path(mapping["output_dir"])
         record = folder / "reproduce_run.yaml"
         return (folder / "summary.json").is_file() and record.is_file() and \
-            record.read_text() == yaml.safe_dump(mapping, sort_keys=False)
+            record.read_text() == self.record(mapping, depends)
 
-    def run(self, name: str, mapping: dict) -> Path:
+    def run(self, name: str, mapping: dict, depends: str = "") -> Path:
         folder = Path(mapping["output_dir"])
         record = folder / "reproduce_run.yaml"
-        text = yaml.safe_dump(mapping, sort_keys=False)
-        if self.done(mapping):
+        text = self.record(mapping, depends)
+        if self.done(mapping, depends):
             logger.info("run %s: done earlier (%s)", name, folder)
             return folder
         if folder.exists():  # an interrupted run (or another config): redone from its start
@@ -276,6 +282,14 @@ class Runner:
         self.run_seconds[name] = time.perf_counter() - start
         print(f"  run {name}: {self.run_seconds[name]:.0f} s", flush=True)
         return folder
+
+
+def tower_digest(backbone: Path) -> str:
+    """A digest of a tower folder's weights and config: what a cached run or measurement of it depends on."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((backbone / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def prune(folder: Path) -> None:
@@ -358,9 +372,9 @@ def probe_tower(backbone_dir: Path, seed: int, args: ReproduceArguments, data: H
 def measure_probes(stem: Path, tower: Path, seed: int, args: ReproduceArguments, data: HeldOut) -> tuple[dict, dict]:
     """`probe_tower`, cached in `<stem>.probes.json` / `<stem>.probes.pt` with the settings it ran with (other
     settings measure again)."""
-    settings = {"tower": str(tower), "seed": seed, "scene_style": args.scene_style, "probe_size": args.probe_size,
-                "probe_steps": args.probe_steps, "probe_scenes": args.probe_scenes, "eval_scenes": args.eval_scenes,
-                "num_examples": args.num_examples}
+    settings = {"tower": tower_digest(tower), "seed": seed, "scene_style": args.scene_style,
+                **{key: getattr(args, key) for key in ("probe_size", "probe_steps", "probe_scenes", "eval_scenes",
+                                                       "num_examples")}}
     saved, drawn_file = stem.with_suffix(".probes.json"), stem.with_suffix(".probes.pt")
     if saved.is_file() and drawn_file.is_file():
         cached = json.loads(saved.read_text())
@@ -380,14 +394,14 @@ def measure_qa(runner: "Runner", name: str, mapping: dict, data: HeldOut, qa_sce
     from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForCaptioning
 
     folder = Path(mapping["output_dir"])
-    scored = folder / "qa.json"
-    if runner.done(mapping) and scored.is_file():
+    scored, depends = folder / "qa.json", tower_digest(Path(mapping["model_name_or_path"]))
+    if runner.done(mapping, depends) and scored.is_file():
         saved = json.loads(scored.read_text())
         if saved["qa_scenes"] == qa_scenes:
             return saved["result"]
-    if runner.done(mapping) and not (folder / "final").is_dir():
+    if runner.done(mapping, depends) and not (folder / "final").is_dir():
         shutil.rmtree(folder)  # scored with other questions and pruned: train the protocol again
-    folder = runner.run(name, mapping)
+    folder = runner.run(name, mapping, depends)
     model = VersaViTForCaptioning.from_pretrained(folder / "final", dtype=torch.float32)
     processor = VersaViTCaptioningProcessor.from_pretrained(folder / "final")
     qa = qa_accuracy(model, processor, data.questions)
@@ -575,9 +589,10 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     print(f"Proving ground: {', '.join(args.tables)}; arms {arms}; seeds {args.seeds}; {args.scene_style} scenes; "
           f"{len(planned)} training runs and {len(qa_runs)} QA-protocol runs; outputs in {output}", flush=True)
 
-    # 1. the baseline tower, once; 2. the arms' towers
+    # 1. the baseline tower, once; 2. the arms' towers, from it
     for name, mapping in planned:
-        prune(runner.run(name, mapping))
+        depends = tower_digest(baseline_tower) if name != "baseline" else ""
+        prune(runner.run(name, mapping, depends))
     for tag, tower in towers.items():
         if ARMS[tag.rsplit("-seed", 1)[0]].kind == "random":
             random_tower(tower.parent, runner.base, seeds[tag])
