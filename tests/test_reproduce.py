@@ -112,6 +112,20 @@ def test_claims_hold_and_separate_as_the_numbers_say():
     assert claim_a["verdict"] == "does not hold: contradicted beyond the seeds' spread" and claim_a["contradicted"]
 
 
+def test_table5_claims_compare_every_weighting():
+    table = pg.TABLES["table5"]
+    columns = lambda rmse, miou: {"depth_rmse": rmse, "seg_miou": miou, "qa_accuracy": [0.5, 0.5]}  # noqa: E731
+    summary = _summary({
+        "baseline": columns([3.0, 3.1], [0.20, 0.21]),
+        "lambda_cap": columns([2.0, 2.1], [0.30, 0.31]),
+        "lambda_depth": columns([1.5, 1.6], [0.30, 0.32]),
+        "lambda_seg": columns([2.0, 2.2], [0.40, 0.41]),
+        "cap_depth_seg": columns([2.9, 3.3], [0.35, 0.36]),  # its depth is not better than the baseline's
+    })
+    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in pg.check_claims(table, summary)}
+    assert verdicts == {"a": (False, False), "b": (True, True), "c": (True, True)}
+
+
 def test_spread_is_the_mean_and_sample_standard_deviation():
     values = [0.2, 0.5, 0.11]
     mean, std = pg.spread(values)

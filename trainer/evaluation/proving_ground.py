@@ -122,8 +122,9 @@ for _arm in (
 ):
     register_arm(_arm)
 
-# A claim: (id, text, kind, arguments); kinds: "worst" (arm worst on columns), "not_better" (arm not better than
-# other on columns), "better" (arm better than other on column), "at_least" (arm >= other on column).
+# A claim: (id, text, kind, arguments); kinds: "worst" (arm worst of the table on columns), "not_better" (arm not
+# better than other on columns), "better" / "at_least" (arm better than / at least as good as other on column),
+# "all_better" (each of arms better than other on columns), "best" (arm better than each of others on column).
 register_table(Table(
     "table4", "Table 4: multi-task training ablation",
     ("random", "baseline", "cap", "cap_depth", "cap_depth_seg"),
