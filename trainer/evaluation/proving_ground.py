@@ -220,7 +220,6 @@ class Runner:
 
     def __init__(self, args: ReproduceArguments, train: Callable[[list[str]], dict]):
         self.args, self.train = args, train
-        self.output = Path(args.output_dir)
         path = Path(args.run_config)
         self.base = path if path.is_absolute() or path.exists() else CONFIGS / path
         if not self.base.is_file():
