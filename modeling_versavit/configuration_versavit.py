@@ -77,6 +77,12 @@ class VersaViTConfig(PreTrainedConfig):
             Width of the SAM-style neck, prompt tokens and mask decoder (SAM's 256).
         segmentation_num_prompt_tokens (`int`, *optional*, defaults to 4):
             Sparse prompt tokens the prompt encoder makes from one text embedding.
+        segmentation_normalize_text (`bool`, *optional*, defaults to `True`):
+            Layer-normalise (no affine parameters) each text embedding before the prompt encoder. Sentence embedders
+            return unit-norm vectors whose entries are ~1/sqrt(text_embed_dim) (0.05 for MiniLM, 0.016 for
+            Qwen3-Embedding-8B): fed as they are, the prompt tokens start ~100x smaller than the mask token and the
+            decoder learns to segment every object before it learns to read the text. Set it to `False` only for a
+            checkpoint trained without it.
         segmentation_decoder_layers, segmentation_decoder_heads, segmentation_decoder_mlp_dim (`int`, *optional*):
             The SAM two-way transformer of the mask decoder (SAM's 2, 8 and 2048 by default).
         segmentation_bce_weight, segmentation_dice_weight (`float`, *optional*, defaults to 2.0 and 0.5):
@@ -136,6 +142,7 @@ class VersaViTConfig(PreTrainedConfig):
     text_embed_dim: int = 4096
     segmentation_hidden_size: int = 256
     segmentation_num_prompt_tokens: int = 4
+    segmentation_normalize_text: bool = True
     segmentation_decoder_layers: int = 2
     segmentation_decoder_heads: int = 8
     segmentation_decoder_mlp_dim: int = 2048
@@ -236,6 +243,9 @@ class VersaViTConfig(PreTrainedConfig):
                 raise ValueError(
                     f"VersaViTConfig.image_token_id: {self.image_token_id} is outside the LLM vocabulary of {vocab}."
                 )
+        if not isinstance(self.segmentation_normalize_text, bool):
+            raise ValueError(f"VersaViTConfig.segmentation_normalize_text: must be true or false, got "
+                             f"{self.segmentation_normalize_text!r}.")
         for name in ("depth_ssi_weight", "depth_gm_weight", "segmentation_bce_weight", "segmentation_dice_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:

@@ -302,6 +302,26 @@ def tokens_to_feature_maps(
     return maps
 
 
+def _torch_default_init(module: nn.Module) -> None:
+    """PyTorch's own `reset_parameters` of a Linear, Conv2d, ConvTranspose2d or Embedding, written with
+    `transformers.initialization` so that weights loaded by `from_pretrained` are left alone. A module's
+    `initial_bias` attribute, when it has one, is its bias's constant start instead."""
+    if isinstance(module, nn.Embedding):
+        init.normal_(module.weight)
+        return
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is None:
+        return
+    if hasattr(module, "initial_bias"):
+        init.constant_(module.bias, module.initial_bias)
+        return
+    fan_in = module.weight.shape[1] * module.weight[0, 0].numel()  # a Linear's weight[0, 0] is one number
+    if isinstance(module, nn.ConvTranspose2d):
+        fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+    bound = 1 / math.sqrt(fan_in)
+    init.uniform_(module.bias, -bound, bound)
+
+
 class VersaViTPreTrainedModel(PreTrainedModel):
     """Weight initialisation, loading and the shared backbone (`self.visual`) of every VersaViT model."""
 
@@ -387,15 +407,15 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             # The convolutional heads (DPT, SAM neck and decoder) start from PyTorch's default init, as in the DPT and
             # SAM code: the library-wide normal(0.02) shrinks the signal ~50x per layer in small heads, leaving the
             # depth output at ~1e-8 where the scale-invariant loss cannot see it.
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None and hasattr(module, "initial_bias"):
-                init.constant_(module.bias, module.initial_bias)
-            elif module.bias is not None:
-                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
-                if isinstance(module, nn.ConvTranspose2d):
-                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(module.bias, -bound, bound)
+            _torch_default_init(module)
+            return
+        head = getattr(self, "segmentation_head", None)
+        sam_layer = isinstance(module, (nn.Linear, nn.Embedding)) and head is not None
+        if sam_layer and any(module is m for m in head.modules()):
+            # The SAM-style head as SAM's code initialises it. At normal(0.02) its prompt tokens and mask token start
+            # near zero, the decoder's attention cannot tell them apart, and it segments every object for ~100 steps
+            # before the text moves the mask.
+            _torch_default_init(module)
             return
         super()._init_weights(module)
         if isinstance(module, SamPositionalEmbedding):
@@ -750,6 +770,9 @@ class VersaViTSegmentationHead(nn.Module):
         self.num_prompt_tokens = config.segmentation_num_prompt_tokens
         self.text_embed_dim = config.text_embed_dim
         self.neck = SamVisionNeck(SamVisionConfig(hidden_size=config.embed_dim, output_channels=width))
+        # A module of its own (no parameters), so that the prompt encoder's weights keep their names either way.
+        self.text_norm = (nn.LayerNorm(config.text_embed_dim, elementwise_affine=False)
+                          if config.segmentation_normalize_text else nn.Identity())
         self.prompt_encoder = nn.Sequential(
             nn.Linear(config.text_embed_dim, width), nn.GELU(), nn.Linear(width, width * self.num_prompt_tokens)
         )
@@ -784,7 +807,7 @@ class VersaViTSegmentationHead(nn.Module):
         """
         num_expressions = text_embeds.shape[0]
         _, channels, height, width = image_embeddings.shape
-        sparse = self.prompt_encoder(text_embeds.to(image_embeddings.dtype))
+        sparse = self.prompt_encoder(self.text_norm(text_embeds.to(image_embeddings.dtype)))
         sparse = sparse.view(num_expressions, 1, self.num_prompt_tokens, channels)
         dense = self.no_mask_embed.weight.view(1, channels, 1, 1).expand(num_expressions, channels, height, width)
         positional = self.grid_positional_embeddings(height, width).to(image_embeddings.dtype)

@@ -72,6 +72,7 @@ def test_save_and_reload_round_trip(tmp_path, family):
         ({"segmentation_bce_weight": math.inf}, "segmentation_bce_weight"),
         ({"segmentation_dice_weight": -0.5}, "segmentation_dice_weight"),
         ({"initializer_range": 0.0}, "initializer_range"),
+        ({"segmentation_normalize_text": "yes"}, "segmentation_normalize_text"),
     ],
 )
 def test_invalid_values_fail_at_construction_naming_the_field(kwargs, field):

@@ -175,6 +175,48 @@ def test_non_square_positional_encoding_follows_the_grid():
     assert head.positional_embedding.positional_embedding.std().item() < 3  # SAM's unit scale, not hidden/2
 
 
+def test_segmentation_head_starts_from_sam_s_own_init():
+    """SAM's code leaves every layer at PyTorch's default init: Linear weights kaiming-uniform (|w| <= 1/sqrt(fan_in),
+    std 1/sqrt(3 fan_in)), embeddings (mask, IoU and no-mask tokens) N(0, 1). The library-wide normal(0.02) left the
+    tokens ~50x smaller, and the decoder segmented every object before it read the text."""
+    torch.manual_seed(0)
+    config = tiny_config(segmentation_hidden_size=64, segmentation_decoder_mlp_dim=256)
+    head = VersaViTForReferringSegmentation(config).segmentation_head
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 10  # the prompt encoder, the decoder's attention, MLPs and hypernetworks
+    for module in linears:
+        bound = 1 / module.in_features ** 0.5
+        assert module.weight.abs().max() <= bound
+        assert abs(module.weight.std().item() * (3 * module.in_features) ** 0.5 - 1) < 0.25
+    tokens = torch.cat([head.mask_decoder.mask_tokens.weight.flatten(), head.mask_decoder.iou_token.weight.flatten(),
+                        head.no_mask_embed.weight.flatten()])
+    assert 0.7 < tokens.std().item() < 1.3
+    tower = VersaViTModel(config).visual
+    assert 0.015 < tower.blocks[0].mlp.fc1.weight.std().item() < 0.025  # the tower keeps normal(0.02)
+
+
+def test_text_embeddings_are_layer_normalised_before_the_prompt_encoder():
+    """With `segmentation_normalize_text` (the default) the masks do not depend on the embeddings' scale or offset;
+    turned off, the prompt encoder reads the embeddings as they are (a model trained that way loads unchanged)."""
+    torch.manual_seed(0)
+    model = VersaViTForReferringSegmentation(tiny_config()).eval()
+    assert not list(model.segmentation_head.text_norm.parameters())  # no new weights: checkpoints keep their keys
+    inputs = random_inputs(model.config, [(4, 6)])
+    text = torch.nn.functional.normalize(torch.randn(2, 24), dim=-1)
+    index = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        unit = model(**inputs, text_embeds=text, expression_image_index=index).pred_masks
+        scaled = model(**inputs, text_embeds=7 * text + 3, expression_image_index=index).pred_masks
+        torch.testing.assert_close(scaled, unit, rtol=1e-4, atol=1e-4)
+        mean, std = text.mean(-1, keepdim=True), text.var(-1, unbiased=False, keepdim=True).add(1e-5).sqrt()
+        model.config.segmentation_normalize_text = False
+        raw = VersaViTForReferringSegmentation(model.config).eval()
+        raw.load_state_dict(model.state_dict())
+        by_hand = raw(**inputs, text_embeds=(text - mean) / std, expression_image_index=index).pred_masks
+        torch.testing.assert_close(by_hand, unit, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(raw(**inputs, text_embeds=text, expression_image_index=index).pred_masks, unit)
+
+
 def test_segmentation_head_parameter_count_at_paper_scale():
     with torch.device("meta"):
         head = VersaViTSegmentationHead(VersaViTConfig())
