@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import QWEN2_VISION, load_recipe
 
-from versavit_trainer.data.readers import scene_correspondences, spair
+from versavit_trainer.data.readers import navi, navi_depth, scene_correspondences, spair
 from versavit_trainer.data.scenes import Camera, corresponding_pixels, generate_scene, render
 from versavit_trainer.evaluation.correspondence import match_points
 
@@ -85,4 +85,104 @@ def test_the_recipe_writes_recall(tmp_path):
     with pytest.raises(SystemExit, match="data_root: spair needs"):
         recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "spair", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="dataset: expected one of"):
-        recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "navi", "--output_dir", str(tmp_path)])
+        recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "navy", "--output_dir", str(tmp_path)])
+    navi_folder(tmp_path / "navi")
+    summary = recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "navi", "--data_root",
+                           str(tmp_path / "navi"), "--size", "56", "--output_dir", str(tmp_path / "out")])
+    assert summary["results"]["num_pairs"] == 1 and summary["results"]["num_points"] == 40
+    assert summary["model_index"][0]["dataset_type"] == "navi"
+
+
+# ------------------------------------------------------------------------------------------------- NAVI
+def navi_folder(root, seed: int = 0, cameras=(Camera(), Camera(x=0.6, yaw=0.12)), name: str = "toy_object"):
+    """A NAVI-layout collection (`<object>/wild_set/annotations.json`, `images/`, `depth/`) of one generated scene
+    rendered from `cameras`, written the way NAVI stores it: depth as the 16-bit disparity 655350 / millimetres,
+    poses as OpenCV world-to-camera `[w, x, y, z]` quaternions and translations in millimetres."""
+    from scipy.spatial.transform import Rotation
+
+    scene = generate_scene(seed, cameras[0])
+    folder = root / name / "wild_set"
+    (folder / "images").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    entries, depths = [], []
+    for k, camera in enumerate(cameras):
+        image, depth, _ = render(scene.objects, camera)
+        PIL.Image.fromarray(image).save(folder / "images" / f"{k:03d}.png")
+        millimetres = depth.astype(np.float64) * 1000
+        with np.errstate(divide="ignore"):
+            encoded = np.where(np.isfinite(millimetres), np.clip(np.rint(655350 / millimetres), 1, 65535), 0)
+        PIL.Image.fromarray(encoded.astype(np.uint16)).save(folder / "depth" / f"{k:03d}.png")
+        # World -> camera with the camera's axes right, down, forward. The renderer's world (x right, y up, z forward)
+        # is left-handed: the object frame NAVI's poses start from is that world with z negated.
+        world_to_camera = (camera.rotation @ np.diag([1.0, -1.0, 1.0])).T
+        x, y, z, w = Rotation.from_matrix(world_to_camera @ np.diag([1.0, 1.0, -1.0])).as_quat()
+        entries.append({"object_id": name, "filename": f"{k:03d}.png", "image_size": [camera.height_px, camera.width],
+                        "camera": {"q": [w, x, y, z], "t": (-world_to_camera @ camera.origin * 1000).tolist(),
+                                   "focal_length": camera.focal, "camera_model": "toy"},
+                        "scene_name": "wild_set", "split": "val", "occluded": False})
+        depths.append(depth)
+    (folder / "annotations.json").write_text(json.dumps(entries))
+    return scene, depths
+
+
+def test_navi_depth_maps_decode_as_navi_writes_them(tmp_path):
+    values = np.array([[0, 1, 655], [6553, 65535, 1000]], dtype=np.uint16)
+    PIL.Image.fromarray(values).save(tmp_path / "d.png")
+    depth = navi_depth(tmp_path / "d.png")
+    assert np.isinf(depth[0, 0])
+    np.testing.assert_allclose(depth[values > 0], 65535 * 10 / values[values > 0].astype(float))
+    PIL.Image.new("RGB", (3, 2)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="rgb.png: a NAVI depth map has one channel"):
+        navi_depth(tmp_path / "rgb.png")
+
+
+def test_navi_correspondences_match_the_renderer_s_own_geometry(tmp_path):
+    """The reader's correspondences, from NAVI's stored depth and poses alone, agree with the ones the renderer's
+    camera model computes from the exact scene (an independent path: its own rays, meters, OpenGL-like up axis)."""
+    cameras = (Camera(), Camera(x=0.6, yaw=0.12))
+    scene, (_, depth_b) = navi_folder(tmp_path, cameras=cameras)
+    source = navi(tmp_path, points=60)
+    assert source.name == "navi-wild_set" and len(source) == 1  # the next view within 120 degrees; the last has none
+    image_a, image_b, points_a, points_b, scale = source.load(0)
+    assert image_a.size == image_b.size == (128, 96) and points_a.shape == points_b.shape == (60, 2) and scale == 128
+    rows, cols = points_a[:, 0].astype(int), points_a[:, 1].astype(int)
+    rows_b, cols_b, visible = corresponding_pixels(scene.depth, cameras[0], depth_b, cameras[1], rows, cols)
+    assert visible.mean() > 0.95
+    error = np.hypot(rows_b - points_b[:, 0], cols_b - points_b[:, 1])
+    assert np.median(error) < 0.1 and error[visible].max() < 0.5  # the 16-bit disparity quantises the depth
+    again = source.load(0)
+    np.testing.assert_array_equal(again[2], points_a)  # each pair draws its points from its own seed
+
+
+def test_navi_pairs_file_and_bad_layouts(tmp_path):
+    navi_folder(tmp_path)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("toy_object/wild_set/images/001.png toy_object/wild_set/images/000.png 6.9\n\n")
+    source = navi(tmp_path, pairs=str(pairs), points=5)
+    assert len(source) == 1 and source.items[0][0].image.name == "001.png"
+    official = tmp_path / "custom_splits" / "pairwise_pixel_correspondences"
+    official.mkdir(parents=True)
+    (official / "pairs-wild_set.txt").write_text(pairs.read_text() * 2)
+    assert len(navi(tmp_path)) == 2  # NAVI's own pairs file is read when present
+    pairs.write_text("toy_object/wild_set/images/007.png toy_object/wild_set/images/000.png 3\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:1: toy_object/wild_set/images/007.png is not an annotated"):
+        navi(tmp_path, pairs=str(pairs))
+    with pytest.raises(ValueError, match="collection: expected one of"):
+        navi(tmp_path, collection="wild")
+    with pytest.raises(ValueError, match="no NAVI multiview collection"):
+        navi(tmp_path, collection="multiview")
+    annotations = tmp_path / "toy_object" / "wild_set" / "annotations.json"
+    entries = json.loads(annotations.read_text())
+    entries[1]["camera"]["q"] = [0, 0, 0]
+    annotations.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"entry 1 \(001.png\): camera.q must be 4 finite numbers"):
+        navi(tmp_path)
+    entries[1]["camera"]["q"] = entries[0]["camera"]["q"]
+    entries[1]["image_size"] = [100, 128]
+    annotations.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"001.png: annotations.json gives image_size \[100, 128\], but the image"):
+        navi(tmp_path).load(0)
+    del entries[0]["camera"]
+    annotations.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match="entry 0 is not a NAVI annotation"):
+        navi(tmp_path)

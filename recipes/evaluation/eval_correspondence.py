@@ -5,12 +5,17 @@
     python recipes/evaluation/eval_correspondence.py                          # outputs/demo/backbone, generated scenes
     python recipes/evaluation/eval_correspondence.py --mllm models/Qwen2-VL-7B-Instruct --dataset spair \\
         --data_root data/SPair-71k --size 896                                  # the paper's SPair setting
+    python recipes/evaluation/eval_correspondence.py --mllm models/Qwen2-VL-7B-Instruct --dataset navi \\
+        --data_root data/navi_v1.5 --size 448                                  # the paper's NAVI setting (wild_set)
 
 For every annotated point of image A, the location of image B whose last-layer feature is most similar (cosine,
 nearest neighbour over B's patch grid) is its match; recall is the share of matches within 5 / 10 / 20 % of the
 pair's scale of the true point. Datasets: scenes (each generated scene from a second camera, moved sideways and
-turned; exact ray-cast correspondences with occlusion checked; scale = the image's longer side) and spair
-(SPair-71k's PairAnnotation/<split>/*.json and JPEGImages/; scale = the target box's longer side, PCK@α_bbox).
+turned; exact ray-cast correspondences with occlusion checked; scale = the image's longer side), spair
+(SPair-71k's PairAnnotation/<split>/*.json and JPEGImages/; scale = the target box's longer side, PCK@α_bbox) and
+navi (NAVI's <object>/wild_set or multiview*/ folders: annotations.json, images/, depth/; each pair's points are
+object pixels of A that B sees too, from the depth maps and camera poses, occlusion checked; scale = B's longer
+side; pairs from NAVI's custom_splits pairs file when present, else consecutive views at most 120 degrees apart).
 Writes output_dir/results.json and model_index.json; the encoder never changes.
 """
 
@@ -23,7 +28,7 @@ from versavit_trainer.data import readers
 from versavit_trainer.evaluation.correspondence import THRESHOLDS, correspondence_recall
 from versavit_trainer.evaluation.probes import FrozenFeatures, load_backbone, write_results
 
-DATASETS = ("scenes", "spair")
+DATASETS = ("scenes", "spair", "navi")
 
 
 @dataclass
@@ -33,8 +38,11 @@ class CorrespondenceArguments:
     mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: evaluate its own tower."})
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
-    data_root: str | None = field(default=None, metadata={"help": "spair: the SPair-71k folder."})
+    data_root: str | None = field(default=None, metadata={"help": "spair / navi: the SPair-71k or NAVI folder."})
     split: str = field(default="test", metadata={"help": "spair: the split (trn, val, test)."})
+    collection: str = field(default="wild_set", metadata={"help": "navi: wild_set or multiview."})
+    pairs: str | None = field(default=None, metadata={"help": "navi: a pairs file (image_path_1 image_path_2 angle "
+                                                              "per line); default NAVI's custom_splits file."})
     num_pairs: int = field(default=24, metadata={"help": "scenes: generated pairs."})
     size: int = field(default=224, metadata={"help": "Square input side (the paper: 448 NAVI, 896 SPair)."})
     seed: int = field(default=0, metadata={"help": "Seed of a random tower."})
@@ -48,18 +56,23 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         if args.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {DATASETS}, got {args.dataset!r}.")
-        if args.dataset == "spair" and not args.data_root:
-            raise ValueError("data_root: spair needs the SPair-71k folder.")
-        source = (readers.scene_correspondences(args.num_pairs, 9000) if args.dataset == "scenes"
-                  else readers.spair(args.data_root, args.split))
+        if args.dataset != "scenes" and not args.data_root:
+            folder = "SPair-71k" if args.dataset == "spair" else "NAVI"
+            raise ValueError(f"data_root: {args.dataset} needs the {folder} folder.")
+        if args.dataset == "scenes":
+            source = readers.scene_correspondences(args.num_pairs, 9000)
+        elif args.dataset == "spair":
+            source = readers.spair(args.data_root, args.split)
+        else:
+            source = readers.navi(args.data_root, args.collection, args.pairs)
         features = FrozenFeatures(load_backbone(args), args.size)
         metrics = correspondence_recall(features, source)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"eval_correspondence.py: error: {err}") from None
     print(f"{args.dataset} correspondence ({metrics['num_pairs']} pairs, {metrics['num_points']} points, "
           f"{args.size} px): " + "  ".join(f"recall@{t:g} {metrics[f'recall@{t:g}']:.3f}" for t in THRESHOLDS))
-    model_index = [{"task_type": "keypoint-matching", "dataset_type": {"scenes": "versavit-scenes",
-                                                                       "spair": "spair-71k"}[args.dataset],
+    dataset_type = {"scenes": "versavit-scenes", "spair": "spair-71k", "navi": "navi"}[args.dataset]
+    model_index = [{"task_type": "keypoint-matching", "dataset_type": dataset_type,
                     "dataset_name": args.dataset, "metric_type": f"recall_at_{t:g}",
                     "metric_name": f"correspondence recall @ {t:g}", "metric_value": round(metrics[f"recall@{t:g}"], 4)}
                    for t in THRESHOLDS]

@@ -24,8 +24,9 @@ scenes' captions (`scene_captions`). Zero-shot classification (`ClassificationSo
 class folders (`image_folder_classes`), and the scenes labelled by their largest object's shape (`scene_classes`).
 
 Correspondence (`CorrespondenceSource`: image pairs with matching points): SPair-71k (`PairAnnotation/<split>/*.json`,
-`JPEGImages/<category>/`, `spair`), and each scene seen from a second camera with exact ray-cast correspondences
-(`scene_correspondences`).
+`JPEGImages/<category>/`, `spair`), NAVI (`<object>/{wild_set,multiview*}/annotations.json`, `images/`, `depth/`;
+correspondences from the depth maps and camera poses, `navi`), and each scene seen from a second camera with exact
+ray-cast correspondences (`scene_correspondences`).
 
 Referring expressions: RefCOCO / RefCOCO+ / RefCOCOg's `refs(unc).p` / `refs(umd).p` (`refcoco_refs`), read with a
 restricted unpickler that builds builtin containers and scalars only (the file is a pickle: plain `pickle.load` would
@@ -295,6 +296,183 @@ def spair(root, split: str = "test") -> CorrespondenceSource:
     return CorrespondenceSource("spair", items)
 
 
+NAVI_DEPTH_SCALE = 65535 * 10.0  # NAVI's depth PNGs hold this / depth (millimetres): a disparity, 0 = no depth
+NAVI_COLLECTIONS = ("wild_set", "multiview")
+
+
+def navi_depth(path) -> np.ndarray:
+    """A NAVI depth map in millimetres, `inf` where the PNG holds 0 (no depth): NAVI stores the disparity
+    `65535 * 10 / depth` as a 16-bit PNG."""
+    with PIL.Image.open(path) as picture:
+        values = np.asarray(picture).astype(np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"{path}: a NAVI depth map has one channel, got shape {values.shape}.")
+    with np.errstate(divide="ignore"):
+        return np.where(values > 0, NAVI_DEPTH_SCALE / values, np.inf)
+
+
+def quaternion_matrix(q) -> np.ndarray:
+    """The rotation matrix of a `[w, x, y, z]` quaternion (normalised first)."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+@dataclass
+class NaviView:
+    """One annotated NAVI image: its pose maps object points (millimetres) into the camera's frame as
+    `rotation @ p + translation`, OpenCV axes (x right, y down, z forward); a pinhole of `focal` pixels with the
+    principal point at the image centre (pixel centres at +0.5, as Probe3D reads NAVI)."""
+
+    image: Path
+    depth: Path
+    rotation: np.ndarray
+    translation: np.ndarray
+    focal: float
+    size: tuple[int, int]  # (height, width)
+
+    @property
+    def height_px(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Object points `(N, 3)` -> continuous `(rows, cols)` of their pixels (centres at integers) and z-depth;
+        the geometry `scenes.corresponding_pixels` works with, as a scene `Camera`'s."""
+        camera = points @ self.rotation.T + self.translation
+        z = camera[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rows = self.focal * camera[:, 1] / z + self.size[0] / 2 - 0.5
+            cols = self.focal * camera[:, 0] / z + self.size[1] / 2 - 0.5
+        return rows, cols, z
+
+    def unproject(self, rows: np.ndarray, cols: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Object points `(N, 3)` of pixel centres `(rows, cols)` at their z-depths."""
+        camera = np.stack([(cols + 0.5 - self.size[1] / 2) / self.focal * depth,
+                           (rows + 0.5 - self.size[0] / 2) / self.focal * depth, depth], axis=-1)
+        return (camera - self.translation) @ self.rotation
+
+
+@dataclass
+class NaviSource(CorrespondenceSource):
+    """NAVI image pairs whose correspondences come from the depth maps and poses, computed when a pair is loaded
+    (`items`: pairs of `NaviView`): up to `points` object pixels of A (finite depth) that B sees too, drawn with
+    the pair's own seed; thresholds are fractions of B's longer side."""
+
+    points: int = 40
+    seed: int = 0
+    tolerance: float = 0.02
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, PIL.Image.Image, np.ndarray, np.ndarray, float]:
+        view_a, view_b = self.items[index]
+        pictures, depths = [], []
+        for view in (view_a, view_b):
+            picture, depth = load_image(view.image), navi_depth(view.depth)
+            height, width = view.size
+            if (picture.height, picture.width) != view.size or depth.shape != view.size:
+                raise ValueError(f"{view.image}: annotations.json gives image_size [{height}, {width}], but the image "
+                                 f"is {picture.height}x{picture.width} and its depth map {depth.shape[0]}x"
+                                 f"{depth.shape[1]} (height x width).")
+            pictures.append(picture)
+            depths.append(depth)
+        rows, cols = np.nonzero(np.isfinite(depths[0]) & (depths[0] > 0))
+        rows_b, cols_b, visible = corresponding_pixels(depths[0], view_a, depths[1], view_b, rows, cols, self.tolerance)
+        keep = np.nonzero(visible)[0]
+        keep = np.sort(np.random.default_rng([self.seed, index]).choice(keep, size=min(self.points, len(keep)),
+                                                                          replace=False))
+        return (*pictures, np.stack([rows[keep], cols[keep]], 1).astype(np.float64),
+                np.stack([rows_b[keep], cols_b[keep]], 1), float(max(view_b.size)))
+
+
+def _navi_views(annotations_path: Path) -> dict[str, NaviView]:
+    """The views of one NAVI image collection, by image file name."""
+    folder = annotations_path.parent
+    try:
+        entries = json.loads(annotations_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{annotations_path}: not JSON ({err}).") from err
+    if not isinstance(entries, list):
+        raise ValueError(f"{annotations_path}: expected a list of image annotations, got {type(entries).__name__}.")
+    views = {}
+    for position, entry in enumerate(entries):
+        try:
+            camera, filename = entry["camera"], entry["filename"]
+            q, t = np.asarray(camera["q"], float), np.asarray(camera["t"], float)
+            focal, (height, width) = float(camera["focal_length"]), entry["image_size"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{annotations_path}: entry {position} is not a NAVI annotation (needs camera.q, "
+                             f"camera.t, camera.focal_length, filename, image_size): {err!r}.") from err
+        if q.shape != (4,) or t.shape != (3,) or not np.isfinite([*q, *t, focal]).all() or not np.linalg.norm(q) > 0:
+            raise ValueError(f"{annotations_path}: entry {position} ({filename}): camera.q must be 4 finite numbers "
+                             f"(not all 0) and camera.t 3, got q={camera['q']}, t={camera['t']}.")
+        if not focal > 0:
+            raise ValueError(f"{annotations_path}: entry {position} ({filename}): focal_length must be > 0, got "
+                             f"{focal}.")
+        image = _require(folder / "images" / filename, "NAVI image")
+        depth = _require(folder / "depth" / f"{Path(filename).stem}.png", "NAVI depth map")
+        views[filename] = NaviView(image, depth, quaternion_matrix(q), t, focal, (int(height), int(width)))
+    return views
+
+
+def _rotation_degrees(a: NaviView, b: NaviView) -> float:
+    cosine = (np.trace(b.rotation @ a.rotation.T) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def navi(root, collection: str = "wild_set", pairs: str | None = None, max_angle: float = 120.0, points: int = 40,
+         seed: int = 0, tolerance: float = 0.02) -> NaviSource:
+    """NAVI (geometric correspondence, the paper's Table 8 in the Probe3D setting): `<object>/<collection
+    folder>/annotations.json` with `images/` and `depth/` beside it (`wild_set`, or every `multiview*` folder).
+
+    Pairs: the lines `image_path_1 image_path_2 angle` of `pairs` (paths relative to `root`, as NAVI's
+    `custom_splits/pairwise_pixel_correspondences/pairs-<collection>.txt`, read from there when `pairs` is not
+    given and the file exists); otherwise each image with the next one of its collection whose camera turned by at
+    most `max_angle` degrees (Probe3D pairs views up to 120 degrees apart). Correspondences come from the depth
+    maps and poses (`NaviSource`)."""
+    if collection not in NAVI_COLLECTIONS:
+        raise ValueError(f"collection: expected one of {NAVI_COLLECTIONS}, got {collection!r}.")
+    root = _require(Path(root), "NAVI root")
+    pattern = "*/wild_set/annotations.json" if collection == "wild_set" else "*/multiview*/annotations.json"
+    collections = {path.parent: _navi_views(path) for path in sorted(root.glob(pattern))}
+    if not collections:
+        raise ValueError(f"{root}: no NAVI {collection} collection ({pattern}).")
+    official = root / "custom_splits" / "pairwise_pixel_correspondences" / f"pairs-{collection}.txt"
+    listed = Path(pairs) if pairs else official
+    items = []
+    if pairs or listed.is_file():
+        lines = _require(listed, "NAVI pairs file").read_text().splitlines()
+        for number, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{listed}:{number}: expected 'image_path_1 image_path_2 [angle]', got {line!r}.")
+            views = []
+            for name in fields[:2]:
+                path = root / name.lstrip("/")
+                view = collections.get(path.parent.parent, {}).get(path.name)
+                if view is None or path.parent.name != "images":
+                    raise ValueError(f"{listed}:{number}: {name} is not an annotated image of a {collection} "
+                                     f"collection under {root} (<object>/<collection>/images/<file>).")
+                views.append(view)
+            items.append(tuple(views))
+    else:
+        for views in collections.values():
+            ordered = list(views.values())
+            for index, view in enumerate(ordered):
+                partner = next((other for other in ordered[index + 1:]
+                                if 0 < _rotation_degrees(view, other) <= max_angle), None)
+                if partner is not None:
+                    items.append((view, partner))
+    if not items:
+        raise ValueError(f"{root}: no NAVI {collection} pair (views at most {max_angle} degrees apart).")
+    return NaviSource(f"navi-{collection}", items, points=points, seed=seed, tolerance=tolerance)
+
+
 def da2k(root) -> PairSource:
     """DA-2K's layout: `root/annotations.json` and the images it names (paths relative to `root`). A malformed entry
     is a `ValueError` naming the image and the pair."""
@@ -525,6 +703,11 @@ __all__ = [
     "CorrespondenceSource",
     "scene_correspondences",
     "spair",
+    "NaviSource",
+    "NaviView",
+    "navi",
+    "navi_depth",
+    "quaternion_matrix",
     "CaptionSource",
     "ClassificationSource",
     "image_folder_classes",

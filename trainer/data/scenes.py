@@ -298,15 +298,20 @@ def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float
     return np.clip(np.rint(shaded), 0, 255).astype(np.uint8), depth, instances
 
 
-def corresponding_pixels(depth_a: np.ndarray, camera_a: Camera, depth_b: np.ndarray, camera_b: Camera,
+def corresponding_pixels(depth_a: np.ndarray, camera_a, depth_b: np.ndarray, camera_b,
                          rows: np.ndarray, cols: np.ndarray, tolerance: float = 0.02) -> tuple[np.ndarray, ...]:
     """Where view B sees the 3D points that pixels `(rows, cols)` of view A see (finite depth): their continuous
     `(rows_b, cols_b)` in B, and whether B really sees them there: inside B's frame, in front of it, and B's depth at
-    the nearest pixel within `tolerance` (relative) of the point's z-depth in B (not occluded)."""
+    the nearest pixel within `tolerance` (relative) of the point's z-depth in B (not occluded).
+
+    The cameras are `Camera`s or anything with the same `unproject(rows, cols, depth)`, `project(points)`,
+    `height_px` and `width` (NAVI's views, `readers.NaviView`)."""
     points = camera_a.unproject(rows, cols, depth_a[rows, cols])
     rows_b, cols_b, z = camera_b.project(points)
-    near_r, near_c = np.rint(rows_b).astype(int), np.rint(cols_b).astype(int)
-    visible = (z > 0) & (near_r >= 0) & (near_r < camera_b.height_px) & (near_c >= 0) & (near_c < camera_b.width)
+    visible = (z > 0) & np.isfinite(rows_b) & np.isfinite(cols_b)
+    near_r = np.rint(np.where(visible, rows_b, -1)).astype(int)
+    near_c = np.rint(np.where(visible, cols_b, -1)).astype(int)
+    visible &= (near_r >= 0) & (near_r < camera_b.height_px) & (near_c >= 0) & (near_c < camera_b.width)
     seen = depth_b[near_r[visible], near_c[visible]]
     visible[visible] = np.abs(seen - z[visible]) <= tolerance * z[visible]
     return rows_b, cols_b, visible
