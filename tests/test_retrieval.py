@@ -8,6 +8,7 @@ import torch
 from conftest import random_inputs, tiny_config
 
 from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel, contrastive_loss
+from versavit_trainer.data.collators import fixed_size_pixels, image_processor_for
 
 GRIDS = [(4, 4), (6, 2), (2, 8)]
 
@@ -270,3 +271,105 @@ def test_a_siglip_text_tower_embeds_as_siglip_does(tmp_path, two_towers):
     with torch.no_grad():
         expected = (model.get_text_features(input_ids=ids) if two_towers else model(input_ids=ids)).pooler_output
     torch.testing.assert_close(embedder(sentences), torch.nn.functional.normalize(expected, dim=-1))
+
+
+def mmvp_folder(root, pairs=(("Color and Appearance", "the flower is red", "the flower is blue"),
+                             ("Quantity and Count", "there are two dogs", "there is one dog"))):
+    """MMVP-VLM's layout: Questions.csv (Question ID, Type, Statement; rows in pairs) and
+    `MLLM_VLM Images/<Type>/<id>.jpg`."""
+    import csv
+
+    import numpy as np
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    rows, qid = [], 1
+    for kind, *statements in pairs:
+        (root / "MLLM_VLM Images" / kind).mkdir(parents=True, exist_ok=True)
+        for statement in statements:
+            PIL.Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
+                root / "MLLM_VLM Images" / kind / f"{qid}.jpg")
+            rows.append({"Question ID": qid, "Type": kind, "Statement": statement})
+            qid += 1
+    with open(root / "Questions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["Question ID", "Type", "Statement"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def test_statement_pairs_pass_only_when_both_statements_pick_their_own_image():
+    from versavit_trainer.evaluation.retrieval import statement_pairs_passed
+
+    similarities = torch.tensor([
+        [[0.9, 0.1], [0.2, 0.8]],  # both right
+        [[0.9, 0.1], [0.8, 0.2]],  # the second statement picks the first image
+        [[0.1, 0.9], [0.2, 0.8]],  # the first statement picks the second image
+        [[0.5, 0.5], [0.1, 0.7]],  # a tie counts against
+        [[0.3, 0.2], [0.1, 0.1]],  # a tie on the second statement too
+    ])
+    assert statement_pairs_passed(similarities).tolist() == [True, False, False, False, False]
+    with pytest.raises(ValueError, match=r"similarities: expected \(pairs, 2, 2\)"):
+        statement_pairs_passed(torch.zeros(3, 2))
+
+
+def test_mmvp_vlm_reader_and_pair_accuracy(tmp_path):
+    """The reader pairs consecutive rows; the accuracy equals the pair test written out on the model's own image
+    and statement embeddings; bad layouts are named."""
+    from versavit_trainer.data.readers import mmvp_vlm
+    from versavit_trainer.evaluation.retrieval import statement_pair_accuracy
+
+    rows = mmvp_folder(tmp_path)
+    source = mmvp_vlm(tmp_path)
+    assert len(source) == 2 and source.items[1][2:] == ("there are two dogs", "there is one dog", "Quantity and Count")
+    assert source.items[0][1].name == "2.jpg"
+    model = retrieval_model().eval()
+    generator = torch.Generator().manual_seed(0)
+    table = {f"a photo of {row['Statement']}": torch.randn(24, generator=generator) for row in rows}
+
+    def embedder(prompts):
+        return torch.stack([table[prompt] for prompt in prompts])
+
+    result = statement_pair_accuracy(model, source, embedder, 56)
+    expected = []
+    with torch.no_grad():
+        for index in range(len(source)):
+            first, second, s1, s2, _ = source.load(index)
+            pixels = fixed_size_pixels([first, second], 56, image_processor_for(model.config))
+            images = model.get_image_features(**pixels).pooler_output
+            texts = model.project_text(embedder([f"a photo of {s1}", f"a photo of {s2}"]))
+            s = texts @ images.t()
+            expected.append(bool(s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]))
+    assert result["pair_accuracy"] == pytest.approx(sum(expected) / 2) and result["num_pairs"] == 2
+    assert result["per_category"] == {"Color and Appearance": float(expected[0]),
+                                      "Quantity and Count": float(expected[1])}
+
+    (tmp_path / "MLLM_VLM Images" / "Quantity and Count" / "4.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="4.jpg: missing MMVP-VLM image"):
+        mmvp_vlm(tmp_path)
+    with open(tmp_path / "Questions.csv", "a") as handle:
+        handle.write("5,Texts,the sign says stop\n")
+    with pytest.raises(ValueError, match="5 rows; MMVP-VLM's rows come in pairs"):
+        mmvp_vlm(tmp_path)
+    (tmp_path / "Questions.csv").write_text("id,Type,Statement\n1,Texts,a\n")
+    with pytest.raises(ValueError, match=r"missing columns \['Question ID'\]"):
+        mmvp_vlm(tmp_path)
+    (tmp_path / "Questions.csv").write_text("Question ID,Type,Statement\n1,Texts,a\n2,Color and Appearance,b\n")
+    with pytest.raises(ValueError, match="a pair's two rows have different Types"):
+        mmvp_vlm(tmp_path)
+
+
+def test_the_recipe_scores_mmvp(tmp_path):
+    import json
+
+    from conftest import QWEN2_VISION, load_recipe
+
+    mmvp_folder(tmp_path / "mmvp")
+    summary = load_recipe("eval_retrieval").main([
+        "--vision_config", json.dumps(QWEN2_VISION), "--num_scenes", "8", "--num_eval_scenes", "4", "--size", "56",
+        "--steps", "2", "--batch_size", "4", "--embed_dim", "16", "--pooling_heads", "4",
+        "--mmvp", str(tmp_path / "mmvp"), "--output_dir", str(tmp_path / "out"),
+    ])
+    mmvp = summary["results"]["mmvp"]
+    assert mmvp["num_pairs"] == 2 and mmvp["pair_accuracy"] in (0.0, 0.5, 1.0)
+    assert summary["model_index"][-1]["dataset_name"] == "MMVP-VLM"

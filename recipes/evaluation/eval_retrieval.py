@@ -11,11 +11,12 @@ An attention-pooling head (a learned query over the tower's last-layer tokens, t
 MLP map images and offline text embeddings (`--text_model`, a sentence-embedding folder; default all-MiniLM-L6-v2)
 into a shared space; they train with a SigLIP sigmoid (or CLIP softmax) contrastive loss on the training split, the
 tower frozen (`--backbone_learning_rate 0`, the paper's head-only setting) or training at its own rate. Then
-Recall@1/5/10 image->text and text->image on the held-out split, all captions of every image.
-Datasets: scenes (generated, their captions), coco / flickr30k (Karpathy split files: `dataset_coco.json`,
-`dataset_flickr30k.json`, images under `--image_root`). `--zero_shot scenes|FOLDER` then classifies images
-zero-shot through the trained text side (Table 15): one prompt per class name, top-1 accuracy (top-5 over 5
-classes) beside the majority-class share. Writes output_dir/results.json and model_index.json (for
+Recall@1/5/10 image->text and text->image on the held-out split, all captions of every image. Datasets: scenes
+(generated, their captions), coco / flickr30k (Karpathy split files: `dataset_coco.json`, `dataset_flickr30k.json`,
+images under `--image_root`). `--zero_shot scenes|FOLDER` then classifies images zero-shot through the trained text
+side (Table 15): one prompt per class name, top-1 accuracy (top-5 over 5 classes) beside the majority-class share;
+`--mmvp FOLDER` scores MMVP-VLM's CLIP-blind pairs (`Questions.csv`, `MLLM_VLM Images/`): a pair passes when each
+statement is closer to its own image (chance 0.25). Writes output_dir/results.json and model_index.json (for
 recipes/export/push_to_hub.py --results); the encoder folder never changes.
 """
 
@@ -32,6 +33,7 @@ from versavit_trainer.evaluation.retrieval import (
     embed_captions,
     evaluate_retrieval,
     retrieval_model,
+    statement_pair_accuracy,
     train_retrieval,
     zero_shot_accuracy,
 )
@@ -63,6 +65,8 @@ class RetrievalArguments(RetrievalSettings):
                                                                        "'a photo of a {}.'; scenes: 'A checkered "
                                                                        "floor with a {}.')."})
     num_classify_scenes: int = field(default=48, metadata={"help": "Generated scenes classified (zero_shot scenes)."})
+    mmvp: str | None = field(default=None, metadata={"help": "Also score MMVP-VLM (its folder: Questions.csv and "
+                                                            "'MLLM_VLM Images/') with the trained text side."})
     output_dir: str = field(default="outputs/retrieval", metadata={"help": "Where results.json goes."})
 
 
@@ -97,6 +101,10 @@ def run(args: RetrievalArguments) -> dict:
         zero_shot = metrics["zero_shot"]
         print(f"zero-shot classification ({classes.name}, {len(classes)} images, {len(classes.class_names)} classes): "
               f"top-1 {zero_shot['top1_accuracy']:.3f} (majority class {zero_shot['majority']:.3f})")
+    if args.mmvp:
+        pairs = readers.mmvp_vlm(args.mmvp)
+        metrics["mmvp"] = statement_pair_accuracy(model, pairs, embedder, args.size)
+        print(f"MMVP-VLM ({len(pairs)} pairs): pairs passed {metrics['mmvp']['pair_accuracy']:.3f} (chance 0.25)")
     print(f"{args.dataset} retrieval ({len(held_out)} images, {len(eval_owners)} captions): "
           + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith(("image_to", "text_to"))))
     tower = "tower trained" if args.backbone_learning_rate else "tower frozen"
@@ -113,6 +121,11 @@ def run(args: RetrievalArguments) -> dict:
                             "dataset_name": args.zero_shot, "metric_type": "accuracy",
                             "metric_name": f"top-1 accuracy (zero-shot, {tower})",
                             "metric_value": round(metrics["zero_shot"]["top1_accuracy"], 4)})
+    if "mmvp" in metrics:
+        model_index.append({"task_type": "zero-shot-image-classification", "dataset_type": "MMVP/MMVP_VLM",
+                            "dataset_name": "MMVP-VLM", "metric_type": "accuracy",
+                            "metric_name": f"pair accuracy (zero-shot, {tower})",
+                            "metric_value": round(metrics["mmvp"]["pair_accuracy"], 4)})
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
                "steps": args.steps, "tower": tower, "text_model": str(embedder.folder), "results": metrics,
                "model_index": model_index}

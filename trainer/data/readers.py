@@ -22,6 +22,7 @@ Image-text retrieval (`CaptionSource`: images with their captions): COCO / Flick
 (`dataset_coco.json` / `dataset_flickr30k.json` with the images under a root folder, `karpathy`), and the generated
 scenes' captions (`scene_captions`). Zero-shot classification (`ClassificationSource`): an ImageNet-style folder of
 class folders (`image_folder_classes`), and the scenes labelled by their largest object's shape (`scene_classes`).
+MMVP-VLM's CLIP-blind pairs (`Questions.csv` + `MLLM_VLM Images/<Type>/<id>.jpg`, `mmvp_vlm`: `StatementPairSource`).
 
 Correspondence (`CorrespondenceSource`: image pairs with matching points): SPair-71k (`PairAnnotation/<split>/*.json`,
 `JPEGImages/<category>/`, `spair`), NAVI (`<object>/{wild_set,multiview*}/annotations.json`, `images/`, `depth/`;
@@ -213,6 +214,60 @@ def image_folder_classes(root, class_names=None) -> ClassificationSource:
     if not items:
         raise ValueError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...).")
     return ClassificationSource(root.name, items, tuple(names))
+
+
+@dataclass
+class StatementPairSource:
+    """MMVP-style pairs: two images and two statements, statement k describing image k (and not the other); a
+    model passes a pair when each statement scores higher with its own image than with the other one."""
+
+    name: str
+    items: list  # (image path 1, image path 2, statement 1, statement 2, category)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[PIL.Image.Image, PIL.Image.Image, str, str, str]:
+        first, second, statement_1, statement_2, category = self.items[index]
+        return load_image(first), load_image(second), statement_1, statement_2, category
+
+
+MMVP_COLUMNS = ("Question ID", "Type", "Statement")
+
+
+def mmvp_vlm(root) -> StatementPairSource:
+    """MMVP-VLM (the paper's Table 15): `Questions.csv` with the columns `Question ID`, `Type`, `Statement`, its rows
+    in pairs (the two images of a CLIP-blind pair, one after the other, of the same `Type`), and the images under
+    `MLLM_VLM Images/<Type>/<Question ID>.jpg`. Each statement describes the image of its own row."""
+    import csv
+
+    root = _require(Path(root), "MMVP-VLM root")
+    table = _require(root / "Questions.csv", "MMVP-VLM Questions.csv")
+    with open(table, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in MMVP_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{table}: missing columns {missing} (MMVP-VLM has {list(MMVP_COLUMNS)}).")
+        rows = [row for row in reader if any((value or "").strip() for value in row.values())]
+    if len(rows) % 2:
+        raise ValueError(f"{table}: {len(rows)} rows; MMVP-VLM's rows come in pairs.")
+    items = []
+    for first in range(0, len(rows), 2):
+        pair = rows[first:first + 2]
+        line = first + 2  # the header is line 1
+        if pair[0]["Type"] != pair[1]["Type"]:
+            raise ValueError(f"{table}:{line}-{line + 1}: a pair's two rows have different Types "
+                             f"({pair[0]['Type']!r}, {pair[1]['Type']!r}).")
+        images = []
+        for offset, row in enumerate(pair):
+            qid, statement = row["Question ID"].strip(), row["Statement"].strip()
+            if not qid or not statement:
+                raise ValueError(f"{table}:{line + offset}: empty Question ID or Statement.")
+            images.append(_require(root / "MLLM_VLM Images" / row["Type"] / f"{qid}.jpg", "MMVP-VLM image"))
+        items.append((*images, pair[0]["Statement"].strip(), pair[1]["Statement"].strip(), pair[0]["Type"]))
+    if not items:
+        raise ValueError(f"{table}: no pairs.")
+    return StatementPairSource("mmvp-vlm", items)
 
 
 # The zero-shot prompt of a scene class, in the words of the scenes' captions.
@@ -712,6 +767,8 @@ __all__ = [
     "ClassificationSource",
     "image_folder_classes",
     "scene_classes",
+    "StatementPairSource",
+    "mmvp_vlm",
     "SCENE_PROMPT",
     "DepthSource",
     "karpathy",

@@ -20,7 +20,7 @@ import torch
 from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel
 
 from ..data.collators import fixed_size_pixels, image_processor_for
-from ..data.readers import CaptionSource, ClassificationSource
+from ..data.readers import CaptionSource, ClassificationSource, StatementPairSource
 from .metrics import retrieval_recall
 
 
@@ -69,15 +69,17 @@ def retrieval_model(
     return model
 
 
+def _check_size(model: VersaViTForImageTextRetrieval, size: int) -> None:
+    multiple = model.config.input_size_multiple
+    if size <= 0 or size % multiple:
+        raise ValueError(f"size: must be a positive multiple of {multiple} (the tower's patch x merge), got {size}.")
+
+
 class _Inputs:
     """Fixed-size processor inputs of a source's images (and, with a frozen tower, their cached tokens)."""
 
     def __init__(self, model: VersaViTForImageTextRetrieval, source: CaptionSource, size: int):
-        multiple = model.config.input_size_multiple
-        if size <= 0 or size % multiple:
-            raise ValueError(
-                f"size: must be a positive multiple of {multiple} (the tower's patch x merge), got {size}."
-            )
+        _check_size(model, size)
         self.model, self.source, self.size = model, source, size
         self.processor = image_processor_for(model.config)
         self.tokens: dict[int, torch.Tensor] = {}
@@ -188,5 +190,36 @@ def zero_shot_accuracy(model: VersaViTForImageTextRetrieval, source: Classificat
     return result
 
 
-__all__ = ["RetrievalSettings", "embed_captions", "evaluate_retrieval", "retrieval_model", "train_retrieval",
-           "zero_shot_accuracy"]
+def statement_pairs_passed(similarities: torch.Tensor) -> torch.Tensor:
+    """Per pair, from its `(2, 2)` statement x image similarities: does each statement score strictly higher with its
+    own image (the diagonal) than with the other one? A tie counts against, as in `zero_shot_accuracy`."""
+    if similarities.ndim != 3 or similarities.shape[1:] != (2, 2):
+        raise ValueError(f"similarities: expected (pairs, 2, 2), got {tuple(similarities.shape)}.")
+    return (similarities[:, 0, 0] > similarities[:, 0, 1]) & (similarities[:, 1, 1] > similarities[:, 1, 0])
+
+
+@torch.no_grad()
+def statement_pair_accuracy(model: VersaViTForImageTextRetrieval, source: StatementPairSource, embedder, size: int,
+                            template: str = "a photo of {}") -> dict:
+    """MMVP-VLM's score through the trained text side: a pair passes when each of its statements (in `template`,
+    as MMVP's own evaluation writes "a photo of <statement>") is closer to its own image than to the other one.
+    The share of pairs passed, overall and per category (chance: 0.25)."""
+    if "{}" not in template:
+        raise ValueError(f"template: needs a {{}} where the statement goes, got {template!r}.")
+    _check_size(model, size)
+    model.eval()
+    processor = image_processor_for(model.config)
+    passed, categories = [], []
+    for index in range(len(source)):
+        first, second, statement_1, statement_2, category = source.load(index)
+        images = model.get_image_features(**fixed_size_pixels([first, second], size, processor)).pooler_output
+        texts = model.project_text(embedder([template.format(statement_1), template.format(statement_2)]))
+        passed.append(bool(statement_pairs_passed((texts.float() @ images.float().t())[None])[0]))
+        categories.append(category)
+    per_category = {name: float(np.mean([p for p, c in zip(passed, categories) if c == name]))
+                    for name in dict.fromkeys(categories)}
+    return {"pair_accuracy": float(np.mean(passed)), "per_category": per_category, "num_pairs": len(passed)}
+
+
+__all__ = ["RetrievalSettings", "embed_captions", "evaluate_retrieval", "retrieval_model", "statement_pair_accuracy",
+           "statement_pairs_passed", "train_retrieval", "zero_shot_accuracy"]
