@@ -186,3 +186,20 @@ def test_navi_pairs_file_and_bad_layouts(tmp_path):
     annotations.write_text(json.dumps(entries))
     with pytest.raises(ValueError, match="entry 0 is not a NAVI annotation"):
         navi(tmp_path)
+
+
+def test_cluttered_scene_pairs_use_the_scene_s_own_camera_and_light():
+    """A scene records what it was rendered with, so its second view has the same light and ground tint; cluttered
+    pairs start from each scene's own camera (drawn height and pitch) and move it as the default pair does."""
+    scene = generate_scene(3, style="cluttered")
+    again, _, _ = render(scene.objects, scene.camera, scene.light, scene.ground)
+    np.testing.assert_array_equal(again, scene.image)
+    source = scene_correspondences(3, seed=9000, camera=None, second=None, points=10, style="cluttered")
+    assert source.name == "scenes-cluttered" and len(source) == 3
+    image_a, image_b, points_a, points_b, scale = source.load(0)
+    assert image_a.size == image_b.size == (192, 144) and scale == 192 and points_a.shape == (10, 2)
+    default = scene_correspondences(2, seed=0, points=10)
+    moved = scene_correspondences(2, seed=0, camera=None, second=None, points=10)
+    for k in range(2):  # for the simple style, camera=None / second=None are the default cameras
+        for a, b in zip(default.items[k], moved.items[k]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -30,7 +30,8 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     assert [c["claim"] for c in table["claims"]] == list("abcde")
     assert all(isinstance(c["holds"], bool) and isinstance(c["separated"], bool) for c in table["claims"])
     for arm in table["arms"]:
-        for key in ("qa_accuracy", "depth_rmse", "seg_miou", "object_rmse", "object_miou"):
+        for key in ("qa_accuracy", "depth_rmse", "seg_miou", "object_rmse", "object_miou", "correspondence",
+                    "retrieval", "classification"):
             stats = results["arms"][arm][key]
             assert len(stats["values"]) == 2 and np.isfinite(stats["values"]).all()
             assert stats["mean"] == pytest.approx(np.mean(stats["values"]))
@@ -42,6 +43,7 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     for arm in table["arms"]:
         assert pg.ARMS[arm].label in markdown
     assert "64.8 / 0.541 / 33.6" in markdown and "66.4 / 0.473 / 49.6" in markdown  # the paper's, beside
+    assert "| scene correspondence R@10% ↑ | scene retrieval mean R ↑ | scene zero-shot top-1 ↑ |" in markdown
     for name in ("table4.png", "figure4.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["tables"]["table4"]["claims"] == table["claims"]
@@ -77,6 +79,8 @@ def test_bad_options_fail_before_anything_trains(tmp_path, tiny_llm):
         recipe.main(common + ["--post_training", "{max_step: 3}"])
     with pytest.raises(ConfigError, match="scene_style: unknown style 'clutered'"):
         recipe.main(common + ["--scene_style", "clutered"])
+    with pytest.raises(ConfigError, match=r"out_of_task: unknown \['translation'\]"):
+        recipe.main(common + ["--out_of_task", "translation"])
     assert not (tmp_path / "out" / "runs").exists()
 
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from modeling_versavit import VersaViTModel
 from versavit_trainer.core.config import DefaultConfig, parse_config
 from versavit_trainer.core.models import backbone_from
 from versavit_trainer.core.reporting import probe_figure
+from versavit_trainer.evaluation.out_of_task import OUT_OF_TASK, scene_out_of_task
 from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
     ProbeArguments,
@@ -39,7 +39,6 @@ from versavit_trainer.evaluation.probes import (
     train_segmentation_probe,
 )
 
-OUT_OF_TASK = ("correspondence", "retrieval", "classification")
 # (key, column label, higher is better) of each column; the label's {seg} / {depth} name the probe datasets.
 COLUMNS = {
     "miou": ("{seg} mIoU ↑", True), "rmse": ("{depth} RMSE ↓", False), "abs_rel": ("{depth} AbsRel ↓", False),
@@ -97,48 +96,6 @@ def table(rows: list[dict], segmentation: str, depth: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def out_of_task(encoder: VersaViTModel, kinds: list[str], args, settings) -> dict:
-    """The out-of-task measurements of `kinds` for one encoder, on generated scenes (the recipes' defaults)."""
-    from versavit_trainer.data import readers
-    from versavit_trainer.data.assets import minilm_path
-    from versavit_trainer.data.text_embedding import SentenceEmbedder
-    from versavit_trainer.evaluation.correspondence import correspondence_recall
-    from versavit_trainer.evaluation.retrieval import (
-        RetrievalSettings,
-        embed_captions,
-        evaluate_retrieval,
-        retrieval_model,
-        train_retrieval,
-        zero_shot_accuracy,
-    )
-
-    results = {}
-    if "correspondence" in kinds:
-        source = readers.scene_correspondences(args.num_eval_scenes, 9000)
-        results["correspondence"] = correspondence_recall(FrozenFeatures(encoder, settings.size), source)["recall@0.1"]
-    if "retrieval" in kinds or "classification" in kinds:
-        embedder = SentenceEmbedder(minilm_path())
-        # eval_retrieval.py's embedded default, at this comparison's size and seed; pooling heads that fit the tower.
-        defaults = yaml.safe_load(RETRIEVAL_CONFIG.read_text())
-        retrieval = RetrievalSettings(**{
-            **{key: value for key, value in defaults.items() if key in RetrievalSettings.__dataclass_fields__},
-            "size": settings.size, "seed": settings.seed, "pooling_heads": encoder.config.vision_config.num_heads,
-        })
-        model = retrieval_model(encoder, embedder.dim, retrieval)
-        train = readers.scene_captions(args.num_scenes, 5000)
-        train_retrieval(model, train, *embed_captions(embedder, train), retrieval)
-        if "retrieval" in kinds:
-            held_out = readers.scene_captions(max(args.num_eval_scenes, 2), 9000)
-            results["retrieval"] = evaluate_retrieval(model, held_out, *embed_captions(embedder, held_out),
-                                                      settings.size)["mean_recall"]
-        if "classification" in kinds:
-            classes = readers.scene_classes(args.num_eval_scenes, 13000)
-            results["classification"] = zero_shot_accuracy(model, classes, embedder, settings.size,
-                                                           readers.SCENE_PROMPT)["top1_accuracy"]
-    return results
-
-
-RETRIEVAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "retrieval_default.yaml"
 DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent.parent / "configs" / "compare_default.yaml",
                                "`make demo`'s backbone (run it first) against a random tower, scenes at 112 px")
 
@@ -176,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         head, _ = train_depth_probe(features, depth_train, settings)
         depth, depth_predictions = evaluate_depth_probe(features, head, depth_eval)
         rows.append({"name": name, "miou": segmentation["mean_iou"], "rmse": depth["rmse"], "abs_rel": depth["abs_rel"],
-                     **out_of_task(encoder, args.out_of_task, args, settings),
+                     **scene_out_of_task(encoder, args.out_of_task, settings.size, settings.seed, args.num_scenes,
+                                         args.num_eval_scenes),
                      "segmentations": seg_predictions[:count], "depths": depth_predictions[:count]})
         extra = "".join(f"  {kind} {rows[-1][kind]:.4f}" for kind in OUT_OF_TASK if kind in rows[-1])
         print(f"{name}: mIoU {segmentation['mean_iou']:.4f}  RMSE {depth['rmse']:.4f}  AbsRel {depth['abs_rel']:.4f}"

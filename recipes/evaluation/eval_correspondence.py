@@ -44,6 +44,9 @@ class CorrespondenceArguments:
     pairs: str | None = field(default=None, metadata={"help": "navi: a pairs file (image_path_1 image_path_2 angle "
                                                               "per line); default NAVI's custom_splits file."})
     num_pairs: int = field(default=24, metadata={"help": "scenes: generated pairs."})
+    scene_style: str = field(default="simple", metadata={"help": "scenes: simple or cluttered (more, smaller, "
+                                                                    "look-alike and striped objects, varied light and "
+                                                                    "camera)."})
     size: int = field(default=224, metadata={"help": "Square input side (the paper: 448 NAVI, 896 SPair)."})
     seed: int = field(default=0, metadata={"help": "Seed of a random tower."})
     output_dir: str = field(default="outputs/correspondence", metadata={"help": "Where results.json goes."})
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
             folder = "SPair-71k" if args.dataset == "spair" else "NAVI"
             raise ValueError(f"data_root: {args.dataset} needs the {folder} folder.")
         if args.dataset == "scenes":
-            source = readers.scene_correspondences(args.num_pairs, 9000)
+            source = readers.scene_correspondences(args.num_pairs, 9000, camera=None, second=None,
+                                                   style=args.scene_style)
         elif args.dataset == "spair":
             source = readers.spair(args.data_root, args.split)
         else:
@@ -69,11 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = correspondence_recall(features, source)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"eval_correspondence.py: error: {err}") from None
-    print(f"{args.dataset} correspondence ({metrics['num_pairs']} pairs, {metrics['num_points']} points, "
+    print(f"{source.name} correspondence ({metrics['num_pairs']} pairs, {metrics['num_points']} points, "
           f"{args.size} px): " + "  ".join(f"recall@{t:g} {metrics[f'recall@{t:g}']:.3f}" for t in THRESHOLDS))
     dataset_type = {"scenes": "versavit-scenes", "spair": "spair-71k", "navi": "navi"}[args.dataset]
     model_index = [{"task_type": "keypoint-matching", "dataset_type": dataset_type,
-                    "dataset_name": args.dataset, "metric_type": f"recall_at_{t:g}",
+                    "dataset_name": source.name, "metric_type": f"recall_at_{t:g}",
                     "metric_name": f"correspondence recall @ {t:g}", "metric_value": round(metrics[f"recall@{t:g}"], 4)}
                    for t in THRESHOLDS]
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,

@@ -54,6 +54,8 @@ class RetrievalArguments(RetrievalSettings):
     eval_split: str = field(default="test", metadata={"help": "Karpathy split it is evaluated on."})
     num_scenes: int = field(default=120, metadata={"help": "Generated training scenes (dataset scenes)."})
     num_eval_scenes: int = field(default=48, metadata={"help": "Generated held-out scenes (dataset scenes)."})
+    scene_style: str = field(default="simple", metadata={"help": "dataset scenes / zero_shot scenes: simple or "
+                                                                    "cluttered."})
     text_model: str | None = field(default=None, metadata={"help": "Sentence-embedding folder (default: the packaged "
                                                                   "all-MiniLM-L6-v2)."})
     zero_shot: str | None = field(default=None, metadata={"help": "Also classify zero-shot with the trained text side: "
@@ -74,7 +76,8 @@ def sources(args: RetrievalArguments):
     if args.dataset not in DATASETS:
         raise ValueError(f"dataset: expected one of {DATASETS}, got {args.dataset!r}.")
     if args.dataset == "scenes":
-        return readers.scene_captions(args.num_scenes, 5000), readers.scene_captions(args.num_eval_scenes, 9000)
+        return (readers.scene_captions(args.num_scenes, 5000, camera=None, style=args.scene_style),
+                readers.scene_captions(args.num_eval_scenes, 9000, camera=None, style=args.scene_style))
     if not (args.split_json and args.image_root):
         raise ValueError(f"split_json / image_root: {args.dataset} needs its Karpathy split file and image folder.")
     return (readers.karpathy(args.split_json, args.image_root, args.train_split),
@@ -94,7 +97,7 @@ def run(args: RetrievalArguments) -> dict:
     metrics["final_loss"] = losses[-1]
     if args.zero_shot:
         scenes = args.zero_shot == "scenes"
-        classes = (readers.scene_classes(args.num_classify_scenes, 13000) if scenes
+        classes = (readers.scene_classes(args.num_classify_scenes, 13000, camera=None, style=args.scene_style) if scenes
                    else readers.image_folder_classes(args.zero_shot, args.class_names))
         template = args.prompt_template or (readers.SCENE_PROMPT if scenes else "a photo of a {}.")
         metrics["zero_shot"] = zero_shot_accuracy(model, classes, embedder, args.size, template)

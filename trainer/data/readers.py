@@ -40,7 +40,7 @@ or `FileNotFoundError` naming the file.
 import io
 import json
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -163,10 +163,16 @@ def karpathy(split_json, image_root, split: str = "test") -> CaptionSource:
     return CaptionSource(path.stem.removeprefix("dataset_"), items)
 
 
-def scene_captions(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> CaptionSource:
-    """Generated scenes with their captions (the objects they show, by colour, shape and position)."""
-    scenes = (generate_scene(seed + i, camera) for i in range(num_scenes))
-    return CaptionSource("scenes", [(scene.image, [scene.caption]) for scene in scenes])
+def scene_captions(num_scenes: int, seed: int = 0, camera: Camera | None = Camera(),
+                   style: str = "simple") -> CaptionSource:
+    """Generated scenes with their captions (the objects they show, by colour, shape and position); `camera=None`
+    takes the style's own camera."""
+    scenes = (generate_scene(seed + i, camera, style=style) for i in range(num_scenes))
+    return CaptionSource(_scenes_name(style), [(scene.image, [scene.caption]) for scene in scenes])
+
+
+def _scenes_name(style: str) -> str:
+    return "scenes" if style == "simple" else f"scenes-{style}"
 
 
 @dataclass
@@ -274,16 +280,18 @@ def mmvp_vlm(root) -> StatementPairSource:
 SCENE_PROMPT = "A checkered floor with a {}."
 
 
-def scene_classes(num_scenes: int, seed: int = 0, camera: Camera = Camera()) -> ClassificationSource:
-    """Generated scenes labelled with the shape of their largest visible object (sphere, box or cylinder); prompt
-    them with `SCENE_PROMPT`."""
+def scene_classes(num_scenes: int, seed: int = 0, camera: Camera | None = Camera(),
+                  style: str = "simple") -> ClassificationSource:
+    """Generated scenes labelled with the shape of their largest visible object (the style's shapes); prompt them
+    with `SCENE_PROMPT`; `camera=None` takes the style's own camera."""
+    shapes = scene_style(style).shapes
     items = []
     for index in range(num_scenes):
-        scene = generate_scene(seed + index, camera)
+        scene = generate_scene(seed + index, camera, style=style)
         areas = [(scene.instances == i + 1).sum() for i in range(len(scene.objects))]
         if areas:
-            items.append((scene.image, SHAPES.index(scene.objects[int(np.argmax(areas))].shape)))
-    return ClassificationSource("scenes", items, SHAPES)
+            items.append((scene.image, shapes.index(scene.objects[int(np.argmax(areas))].shape)))
+    return ClassificationSource(_scenes_name(style), items, shapes)
 
 
 @dataclass
@@ -303,24 +311,29 @@ class CorrespondenceSource:
         return (*pictures, np.asarray(points_a, dtype=np.float64), np.asarray(points_b, dtype=np.float64), float(scale))
 
 
-def scene_correspondences(num_pairs: int, seed: int = 0, camera: Camera = Camera(),
-                          second: Camera = Camera(x=0.6, yaw=0.12), points: int = 40) -> CorrespondenceSource:
-    """Each generated scene seen from `camera` and from `second` (moved sideways and turned): up to `points` object
-    pixels of view A that view B sees too (ray-cast geometry, occlusion checked), with their exact position in B;
-    recall thresholds are fractions of the image's longer side (as NAVI's image-level thresholds)."""
+def scene_correspondences(num_pairs: int, seed: int = 0, camera: Camera | None = Camera(),
+                          second: Camera | None = Camera(x=0.6, yaw=0.12), points: int = 40,
+                          style: str = "simple") -> CorrespondenceSource:
+    """Each generated scene seen from `camera` and from `second`: up to `points` object pixels of view A that view
+    B sees too (ray-cast geometry, occlusion checked), with their exact position in B; recall thresholds are
+    fractions of the image's longer side (as NAVI's image-level thresholds). `camera=None` takes the scene style's
+    own camera (the cluttered style draws its height and pitch per scene); `second=None` is the first camera moved
+    0.6 m sideways and turned 0.12 rad, as the default second camera is from the default first."""
     items = []
     for index in range(num_pairs):
-        scene = generate_scene(seed + index, camera)
-        image_b, depth_b, _ = render(scene.objects, second)
+        scene = generate_scene(seed + index, camera, style=style)
+        view_b = second if second is not None else replace(scene.camera, x=scene.camera.x + 0.6,
+                                                           yaw=scene.camera.yaw + 0.12)
+        image_b, depth_b, _ = render(scene.objects, view_b, scene.light, scene.ground)
         rows, cols = np.nonzero(scene.instances > 0)
-        rows_b, cols_b, visible = corresponding_pixels(scene.depth, camera, depth_b, second, rows, cols)
+        rows_b, cols_b, visible = corresponding_pixels(scene.depth, scene.camera, depth_b, view_b, rows, cols)
         keep = np.nonzero(visible)[0]
         if len(keep) == 0:
             continue
         keep = np.random.default_rng(seed + index).choice(keep, size=min(points, len(keep)), replace=False)
         items.append((scene.image, image_b, np.stack([rows[keep], cols[keep]], 1).astype(np.float64),
-                      np.stack([rows_b[keep], cols_b[keep]], 1), max(camera.width, camera.height_px)))
-    return CorrespondenceSource("scenes", items)
+                      np.stack([rows_b[keep], cols_b[keep]], 1), max(scene.camera.width, scene.camera.height_px)))
+    return CorrespondenceSource(_scenes_name(style), items)
 
 
 def spair(root, split: str = "test") -> CorrespondenceSource:

@@ -233,6 +233,9 @@ class Scene:
     expressions: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (text, (H, W) bool mask)
     caption: str = ""
     qa: list[tuple[str, str]] = field(default_factory=list)
+    camera: Camera | None = None  # what it was rendered with: `render(objects, camera, light, ground)`
+    light: tuple[float, float, float] = LIGHT
+    ground: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def _place_objects(rng: np.random.Generator, count: int, style: SceneStyle) -> list[SceneObject]:
@@ -404,7 +407,7 @@ def generate_scene(
         if text is not None:
             expressions.append((text, instances == index + 1))
     caption, qa = _caption_and_qa(objects, rng, style.shapes)
-    return Scene(image, depth, instances, objects, expressions, caption, qa)
+    return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground)
 
 
 __all__ = [

@@ -41,6 +41,7 @@ from ..core.config import ConfigError
 from ..data import readers
 from ..data.scenes import generate_scene, scene_style
 from .metrics import depth_metrics
+from .out_of_task import OUT_OF_TASK, scene_out_of_task
 from .probes import (
     FrozenFeatures,
     ProbeSettings,
@@ -59,7 +60,10 @@ PROBE_TRAIN_SEED, PROBE_EVAL_SEED, QA_EVAL_SEED = 5000, 9000, 9000
 # (key, label, higher is better) of the table's columns, in the paper's order; then the object-weighted extras.
 COLUMNS = (("qa_accuracy", "QA accuracy ↑", True), ("depth_rmse", "depth RMSE ↓", False),
            ("seg_miou", "seg mIoU ↑", True))
-EXTRA_COLUMNS = (("object_rmse", "object depth RMSE ↓", False), ("object_miou", "shape-class mIoU ↑", True))
+# The out-of-task columns (`out_of_task.py`) follow, for the measurements asked for (`--out_of_task`).
+EXTRA_COLUMNS = (("object_rmse", "object depth RMSE ↓", False), ("object_miou", "shape-class mIoU ↑", True),
+                 ("correspondence", "scene correspondence R@10% ↑", True),
+                 ("retrieval", "scene retrieval mean R ↑", True), ("classification", "scene zero-shot top-1 ↑", True))
 PAPER_COLUMNS = ("OpenCompass ↑", "NYUv2 RMSE ↓", "ADE20k mIoU ↑")
 
 
@@ -185,6 +189,10 @@ class ReproduceArguments:
     eval_scenes: int = field(default=48, metadata={"help": "Held-out scenes the probes are scored on."})
     qa_scenes: int = field(default=32, metadata={"help": "Held-out scenes whose questions score QA accuracy."})
     num_examples: int = field(default=3, metadata={"help": "Held-out scenes in the qualitative figure."})
+    out_of_task: list[str] = field(default_factory=lambda: list(OUT_OF_TASK), metadata={
+        "help": f"Out-of-task columns among {OUT_OF_TASK} (none: leave them out): two-view keypoint correspondence "
+                "(recall within a tenth of the image), image-text retrieval and zero-shot shape classification "
+                "through a retrieval head trained on the probe scenes' captions, every tower frozen."})
 
     def __post_init__(self):
         from ..core.config import mapping_option
@@ -197,6 +205,9 @@ class ReproduceArguments:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected distinct seeds, got {self.seeds}.")
         scene_style(self.scene_style)
+        unknown = [kind for kind in self.out_of_task if kind not in OUT_OF_TASK]
+        if unknown:
+            raise ConfigError(f"out_of_task: unknown {unknown} (choose among {OUT_OF_TASK}).")
         for name in ("probe_steps", "probe_scenes", "eval_scenes", "qa_scenes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}.")
@@ -387,6 +398,29 @@ def measure_probes(stem: Path, tower: Path, seed: int, args: ReproduceArguments,
     return metrics, drawn
 
 
+def measure_out_of_task(stem: Path, tower: Path, seed: int, args: ReproduceArguments) -> dict:
+    """`scene_out_of_task` of one frozen tower (the probes' size, training and held-out scene counts and style),
+    cached in `<stem>.out_of_task.json` with the settings it ran with."""
+    if not args.out_of_task:
+        return {}
+    from ..core.models import backbone_from
+
+    settings = {"tower": tower_digest(tower), "seed": seed, "scene_style": args.scene_style,
+                "kinds": list(args.out_of_task),
+                **{key: getattr(args, key) for key in ("probe_size", "probe_scenes", "eval_scenes")}}
+    saved = stem.with_suffix(".out_of_task.json")
+    if saved.is_file():
+        cached = json.loads(saved.read_text())
+        if cached["settings"] == settings:
+            return cached["metrics"]
+    encoder = backbone_from(str(tower), dtype=torch.float32)
+    metrics = scene_out_of_task(encoder, args.out_of_task, args.probe_size, seed, args.probe_scenes,
+                                args.eval_scenes, args.scene_style)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"settings": settings, "metrics": metrics}, indent=2))
+    return metrics
+
+
 def measure_qa(runner: "Runner", name: str, mapping: dict, data: HeldOut, qa_scenes: int) -> dict:
     """QA accuracy of the tower after the VQA-evaluation protocol (run `name`): its MLLM (`final/`) answers the
     held-out questions. Cached in the run's `qa.json`; the run's MLLM is pruned once scored, so a change of
@@ -497,14 +531,15 @@ def _cell(stats: dict | None) -> str:
 
 
 def markdown_table(table: Table, summary: dict, claims: list[dict], seeds: list[int]) -> str:
-    labels = [label for _, label, _ in COLUMNS]
-    extras = [label for _, label, _ in EXTRA_COLUMNS]
+    measured = [column for column in EXTRA_COLUMNS if any(column[0] in summary.get(arm, {}) for arm in table.arms)]
+    columns = COLUMNS + tuple(measured)
+    labels = [label for _, label, _ in columns]
     lines = [f"### {table.title} (mean ± std over seeds {seeds})", "",
-             "| arm | " + " | ".join(labels + extras) + " | paper: " + " / ".join(PAPER_COLUMNS) + " |",
-             "|---|" + "---|" * (len(labels) + len(extras) + 1)]
+             "| arm | " + " | ".join(labels) + " | paper: " + " / ".join(PAPER_COLUMNS) + " |",
+             "|---|" + "---|" * (len(labels) + 1)]
     for name in table.arms:
         row = summary.get(name, {})
-        cells = [_cell(row.get(key)) for key, _, _ in COLUMNS + EXTRA_COLUMNS]
+        cells = [_cell(row.get(key)) for key, _, _ in columns]
         paper = table.paper.get(name)
         paper_cell = " / ".join(f"{v:g}" for v in paper) if paper else "—"
         lines.append(f"| {ARMS[name].label} | " + " | ".join(cells) + f" | {paper_cell} |")
@@ -605,13 +640,15 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
         for name in arms:
             tag = f"{name}-seed{seed}"
             probes, drawn = measure_probes(output / "measurements" / tag, towers[tag], seed, args, data)
-            result = {**probes, **measure_qa(runner, f"qa-{tag}", qa_runs[tag], data, args.qa_scenes)}
+            result = {**probes, **measure_out_of_task(output / "measurements" / tag, towers[tag], seed, args),
+                      **measure_qa(runner, f"qa-{tag}", qa_runs[tag], data, args.qa_scenes)}
             (output / "measurements" / f"{tag}.json").write_text(json.dumps(result, indent=2))
             if seed == args.seeds[0]:
                 predictions[name] = drawn
             measurements.setdefault(name, []).append(result)
+            extra = "".join(f"  {kind} {result[kind]:.3f}" for kind in OUT_OF_TASK if kind in result)
             print(f"  {tag}: QA {result['qa_accuracy']:.3f}  depth RMSE {result['depth_rmse']:.3f}  "
-                  f"seg mIoU {result['seg_miou']:.3f}", flush=True)
+                  f"seg mIoU {result['seg_miou']:.3f}" + extra, flush=True)
 
     # 4. tables, charts and the figure
     summary = summarise(measurements)
