@@ -380,6 +380,20 @@ def probe_tower(backbone_dir: Path, seed: int, args: ReproduceArguments, data: H
     return metrics, {"segmentations": seg_predictions[:count], "depths": depth_predictions[:count]}
 
 
+def _cached_metrics(saved: Path, settings: dict) -> dict | None:
+    """The metrics a measurement saved in `saved`, if it ran with exactly `settings` (otherwise it runs again)."""
+    if saved.is_file():
+        cached = json.loads(saved.read_text())
+        if cached["settings"] == settings:
+            return cached["metrics"]
+    return None
+
+
+def _save_metrics(saved: Path, settings: dict, metrics: dict) -> None:
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"settings": settings, "metrics": metrics}, indent=2))
+
+
 def measure_probes(stem: Path, tower: Path, seed: int, args: ReproduceArguments, data: HeldOut) -> tuple[dict, dict]:
     """`probe_tower`, cached in `<stem>.probes.json` / `<stem>.probes.pt` with the settings it ran with (other
     settings measure again)."""
@@ -387,14 +401,13 @@ def measure_probes(stem: Path, tower: Path, seed: int, args: ReproduceArguments,
                 **{key: getattr(args, key) for key in ("probe_size", "probe_steps", "probe_scenes", "eval_scenes",
                                                        "num_examples")}}
     saved, drawn_file = stem.with_suffix(".probes.json"), stem.with_suffix(".probes.pt")
-    if saved.is_file() and drawn_file.is_file():
-        cached = json.loads(saved.read_text())
-        if cached["settings"] == settings:
-            return cached["metrics"], torch.load(drawn_file)
+    cached = _cached_metrics(saved, settings)
+    if cached is not None and drawn_file.is_file():
+        return cached, torch.load(drawn_file)
     metrics, drawn = probe_tower(tower, seed, args, data)
     stem.parent.mkdir(parents=True, exist_ok=True)
     torch.save(drawn, drawn_file)
-    saved.write_text(json.dumps({"settings": settings, "metrics": metrics}, indent=2))
+    _save_metrics(saved, settings, metrics)
     return metrics, drawn
 
 
@@ -409,15 +422,13 @@ def measure_out_of_task(stem: Path, tower: Path, seed: int, args: ReproduceArgum
                 "kinds": list(args.out_of_task),
                 **{key: getattr(args, key) for key in ("probe_size", "probe_scenes", "eval_scenes")}}
     saved = stem.with_suffix(".out_of_task.json")
-    if saved.is_file():
-        cached = json.loads(saved.read_text())
-        if cached["settings"] == settings:
-            return cached["metrics"]
+    cached = _cached_metrics(saved, settings)
+    if cached is not None:
+        return cached
     encoder = backbone_from(str(tower), dtype=torch.float32)
     metrics = scene_out_of_task(encoder, args.out_of_task, args.probe_size, seed, args.probe_scenes,
                                 args.eval_scenes, args.scene_style)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({"settings": settings, "metrics": metrics}, indent=2))
+    _save_metrics(saved, settings, metrics)
     return metrics
 
 
