@@ -11,13 +11,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# The vision towers VersaViT post-trains, by the `model_type` of their transformers vision config.
-# Qwen2-VL's tower is the paper's backbone; Qwen2.5-VL's (window attention) is post-trained in Table 6.
-SUPPORTED_VISION_MODEL_TYPES = ("qwen2_vl_vision", "qwen2_5_vl_vision")
+from .backbones import BACKBONES, backbone_for, legacy_vision_model_types
+
 # The tasks of the multi-task post-training (paper §4.2), in the names the models and the trainer use.
 TASKS = ("captioning", "depth", "segmentation")
-# Legacy MLLM configs store the tower's config under the MLLM's own model type.
-_LEGACY_VISION_MODEL_TYPES = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision"}
 
 
 DEPTH_LABEL_SPACES = ("depth", "disparity")
@@ -43,8 +40,10 @@ class VersaViTConfig(PreTrainedConfig):
 
     Args:
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
-            Config of the vision tower: a `Qwen2VLVisionConfig` (`model_type="qwen2_vl_vision"`, the default) or a
-            `Qwen2_5_VLVisionConfig` (`model_type="qwen2_5_vl_vision"`). A dict is resolved by its `model_type`.
+            Config of the vision tower, of any registered family (`backbones.BACKBONES`): a `Qwen2VLVisionConfig`
+            (`model_type="qwen2_vl_vision"`, the default), `Qwen2_5_VLVisionConfig` (`"qwen2_5_vl_vision"`),
+            `Qwen3VLVisionConfig` (`"qwen3_vl_vision"`) or `Qwen3_5VisionConfig` (`"qwen3_5_vision"`). A dict is
+            resolved by its `model_type`.
         depth_layer_indices (`list[int]`, *optional*):
             The tower layers the depth (DPT) head reads, as indices into `hidden_states` (0 = patch embedding,
             `depth` = last block; negative indices count from the end and are stored normalised). Defaults to three
@@ -164,14 +163,13 @@ class VersaViTConfig(PreTrainedConfig):
         if isinstance(self.vision_config, dict):
             self.vision_config = dict(self.vision_config)
             legacy = self.vision_config.get("model_type")
-            if legacy in _LEGACY_VISION_MODEL_TYPES:
-                self.vision_config["model_type"] = _LEGACY_VISION_MODEL_TYPES[legacy]
+            self.vision_config["model_type"] = legacy_vision_model_types().get(legacy, legacy)
         super().__post_init__(**kwargs)
         model_type = getattr(self.vision_config, "model_type", None)
-        if model_type not in SUPPORTED_VISION_MODEL_TYPES:
+        if model_type not in BACKBONES:
             raise ValueError(
                 f"VersaViTConfig.vision_config: model_type {model_type!r} is not supported; "
-                f"expected one of {SUPPORTED_VISION_MODEL_TYPES}."
+                f"expected one of {tuple(BACKBONES)}."
             )
         if self.depth_layer_indices is None:
             self.depth_layer_indices = uniform_layer_indices(self.num_hidden_layers)
@@ -266,27 +264,28 @@ class VersaViTConfig(PreTrainedConfig):
 
     # Backbone geometry under one set of names, whichever tower family the vision config describes.
     @property
+    def backbone(self):
+        """The tower family's [`~backbone_base.VisionBackbone`] (how VersaViT reads this tower)."""
+        return backbone_for(self.vision_config)
+
+    @property
     def backbone_family(self) -> str:
-        """`"qwen2_vl"` or `"qwen2_5_vl"`."""
-        return self.vision_config.model_type.removesuffix("_vision")
+        """The family's MLLM model type: `"qwen2_vl"`, `"qwen2_5_vl"`, `"qwen3_vl"`, `"qwen3_5"`, ..."""
+        return self.backbone.name
 
     @property
     def num_hidden_layers(self) -> int:
-        return self.vision_config.depth
+        return self.backbone.num_layers(self.vision_config)
 
     @property
     def embed_dim(self) -> int:
-        """Width of the tower's tokens before the PatchMerger (1280 for Qwen2-VL-7B)."""
-        if self.backbone_family == "qwen2_vl":
-            return self.vision_config.embed_dim
-        return self.vision_config.hidden_size
+        """Width of the tower's tokens before the merger (1280 for Qwen2-VL-7B)."""
+        return self.backbone.embed_dim(self.vision_config)
 
     @property
     def merged_dim(self) -> int:
-        """Width of the PatchMerger's output, i.e. the LLM hidden size the tower feeds (3584 for Qwen2-VL-7B)."""
-        if self.backbone_family == "qwen2_vl":
-            return self.vision_config.hidden_size
-        return self.vision_config.out_hidden_size
+        """Width of the merger's output, i.e. the LLM hidden size the tower feeds (3584 for Qwen2-VL-7B)."""
+        return self.backbone.merged_dim(self.vision_config)
 
     @property
     def patch_size(self) -> int:
@@ -312,4 +311,4 @@ class VersaViTConfig(PreTrainedConfig):
         return self.vision_config.in_channels * self.temporal_patch_size * self.patch_size**2
 
 
-__all__ = ["TASKS", "VersaViTConfig", "SUPPORTED_VISION_MODEL_TYPES", "uniform_layer_indices"]
+__all__ = ["TASKS", "VersaViTConfig", "uniform_layer_indices"]

@@ -31,30 +31,17 @@ from transformers.models.depth_anything.modeling_depth_anything import (
     DepthAnythingDepthEstimationHead,
     DepthAnythingNeck,
 )
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
-    Qwen2_5_VisionTransformerPretrainedModel,
-    Qwen2_5_VLPatchMerger,
-)
-from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger, Qwen2VisionTransformerPretrainedModel
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamVisionNeck
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.import_utils import torch_compilable_check
-from transformers.vision_utils import get_vision_window_index
 
+from .backbone_base import shared_grid, tokens_to_feature_maps
+from .backbones import BACKBONES
 from .configuration_versavit import TASKS, VersaViTConfig
 from .losses_versavit import contrastive_logits, contrastive_loss, depth_loss, mask_loss
 from .processing_versavit import IGNORE_INDEX
-
-VISION_TOWER_CLASSES = {
-    "qwen2_vl": Qwen2VisionTransformerPretrainedModel,
-    "qwen2_5_vl": Qwen2_5_VisionTransformerPretrainedModel,
-}
-# The MLLM's own 2x2 token merger of each family: the captioning projector has the same structure.
-PATCH_MERGER_CLASSES = {"qwen2_vl": PatchMerger, "qwen2_5_vl": Qwen2_5_VLPatchMerger}
-# Where MLLM checkpoints keep the vision tower: transformers v5 naming first, then the original release naming.
-MLLM_VISION_PREFIXES = ("model.visual.", "visual.")
 
 
 @dataclass
@@ -63,7 +50,7 @@ class VersaViTModelOutput(ModelOutput):
     Outputs of [`VersaViTModel`], exactly those of the transformers vision tower it wraps.
 
     All token tensors are packed over the batch: image `i` owns `t_i * h_i * w_i` consecutive rows (see
-    `image_grid_thw`). Rows are in the tower's own token order, not raster order: 2x2 merge blocks for Qwen2-VL,
+    `image_grid_thw`). Rows are in the tower's own token order, not raster order: 2x2 merge blocks (every Qwen family),
     additionally permuted into attention windows for Qwen2.5-VL's pre-merger tensors. Use
     [`VersaViTModel.get_dense_features`] for `(C, h, w)` grids in image order.
 
@@ -83,40 +70,16 @@ class VersaViTModelOutput(ModelOutput):
             different attention windows (Qwen2.5-VL's windowed blocks). Each row of real tokens sums to 1. Where one
             attention call covers a block (one image, global attention) the map is the tensor the block computed with,
             so gradients reach it; maps assembled from several images or windows are copies.
+        deepstack_features (`tuple(torch.FloatTensor)`, *optional*):
+            Qwen3-VL towers only: the DeepStack mergers' outputs, `(num_patches // merge_size**2, merged_dim)` each, one
+            per `vision_config.deepstack_visual_indexes` entry, the tokens Qwen3-VL's LLM adds to its early layers.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-class MatmulPatchEmbed(nn.Module):
-    """The tower's patch embedding computed as the matmul it is.
-
-    Qwen2-VL and Qwen2.5-VL embed each flattened `(C, T, P, P)` patch with a `Conv3d` whose kernel equals its stride
-    and has no bias: one output per patch, i.e. `patches @ W.view(embed_dim, -1).T`. As a convolution it runs 3-4x
-    slower forward + backward on the CPU (BENCHMARKS.md); as a GEMM it is the same arithmetic. The
-    `proj` Conv3d is kept as the parameter holder, so `visual.patch_embed.proj.weight` and its shape are the MLLM's
-    own and weights load and export unchanged.
-    """
-
-    def __init__(self, patch_embed: nn.Module):
-        super().__init__()
-        proj = patch_embed.proj
-        if proj.bias is not None or tuple(proj.kernel_size) != tuple(proj.stride) or any(proj.padding):
-            raise ValueError(
-                f"patch_embed.proj: expected a bias-free Conv3d with kernel == stride and no padding, got {proj}."
-            )
-        self.proj = proj
-        self.patch_size = patch_embed.patch_size
-        self.temporal_patch_size = patch_embed.temporal_patch_size
-        self.in_channels = patch_embed.in_channels
-        self.embed_dim = patch_embed.embed_dim
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        weight = self.proj.weight.reshape(self.embed_dim, -1)
-        return F.linear(hidden_states.reshape(-1, weight.shape[1]).to(weight.dtype), weight)
+    deepstack_features: tuple[torch.FloatTensor, ...] | None = None
 
 
 def check_vision_inputs(config: VersaViTConfig, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> None:
@@ -164,43 +127,6 @@ def check_vision_inputs(config: VersaViTConfig, pixel_values: torch.Tensor, imag
         lambda: f"image_grid_thw describes {int(total)} patches (sum of t*h*w over {len(image_grid_thw)} images) but "
         f"pixel_values has {pixel_values.shape[0]} rows.",
     )
-
-
-def shared_grid(
-    image_grid_thw: torch.Tensor,
-    num_tokens: int,
-    what: str,
-    hint: str = "resize the images to one size (the paper trains at a fixed resolution) or run them one at a time.",
-    multiple: int = 1,
-) -> tuple[int, int]:
-    """The `(h, w)` patch grid that every image of a batch shares, read from the first row (one host read).
-
-    Every other row must equal it and `t` must be 1 (images): checked with `torch_compilable_check`, which under
-    `torch.export` also tells the tracer that the `num_images * h * w` tokens fill `num_tokens` exactly, so the
-    reshapes that follow hold for any (dynamic) image size; so is that `h` and `w` are positive multiples of `multiple`
-    (the merge size, as `check_vision_inputs` ensured), which lets the tracer decide shape checks such as
-    `h * w > 1` in attention. `what` names the caller in the error, `hint` the way out.
-    """
-    same = (image_grid_thw == image_grid_thw[:1]).all()
-    torch_compilable_check(
-        same,
-        lambda: f"image_grid_thw: {what} needs every image to share one patch grid, got grids "
-        f"{sorted({tuple(row) for row in image_grid_thw[:, 1:].tolist()})}; {hint}",
-    )
-    t, h, w = image_grid_thw[0].tolist()
-    torch_compilable_check(
-        t == 1, lambda: f"image_grid_thw[0] has t={t}: {what} is defined for images (t=1), not videos."
-    )
-    for side, name in ((h, "h"), (w, "w")):  # two checks: `and` of symbolic conditions would be a branch
-        message = f"image_grid_thw[0]: {name} is not a positive multiple of {multiple}."
-        torch_compilable_check(side >= multiple, message)
-        torch_compilable_check(side % multiple == 0, message)
-    torch_compilable_check(
-        len(image_grid_thw) * h * w == num_tokens,
-        lambda: f"image_grid_thw: {len(image_grid_thw)} images of {h}x{w} patches are {len(image_grid_thw) * h * w} "
-        f"tokens, but there are {num_tokens}.",
-    )
-    return h, w
 
 
 # Attention maps: the wrapped towers' attention modules hand eager attention's weights to nobody (transformers records
@@ -263,45 +189,6 @@ def attention_maps(records: Sequence[Sequence[torch.Tensor]], image_grid_thw: to
     return tuple(maps)
 
 
-def tokens_to_feature_maps(
-    tokens: torch.Tensor,
-    image_grid_thw: torch.Tensor,
-    spatial_merge_size: int,
-    window_index: torch.Tensor | None = None,
-    stack: bool = True,
-) -> torch.Tensor | list[torch.Tensor]:
-    """Turn packed tower tokens into per-image feature maps in raster (row-major image) order.
-
-    Args:
-        tokens: `(num_patches, C)` tokens of one layer, in the tower's order.
-        image_grid_thw: `(num_images, 3)`; every `t` must be 1 (images, not videos).
-        spatial_merge_size: the tower's merge size `m`: tokens come in `m x m` blocks, block-major.
-        window_index: for Qwen2.5-VL's pre-merger tokens, the merge-unit permutation the tower applied
-            (`transformers.vision_utils.get_vision_window_index`); it is undone first.
-        stack: return one `(num_images, C, h, w)` tensor (every image must share its grid size), else a list of
-            `(C, h, w)` tensors.
-    """
-    m = spatial_merge_size
-    channels = tokens.shape[-1]
-    if window_index is not None:
-        unit = tokens.view(-1, m * m, channels)
-        tokens = unit[torch.argsort(window_index.to(tokens.device))].view(-1, channels)
-    if stack:
-        num_images = image_grid_thw.shape[0]
-        h, w = shared_grid(image_grid_thw, tokens.shape[0], "stack=True", "pass stack=False for per-image maps.", m)
-        maps = tokens.view(num_images, h // m, w // m, m, m, channels)
-        return maps.permute(0, 5, 1, 3, 2, 4).reshape(num_images, channels, h, w)
-    grids = image_grid_thw.tolist()
-    for index, (t, _, _) in enumerate(grids):
-        if t != 1:
-            raise ValueError(f"image_grid_thw[{index}] has t={t}: dense feature maps are defined for images (t=1).")
-    maps = []
-    for chunk, (_, h, w) in zip(tokens.split([h * w for _, h, w in grids]), grids):
-        chunk = chunk.view(h // m, w // m, m, m, channels)
-        maps.append(chunk.permute(4, 0, 2, 1, 3).reshape(channels, h, w))
-    return maps
-
-
 def _torch_default_init(module: nn.Module) -> None:
     """PyTorch's own `reset_parameters` of a Linear, Conv2d, ConvTranspose2d or Embedding, written with
     `transformers.initialization` so that weights loaded by `from_pretrained` are left alone. A module's
@@ -331,7 +218,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Qwen2VLVisionBlock", "Qwen2_5_VLVisionBlock"]
+    _no_split_modules = [backbone.block_class.__name__ for backbone in BACKBONES.values()]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -364,9 +251,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         return self.visual.patch_embed
 
     def _build_backbone(self, config: VersaViTConfig) -> None:
-        tower_class = VISION_TOWER_CLASSES[config.backbone_family]
-        self.visual = tower_class._from_config(config.vision_config)
-        self.visual.patch_embed = MatmulPatchEmbed(self.visual.patch_embed)
+        self.visual = config.backbone.build_tower(config.vision_config)
 
     def post_init(self) -> None:
         super().post_init()
@@ -374,12 +259,13 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             parameter.requires_grad_(False)
 
     def frozen_by_design(self) -> list[nn.Parameter]:
-        """Parameters VersaViT never trains, frozen at construction and by `set_stage`: the tower's PatchMerger in
-        task models (no head reads it, export keeps the MLLM's, and a parameter without gradient would break DDP's
-        reducer) and the segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
+        """Parameters VersaViT never trains, frozen at construction and by `set_stage`: the tower's mergers into the
+        MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task models (no head
+        reads them, export keeps the MLLM's, and a parameter without gradient would break DDP's reducer) and the
+        segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
         frozen = []
         if not isinstance(self, VersaViTModel):
-            frozen += list(self.visual.merger.parameters())
+            frozen += [p for module in self.config.backbone.owned_modules(self.visual) for p in module.parameters()]
         head = getattr(self, "segmentation_head", None)
         if head is not None:
             frozen += list(head.positional_embedding.parameters())
@@ -442,51 +328,35 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         output_hidden_states: bool | int | Sequence[int] | None = False,
         output_attentions: bool = False,
         merge: bool = True,
+        num_blocks: int | None = None,
     ) -> VersaViTModelOutput:
         """The wrapped tower's forward as a [`VersaViTModelOutput`], for the model's own outputs and for the heads.
 
         `output_hidden_states` is a flag or the `hidden_states` indices to keep (what a head reads; the others come
-        back as `None`). `merge=False` skips the tower's PatchMerger for readers of pre-merger tokens only: its output
-        would be thrown away, and while the tower trains it would keep activations for a backward that never comes
-        (BENCHMARKS.md); `pooler_output` then has zero width. `output_attentions` returns per-image attention maps
+        back as `None`). `merge=False` skips the tower's mergers for readers of pre-merger tokens only: their output
+        would be thrown away, and while the tower trains they would keep activations for a backward that never comes
+        (BENCHMARKS.md); `pooler_output` then has zero width. `num_blocks` runs only the first blocks, for readers of
+        earlier layers only (`last_hidden_state` is then the last block run). `output_attentions` returns per-image attention maps
         (see [`VersaViTModelOutput`]): that call's attention runs eager, the implementation that computes the weights,
         whatever the model's `attn_implementation` (the outputs are the same within float rounding).
         """
-        kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": False}
-        merger = self.visual.merger
-        if not merge:
-            merger.forward = self._skipped_merger  # an instance attribute shadows the class's forward, for this call
-        try:
-            if not output_attentions:
-                outputs = self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
-                attentions = None
-            else:
-                with recording_attention(self.visual.config) as records:
-                    outputs = self.visual(pixel_values, grid_thw=image_grid_thw, **kwargs)
-                calls = [records.get(block.attn, []) for block in self.visual.blocks]
-                attentions = attention_maps(calls, image_grid_thw)
-        finally:
-            if not merge:
-                del merger.forward
+        backbone = self.config.backbone
+        run = (self.visual, pixel_values, image_grid_thw, output_hidden_states, merge, num_blocks)
+        if not output_attentions:
+            outputs = backbone.run(*run)
+            attentions = None
+        else:
+            with recording_attention(self.visual.config) as records:
+                outputs = backbone.run(*run)
+            blocks = list(backbone.blocks(self.visual))[:num_blocks]
+            attentions = attention_maps([records.get(block.attn, []) for block in blocks], image_grid_thw)
         return VersaViTModelOutput(
             last_hidden_state=outputs.last_hidden_state,
             pooler_output=outputs.pooler_output,
             hidden_states=outputs.get("hidden_states"),
             attentions=attentions,
+            deepstack_features=tuple(deepstack) if (deepstack := outputs.get("deepstack_features")) else None,
         )
-
-    def _skipped_merger(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states.new_empty(hidden_states.shape[0] // self.config.spatial_merge_size**2, 0)
-
-    def _window_index(self, image_grid_thw: torch.Tensor) -> torch.Tensor | None:
-        """The Qwen2.5-VL window permutation of these grids (None for Qwen2-VL, whose tokens are not windowed)."""
-        if self.config.backbone_family != "qwen2_5_vl":
-            return None
-        vision = self.config.vision_config
-        window_index, _ = get_vision_window_index(
-            image_grid_thw, vision.spatial_merge_size, vision.window_size, vision.patch_size
-        )
-        return window_index
 
     def get_dense_features(
         self,
@@ -506,7 +376,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
 
         Returns:
             One entry per requested layer, in the order requested. Entry `[r, c]` of an image's map is the patch at
-            row `r`, column `c` of the (resized) image, for Qwen2-VL and Qwen2.5-VL alike.
+            row `r`, column `c` of the (resized) image, for every tower family. The tower stops after the deepest
+            requested layer: blocks nobody reads do not run.
         """
         maps, _ = self._dense_features(pixel_values, image_grid_thw, layers, stack=stack)
         return maps
@@ -535,13 +406,11 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             selected = {index % num_states for index in indices}
         needed = {i % num_states for i in requested} | (selected or set())
         capture = True if output_hidden_states is True else sorted(needed)
-        outputs = self._run_tower(pixel_values, image_grid_thw, capture, output_attentions, merge=False)
-        window_index = self._window_index(image_grid_thw)
-        merge = self.config.spatial_merge_size
-        maps = tuple(
-            tokens_to_feature_maps(outputs.hidden_states[i], image_grid_thw, merge, window_index, stack)
-            for i in requested
-        )
+        # Blocks past the deepest layer read run only when the caller wants every layer or every attention map.
+        num_blocks = None if output_hidden_states is True or output_attentions else max(needed)
+        outputs = self._run_tower(pixel_values, image_grid_thw, capture, output_attentions, False, num_blocks)
+        backbone, vision = self.config.backbone, self.config.vision_config
+        maps = tuple(backbone.feature_maps(vision, outputs.hidden_states[i], image_grid_thw, stack) for i in requested)
         if not output_hidden_states:
             outputs.hidden_states = None
         elif selected is not None:
@@ -603,7 +472,8 @@ class VersaViTModel(VersaViTPreTrainedModel):
 
     @classmethod
     def from_mllm(cls, mllm_path: str | Path, **kwargs) -> "VersaViTModel":
-        """Build a VersaViT backbone from the vision tower of a local Qwen2-VL / Qwen2.5-VL checkpoint folder.
+        """Build a VersaViT backbone from the vision tower of a local MLLM checkpoint folder of any registered tower
+        family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, ...; `backbones.BACKBONES`).
 
         Reads only the tower's tensors (keys `visual.*` or `model.visual.*`), shard by shard, from safetensors
         weights (sharded or not): the LLM's weights are never loaded. `kwargs` go to `from_pretrained` (`dtype`,
@@ -611,24 +481,18 @@ class VersaViTModel(VersaViTPreTrainedModel):
         """
         folder = Path(mllm_path)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder}: no config.json; expected a Qwen2-VL / Qwen2.5-VL model folder.")
+            raise FileNotFoundError(f"{folder}: no config.json; expected an MLLM model folder (e.g. Qwen2-VL, Qwen3-VL).")
         mllm_config = AutoConfig.from_pretrained(folder)
         vision_config = getattr(mllm_config, "vision_config", None)
         if vision_config is None:
             raise ValueError(
-                f"{folder}/config.json (model_type {mllm_config.model_type!r}) has no vision_config; expected a "
-                "Qwen2-VL or Qwen2.5-VL MLLM."
+                f"{folder}/config.json (model_type {mllm_config.model_type!r}) has no vision_config; expected an MLLM "
+                f"whose tower is one of {tuple(BACKBONES)}."
             )
         config = VersaViTConfig(vision_config=vision_config.to_dict())
 
         weight_map = safetensors_weight_map(folder)
-        prefix = next((p for p in MLLM_VISION_PREFIXES if any(k.startswith(p) for k in weight_map)), None)
-        if prefix is None:
-            raise ValueError(
-                f"{folder}: the checkpoint has no vision tower weights (no key starts with "
-                f"{' or '.join(repr(p) for p in MLLM_VISION_PREFIXES)}); it holds {len(weight_map)} tensors such as "
-                f"{sorted(weight_map)[:3]}."
-            )
+        prefix = config.backbone.tower_prefix(weight_map, folder)
         state_dict = {"visual." + k: v for k, v in read_safetensors(folder, prefix, weight_map).items()}
 
         kwargs.setdefault("dtype", getattr(mllm_config, "dtype", None) or next(iter(state_dict.values())).dtype)
@@ -1265,10 +1129,7 @@ class CaptioningMixin:
                 "The captioning branch needs config.text_config (the LLM) and config.image_token_id; build it with "
                 "VersaViTForCaptioning.from_parts(backbone, language_model, tokenizer)."
             )
-        merger_class = PATCH_MERGER_CLASSES[config.backbone_family]
-        self.projector = merger_class(
-            dim=config.text_config.hidden_size, context_dim=config.embed_dim, spatial_merge_size=config.spatial_merge_size
-        )
+        self.projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
 
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
@@ -1276,10 +1137,8 @@ class CaptioningMixin:
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
         tokens = self._run_tower(pixel_values, image_grid_thw, merge=False).last_hidden_state
         features = self.projector(tokens)
-        window_index = self._window_index(image_grid_thw)
-        if window_index is not None:  # Qwen2.5-VL: undo the window permutation, as its own merger output does
-            features = features[torch.argsort(window_index.to(features.device))]
-        return features
+        # Qwen2.5-VL: undo the window permutation, as its own merger output does
+        return self.config.backbone.merged_in_image_order(self.config.vision_config, features, image_grid_thw)
 
     def _splice(self, input_ids, pixel_values, image_grid_thw, labels=None):
         image_mask = input_ids == self.config.image_token_id

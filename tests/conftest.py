@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random configs of both tower families and processor-shaped inputs."""
+"""Shared fixtures: tiny random configs of every tower family and processor-shaped inputs."""
 
 import importlib.util
 import os
@@ -28,7 +28,23 @@ QWEN25_VISION = {
     "window_size": 112,
     "fullatt_block_indexes": [1],
 }
-VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION}
+# Qwen3-VL: patch 16, a learned 8x8 position grid resampled to each image, DeepStack mergers after blocks 0 and 1.
+QWEN3VL_VISION = {
+    "model_type": "qwen3_vl_vision",
+    "depth": 3,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 4,
+    "out_hidden_size": 48,
+    "patch_size": 16,
+    "num_position_embeddings": 64,
+    "deepstack_visual_indexes": [0, 1],
+}
+# Qwen3.5: Qwen3-VL's tower without DeepStack.
+QWEN35_VISION = {k: v for k, v in QWEN3VL_VISION.items() if k != "deepstack_visual_indexes"}
+QWEN35_VISION["model_type"] = "qwen3_5_vision"
+VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION, "qwen3_vl": QWEN3VL_VISION,
+                  "qwen3_5": QWEN35_VISION}
 # Small heads of the same structure as the paper's.
 TINY_HEADS = {
     "depth_neck_hidden_sizes": [8, 16, 32],

@@ -1,15 +1,20 @@
-"""Tiny Qwen2-VL / Qwen2.5-VL MLLMs saved to disk, shared by the from_mllm and export tests."""
+"""Tiny MLLMs of every tower family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5) saved to disk, shared by the
+from_mllm and export tests."""
 
 import json
 
 import torch
-from conftest import QWEN2_VISION, QWEN25_VISION
+from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION
 from safetensors.torch import load_file, save_file
 from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
 )
 
 TINY_TEXT = {
@@ -23,9 +28,24 @@ TINY_TEXT = {
     "eos_token_id": 1,
     "rope_parameters": {"rope_type": "default", "mrope_section": [4, 4, 4], "rope_theta": 10000.0},
 }
+# Qwen3-VL / Qwen3.5 LLMs: explicit head_dim; Qwen3.5's are hybrid (gated-delta-net linear attention layers).
+QWEN3_TEXT = {**TINY_TEXT, "head_dim": 24}
+QWEN35_TEXT = {
+    **QWEN3_TEXT,
+    "num_hidden_layers": 2,
+    "linear_key_head_dim": 8,
+    "linear_value_head_dim": 8,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 2,
+    "layer_types": ["linear_attention", "full_attention"],
+    "rope_parameters": {**TINY_TEXT["rope_parameters"], "partial_rotary_factor": 0.5},
+}
+# family: (MLLM config class, MLLM class, tower config, LLM config)
 MLLMS = {
-    "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION),
-    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, QWEN25_VISION),
+    "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION, TINY_TEXT),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, QWEN25_VISION, TINY_TEXT),
+    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, QWEN3VL_VISION, QWEN3_TEXT),
+    "qwen3_5": (Qwen3_5Config, Qwen3_5ForConditionalGeneration, QWEN35_VISION, QWEN35_TEXT),
 }
 
 
@@ -36,9 +56,9 @@ IMAGE_TOKENS = {"image_token_id": 127, "video_token_id": 126, "vision_start_toke
 def save_tiny_mllm(family, folder, shard_size="100KB", vision=None, **text):
     """A random tiny MLLM of `family` saved (sharded) to `folder`; `vision` / `text` override the tower's / LLM's
     config."""
-    config_class, model_class, tower = MLLMS[family]
+    config_class, model_class, tower, llm = MLLMS[family]
     torch.manual_seed(0)
-    config = config_class(text_config={**TINY_TEXT, **text}, vision_config={**tower, **(vision or {})}, **IMAGE_TOKENS)
+    config = config_class(text_config={**llm, **text}, vision_config={**tower, **(vision or {})}, **IMAGE_TOKENS)
     mllm = model_class(config).eval()
     mllm.save_pretrained(folder, max_shard_size=shard_size)
     return mllm
@@ -54,6 +74,17 @@ def rename_keys(folder, rename):
         index = json.loads(index_file.read_text())
         index["weight_map"] = {rename(k): v for k, v in index["weight_map"].items()}
         index_file.write_text(json.dumps(index))
+
+
+def other_naming(key: str) -> str:
+    """A key of a saved MLLM in the other one of the two namings MLLM checkpoints use: transformers v5's
+    (`model.visual.*`, `model.language_model.*`; what Qwen3-VL / Qwen3.5 are released and saved with) and the original
+    one (`visual.*`, `model.*`; Qwen2-VL / Qwen2.5-VL releases, and what transformers saves them as)."""
+    if key.startswith("model.visual."):
+        return key.removeprefix("model.")
+    if key.startswith("model.language_model."):
+        return "model." + key.removeprefix("model.language_model.")
+    return v5_naming(key)
 
 
 def v5_naming(key: str) -> str:

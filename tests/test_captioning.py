@@ -17,7 +17,6 @@ from modeling_versavit import (
     VersaViTImageProcessor,
     VersaViTModel,
 )
-from modeling_versavit.modeling_versavit import PATCH_MERGER_CLASSES
 from versavit_trainer.data.assets import smollm2_path
 
 SMALL_IMAGES = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
@@ -43,7 +42,8 @@ def tiny_captioner(tokenizer, family="qwen2_vl", seed=0):
                     pad_token_id=tokenizer.pad_token_id)
     )
     model = VersaViTForCaptioning.from_parts(backbone, llm, tokenizer)
-    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size=SMALL_IMAGES), tokenizer)
+    towers = model.config.backbone.image_processor_kwargs(model.config.vision_config)
+    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size=SMALL_IMAGES, **towers), tokenizer)
     return model, processor
 
 
@@ -144,10 +144,11 @@ def test_gradients_and_stages(tokenizer, family):
         model.set_stage("pretraining")
 
 
-def test_qwen2_5_image_features_follow_the_merge_block_order(tokenizer):
-    """With a projector equal to the tower's merger, the captioning features equal the tower's own merged tokens."""
-    model, _ = tiny_captioner(tokenizer, "qwen2_5_vl")
-    model.projector = type(model.projector)(dim=model.config.merged_dim, context_dim=model.config.embed_dim)
+def test_image_features_follow_the_merge_block_order(tokenizer, family):
+    """With a projector equal to the tower's merger, the captioning features equal the tower's own merged tokens (for
+    Qwen2.5-VL: the window permutation is undone as the tower's merger output has it undone)."""
+    model, _ = tiny_captioner(tokenizer, family)
+    model.projector = model.config.backbone.build_projector(model.config.vision_config, model.config.merged_dim)
     model.projector.load_state_dict(model.visual.merger.state_dict())
     grid = torch.tensor([[1, 12, 16]])
     pixel_values = torch.randn(192, model.config.patch_dim)
@@ -239,9 +240,7 @@ def test_a_checkpoint_with_every_head_loads_into_each_task_class(tmp_path, token
 def test_projector_parameter_count_at_paper_scale():
     config = VersaViTConfig(text_config={"model_type": "qwen3", "hidden_size": 2048}, image_token_id=151655)
     with torch.device("meta"):
-        projector = PATCH_MERGER_CLASSES[config.backbone_family](
-            dim=config.text_config.hidden_size, context_dim=config.embed_dim, spatial_merge_size=config.spatial_merge_size
-        )
+        projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
     count = sum(p.numel() for p in projector.parameters())
     print(f"Captioning projector, 1280-d tower into a 2048-d LLM: {count / 1e6:.1f}M parameters (paper Table 13: 35.0M)")
     assert 30e6 < count < 40e6

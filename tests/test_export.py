@@ -29,12 +29,14 @@ def tensor_hashes(folder: Path) -> dict[str, str]:
 
 
 def trained_encoder(mllm_dir: Path) -> VersaViTModel:
-    """The MLLM's tower with every weight but the PatchMerger's moved (as post-training does)."""
+    """The MLLM's tower with every weight but its mergers' (the PatchMerger, Qwen3-VL's DeepStack mergers) moved, as
+    post-training does."""
     encoder = VersaViTModel.from_mllm(mllm_dir)
+    owned = encoder.config.backbone.mllm_owned
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, parameter in encoder.visual.named_parameters():
-            if not name.startswith("merger."):
+            if not name.startswith(tuple(part + "." for part in owned)):
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     return encoder
 
@@ -53,8 +55,10 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     before, after = tensor_hashes(mllm_dir), tensor_hashes(out)
     assert before.keys() == after.keys()
     prefix = "model.visual." if any(k.startswith("model.visual.") for k in before) else "visual."
+    kept = tuple(prefix + part + "." for part in encoder.config.backbone.mllm_owned)
+    assert any(name.startswith(kept) for name in before)
     for name in before:
-        vision = name.startswith(prefix) and not name.startswith(prefix + "merger.")
+        vision = name.startswith(prefix) and not name.startswith(kept)
         assert (before[name] != after[name]) == vision, name
     assert sorted(p.name for p in out.glob("*.safetensors")) == sorted(p.name for p in mllm_dir.glob("*.safetensors"))
     assert len(list(out.glob("*.safetensors"))) > 1  # sharded as the source
@@ -73,6 +77,8 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     # embedding as a matmul and the MLLM as a Conv3d.
     torch.testing.assert_close(theirs.last_hidden_state, ours.last_hidden_state)
     torch.testing.assert_close(theirs.pooler_output, ours.pooler_output)
+    for mine, reference in zip(ours.deepstack_features or (), theirs.get("deepstack_features") or (), strict=True):
+        torch.testing.assert_close(mine, reference)  # Qwen3-VL: the MLLM's DeepStack mergers on the new tower
     image = IMAGE_TOKENS["image_token_id"]
     input_ids = torch.tensor([[5, IMAGE_TOKENS["vision_start_token_id"]] + [image] * 4 + [IMAGE_TOKENS["vision_end_token_id"], 6]])
     generated = mllm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=3,

@@ -68,7 +68,7 @@ def test_the_referring_model_exports_with_its_text_embeddings():
 
 def test_what_does_not_export_is_refused_by_name(tmp_path, trained_folder):
     model = VersaViTModel(tiny_config("qwen2_5_vl")).eval()
-    with pytest.raises(ValueError, match="Qwen2.5-VL tower does not export.*get_vision_window_index"):
+    with pytest.raises(ValueError, match="qwen2_5_vl tower does not export.*get_vision_window_index"):
         export_graph(model, sample_inputs(model, (56, 56)))
     with pytest.raises(ValueError, match=r"size \(height\): must be a positive multiple of 28"):
         sample_inputs(model, (50, 56))

@@ -1,4 +1,4 @@
-"""VersaViTModel.from_mllm: the vision tower out of a Qwen2-VL / Qwen2.5-VL checkpoint folder."""
+"""VersaViTModel.from_mllm: the vision tower out of an MLLM checkpoint folder of every tower family."""
 
 import json
 import shutil
@@ -7,20 +7,20 @@ import pytest
 import safetensors
 import torch
 from conftest import random_inputs
-from mllm_fixtures import rename_keys, save_tiny_mllm, v5_naming
+from mllm_fixtures import other_naming, rename_keys, save_tiny_mllm
 from safetensors.torch import load_file, save_file
 
 from modeling_versavit import VersaViTModel
 
 
-@pytest.mark.parametrize("naming", ["original", "v5"])
+@pytest.mark.parametrize("naming", ["as_saved", "other"])
 @pytest.mark.parametrize("shard_size", ["100KB", "50MB"])
 def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size):
     mllm = save_tiny_mllm(family, tmp_path, shard_size)
     sharded = (tmp_path / "model.safetensors.index.json").exists()
     assert sharded == (shard_size == "100KB")
-    if naming == "v5":
-        rename_keys(tmp_path, v5_naming)
+    if naming == "other":
+        rename_keys(tmp_path, other_naming)
 
     model = VersaViTModel.from_mllm(tmp_path).eval()
     assert model.config.backbone_family == family
@@ -33,6 +33,9 @@ def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size)
     torch.testing.assert_close(ours.last_hidden_state, theirs.last_hidden_state)
     for mine, reference in zip(ours.hidden_states, theirs.hidden_states, strict=True):
         torch.testing.assert_close(mine, reference)
+    if family == "qwen3_vl":  # the DeepStack mergers are read too, and left as the MLLM has them
+        for mine, reference in zip(ours.deepstack_features, theirs.deepstack_features, strict=True):
+            torch.testing.assert_close(mine, reference)
 
 
 def test_only_vision_tensors_are_read(tmp_path, monkeypatch):

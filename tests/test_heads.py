@@ -47,7 +47,7 @@ def test_depth_prediction_has_the_input_size(family, grid):
     inputs = random_inputs(model.config, [grid, grid])
     with torch.no_grad():
         out = model(**inputs)
-    assert out.predicted_depth.shape == (2, 14 * grid[0], 14 * grid[1])
+    assert out.predicted_depth.shape == (2, model.config.patch_size * grid[0], model.config.patch_size * grid[1])
     assert (out.predicted_depth >= 0).all() and out.predicted_depth.std() > 0 and out.loss is None
 
 
@@ -55,11 +55,16 @@ def test_depth_loss_reaches_exactly_the_layers_it_reads(family):
     torch.manual_seed(0)
     model = VersaViTForDepthEstimation(tiny_config(family, depth_layer_indices=[0, 1, 2])).train()
     inputs = random_inputs(model.config, [(4, 6), (4, 6)])
-    out = model(**inputs, labels=torch.rand(2, 56, 84) + 0.5)
+    size = model.config.patch_size
+    out = model(**inputs, labels=torch.rand(2, 4 * size, 6 * size) + 0.5)
     out.loss.backward()
     assert block_grads(model) == [True, True, False]  # hidden_states 1 and 2 are blocks 0 and 1; block 2 is unread
     assert model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.visual.merger.parameters())  # the frozen merger
+    # the frozen mergers into the MLLM (Qwen3-VL: the PatchMerger and the DeepStack mergers)
+    owned = [p for module in model.config.backbone.owned_modules(model.visual) for p in module.parameters()]
+    assert len(owned) > 0 and all(p.grad is None and not p.requires_grad for p in owned)
+    if family == "qwen3_vl":
+        assert {id(p) for p in model.visual.deepstack_merger_list.parameters()} <= {id(p) for p in owned}
     head_params = [p for p in model.depth_head.parameters()]
     assert all(p.grad is not None for p in head_params)  # no unused head parameter (DDP-safe)
 
@@ -71,7 +76,8 @@ def test_depth_labels_with_holes_train_and_mixed_sizes_fail(family):
     model = VersaViTForDepthEstimation(tiny_config(family)).train()
     inputs = random_inputs(model.config, [(4, 6)])
     _, _, disparity = skimage.data.stereo_motorcycle()  # inf where unknown
-    labels = torch.nn.functional.interpolate(torch.tensor(disparity)[None, None], size=(56, 84), mode="nearest")[0]
+    labels = torch.nn.functional.interpolate(torch.tensor(disparity)[None, None], size=(4 * model.config.patch_size, 6 * model.config.patch_size),
+                                             mode="nearest")[0]
     assert torch.isinf(labels).any()
     out = model(**inputs, labels=labels)
     out.loss.backward()
@@ -111,7 +117,7 @@ def test_many_expressions_on_one_image_run_the_backbone_once(family):
     with torch.no_grad():
         out = model(**inputs, text_embeds=torch.randn(5, 24), expression_image_index=torch.zeros(5, dtype=torch.long))
     assert calls == [1]
-    assert out.pred_masks.shape == (5, 84, 140)  # the processed input size
+    assert out.pred_masks.shape == (5, 6 * model.config.patch_size, 10 * model.config.patch_size)  # the input size
     assert out.image_embeddings.shape == (1, 32, 6, 10)
     assert not torch.allclose(out.pred_masks[0], out.pred_masks[1])  # different expressions, different masks
 
@@ -136,7 +142,7 @@ def test_segmentation_loss_trains_every_layer_and_head_parameter(family):
     torch.manual_seed(0)
     model = VersaViTForReferringSegmentation(tiny_config(family)).train()
     inputs = random_inputs(model.config, [(4, 6), (4, 6)])
-    labels = torch.zeros(3, 56, 84)
+    labels = torch.zeros(3, 4 * model.config.patch_size, 6 * model.config.patch_size)
     labels[0, 10:30, 20:50] = 1  # expression 2's target is empty: a valid target
     labels[1, :5] = 1
     out = model(**inputs, text_embeds=torch.randn(3, 24), expression_image_index=torch.tensor([0, 1, 1]), labels=labels)

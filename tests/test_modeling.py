@@ -10,7 +10,7 @@ import torch
 from conftest import random_inputs, tiny_config
 
 from modeling_versavit import VersaViTImageProcessor, VersaViTModel
-from modeling_versavit.modeling_versavit import VISION_TOWER_CLASSES, MatmulPatchEmbed
+from modeling_versavit.backbone_base import MatmulPatchEmbed
 
 # Different sizes, square and not, several attention windows for Qwen2.5-VL (8x8-patch windows).
 MIXED_GRIDS = [(4, 6), (8, 2), (12, 16), (18, 10)]
@@ -20,7 +20,7 @@ def model_and_reference_tower(family, **config_kwargs):
     torch.manual_seed(0)
     config = tiny_config(family, **config_kwargs)
     model = VersaViTModel(config).eval()
-    tower = VISION_TOWER_CLASSES[family]._from_config(config.vision_config).eval()
+    tower = config.backbone.tower_class._from_config(config.vision_config).eval()
     tower.load_state_dict(model.visual.state_dict())
     return model, tower
 
@@ -41,6 +41,12 @@ def test_outputs_match_the_transformers_tower(family, dtype):
     assert len(ours.hidden_states) == model.config.num_hidden_layers + 1
     for mine, reference in zip(ours.hidden_states, theirs.hidden_states, strict=True):
         torch.testing.assert_close(mine, reference, **tolerance)
+    if family == "qwen3_vl":  # the DeepStack mergers' outputs, one per `deepstack_visual_indexes` entry
+        assert len(ours.deepstack_features) == len(model.config.vision_config.deepstack_visual_indexes) == 2
+        for mine, reference in zip(ours.deepstack_features, theirs.deepstack_features, strict=True):
+            torch.testing.assert_close(mine, reference, **tolerance)
+    else:
+        assert ours.deepstack_features is None
     total = sum(h * w for h, w in MIXED_GRIDS)
     assert ours.last_hidden_state.shape == (total, model.config.embed_dim)
     assert ours.pooler_output.shape == (total // 4, model.config.merged_dim)
@@ -58,7 +64,9 @@ def test_the_matmul_patch_embedding_is_the_towers_conv3d(family):
     (theirs(patches) * upstream).sum().backward()
     torch.testing.assert_close(ours(patches), theirs(patches), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.proj.weight.grad, theirs.proj.weight.grad, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="patch_embed.proj: expected a bias-free Conv3d"):
+    if theirs.proj.bias is not None:  # Qwen3-VL / Qwen3.5 embed patches with a bias
+        torch.testing.assert_close(ours.proj.bias.grad, theirs.proj.bias.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="patch_embed.proj: expected a Conv3d with kernel == stride"):
         MatmulPatchEmbed(SimpleNamespace(proj=torch.nn.Conv3d(3, 8, kernel_size=2, stride=1, bias=False)))
 
 
@@ -104,7 +112,7 @@ def coordinate_inputs(config, grids):
     rows, thw = [], []
     for h, w in grids:
         patches, gh, gw = processor.patchify(
-            coordinate_image(h, w), config.patch_size, config.spatial_merge_size, config.temporal_patch_size
+            coordinate_image(h, w, config.patch_size), config.patch_size, config.spatial_merge_size, config.temporal_patch_size
         )
         rows.append(torch.from_numpy(np.ascontiguousarray(patches)))
         thw.append([1, gh, gw])
@@ -122,8 +130,13 @@ def coordinate_reading_model(family):
         pixels_per_channel = weight[0, 0].numel()
         weight[0, 0] = 1.0 / pixels_per_channel
         weight[1, 1] = 1.0 / pixels_per_channel
+        if model.visual.patch_embed.proj.bias is not None:  # Qwen3-VL / Qwen3.5
+            model.visual.patch_embed.proj.bias.zero_()
+        if hasattr(model.visual, "pos_embed"):  # Qwen3-VL / Qwen3.5's learned position grid, added to every patch
+            model.visual.pos_embed.weight.zero_()
         for block in model.visual.blocks:
-            for linear in (block.attn.proj, getattr(block.mlp, "fc2", None) or block.mlp.down_proj):
+            mlp_out = getattr(block.mlp, "fc2", None) or getattr(block.mlp, "linear_fc2", None) or block.mlp.down_proj
+            for linear in (block.attn.proj, mlp_out):
                 linear.weight.zero_()
                 linear.bias.zero_()
     assert config.num_hidden_layers >= 2
@@ -163,6 +176,26 @@ def test_dense_features_match_the_hidden_states(family):
         flat = feature_map.permute(0, 2, 3, 1).reshape(-1, model.config.embed_dim)
         assert torch.equal(flat.sum(0), flat.sum(0)) and torch.allclose(flat.sum(0), hidden[layer].sum(0), atol=1e-4)
         assert torch.equal(torch.sort(flat.flatten()).values, torch.sort(hidden[layer].flatten()).values)
+
+
+def test_dense_features_stop_after_the_deepest_layer_read(family):
+    """Blocks past the deepest requested layer do not run; the features are those of a full forward."""
+    model, _ = model_and_reference_tower(family)
+    inputs = random_inputs(model.config, [(4, 6)])
+    ran = []
+    for index, block in enumerate(model.config.backbone.blocks(model.visual)):
+        block.register_forward_hook(lambda *args, index=index: ran.append(index))
+    with torch.no_grad():
+        (early,) = model.get_dense_features(**inputs, layers=[1])
+        assert ran == [0]
+        hidden_states = model(**inputs, output_hidden_states=True).hidden_states
+    full = hidden_states[1]
+    assert ran == [0, 0, 1, 2]
+    # the tower is left whole: a later full forward still records every block (transformers hooks them once)
+    assert len(hidden_states) == model.config.num_hidden_layers + 1
+    assert len(model.config.backbone.blocks(model.visual)) == model.config.num_hidden_layers  # restored
+    torch.testing.assert_close(early, model.config.backbone.feature_maps(model.config.vision_config, full,
+                                                                       inputs["image_grid_thw"]))
 
 
 def test_dense_feature_argument_errors():
@@ -212,7 +245,8 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
         model.zero_grad()
         out = model(**inputs)
         (out.pooler_output.square().mean() + out.last_hidden_state.mean()).backward()
-        return {name: p.grad.clone() for name, p in model.named_parameters()}
+        # Qwen3-VL's DeepStack mergers feed neither output: no gradient, in both runs alike
+        return {name: p.grad if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
 
     reference = gradients()
     model.activation_checkpointing_enable()  # transformers v5's name for gradient_checkpointing_enable
@@ -222,6 +256,9 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
     checkpointed = gradients()
     assert len(block_calls) == 2  # forward, then recomputed during backward
     for name, grad in reference.items():
+        if grad is None or checkpointed[name] is None:
+            assert grad is None and checkpointed[name] is None and "deepstack" in name, name
+            continue
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
 

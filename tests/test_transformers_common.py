@@ -165,6 +165,14 @@ class VersaViTModelQwen25Test(VersaViTModelTest):
     test_torch_exportable = False
 
 
+class VersaViTModelQwen3VLTest(VersaViTModelTest):
+    family = "qwen3_vl"
+
+
+class VersaViTModelQwen35Test(VersaViTModelTest):
+    family = "qwen3_5"
+
+
 class VersaViTForDepthEstimationTest(VersaViTCommonTests, unittest.TestCase):
     all_model_classes = (VersaViTForDepthEstimation,)
     export_output_keys = ("predicted_depth",)

@@ -80,13 +80,13 @@ def check_nested_configs(vision_config: dict | None, head_config: dict | None) -
     misspelt nested key is not silently ignored. With a fresh tower, the head settings are checked against it too."""
     from transformers import CONFIG_MAPPING
 
-    from modeling_versavit.configuration_versavit import _LEGACY_VISION_MODEL_TYPES, SUPPORTED_VISION_MODEL_TYPES
+    from modeling_versavit.backbones import BACKBONES, legacy_vision_model_types
 
     paths = {}
     if vision_config is not None:
-        model_type = _LEGACY_VISION_MODEL_TYPES.get(vision_config.get("model_type"), vision_config.get("model_type"))
-        if model_type not in SUPPORTED_VISION_MODEL_TYPES:
-            raise ConfigError(f"vision_config.model_type: expected one of {list(SUPPORTED_VISION_MODEL_TYPES)}, got "
+        model_type = legacy_vision_model_types().get(vision_config.get("model_type"), vision_config.get("model_type"))
+        if model_type not in BACKBONES:
+            raise ConfigError(f"vision_config.model_type: expected one of {list(BACKBONES)}, got "
                               f"{vision_config.get('model_type')!r}.")
         fields = {f.name for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
         check_mapping_keys(vision_config, fields | {"model_type"}, "vision_config")

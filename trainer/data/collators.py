@@ -69,10 +69,9 @@ CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplem
 
 def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTImageProcessor:
     """Qwen2-VL's dynamic-resolution processing, capped at `max_pixels` (896x896 in the paper), at least 2 x 2 merge
-    blocks; with the tower's `config` (`VersaViTConfig`), its patch, merge and temporal patch sizes (default
-    Qwen2-VL's)."""
-    towers = {} if config is None else {"patch_size": config.patch_size, "merge_size": config.spatial_merge_size,
-                                        "temporal_patch_size": config.temporal_patch_size}
+    blocks; with the tower's `config` (`VersaViTConfig`), its patch, merge and temporal patch sizes and normalisation
+    (default Qwen2-VL's)."""
+    towers = {} if config is None else config.backbone.image_processor_kwargs(config.vision_config)
     smallest = 2 * (config.input_size_multiple if config is not None else QWEN2_VL_SIZE_MULTIPLE)
     return VersaViTImageProcessor(size={"shortest_edge": smallest**2, "longest_edge": max_pixels}, **towers)
 
@@ -154,9 +153,9 @@ QWEN2_VL_SIZE_MULTIPLE = 28
 
 
 def image_processor_for(config) -> VersaViTImageProcessor:
-    """The image processor of a tower (`VersaViTConfig`): its patch, merge and temporal patch sizes."""
-    return VersaViTImageProcessor(patch_size=config.patch_size, merge_size=config.spatial_merge_size,
-                                  temporal_patch_size=config.temporal_patch_size)
+    """The image processor of a tower (`VersaViTConfig`): its patch, merge and temporal patch sizes and the
+    normalisation its MLLM uses (`VisionBackbone.image_processor_kwargs`)."""
+    return VersaViTImageProcessor(**config.backbone.image_processor_kwargs(config.vision_config))
 
 
 def size_multiple(image_processor: VersaViTImageProcessor) -> int:

@@ -51,12 +51,9 @@ def export_graph(model, inputs: dict, format: str = "onnx", dynamic: bool = True
 
     if format not in FORMATS:
         raise ValueError(f"format: expected one of {FORMATS}, got {format!r}.")
-    if model.config.backbone_family == "qwen2_5_vl":
-        raise ValueError(
-            "model: a Qwen2.5-VL tower does not export: transformers builds its attention-window permutation with a "
-            "Python loop over the image grid (transformers.vision_utils.get_vision_window_index), which torch.export "
-            "cannot trace. Qwen2-VL towers export."
-        )
+    blocker = model.config.backbone.export_blocker
+    if blocker is not None:
+        raise ValueError(f"model: a {model.config.backbone_family} tower does not export: {blocker}.")
     # Only what varies between calls is dynamic: the number of patches (the image size) and of expressions per image.
     shapes = {key: None for key in inputs}
     shapes["pixel_values"] = {0: torch.export.Dim.AUTO}

@@ -23,6 +23,7 @@ from modeling_versavit import (
     VersaViTModel,
 )
 
+from ..data.collators import image_processor_for
 from ..objectives import OBJECTIVES
 
 # The Hub task of each exported class.
@@ -95,8 +96,7 @@ def model_card(model, repo_id: str, base_model: str | list[str] | None = None, d
     if model_class not in PIPELINE_TAGS:
         raise ValueError(f"model: expected a VersaViT model, got {model_class.__name__}.")
     config = model.config
-    vision = config.vision_config
-    width = vision.embed_dim if config.backbone_family == "qwen2_vl" else vision.hidden_size
+    width = config.embed_dim
     heads = [name for name in ("depth_head", "segmentation_head", "projector") if getattr(model, name, None) is not None]
     eval_results = _eval_results(results)
     card_data = ModelCardData(
@@ -132,12 +132,12 @@ def model_card(model, repo_id: str, base_model: str | list[str] | None = None, d
 
 def export_folder(model, folder, repo_id: str, image_processor=None, tokenizer=None, **card) -> Path:
     """Write the folder that `push_to_hub` uploads: weights + config + remote code, the image processor (default
-    `VersaViTImageProcessor()`), the tokenizer when given (captioning), README.md (`model_card(**card)`)."""
+    the tower's, `data.collators.image_processor_for`), the tokenizer when given (captioning), README.md (`model_card(**card)`)."""
     card = model_card(model, repo_id, **card)  # checks the model and the results before writing anything
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    (image_processor or VersaViTImageProcessor()).save_pretrained(folder)
+    (image_processor or image_processor_for(model.config)).save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     card.save(folder / "README.md")

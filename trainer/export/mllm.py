@@ -1,5 +1,5 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Put a VersaViT encoder back into a Qwen2-VL / Qwen2.5-VL MLLM.
+"""Put a VersaViT encoder back into an MLLM of its tower family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, ...).
 
 - `swap_vision_tower(mllm_dir, encoder, output_dir)` writes a complete MLLM folder whose vision tower is the
   encoder's and whose every other tensor is the source's, shard by shard (the LLM is never loaded): same shard files
@@ -7,9 +7,10 @@
 - `swap_vision_tower_in_memory(mllm, encoder)` does the same to a loaded MLLM.
 
 Both check compatibility first (tower family, depth, width, heads, patch / merge sizes, and the merger's output
-width = the LLM's hidden size) and name every difference before anything is written. The MLLM's own PatchMerger is
-kept by default (VersaViT never trains it); `use_projector=True` takes the VersaViT captioning projector instead,
-when its output width is the MLLM's LLM width.
+width = the LLM's hidden size) and name every difference before anything is written. The MLLM's own mergers
+(`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) are kept by default (VersaViT never
+trains them); `use_projector=True` takes the VersaViT captioning projector as the main merger instead, when its
+output width is the MLLM's LLM width.
 """
 
 import json
@@ -22,39 +23,29 @@ from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTPreTrainedModel, read_safetensors, safetensors_weight_map
-from modeling_versavit.modeling_versavit import MLLM_VISION_PREFIXES
+from modeling_versavit.backbones import BACKBONES
 
-# The vision-config fields that fix the tower's architecture, per family.
-ARCHITECTURE_FIELDS = {
-    "qwen2_vl": ("depth", "embed_dim", "hidden_size", "mlp_ratio", "num_heads", "hidden_act", "in_channels",
-                 "patch_size", "spatial_merge_size", "temporal_patch_size"),
-    "qwen2_5_vl": ("depth", "hidden_size", "intermediate_size", "out_hidden_size", "num_heads", "hidden_act",
-                   "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size", "window_size",
-                   "fullatt_block_indexes"),
-}
 MERGER = "merger."
-
-
-def _merger_width(vision: dict, family: str) -> int:
-    return vision["hidden_size"] if family == "qwen2_vl" else vision["out_hidden_size"]
 
 
 def compatibility_errors(encoder_config: VersaViTConfig, mllm_config, use_projector: bool = False) -> list[str]:
     """Every difference that keeps `encoder_config`'s tower from replacing `mllm_config`'s (empty when it fits)."""
-    family = mllm_config.model_type  # the MLLM's model type names its tower family
-    if family not in ARCHITECTURE_FIELDS or getattr(mllm_config, "vision_config", None) is None:
-        return [f"mllm: model_type {mllm_config.model_type!r} is not a Qwen2-VL / Qwen2.5-VL MLLM"]
+    vision = getattr(mllm_config, "vision_config", None)
+    family = BACKBONES.get(getattr(vision, "model_type", None))
+    if family is None:
+        return [f"mllm: model_type {mllm_config.model_type!r} has no vision tower of a supported family "
+                f"({', '.join(b.name for b in BACKBONES.values())})"]
     errors = []
-    if encoder_config.backbone_family != family:
-        errors.append(f"backbone family: encoder {encoder_config.backbone_family!r}, MLLM {family!r}")
+    if encoder_config.backbone is not family:
+        errors.append(f"backbone family: encoder {encoder_config.backbone_family!r}, MLLM {family.name!r}")
         return errors
-    ours, theirs = encoder_config.vision_config.to_dict(), mllm_config.vision_config.to_dict()
-    for name in ARCHITECTURE_FIELDS[family]:
+    ours, theirs = encoder_config.vision_config.to_dict(), vision.to_dict()
+    for name in family.architecture_fields:
         if ours.get(name) != theirs.get(name):
             errors.append(f"vision_config.{name}: encoder {ours.get(name)!r}, MLLM {theirs.get(name)!r}")
     text_width = mllm_config.text_config.hidden_size
-    if _merger_width(theirs, family) != text_width:
-        errors.append(f"MLLM merger output width {_merger_width(theirs, family)} != its LLM hidden size {text_width}")
+    if family.merged_dim(vision) != text_width:
+        errors.append(f"MLLM merger output width {family.merged_dim(vision)} != its LLM hidden size {text_width}")
     if use_projector:
         if encoder_config.text_config is None:
             errors.append("use_projector: the encoder has no captioning projector (not a captioning / multi-task model)")
@@ -70,9 +61,13 @@ def check_compatibility(encoder_config: VersaViTConfig, mllm_config, use_project
         raise ValueError("The encoder does not fit the MLLM's vision tower:\n  - " + "\n  - ".join(errors))
 
 
+def _owned(name: str, owned: tuple[str, ...]) -> bool:
+    return any(name.startswith(part + ".") for part in owned)
+
+
 def _encoder_tensors(encoder, use_projector: bool) -> dict[str, torch.Tensor]:
-    """Tower tensors by their name inside the tower (`blocks.0.attn.qkv.weight`, ...), merger excluded unless
-    `use_projector` (then the projector's tensors under `merger.`)."""
+    """Tower tensors by their name inside the tower (`blocks.0.attn.qkv.weight`, ...), the MLLM's mergers excluded
+    (with `use_projector` the projector's tensors come under `merger.`)."""
     if isinstance(encoder, VersaViTPreTrainedModel):
         state = encoder.state_dict()
 
@@ -84,7 +79,8 @@ def _encoder_tensors(encoder, use_projector: bool) -> dict[str, torch.Tensor]:
         def part(prefix):
             return read_safetensors(encoder, prefix, weight_map)
 
-    tensors = {k: v for k, v in part("visual.").items() if not k.startswith(MERGER)}
+    owned = _encoder_config(encoder).backbone.mllm_owned
+    tensors = {k: v for k, v in part("visual.").items() if not _owned(k, owned)}
     if use_projector:
         tensors.update({MERGER + k: v for k, v in part("projector.").items()})
     return tensors
@@ -104,15 +100,14 @@ def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False
     exact values. Raises `ValueError` (listing every difference) or `FileExistsError` before writing anything."""
     source, output = Path(mllm_dir), Path(output_dir)
     mllm_config = AutoConfig.from_pretrained(source)
-    check_compatibility(_encoder_config(encoder), mllm_config, use_projector)
+    encoder_config = _encoder_config(encoder)
+    check_compatibility(encoder_config, mllm_config, use_projector)
     weight_map = safetensors_weight_map(source)
-    prefix = next((p for p in MLLM_VISION_PREFIXES if any(k.startswith(p) for k in weight_map)), None)
-    if prefix is None:
-        raise ValueError(f"{source}: no vision tower tensors (no key starts with {' or '.join(MLLM_VISION_PREFIXES)}).")
+    prefix = encoder_config.backbone.tower_prefix(weight_map, source)
     replacement = _encoder_tensors(encoder, use_projector)
+    kept = _kept_parts(encoder_config, use_projector)
     expected = {k.removeprefix(prefix) for k in weight_map if k.startswith(prefix)}
-    if not use_projector:
-        expected = {k for k in expected if not k.startswith(MERGER)}
+    expected = {k for k in expected if not _owned(k, kept)}
     missing, extra = sorted(expected - set(replacement)), sorted(set(replacement) - expected)
     if missing or extra:
         raise ValueError(f"encoder tensors do not match the MLLM tower's: missing {missing[:5]}, unexpected {extra[:5]}.")
@@ -152,8 +147,15 @@ def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False
     return output
 
 
+def _kept_parts(encoder_config, use_projector: bool) -> tuple[str, ...]:
+    """The MLLM's tower parts a swap keeps: its mergers, but the main one when the projector replaces it."""
+    owned = encoder_config.backbone.mllm_owned
+    return tuple(part for part in owned if not (use_projector and part + "." == MERGER))
+
+
 def swap_vision_tower_in_memory(mllm, encoder: VersaViTPreTrainedModel, use_projector: bool = False):
-    """Replace the vision tower weights of a loaded Qwen2-VL / Qwen2.5-VL MLLM by `encoder`'s (in place)."""
+    """Replace the vision tower weights of a loaded MLLM (of the encoder's tower family) by `encoder`'s (in
+    place)."""
     check_compatibility(encoder.config, mllm.config, use_projector)
     inner = getattr(mllm, "model", mllm)
     visual = getattr(inner, "visual", None)
@@ -161,7 +163,8 @@ def swap_vision_tower_in_memory(mllm, encoder: VersaViTPreTrainedModel, use_proj
         raise ValueError(f"{type(mllm).__name__} has no vision tower (`model.visual`).")
     tensors = _encoder_tensors(encoder, use_projector)
     result = visual.load_state_dict(tensors, strict=False)
-    missing = [k for k in result.missing_keys if use_projector or not k.startswith(MERGER)]
+    kept = _kept_parts(encoder.config, use_projector)
+    missing = [k for k in result.missing_keys if not _owned(k, kept)]
     if missing or result.unexpected_keys:
         raise ValueError(f"encoder tensors do not match the tower: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}.")
