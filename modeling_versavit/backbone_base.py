@@ -25,6 +25,7 @@ timm's `forward_intermediates(indices=...)` in that packed world.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -136,6 +137,31 @@ def tokens_to_feature_maps(
     return maps
 
 
+def attention_maps(records: Sequence[Sequence[torch.Tensor]], image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per block, the `(num_images, heads, N, N)` attention weights (zero-padded to the largest image's `N`) from its
+    recorded calls: `(1, heads, n, n)` each, segments of consecutive tokens in the tower's order, never across
+    images."""
+    sizes = image_grid_thw.prod(-1).tolist()
+    maps = []
+    for block, calls in enumerate(records):
+        if len(calls) == 1 and len(sizes) == 1:  # one image, one segment: the very tensor the block used
+            maps.append(calls[0])
+            continue
+        heads = calls[0].shape[1]
+        weights = calls[0].new_zeros(len(sizes), heads, max(sizes), max(sizes))
+        image, offset = 0, 0
+        for call in calls:
+            n = call.shape[-1]
+            while n and offset == sizes[image]:
+                image, offset = image + 1, 0
+            if offset + n > sizes[image]:
+                raise RuntimeError(f"block {block}: an attention segment of {n} tokens crosses image {image}'s end.")
+            weights[image, :, offset : offset + n, offset : offset + n] = call[0]
+            offset += n
+        maps.append(weights)
+    return tuple(maps)
+
+
 class VisionBackbone(ABC):
     """One family of transformers vision towers, as VersaViT reads it (see the module docstring).
 
@@ -144,10 +170,12 @@ class VisionBackbone(ABC):
     as the block width and `out_hidden_size` as the merged width. A family overrides what differs.
     """
 
-    # The transformers vision config's `model_type`, and the MLLM `model_type`s whose checkpoints carry this tower
-    # (the first one also names the family: `backbone_family`).
+    # The family's name (`VersaViTConfig.backbone_family`), the transformers vision config's `model_type`, the MLLM
+    # `model_type`s whose checkpoints carry this tower, and older `model_type`s its vision configs were saved with.
+    name: str = ""
     vision_model_type: str = ""
     mllm_model_types: tuple[str, ...] = ()
+    legacy_model_types: tuple[str, ...] = ()
     # The transformers tower class and its attention-block class (never split across devices).
     tower_class: type | None = None
     block_class: type | None = None
@@ -159,30 +187,40 @@ class VisionBackbone(ABC):
     architecture_fields: tuple[str, ...] = ()
     # Where MLLM checkpoints keep the tower: transformers v5 naming first, then the original release naming.
     mllm_prefixes: tuple[str, ...] = ("model.visual.", "visual.")
+    # Module-name pattern of the tower's blocks (LoRA adapts projections inside them only).
+    blocks_pattern: str = r"blocks\.\d+"
+    # The tower's attribute in a loaded transformers MLLM (`mllm.model.<attribute>`).
+    mllm_attribute: str = "visual"
     # Whether transformers' exporter (`torch.export`) can trace the tower; `export_blocker` says why not.
     export_blocker: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.mllm_model_types[0]
 
     # Geometry ---------------------------------------------------------------------------------------------------
     def embed_dim(self, vision_config) -> int:
         """Width of the tower's tokens before the merger."""
         return vision_config.hidden_size
 
-    def merged_dim(self, vision_config) -> int:
-        """Width of the merger's output, the LLM hidden size the MLLM's tower feeds."""
+    def merged_dim(self, vision_config) -> int | None:
+        """Width of the merger's output, the LLM hidden size the MLLM's tower feeds (None: the tower has no merger)."""
         return vision_config.out_hidden_size
 
     def num_layers(self, vision_config) -> int:
         return vision_config.depth
 
+    def spatial_merge_size(self, vision_config) -> int:
+        """Side of the token blocks the packed rows come in (and that input sides are whole multiples of)."""
+        return vision_config.spatial_merge_size
+
+    def temporal_patch_size(self, vision_config) -> int:
+        return vision_config.temporal_patch_size
+
+    def in_channels(self, vision_config) -> int:
+        return vision_config.in_channels
+
     def image_processor_kwargs(self, vision_config) -> dict:
         """`VersaViTImageProcessor` settings for this tower: the patch layout (and, where the MLLM's processor
         differs from Qwen2-VL's CLIP statistics, its normalisation)."""
-        return {"patch_size": vision_config.patch_size, "merge_size": vision_config.spatial_merge_size,
-                "temporal_patch_size": vision_config.temporal_patch_size}
+        return {"patch_size": vision_config.patch_size, "merge_size": self.spatial_merge_size(vision_config),
+                "temporal_patch_size": self.temporal_patch_size(vision_config)}
 
     # Modules ----------------------------------------------------------------------------------------------------
     def build_tower(self, vision_config) -> nn.Module:
@@ -196,6 +234,10 @@ class VisionBackbone(ABC):
         """A fresh captioning projector from the tower's tokens to an LLM of width `out_dim`, built like the MLLM's
         own merger."""
 
+    def patch_embedding(self, tower: nn.Module) -> nn.Module:
+        """The tower's patch embedding, the first layer the pixels meet (`get_input_embeddings`)."""
+        return tower.patch_embed
+
     def owned_modules(self, tower: nn.Module) -> list[nn.Module]:
         """The tower's `mllm_owned` submodules (a `ModuleList` counts as its members)."""
         modules = []
@@ -207,6 +249,10 @@ class VisionBackbone(ABC):
     def blocks(self, tower: nn.Module) -> nn.ModuleList:
         return tower.blocks
 
+    def attention(self, block: nn.Module) -> nn.Module:
+        """A block's attention module (whose calls `output_attentions` records)."""
+        return block.attn
+
     # Token order ------------------------------------------------------------------------------------------------
     def token_permutation(self, vision_config, image_grid_thw: torch.Tensor) -> torch.Tensor | None:
         """The merge-unit permutation the tower applies to its pre-merger tokens (None: plain merge-block order)."""
@@ -215,7 +261,7 @@ class VisionBackbone(ABC):
     def feature_maps(self, vision_config, tokens, image_grid_thw, stack: bool = True):
         """One layer's packed tokens as raster `(C, h, w)` maps per image (see `tokens_to_feature_maps`)."""
         permutation = self.token_permutation(vision_config, image_grid_thw)
-        return tokens_to_feature_maps(tokens, image_grid_thw, vision_config.spatial_merge_size, permutation, stack)
+        return tokens_to_feature_maps(tokens, image_grid_thw, self.spatial_merge_size(vision_config), permutation, stack)
 
     def merged_in_image_order(self, vision_config, merged: torch.Tensor, image_grid_thw) -> torch.Tensor:
         """Merged tokens computed from pre-merger tokens (a projector's output) in merge-block order, image after
@@ -224,6 +270,10 @@ class VisionBackbone(ABC):
         if permutation is None:
             return merged
         return merged[torch.argsort(permutation.to(merged.device))]
+
+    def attention_maps(self, calls_per_block, image_grid_thw):
+        """Per block, `(num_images, heads, N, N)` maps from its recorded attention calls (see `attention_maps`)."""
+        return attention_maps(calls_per_block, image_grid_thw)
 
     def tower_prefix(self, keys, where="checkpoint") -> str:
         """The prefix under which an MLLM checkpoint with tensor names `keys` keeps this tower (`model.visual.` or
@@ -246,7 +296,7 @@ class VisionBackbone(ABC):
         with ExitStack() as stack:
             if not merge:
                 for module in self.owned_modules(tower):
-                    module.forward = _skipped(tower.config.spatial_merge_size)  # shadows the class's forward
+                    module.forward = _skipped(self.spatial_merge_size(tower.config))  # shadows the class's forward
                     stack.callback(delattr, module, "forward")
             blocks = self.blocks(tower)
             if num_blocks is not None and num_blocks < len(blocks):
@@ -281,4 +331,4 @@ def _owner(tower: nn.Module, blocks: nn.ModuleList) -> tuple[nn.Module, str]:
     raise ValueError("blocks: not a submodule of the tower")
 
 
-__all__ = ["MatmulPatchEmbed", "VisionBackbone", "shared_grid", "tokens_to_feature_maps"]
+__all__ = ["MatmulPatchEmbed", "VisionBackbone", "attention_maps", "shared_grid", "tokens_to_feature_maps"]

@@ -21,8 +21,10 @@ from .backbone_base import VisionBackbone
 class Qwen2VLBackbone(VisionBackbone):
     """`Qwen2VisionTransformerPretrainedModel`: width `embed_dim`, merged width `hidden_size`, global attention."""
 
+    name = "qwen2_vl"
     vision_model_type = "qwen2_vl_vision"
     mllm_model_types = ("qwen2_vl",)
+    legacy_model_types = ("qwen2_vl",)
     tower_class = Qwen2VisionTransformerPretrainedModel
     block_class = Qwen2VLVisionBlock
     architecture_fields = ("depth", "embed_dim", "hidden_size", "mlp_ratio", "num_heads", "hidden_act", "in_channels",
@@ -43,8 +45,10 @@ class Qwen2_5_VLBackbone(VisionBackbone):
     """`Qwen2_5_VisionTransformerPretrainedModel`: window attention, so its pre-merger tokens come permuted into
     attention windows (undone from `transformers.vision_utils.get_vision_window_index`)."""
 
+    name = "qwen2_5_vl"
     vision_model_type = "qwen2_5_vl_vision"
     mllm_model_types = ("qwen2_5_vl",)
+    legacy_model_types = ("qwen2_5_vl",)
     tower_class = Qwen2_5_VisionTransformerPretrainedModel
     block_class = Qwen2_5_VLVisionBlock
     architecture_fields = ("depth", "hidden_size", "intermediate_size", "out_hidden_size", "num_heads", "hidden_act",

@@ -31,6 +31,7 @@ HALF = [0.5, 0.5, 0.5]
 class Qwen3_5Backbone(VisionBackbone):
     """`Qwen3_5VisionModel`."""
 
+    name = "qwen3_5"
     vision_model_type = "qwen3_5_vision"
     mllm_model_types = ("qwen3_5", "qwen3_5_moe")
     tower_class = Qwen3_5VisionModel
@@ -52,6 +53,7 @@ class Qwen3_5Backbone(VisionBackbone):
 class Qwen3VLBackbone(Qwen3_5Backbone):
     """`Qwen3VLVisionModel`: Qwen3.5's tower plus the DeepStack mergers (`deepstack_merger_list`)."""
 
+    name = "qwen3_vl"
     vision_model_type = "qwen3_vl_vision"
     mllm_model_types = ("qwen3_vl", "qwen3_vl_moe")
     tower_class = Qwen3VLVisionModel

@@ -4,6 +4,7 @@
 from .backbone_base import VisionBackbone
 from .backbone_qwen2_vl import Qwen2_5_VLBackbone, Qwen2VLBackbone
 from .backbone_qwen3_vl import Qwen3_5Backbone, Qwen3VLBackbone
+from .backbone_siglip2 import Siglip2Backbone
 
 BACKBONES: dict[str, VisionBackbone] = {}
 
@@ -18,6 +19,7 @@ register_backbone(Qwen2VLBackbone())
 register_backbone(Qwen2_5_VLBackbone())
 register_backbone(Qwen3VLBackbone())
 register_backbone(Qwen3_5Backbone())
+register_backbone(Siglip2Backbone())
 
 
 def backbone_for(vision_config) -> VisionBackbone:
@@ -30,7 +32,7 @@ def backbone_for(vision_config) -> VisionBackbone:
 
 def legacy_vision_model_types() -> dict[str, str]:
     """MLLM model types that older configs store as the tower's `model_type`, mapped to the tower's own."""
-    return {mllm: backbone.vision_model_type for backbone in BACKBONES.values() for mllm in backbone.mllm_model_types}
+    return {old: backbone.vision_model_type for backbone in BACKBONES.values() for old in backbone.legacy_model_types}
 
 
 __all__ = ["BACKBONES", "backbone_for", "register_backbone"]

@@ -293,7 +293,8 @@ class VersaViTConfig(PreTrainedConfig):
 
     @property
     def spatial_merge_size(self) -> int:
-        return self.vision_config.spatial_merge_size
+        """Side of the token blocks (2): the merger's for the Qwen towers, the captioning projector's for SigLIP2."""
+        return self.backbone.spatial_merge_size(self.vision_config)
 
     @property
     def input_size_multiple(self) -> int:
@@ -303,12 +304,12 @@ class VersaViTConfig(PreTrainedConfig):
 
     @property
     def temporal_patch_size(self) -> int:
-        return self.vision_config.temporal_patch_size
+        return self.backbone.temporal_patch_size(self.vision_config)
 
     @property
     def patch_dim(self) -> int:
         """Length of one row of `pixel_values`: channels x temporal patch x patch x patch."""
-        return self.vision_config.in_channels * self.temporal_patch_size * self.patch_size**2
+        return self.backbone.in_channels(self.vision_config) * self.temporal_patch_size * self.patch_size**2
 
 
 __all__ = ["TASKS", "VersaViTConfig", "uniform_layer_indices"]

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, DepthEstimatorOutput
 from transformers.modeling_utils import AttentionInterface
 from transformers.models.depth_anything.modeling_depth_anything import (
@@ -148,6 +149,8 @@ def _recording_eager_attention(module: nn.Module, query, key, value, attention_m
 
 
 AttentionInterface.register(RECORDING_ATTENTION, _recording_eager_attention)
+# Towers that attend over padded batches (SigLIP2) build their padding mask for the attention in use: eager's.
+AttentionMaskInterface.register(RECORDING_ATTENTION, eager_mask)
 
 
 @contextmanager
@@ -162,31 +165,6 @@ def recording_attention(config):
     finally:
         config._attn_implementation_internal = previous
         _attention_records.reset(token)
-
-
-def attention_maps(records: Sequence[Sequence[torch.Tensor]], image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per block, the `(num_images, heads, N, N)` attention weights (zero-padded to the largest image's `N`) from its
-    recorded calls: `(1, heads, n, n)` each, segments of consecutive tokens in the tower's order, never across
-    images."""
-    sizes = image_grid_thw.prod(-1).tolist()
-    maps = []
-    for block, calls in enumerate(records):
-        if len(calls) == 1 and len(sizes) == 1:  # one image, one segment: the very tensor the block used
-            maps.append(calls[0])
-            continue
-        heads = calls[0].shape[1]
-        weights = calls[0].new_zeros(len(sizes), heads, max(sizes), max(sizes))
-        image, offset = 0, 0
-        for call in calls:
-            n = call.shape[-1]
-            while n and offset == sizes[image]:
-                image, offset = image + 1, 0
-            if offset + n > sizes[image]:
-                raise RuntimeError(f"block {block}: an attention segment of {n} tokens crosses image {image}'s end.")
-            weights[image, :, offset : offset + n, offset : offset + n] = call[0]
-            offset += n
-        maps.append(weights)
-    return tuple(maps)
 
 
 def _torch_default_init(module: nn.Module) -> None:
@@ -248,7 +226,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         """The tower's patch embedding, the first layer the pixels meet (as transformers' vision models return)."""
-        return self.visual.patch_embed
+        return self.config.backbone.patch_embedding(self.visual)
 
     def _build_backbone(self, config: VersaViTConfig) -> None:
         self.visual = config.backbone.build_tower(config.vision_config)
@@ -349,7 +327,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             with recording_attention(self.visual.config) as records:
                 outputs = backbone.run(*run)
             blocks = list(backbone.blocks(self.visual))[:num_blocks]
-            attentions = attention_maps([records.get(block.attn, []) for block in blocks], image_grid_thw)
+            calls = [records.get(backbone.attention(block), []) for block in blocks]
+            attentions = backbone.attention_maps(calls, image_grid_thw)
         return VersaViTModelOutput(
             last_hidden_state=outputs.last_hidden_state,
             pooler_output=outputs.pooler_output,

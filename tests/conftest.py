@@ -43,8 +43,18 @@ QWEN3VL_VISION = {
 # Qwen3.5: Qwen3-VL's tower without DeepStack.
 QWEN35_VISION = {k: v for k, v in QWEN3VL_VISION.items() if k != "deepstack_visual_indexes"}
 QWEN35_VISION["model_type"] = "qwen3_5_vision"
+# SigLIP2 (NaFlex): patch 16, an 8x8 learned position grid resized per image, the attention-pooling head.
+SIGLIP2_VISION = {
+    "model_type": "siglip2_vision_model",
+    "num_hidden_layers": 3,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "patch_size": 16,
+    "num_patches": 64,
+}
 VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION, "qwen3_vl": QWEN3VL_VISION,
-                  "qwen3_5": QWEN35_VISION}
+                  "qwen3_5": QWEN35_VISION, "siglip2": SIGLIP2_VISION}
 # Small heads of the same structure as the paper's.
 TINY_HEADS = {
     "depth_neck_hidden_sizes": [8, 16, 32],
@@ -58,8 +68,17 @@ TINY_HEADS = {
 }
 
 
+# The packed Qwen towers (Conv3d patch embedding, `blocks` with `attn`, a merger into the LLM): tests of those internals.
+QWEN_FAMILIES = sorted(family for family in VISION_CONFIGS if family.startswith("qwen"))
+
+
 @pytest.fixture(params=sorted(VISION_CONFIGS))
 def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=QWEN_FAMILIES)
+def qwen_family(request) -> str:
     return request.param
 
 

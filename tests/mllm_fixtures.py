@@ -4,9 +4,11 @@ from_mllm and export tests."""
 import json
 
 import torch
-from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION
+from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION, SIGLIP2_VISION
 from safetensors.torch import load_file, save_file
 from transformers import (
+    Lfm2VlConfig,
+    Lfm2VlForConditionalGeneration,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
@@ -40,17 +42,25 @@ QWEN35_TEXT = {
     "layer_types": ["linear_attention", "full_attention"],
     "rope_parameters": {**TINY_TEXT["rope_parameters"], "partial_rotary_factor": 0.5},
 }
+# LFM2-VL (a SigLIP2 NaFlex tower without its pooling head, a pixel-unshuffle projector, a hybrid conv / attention
+# LLM): the MLLM of the SigLIP2 family.
+LFM2_TEXT = {"vocab_size": 128, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "layer_types": ["conv", "full_attention"],
+             "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
 # family: (MLLM config class, MLLM class, tower config, LLM config)
 MLLMS = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION, TINY_TEXT),
     "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, QWEN25_VISION, TINY_TEXT),
     "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, QWEN3VL_VISION, QWEN3_TEXT),
     "qwen3_5": (Qwen3_5Config, Qwen3_5ForConditionalGeneration, QWEN35_VISION, QWEN35_TEXT),
+    "siglip2": (Lfm2VlConfig, Lfm2VlForConditionalGeneration, {**SIGLIP2_VISION, "vision_use_head": False}, LFM2_TEXT),
 }
+QWEN_MLLMS = sorted(family for family in MLLMS if family.startswith("qwen"))
 
 
-# Special tokens inside the tiny vocabulary, so that generate() can run with an image.
+# Special tokens inside the tiny vocabulary, so that generate() can run with an image (LFM2-VL: the image token only).
 IMAGE_TOKENS = {"image_token_id": 127, "video_token_id": 126, "vision_start_token_id": 125, "vision_end_token_id": 124}
+MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {"siglip2": {"image_token_id": 127, "projector_hidden_size": 32}}
 
 
 def save_tiny_mllm(family, folder, shard_size="100KB", vision=None, **text):
@@ -58,7 +68,7 @@ def save_tiny_mllm(family, folder, shard_size="100KB", vision=None, **text):
     config."""
     config_class, model_class, tower, llm = MLLMS[family]
     torch.manual_seed(0)
-    config = config_class(text_config={**llm, **text}, vision_config={**tower, **(vision or {})}, **IMAGE_TOKENS)
+    config = config_class(text_config={**llm, **text}, vision_config={**tower, **(vision or {})}, **MLLM_TOKENS[family])
     mllm = model_class(config).eval()
     mllm.save_pretrained(folder, max_shard_size=shard_size)
     return mllm
@@ -82,9 +92,30 @@ def other_naming(key: str) -> str:
     one (`visual.*`, `model.*`; Qwen2-VL / Qwen2.5-VL releases, and what transformers saves them as)."""
     if key.startswith("model.visual."):
         return key.removeprefix("model.")
+    if key.startswith("model.vision_tower."):  # LFM2-VL: SigLIP2's inner `vision_model.` of its original release
+        return "model.vision_tower.vision_model." + key.removeprefix("model.vision_tower.")
     if key.startswith("model.language_model."):
         return "model." + key.removeprefix("model.language_model.")
     return v5_naming(key)
+
+
+def lfm2_vl_inputs(encoder_config, seed: int = 0) -> tuple[dict, dict]:
+    """Two photos of 4x6 and 4x4 patches as LFM2-VL's own SigLIP2 processor lays them out (a padded NaFlex batch) and
+    as VersaViT's image processor does, and a prompt with each image's tokens (one per 2x2 block)."""
+    import PIL.Image
+    from conftest import photo
+    from transformers import Siglip2ImageProcessor
+
+    from modeling_versavit import VersaViTImageProcessor
+
+    images = [PIL.Image.fromarray(photo("astronaut")).resize((96, 64)),
+              PIL.Image.fromarray(photo("chelsea")).resize((64, 64))]
+    theirs = dict(Siglip2ImageProcessor(max_num_patches=24)(images=images, return_tensors="pt"))
+    kwargs = encoder_config.backbone.image_processor_kwargs(encoder_config.vision_config)
+    ours = dict(VersaViTImageProcessor(**kwargs)(images=images, return_tensors="pt"))
+    tokens = [5] + [127] * 6 + [6] + [127] * 4 + [7]
+    theirs["input_ids"] = torch.tensor([tokens])
+    return theirs, ours
 
 
 def v5_naming(key: str) -> str:

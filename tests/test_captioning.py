@@ -132,9 +132,11 @@ def test_gradients_and_stages(tokenizer, family):
     def trained_parts():
         model.zero_grad()
         model(**batch).loss.backward()
-        blocks = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters()) for b in model.visual.blocks]
+        blocks = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters())
+                  for b in model.config.backbone.blocks(model.visual)]
         grad = lambda module: any(p.grad is not None for p in module.parameters())  # noqa: E731
-        return blocks, grad(model.projector), grad(model.language_model), grad(model.visual.merger)
+        owned = model.config.backbone.owned_modules(model.visual)  # the PatchMerger (SigLIP2: its pooling head)
+        return blocks, grad(model.projector), grad(model.language_model), any(grad(m) for m in owned)
 
     model.set_stage("multitask")
     assert trained_parts() == ([True, True, True], True, True, False)
@@ -144,10 +146,10 @@ def test_gradients_and_stages(tokenizer, family):
         model.set_stage("pretraining")
 
 
-def test_image_features_follow_the_merge_block_order(tokenizer, family):
+def test_image_features_follow_the_merge_block_order(tokenizer, qwen_family):
     """With a projector equal to the tower's merger, the captioning features equal the tower's own merged tokens (for
     Qwen2.5-VL: the window permutation is undone as the tower's merger output has it undone)."""
-    model, _ = tiny_captioner(tokenizer, family)
+    model, _ = tiny_captioner(tokenizer, qwen_family)
     model.projector = model.config.backbone.build_projector(model.config.vision_config, model.config.merged_dim)
     model.projector.load_state_dict(model.visual.merger.state_dict())
     grid = torch.tensor([[1, 12, 16]])

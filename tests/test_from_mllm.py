@@ -7,7 +7,7 @@ import pytest
 import safetensors
 import torch
 from conftest import random_inputs
-from mllm_fixtures import other_naming, rename_keys, save_tiny_mllm
+from mllm_fixtures import QWEN_MLLMS, lfm2_vl_inputs, other_naming, rename_keys, save_tiny_mllm
 from safetensors.torch import load_file, save_file
 
 from modeling_versavit import VersaViTModel
@@ -15,6 +15,7 @@ from modeling_versavit import VersaViTModel
 
 @pytest.mark.parametrize("naming", ["as_saved", "other"])
 @pytest.mark.parametrize("shard_size", ["100KB", "50MB"])
+@pytest.mark.parametrize("family", QWEN_MLLMS)
 def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size):
     mllm = save_tiny_mllm(family, tmp_path, shard_size)
     sharded = (tmp_path / "model.safetensors.index.json").exists()
@@ -36,6 +37,24 @@ def test_features_equal_the_mllm_own_tower(tmp_path, family, naming, shard_size)
     if family == "qwen3_vl":  # the DeepStack mergers are read too, and left as the MLLM has them
         for mine, reference in zip(ours.deepstack_features, theirs.deepstack_features, strict=True):
             torch.testing.assert_close(mine, reference)
+
+
+@pytest.mark.parametrize("naming", ["as_saved", "other"])
+def test_siglip2_tower_out_of_lfm2_vl(tmp_path, naming):
+    """LFM2-VL's SigLIP2 tower (keys `model.vision_tower.*`, or with SigLIP2's inner `vision_model.`): every patch
+    token equals the MLLM's own tower on LFM2-VL's own processor output, in raster order."""
+    mllm = save_tiny_mllm("siglip2", tmp_path, "100KB")
+    if naming == "other":
+        rename_keys(tmp_path, other_naming)
+    model = VersaViTModel.from_mllm(tmp_path).eval()
+    assert model.config.backbone_family == "siglip2" and not model.config.vision_config.vision_use_head
+    theirs_in, ours_in = lfm2_vl_inputs(model.config)
+    with torch.no_grad():
+        theirs = mllm.model.vision_tower(theirs_in["pixel_values"], theirs_in["pixel_attention_mask"],
+                                         theirs_in["spatial_shapes"]).last_hidden_state
+        (maps,) = model.get_dense_features(**ours_in, layers=[-1], stack=False)
+    for image, ((h, w), feature_map) in enumerate(zip([(4, 6), (4, 4)], maps, strict=True)):
+        torch.testing.assert_close(feature_map, theirs[image, : h * w].reshape(h, w, -1).permute(2, 0, 1))
 
 
 def test_only_vision_tensors_are_read(tmp_path, monkeypatch):

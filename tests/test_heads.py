@@ -18,7 +18,8 @@ from modeling_versavit.modeling_versavit import TraceableDepthEstimationHead, Ve
 
 def block_grads(model) -> list[bool]:
     """Per tower block: did any of its parameters receive a non-zero gradient?"""
-    return [any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()) for block in model.visual.blocks]
+    blocks = model.config.backbone.blocks(model.visual)
+    return [any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()) for block in blocks]
 
 
 # ------------------------------------------------------------------------------------------------- depth
@@ -59,7 +60,7 @@ def test_depth_loss_reaches_exactly_the_layers_it_reads(family):
     out = model(**inputs, labels=torch.rand(2, 4 * size, 6 * size) + 0.5)
     out.loss.backward()
     assert block_grads(model) == [True, True, False]  # hidden_states 1 and 2 are blocks 0 and 1; block 2 is unread
-    assert model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad.abs().sum() > 0 for p in model.get_input_embeddings().parameters())
     # the frozen mergers into the MLLM (Qwen3-VL: the PatchMerger and the DeepStack mergers)
     owned = [p for module in model.config.backbone.owned_modules(model.visual) for p in module.parameters()]
     assert len(owned) > 0 and all(p.grad is None and not p.requires_grad for p in owned)
@@ -148,7 +149,7 @@ def test_segmentation_loss_trains_every_layer_and_head_parameter(family):
     out = model(**inputs, text_embeds=torch.randn(3, 24), expression_image_index=torch.tensor([0, 1, 1]), labels=labels)
     out.loss.backward()
     assert all(block_grads(model))  # the head reads the last layer: every block is trained
-    assert all(p.grad is None for p in model.visual.merger.parameters())
+    assert all(p.grad is None for m in model.config.backbone.owned_modules(model.visual) for p in m.parameters())
     trainable = [(n, p) for n, p in model.segmentation_head.named_parameters() if p.requires_grad]
     assert [n for n, p in trainable if p.grad is None] == []  # no unused head parameter (DDP-safe)
     assert not model.segmentation_head.positional_embedding.positional_embedding.requires_grad

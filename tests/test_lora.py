@@ -106,3 +106,23 @@ def test_a_frozen_language_model_cannot_have_adapters(tmp_path):
     model = adapted_model()
     with pytest.raises(ValueError, match="train_language_model=False freezes the LLM"):
         MultiTaskTrainer(model, training_args(tmp_path, train_language_model=False), task_specs(model.config))
+
+
+def test_backbone_adapters_sit_in_every_block_of_every_tower_family(family):
+    """The default targets adapt the attention and the MLP projections inside each block of every family's tower
+    (its own module names), never the patch embedding, the position grid or the parts left to the MLLM."""
+    from conftest import tiny_config
+
+    from modeling_versavit import VersaViTForDepthEstimation
+
+    model = VersaViTForDepthEstimation(tiny_config(family))
+    apply_lora(model, LoraArguments(backbone_lora=True))
+    adapted = {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name}
+    blocks = model.config.backbone.blocks(model.visual)
+    for index, block in enumerate(blocks):
+        inside = [name for name in adapted if f".{index}." in name]
+        assert any("attn" in name for name in inside) and any("mlp" in name for name in inside), (index, inside)
+    owned = tuple(model.config.backbone.mllm_owned)
+    assert not any(part in name for name in adapted for part in owned + ("patch_embed", "embeddings"))
+    trainable = {name for name, p in model.visual.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)

@@ -26,8 +26,10 @@ def model_and_reference_tower(family, **config_kwargs):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_outputs_match_the_transformers_tower(family, dtype):
+def test_outputs_match_the_transformers_tower(qwen_family, dtype):
     # Equal up to rounding (float64: to 1e-12): the patch embedding runs as a matmul, not the tower's Conv3d.
+    # SigLIP2 takes other inputs: test_siglip2_matches_transformers_on_its_own_inputs.
+    family = qwen_family
     model, tower = model_and_reference_tower(family)
     model, tower = model.to(dtype), tower.to(dtype)
     inputs = random_inputs(model.config, MIXED_GRIDS)
@@ -52,9 +54,9 @@ def test_outputs_match_the_transformers_tower(family, dtype):
     assert ours.pooler_output.shape == (total // 4, model.config.merged_dim)
 
 
-def test_the_matmul_patch_embedding_is_the_towers_conv3d(family):
+def test_the_matmul_patch_embedding_is_the_towers_conv3d(qwen_family):
     """Same values and weight gradient as the tower's Conv3d, the same parameter under the same name."""
-    model, tower = model_and_reference_tower(family)
+    model, tower = model_and_reference_tower(qwen_family)
     ours, theirs = model.visual.patch_embed.double(), tower.patch_embed.double()
     assert isinstance(ours, MatmulPatchEmbed) and isinstance(theirs.proj, torch.nn.Conv3d)
     assert ours.proj is model.visual.patch_embed.proj and tuple(ours.proj.weight.shape) == tuple(theirs.proj.weight.shape)
@@ -71,16 +73,18 @@ def test_the_matmul_patch_embedding_is_the_towers_conv3d(family):
 
 
 def test_dense_features_skip_the_merger_and_forward_runs_it(family):
-    """The tower's PatchMerger output is only `VersaViTModel.forward`'s: dense features do not compute it (nor keep
-    its activations while training), and the tower is left as it was."""
+    """The tower's PatchMerger output (SigLIP2: its pooling head's) is only `VersaViTModel.forward`'s: dense features
+    do not compute it (nor keep its activations while training), and the tower is left as it was."""
     model, _ = model_and_reference_tower(family)
     model.train()
     merged_widths = []
-    model.visual.merger.register_forward_hook(lambda module, args, output: merged_widths.append(output.shape[-1]))
+    merger = model.config.backbone.owned_modules(model.visual)[0]
+    merger.register_forward_hook(lambda module, args, output: merged_widths.append(output.shape[-1]))
     inputs = random_inputs(model.config, MIXED_GRIDS)
     model.get_dense_features(**inputs, layers=[-1], stack=False)
-    assert merged_widths == [0] and "forward" not in vars(model.visual.merger)
-    assert model(**inputs).pooler_output.shape[-1] == model.config.merged_dim and merged_widths[-1] == model.config.merged_dim
+    assert merged_widths == [0] and "forward" not in vars(merger)
+    width = model.config.merged_dim or model.config.embed_dim  # SigLIP2's head pools to its own width
+    assert model(**inputs).pooler_output.shape[-1] == width and merged_widths[-1] == width
 
 
 def test_weights_keep_the_mllm_visual_names(family):
@@ -125,18 +129,28 @@ def coordinate_reading_model(family):
     model, _ = model_and_reference_tower(family)
     config = model.config
     with torch.no_grad():
-        weight = model.visual.patch_embed.proj.weight  # (C, 3, temporal, patch, patch)
-        weight.zero_()
-        pixels_per_channel = weight[0, 0].numel()
-        weight[0, 0] = 1.0 / pixels_per_channel
-        weight[1, 1] = 1.0 / pixels_per_channel
-        if model.visual.patch_embed.proj.bias is not None:  # Qwen3-VL / Qwen3.5
-            model.visual.patch_embed.proj.bias.zero_()
+        if family == "siglip2":  # a Linear over (patch, patch, channel)-flattened pixels; a learned position grid
+            weight = model.visual.embeddings.patch_embedding.weight.view(config.embed_dim, config.patch_size,
+                                                                         config.patch_size, 3)
+            bias = model.visual.embeddings.patch_embedding.bias
+            model.visual.embeddings.position_embedding.weight.zero_()
+            weight.zero_()
+            weight[0, ..., 0] = weight[1, ..., 1] = 1.0 / config.patch_size**2
+        else:
+            weight = model.visual.patch_embed.proj.weight  # (C, 3, temporal, patch, patch)
+            bias = model.visual.patch_embed.proj.bias  # Qwen3-VL / Qwen3.5 only
+            weight.zero_()
+            pixels_per_channel = weight[0, 0].numel()
+            weight[0, 0] = 1.0 / pixels_per_channel
+            weight[1, 1] = 1.0 / pixels_per_channel
+        if bias is not None:
+            bias.zero_()
         if hasattr(model.visual, "pos_embed"):  # Qwen3-VL / Qwen3.5's learned position grid, added to every patch
             model.visual.pos_embed.weight.zero_()
-        for block in model.visual.blocks:
+        for block in config.backbone.blocks(model.visual):
+            attn_out = getattr(block, "attn", None) and block.attn.proj or block.self_attn.out_proj
             mlp_out = getattr(block.mlp, "fc2", None) or getattr(block.mlp, "linear_fc2", None) or block.mlp.down_proj
-            for linear in (block.attn.proj, mlp_out):
+            for linear in (attn_out, mlp_out):
                 linear.weight.zero_()
                 linear.bias.zero_()
     assert config.num_hidden_layers >= 2
@@ -147,7 +161,9 @@ def coordinate_reading_model(family):
 def test_dense_features_are_in_raster_order(family, grids):
     model = coordinate_reading_model(family)
     inputs = coordinate_inputs(model.config, grids)
-    layers = [0, 2, -1]
+    # SigLIP2's last layer is post-LayerNorm (it rescales the coordinates): test_siglip2_matches_transformers_on_its_own_
+    # inputs checks that one against SigLIP2's own raster-order output
+    layers = [0, 2, -1] if family != "siglip2" else [0, 2]
     with torch.no_grad():
         per_image = model.get_dense_features(**inputs, layers=layers, stack=False)
         stacked = model.get_dense_features(**inputs, layers=layers) if len(set(grids)) == 1 else None
@@ -252,7 +268,8 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
     model.activation_checkpointing_enable()  # transformers v5's name for gradient_checkpointing_enable
     assert model.is_activation_checkpointing
     block_calls = []
-    model.visual.blocks[0].norm1.register_forward_pre_hook(lambda *args: block_calls.append(1))
+    first = model.config.backbone.blocks(model.visual)[0]
+    (getattr(first, "norm1", None) or first.layer_norm1).register_forward_pre_hook(lambda *args: block_calls.append(1))
     checkpointed = gradients()
     assert len(block_calls) == 2  # forward, then recomputed during backward
     for name, grad in reference.items():
@@ -291,7 +308,7 @@ def test_bfloat16(tmp_path, family):
 
 def test_no_split_modules_name_the_blocks(family):
     model, _ = model_and_reference_tower(family)
-    block_class = type(model.visual.blocks[0]).__name__
+    block_class = type(model.config.backbone.blocks(model.visual)[0]).__name__
     assert block_class in model._no_split_modules
 
 
@@ -332,10 +349,11 @@ def reference_attention_maps(model, inputs) -> list[torch.Tensor]:
     return maps
 
 
-def test_attention_maps_are_each_image_s_attention_weights(family):
+def test_attention_maps_are_each_image_s_attention_weights(qwen_family):
     """Images of several sizes (Qwen2.5-VL: several windows each): every block's maps equal the plainly computed
     weights, rows of real tokens sum to 1, padding and cross-window pairs are 0; requesting them changes no output,
     also on a model that runs SDPA."""
+    family = qwen_family
     model, _ = model_and_reference_tower(family)
     inputs = random_inputs(model.config, [(4, 6), (12, 16), (8, 2)])
     with torch.no_grad():
@@ -382,3 +400,64 @@ def test_output_flags_reach_every_model_from_config_and_call(tmp_path):
         assert picked.hidden_states[1] is None and picked.attentions is not None, model_class.__name__
         torch.testing.assert_close(picked.hidden_states[-1], reference.hidden_states[-1])
         assert flagged.get_input_embeddings() is flagged.visual.patch_embed
+
+
+# ------------------------------------------------------------------------------------------------------- SigLIP2
+def siglip2_photos():
+    """Real photos at sizes SigLIP2's own processor keeps (whole 16-px patches, 24 patches at most): two grids."""
+    import PIL.Image
+    from conftest import photo
+
+    return [PIL.Image.fromarray(photo("astronaut")).resize((96, 64)),
+            PIL.Image.fromarray(photo("chelsea")).resize((64, 64))]
+
+
+def test_siglip2_matches_transformers_on_its_own_inputs():
+    """The SigLIP2 family on VersaViT's packed inputs equals transformers' `Siglip2VisionModel` on the padded NaFlex
+    batch of transformers' own `Siglip2ImageProcessor`, per patch in raster order, padding left out: every hidden
+    state, the last (post-LayerNorm) one, the pooled head output."""
+    from transformers import Siglip2ImageProcessor
+
+    model, tower = model_and_reference_tower("siglip2")
+    images = siglip2_photos()
+    theirs_in = Siglip2ImageProcessor(max_num_patches=24)(images=images, return_tensors="pt")
+    assert theirs_in["spatial_shapes"].tolist() == [[4, 6], [4, 4]]  # the processor kept the sizes: one has padding
+    processor = VersaViTImageProcessor(**model.config.backbone.image_processor_kwargs(model.config.vision_config))
+    ours_in = processor(images=images, return_tensors="pt")
+    assert ours_in["image_grid_thw"].tolist() == [[1, 4, 6], [1, 4, 4]]
+    with torch.no_grad():
+        theirs = tower(**theirs_in, output_hidden_states=True)
+        ours = model(**ours_in, output_hidden_states=True)
+        maps = model.get_dense_features(**ours_in, layers=list(range(model.config.num_hidden_layers + 1)), stack=False)
+    reference = list(theirs.hidden_states[:-1]) + [theirs.last_hidden_state]  # the last one after post_layernorm
+    for layer, (layer_maps, expected) in enumerate(zip(maps, reference, strict=True)):
+        for image, ((h, w), feature_map) in enumerate(zip([(4, 6), (4, 4)], layer_maps, strict=True)):
+            raster = expected[image, : h * w].reshape(h, w, -1).permute(2, 0, 1)  # SigLIP2's tokens are row-major
+            torch.testing.assert_close(feature_map, raster, rtol=1e-5, atol=1e-5, msg=f"layer {layer}")
+    torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, rtol=1e-5, atol=1e-5)
+    assert ours.hidden_states[-1] is ours.last_hidden_state
+
+
+def test_siglip2_attention_maps_are_transformers_eager_weights():
+    """Per image, the real tokens' attention weights of transformers' eager SigLIP2 on the padded batch, reordered to
+    the packed rows' order (2x2 blocks); rows sum to 1; padding is 0."""
+    from transformers import Siglip2ImageProcessor
+
+    model, tower = model_and_reference_tower("siglip2")
+    images = siglip2_photos()
+    processor = VersaViTImageProcessor(**model.config.backbone.image_processor_kwargs(model.config.vision_config))
+    tower.config._attn_implementation = "eager"
+    with torch.no_grad():
+        theirs = tower(**Siglip2ImageProcessor(max_num_patches=24)(images=images, return_tensors="pt"),
+                       output_attentions=True).attentions
+        ours = model(**processor(images=images, return_tensors="pt"), output_attentions=True).attentions
+    for block, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):
+        for image, (h, w) in enumerate([(4, 6), (4, 4)]):
+            # packed row k of a 2x2-block layout holds raster patch (row, col): written out from the block structure
+            rows = [(2 * (k // 4 // (w // 2)) + k % 4 // 2, 2 * (k // 4 % (w // 2)) + k % 2) for k in range(h * w)]
+            raster = torch.tensor([r * w + c for r, c in rows])
+            expected = reference[image][:, raster][:, :, raster]
+            torch.testing.assert_close(mine[image, :, : h * w, : h * w], expected, rtol=1e-5, atol=1e-6,
+                                       msg=f"block {block}")
+            torch.testing.assert_close(mine[image, :, : h * w].sum(-1), torch.ones(4, h * w))
+            assert (mine[image, :, h * w :] == 0).all() and (mine[image, :, :, h * w :] == 0).all()

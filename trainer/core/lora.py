@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from peft import LoraConfig
 from peft.tuners.lora import LoraModel
 
-# The tower's block projections: Qwen2-VL (attn.qkv, attn.proj, mlp.fc1, mlp.fc2), Qwen2.5-VL (gated MLP).
-BACKBONE_TARGETS = ["qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"]
+# The tower's block projections, every family's: Qwen2-VL (attn.qkv, attn.proj, mlp.fc1, mlp.fc2), Qwen2.5-VL (gated
+# MLP), Qwen3-VL / Qwen3.5 (mlp.linear_fc1, mlp.linear_fc2), SigLIP2 (self_attn.q/k/v/out_proj, mlp.fc1, mlp.fc2).
+BACKBONE_TARGETS = ["qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "linear_fc1", "linear_fc2",
+                    "q_proj", "k_proj", "v_proj", "out_proj"]
 LANGUAGE_MODEL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PARTS = {"backbone": "visual", "language_model": "language_model"}
 
@@ -54,13 +56,14 @@ class LoraArguments:
             if not targets:
                 raise ValueError(f"{part}_lora_target_modules: needs at least one module name.")
 
-    def lora_config(self, part: str) -> LoraConfig | None:
-        """The `peft.LoraConfig` of `part` ("backbone" or "language_model"), None when its LoRA is off."""
+    def lora_config(self, part: str, blocks_pattern: str = r"blocks\.\d+") -> LoraConfig | None:
+        """The `peft.LoraConfig` of `part` ("backbone" or "language_model"), None when its LoRA is off; backbone
+        adapters go inside the modules matching `blocks_pattern` (the tower family's blocks) only."""
         if not getattr(self, f"{part}_lora"):
             return None
         targets = getattr(self, f"{part}_lora_target_modules")
         if part == "backbone":  # only inside the transformer blocks (never the patch embedding or the merger)
-            targets = rf"(.*\.)?blocks\.\d+\.(.*\.)?({'|'.join(re.escape(t) for t in targets)})"
+            targets = rf"(.*\.)?{blocks_pattern}\.(.*\.)?({'|'.join(re.escape(t) for t in targets)})"
         return LoraConfig(r=getattr(self, f"{part}_lora_rank"), lora_alpha=getattr(self, f"{part}_lora_alpha"),
                           lora_dropout=getattr(self, f"{part}_lora_dropout"), target_modules=targets)
 
@@ -70,7 +73,7 @@ def apply_lora(model, lora_args: LoraArguments) -> dict[str, LoraModel]:
     `merge_lora` and `freeze_lora_bases`). Raises `ValueError` naming the option when a target matches nothing."""
     tuners = dict(getattr(model, "lora_tuners", {}))
     for part, attribute in PARTS.items():
-        config = lora_args.lora_config(part)
+        config = lora_args.lora_config(part, model.config.backbone.blocks_pattern)
         if config is None:
             continue
         module = getattr(model, attribute, None)

@@ -19,7 +19,6 @@ from modeling_versavit import (
     VersaViTForDepthEstimation,
     VersaViTForMultiTask,
     VersaViTForReferringSegmentation,
-    VersaViTImageProcessor,
     VersaViTModel,
 )
 

@@ -44,10 +44,14 @@ def compatibility_errors(encoder_config: VersaViTConfig, mllm_config, use_projec
         if ours.get(name) != theirs.get(name):
             errors.append(f"vision_config.{name}: encoder {ours.get(name)!r}, MLLM {theirs.get(name)!r}")
     text_width = mllm_config.text_config.hidden_size
-    if family.merged_dim(vision) != text_width:
-        errors.append(f"MLLM merger output width {family.merged_dim(vision)} != its LLM hidden size {text_width}")
+    merged = family.merged_dim(vision)
+    if merged is not None and merged != text_width:
+        errors.append(f"MLLM merger output width {merged} != its LLM hidden size {text_width}")
     if use_projector:
-        if encoder_config.text_config is None:
+        if merged is None:
+            errors.append(f"use_projector: a {family.name} tower has no merger to replace (the MLLM's projector is "
+                          "outside the tower)")
+        elif encoder_config.text_config is None:
             errors.append("use_projector: the encoder has no captioning projector (not a captioning / multi-task model)")
         elif encoder_config.text_config.hidden_size != text_width:
             errors.append(f"use_projector: projector output width {encoder_config.text_config.hidden_size} != "
@@ -158,9 +162,10 @@ def swap_vision_tower_in_memory(mllm, encoder: VersaViTPreTrainedModel, use_proj
     place)."""
     check_compatibility(encoder.config, mllm.config, use_projector)
     inner = getattr(mllm, "model", mllm)
-    visual = getattr(inner, "visual", None)
+    attribute = encoder.config.backbone.mllm_attribute
+    visual = getattr(inner, attribute, None)
     if visual is None:
-        raise ValueError(f"{type(mllm).__name__} has no vision tower (`model.visual`).")
+        raise ValueError(f"{type(mllm).__name__} has no vision tower (`model.{attribute}`).")
     tensors = _encoder_tensors(encoder, use_projector)
     result = visual.load_state_dict(tensors, strict=False)
     kept = _kept_parts(encoder.config, use_projector)

@@ -1,0 +1,143 @@
+# Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
+"""SigLIP2 towers: `Siglip2VisionModel` (NaFlex: any aspect ratio, the learned 16x16 position grid resized per image,
+padded batches with an attention mask), the tower of the paper's Table 6 (SigLIP2-so400m) and of LFM2-VL.
+
+SigLIP2 does not merge tokens: every patch is a token. VersaViT keeps its packed interface for it: the image processor
+lays out patches as for the Qwen towers (temporal patch 1, grids in whole 2x2 blocks), and `run` turns them into
+SigLIP2's padded batch (raster order, channels-last patches, `pixel_attention_mask`, `spatial_shapes`) and the outputs
+back into packed rows in 2x2 block order, padding dropped. So the dense heads read SigLIP2's patch tokens exactly, and
+the captioning projector merges each 2x2 block (a pixel-shuffle merge, as LFM2-VL's projector does) into one LLM token.
+
+`hidden_states[-1]` is the tower's `last_hidden_state`, after `post_layernorm` (what an MLLM consumes), as the last
+hidden state is for the Qwen towers; earlier entries are the encoder layers' outputs. `pooler_output` is SigLIP2's
+attention-pooled image embedding `(num_images, hidden_size)` when the tower has its head (`vision_use_head`), else
+None; VersaViT leaves that head as it is, like a Qwen merger.
+"""
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger
+from transformers.models.siglip2.modeling_siglip2 import Siglip2EncoderLayer, Siglip2VisionModel
+
+from .backbone_base import VisionBackbone
+
+HALF = [0.5, 0.5, 0.5]  # SigLIP's normalisation: mean = std = 0.5
+
+
+def block_to_raster(image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """For packed rows in `merge_size` x `merge_size` block order, image after image: the row that holds each image's
+    patch in raster order (image after image)."""
+    m = merge_size
+    index, offset = [], 0
+    for _, h, w in image_grid_thw.tolist():
+        blocks = torch.arange(h * w).view(h // m, w // m, m, m)  # packed position of block (R, C), cell (r, c)
+        index.append(blocks.permute(0, 2, 1, 3).reshape(-1) + offset)  # rows R*m + r, columns C*m + c
+        offset += h * w
+    return torch.cat(index).to(image_grid_thw.device)
+
+
+class Siglip2Backbone(VisionBackbone):
+    """`Siglip2VisionModel`; width `hidden_size`, no merger (the merged width is the LLM's projector's business)."""
+
+    name = "siglip2"
+    vision_model_type = "siglip2_vision_model"
+    mllm_model_types = ("lfm2_vl",)
+    tower_class = Siglip2VisionModel
+    block_class = Siglip2EncoderLayer
+    mllm_owned = ("head",)
+    architecture_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                           "num_channels", "patch_size", "hidden_act", "layer_norm_eps", "num_patches",
+                           "vision_use_head")
+    # LFM2-VL as transformers v5 saves it, then with SigLIP2's inner `vision_model.` (the original release naming)
+    mllm_prefixes = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
+                     "vision_tower.")
+    mllm_attribute = "vision_tower"
+    export_blocker = ("VersaViT turns the packed rows into SigLIP2's padded batch with sizes read from image_grid_thw "
+                      "(a data-dependent gather and padding mask), which torch.export cannot trace")
+    blocks_pattern = r"encoder\.layers\.\d+"
+    # VersaViT's 2x2 blocks: the captioning projector's pixel-shuffle merge, and what input sides are multiples of.
+    merge = 2
+
+    def embed_dim(self, vision_config) -> int:
+        return vision_config.hidden_size
+
+    def merged_dim(self, vision_config) -> int | None:
+        return None  # no merger in the tower: the MLLM's projector (outside it) sets the LLM width
+
+    def num_layers(self, vision_config) -> int:
+        return vision_config.num_hidden_layers
+
+    def spatial_merge_size(self, vision_config) -> int:
+        return self.merge
+
+    def temporal_patch_size(self, vision_config) -> int:
+        return 1
+
+    def in_channels(self, vision_config) -> int:
+        return vision_config.num_channels
+
+    def image_processor_kwargs(self, vision_config) -> dict:
+        return {"patch_size": vision_config.patch_size, "merge_size": self.merge, "temporal_patch_size": 1,
+                "image_mean": HALF, "image_std": HALF}
+
+    def build_tower(self, vision_config) -> nn.Module:
+        return self.tower_class._from_config(vision_config)
+
+    def build_projector(self, vision_config, out_dim: int) -> nn.Module:
+        return PatchMerger(dim=out_dim, context_dim=vision_config.hidden_size, spatial_merge_size=self.merge)
+
+    def owned_modules(self, tower: nn.Module) -> list[nn.Module]:
+        return [tower.head] if tower.use_head else []
+
+    def blocks(self, tower: nn.Module) -> nn.ModuleList:
+        return tower.encoder.layers
+
+    def attention(self, block: nn.Module) -> nn.Module:
+        return block.self_attn
+
+    def patch_embedding(self, tower: nn.Module) -> nn.Module:
+        return tower.embeddings.patch_embedding
+
+    def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
+        config = tower.config
+        patch, channels = config.patch_size, config.num_channels
+        order = block_to_raster(image_grid_thw, self.merge)
+        sizes = image_grid_thw.prod(-1)
+        # (C, P, P) rows in block order -> SigLIP2's (P, P, C) rows in raster order, padded per image
+        rows = pixel_values[order].view(-1, channels, patch, patch).permute(0, 2, 3, 1).flatten(1)
+        batch = nn.utils.rnn.pad_sequence(rows.split(sizes.tolist()), batch_first=True)
+        mask = torch.arange(batch.shape[1], device=batch.device)[None] < sizes[:, None].to(batch.device)
+        with self.restricted(tower, merge, num_blocks):
+            outputs = tower(pixel_values=batch, pixel_attention_mask=mask, spatial_shapes=image_grid_thw[:, 1:],
+                            output_hidden_states=output_hidden_states, output_attentions=False)
+        back = torch.argsort(order)
+
+        def packed(tokens):
+            return None if tokens is None else tokens[mask][back]
+
+        last = packed(outputs.last_hidden_state)
+        hidden_states = outputs.get("hidden_states")
+        if hidden_states is not None:
+            hidden_states = [packed(tokens) for tokens in hidden_states]
+            if len(hidden_states) == self.num_layers(config) + 1 and hidden_states[-1] is not None:
+                hidden_states[-1] = last  # after post_layernorm, as the MLLM reads it
+            hidden_states = tuple(hidden_states)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last, pooler_output=outputs.pooler_output if merge else None, hidden_states=hidden_states
+        )
+
+    def attention_maps(self, calls_per_block, image_grid_thw):
+        """SigLIP2 attends over a padded batch in one call per block, `(num_images, heads, N_max, N_max)` in raster
+        order: each image's real tokens, in the packed (2x2 block) order of the other outputs."""
+        sizes = image_grid_thw.prod(-1).tolist()
+        back = torch.argsort(block_to_raster(image_grid_thw, self.merge))  # packed row -> raster index
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        maps = []
+        for (weights,) in calls_per_block:
+            out = weights.new_zeros(len(sizes), weights.shape[1], max(sizes), max(sizes))
+            for image, (start, n) in enumerate(zip(starts, sizes)):
+                local = back[start : start + n] - start
+                out[image, :, :n, :n] = weights[image][:, local][:, :, local]
+            maps.append(out)
+        return tuple(maps)
