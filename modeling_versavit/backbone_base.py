@@ -261,7 +261,8 @@ class VisionBackbone(ABC):
     def feature_maps(self, vision_config, tokens, image_grid_thw, stack: bool = True):
         """One layer's packed tokens as raster `(C, h, w)` maps per image (see `tokens_to_feature_maps`)."""
         permutation = self.token_permutation(vision_config, image_grid_thw)
-        return tokens_to_feature_maps(tokens, image_grid_thw, self.spatial_merge_size(vision_config), permutation, stack)
+        merge = self.spatial_merge_size(vision_config)
+        return tokens_to_feature_maps(tokens, image_grid_thw, merge, permutation, stack)
 
     def merged_in_image_order(self, vision_config, merged: torch.Tensor, image_grid_thw) -> torch.Tensor:
         """Merged tokens computed from pre-merger tokens (a projector's output) in merge-block order, image after

@@ -29,7 +29,8 @@ class SiglipBackbone(Siglip2Backbone):
     # PaliGemma (v5 naming, then the original one) and the SigLIP dual encoder's own folder
     mllm_prefixes = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
                      "vision_tower.", "vision_model.")
-    export_blocker = None
+    export_blocker = ("VersaViT folds the packed rows back into images with sizes read from image_grid_thw (a Python "
+                      "loop over the grid values), which torch.export cannot trace")
 
     def tower_calls(self, config, pixel_values, image_grid_thw):
         """Images folded back from their packed patches, one call per run of same-size images."""

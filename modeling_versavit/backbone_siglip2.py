@@ -99,8 +99,9 @@ class Siglip2Backbone(VisionBackbone):
     def patch_embedding(self, tower: nn.Module) -> nn.Module:
         return tower.embeddings.patch_embedding
 
-    def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
-        config = tower.config
+    def tower_calls(self, config, pixel_values, image_grid_thw):
+        """The tower's inputs made from packed patches, one call after another (here one: SigLIP2's padded NaFlex
+        batch), each with its padding mask (None: no padding), images in order."""
         patch, channels = config.patch_size, config.num_channels
         order = block_to_raster(image_grid_thw, self.merge)
         sizes = image_grid_thw.prod(-1)
@@ -108,36 +109,48 @@ class Siglip2Backbone(VisionBackbone):
         rows = pixel_values[order].view(-1, channels, patch, patch).permute(0, 2, 3, 1).flatten(1)
         batch = nn.utils.rnn.pad_sequence(rows.split(sizes.tolist()), batch_first=True)
         mask = torch.arange(batch.shape[1], device=batch.device)[None] < sizes[:, None].to(batch.device)
+        yield {"pixel_values": batch, "pixel_attention_mask": mask, "spatial_shapes": image_grid_thw[:, 1:]}, mask
+
+    def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
+        last, hidden, pooled = [], [], []
         with self.restricted(tower, merge, num_blocks):
-            outputs = tower(pixel_values=batch, pixel_attention_mask=mask, spatial_shapes=image_grid_thw[:, 1:],
-                            output_hidden_states=output_hidden_states, output_attentions=False)
-        back = torch.argsort(order)
+            for inputs, mask in self.tower_calls(tower.config, pixel_values, image_grid_thw):
+                outputs = tower(**inputs, output_hidden_states=output_hidden_states, output_attentions=False)
 
-        def packed(tokens):
-            return None if tokens is None else tokens[mask][back]
+                def real(tokens, mask=mask):  # the real tokens, raster order, image after image
+                    return None if tokens is None else tokens[mask] if mask is not None else tokens.flatten(0, 1)
 
-        last = packed(outputs.last_hidden_state)
-        hidden_states = outputs.get("hidden_states")
-        if hidden_states is not None:
-            hidden_states = [packed(tokens) for tokens in hidden_states]
-            if len(hidden_states) == self.num_layers(config) + 1 and hidden_states[-1] is not None:
+                last.append(real(outputs.last_hidden_state))
+                states = outputs.get("hidden_states")
+                hidden.append(None if states is None else [real(tokens) for tokens in states])
+                pooled.append(outputs.pooler_output)
+        back = torch.argsort(block_to_raster(image_grid_thw, self.merge))  # raster rows -> packed (2x2 block) rows
+        last = torch.cat(last)[back]
+        hidden_states = None
+        if hidden[0] is not None:
+            hidden_states = [None if parts[0] is None else torch.cat(parts)[back] for parts in zip(*hidden)]
+            if len(hidden_states) == self.num_layers(tower.config) + 1 and hidden_states[-1] is not None:
                 hidden_states[-1] = last  # after post_layernorm, as the MLLM reads it
             hidden_states = tuple(hidden_states)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last, pooler_output=outputs.pooler_output if merge else None, hidden_states=hidden_states
-        )
+        pooler_output = torch.cat(pooled) if merge and pooled[0] is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooler_output,
+                                          hidden_states=hidden_states)
 
     def attention_maps(self, calls_per_block, image_grid_thw):
-        """SigLIP2 attends over a padded batch in one call per block, `(num_images, heads, N_max, N_max)` in raster
-        order: each image's real tokens, in the packed (2x2 block) order of the other outputs."""
+        """The towers attend over batches of whole images in raster order, `(images in the call, heads, N_max,
+        N_max)` per call: per image, its real tokens in the packed (2x2 block) order of the other outputs."""
         sizes = image_grid_thw.prod(-1).tolist()
         back = torch.argsort(block_to_raster(image_grid_thw, self.merge))  # packed row -> raster index
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         maps = []
-        for (weights,) in calls_per_block:
-            out = weights.new_zeros(len(sizes), weights.shape[1], max(sizes), max(sizes))
-            for image, (start, n) in enumerate(zip(starts, sizes)):
-                local = back[start : start + n] - start
-                out[image, :, :n, :n] = weights[image][:, local][:, :, local]
+        for calls in calls_per_block:
+            out = calls[0].new_zeros(len(sizes), calls[0].shape[1], max(sizes), max(sizes))
+            image = 0
+            for weights in calls:
+                for local in weights:
+                    start, n = starts[image], sizes[image]
+                    index = back[start : start + n] - start
+                    out[image, :, :n, :n] = local[:, index][:, :, index]
+                    image += 1
             maps.append(out)
         return tuple(maps)

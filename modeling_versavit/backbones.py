@@ -4,6 +4,7 @@
 from .backbone_base import VisionBackbone
 from .backbone_qwen2_vl import Qwen2_5_VLBackbone, Qwen2VLBackbone
 from .backbone_qwen3_vl import Qwen3_5Backbone, Qwen3VLBackbone
+from .backbone_siglip import SiglipBackbone
 from .backbone_siglip2 import Siglip2Backbone
 
 BACKBONES: dict[str, VisionBackbone] = {}
@@ -20,13 +21,15 @@ register_backbone(Qwen2_5_VLBackbone())
 register_backbone(Qwen3VLBackbone())
 register_backbone(Qwen3_5Backbone())
 register_backbone(Siglip2Backbone())
+register_backbone(SiglipBackbone())
 
 
 def backbone_for(vision_config) -> VisionBackbone:
     """The family of a vision config (or of its `model_type` string)."""
     model_type = vision_config if isinstance(vision_config, str) else getattr(vision_config, "model_type", None)
     if model_type not in BACKBONES:
-        raise ValueError(f"vision_config: model_type {model_type!r} is not supported; expected one of {tuple(BACKBONES)}.")
+        raise ValueError(f"vision_config: model_type {model_type!r} is not supported; expected one of "
+                         f"{tuple(BACKBONES)}.")
     return BACKBONES[model_type]
 
 

@@ -313,10 +313,11 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         `output_hidden_states` is a flag or the `hidden_states` indices to keep (what a head reads; the others come
         back as `None`). `merge=False` skips the tower's mergers for readers of pre-merger tokens only: their output
         would be thrown away, and while the tower trains they would keep activations for a backward that never comes
-        (BENCHMARKS.md); `pooler_output` then has zero width. `num_blocks` runs only the first blocks, for readers of
-        earlier layers only (`last_hidden_state` is then the last block run). `output_attentions` returns per-image attention maps
-        (see [`VersaViTModelOutput`]): that call's attention runs eager, the implementation that computes the weights,
-        whatever the model's `attn_implementation` (the outputs are the same within float rounding).
+        (BENCHMARKS.md); `pooler_output` then has zero width (None for SigLIP). `num_blocks` runs only the first
+        blocks, for readers of earlier layers only (`last_hidden_state` is then the last block run). `output_attentions`
+        returns per-image attention maps (see [`VersaViTModelOutput`]): that call's attention runs eager, the
+        implementation that computes the weights, whatever the model's `attn_implementation` (the outputs are the same
+        within float rounding).
         """
         backbone = self.config.backbone
         run = (self.visual, pixel_values, image_grid_thw, output_hidden_states, merge, num_blocks)
@@ -399,7 +400,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
 
 class VersaViTModel(VersaViTPreTrainedModel):
     r"""
-    The VersaViT vision backbone: an MLLM vision tower (Qwen2-VL or Qwen2.5-VL) post-trained for dense features.
+    The VersaViT vision backbone: an MLLM vision tower (any tower family: Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+    Qwen3.5, SigLIP2, SigLIP) post-trained for dense features.
 
     Its weights are the MLLM tower's `visual.*` weights. Load a trained VersaViT with
     `AutoModel.from_pretrained(path_or_repo)`, or the untrained tower of an MLLM with [`VersaViTModel.from_mllm`].
@@ -460,7 +462,8 @@ class VersaViTModel(VersaViTPreTrainedModel):
         """
         folder = Path(mllm_path)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder}: no config.json; expected an MLLM model folder (e.g. Qwen2-VL, Qwen3-VL).")
+            raise FileNotFoundError(f"{folder}: no config.json; expected an MLLM model folder (e.g. Qwen2-VL, "
+                                    "Qwen3-VL).")
         mllm_config = AutoConfig.from_pretrained(folder)
         vision_config = getattr(mllm_config, "vision_config", None)
         if vision_config is None:

@@ -53,8 +53,11 @@ SIGLIP2_VISION = {
     "patch_size": 16,
     "num_patches": 64,
 }
+# Fixed-resolution SigLIP (SiglipVisionModel, e.g. SigLIP2-so400m-patch16-512): a 4x4 position grid (64 px).
+SIGLIP_VISION = {**SIGLIP2_VISION, "model_type": "siglip_vision_model", "image_size": 64}
+del SIGLIP_VISION["num_patches"]
 VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION, "qwen3_vl": QWEN3VL_VISION,
-                  "qwen3_5": QWEN35_VISION, "siglip2": SIGLIP2_VISION}
+                  "qwen3_5": QWEN35_VISION, "siglip2": SIGLIP2_VISION, "siglip": SIGLIP_VISION}
 # Small heads of the same structure as the paper's.
 TINY_HEADS = {
     "depth_neck_hidden_sizes": [8, 16, 32],

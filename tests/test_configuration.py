@@ -1,4 +1,4 @@
-"""VersaViTConfig: defaults, both tower families, serialisation and construction-time validation."""
+"""VersaViTConfig: defaults, the tower families, serialisation and construction-time validation."""
 
 import math
 

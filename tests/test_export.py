@@ -1,4 +1,4 @@
-"""Swapping the vision tower of a Qwen2-VL / Qwen2.5-VL MLLM for a VersaViT encoder, on disk and in memory."""
+"""Swapping the vision tower of an MLLM (every tower family) for a VersaViT encoder, on disk and in memory."""
 
 import hashlib
 import json

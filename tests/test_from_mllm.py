@@ -129,3 +129,54 @@ def test_missing_weights_or_config_are_clear_errors(tmp_path):
     tmp_path.mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         VersaViTModel.from_mllm(tmp_path)
+
+
+def test_siglip_tower_out_of_a_siglip_model_folder(tmp_path, monkeypatch):
+    """A SigLIP / SigLIP2 dual encoder's folder (`vision_model.*` and `text_model.*`, e.g. SigLIP2-so400m-patch16-512,
+    the paper's Table 6 tower): only the vision tensors are read, and the tower is the folder's own."""
+    from conftest import SIGLIP_VISION
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(0)
+    vision = {k: v for k, v in SIGLIP_VISION.items() if k != "model_type"}
+    text = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "max_position_embeddings": 16, "projection_size": 32}
+    dual = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
+    dual.save_pretrained(tmp_path)
+    read = []
+    real = safetensors.safe_open
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            self.handle = real(*args, **kwargs)
+
+        def __enter__(self):
+            self.inner = self.handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+        def keys(self):
+            return self.inner.keys()
+
+        def metadata(self):
+            return self.inner.metadata()
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self.inner.get_tensor(key)
+
+    monkeypatch.setattr(safetensors, "safe_open", Recording)
+    model = VersaViTModel.from_mllm(tmp_path).eval()
+    monkeypatch.undo()
+    assert model.config.backbone_family == "siglip" and read and all(k.startswith("vision_model.") for k in read)
+    inputs = random_inputs(model.config, [(4, 4)])
+    with torch.no_grad():
+        ours = model(**inputs).last_hidden_state
+        images = inputs["pixel_values"].view(2, 2, 2, 2, 3, 16, 16).permute(4, 0, 2, 5, 1, 3, 6).reshape(1, 3, 64, 64)
+        theirs = dual.vision_model(images).last_hidden_state[0]
+    # packed rows come in 2x2 blocks: row-major block (R, C), then cell (r, c) within it
+    raster = torch.tensor([(2 * R + r) * 4 + 2 * C + c for R in range(2) for C in range(2) for r in range(2)
+                           for c in range(2)])
+    torch.testing.assert_close(ours, theirs[raster])

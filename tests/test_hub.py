@@ -110,7 +110,8 @@ def test_export_loads_without_the_package(tmp_path, exported, source):
     folder, reference = exported
     if source == "hub-cache" and "qwen2_vl" not in folder.name:
         pytest.skip("the Hub-cache layout is checked once (Qwen2-VL); the families differ in their files only")
-    assert {"backbones.py", "backbone_base.py", "backbone_qwen2_vl.py", "backbone_qwen3_vl.py"} <= {
+    assert {"backbones.py", "backbone_base.py", "backbone_qwen2_vl.py", "backbone_qwen3_vl.py", "backbone_siglip2.py",
+            "backbone_siglip.py"} <= {
         p.name for p in folder.iterdir()}  # the tower families' files travel as remote code
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HOME": str(tmp_path / "home")}
     where = str(folder)

@@ -82,7 +82,8 @@ def test_dense_features_skip_the_merger_and_forward_runs_it(family):
     merger.register_forward_hook(lambda module, args, output: merged_widths.append(output.shape[-1]))
     inputs = random_inputs(model.config, MIXED_GRIDS)
     model.get_dense_features(**inputs, layers=[-1], stack=False)
-    assert merged_widths == [0] and "forward" not in vars(merger)
+    # (one call per tower call: a fixed-resolution SigLIP tower runs each image size on its own)
+    assert merged_widths and set(merged_widths) == {0} and "forward" not in vars(merger)
     width = model.config.merged_dim or model.config.embed_dim  # SigLIP2's head pools to its own width
     assert model(**inputs).pooler_output.shape[-1] == width and merged_widths[-1] == width
 
@@ -136,6 +137,12 @@ def coordinate_reading_model(family):
             model.visual.embeddings.position_embedding.weight.zero_()
             weight.zero_()
             weight[0, ..., 0] = weight[1, ..., 1] = 1.0 / config.patch_size**2
+        elif family == "siglip":  # a Conv2d (C_out, C_in, patch, patch); a learned position grid
+            weight = model.visual.embeddings.patch_embedding.weight
+            bias = model.visual.embeddings.patch_embedding.bias
+            model.visual.embeddings.position_embedding.weight.zero_()
+            weight.zero_()
+            weight[0, 0] = weight[1, 1] = 1.0 / config.patch_size**2
         else:
             weight = model.visual.patch_embed.proj.weight  # (C, 3, temporal, patch, patch)
             bias = model.visual.patch_embed.proj.bias  # Qwen3-VL / Qwen3.5 only
@@ -163,7 +170,7 @@ def test_dense_features_are_in_raster_order(family, grids):
     inputs = coordinate_inputs(model.config, grids)
     # SigLIP2's last layer is post-LayerNorm (it rescales the coordinates): test_siglip2_matches_transformers_on_its_own_
     # inputs checks that one against SigLIP2's own raster-order output
-    layers = [0, 2, -1] if family != "siglip2" else [0, 2]
+    layers = [0, 2, -1] if not family.startswith("siglip") else [0, 2]
     with torch.no_grad():
         per_image = model.get_dense_features(**inputs, layers=layers, stack=False)
         stacked = model.get_dense_features(**inputs, layers=layers) if len(set(grids)) == 1 else None
@@ -270,8 +277,12 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
     block_calls = []
     first = model.config.backbone.blocks(model.visual)[0]
     (getattr(first, "norm1", None) or first.layer_norm1).register_forward_pre_hook(lambda *args: block_calls.append(1))
+    model.zero_grad()
+    model(**inputs)
+    forward_calls = len(block_calls)  # 1 (a fixed-resolution SigLIP tower: one per image size)
+    block_calls.clear()
     checkpointed = gradients()
-    assert len(block_calls) == 2  # forward, then recomputed during backward
+    assert len(block_calls) == 2 * forward_calls  # forward, then recomputed during backward
     for name, grad in reference.items():
         if grad is None or checkpointed[name] is None:
             assert grad is None and checkpointed[name] is None and "deepstack" in name, name
@@ -461,3 +472,31 @@ def test_siglip2_attention_maps_are_transformers_eager_weights():
                                        msg=f"block {block}")
             torch.testing.assert_close(mine[image, :, : h * w].sum(-1), torch.ones(4, h * w))
             assert (mine[image, :, h * w :] == 0).all() and (mine[image, :, :, h * w :] == 0).all()
+
+
+@pytest.mark.parametrize("size", [64, (64, 96)])
+def test_siglip_matches_transformers_on_its_own_inputs(size):
+    """The fixed-resolution SigLIP family equals transformers' `SiglipVisionModel` on `SiglipImageProcessor`'s images,
+    per patch in raster order: at the checkpoint's `image_size`, and at another size through its bicubically
+    resized position grid (`interpolate_pos_encoding`); every hidden state, the last one, the pooled output."""
+    import PIL.Image
+    from conftest import photo
+    from transformers import SiglipImageProcessor
+
+    model, tower = model_and_reference_tower("siglip")
+    height, width = (size, size) if isinstance(size, int) else size
+    images = [PIL.Image.fromarray(photo(name)).resize((width, height)) for name in ("astronaut", "chelsea")]
+    theirs_in = SiglipImageProcessor(size={"height": height, "width": width})(images=images, return_tensors="pt")
+    processor = VersaViTImageProcessor(**model.config.backbone.image_processor_kwargs(model.config.vision_config))
+    ours_in = processor(images=images, return_tensors="pt")
+    h, w = height // 16, width // 16
+    assert ours_in["image_grid_thw"].tolist() == [[1, h, w]] * 2
+    with torch.no_grad():
+        theirs = tower(**theirs_in, output_hidden_states=True, interpolate_pos_encoding=size != 64)
+        ours = model(**ours_in, output_hidden_states=True)
+        maps = model.get_dense_features(**ours_in, layers=list(range(model.config.num_hidden_layers + 1)))
+    reference = list(theirs.hidden_states[:-1]) + [theirs.last_hidden_state]
+    for layer, (grid, expected) in enumerate(zip(maps, reference, strict=True)):
+        raster = expected.reshape(2, h, w, -1).permute(0, 3, 1, 2)
+        torch.testing.assert_close(grid, raster, rtol=1e-5, atol=1e-5, msg=f"layer {layer}")
+    torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, rtol=1e-5, atol=1e-5)

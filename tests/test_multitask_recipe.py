@@ -18,7 +18,7 @@ from conftest import load_recipe, tiny_run_config
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from modeling_versavit import VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
+from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
 from versavit_trainer.core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +186,37 @@ def test_dry_run_of_the_paper_config_prints_counts_without_weights(capsys):
     assert report["memory"]["total_gib"] > report["memory"]["weights_gib"] > 0
     for part in ("visual", "depth_head", "segmentation_head", "projector", "language_model", "37.0M", "GiB"):
         assert part in printed
+
+
+@pytest.mark.parametrize(("name", "tower_m"), [("versavit_qwen2_5vl_7b.yaml", (670, 680)),
+                                               ("versavit_qwen3vl_8b.yaml", (570, 580)),
+                                               ("versavit_siglip2_so400m.yaml", (425, 432))])
+def test_dry_runs_of_the_other_towers_size_their_published_architecture(capsys, name, tower_m):
+    """The Qwen2.5-VL-7B, Qwen3-VL-8B and SigLIP2-so400m configs size their tower from `mllm_vision_config` when the
+    model folder is absent: the same count as transformers' own tower class built on the meta device."""
+    from transformers import CONFIG_MAPPING
+
+    path = ROOT / "recipes" / "configs" / name
+    report = load_recipe("multitask").main(["--config", str(path), "--dry_run"])
+    printed = capsys.readouterr().out
+    vision = dict(yaml.safe_load(path.read_text())["mllm_vision_config"])
+    config = CONFIG_MAPPING[vision.pop("model_type")](**vision)
+    tower_class = VersaViTConfig(vision_config=config.to_dict()).backbone.tower_class
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in tower_class._from_config(config).parameters()) / 1e6
+    sizes = {row["part"]: row for row in report["parameters"]}
+    assert sizes["visual"]["params_m"] == pytest.approx(expected) and tower_m[0] < expected < tower_m[1]
+    assert sizes["visual"]["trainable_m"] < expected and sizes["visual"]["paper_m"] is None  # Table 13 is Qwen2-VL's
+    assert report["allocated_parameters"] == 0 and "parts left to the MLLM" in printed
+
+
+def test_mllm_vision_config_is_checked_by_name():
+    with pytest.raises(ConfigError, match=r"mllm_vision_config.num_layerz: unknown key"):
+        load_recipe("multitask").main(["--mllm", "absent", "--mllm_vision_config",
+                                       '{"model_type": "siglip_vision_model", "num_layerz": 2}', "--dry_run"])
+    with pytest.raises(ConfigError, match=r"mllm_vision_config.model_type: expected one of"):
+        load_recipe("multitask").main(["--mllm", "absent", "--mllm_vision_config", '{"model_type": "vit"}',
+                                       "--dry_run"])
 
 
 def test_config_errors_on_the_command_line(tmp_path):

@@ -37,7 +37,7 @@ class VersaViTModelTester:
         self.batch_size = batch_size
         self.grid = grid
         self.expressions_per_image = expressions_per_image
-        depth_key = "num_hidden_layers" if family == "siglip2" else "depth"
+        depth_key = "num_hidden_layers" if family.startswith("siglip") else "depth"
         self.vision_config = {**VISION_CONFIGS[family], depth_key: depth}
         vision = self.vision_config
         self.num_hidden_layers = depth
@@ -128,7 +128,7 @@ class VersaViTCommonTests(ModelTesterMixin):
     @unittest.skip(
         "The common test pads every listed input to 7 rows of random values, which cannot make a valid packed batch "
         "(`image_grid_thw` rows must describe the `pixel_values` rows). tests/test_modeling.py "
-        "`test_eager_and_sdpa_attention_agree` compares eager and SDPA on valid packed inputs of both tower families."
+        "`test_eager_and_sdpa_attention_agree` compares eager and SDPA on valid packed inputs of every Qwen tower family."
     )
     def test_eager_matches_sdpa_inference(self, *args):
         pass
@@ -195,6 +195,11 @@ class VersaViTModelSiglip2Test(VersaViTModelTest):
     )
     def test_retain_grad_hidden_states_attentions(self):
         pass
+
+
+class VersaViTModelSiglipTest(VersaViTModelSiglip2Test):
+    # SigLIP2's reasons apply: the images are folded back with sizes read from `image_grid_thw`.
+    family = "siglip"
 
 
 class VersaViTForDepthEstimationTest(VersaViTCommonTests, unittest.TestCase):

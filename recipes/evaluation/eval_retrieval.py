@@ -45,7 +45,7 @@ DATASETS = ("scenes", "coco", "flickr30k")
 @dataclass
 class RetrievalArguments(RetrievalSettings):
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
-    mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: evaluate its own tower."})
+    mllm: str | None = field(default=None, metadata={"help": "An MLLM folder of any tower family: evaluate its own tower."})
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
     split_json: str | None = field(default=None, metadata={"help": "coco / flickr30k: the Karpathy split file."})

@@ -31,7 +31,7 @@ SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 class ExtractArguments:
     model: str | None = field(default=None, metadata={"help": "A VersaViT model folder (save_pretrained output)."})
     mllm: str | None = field(
-        default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL MLLM folder: use its vision tower (VersaViTModel.from_mllm)."}
+        default=None, metadata={"help": "An MLLM folder of any tower family: use its vision tower (VersaViTModel.from_mllm)."}
     )
     images: list[str] = field(
         default_factory=list,

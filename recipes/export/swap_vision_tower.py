@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Swap the vision tower of a Qwen2-VL / Qwen2.5-VL MLLM folder for a VersaViT encoder.
+"""Swap the vision tower of an MLLM folder (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, LFM2-VL) for a VersaViT encoder.
 
     python recipes/export/swap_vision_tower.py --mllm models/Qwen2-VL-7B-Instruct --encoder outputs/demo/backbone \\
         --out models/Qwen2-VL-7B-Instruct-VersaViT
@@ -22,7 +22,8 @@ from versavit_trainer.export.mllm import swap_vision_tower
 
 @dataclass
 class SwapArguments:
-    mllm: str = field(metadata={"help": "The Qwen2-VL / Qwen2.5-VL MLLM folder (safetensors, sharded or not)."})
+    mllm: str = field(metadata={"help": "The MLLM folder, of the encoder's tower family (safetensors, sharded or "
+                                        "not)."})
     encoder: str = field(metadata={"help": "The VersaViT folder whose tower goes in (e.g. a run's backbone/)."})
     out: str = field(metadata={"help": "The new MLLM folder (must not exist, or be empty)."})
     use_projector: bool = field(

@@ -105,7 +105,7 @@ def _one_source(model, mllm, vision_config, option: str) -> str | None:
 def backbone_config(model: str | None = None, mllm: str | None = None, vision_config=None,
                     option: str = "model") -> VersaViTConfig:
     """The `VersaViTConfig` of a backbone source, reading configs only: a VersaViT folder (`model`), the vision tower
-    of a Qwen2-VL / Qwen2.5-VL folder (`mllm`), a fresh tower (`vision_config`: a mapping or its JSON text), or,
+    of an MLLM folder of any tower family (`mllm`), a fresh tower (`vision_config`: a mapping or its JSON text), or,
     given none, the default tower (Qwen2-VL-7B's)."""
     source = _one_source(model, mllm, vision_config, option)
     if source == "model":
@@ -218,7 +218,7 @@ def _mllm_vision_config(path: str) -> dict:
     mllm = AutoConfig.from_pretrained(path)
     vision = getattr(mllm, "vision_config", None)
     if vision is None:
-        raise ValueError(f"mllm: {path} has no vision_config (not a Qwen2-VL / Qwen2.5-VL folder).")
+        raise ValueError(f"mllm: {path} has no vision_config (not an MLLM folder with a vision tower).")
     return vision.to_dict()
 
 

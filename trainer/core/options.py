@@ -28,7 +28,8 @@ class ModelArguments:
                           "checkpoint (its heads, projector, LLM and tokenizer are reused)."},
     )
     mllm: str | None = field(
-        default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL MLLM folder: start from its vision tower."}
+        default=None, metadata={"help": "An MLLM folder of any tower family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, "
+                                        "LFM2-VL; a SigLIP model folder): start from its vision tower."}
     )
     vision_config: dict | str | None = field(
         default=None,
@@ -51,6 +52,11 @@ class ModelArguments:
         metadata={"help": "The LLM's config as a mapping (model_type + fields); used by --dry_run when "
                           "`language_model` is not on this machine."},
     )
+    mllm_vision_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "The tower config of `mllm` (its config.json's vision_config: model_type + fields); used by "
+                          "--dry_run when `mllm` is not on this machine."},
+    )
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "Attention kernels: sdpa, eager or flash_attention_2."}
     )
@@ -59,6 +65,9 @@ class ModelArguments:
         self.vision_config = mapping_option(self.vision_config, "vision_config")
         self.head_config = mapping_option(self.head_config, "head_config")
         self.language_model_config = mapping_option(self.language_model_config, "language_model_config")
+        self.mllm_vision_config = mapping_option(self.mllm_vision_config, "mllm_vision_config")
+        if self.mllm_vision_config is not None:
+            check_nested_configs(self.mllm_vision_config, None, "mllm_vision_config")
         sources = [name for name in ("model_name_or_path", "mllm", "vision_config") if getattr(self, name)]
         if len(sources) > 1:
             raise ValueError(f"model: give one backbone source, got {sources}.")
@@ -74,7 +83,7 @@ HEAD_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(VersaViTConfig))
     f.name for f in dataclasses.fields(PreTrainedConfig)} - {"vision_config", "text_config", "image_token_id", "tasks"}
 
 
-def check_nested_configs(vision_config: dict | None, head_config: dict | None) -> None:
+def check_nested_configs(vision_config: dict | None, head_config: dict | None, name: str = "vision_config") -> None:
     """Every key of `vision_config` (a field of its tower's config class) and `head_config` (a head field of
     `VersaViTConfig`) exists and has its type, else a `ConfigError` naming the full path (`head_config.<key>`): a
     misspelt nested key is not silently ignored. With a fresh tower, the head settings are checked against it too."""
@@ -86,11 +95,11 @@ def check_nested_configs(vision_config: dict | None, head_config: dict | None) -
     if vision_config is not None:
         model_type = legacy_vision_model_types().get(vision_config.get("model_type"), vision_config.get("model_type"))
         if model_type not in BACKBONES:
-            raise ConfigError(f"vision_config.model_type: expected one of {list(BACKBONES)}, got "
+            raise ConfigError(f"{name}.model_type: expected one of {list(BACKBONES)}, got "
                               f"{vision_config.get('model_type')!r}.")
         fields = {f.name for f in dataclasses.fields(CONFIG_MAPPING[model_type])}
-        check_mapping_keys(vision_config, fields | {"model_type"}, "vision_config")
-        paths.update(dict.fromkeys(vision_config, "vision_config"))
+        check_mapping_keys(vision_config, fields | {"model_type"}, name)
+        paths.update(dict.fromkeys(vision_config, name))
     if head_config is not None:
         check_mapping_keys(head_config, HEAD_CONFIG_KEYS, "head_config")
         paths.update(dict.fromkeys(head_config, "head_config"))

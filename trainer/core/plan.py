@@ -197,11 +197,15 @@ def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
             continue
         count = sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        paper = name != "visual" or model.config.backbone_family == "qwen2_vl"  # Table 13 sizes Qwen2-VL-7B's tower
         row = {"part": name, "params_m": count / 1e6, "trainable_m": trainable / 1e6,
-               "paper_m": PAPER_PARAMETERS_M.get(name)}
+               "paper_m": PAPER_PARAMETERS_M.get(name) if paper else None}
         if name == "visual":
-            merger = sum(p.numel() for p in model.visual.merger.parameters())
-            row["note"] = f"includes the MLLM's PatchMerger ({merger / 1e6:.1f}M, frozen); without it {(count - merger) / 1e6:.1f}M"
+            backbone = model.config.backbone
+            owned = sum(p.numel() for m in backbone.owned_modules(model.visual) for p in m.parameters())
+            what = " + ".join(backbone.mllm_owned)  # the PatchMerger (+ DeepStack mergers; SigLIP's pooling head)
+            row["note"] = (f"includes the parts left to the MLLM, {what} ({owned / 1e6:.1f}M, frozen); without them "
+                           f"{(count - owned) / 1e6:.1f}M")
         rows.append(row)
     return rows
 
@@ -259,9 +263,14 @@ def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
     and counts, no weights (nothing is read but configs)."""
     tasks = list(tasks or data_args.tasks)
     if model_args.mllm and not (Path(model_args.mllm) / "config.json").is_file():
-        logger.warning("mllm %s is not on this machine: sizing VersaViTConfig's default tower (Qwen2-VL-7B's)",
-                       model_args.mllm)
-        config = VersaViTConfig()
+        if model_args.mllm_vision_config is not None:
+            logger.warning("mllm %s is not on this machine: sizing its tower from mllm_vision_config (%s)",
+                           model_args.mllm, model_args.mllm_vision_config["model_type"])
+            config = VersaViTConfig(vision_config=dict(model_args.mllm_vision_config))
+        else:
+            logger.warning("mllm %s is not on this machine: sizing VersaViTConfig's default tower (Qwen2-VL-7B's)",
+                           model_args.mllm)
+            config = VersaViTConfig()
     else:
         config = backbone_config(model_args.model_name_or_path, model_args.mllm, model_args.vision_config)
     dense = [task for task in tasks if task != "captioning"]

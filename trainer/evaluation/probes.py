@@ -404,7 +404,7 @@ class ProbeArguments(ProbeSettings):
     """The probe settings, the encoder and the data of probe_segmentation.py / probe_depth.py."""
 
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
-    mllm: str | None = field(default=None, metadata={"help": "A Qwen2-VL / Qwen2.5-VL folder: probe its own tower."})
+    mllm: str | None = field(default=None, metadata={"help": "An MLLM folder of any tower family: probe its own tower."})
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": "scenes | ade20k | voc | cityscapes | nyuv2 | kitti | "
                                                               "stereo_motorcycle (depth only)."})
