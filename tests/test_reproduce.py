@@ -246,3 +246,44 @@ def test_a_tower_retrained_at_the_same_path_is_measured_again(quick, capsys):
         assert "run baseline ..." not in printed and "run qa-random-seed0 ..." not in printed
     finally:
         save_file(original, baseline / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.e2e
+def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_its_own(tmp_path, tiny_llm):
+    """Table 6 on three tiny towers of other families: one caption-trained baseline per tower, each arm post-trained
+    from its own tower's baseline (with that tower's sizes), every tower measured; the claims compare each tower's
+    VersaViT arm with its own baseline."""
+    from conftest import QWEN3VL_VISION, QWEN25_VISION, SIGLIP_VISION
+
+    base = tiny_run_config(tmp_path, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
+    sixteen = {"depth_size": 64, "segmentation_size": 64, "caption_max_pixels": 64 * 64}  # whole 32-px blocks
+    towers = {"qwen2_5_vl": {"vision_config": QWEN25_VISION},
+              "qwen3_vl": {"vision_config": QWEN3VL_VISION, **sixteen},
+              "siglip2": {"vision_config": SIGLIP_VISION, **sixteen}}
+    out = tmp_path / "out"
+    results = load_recipe("reproduce").main([
+        "--quick", "--tables", "table6", "--seeds", "0", "--output_dir", str(out), "--run_config", str(base),
+        "--probe_size", "224", "--towers", json.dumps(towers), "--out_of_task", "correspondence"])
+    table = results["tables"]["table6"]
+    assert table["arms"] == [f"{kind}_{tower}" for tower in towers for kind in ("baseline", "versavit")]
+    assert [c["claim"] for c in table["claims"]] == [f"{t}-{c}" for t in towers for c in ("depth_rmse", "seg_miou")]
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == sorted([f"baseline-{t}" for t in towers] + [f"versavit_{t}-seed0" for t in towers]
+                          + [f"qa-{kind}_{t}-seed0" for t in towers for kind in ("baseline", "versavit")])
+    for tower, options in towers.items():
+        backbone = json.loads((out / "runs" / f"versavit_{tower}-seed0" / "backbone" / "config.json").read_text())
+        assert backbone["vision_config"]["model_type"] == options["vision_config"]["model_type"]
+        arm_config = (out / "runs" / f"versavit_{tower}-seed0" / "reproduce_run.yaml").read_text()
+        assert str(out / "runs" / f"baseline-{tower}" / "backbone") in arm_config and "vision_config" not in arm_config
+        for kind in ("baseline", "versavit"):
+            measured = json.loads((out / "measurements" / f"{kind}_{tower}-seed0.json").read_text())
+            assert all(np.isfinite(measured[key]) for key in ("qa_accuracy", "depth_rmse", "seg_miou"))
+    assert "64 / 0.533 / 37.2" in (out / "table6.md").read_text()  # the paper's Qwen2.5-VL row, beside
+
+
+def test_table6_needs_every_tower_it_names(tmp_path, tiny_llm):
+    base = tiny_run_config(tmp_path, tiny_llm)
+    common = ["--quick", "--output_dir", str(tmp_path / "out"), "--run_config", str(base), "--tables", "table6"]
+    with pytest.raises(ConfigError, match=r"towers.qwen2_5_vl: table6's arm baseline_qwen2_5_vl needs"):
+        load_recipe("reproduce").main(common + ["--towers", "{}"])
+    assert not (tmp_path / "out" / "runs").exists()

@@ -71,12 +71,15 @@ PAPER_COLUMNS = ("OpenCompass ↑", "NYUv2 RMSE ↓", "ADE20k mIoU ↑")
 class Arm:
     """One row of a table: `kind` "random" (an untrained tower of the baseline's shape), "baseline" (the
     caption-trained tower itself) or "post" (the baseline post-trained by a `recipes/multitask.py` run with
-    `options` over the reproduction's `post_training` options)."""
+    `options` over the reproduction's `post_training` options). `tower` names an entry of the reproduction's
+    `towers` (run options over `run_config`, e.g. another tower family's `vision_config`): the arm's baseline is
+    built on that tower, once per tower; None is `run_config`'s own tower."""
 
     name: str
     label: str
     kind: str = "post"
     options: dict = field(default_factory=dict)
+    tower: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,24 @@ register_table(Table(
          ("cap_depth_seg", "cap", "qa_accuracy")),
     ),
 ))
+# Table 6: the method on other tower families, each against its own caption-trained baseline (same budget).
+TABLE6_TOWERS = {"qwen2_5_vl": "Qwen2.5-VL-style (window attention)", "qwen3_vl": "Qwen3-VL-style (DeepStack)",
+                 "siglip2": "SigLIP2-style (fixed resolution, as so400m-512)"}
+for _tower, _label in TABLE6_TOWERS.items():
+    register_arm(Arm(f"baseline_{_tower}", f"{_label} baseline", "baseline", tower=_tower))
+    register_arm(Arm(f"versavit_{_tower}", f"{_label} + depth + seg (VersaViT)", options={"tasks": ALL_TASKS},
+                     tower=_tower))
+register_table(Table(
+    "table6", "Table 6: other vision towers (each against its own caption-trained baseline)",
+    tuple(f"{kind}_{tower}" for tower in TABLE6_TOWERS for kind in ("baseline", "versavit")),
+    paper={"baseline_qwen2_5_vl": (64.0, 0.533, 37.2), "versavit_qwen2_5_vl": (65.2, 0.464, 47.2),
+           "baseline_siglip2": (59.3, 0.497, 40.9), "versavit_siglip2": (60.4, 0.481, 49.2)},
+    claims=tuple(
+        (f"{tower}-{column}", f"{TABLE6_TOWERS[tower].split(' (')[0]}: VersaViT improves the {what} probe over its "
+         f"baseline", "better", (f"versavit_{tower}", f"baseline_{tower}", column))
+        for tower in TABLE6_TOWERS for column, what in (("depth_rmse", "depth"), ("seg_miou", "segmentation"))
+    ),
+))
 register_table(Table(
     "table5", "Table 5: loss-weight ablation (λ captioning / depth / segmentation)",
     ("baseline", "lambda_cap", "lambda_depth", "lambda_seg", "cap_depth_seg"),
@@ -165,7 +186,8 @@ register_table(Table(
 class ReproduceArguments:
     output_dir: str = field(default="outputs/reproduce", metadata={"help": "Where runs, measurements and tables go."})
     tables: list[str] = field(default_factory=lambda: ["table4"], metadata={
-        "help": "Tables to reproduce: table4 (multi-task ablation, the default), table5 (loss weights)."})
+        "help": "Tables to reproduce: table4 (multi-task ablation, the default), table5 (loss weights), table6 (other "
+                "tower families)."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "Seeds of every arm (its post-training, probes and QA protocol; a random tower's init)."})
     quick: bool = field(default=False, metadata={
@@ -182,6 +204,9 @@ class ReproduceArguments:
         "help": "recipes/multitask.py options every arm's post-training run shares (its arm adds tasks and λ)."})
     qa_protocol: dict | str | None = field(default=None, metadata={
         "help": "recipes/multitask.py options of the VQA-evaluation runs (stages with the encoder frozen)."})
+    towers: dict | str | None = field(default=None, metadata={
+        "help": "Other towers, by name: recipes/multitask.py options over run_config for an arm's `tower` (its "
+                "vision_config, input sizes); its baseline and its arms use them (table6)."})
     probe_size: int = field(default=224, metadata={"help": "Input size of the segmentation probe (a multiple of "
                                                            "28); depth probes run at the scenes' own size."})
     probe_steps: int = field(default=300, metadata={"help": "Optimizer steps of each linear probe."})
@@ -197,11 +222,17 @@ class ReproduceArguments:
     def __post_init__(self):
         from ..core.config import mapping_option
 
-        for name in ("baseline", "post_training", "qa_protocol"):
+        for name in ("baseline", "post_training", "qa_protocol", "towers"):
             setattr(self, name, mapping_option(getattr(self, name), name) or {})
         unknown = [name for name in self.tables if name not in TABLES]
         if unknown or not self.tables:
             raise ConfigError(f"tables: unknown {unknown or self.tables} (choose among {sorted(TABLES)}).")
+        for table in self.tables:
+            for arm in TABLES[table].arms:
+                tower = ARMS[arm].tower
+                if tower is not None and not isinstance(self.towers.get(tower), dict):
+                    raise ConfigError(f"towers.{tower}: {table}'s arm {arm} needs this tower's run options (a mapping "
+                                      f"with its vision_config), got {self.towers.get(tower)!r}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected distinct seeds, got {self.seeds}.")
         scene_style(self.scene_style)
@@ -213,6 +244,16 @@ class ReproduceArguments:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}.")
         if self.probe_size % 28:
             raise ConfigError(f"probe_size: must be a multiple of 28, got {self.probe_size}.")
+        from modeling_versavit import VersaViTConfig
+
+        for tower in {ARMS[arm].tower for table in self.tables for arm in TABLES[table].arms} - {None}:
+            try:
+                multiple = VersaViTConfig(vision_config=dict(self.towers[tower]["vision_config"])).input_size_multiple
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"towers.{tower}.vision_config: {err}") from None
+            if self.probe_size % multiple:
+                raise ConfigError(f"probe_size: must be a multiple of {multiple} for tower {tower} (whole merge "
+                                  f"blocks), got {self.probe_size}.")
 
 
 # What --quick shrinks (over the config's values): every run a few steps on a few scenes.
@@ -610,23 +651,35 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     arms = arms_of(args.tables)
     runs = output / "runs"
 
-    # The plan: every run's config, checked before anything trains.
-    baseline_tower = runs / "baseline" / "backbone"
-    towers, planned = {}, [("baseline", runner.config(runs / "baseline", args.baseline))]
+    # The plan: every run's config, checked before anything trains. One baseline per tower the arms use.
+    def baseline_name(tower: str | None) -> str:
+        return "baseline" if tower is None else f"baseline-{tower}"
+
+    def tower_options(tower: str | None, post: bool) -> dict:  # a post-training run takes its tower from the baseline
+        options = dict(args.towers[tower]) if tower is not None else {}
+        return {k: v for k, v in options.items() if k != "vision_config"} if post else options
+
+    baselines = list(dict.fromkeys(ARMS[name].tower for name in arms if ARMS[name].kind != "random"))
+    planned = [(baseline_name(tower), runner.config(runs / baseline_name(tower), args.baseline,
+                                                    tower_options(tower, post=False))) for tower in baselines]
+    towers, starts = {}, {}
     for seed in args.seeds:
         for name in arms:
-            kind, tag = ARMS[name].kind, f"{name}-seed{seed}"
+            kind, tag, tower = ARMS[name].kind, f"{name}-seed{seed}", ARMS[name].tower
+            baseline_tower = runs / baseline_name(tower) / "backbone"
             if kind == "baseline":
                 towers[tag] = baseline_tower
             elif kind == "random":
                 towers[tag] = runs / f"random-seed{seed}" / "backbone"
             else:
-                towers[tag] = runs / tag / "backbone"
-                planned.append((tag, runner.config(runs / tag, args.post_training, ARMS[name].options,
+                towers[tag], starts[tag] = runs / tag / "backbone", baseline_tower
+                planned.append((tag, runner.config(runs / tag, args.post_training, tower_options(tower, post=True),
+                                                   ARMS[name].options,
                                                    {"model_name_or_path": str(baseline_tower), "seed": seed})))
     seeds = {f"{name}-seed{seed}": seed for seed in args.seeds for name in arms}
-    qa_runs = {tag: runner.config(runs / f"qa-{tag}", args.qa_protocol,
-                                  {"model_name_or_path": str(tower), "seed": seeds[tag]})
+    arm_of = {f"{name}-seed{seed}": name for seed in args.seeds for name in arms}
+    qa_runs = {tag: runner.config(runs / f"qa-{tag}", tower_options(ARMS[arm_of[tag]].tower, post=True),
+                                  args.qa_protocol, {"model_name_or_path": str(tower), "seed": seeds[tag]})
                for tag, tower in towers.items()}
     if check is not None:
         for name, mapping in planned + [(f"qa-{tag}", m) for tag, m in qa_runs.items()]:
@@ -635,9 +688,9 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     print(f"Proving ground: {', '.join(args.tables)}; arms {arms}; seeds {args.seeds}; {args.scene_style} scenes; "
           f"{len(planned)} training runs and {len(qa_runs)} QA-protocol runs; outputs in {output}", flush=True)
 
-    # 1. the baseline tower, once; 2. the arms' towers, from it
+    # 1. the baseline towers, once each; 2. the arms' towers, from theirs
     for name, mapping in planned:
-        depends = tower_digest(baseline_tower) if name != "baseline" else ""
+        depends = tower_digest(starts[name]) if name in starts else ""
         prune(runner.run(name, mapping, depends))
     for tag, tower in towers.items():
         if ARMS[tag.rsplit("-seed", 1)[0]].kind == "random":
