@@ -1,8 +1,8 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """The backbone interface: how VersaViT reads one family of transformers vision towers.
 
-A family is a `VisionBackbone` subclass in a file of its own (`backbone_qwen2_vl.py`, `backbone_qwen3_vl.py`, ...),
-registered by one line in `backbones.py`. The heads, objectives, probes, export and swap go through it and never
+A family is a `VisionBackbone` subclass in a file of its own (`backbone_qwen2_vl.py`, `backbone_qwen3_vl.py`,
+`backbone_siglip2.py`, `backbone_siglip.py`), marked `@register_backbone`; one line of `backbones.py` imports the file. The heads, objectives, probes, export and swap go through it and never
 through a tower's internals. What a family says:
 
 - which transformers tower it wraps (`tower_class`, built from the vision config, weights keeping the MLLM's own
@@ -316,6 +316,20 @@ class VisionBackbone(ABC):
                          output_attentions=False)
 
 
+BACKBONES: dict[str, VisionBackbone] = {}
+
+
+def register_backbone(backbone):
+    """Make `backbone` (a `VisionBackbone` subclass, as a class decorator, or an instance) the family of the vision
+    configs of its `vision_model_type`; returns what it was given."""
+    instance = backbone() if isinstance(backbone, type) else backbone
+    if not isinstance(instance, VisionBackbone) or not instance.vision_model_type or not instance.name:
+        raise ValueError(f"register_backbone: expected a VisionBackbone with a name and a vision_model_type, got "
+                         f"{backbone!r}.")
+    BACKBONES[instance.vision_model_type] = instance
+    return backbone
+
+
 def _skipped(merge_size: int):
     def forward(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return hidden_states.new_empty(hidden_states.shape[0] // merge_size**2, 0)
@@ -332,4 +346,5 @@ def _owner(tower: nn.Module, blocks: nn.ModuleList) -> tuple[nn.Module, str]:
     raise ValueError("blocks: not a submodule of the tower")
 
 
-__all__ = ["MatmulPatchEmbed", "VisionBackbone", "attention_maps", "shared_grid", "tokens_to_feature_maps"]
+__all__ = ["BACKBONES", "MatmulPatchEmbed", "VisionBackbone", "attention_maps", "register_backbone", "shared_grid",
+           "tokens_to_feature_maps"]

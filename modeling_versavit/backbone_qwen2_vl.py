@@ -15,9 +15,10 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 )
 from transformers.vision_utils import get_vision_window_index
 
-from .backbone_base import VisionBackbone
+from .backbone_base import VisionBackbone, register_backbone
 
 
+@register_backbone
 class Qwen2VLBackbone(VisionBackbone):
     """`Qwen2VisionTransformerPretrainedModel`: width `embed_dim`, merged width `hidden_size`, global attention."""
 
@@ -41,6 +42,7 @@ class Qwen2VLBackbone(VisionBackbone):
                            spatial_merge_size=vision_config.spatial_merge_size)
 
 
+@register_backbone
 class Qwen2_5_VLBackbone(VisionBackbone):
     """`Qwen2_5_VisionTransformerPretrainedModel`: window attention, so its pre-merger tokens come permuted into
     attention windows (undone from `transformers.vision_utils.get_vision_window_index`)."""

@@ -22,12 +22,13 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionPatchMerger,
 )
 
-from .backbone_base import VisionBackbone
+from .backbone_base import VisionBackbone, register_backbone
 
 # Qwen3-VL's and Qwen3.5's image processors normalise with mean = std = 0.5 (transformers' IMAGENET_STANDARD_*).
 HALF = [0.5, 0.5, 0.5]
 
 
+@register_backbone
 class Qwen3_5Backbone(VisionBackbone):
     """`Qwen3_5VisionModel`."""
 
@@ -50,6 +51,7 @@ class Qwen3_5Backbone(VisionBackbone):
         return self.merger_class(projector_config, use_postshuffle_norm=False)
 
 
+@register_backbone
 class Qwen3VLBackbone(Qwen3_5Backbone):
     """`Qwen3VLVisionModel`: Qwen3.5's tower plus the DeepStack mergers (`deepstack_merger_list`)."""
 

@@ -11,10 +11,11 @@ does); images of different sizes run one size at a time.
 
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer, SiglipVisionModel
 
-from .backbone_base import tokens_to_feature_maps
+from .backbone_base import register_backbone, tokens_to_feature_maps
 from .backbone_siglip2 import Siglip2Backbone
 
 
+@register_backbone
 class SiglipBackbone(Siglip2Backbone):
     """`SiglipVisionModel`: a Conv2d patch embedding, a fixed `image_size` position grid."""
 

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger
 from transformers.models.siglip2.modeling_siglip2 import Siglip2EncoderLayer, Siglip2VisionModel
 
-from .backbone_base import VisionBackbone
+from .backbone_base import VisionBackbone, register_backbone
 
 HALF = [0.5, 0.5, 0.5]  # SigLIP's normalisation: mean = std = 0.5
 
@@ -37,6 +37,7 @@ def block_to_raster(image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tens
     return torch.cat(index).to(image_grid_thw.device)
 
 
+@register_backbone
 class Siglip2Backbone(VisionBackbone):
     """`Siglip2VisionModel`; width `hidden_size`, no merger (the merged width is the LLM's projector's business)."""
 

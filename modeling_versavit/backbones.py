@@ -1,27 +1,12 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""The registry of tower families (see `backbone_base.VisionBackbone`): one line per family."""
+"""The tower families (see `backbone_base.VisionBackbone`): one line per family, importing its file registers it."""
 
-from .backbone_base import VisionBackbone
+# (`from .file import ...`, not `from . import file`: transformers copies a Hub folder's remote code by that form)
+from .backbone_base import BACKBONES, VisionBackbone, register_backbone
 from .backbone_qwen2_vl import Qwen2_5_VLBackbone, Qwen2VLBackbone
 from .backbone_qwen3_vl import Qwen3_5Backbone, Qwen3VLBackbone
-from .backbone_siglip import SiglipBackbone
-from .backbone_siglip2 import Siglip2Backbone
-
-BACKBONES: dict[str, VisionBackbone] = {}
-
-
-def register_backbone(backbone: VisionBackbone) -> VisionBackbone:
-    """Make `backbone` the family of vision configs of its `vision_model_type`."""
-    BACKBONES[backbone.vision_model_type] = backbone
-    return backbone
-
-
-register_backbone(Qwen2VLBackbone())
-register_backbone(Qwen2_5_VLBackbone())
-register_backbone(Qwen3VLBackbone())
-register_backbone(Qwen3_5Backbone())
-register_backbone(Siglip2Backbone())
-register_backbone(SiglipBackbone())
+from .backbone_siglip import SiglipBackbone  # fixed resolution (SiglipVisionModel)
+from .backbone_siglip2 import Siglip2Backbone  # NaFlex (Siglip2VisionModel)
 
 
 def backbone_for(vision_config) -> VisionBackbone:
@@ -38,4 +23,15 @@ def legacy_vision_model_types() -> dict[str, str]:
     return {old: backbone.vision_model_type for backbone in BACKBONES.values() for old in backbone.legacy_model_types}
 
 
-__all__ = ["BACKBONES", "backbone_for", "register_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Qwen2VLBackbone",
+    "Qwen2_5_VLBackbone",
+    "Qwen3VLBackbone",
+    "Qwen3_5Backbone",
+    "Siglip2Backbone",
+    "SiglipBackbone",
+    "backbone_for",
+    "legacy_vision_model_types",
+    "register_backbone",
+]

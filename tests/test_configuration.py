@@ -93,3 +93,17 @@ def test_depth_label_space_is_checked_and_saved(tmp_path):
     assert VersaViTConfig().depth_label_space == "depth"
     with pytest.raises(ValueError, match="VersaViTConfig.depth_label_space: expected one of"):
         VersaViTConfig(depth_label_space="inverse-depth")
+
+
+def test_every_family_is_registered_once_under_its_vision_model_type():
+    """backbones.py's one import per family file registers its classes (`@register_backbone`); a registration
+    without a name or a vision config type is refused."""
+    from modeling_versavit.backbones import BACKBONES, register_backbone
+
+    assert {family.name: model_type for model_type, family in BACKBONES.items()} == {
+        "qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "qwen3_vl": "qwen3_vl_vision",
+        "qwen3_5": "qwen3_5_vision", "siglip2": "siglip2_vision_model", "siglip": "siglip_vision_model"}
+    with pytest.raises(ValueError, match="register_backbone: expected a VisionBackbone with a name"):
+        register_backbone(object())
+    with pytest.raises(ValueError, match=r"vision_config: model_type 'vit' is not supported"):
+        VersaViTConfig(vision_config={"model_type": "vit"})
