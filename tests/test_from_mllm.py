@@ -7,7 +7,7 @@ import pytest
 import safetensors
 import torch
 from conftest import random_inputs
-from mllm_fixtures import QWEN_MLLMS, lfm2_vl_inputs, other_naming, rename_keys, save_tiny_mllm
+from mllm_fixtures import MLLMS, QWEN_MLLMS, lfm2_vl_inputs, other_naming, rename_keys, save_tiny_mllm
 from safetensors.torch import load_file, save_file
 
 from modeling_versavit import VersaViTModel
@@ -57,10 +57,15 @@ def test_siglip2_tower_out_of_lfm2_vl(tmp_path, naming):
         torch.testing.assert_close(feature_map, theirs[image, : h * w].reshape(h, w, -1).permute(2, 0, 1))
 
 
-def test_only_vision_tensors_are_read(tmp_path, monkeypatch):
-    save_tiny_mllm("qwen2_vl", tmp_path)
+@pytest.mark.parametrize("family", sorted(MLLMS))
+def test_only_vision_tensors_are_read(tmp_path, monkeypatch, family):
+    """Every family's MLLM, its tower under the prefix transformers saves it with (`visual.`, `model.visual.`, LFM2-VL's
+    `model.vision_tower.`): only the shards with tower tensors are opened, only those tensors read."""
+    save_tiny_mllm(family, tmp_path)
     weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
-    vision_shards = {shard for key, shard in weight_map.items() if key.startswith("visual.")}
+    candidates = ("model.vision_tower.", "model.visual.", "visual.")
+    prefix = next(p for p in candidates if any(key.startswith(p) for key in weight_map))
+    vision_shards = {shard for key, shard in weight_map.items() if key.startswith(prefix)}
     assert set(weight_map.values()) - vision_shards, "the tiny MLLM must have a shard without vision tensors"
 
     opened, read = [], []
@@ -87,8 +92,8 @@ def test_only_vision_tensors_are_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors, "safe_open", RecordingHandle)
     VersaViTModel.from_mllm(tmp_path)
-    assert read and all(key.startswith("visual.") for key in read)
-    assert len(read) == sum(key.startswith("visual.") for key in weight_map)
+    assert read and all(key.startswith(prefix) for key in read)
+    assert len(read) == sum(key.startswith(prefix) for key in weight_map)
     assert set(opened) == vision_shards
 
 

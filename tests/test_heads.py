@@ -256,3 +256,34 @@ def test_depth_checkpoint_loads_into_the_backbone_only_with_its_keys(tmp_path):
     backbone, info = VersaViTModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"]
     assert all(torch.equal(v, depth.state_dict()[k]) for k, v in backbone.state_dict().items())
+
+
+def test_every_family_s_multitask_model_trains_a_few_steps(family):
+    """Depth and referring segmentation heads on every tower family: AdamW steps on a fixed batch bring both losses
+    down, and every block and head parameter moves."""
+    from modeling_versavit import VersaViTForMultiTask
+
+    torch.manual_seed(0)
+    model = VersaViTForMultiTask(tiny_config(family, tasks=["depth", "segmentation"])).train()
+    inputs = random_inputs(model.config, [(4, 4), (4, 4)])
+    side = 4 * model.config.patch_size
+    depth = torch.rand(2, side, side) + 0.5
+    masks = torch.zeros(2, side, side)
+    masks[0, : side // 2] = masks[1, :, side // 2 :] = 1
+    text = torch.randn(2, model.config.text_embed_dim)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(4):
+        depth_loss = model(task="depth", **inputs, labels=depth).loss
+        seg_loss = model(task="segmentation", **inputs, text_embeds=text, expression_image_index=torch.tensor([0, 1]),
+                         labels=masks).loss
+        optimizer.zero_grad()
+        (depth_loss + seg_loss).backward()
+        optimizer.step()
+        losses.append((depth_loss.item(), seg_loss.item()))
+    assert losses[-1][0] < losses[0][0] and losses[-1][1] < losses[0][1], losses
+    moved = {name for name, p in model.named_parameters() if name in before and not torch.equal(p, before[name])}
+    blocks = model.config.backbone.blocks(model.visual)
+    assert all(any(f".{i}." in name for name in moved if name.startswith("visual.")) for i in range(len(blocks)))
+    assert {name for name in before if name.startswith(("depth_head.", "segmentation_head."))} <= moved
