@@ -22,12 +22,14 @@ class SiglipBackbone(Siglip2Backbone):
     name = "siglip"
     vision_model_type = "siglip_vision_model"
     mllm_model_types = ("siglip", "paligemma")
+    mllm_attribute = "vision_tower"
     tower_class = SiglipVisionModel
     block_class = SiglipEncoderLayer
     architecture_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                            "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps",
                            "vision_use_head")
-    # PaliGemma (v5 naming, then the original one) and the SigLIP dual encoder's own folder
+    # PaliGemma (with and without SigLIP's inner `vision_model.`; transformers saves `vision_tower.*`) and the SigLIP
+    # dual encoder's own folder
     mllm_prefixes = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
                      "vision_tower.", "vision_model.")
     export_blocker = ("VersaViT folds the packed rows back into images with sizes read from image_grid_thw (a Python "

@@ -4,11 +4,13 @@ from_mllm and export tests."""
 import json
 
 import torch
-from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION, SIGLIP2_VISION
+from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION, SIGLIP2_VISION, SIGLIP_VISION
 from safetensors.torch import load_file, save_file
 from transformers import (
     Lfm2VlConfig,
     Lfm2VlForConditionalGeneration,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
@@ -47,6 +49,10 @@ QWEN35_TEXT = {
 LFM2_TEXT = {"vocab_size": 128, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 2, "num_key_value_heads": 1, "layer_types": ["conv", "full_attention"],
              "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+# PaliGemma (a fixed-resolution SigLIP tower, 64 px here: 16 image tokens; a Gemma LLM): the MLLM of the SigLIP family.
+GEMMA_TEXT = {"model_type": "gemma", "vocab_size": 128, "hidden_size": 48, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 24,
+              "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
 # family: (MLLM config class, MLLM class, tower config, LLM config)
 MLLMS = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION, TINY_TEXT),
@@ -54,13 +60,16 @@ MLLMS = {
     "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, QWEN3VL_VISION, QWEN3_TEXT),
     "qwen3_5": (Qwen3_5Config, Qwen3_5ForConditionalGeneration, QWEN35_VISION, QWEN35_TEXT),
     "siglip2": (Lfm2VlConfig, Lfm2VlForConditionalGeneration, {**SIGLIP2_VISION, "vision_use_head": False}, LFM2_TEXT),
+    "siglip": (PaliGemmaConfig, PaliGemmaForConditionalGeneration, {**SIGLIP_VISION, "vision_use_head": False},
+               GEMMA_TEXT),
 }
 QWEN_MLLMS = sorted(family for family in MLLMS if family.startswith("qwen"))
 
 
 # Special tokens inside the tiny vocabulary, so that generate() can run with an image (LFM2-VL: the image token only).
 IMAGE_TOKENS = {"image_token_id": 127, "video_token_id": 126, "vision_start_token_id": 125, "vision_end_token_id": 124}
-MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {"siglip2": {"image_token_id": 127, "projector_hidden_size": 32}}
+MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {"siglip2": {"image_token_id": 127, "projector_hidden_size": 32},
+                                                             "siglip": {"image_token_index": 127, "projection_dim": 48}}
 
 
 def save_tiny_mllm(family, folder, shard_size="100KB", vision=None, **text):
@@ -97,6 +106,28 @@ def other_naming(key: str) -> str:
     if key.startswith("model.language_model."):
         return "model." + key.removeprefix("model.language_model.")
     return v5_naming(key)
+
+
+def siglip_mllm_inputs(family: str, encoder_config) -> tuple[dict, dict, dict, list[tuple[int, int]]]:
+    """For the SigLIP families' MLLMs (LFM2-VL, PaliGemma): the MLLM tower's own inputs (from transformers' own
+    processor), VersaViT's inputs of the same photos, `generate`'s inputs, and the photos' patch grids."""
+    if family == "siglip2":
+        theirs, ours = lfm2_vl_inputs(encoder_config)
+        tower = {key: theirs[key] for key in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+        return tower, ours, theirs, [(4, 6), (4, 4)]
+    import PIL.Image
+    from conftest import photo
+    from transformers import SiglipImageProcessor
+
+    from modeling_versavit import VersaViTImageProcessor
+
+    images = [PIL.Image.fromarray(photo("astronaut")).resize((64, 64))]
+    tower = dict(SiglipImageProcessor(size={"height": 64, "width": 64})(images=images, return_tensors="pt"))
+    kwargs = encoder_config.backbone.image_processor_kwargs(encoder_config.vision_config)
+    ours = dict(VersaViTImageProcessor(**kwargs)(images=images, return_tensors="pt"))
+    input_ids = torch.tensor([[127] * 16 + [0, 5, 6]])  # PaliGemma: the image tokens, then the prompt
+    generate = {**tower, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    return tower, ours, generate, [(4, 4)]
 
 
 def lfm2_vl_inputs(encoder_config, seed: int = 0) -> tuple[dict, dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import QWEN2_VISION, load_recipe, random_inputs, tiny_config
-from mllm_fixtures import IMAGE_TOKENS, MLLMS, lfm2_vl_inputs, save_tiny_mllm
+from mllm_fixtures import IMAGE_TOKENS, MLLMS, save_tiny_mllm, siglip_mllm_inputs
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, LlamaConfig
 
@@ -56,7 +56,8 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     assert before.keys() == after.keys()
     prefix = encoder.config.backbone.tower_prefix(before)
     kept = tuple(prefix + part + "." for part in encoder.config.backbone.mllm_owned)
-    assert any(name.startswith(kept) for name in before) or encoder.config.backbone_family == "siglip2"  # no head
+    family = encoder.config.backbone_family
+    assert any(name.startswith(kept) for name in before) or family.startswith("siglip")  # MLLMs drop SigLIP's head
     for name in before:
         vision = name.startswith(prefix) and not name.startswith(kept)
         assert (before[name] != after[name]) == vision, name
@@ -69,16 +70,15 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
 
     # the loaded MLLM sees with the encoder's features, and generates
     mllm = AutoModelForImageTextToText.from_pretrained(out).eval()
-    if encoder.config.backbone_family == "siglip2":  # LFM2-VL: SigLIP2 on its own processor's padded batch
-        theirs_in, ours_in = lfm2_vl_inputs(encoder.config)
+    if family.startswith("siglip"):  # LFM2-VL / PaliGemma: the tower on its own processor's batch, raster order
+        tower_in, ours_in, generate_in, grids = siglip_mllm_inputs(family, encoder.config)
         with torch.no_grad():
-            theirs = mllm.model.vision_tower(theirs_in["pixel_values"], theirs_in["pixel_attention_mask"],
-                                             theirs_in["spatial_shapes"]).last_hidden_state
+            theirs = mllm.model.vision_tower(**tower_in).last_hidden_state
             (maps,) = encoder.get_dense_features(**ours_in, layers=[-1], stack=False)
-        for image, ((h, w), feature_map) in enumerate(zip([(4, 6), (4, 4)], maps, strict=True)):
+        for image, ((h, w), feature_map) in enumerate(zip(grids, maps, strict=True)):
             torch.testing.assert_close(feature_map, theirs[image, : h * w].reshape(h, w, -1).permute(2, 0, 1))
-        generated = mllm.generate(**theirs_in, max_new_tokens=3, do_sample=False)
-        assert generated.shape == (1, theirs_in["input_ids"].shape[1] + 3)
+        generated = mllm.generate(**generate_in, max_new_tokens=3, do_sample=False)
+        assert generated.shape == (1, generate_in["input_ids"].shape[1] + 3)
         return
     inputs = random_inputs(encoder.config, [(4, 4)], seed=3)
     with torch.no_grad():
