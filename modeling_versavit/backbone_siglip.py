@@ -22,7 +22,6 @@ class SiglipBackbone(Siglip2Backbone):
     name = "siglip"
     vision_model_type = "siglip_vision_model"
     mllm_model_types = ("siglip", "paligemma")
-    mllm_attribute = "vision_tower"
     tower_class = SiglipVisionModel
     block_class = SiglipEncoderLayer
     architecture_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
