@@ -28,10 +28,11 @@ def test_extract_features_default_run(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
-def test_extract_features_from_a_saved_model_and_image_files(tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "siglip2"])
+def test_extract_features_from_a_saved_model_and_image_files(tmp_path, family):
     model_dir = tmp_path / "model"
     torch.manual_seed(0)
-    VersaViTModel(tiny_config("qwen2_5_vl")).save_pretrained(model_dir)
+    VersaViTModel(tiny_config(family)).save_pretrained(model_dir)  # the image layout follows the tower family
     for folder in ("a", "b"):  # the same file name twice must not collide
         (tmp_path / folder).mkdir()
         PIL.Image.fromarray(photo("coffee")).save(tmp_path / folder / "cup.png")
@@ -39,7 +40,7 @@ def test_extract_features_from_a_saved_model_and_image_files(tmp_path):
         ["--model", str(model_dir), "--images", str(tmp_path / "a/cup.png"), str(tmp_path / "b/cup.png"),
          "--layers", "1", "3", "--output_dir", str(tmp_path / "out"), "--max_pixels", str(112 * 112)]
     )
-    assert summary["backbone"] == "qwen2_5_vl"
+    assert summary["backbone"] == family
     assert [image["name"] for image in summary["images"]] == ["0_cup", "1_cup"]
     features = load_file(tmp_path / "out" / "features.safetensors")
     assert torch.equal(features["0_cup.layer3"], features["1_cup.layer3"])

@@ -31,7 +31,8 @@ SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 class ExtractArguments:
     model: str | None = field(default=None, metadata={"help": "A VersaViT model folder (save_pretrained output)."})
     mllm: str | None = field(
-        default=None, metadata={"help": "An MLLM folder of any tower family: use its vision tower (VersaViTModel.from_mllm)."}
+        default=None,
+        metadata={"help": "An MLLM folder of any tower family: use its vision tower (VersaViTModel.from_mllm)."},
     )
     images: list[str] = field(
         default_factory=list,
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     if len({name for name, _ in named}) < len(named):  # same file name in two folders: keep outputs apart
         named = [(f"{i}_{name}", image) for i, (name, image) in enumerate(named)]
     model = build_model(args).eval()
-    processor = VersaViTImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": args.max_pixels})
+    towers = model.config.backbone.image_processor_kwargs(model.config.vision_config)  # the tower family's layout
+    processor = VersaViTImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": args.max_pixels}, **towers)
     inputs = processor(images=[image for _, image in named], return_tensors="pt")
 
     with torch.inference_mode():
