@@ -206,6 +206,9 @@ class VisionBackbone(ABC):
     def num_layers(self, vision_config) -> int:
         return vision_config.depth
 
+    def num_heads(self, vision_config) -> int:
+        return vision_config.num_heads
+
     def spatial_merge_size(self, vision_config) -> int:
         """Side of the token blocks the packed rows come in (and that input sides are whole multiples of)."""
         return vision_config.spatial_merge_size

@@ -69,6 +69,9 @@ class Siglip2Backbone(VisionBackbone):
     def num_layers(self, vision_config) -> int:
         return vision_config.num_hidden_layers
 
+    def num_heads(self, vision_config) -> int:
+        return vision_config.num_attention_heads
+
     def spatial_merge_size(self, vision_config) -> int:
         return self.merge
 

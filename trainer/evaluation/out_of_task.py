@@ -52,7 +52,8 @@ def scene_out_of_task(encoder, kinds, size: int, seed: int, num_scenes: int, num
         defaults = yaml.safe_load(RETRIEVAL_CONFIG.read_text())
         settings = RetrievalSettings(**{
             **{key: value for key, value in defaults.items() if key in RetrievalSettings.__dataclass_fields__},
-            "size": size, "seed": seed, "pooling_heads": encoder.config.vision_config.num_heads,
+            "size": size, "seed": seed,
+            "pooling_heads": encoder.config.backbone.num_heads(encoder.config.vision_config),
         })
         model = retrieval_model(encoder, embedder.dim, settings)
         train = readers.scene_captions(num_scenes, TRAIN_SEED, camera=None, style=style)
