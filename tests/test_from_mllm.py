@@ -13,6 +13,37 @@ from safetensors.torch import load_file, save_file
 from modeling_versavit import VersaViTModel
 
 
+def record_safetensors(monkeypatch) -> tuple[list[str], list[str]]:
+    """Patch `safetensors.safe_open` to record the shard files opened and the tensor keys read (in that order)."""
+    opened, read = [], []
+    real_safe_open = safetensors.safe_open
+
+    class RecordingHandle:
+        def __init__(self, path, *args, **kwargs):
+            opened.append(str(path).rsplit("/", 1)[-1])
+            self._handle = real_safe_open(path, *args, **kwargs)
+
+        def __enter__(self):
+            self._inner = self._handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._handle.__exit__(*exc)
+
+        def keys(self):
+            return self._inner.keys()
+
+        def metadata(self):
+            return self._inner.metadata()
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self._inner.get_tensor(key)
+
+    monkeypatch.setattr(safetensors, "safe_open", RecordingHandle)
+    return opened, read
+
+
 @pytest.mark.parametrize("naming", ["as_saved", "other"])
 @pytest.mark.parametrize("shard_size", ["100KB", "50MB"])
 @pytest.mark.parametrize("family", QWEN_MLLMS)
@@ -68,29 +99,7 @@ def test_only_vision_tensors_are_read(tmp_path, monkeypatch, family):
     vision_shards = {shard for key, shard in weight_map.items() if key.startswith(prefix)}
     assert set(weight_map.values()) - vision_shards, "the tiny MLLM must have a shard without vision tensors"
 
-    opened, read = [], []
-    real_safe_open = safetensors.safe_open
-
-    class RecordingHandle:
-        def __init__(self, path, *args, **kwargs):
-            opened.append(str(path).rsplit("/", 1)[-1])
-            self._handle = real_safe_open(path, *args, **kwargs)
-
-        def __enter__(self):
-            self._inner = self._handle.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self._handle.__exit__(*exc)
-
-        def keys(self):
-            return self._inner.keys()
-
-        def get_tensor(self, key):
-            read.append(key)
-            return self._inner.get_tensor(key)
-
-    monkeypatch.setattr(safetensors, "safe_open", RecordingHandle)
+    opened, read = record_safetensors(monkeypatch)
     VersaViTModel.from_mllm(tmp_path)
     assert read and all(key.startswith(prefix) for key in read)
     assert len(read) == sum(key.startswith(prefix) for key in weight_map)
@@ -148,31 +157,7 @@ def test_siglip_tower_out_of_a_siglip_model_folder(tmp_path, monkeypatch):
             "num_attention_heads": 4, "max_position_embeddings": 16, "projection_size": 32}
     dual = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
     dual.save_pretrained(tmp_path)
-    read = []
-    real = safetensors.safe_open
-
-    class Recording:
-        def __init__(self, *args, **kwargs):
-            self.handle = real(*args, **kwargs)
-
-        def __enter__(self):
-            self.inner = self.handle.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self.handle.__exit__(*exc)
-
-        def keys(self):
-            return self.inner.keys()
-
-        def metadata(self):
-            return self.inner.metadata()
-
-        def get_tensor(self, key):
-            read.append(key)
-            return self.inner.get_tensor(key)
-
-    monkeypatch.setattr(safetensors, "safe_open", Recording)
+    _, read = record_safetensors(monkeypatch)
     model = VersaViTModel.from_mllm(tmp_path).eval()
     monkeypatch.undo()
     assert model.config.backbone_family == "siglip" and read and all(k.startswith("vision_model.") for k in read)
