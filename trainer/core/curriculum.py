@@ -12,14 +12,16 @@ rate (the rest is frozen) and how long it lasts. In a recipe's YAML config:
       - name: projector_llm
         objectives:
           captioning: {weight: 1.0, batch_size: 8, data: /data/llava_instruct}   # a folder, or generated scenes:
-        train: {projector: 2.0e-5, language_model: 2.0e-5}                      # data: {num_scenes: 200, scene_seed: 7}
+        train: {projector: 2.0e-5, language_model: 2.0e-5}     # data: {num_scenes: 200, scene_seed: 7, texts: short}
         num_train_epochs: 1
 
 An objective entry's unset `weight`, `batch_size` and `data` are the run's options (`<name>_weight`,
-`<name>_batch_size`, `<name>_data`, else the run's generated scenes). Instead of `train`, a stage may name a
-preset with `stage: alignment` (the projector at `alignment_learning_rate`) or `stage: multitask` (the paper's
-rates, see `stage_learning_rates`); `train` then adjusts it. Without `stages:` a run is the VersaViT curriculum of
-today's flags (`methods.versavit.versavit_stages`): the captioning-alignment warm-up (`alignment_max_steps`), then
+`<name>_batch_size`, `<name>_data`, else the run's generated scenes). Generated scenes' `texts` picks the conversations
+their captioning rows hold (and the captions of contrastive pairs): `default` (caption + questions), `short`, `detailed`
+(+ grounding) or `instructions` (`data.scenes.SCENE_TEXTS`, the data of SAILViT's stages). Instead of `train`, a stage
+may name a preset with `stage: alignment` (the projector at `alignment_learning_rate`) or `stage: multitask` (the
+paper's rates, see `stage_learning_rates`); `train` then adjusts it. Without `stages:` a run is the VersaViT curriculum
+of today's flags (`methods.versavit.versavit_stages`): the captioning-alignment warm-up (`alignment_max_steps`), then
 multi-task training of `tasks`.
 
 Each stage trains in its own folder and, when it has finished, leaves there `trained_parts.safetensors` (the state
@@ -47,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 STAGE_KEYS = ("name", "objectives", "train")
 OBJECTIVE_KEYS = ("weight", "batch_size", "data")
-SCENE_KEYS = ("num_scenes", "scene_seed")
+SCENE_KEYS = ("num_scenes", "scene_seed", "texts")
 # Training options a stage may not set: the trainer's folder is the stage's; the preset and the rates are `stage`
 # and `train`.
 NOT_PER_STAGE = ("output_dir", "part_learning_rates")
@@ -176,11 +178,19 @@ def stage_objective(name: str, settings: dict, data_args, where: str = "") -> St
     data = settings.get("data")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
         raise ConfigError(f"{where}.weight: the loss weight λ must be a finite value >= 0, got {weight!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"{where}.batch_size: must be a positive integer, got {batch_size!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < objective.min_batch_size:
+        raise ConfigError(f"{where}.batch_size: must be an integer >= {objective.min_batch_size} for objective {name!r}, "
+                          f"got {batch_size!r}.")
     if isinstance(data, dict):
+        from ..data.scenes import SCENE_TEXTS
+
         check_mapping_keys(data, SCENE_KEYS, f"{where}.data")
+        texts = data.get("texts", "default")
+        if texts not in SCENE_TEXTS:
+            raise ConfigError(f"{where}.data.texts: expected one of {list(SCENE_TEXTS)}, got {texts!r}.")
         for key, value in data.items():
+            if key == "texts":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "num_scenes" else 0):
                 raise ConfigError(f"{where}.data.{key}: expected an integer >= {1 if key == 'num_scenes' else 0}, got "
                                   f"{value!r}.")

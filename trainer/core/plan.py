@@ -80,8 +80,9 @@ def _data(data_args: DataArguments, stages) -> str:
             if isinstance(item.data, str):
                 parts.append(f"{item.name} {item.data} ({stage.name})")
             elif isinstance(item.data, dict):
+                texts = f", {item.data['texts']} texts" if item.data.get("texts", "default") != "default" else ""
                 parts.append(f"{item.name} {item.data.get('num_scenes', data_args.num_scenes)} generated scenes from "
-                             f"seed {item.data.get('scene_seed', data_args.scene_seed)} ({stage.name})")
+                             f"seed {item.data.get('scene_seed', data_args.scene_seed)}{texts} ({stage.name})")
             elif folders.get(item.name):
                 parts.append(f"{item.name} {folders[item.name]}")
             else:

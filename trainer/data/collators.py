@@ -43,7 +43,7 @@ from datasets import Dataset, Features, Image, List, Value
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
 from modeling_versavit.losses_versavit import depth_validity
 
-from .scenes import Camera, generate_scene
+from .scenes import CAPTION_PROMPT, SCENE_TEXTS, Camera, generate_scene
 
 DEPTH_FEATURES = Features({"image": Image(), "depth": Image(), "depth_scale": Value("float32")})
 # The label space of a depth dataset ("depth" or "disparity"), an optional column; label_depth.py writes it.
@@ -62,8 +62,10 @@ REFERRING_FEATURES = Features(
 )
 TURNS = List({"user": Value("string"), "assistant": Value("string")})
 CAPTIONING_FEATURES = Features({"image": Image(), "texts": TURNS})
-SCHEMAS = {"depth": DEPTH_FEATURES, "segmentation": SEGMENTATION_FEATURES, "captioning": CAPTIONING_FEATURES}
-CAPTION_PROMPT = "Describe the image."
+# Image-text pairs for a contrastive objective: a caption per image and its offline text embedding.
+CONTRASTIVE_FEATURES = Features({"image": Image(), "caption": Value("string"), "text_embeds": List(Value("float32"))})
+SCHEMAS = {"depth": DEPTH_FEATURES, "segmentation": SEGMENTATION_FEATURES, "captioning": CAPTIONING_FEATURES,
+           "contrastive": CONTRASTIVE_FEATURES}
 CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplement §8.1)
 
 
@@ -501,32 +503,44 @@ class CaptioningCollator(_SeededCollator):
 
 def scene_datasets(
     num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera | None = None,
-    style: str = "simple",
+    style: str = "simple", texts: str = "default", extra_tables: tuple[str, ...] = (),
 ) -> dict[str, Dataset]:
-    """The embedded default data: `num_scenes` generated scenes of `style` (seeds `seed ..`) as the three task
-    datasets.
+    """The embedded default data: `num_scenes` generated scenes of `style` (seeds `seed ..`) as the task datasets.
 
-    `embed` turns expressions into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the
-    scene's caption ("Describe the image.") and its question-answer pairs as turns; scenes without a describable
-    object are left out of the segmentation data, which is empty when `embed` is None (no segmentation task)."""
-    depth, segmentation, captioning = [], [], []
+    `embed` turns texts into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the scene's
+    conversation of kind `texts` (`scenes.SCENE_TEXTS`; "default": the caption, the answer to "Describe the image.",
+    and the question-answer pairs); contrastive rows pair each image with that conversation's first answer (its
+    caption) and the caption's embedding, built when `extra_tables` names "contrastive" (the captions are embedded
+    only then). Scenes without a describable object are left out of the segmentation data; the segmentation and
+    contrastive data are empty when `embed` is None (no text encoder)."""
+    if texts not in SCENE_TEXTS:
+        raise ValueError(f"texts: expected one of {list(SCENE_TEXTS)}, got {texts!r}.")
+    unknown = [name for name in extra_tables if name != "contrastive"]
+    if unknown:
+        raise ValueError(f"extra_tables: unknown {unknown} (the scenes can add: ['contrastive']).")
+    depth, segmentation, captioning, contrastive = [], [], [], []
     for index in range(num_scenes):
         scene = generate_scene(seed + index, camera, style=style)
         image = PIL.Image.fromarray(scene.image)
         stored, scale = encode_depth(scene.depth)
         depth.append({"image": image, "depth": stored, "depth_scale": scale})
         if scene.expressions and embed is not None:
-            texts = [text for text, _ in scene.expressions]
+            expressions = [text for text, _ in scene.expressions]
             segmentation.append({
                 "image": image,
-                "expressions": texts,
+                "expressions": expressions,
                 "masks": [PIL.Image.fromarray(mask) for _, mask in scene.expressions],
-                "text_embeds": torch.as_tensor(embed(texts), dtype=torch.float32).tolist(),
+                "text_embeds": torch.as_tensor(embed(expressions), dtype=torch.float32).tolist(),
             })
-        turns = [{"user": CAPTION_PROMPT, "assistant": scene.caption}]
-        turns += [{"user": question, "assistant": answer} for question, answer in scene.qa]
+        turns = [{"user": question, "assistant": answer} for question, answer in scene.texts[texts]]
         captioning.append({"image": image, "texts": turns})
-    return {
+        if embed is not None and "contrastive" in extra_tables:
+            contrastive.append({"image": image, "caption": turns[0]["assistant"]})
+    if contrastive:  # one call: the text encoder batches the captions
+        vectors = torch.as_tensor(embed([row["caption"] for row in contrastive]), dtype=torch.float32)
+        for row, vector in zip(contrastive, vectors):
+            row["text_embeds"] = vector.tolist()
+    tables = {
         "depth": Dataset.from_list(depth, features=DEPTH_FEATURES),
         "segmentation": Dataset.from_dict(
             {column: [row[column] for row in segmentation] for column in SEGMENTATION_FEATURES},
@@ -534,6 +548,12 @@ def scene_datasets(
         ),
         "captioning": Dataset.from_list(captioning, features=CAPTIONING_FEATURES),
     }
+    if "contrastive" in extra_tables:
+        tables["contrastive"] = Dataset.from_dict(
+            {column: [row[column] for row in contrastive] for column in CONTRASTIVE_FEATURES},
+            features=CONTRASTIVE_FEATURES,
+        )
+    return tables
 
 
 __all__ = [
@@ -544,6 +564,7 @@ __all__ = [
     "CAPTION_MAX_PIXELS",
     "caption_image_processor",
     "CAPTIONING_FEATURES",
+    "CONTRASTIVE_FEATURES",
     "CAPTION_PROMPT",
     "CaptioningCollator",
     "DEPTH_FEATURES",

@@ -14,7 +14,11 @@ Rendering is exact ray casting in numpy, so each image comes with:
 - `instances`: the id of the object each pixel sees (0 = ground, -1 = sky, k = objects[k - 1]);
 - `expressions`: referring expressions, each unique within its scene, with the mask of exactly the referred
   object's visible pixels;
-- `caption` and `qa`: a description and question-answer pairs derived from the scene's objects.
+- `caption` and `qa`: a description and question-answer pairs derived from the scene's objects;
+- `texts`: the same facts at the granularities a staged curriculum distinguishes (`SCENE_TEXTS`, SAILViT's three
+  stages): a short caption (what kinds of object, how many), a detailed caption with each object's place plus
+  grounding turns (bounding boxes, counts, attributes), and instruction turns (questions and requests that need
+  comparisons across objects).
 
 Everything is a function of the seed: the same seed gives identical bytes.
 """
@@ -34,9 +38,10 @@ COLORS = {
 SHAPES = ("sphere", "box", "cylinder")
 SIZES = {"small": 0.35, "large": 0.6, "tiny": 0.22}  # the primitive's radius or half width, in metres
 MATERIALS = ("matte", "metal")
-PLURALS = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders", "cone": "cones"}
+PLURALS = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders", "cone": "cones", "object": "objects"}
 LIGHT = (0.4, 0.8, -0.45)  # the simple style's light direction (towards the light)
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six")
+CAPTION_PROMPT = "Describe the image."
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,8 @@ class Scene:
     camera: Camera | None = None  # what it was rendered with: `render(objects, camera, light, ground)`
     light: tuple[float, float, float] = LIGHT
     ground: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # SCENE_TEXTS kind -> conversation turns (user, assistant); "default" is the caption + qa above
+    texts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def _place_objects(rng: np.random.Generator, count: int, style: SceneStyle) -> list[SceneObject]:
@@ -372,6 +379,81 @@ def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator,
     return caption, qa
 
 
+# The conversation kinds a scene's `texts` holds: "default" (the caption and qa, what the VersaViT runs train on),
+# then coarse to fine as SAILViT's stages use them: "short" captions (coarse alignment), "detailed" captions plus
+# grounding (fine alignment), "instructions" (world-knowledge / instruction stage).
+SCENE_TEXTS = ("default", "short", "detailed", "instructions")
+SHORT_PROMPT = "Describe the image in a few words."
+DETAILED_PROMPT = "Describe the image in detail, saying where each object is."
+
+
+def _count_phrase(count: int, shape: str) -> str:
+    number = NUMBERS[count] if count < len(NUMBERS) else str(count)
+    return f"{number} {shape if count == 1 else PLURALS[shape]}"
+
+
+def _listing(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _stage_texts(objects: list[SceneObject], instances: np.ndarray, described: list[tuple[int, str]],
+                 caption: str, qa: list[tuple[str, str]], rng: np.random.Generator,
+                 shapes: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """The scene's conversations of every `SCENE_TEXTS` kind (see there); `described` pairs an object's index with
+    its referring expression, `rng` draws the instruction turns' choices."""
+    height, width = instances.shape
+    boxes, columns = [], []
+    for k in range(1, len(objects) + 1):
+        rows, cols = np.nonzero(instances == k)
+        columns.append(float(cols.mean()))
+        # Qwen2-VL's grounding format: corners in [0, 1000) of the image's width and height
+        boxes.append((int(cols.min() * 1000 // width), int(rows.min() * 1000 // height),
+                      int(cols.max() * 1000 // width), int(rows.max() * 1000 // height)))
+    counts = [(shape, sum(o.shape == shape for o in objects)) for shape in shapes]
+    kinds = [_count_phrase(count, shape) for shape, count in counts if count]
+    short = f"{_listing(kinds).capitalize()} on a checkered floor." if kinds else "An empty checkered floor."
+
+    def place(k: int) -> str:
+        third = "on the left" if columns[k] < width / 3 else "on the right" if columns[k] > 2 * width / 3 else \
+            "in the middle"
+        distance = "near the camera" if objects[k].z < 5.0 else "far back" if objects[k].z > 6.5 else "further back"
+        return f"{third}, {distance}"
+
+    nearest_first = sorted(range(len(objects)), key=lambda k: objects[k].z)
+    if objects:
+        detailed = (f"A checkered floor with {_count_phrase(len(objects), 'object')}: "
+                    + "; ".join(f"{_phrase(objects[k])} {place(k)}" for k in nearest_first) + ".")
+    else:
+        detailed = "An empty checkered floor with no objects on it."
+    grounding = [("How many objects are there?", NUMBERS[len(objects)] if len(objects) < len(NUMBERS)
+                  else str(len(objects)))]
+    for k, text in described:
+        x0, y0, x1, y1 = boxes[k]
+        grounding.append((f"Give the bounding box of {text}.", f"({x0},{y0}),({x1},{y1})"))
+        grounding.append((f"What material is {text}?", objects[k].material))
+        grounding.append((f"What size is {text}?", objects[k].size))
+
+    instructions = list(qa)
+    if objects:
+        instructions.append(("Which object is closest to the camera?", "the " + _phrase(objects[nearest_first[0]])[2:]))
+        left_to_right = sorted(range(len(objects)), key=lambda k: columns[k])
+        instructions.append(("List the objects from left to right.",
+                             _listing([_phrase(objects[k]) for k in left_to_right]) + "."))
+        colour = objects[int(rng.integers(len(objects)))].color
+        count = sum(o.color == colour for o in objects)
+        instructions.append((f"How many {colour} objects are there?", NUMBERS[count] if count < len(NUMBERS)
+                             else str(count)))
+    if len(described) >= 2:
+        a, b = (described[int(i)] for i in rng.choice(len(described), size=2, replace=False))
+        instructions.append((f"Is {a[1]} to the left of {b[1]}?", "yes" if columns[a[0]] < columns[b[0]] else "no"))
+    return {
+        "default": [(CAPTION_PROMPT, caption), *qa],
+        "short": [(SHORT_PROMPT, short)],
+        "detailed": [(DETAILED_PROMPT, detailed), *grounding],
+        "instructions": instructions,
+    }
+
+
 def generate_scene(
     seed: int, camera: Camera | None = None, min_objects: int | None = None, max_objects: int | None = None,
     min_visible_pixels: int = 20, style: str | SceneStyle = "simple",
@@ -401,16 +483,20 @@ def generate_scene(
     objects = [o for i, o in enumerate(objects, start=1) if (instances == i).sum() >= min_visible_pixels]
     image, depth, instances = render(objects, camera, light, ground)  # removing objects only uncovers the others
     columns = [float(np.nonzero(instances == i)[1].mean()) for i in range(1, len(objects) + 1)]
-    expressions = []
+    expressions, described = [], []
     for index in range(len(objects)):
         text = _describe(objects, index, columns)
         if text is not None:
             expressions.append((text, instances == index + 1))
+            described.append((index, text))
     caption, qa = _caption_and_qa(objects, rng, style.shapes)
-    return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground)
+    # A third stream for the staged texts' choices: the other fields stay as they always were.
+    texts = _stage_texts(objects, instances, described, caption, qa, np.random.default_rng([seed, 2]), style.shapes)
+    return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground, texts)
 
 
 __all__ = [
-    "COLORS", "Camera", "MATERIALS", "SCENE_STYLES", "SHAPES", "SIZES", "Scene", "SceneObject", "SceneStyle",
+    "CAPTION_PROMPT", "COLORS", "Camera", "MATERIALS", "SCENE_STYLES", "SCENE_TEXTS", "SHAPES", "SIZES", "Scene",
+    "SceneObject", "SceneStyle",
     "generate_scene", "render", "scene_style",
 ]

@@ -75,16 +75,18 @@ def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
 class DataSources:
     """The datasets of a run's objectives, by source, each folder read and each set of scenes generated once.
 
-    A source is a dataset folder, a mapping `{num_scenes, scene_seed}` of generated scenes, or None: the
-    objective's `<name>_data` option, else the run's scenes (`num_scenes` from `scene_seed`). `objectives`: the
-    names the run uses (the text encoder is loaded only when one of them needs its scenes' expressions embedded)."""
+    A source is a dataset folder, a mapping `{num_scenes, scene_seed, texts}` of generated scenes (`texts`: which
+    of the scenes' conversations the captioning data holds, `scenes.SCENE_TEXTS`), or None: the objective's
+    `<name>_data` option, else the run's scenes (`num_scenes` from `scene_seed`, default conversations).
+    `objectives`: the names the run uses (the text encoder is loaded only when one of them needs its scenes' texts
+    embedded)."""
 
     def __init__(self, data_args: DataArguments, objectives: list[str]):
         from ..objectives import get_objective
 
         self.data_args = data_args
         self.objectives = [get_objective(name, "tasks") for name in objectives]
-        self._scenes: dict[tuple[int, int], dict[str, Dataset]] = {}
+        self._scenes: dict[tuple[int, int, str], dict[str, Dataset]] = {}
         self._folders: dict[tuple[str, str], Dataset] = {}
         self.embedder = None
 
@@ -96,15 +98,17 @@ class DataSources:
             self.embedder = SentenceEmbedder(self.data_args.text_encoder or minilm_path())
         return self.embedder
 
-    def scenes(self, num_scenes: int, seed: int) -> dict[str, Dataset]:
+    def scenes(self, num_scenes: int, seed: int, texts: str = "default") -> dict[str, Dataset]:
         from .collators import scene_datasets
 
         if num_scenes < 1:
             raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
-        if (num_scenes, seed) not in self._scenes:
-            self._scenes[num_scenes, seed] = scene_datasets(num_scenes, self._embed(), seed=seed,
-                                                            style=self.data_args.scene_style)
-        return self._scenes[num_scenes, seed]
+        if (num_scenes, seed, texts) not in self._scenes:
+            extra = tuple(dict.fromkeys(t for objective in self.objectives for t in objective.scene_tables))
+            self._scenes[num_scenes, seed, texts] = scene_datasets(num_scenes, self._embed(), seed=seed,
+                                                                   style=self.data_args.scene_style, texts=texts,
+                                                                   extra_tables=extra)
+        return self._scenes[num_scenes, seed, texts]
 
     def train(self, name: str, source: str | dict | None = None) -> Dataset:
         """Objective `name`'s training data from `source`."""
@@ -119,7 +123,8 @@ class DataSources:
             return self._folders[name, source]
         source = source or {}
         return objective.from_scenes(self.scenes(source.get("num_scenes", self.data_args.num_scenes),
-                                                 source.get("scene_seed", self.data_args.scene_seed)))
+                                                 source.get("scene_seed", self.data_args.scene_seed),
+                                                 source.get("texts", "default")))
 
     def held_out(self, name: str) -> Dataset | None:
         """Objective `name`'s held-out data (its `<name>_eval_data` folder, else `num_eval_scenes` scenes far from
