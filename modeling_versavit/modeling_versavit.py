@@ -338,6 +338,12 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             deepstack_features=tuple(deepstack) if (deepstack := outputs.get("deepstack_features")) else None,
         )
 
+    def get_last_hidden_state(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """The tower's packed last-layer tokens `(sum of t*h*w, embed_dim)` before any merger (the mergers do not
+        run), in the tower's own token order: what pooling heads read."""
+        check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        return self._run_tower(pixel_values, image_grid_thw, merge=False).last_hidden_state
+
     def get_dense_features(
         self,
         pixel_values: torch.Tensor,
@@ -957,6 +963,42 @@ class VersaViTRetrievalHead(nn.Module):
         pooled, _ = self.attention(query, tokens, tokens, key_padding_mask=padding, need_weights=False)
         return self.mlp(self.layernorm(pooled[:, 0]))
 
+    def embed_images(self, tokens: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """Pooled, L2-normalised embeddings `(num_images, retrieval_embed_dim)` of a tower's packed pre-merger
+        `tokens` `(sum of t*h*w, C)`: each image attends only to its own tokens (padding is masked)."""
+        # Per-image rows of a padded (num_images, longest, C) batch, built with tensor ops (traceable).
+        counts = image_grid_thw.prod(-1).to(tokens.device)
+        num_images = counts.shape[0]
+        image_of_token = torch.repeat_interleave(
+            torch.arange(num_images, device=tokens.device), counts, output_size=tokens.shape[0]
+        )
+        position = torch.arange(tokens.shape[0], device=tokens.device) - (counts.cumsum(0) - counts)[image_of_token]
+        longest = counts.max().item()  # not int(): under torch.export it stays a symbol
+        torch._check(longest >= 1)
+        torch._check(longest <= tokens.shape[0])
+        padded = tokens.new_zeros(num_images, longest, tokens.shape[-1])
+        padded = padded.index_put((image_of_token, position), tokens)
+        padding = torch.arange(longest, device=tokens.device)[None] >= counts[:, None]
+        return F.normalize(self.pool(padded, padding), dim=-1)
+
+    def embed_texts(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Projected, L2-normalised `(num_texts, retrieval_embed_dim)` embeddings of offline text embeddings
+        `(num_texts, retrieval_text_embed_dim)`; a wrong width or a NaN / inf value is a `ValueError`."""
+        width = self.text_projection[0].in_features
+        if text_embeds.ndim != 2 or text_embeds.shape[-1] != width:
+            raise ValueError(
+                f"text_embeds: expected shape (num_texts, {width}) (config.retrieval_text_embed_dim), got "
+                f"{tuple(text_embeds.shape)}; embed the texts with the text model this head was built for."
+            )
+        torch_compilable_check(torch.isfinite(text_embeds).all(), "text_embeds: contains NaN or inf values.")
+        projection = self.text_projection
+        return F.normalize(projection(text_embeds.to(projection[0].weight.dtype)), dim=-1)
+
+    def loss(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple:
+        """`(loss, logits)` of paired embeddings (image `i` with text `i`) under the head's contrastive loss, with
+        its learnable scale and bias (`losses_versavit.contrastive_loss`)."""
+        return contrastive_loss(image_embeds, text_embeds, self.logit_scale, self.logit_bias, kind=self.kind)
+
 
 @dataclass
 class VersaViTImageTextRetrievalOutput(ModelOutput):
@@ -1015,39 +1057,17 @@ class VersaViTForImageTextRetrieval(VersaViTPreTrainedModel):
     def pool_tokens(self, tokens: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """Pooled, L2-normalised embeddings `(num_images, retrieval_embed_dim)` of the tower's packed last-layer
         `tokens` (as `get_image_features` computes them; callers that cache a frozen tower's tokens pool with it)."""
-        # Per-image rows of a padded (num_images, longest, C) batch, built with tensor ops (traceable).
-        counts = image_grid_thw.prod(-1).to(tokens.device)
-        num_images = counts.shape[0]
-        image_of_token = torch.repeat_interleave(
-            torch.arange(num_images, device=tokens.device), counts, output_size=tokens.shape[0]
-        )
-        position = torch.arange(tokens.shape[0], device=tokens.device) - (counts.cumsum(0) - counts)[image_of_token]
-        longest = counts.max().item()  # not int(): under torch.export it stays a symbol
-        torch._check(longest >= 1)
-        torch._check(longest <= tokens.shape[0])
-        padded = tokens.new_zeros(num_images, longest, tokens.shape[-1])
-        padded = padded.index_put((image_of_token, position), tokens)
-        padding = torch.arange(longest, device=tokens.device)[None] >= counts[:, None]
-        return F.normalize(self.retrieval_head.pool(padded, padding), dim=-1)
+        return self.retrieval_head.embed_images(tokens, image_grid_thw)
 
     def retrieval_loss(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple:
         """`(loss, logits)` of paired embeddings (image `i` with text `i`) under `config.retrieval_loss`, with the
         head's learnable scale and bias."""
-        head = self.retrieval_head
-        return contrastive_loss(image_embeds, text_embeds, head.logit_scale, head.logit_bias, kind=head.kind)
+        return self.retrieval_head.loss(image_embeds, text_embeds)
 
     def project_text(self, text_embeds: torch.Tensor) -> torch.Tensor:
         """Projected, L2-normalised text embeddings `(num_texts, retrieval_embed_dim)` from offline ones (there is no
         text model here: the texts are embedded beforehand, by the model `retrieval_text_embed_dim` names)."""
-        width = self.config.retrieval_text_embed_dim
-        if text_embeds.ndim != 2 or text_embeds.shape[-1] != width:
-            raise ValueError(
-                f"text_embeds: expected shape (num_texts, {width}) (config.retrieval_text_embed_dim), got "
-                f"{tuple(text_embeds.shape)}; embed the texts with the text model this head was built for."
-            )
-        torch_compilable_check(torch.isfinite(text_embeds).all(), "text_embeds: contains NaN or inf values.")
-        projection = self.retrieval_head.text_projection
-        return F.normalize(projection(text_embeds.to(projection[0].weight.dtype)), dim=-1)
+        return self.retrieval_head.embed_texts(text_embeds)
 
     @can_return_tuple
     def forward(

@@ -114,9 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     space = sources.depth_label_space([data for name, data in used if name == "depth"]) if "depth" in names else None
     model, tokenizer = build_model(model_args, tasks, dim, space)
     apply_lora(model, lora_args)
-    trained = ObjectivesModel(model, [get_objective(name) for name in names])
-    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim,
-                               config=model.config)
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim, config=model.config)
+    trained = ObjectivesModel(model, [get_objective(name) for name in names], context)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         if run_args.resume and before_file.is_file():
             before = json.loads(before_file.read_text())
         else:
-            before = evaluate_held_out(model, data_args, held_out)
+            before = evaluate_held_out(model, data_args, held_out, tokenizer=tokenizer)
             before_file.write_text(json.dumps(before, indent=2))
 
     result = run_curriculum(trained, stages, sources, context, training_args, output_dir, run_args.resume,
@@ -142,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary.update({k: str(v) for k, v in folders.items()})
     if held_out:
         model.eval()  # and it stays so for the prediction panel
-        summary["held_out"] = {"before": before, "after": evaluate_held_out(model, data_args, held_out)}
+        after = evaluate_held_out(model, data_args, held_out, tokenizer=tokenizer)
+        summary["held_out"] = {"before": before, "after": after}
     histories = result["histories"]
     if any("loss" in entry for history in histories.values() for entry in history):
         summary["loss_curves"] = str(plot_loss_curves(histories, output_dir / "loss_curves.png"))
@@ -186,6 +186,10 @@ def print_summary(summary: dict, output_dir: Path) -> None:
         if "segmentation" in after:
             print(f"Held-out masks   mIoU {before['segmentation']['miou']:.3f} -> {after['segmentation']['miou']:.3f}   "
                   f"cIoU {before['segmentation']['ciou']:.3f} -> {after['segmentation']['ciou']:.3f}")
+        if "captioning" in after:
+            print(f"Held-out answers loss/token {before['captioning']['answer_loss']:.3f} -> "
+                  f"{after['captioning']['answer_loss']:.3f}   token accuracy "
+                  f"{before['captioning']['token_accuracy']:.3f} -> {after['captioning']['token_accuracy']:.3f}")
     for key in ("final", "backbone", "predictions", "loss_curves", "config"):
         if key in summary:
             print(f"{key:<12}{summary[key]}")

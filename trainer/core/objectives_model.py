@@ -18,22 +18,26 @@ def unwrap_versavit(model):
 class ObjectivesModel(nn.Module):
     """What a `MultiTaskTrainer` trains: a VersaViT model plus the modules its objectives add.
 
-    `forward(task=name, **batch)` runs objective `name`'s loss. Its state dict has the VersaViT model's own names
-    (`visual.*`, `depth_head.*`, ...) and each added part under its part name, so Trainer checkpoints load into the
-    task classes as before. Under multi-process training it adds `0 x (sum of the trainable parameters this objective
-    does not reach)` to the loss: the other objectives' parts and the backbone blocks after the last one it reads.
-    That changes no value or gradient, but every parameter takes part in every backward, as DDP's reducer (with
-    `find_unused_parameters=False`, gradient checkpointing included) requires when each micro-batch drives one
+    `forward(task=name, **batch)` runs objective `name`'s loss. With the run's `context` (`ObjectiveContext`), each
+    objective first fits the model config to the run's data (`Objective.configure`). Its state dict has the VersaViT
+    model's own names (`visual.*`, `depth_head.*`, ...) and each added part under its part name, so Trainer checkpoints
+    load into the task classes as before. Under multi-process training it adds `0 x (sum of the trainable parameters
+    this objective does not reach)` to the loss: the other objectives' parts and the backbone blocks after the last one
+    it reads. That changes no value or gradient, but every parameter takes part in every backward, as DDP's reducer
+    (with `find_unused_parameters=False`, gradient checkpointing included) requires when each micro-batch drives one
     objective.
     """
 
     accepts_loss_kwargs = False  # each objective normalises its own loss; the trainer weights and accumulates them
 
-    def __init__(self, model, objectives):
+    def __init__(self, model, objectives, context=None):
         super().__init__()
         self.model = model
         self.objectives = {objective.name: objective for objective in objectives}
         added, self.added_by = {}, {}
+        if context is not None:  # the run's data (e.g. its text width) decides the shape of added parts
+            for objective in self.objectives.values():
+                objective.configure(unwrap_versavit(model).config, context)
         for objective in self.objectives.values():
             for part, module in objective.modules(unwrap_versavit(model)).items():
                 if part in added or hasattr(unwrap_versavit(model), part):

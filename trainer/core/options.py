@@ -138,6 +138,14 @@ class DataArguments:
     segmentation_eval_data: str | None = field(
         default=None, metadata={"help": "Held-out segmentation folder for the before/after metrics. Default: scenes."}
     )
+    captioning_eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out captioning folder for the before/after answer loss and token "
+                                        "accuracy. Default: scenes."}
+    )
+    contrastive_data: str | None = field(
+        default=None, metadata={"help": "Image-caption folder of the contrastive objective (columns image, caption, "
+                                        "text_embeds: recipes/data/embed_texts.py --captions). Default: scenes."}
+    )
     num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (when a task has no folder)."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
@@ -170,6 +178,8 @@ class DataArguments:
         default=None,
         metadata={"help": "Dynamic resolution for referring segmentation, as depth_resolutions. Default: off."},
     )
+    contrastive_size: int = field(default=448, metadata={"help": "Contrastive objective's input size, as depth_size "
+                                                                 "(SAILViT does not state one)."})
     caption_max_pixels: int = field(
         default=896 * 896, metadata={"help": "Largest captioning input in pixels (paper: 896x896)."}
     )
@@ -180,6 +190,8 @@ class DataArguments:
     captioning_batch_size: int = field(default=8, metadata={"help": "Captioning batch per device (paper: 8)."})
     depth_batch_size: int = field(default=32, metadata={"help": "Depth batch per device (paper: 32)."})
     segmentation_batch_size: int = field(default=32, metadata={"help": "Segmentation batch per device (paper: 32)."})
+    contrastive_batch_size: int = field(default=32, metadata={"help": "Contrastive batch per device, >= 2: the other "
+                                                                      "pairs of the batch are the negatives."})
     caption_max_length: int = field(
         default=2048,
         metadata={"help": "Longest captioning sequence in tokens (image tokens included); longer answers are cut "
@@ -189,6 +201,8 @@ class DataArguments:
     captioning_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_cap (paper: 1/3)."})
     depth_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_depth (paper: 1/3)."})
     segmentation_weight: float = field(default=1 / 3, metadata={"help": "Loss weight λ_seg (paper: 1/3)."})
+    contrastive_weight: float = field(default=1.0, metadata={"help": "Loss weight of the contrastive objective (in "
+                                                                     "the stages that name it)."})
 
     def __post_init__(self):
         unknown = [task for task in self.tasks if task not in TASKS]
@@ -202,6 +216,13 @@ class DataArguments:
             check_size(getattr(self, name), name, 1)
             option = name.replace("_size", "_resolutions")
             parse_resolutions(getattr(self, option), option, 1)
+        check_size(self.contrastive_size, "contrastive_size", 1)
+        if self.contrastive_batch_size < 2:
+            raise ValueError(f"contrastive_batch_size: must be >= 2 (the other pairs are the negatives), got "
+                             f"{self.contrastive_batch_size}.")
+        if not math.isfinite(self.contrastive_weight) or self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight: the loss weight λ must be a finite value >= 0, got "
+                             f"{self.contrastive_weight}.")
         if self.caption_max_pixels < 56 * 56:
             raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
         for task in TASKS:
@@ -291,12 +312,14 @@ class RunArguments:
 
 
 def check_input_sizes(data_args: DataArguments, multiple: int) -> None:
-    """`ConfigError` naming the option unless `depth_size`, `segmentation_size` and every side of their resolution
-    sets are multiples of `multiple`, the tower's patch x merge (`VersaViTConfig.input_size_multiple`)."""
+    """`ConfigError` naming the option unless `depth_size`, `segmentation_size`, `contrastive_size` and every side of
+    the resolution sets are multiples of `multiple`, the tower's patch x merge
+    (`VersaViTConfig.input_size_multiple`)."""
     try:
         for task in ("depth", "segmentation"):
             check_size(getattr(data_args, f"{task}_size"), f"{task}_size", multiple)
             parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions", multiple)
+        check_size(data_args.contrastive_size, "contrastive_size", multiple)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -16,6 +16,8 @@ Definitions:
 - Metric depth (`depth_metrics`): per image over valid pixels (finite, in (min_depth, max_depth], in the crop), then
   averaged over images by the caller.
 - Image-text retrieval (`retrieval_recall`): Recall@K in both directions, ties counted against the positive.
+- Answers (`evaluate_answers`): teacher-forced cross-entropy per answer token and argmax token accuracy, over every
+  answer token of the held-out conversations.
 """
 
 import inspect
@@ -156,6 +158,29 @@ def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(logits[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
 
 
+@torch.no_grad()
+def evaluate_answers(model, batches: Iterable[dict]) -> dict[str, float]:
+    """Teacher-forced answer metrics of `model(task="captioning")` (or a captioning model) over collated captioning
+    batches (`labels` -100 outside the answers): `answer_loss`, the cross-entropy per answer token over every
+    token of the data, and `token_accuracy`, the fraction of answer tokens that are the argmax of their position's
+    logits; `tokens` counts them."""
+    loss_sum, correct, count = 0.0, 0, 0
+    for batch in batches:
+        inputs = {k: v for k, v in batch.items() if k != "num_truncated"}
+        output = model(task="captioning", **inputs) if _is_multitask(model) else model(**inputs)
+        targets = inputs["labels"][:, 1:]
+        targets = targets[targets != -100].to(output.logits.device)  # row-major, as the logits are returned
+        if output.logits.shape[0] != targets.shape[0]:
+            raise ValueError(f"evaluate_answers: {output.logits.shape[0]} logits for {targets.shape[0]} answer tokens; "
+                             "expected the captioning output's logits of the labelled positions.")
+        loss_sum += float(F.cross_entropy(output.logits.float(), targets, reduction="sum"))
+        correct += int((output.logits.argmax(-1) == targets).sum())
+        count += targets.numel()
+    if not count:
+        raise ValueError("evaluate_answers: no answer token to score.")
+    return {"answer_loss": loss_sum / count, "token_accuracy": correct / count, "tokens": count}
+
+
 def _is_multitask(model) -> bool:
     """Whether `model.forward` takes `task=` (a multi-task model or a wrapper of one) rather than a task model's
     arguments only."""
@@ -262,6 +287,7 @@ __all__ = [
     "affine_align",
     "depth_metrics",
     "eigen_crop",
+    "evaluate_answers",
     "evaluate_depth",
     "evaluate_segmentation",
     "pairwise_depth_order",

@@ -6,7 +6,8 @@ An [`Objective`] says everything the library needs to train with it:
 - `name`: how stages, configs, logs (`loss_<name>`, `<name>/<term>`) and task streams (`TaskSpec.name`) call it;
 - `parts`: the parts of the model its loss reaches besides the backbone (`training_parts` names), so that the
   trainer knows what a micro-batch of it does not reach; `modules(model)`: parts it adds to the model itself (a
-  head the VersaViT model does not have), trained, grouped and checkpointed like the model's own;
+  head the VersaViT model does not have), trained, grouped and checkpointed like the model's own, after
+  `configure(config, context)` has fitted the model's config to the run's data;
 - `collator(context)`, `batch_size(data_args)`, `weight(data_args)`: its training batches and its λ;
 - `from_scenes(tables)` / `load_folder(path)`, `data_folder` / `held_out_folder`: its data, generated or read;
 - `forward(model, modules, batch)`: its loss (a `ModelOutput` with `loss` and, for logging, `loss_terms`);
@@ -16,7 +17,8 @@ An [`Objective`] says everything the library needs to train with it:
 - `task_class`, `checkpoint_prefixes`: the task model its trained parts load into (Hub export);
   `input_pixels` / `input_description`: its input size for the run's plan and memory estimate.
 
-The three objectives of the paper (captioning, depth, referring segmentation) are in `captioning.py` and `dense.py`.
+The three objectives of the paper (captioning, depth, referring segmentation) are in `captioning.py` and `dense.py`;
+the image-text contrastive objective (SAILViT's cross-modal alignment) in `contrastive.py`.
 Another one is a subclass plus one line, from any file (a run imports it with `--imports path/to/file.py`; see
 tests/toy_objective.py):
 
@@ -72,15 +74,22 @@ class Objective:
     # the head of `VersaViTForMultiTask` it drives (`config.tasks`), None when it brings its own modules
     model_task: ClassVar[str | None] = None
     default_batch_size: ClassVar[int] = 8
+    min_batch_size: ClassVar[int] = 1  # e.g. 2 for a contrastive loss, whose negatives are the batch's other pairs
     default_weight: ClassVar[float] = 1.0
-    # a generated-scenes dataset of it needs the expressions embedded (the text encoder is loaded)
+    # a generated-scenes dataset of it needs texts embedded (the text encoder is loaded)
     needs_text_embeddings: ClassVar[bool] = False
+    # tables `data.scene_datasets` builds only when asked (e.g. "contrastive"), for `from_scenes`
+    scene_tables: ClassVar[tuple[str, ...]] = ()
     # the task model (a `VersaViTFor...` class) its trained parts load into, and their weight-name prefixes in a
     # checkpoint: what the Hub export and `require_task_weights` offer for it
     task_class: ClassVar[type | None] = None
     checkpoint_prefixes: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------------------------------------ model
+    def configure(self, config, context: "ObjectiveContext") -> None:
+        """Fit the model's `config` to the run's data before `modules` builds this objective's parts (e.g. the width
+        of the run's text embeddings); the default changes nothing."""
+
     def modules(self, model) -> dict[str, nn.Module]:
         """The parts this objective adds to `model`, by part name (new modules); {} when the model has them."""
         return {}
@@ -179,7 +188,7 @@ def get_objective(name: str, option: str = "objective") -> Objective:
 
 
 # The paper's objectives register themselves on import.
-from . import captioning, dense  # noqa: E402, F401
+from . import captioning, contrastive, dense  # noqa: E402, F401
 
 __all__ = [
     "OBJECTIVES",

@@ -36,7 +36,23 @@ class CaptioningObjective(Objective):
         return CaptioningCollator(processor, max_turns=data_args.max_turns, seed=context.seed,
                                   max_length=data_args.caption_max_length)
 
+    has_held_out = True
     draws_predictions = True
+
+    def held_out_folder(self, data_args):
+        return data_args.captioning_eval_data
+
+    def evaluate(self, model, dataset, context):
+        """Teacher-forced answer quality on held-out conversations (every turn): the mean cross-entropy per answer
+        token and the fraction of answer tokens the LLM's argmax gets right. None without a tokenizer."""
+        if context.tokenizer is None:
+            return None
+        from ..evaluation.metrics import evaluate_answers
+
+        collator = self.collator(context)
+        collator.max_turns = None  # every turn, in order
+        return evaluate_answers(model, (collator([dataset[i] for i in range(start, min(start + 4, len(dataset)))])
+                                        for start in range(0, len(dataset), 4)))
 
     def draw(self, axis, model, image, row, context):
         from modeling_versavit import VersaViTCaptioningProcessor
