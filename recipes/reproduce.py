@@ -1,27 +1,30 @@
 #!/usr/bin/env python
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""The proving ground: the paper's Table 4 (and, behind --tables, Table 5) in miniature on generated scenes.
+"""The proving ground: the paper's Table 4 (and, behind --tables, Tables 5 and 6 and the SAILViT comparison) in
+miniature on generated scenes.
 
     make reproduce                                              # Table 4, 3 seeds (this recipe, its default config)
     python recipes/reproduce.py --tables table4 table5          # both tables (Table 5 adds three λ arms per seed)
+    python recipes/reproduce.py --tables sailvit                # SAILViT's staged refinement vs VersaViT, same budget
     python recipes/reproduce.py --quick --output_dir /tmp/pg    # every step of the pipeline in a few minutes
 
 1. The baseline tower (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
    with captioning / QA only, through SmolLM2, on generated scenes (`baseline:` options); built once.
 2. The arms: the baseline post-trained by recipes/multitask.py (alignment warm-up, then multi-task training of the
-   arm's tasks and λ; `post_training:` options shared by all, same steps and data), each with every seed; a
-   random tower of the same shape is the floor.
+   arm's tasks and λ; `post_training:` options shared by all, same steps and data; the SAILViT arm runs the
+   stages of recipes/configs/sailvit_default.yaml instead), each with every seed; a random tower of the same shape
+   is the floor.
 3. Every tower measured frozen on held-out scenes no run trained on: segmentation and depth linear probes (mIoU,
    RMSE; also over the shape classes / object pixels alone), and QA accuracy after the paper's VQA-evaluation
    protocol (`qa_protocol:` stages: a fresh projector, then projector + LLM, the tower frozen), exact match.
 4. Per table: mean ± std over seeds beside the paper's numbers, whether each of the paper's claims shows and
    whether the seeds' spreads separate it.
 
-Writes to output_dir: table4.md (and table5.md), table4.png (bar charts with the seeds' spread), figure4.png
-(baseline vs. VersaViT probe predictions on the same held-out scenes, as the paper's Figure 4), results.json (every
-number, every claim), measurements/<arm>-seed<k>.json, and runs/ (each training run's folder, config and log;
-the LLM copies are pruned). Finished runs and measurements are reused: an interrupted reproduction continues,
-a finished one only redraws its outputs. Every run's config is checked before the first one trains.
+Writes to output_dir: <table>.md per table (table4.md, ...), <table>.png (bar charts with the seeds' spread),
+figure4.png (baseline vs. VersaViT probe predictions on the same held-out scenes, as the paper's Figure 4), results.json
+(every number, every claim), measurements/<arm>-seed<k>.json, and runs/ (each training run's folder, config and log; the
+LLM copies are pruned). Finished runs and measurements are reused: an interrupted reproduction continues, a finished one
+only redraws its outputs. Every run's config is checked before the first one trains.
 """
 
 import importlib.util
@@ -34,8 +37,8 @@ from versavit_trainer.evaluation.proving_ground import ReproduceArguments, repro
 
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
-                               "Table 4 in miniature by default (--tables: 5, 6 too), 3 seeds, about 45 minutes a "
-                               "table on 2 CPU cores")
+                               "Table 4 in miniature by default (--tables: table5, table6, sailvit too), 3 seeds, "
+                               "about 45 minutes a table on 2 CPU cores")
 
 
 def _multitask():

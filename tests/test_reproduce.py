@@ -288,3 +288,29 @@ def test_table6_needs_every_tower_it_names(tmp_path, tiny_llm):
     with pytest.raises(ConfigError, match=r"towers.qwen2_5_vl: table6's arm baseline_qwen2_5_vl needs"):
         load_recipe("reproduce").main(common + ["--towers", "{}"])
     assert not (tmp_path / "out" / "runs").exists()
+
+
+@pytest.mark.e2e
+def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp_path, tiny_llm):
+    """The SAILViT comparison: its arm runs the three stages of sailvit_default.yaml (each on --quick's scenes of its
+    own seeds and texts) from the same baseline tower as the VersaViT arms, and is measured like them."""
+    import yaml
+
+    base = tiny_run_config(tmp_path, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
+    out = tmp_path / "out"
+    results = load_recipe("reproduce").main(["--quick", "--tables", "sailvit", "--seeds", "0", "--output_dir",
+                                             str(out), "--run_config", str(base), "--probe_size", "56"])
+    table = results["tables"]["sailvit"]
+    assert table["arms"] == ["baseline", "cap", "cap_depth_seg", "sailvit"]
+    assert [c["claim"] for c in table["claims"]] == ["a", "b", "c", "d"]
+    config = yaml.safe_load((out / "runs" / "sailvit-seed0" / "reproduce_run.yaml").read_text())
+    assert config["model_name_or_path"] == str(out / "runs" / "baseline" / "backbone")
+    assert [stage["name"] for stage in config["stages"]] == ["coarse_alignment", "fine_alignment", "knowledge"]
+    assert [stage["objectives"]["captioning"]["data"] for stage in config["stages"]] == [
+        {"num_scenes": pg.QUICK_RUN["num_scenes"], "scene_seed": seed, "texts": texts}
+        for seed, texts in ((0, "short"), (200000, "detailed"), (400000, "instructions"))]
+    for stage in ("coarse_alignment", "fine_alignment", "knowledge"):
+        assert json.loads((out / "runs" / "sailvit-seed0" / stage / "stage.json").read_text())["steps"] == 1
+    measured = json.loads((out / "measurements" / "sailvit-seed0.json").read_text())
+    assert all(np.isfinite(measured[key]) for key in ("qa_accuracy", "depth_rmse", "seg_miou"))
+    assert pg.ARMS["sailvit"].label in (out / "sailvit.md").read_text()

@@ -40,6 +40,7 @@ import yaml
 from ..core.config import ConfigError
 from ..data import readers
 from ..data.scenes import generate_scene, scene_style
+from ..methods.sailvit import sailvit_run_options
 from .metrics import depth_metrics
 from .out_of_task import OUT_OF_TASK, scene_out_of_task
 from .probes import (
@@ -166,6 +167,24 @@ register_table(Table(
         for tower in TABLE6_TOWERS for column, what in (("depth_rmse", "depth"), ("seg_miou", "segmentation"))
     ),
 ))
+# SAILViT's staged refinement (methods/sailvit.py) from the same baseline at VersaViT's budget: 135 optimizer steps
+# (15 + 60 + 60 against VersaViT's 15 warm-up + 120 multi-task steps) and the same captioning batch, so both see as
+# many captioning samples; VersaViT adds its dense batches. Its stages are sailvit_default.yaml's.
+register_arm(Arm("sailvit", "SAILViT (3 caption stages: short, detailed + grounding, instructions)",
+                 options=sailvit_run_options()))
+register_table(Table(
+    "sailvit", "SAILViT vs VersaViT: two methods from the same baseline tower, same steps and captioning samples",
+    ("baseline", "cap", "cap_depth_seg", "sailvit"),
+    paper={"baseline": (64.8, 0.541, 33.6), "cap": (66.1, 0.557, 32.0), "cap_depth_seg": (66.4, 0.473, 49.6)},
+    claims=(
+        ("a", "SAILViT keeps QA accuracy at least at the baseline's", "at_least",
+         ("sailvit", "baseline", "qa_accuracy")),
+        ("b", "SAILViT's staged refinement beats plain captioning post-training on QA", "better",
+         ("sailvit", "cap", "qa_accuracy")),
+        ("c", "VersaViT's depth probe beats SAILViT's", "better", ("cap_depth_seg", "sailvit", "depth_rmse")),
+        ("d", "VersaViT's segmentation probe beats SAILViT's", "better", ("cap_depth_seg", "sailvit", "seg_miou")),
+    ),
+))
 register_table(Table(
     "table5", "Table 5: loss-weight ablation (λ captioning / depth / segmentation)",
     ("baseline", "lambda_cap", "lambda_depth", "lambda_seg", "cap_depth_seg"),
@@ -187,7 +206,7 @@ class ReproduceArguments:
     output_dir: str = field(default="outputs/reproduce", metadata={"help": "Where runs, measurements and tables go."})
     tables: list[str] = field(default_factory=lambda: ["table4"], metadata={
         "help": "Tables to reproduce: table4 (multi-task ablation, the default), table5 (loss weights), table6 (other "
-                "tower families)."})
+                "tower families), sailvit (SAILViT's staged refinement against VersaViT, same budget)."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "Seeds of every arm (its post-training, probes and QA protocol; a random tower's init)."})
     quick: bool = field(default=False, metadata={
@@ -266,6 +285,15 @@ RUN_FIXED = {"num_eval_scenes": 0, "panel_samples": 0, "save_strategy": "no", "r
 
 
 # --------------------------------------------------------------------------------------------------- runs
+def _quick_objectives(objectives):
+    """A stage's objectives with their generated-scene data shrunk to --quick's scenes."""
+    if not isinstance(objectives, dict):
+        return objectives
+    return {name: {**settings, "data": {**settings["data"], "num_scenes": QUICK_RUN["num_scenes"]}}
+            if isinstance(settings, dict) and isinstance(settings.get("data"), dict) else settings
+            for name, settings in objectives.items()}
+
+
 class Runner:
     """Runs `recipes/multitask.py` configs (`train(argv)`, its `main`) in their own folders under `output_dir`,
     each once: a folder whose `summary.json` exists and whose recorded config is the same is reused."""
@@ -286,7 +314,8 @@ class Runner:
         if self.args.quick:
             mapping.update({k: v for k, v in QUICK_RUN.items()})
             if "stages" in mapping:
-                mapping["stages"] = [{**stage, "max_steps": 1} for stage in mapping["stages"]]
+                mapping["stages"] = [{**stage, "max_steps": 1, "objectives": _quick_objectives(stage["objectives"])}
+                                     for stage in mapping["stages"]]
         return mapping
 
     def check(self, name: str, mapping: dict, check: Callable[[list[str]], object]) -> None:
