@@ -17,8 +17,8 @@ refuses a run whose estimate exceeds the free memory (`--check_memory false` sta
 
 The run is a list of stages: without `stages:` in the config, VersaViT's two (the alignment warm-up, then
 multi-task training); with it, any curriculum of registered objectives (`versavit_trainer.core.curriculum`; e.g.
-recipes/configs/vqa_eval.yaml, the paper's VQA-evaluation protocol). `--imports my_objective.py` registers a
-run's own objectives.
+recipes/configs/vqa_eval.yaml, the paper's VQA-evaluation protocol, or recipes/configs/sailvit_default.yaml,
+SAILViT's three stages of gradual refinement). `--imports my_objective.py` registers a run's own objectives.
 
 Writes to `output_dir`:
     <stage>/              per stage (alignment/, multitask/): Trainer checkpoints, tensorboard events; once the stage
@@ -26,7 +26,8 @@ Writes to `output_dir`:
     final/                the multi-task checkpoint (VersaViTForMultiTask + tokenizer + image processor)
     backbone/             the trained encoder alone: AutoModel.from_pretrained(it) gives a VersaViTModel
     config.yaml           the resolved configuration (re-run it with --config)
-    summary.json          per-task final losses, steps, throughput, held-out metrics before / after
+    summary.json          per-task final losses, steps, throughput, held-out metrics before / after (depth, masks,
+                          captioning answers)
     loss_curves.png       per-task losses of both stages
     predictions.png       held-out images | predicted depth | predicted mask | generated caption
 """
