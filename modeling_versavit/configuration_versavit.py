@@ -104,7 +104,8 @@ class VersaViTConfig(PreTrainedConfig):
             has merged visual tokens.
         tasks (`list[str]`, *optional*):
             The heads of [`VersaViTForMultiTask`], among `"captioning"`, `"depth"` and `"segmentation"`. Defaults to
-            all three when `text_config` and `image_token_id` are set, else depth and segmentation.
+            all three when `text_config` and `image_token_id` are set, else depth and segmentation; `[]`: none (a
+            run whose objectives bring their own heads, e.g. the contrastive one).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of the head weights.
 
@@ -184,7 +185,7 @@ class VersaViTConfig(PreTrainedConfig):
             self.tasks = [task for task in TASKS if task != "captioning" or has_llm]
         self.tasks = list(self.tasks)
         unknown = [task for task in self.tasks if task not in TASKS]
-        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+        if unknown or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"VersaViTConfig.tasks: expected distinct names among {TASKS}, got {self.tasks}.")
         if "captioning" in self.tasks and not has_llm:
             raise ValueError(

@@ -416,3 +416,27 @@ def test_held_out_answer_metrics_are_the_token_loss_and_the_argmax_accuracy():
     assert scores["tokens"] == total > 0 and 0 < hits < total
     assert scores["answer_loss"] == pytest.approx(loss.item(), rel=1e-5)
     assert scores["token_accuracy"] == pytest.approx(hits / total)
+
+
+def test_a_contrastive_folder_sets_the_head_s_text_width(tmp_path):
+    """Contrastive pairs from a dataset folder (12-d embeddings, no text encoder in the run): the head is built for
+    their width and trains with the tower; NaN embeddings in a row are skipped and counted."""
+    from datasets import Dataset
+
+    from versavit_trainer.data.collators import CONTRASTIVE_FEATURES
+
+    torch.manual_seed(0)
+    rows = [{"image": PIL_image(k), "caption": f"scene {k}", "text_embeds": torch.randn(12).tolist()} for k in range(6)]
+    rows[2]["text_embeds"] = [float("nan")] * 12
+    Dataset.from_list(rows, features=CONTRASTIVE_FEATURES).save_to_disk(str(tmp_path / "pairs"))
+    stages = [{"name": "contrastive", "objectives": {"contrastive": {"batch_size": 2, "data": str(tmp_path / "pairs")}},
+               "train": {"backbone": 1e-3, "retrieval_head": 1e-3}, "max_steps": 3}]
+    config = tiny_run_config(tmp_path, Path("unused"), tasks=["depth"], stages=stages, num_eval_scenes=0,
+                             panel_samples=0, report_to="none", save_steps=3, contrastive_size=56,
+                             head_config={"retrieval_embed_dim": 16, "retrieval_pooling_heads": 2})
+    summary = load_recipe("multitask").main(["--config", str(config)])
+    assert summary["stages"]["contrastive"]["steps"] == 3
+    retrieval = VersaViTForImageTextRetrieval.from_pretrained(tmp_path / "run" / "contrastive" / "checkpoint-3")
+    assert retrieval.config.retrieval_text_embed_dim == 12
+    history = json.loads((tmp_path / "run" / "contrastive" / "log_history.json").read_text())
+    assert max(e.get("skipped_samples", 0) for e in history) >= 1

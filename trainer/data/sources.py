@@ -144,10 +144,13 @@ class DataSources:
 
     def text_embed_dim(self, datasets: list[Dataset]) -> int | None:
         """The width of the text embeddings: the text encoder's, else that of the first sample of `datasets` (the
-        segmentation data read from folders)."""
+        segmentation or contrastive data read from folders: a list of embeddings per row, or one)."""
         if self.embedder is not None:
             return self.embedder.dim
-        return len(datasets[0][0]["text_embeds"][0]) if datasets else None
+        if not datasets:
+            return None
+        embeds = datasets[0][0]["text_embeds"]
+        return len(embeds[0]) if embeds and isinstance(embeds[0], (list, tuple)) else len(embeds)
 
     def depth_label_space(self, sources: list[str | dict | None]) -> str:
         """The one label space of the run's depth data from `sources` (see `depth_label_space`)."""

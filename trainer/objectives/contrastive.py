@@ -38,7 +38,8 @@ class ContrastiveCollator:
         caption = str(sample.get("caption", ""))[:60]
         if embeds.ndim != 1 or (self.width is not None and embeds.shape[0] != self.width):
             raise ValueError(f"contrastive sample ({caption!r}): text_embeds has shape {tuple(embeds.shape)}, "
-                             f"expected ({self.width},) (the run's text embedding width).")
+                             f"expected ({self.width},): the retrieval head's text width (retrieval_text_embed_dim, "
+                             "set from the run's text encoder or first text embedding).")
         if not torch.isfinite(embeds).all():
             raise ValueError(f"contrastive sample ({caption!r}): text_embeds contains NaN or inf values.")
         return embeds
