@@ -72,6 +72,8 @@ def test_scene_datasets_hold_the_asked_conversations_and_contrastive_pairs():
         assert row["caption"] == scene.texts["detailed"][0][1]
         assert row["text_embeds"] == [float(len(row["caption"]))] * 4
     assert "contrastive" not in scene_datasets(1, embed, seed=5)  # only when asked: embedding captions costs
+    instructions = scene_datasets(1, embed, seed=5, texts="instructions", extra_tables=("contrastive",))
+    assert instructions["contrastive"][0]["caption"] == generate_scene(5).caption  # a caption, not an answer
     with pytest.raises(ValueError, match=r"texts: expected one of \['default', 'short', 'detailed', 'instructions'\], "
                                          r"got 'long'"):
         scene_datasets(1, None, texts="long")

@@ -509,8 +509,9 @@ def scene_datasets(
 
     `embed` turns texts into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the scene's
     conversation of kind `texts` (`scenes.SCENE_TEXTS`; "default": the caption, the answer to "Describe the image.",
-    and the question-answer pairs); contrastive rows pair each image with that conversation's first answer (its
-    caption) and the caption's embedding, built when `extra_tables` names "contrastive" (the captions are embedded
+    and the question-answer pairs); contrastive rows pair each image with the caption of that kind (the short or
+    detailed caption; the scene's caption for "default" and "instructions", which have no caption of their own) and
+    the caption's embedding, built when `extra_tables` names "contrastive" (the captions are embedded
     only then). Scenes without a describable object are left out of the segmentation data; the segmentation and
     contrastive data are empty when `embed` is None (no text encoder)."""
     if texts not in SCENE_TEXTS:
@@ -535,7 +536,8 @@ def scene_datasets(
         turns = [{"user": question, "assistant": answer} for question, answer in scene.texts[texts]]
         captioning.append({"image": image, "texts": turns})
         if embed is not None and "contrastive" in extra_tables:
-            contrastive.append({"image": image, "caption": turns[0]["assistant"]})
+            caption = scene.caption if texts in ("default", "instructions") else scene.texts[texts][0][1]
+            contrastive.append({"image": image, "caption": caption})
     if contrastive:  # one call: the text encoder batches the captions
         vectors = torch.as_tensor(embed([row["caption"] for row in contrastive]), dtype=torch.float32)
         for row, vector in zip(contrastive, vectors):
