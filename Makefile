@@ -40,7 +40,7 @@ test: $(STAMP)
 
 # The proving ground: the paper's Table 4 in miniature on generated scenes, 3 seeds, ~45 min on 2 CPU cores
 # (recipes/reproduce.py with recipes/configs/reproduce_default.yaml; outputs/reproduce). Finished runs are reused.
-# Other tables: make reproduce ARGS="--tables table6 --output_dir outputs/reproduce_table6"
+# Other tables: make reproduce ARGS="--tables table6 --output_dir outputs/reproduce_table6" (or table5, sailvit)
 reproduce: $(STAMP)
 	$(BIN)/python recipes/reproduce.py $(ARGS)
 
