@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     held_out = {}
     if main_process:
         held_out = {name: data for name in names if (data := sources.held_out(name)) is not None}
-    dim = sources.text_embed_dim([dataset for name, dataset in train if name in ("segmentation", "contrastive")])
+    dim = sources.text_embed_dim([dataset for name, dataset in train if get_objective(name).needs_text_embeddings])
     space = sources.depth_label_space([data for name, data in used if name == "depth"]) if "depth" in names else None
     model, tokenizer = build_model(model_args, tasks, dim, space)
     apply_lora(model, lora_args)

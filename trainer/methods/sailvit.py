@@ -38,9 +38,8 @@ def sailvit_run_options(config: str | Path = DEFAULT_CONFIG) -> dict:
 
     options = load_config_file(Path(config))
     keep = ("tasks", "stages", "contrastive_size", "warmup_steps", "lr_scheduler_type")
-    missing = [name for name in ("stages",) if name not in options]
-    if missing:
-        raise ValueError(f"{config}: not a SAILViT config (no {missing[0]}: list).")
+    if "stages" not in options:
+        raise ValueError(f"{config}: not a SAILViT config (no stages: list).")
     return {key: options[key] for key in keep if key in options}
 
 
