@@ -102,6 +102,13 @@ class VersaViTConfig(PreTrainedConfig):
         image_token_id (`int`, *optional*):
             The LLM token id marking image positions in captioning prompts: each image takes as many of them as it
             has merged visual tokens.
+        task_tokens (`dict[str, int]`, *optional*):
+            VisPer-LM's task tokens (arXiv 2412.09585): per expert (e.g. `{"depth": 64, "segmentation": 64}`), the
+            number of learnable queries of its embedding predictors, in the LLM's width. The means of
+            `num_task_tokens` equal groups of them follow every image in the LLM's input sequence, expert after
+            expert, in this order. None: no task tokens.
+        num_task_tokens (`int`, *optional*, defaults to 8):
+            Task tokens per expert in the input sequence (the paper's 8); divides each expert's query count.
         tasks (`list[str]`, *optional*):
             The heads of [`VersaViTForMultiTask`], among `"captioning"`, `"depth"` and `"segmentation"`. Defaults to
             all three when `text_config` and `image_token_id` are set, else depth and segmentation; `[]`: none (a
@@ -157,6 +164,8 @@ class VersaViTConfig(PreTrainedConfig):
     # Captioning / VQA (projector into a causal LLM).
     text_config: dict | PreTrainedConfig | None = None
     image_token_id: int | None = None
+    task_tokens: dict[str, int] | None = None
+    num_task_tokens: int = 8
     # Multi-task model.
     tasks: list[str] | tuple[str, ...] | None = None
     initializer_range: float = 0.02
@@ -202,6 +211,22 @@ class VersaViTConfig(PreTrainedConfig):
             )
         return index % (depth + 1)
 
+    def _check_task_tokens(self):
+        count = self.num_task_tokens
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"VersaViTConfig.num_task_tokens: must be a positive integer, got {count!r}.")
+        if self.task_tokens is None:
+            return
+        if not isinstance(self.task_tokens, dict) or not self.task_tokens:
+            raise ValueError(f"VersaViTConfig.task_tokens: expected a mapping expert -> number of queries, got "
+                             f"{self.task_tokens!r}.")
+        for expert, queries in self.task_tokens.items():
+            if not isinstance(expert, str) or not expert.isidentifier():
+                raise ValueError(f"VersaViTConfig.task_tokens: expert names must be identifiers, got {expert!r}.")
+            if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 or queries % count:
+                raise ValueError(f"VersaViTConfig.task_tokens.{expert}: the number of queries must be a positive "
+                                 f"multiple of num_task_tokens ({count}), got {queries!r}.")
+
     def _check_head_settings(self):
         """Head settings that would fail later fail at construction, with a `ValueError` naming the field."""
         if not self.depth_layer_indices:
@@ -243,6 +268,7 @@ class VersaViTConfig(PreTrainedConfig):
                 raise ValueError(
                     f"VersaViTConfig.image_token_id: {self.image_token_id} is outside the LLM vocabulary of {vocab}."
                 )
+        self._check_task_tokens()
         if not isinstance(self.segmentation_normalize_text, bool):
             raise ValueError(f"VersaViTConfig.segmentation_normalize_text: must be true or false, got "
                              f"{self.segmentation_normalize_text!r}.")

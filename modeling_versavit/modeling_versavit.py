@@ -284,6 +284,10 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=module.scale)
+        if isinstance(module, VersaViTTaskTokens):  # fresh task tokens at the scale of the LLM's own init
+            std = getattr(self.config.text_config, "initializer_range", self.config.initializer_range)
+            for queries in module.queries.values():
+                init.normal_(queries, std=std)
         if isinstance(module, VersaViTRetrievalHead):
             init.normal_(module.probe, std=self.config.initializer_range)
             init.constant_(module.logit_scale, module.initial_logit_scale())
@@ -597,13 +601,21 @@ class VersaViTDepthHead(nn.Module):
         # the gradient of) most of a freshly initialised prediction. The scale-and-shift-invariant loss ignores it.
         self.head.conv3.initial_bias = 1.0
 
-    def forward(self, feature_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """`feature_maps`: one `(B, C, h, w)` map per configured layer. Returns `(B, 14h, 14w)` relative depth."""
+    def _neck(self, feature_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         batch, channels, height, width = feature_maps[0].shape
         cls = feature_maps[0].new_zeros(batch, 1, channels)
         tokens = [torch.cat([cls, fm.flatten(2).transpose(1, 2)], dim=1) for fm in feature_maps]
-        hidden_states = self.neck(tokens, height, width)
-        return self.head(hidden_states, height, width)
+        return self.neck(tokens, height, width)
+
+    def fused_features(self, feature_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The neck's finest fused map `(B, depth_fusion_hidden_size, H, W)`: what the depth output is decoded from
+        (a depth expert's embedding for VisPer-LM's distillation)."""
+        return self._neck(feature_maps)[-1]
+
+    def forward(self, feature_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`feature_maps`: one `(B, C, h, w)` map per configured layer. Returns `(B, 14h, 14w)` relative depth."""
+        height, width = feature_maps[0].shape[-2:]
+        return self.head(self._neck(feature_maps), height, width)
 
 
 class VersaViTSegmentationHead(nn.Module):
@@ -1115,15 +1127,50 @@ class VersaViTCaptioningOutput(ModelOutput):
         `labels`, only those of the positions that predict a label, `(num_predicted_tokens, vocab_size)`, in
         row-major order (position `t` of row `b` when `labels[b, t + 1] != -100`).
     image_features (`torch.FloatTensor` of shape `(num_visual_tokens, llm_hidden_size)`): projected image tokens.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*): the LLM's, with `output_hidden_states=True` (index 0:
+        the input embeddings, `l`: the output of decoder layer `l`), each `(batch_size, sequence_length, hidden)`.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     image_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class VersaViTTaskTokens(nn.Module):
+    r"""
+    VisPer-LM's task tokens (arXiv 2412.09585, §3): per expert of `config.task_tokens`, a `(num_queries,
+    llm_hidden_size)` set of learnable queries. Its embedding predictors read them as their latents (training only);
+    the means of `config.num_task_tokens` consecutive equal groups of them follow every image in the LLM's input
+    sequence (`sequence()`, expert after expert), at training and at inference.
+    """
+
+    def __init__(self, config: VersaViTConfig):
+        super().__init__()
+        self.num_task_tokens = config.num_task_tokens
+        hidden = config.text_config.hidden_size
+        self.queries = nn.ParameterDict(
+            {expert: nn.Parameter(torch.zeros(count, hidden)) for expert, count in config.task_tokens.items()}
+        )
+
+    @property
+    def experts(self) -> list[str]:
+        return list(self.queries)
+
+    def sequence(self) -> torch.Tensor:
+        """The `(num_experts * num_task_tokens, hidden)` tokens placed after each image."""
+        groups = [q.view(self.num_task_tokens, -1, q.shape[-1]).mean(1) for q in self.queries.values()]
+        return torch.cat(groups)
+
+    def span(self, expert: str) -> tuple[int, int]:
+        """Where `expert`'s tokens are among the `sequence()` (start, end)."""
+        index = self.experts.index(expert)
+        return index * self.num_task_tokens, (index + 1) * self.num_task_tokens
 
 
 class CaptioningMixin:
-    """The captioning / VQA task on a VersaViT model with `visual`, `projector` and `language_model`."""
+    """The captioning / VQA task on a VersaViT model with `visual`, `projector` and `language_model` (and, with
+    `config.task_tokens`, VisPer-LM's `task_tokens` after every image)."""
 
     def _build_captioning(self, config: VersaViTConfig) -> None:
         if config.text_config is None or config.image_token_id is None:
@@ -1133,6 +1180,32 @@ class CaptioningMixin:
             )
         self.projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.task_tokens = VersaViTTaskTokens(config) if config.task_tokens else None
+
+    def add_task_tokens(self, task_tokens: dict[str, int], num_task_tokens: int = 8) -> "VersaViTTaskTokens":
+        """Give the captioning branch VisPer-LM's task tokens (`config.task_tokens`, `config.num_task_tokens`), new
+        ones drawn from a normal of the LLM's input-embedding standard deviation (so that they start at the scale of
+        a word embedding). A model that has the same ones keeps them; other ones are a `ValueError`."""
+        if self.task_tokens is not None:
+            if dict(self.config.task_tokens) != dict(task_tokens) or self.config.num_task_tokens != num_task_tokens:
+                raise ValueError(f"task_tokens: this model has {self.config.task_tokens} x "
+                                 f"{self.config.num_task_tokens} tokens, asked for {task_tokens} x {num_task_tokens}.")
+            return self.task_tokens
+        self.config.task_tokens, self.config.num_task_tokens = dict(task_tokens), num_task_tokens
+        self.config._check_task_tokens()
+        embeddings = self.language_model.get_input_embeddings().weight
+        self.task_tokens = VersaViTTaskTokens(self.config).to(embeddings.device, embeddings.dtype)
+        if embeddings.device.type != "meta":  # a model on the meta device (sizes only) has no values to draw
+            std = embeddings.detach().float().std().item()
+            with torch.no_grad():
+                for queries in self.task_tokens.queries.values():
+                    queries.normal_(0.0, std)
+        return self.task_tokens
+
+    @property
+    def num_sequence_task_tokens(self) -> int:
+        """Task tokens after each image in the input sequence (0 without them)."""
+        return 0 if self.task_tokens is None else len(self.config.task_tokens) * self.config.num_task_tokens
 
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
@@ -1145,15 +1218,19 @@ class CaptioningMixin:
     def _splice(self, input_ids, pixel_values, image_grid_thw, labels=None):
         image_mask = input_ids == self.config.image_token_id
         merge = self.config.spatial_merge_size**2
-        per_image = (image_grid_thw.prod(-1) // merge).tolist()
+        extra = self.num_sequence_task_tokens
+        per_image = (image_grid_thw.prod(-1) // merge + extra).tolist()
         per_sample = image_mask.sum(-1).tolist()
         if len(per_image) == len(per_sample):  # one image per sequence: check each one
             for index, (found, needed) in enumerate(zip(per_sample, per_image)):
                 if found != needed:
                     raise ValueError(
                         f"input_ids[{index}] has {found} image tokens (id {self.config.image_token_id}) but its image "
-                        f"has {needed} visual tokens (image_grid_thw[{index}] = {image_grid_thw[index].tolist()}); "
-                        "the prompt needs exactly one image placeholder, expanded by the processor."
+                        f"has {needed - extra} visual tokens (image_grid_thw[{index}] = "
+                        f"{image_grid_thw[index].tolist()})"
+                        + (f" and is followed by {extra} task tokens" if extra else "")
+                        + "; the prompt needs exactly one image placeholder, expanded by the processor"
+                        + (f" (VersaViTCaptioningProcessor(..., num_task_tokens={extra}))." if extra else ".")
                     )
         elif sum(per_sample) != sum(per_image):
             raise ValueError(
@@ -1163,9 +1240,14 @@ class CaptioningMixin:
         if labels is not None and (labels[image_mask] != IGNORE_INDEX).any():
             raise ValueError("labels: image token positions must carry -100 (they are not predicted).")
         features = self.get_image_features(pixel_values, image_grid_thw)
+        spliced = features
+        if extra:  # every image's visual tokens, then the task tokens
+            tokens = self.task_tokens.sequence().to(features.dtype)
+            visual = (image_grid_thw.prod(-1) // merge).tolist()
+            spliced = torch.cat([part for chunk in features.split(visual) for part in (chunk, tokens)])
         embeds = self.language_model.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
         mask = image_mask.unsqueeze(-1).expand_as(embeds)
-        return embeds.masked_scatter(mask.to(embeds.device), features.to(embeds.dtype)), features
+        return embeds.masked_scatter(mask.to(embeds.device), spliced.to(embeds.dtype)), features
 
     def forward_captioning(
         self,
@@ -1184,7 +1266,8 @@ class CaptioningMixin:
         inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
         if labels is None or "logits_to_keep" not in inspect.signature(self.language_model.forward).parameters:
             out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
-            return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features)
+            return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features,
+                                            hidden_states=out.hidden_states)
         # Vocabulary-wide logits only where a token is predicted (position t predicts labels[:, t + 1]): the chat
         # template, image and question positions -- most of the sequence -- skip the LM head, its backward and the
         # (batch x length x vocabulary) logits, the largest activation of the step (BENCHMARKS.md).
@@ -1195,7 +1278,8 @@ class CaptioningMixin:
         # The LLM's own loss is the same mean over the predicted tokens (NaN for a batch without any; here 0).
         loss = F.cross_entropy(out.logits.float(), targets[predicted].to(out.logits.device), reduction="sum")
         loss = loss / predicted.sum().clamp(min=1)
-        return VersaViTCaptioningOutput(loss=loss, logits=out.logits, image_features=features)
+        return VersaViTCaptioningOutput(loss=loss, logits=out.logits, image_features=features,
+                                        hidden_states=out.hidden_states)
 
     def captioning_layers_read(self) -> int:
         return self.config.num_hidden_layers
@@ -1218,7 +1302,7 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
     the inputs and labels.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|projector|language_model)\.)"]
+    _keys_to_ignore_on_load_unexpected = [r"^(?!(visual|projector|language_model|task_tokens)\.)"]
 
     def __init__(self, config: VersaViTConfig):
         super().__init__(config)
@@ -1318,6 +1402,7 @@ __all__ = [
     "VersaViTCaptioningOutput",
     "VersaViTImageTextRetrievalOutput",
     "VersaViTRetrievalHead",
+    "VersaViTTaskTokens",
     "VersaViTModelOutput",
     "check_vision_inputs",
     "read_safetensors",

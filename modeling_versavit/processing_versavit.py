@@ -1,6 +1,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Inputs and labels of the captioning / VQA branch. Shipped as Hub remote code: torch and transformers only."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -25,9 +26,15 @@ class VersaViTCaptioningProcessor:
         image_processor ([`VersaViTImageProcessor`]): makes `pixel_values` and `image_grid_thw`.
         tokenizer: the LLM's tokenizer, holding `image_token` as a special token.
         image_token (`str`, defaults to `"<image>"`): the image placeholder.
+        num_task_tokens (`int`, defaults to 0): positions after each image's visual tokens that the model fills with
+            its task tokens (VisPer-LM; the model's `num_sequence_task_tokens`); they are image placeholders too.
     """
 
-    def __init__(self, image_processor: VersaViTImageProcessor, tokenizer, image_token: str = "<image>"):
+    def __init__(self, image_processor: VersaViTImageProcessor, tokenizer, image_token: str = "<image>",
+                 num_task_tokens: int = 0):
+        if isinstance(num_task_tokens, bool) or not isinstance(num_task_tokens, int) or num_task_tokens < 0:
+            raise ValueError(f"num_task_tokens: must be an integer >= 0, got {num_task_tokens!r}.")
+        self.num_task_tokens = num_task_tokens
         if image_token not in tokenizer.get_vocab():
             raise ValueError(
                 f"image_token: {image_token!r} is not in the tokenizer's vocabulary; add it as a special token (as "
@@ -128,7 +135,7 @@ class VersaViTCaptioningProcessor:
         vision = self.image_processor(images=list(images), return_tensors="pt")
         merge = self.image_processor.merge_size**2
         encoded = [
-            self._encode(turns, index, h * w // merge)
+            self._encode(turns, index, h * w // merge + self.num_task_tokens)
             for index, (turns, (_, h, w)) in enumerate(zip(conversations, vision["image_grid_thw"].tolist()))
         ]
         truncated = 0
@@ -167,8 +174,15 @@ class VersaViTCaptioningProcessor:
 
     @classmethod
     def from_pretrained(cls, folder, image_token: str = "<image>", **kwargs) -> "VersaViTCaptioningProcessor":
+        """The processor saved in `folder`; its task-token count comes from the model config there (if any)."""
         folder = Path(folder)
-        return cls(VersaViTImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder, **kwargs), image_token)
+        count = 0
+        if (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text())
+            if config.get("task_tokens"):
+                count = len(config["task_tokens"]) * int(config.get("num_task_tokens", 8))
+        return cls(VersaViTImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder, **kwargs),
+                   image_token, num_task_tokens=count)
 
 
 __all__ = ["IGNORE_INDEX", "VersaViTCaptioningProcessor"]

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     space = sources.depth_label_space([data for name, data in used if name == "depth"]) if "depth" in names else None
     model, tokenizer = build_model(model_args, tasks, dim, space)
     apply_lora(model, lora_args)
-    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim, config=model.config)
+    datasets = {name: [dataset for used, dataset in train if used == name] for name in names}
+    context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim, config=model.config, datasets=datasets)
     trained = ObjectivesModel(model, [get_objective(name) for name in names], context)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)

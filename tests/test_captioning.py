@@ -32,11 +32,11 @@ def tokenizer(smollm2):
     return AutoTokenizer.from_pretrained(smollm2)
 
 
-def tiny_captioner(tokenizer, family="qwen2_vl", seed=0):
+def tiny_captioner(tokenizer, family="qwen2_vl", seed=0, llm_layers=1):
     torch.manual_seed(seed)
     backbone = VersaViTModel(tiny_config(family))
     llm = LlamaForCausalLM(
-        LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=llm_layers,
                     num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=tokenizer.pad_token_id)

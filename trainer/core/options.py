@@ -146,6 +146,29 @@ class DataArguments:
         default=None, metadata={"help": "Image-caption folder of the contrastive objective (columns image, caption, "
                                         "text_embeds: recipes/data/embed_texts.py --captions). Default: scenes."}
     )
+    distillation_data: str | None = field(
+        default=None, metadata={"help": "Captioning folder of the embedding-distillation objective (VisPer-LM), with a "
+                                        "<expert>_embeds column per expert (recipes/data/embed_experts.py) or without "
+                                        "(embedded when the run starts, by each expert's model). Default: scenes."}
+    )
+    distillation_experts: dict | str | None = field(
+        default=None,
+        metadata={"help": "The experts of the embedding-distillation objective: a mapping name -> {llm_layers, weight, "
+                          "queries, model, output, output_layers, prefix_tokens, grid, size} "
+                          "(versavit_trainer.data.experts.ExpertSpec)."},
+    )
+    distillation_num_task_tokens: int = field(default=8, metadata={
+        "help": "Task tokens per expert after every image (VisPer-LM: 8); divides every expert's queries."})
+    distillation_contrastive_weight: float = field(default=0.3, metadata={
+        "help": "Weight of the contrastive term of each embedding loss, beside smooth-L1 (VisPer-LM's code: 0.3)."})
+    distillation_predictor_depth: int = field(default=1, metadata={
+        "help": "Perceiver blocks of each embedding predictor (VisPer-LM's code: 1)."})
+    distillation_predictor_heads: int = field(default=4, metadata={
+        "help": "Attention heads of each embedding predictor (VisPer-LM's code: 4, of 32 dims each)."})
+    distillation_batch_size: int = field(default=8, metadata={"help": "Embedding-distillation batch per device."})
+    distillation_weight: float = field(default=1.0, metadata={
+        "help": "Loss weight of the embedding-distillation objective (its next-token loss plus the experts' "
+                "weighted embedding losses)."})
     num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (when a task has no folder)."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
@@ -223,6 +246,18 @@ class DataArguments:
         if not math.isfinite(self.contrastive_weight) or self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight: the loss weight λ must be a finite value >= 0, got "
                              f"{self.contrastive_weight}.")
+        self.distillation_experts = mapping_option(self.distillation_experts, "distillation_experts")
+        for name in ("distillation_num_task_tokens", "distillation_predictor_depth", "distillation_predictor_heads",
+                     "distillation_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}.")
+        for name in ("distillation_contrastive_weight", "distillation_weight"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be a finite value >= 0, got {getattr(self, name)}.")
+        if self.distillation_experts is not None:
+            from ..data.experts import parse_experts
+
+            parse_experts(self.distillation_experts, self.distillation_num_task_tokens)
         if self.caption_max_pixels < 56 * 56:
             raise ValueError(f"caption_max_pixels: must be >= {56 * 56}, got {self.caption_max_pixels}.")
         for task in TASKS:

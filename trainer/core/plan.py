@@ -18,7 +18,7 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
-from ..objectives import get_objective
+from ..objectives import ObjectiveContext, get_objective
 from .config import ConfigError
 from .curriculum import model_tasks, objectives_of
 from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, with_tasks
@@ -121,7 +121,8 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     model = dry_run_model(model_args, data_args, model_tasks(stages))
     check_input_sizes(data_args, model.config.input_size_multiple)
     with torch.device("meta"):
-        wrapped = ObjectivesModel(model, [get_objective(name) for name in objectives_of(stages)])
+        context = ObjectiveContext(data_args, config=model.config)  # before the data: the objectives' defaults
+        wrapped = ObjectivesModel(model, [get_objective(name) for name in objectives_of(stages)], context)
     processes = training_args.world_size
     device = training_args.device
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", processes))

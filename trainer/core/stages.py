@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them
 
 # What a config of a task model holds that a backbone-only config does not.
-_TASK_ONLY_KEYS = CONFIG_BOOKKEEPING | {"text_config", "image_token_id", "tasks"}
+_TASK_ONLY_KEYS = CONFIG_BOOKKEEPING | {"text_config", "image_token_id", "tasks", "task_tokens", "num_task_tokens"}
 
 
 def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Path, **changes):

@@ -41,7 +41,7 @@ STAGES = ("alignment", "multitask", "custom")
 # The parts of a VersaViT model that a stage trains, frozen or at their own learning rate, each owned by one module
 # attribute. A wrapper model (e.g. `OnlineTextSegmentation`) declares its own with a `training_parts()` method.
 PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model": "language_model",
-                "depth_head": "depth_head", "segmentation_head": "segmentation_head"}
+                "task_tokens": "task_tokens", "depth_head": "depth_head", "segmentation_head": "segmentation_head"}
 FROZEN = "frozen"
 # Deprecated: the parameter-name prefixes trained at `backbone_learning_rate`; the trainer now groups parameters by
 # the part that owns them (`training_parts`), see `stage_learning_rates`.

@@ -78,6 +78,13 @@ def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS, config=None) -
     return VersaViTImageProcessor(size={"shortest_edge": smallest**2, "longest_edge": max_pixels}, **towers)
 
 
+def captioning_processor(tokenizer, max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTCaptioningProcessor:
+    """The captioning processor of a model with `config` (`caption_image_processor`, and as many task-token
+    positions after each image as the model fills: VisPer-LM's `config.task_tokens`)."""
+    count = len(config.task_tokens) * config.num_task_tokens if config is not None and config.task_tokens else 0
+    return VersaViTCaptioningProcessor(caption_image_processor(max_pixels, config), tokenizer, num_task_tokens=count)
+
+
 def check_schema(dataset: Dataset, task: str) -> Dataset:
     """Return `dataset` if it has the task's columns with the task's features, else a `ValueError` naming the
     missing or mistyped column (checked up front, not at the first bad batch)."""
@@ -565,6 +572,7 @@ __all__ = [
     "size_multiple",
     "CAPTION_MAX_PIXELS",
     "caption_image_processor",
+    "captioning_processor",
     "CAPTIONING_FEATURES",
     "CONTRASTIVE_FEATURES",
     "CAPTION_PROMPT",

@@ -88,6 +88,7 @@ class DataSources:
         self.objectives = [get_objective(name, "tasks") for name in objectives]
         self._scenes: dict[tuple[int, int, str], dict[str, Dataset]] = {}
         self._folders: dict[tuple[str, str], Dataset] = {}
+        self._prepared: dict[tuple[str, str], Dataset] = {}
         self.embedder = None
 
     def _embed(self):
@@ -117,10 +118,16 @@ class DataSources:
         objective = get_objective(name, "tasks")
         if source is None:
             source = objective.data_folder(self.data_args)
+        key = (name, repr(sorted(source.items())) if isinstance(source, dict) else repr(source))
+        if key not in self._prepared:
+            self._prepared[key] = objective.prepare_data(self._read(objective, source), self.data_args)
+        return self._prepared[key]
+
+    def _read(self, objective, source: str | dict | None) -> Dataset:
         if isinstance(source, str):
-            if (name, source) not in self._folders:
-                self._folders[name, source] = objective.load_folder(source)
-            return self._folders[name, source]
+            if (objective.name, source) not in self._folders:
+                self._folders[objective.name, source] = objective.load_folder(source)
+            return self._folders[objective.name, source]
         source = source or {}
         return objective.from_scenes(self.scenes(source.get("num_scenes", self.data_args.num_scenes),
                                                  source.get("scene_seed", self.data_args.scene_seed),

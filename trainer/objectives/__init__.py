@@ -9,7 +9,8 @@ An [`Objective`] says everything the library needs to train with it:
   head the VersaViT model does not have), trained, grouped and checkpointed like the model's own, after
   `configure(config, context)` has fitted the model's config to the run's data;
 - `collator(context)`, `batch_size(data_args)`, `weight(data_args)`: its training batches and its λ;
-- `from_scenes(tables)` / `load_folder(path)`, `data_folder` / `held_out_folder`: its data, generated or read;
+- `from_scenes(tables)` / `load_folder(path)`, `data_folder` / `held_out_folder`: its data, generated or read, then
+  `prepare_data(dataset, data_args)` once per run (e.g. expert embeddings added);
 - `forward(model, modules, batch)`: its loss (a `ModelOutput` with `loss` and, for logging, `loss_terms`);
 - `layers_read(model)`: how many backbone blocks its forward uses (None: all of them);
 - `evaluate(model, dataset, context)`: its held-out metrics (None when it has none); `draw(...)`: its column of the
@@ -18,7 +19,8 @@ An [`Objective`] says everything the library needs to train with it:
   `input_pixels` / `input_description`: its input size for the run's plan and memory estimate.
 
 The three objectives of the paper (captioning, depth, referring segmentation) are in `captioning.py` and `dense.py`;
-the image-text contrastive objective (SAILViT's cross-modal alignment) in `contrastive.py`.
+the image-text contrastive objective (SAILViT's cross-modal alignment) in `contrastive.py`; VisPer-LM's embedding
+distillation in `distillation.py`.
 Another one is a subclass plus one line, from any file (a run imports it with `--imports path/to/file.py`; see
 tests/toy_objective.py):
 
@@ -55,6 +57,7 @@ class ObjectiveContext:
     online_text: bool = False
     caption_max_new_tokens: int = 40  # the captions drawn in predictions.png
     config: Any = None  # the tower's `VersaViTConfig` (patch and merge sizes); None: Qwen2-VL's
+    datasets: dict | None = None  # the run's training datasets by objective name (each a list, one per use)
 
     @property
     def image_processor(self):
@@ -115,6 +118,11 @@ class Objective:
 
     def held_out_folder(self, data_args) -> str | None:
         return getattr(data_args, f"{self.name}_eval_data", None)
+
+    def prepare_data(self, dataset, data_args) -> Any:
+        """Its training `dataset` (from `from_scenes` or `load_folder`) made ready once, when the run starts (e.g.
+        the distillation targets of frozen experts added); the default changes nothing."""
+        return dataset
 
     def from_scenes(self, tables: dict) -> Any:
         """Its dataset among the generated scenes' tables (`data.scene_datasets`)."""
@@ -188,7 +196,7 @@ def get_objective(name: str, option: str = "objective") -> Objective:
 
 
 # The paper's objectives register themselves on import.
-from . import captioning, contrastive, dense  # noqa: E402, F401
+from . import captioning, contrastive, dense, distillation  # noqa: E402, F401
 
 __all__ = [
     "OBJECTIVES",

@@ -26,13 +26,10 @@ class CaptioningObjective(Objective):
         return model.captioning_layers_read()
 
     def collator(self, context):
-        from modeling_versavit import VersaViTCaptioningProcessor
-
-        from ..data.collators import CaptioningCollator, caption_image_processor
+        from ..data.collators import CaptioningCollator, captioning_processor
 
         data_args = context.data_args
-        processor = VersaViTCaptioningProcessor(caption_image_processor(data_args.caption_max_pixels, context.config),
-                                                context.tokenizer)
+        processor = captioning_processor(context.tokenizer, data_args.caption_max_pixels, context.config)
         return CaptioningCollator(processor, max_turns=data_args.max_turns, seed=context.seed,
                                   max_length=data_args.caption_max_length)
 
@@ -55,14 +52,11 @@ class CaptioningObjective(Objective):
                                         for start in range(0, len(dataset), 4)))
 
     def draw(self, axis, model, image, row, context):
-        from modeling_versavit import VersaViTCaptioningProcessor
-
         from ..core.reporting import wrap_text
-        from ..data.collators import CAPTION_PROMPT, caption_image_processor
+        from ..data.collators import CAPTION_PROMPT, captioning_processor
 
         tokenizer = context.tokenizer
-        image_processor = caption_image_processor(context.data_args.caption_max_pixels, context.config)
-        processor = VersaViTCaptioningProcessor(image_processor, tokenizer)
+        processor = captioning_processor(tokenizer, context.data_args.caption_max_pixels, model.config)
         inputs = processor([image], prompts=[CAPTION_PROMPT])
         tokens = model.generate(**inputs, max_new_tokens=context.caption_max_new_tokens, do_sample=False,
                                 no_repeat_ngram_size=3)
