@@ -6,6 +6,7 @@ miniature on generated scenes.
     make reproduce                                              # Table 4, 3 seeds (this recipe, its default config)
     python recipes/reproduce.py --tables table4 table5          # both tables (Table 5 adds three λ arms per seed)
     python recipes/reproduce.py --tables sailvit                # SAILViT's staged refinement vs VersaViT, same budget
+    python recipes/reproduce.py --tables visper                 # VisPer-LM vs NTP only vs VersaViT's tower (MLLMs)
     python recipes/reproduce.py --quick --output_dir /tmp/pg    # every step of the pipeline in a few minutes
 
 1. The baseline tower (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
@@ -37,7 +38,7 @@ from versavit_trainer.evaluation.proving_ground import ReproduceArguments, repro
 
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
-                               "Table 4 in miniature by default (--tables: table5, table6, sailvit too), 3 seeds, "
+                               "Table 4 in miniature by default (--tables: table5, table6, sailvit, visper too), 3 seeds, "
                                "about 45 minutes a table on 2 CPU cores")
 
 

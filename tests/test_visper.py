@@ -435,3 +435,35 @@ def test_rows_with_non_finite_targets_are_skipped_and_counted(tmp_path, tiny_llm
     entries = logged(tmp_path / "run" / "run", "pretrain")
     assert sum(entry["skipped_samples"] for entry in entries) >= 1
     assert all(math.isfinite(entry["loss"]) for entry in entries)
+
+
+@pytest.mark.e2e
+def test_two_ddp_processes_match_one_process(tmp_path, tiny_llm, dense_checkpoint):
+    """Pre-training with the coupled objective on 2 CPU processes (1 sample each) gives the weights of 1 process
+    with batches of 2: the contrastive term's negatives are every process's targets (gathered), and every caption has
+    the same length, so the per-process next-token means average to the one-process mean."""
+    import test_multitask_recipe as recipe_tests
+
+    from versavit_trainer.data.collators import CAPTION_PROMPT, scene_datasets
+    from versavit_trainer.data.experts import add_expert_embeddings
+
+    rows = scene_datasets(4, None)["captioning"]
+    rows = rows.map(lambda _: {"texts": [{"user": CAPTION_PROMPT, "assistant": "A checkered floor."}]},
+                    features=rows.features)
+    specs = parse_experts(tiny_experts(dense_checkpoint), 2)
+    add_expert_embeddings(rows, specs).save_to_disk(str(tmp_path / "data"))
+    stages = [{"name": "pretrain", "objectives": {"distillation": {"data": str(tmp_path / "data")}}, "max_steps": 2,
+               "train": {"projector": 1e-3, "embedding_predictors": 1e-3, "task_tokens": 1e-3}}]
+    settings = dict(stages=stages, num_eval_scenes=0, save_strategy="no", report_to="none", adam_epsilon=1e-2,
+                    max_grad_norm=0.0, lr_scheduler_type="constant", warmup_steps=0)
+    one = visper_config(tmp_path / "one", tiny_llm, dense_checkpoint, distillation_batch_size=2, **settings)
+    load_recipe("multitask").main(["--config", str(one)])
+    two = visper_config(tmp_path / "two", tiny_llm, dense_checkpoint, distillation_batch_size=1, **settings)
+    recipe_tests.launch("ddp.yaml", two)
+    single = load_file(tmp_path / "one" / "run" / "pretrain" / "trained_parts.safetensors")
+    double = load_file(tmp_path / "two" / "run" / "pretrain" / "trained_parts.safetensors")
+    assert single.keys() == double.keys() and any(key.startswith("embedding_predictors.") for key in single)
+    for key, value in single.items():
+        torch.testing.assert_close(double[key], value, rtol=2e-5, atol=2e-6, msg=key)
+    summary = json.loads((tmp_path / "two" / "run" / "summary.json").read_text())
+    assert summary["stages"]["pretrain"]["world_size"] == 2

@@ -18,15 +18,13 @@ embeddings with NaN / inf are skipped and counted.
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import yaml
 from datasets import Array2D, Features
 from transformers import HfArgumentParser
 
 from modeling_versavit import to_rgb
-from versavit_trainer.data.experts import EmbeddingExpert, embeds_column, parse_experts
+from versavit_trainer.data.experts import EmbeddingExpert, embeds_column, read_experts
 from versavit_trainer.data.labelling import Skip, process_device, run_sharded
 
 
@@ -45,16 +43,6 @@ class EmbedExpertsArguments:
     batch_size: int = field(default=8, metadata={"help": "Images per expert forward pass."})
     shard_size: int = field(default=256, metadata={"help": "Rows per saved (and resumable) shard."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})
-
-
-def read_experts(path: str, num_task_tokens: int):
-    """The experts of a YAML file (a run config's `distillation_experts`, or the mapping itself)."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"experts: {file} is not a file.")
-    content = yaml.safe_load(file.read_text()) or {}
-    mapping = content.get("distillation_experts", content) if isinstance(content, dict) else content
-    return parse_experts(mapping, num_task_tokens, "experts" if mapping is content else "distillation_experts")
 
 
 def source_rows(args):

@@ -543,7 +543,7 @@ def scene_datasets(
         turns = [{"user": question, "assistant": answer} for question, answer in scene.texts[texts]]
         captioning.append({"image": image, "texts": turns})
         if embed is not None and "contrastive" in extra_tables:
-            caption = scene.caption if texts in ("default", "instructions") else scene.texts[texts][0][1]
+            caption = scene.texts[texts][0][1] if texts in ("short", "detailed") else scene.caption
             contrastive.append({"image": image, "caption": caption})
     if contrastive:  # one call: the text encoder batches the captions
         vectors = torch.as_tensor(embed([row["caption"] for row in contrastive]), dtype=torch.float32)

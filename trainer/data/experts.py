@@ -20,6 +20,7 @@ Token outputs `(B, N, D)` lose their first `prefix_tokens` (a CLS token: 1); fea
 predictor's number of queries). Experts run in eval mode under `torch.no_grad()`, never inside a training step.
 """
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,18 @@ def parse_experts(value, num_task_tokens: int, option: str = "distillation_exper
     return [ExpertSpec.parse(name, settings, num_task_tokens, option) for name, settings in value.items()]
 
 
+def read_experts(path, num_task_tokens: int = 1) -> list[ExpertSpec]:
+    """The experts of a YAML file: a run config (its `distillation_experts`) or the mapping itself."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"experts: {file} is not a file.")
+    content = yaml.safe_load(file.read_text()) or {}
+    mapping = content.get("distillation_experts", content) if isinstance(content, dict) else content
+    return parse_experts(mapping, num_task_tokens, "experts" if mapping is content else "distillation_experts")
+
+
 def pool_tokens(tokens: torch.Tensor, grid: int | None) -> torch.Tensor:
     """`(B, N, D)` tokens of a square grid, average-pooled to `grid x grid` (`(B, grid**2, D)`); as they are with
     `grid` None. A token count that is not a square is a `ValueError`."""
@@ -160,7 +173,12 @@ class EmbeddingExpert:
             if needed is not None:  # trained weights, not a head that from_pretrained would start at random
                 require_task_weights(spec.model, needed)
             config.tasks = [task for task in config.tasks if task != "captioning"]  # the LLM is not an expert
-            self.model = VersaViTForMultiTask.from_pretrained(spec.model, config=config)
+            verbosity = transformers.logging.get_verbosity()
+            transformers.logging.set_verbosity_error()  # the checkpoint's LLM weights are left out on purpose
+            try:
+                self.model = VersaViTForMultiTask.from_pretrained(spec.model, config=config)
+            finally:
+                transformers.logging.set_verbosity(verbosity)
             self.processor = VersaViTImageProcessor.from_pretrained(spec.model)
         else:
             architecture = (config.architectures or ["AutoModel"])[0]
@@ -235,8 +253,9 @@ def add_expert_embeddings(dataset, experts: list[ExpertSpec], batch_size: int = 
 
         features = dataset.features.copy()
         features[column] = feature
+        fingerprint = hashlib.sha256(f"{dataset._fingerprint} {spec}".encode()).hexdigest()[:16]
         dataset = dataset.map(embed, batched=True, batch_size=batch_size, features=features,
-                              desc=f"expert {spec.name}")
+                              desc=f"expert {spec.name}", new_fingerprint=fingerprint)
         del expert
     return dataset
 
@@ -249,4 +268,5 @@ __all__ = [
     "embeds_column",
     "parse_experts",
     "pool_tokens",
+    "read_experts",
 ]

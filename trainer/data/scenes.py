@@ -381,8 +381,9 @@ def _caption_and_qa(objects: list[SceneObject], rng: np.random.Generator,
 
 # The conversation kinds a scene's `texts` holds: "default" (the caption and qa, what the VersaViT runs train on),
 # then coarse to fine as SAILViT's stages use them: "short" captions (coarse alignment), "detailed" captions plus
-# grounding (fine alignment), "instructions" (world-knowledge / instruction stage).
-SCENE_TEXTS = ("default", "short", "detailed", "instructions")
+# grounding (fine alignment), "instructions" (world-knowledge / instruction stage); "spatial": CV-Bench-style questions
+# (depth order, left / right, counts) with exact answers, VisPer-LM's measure.
+SCENE_TEXTS = ("default", "short", "detailed", "instructions", "spatial")
 SHORT_PROMPT = "Describe the image in a few words."
 DETAILED_PROMPT = "Describe the image in detail, saying where each object is."
 
@@ -398,9 +399,10 @@ def _listing(parts: list[str]) -> str:
 
 def _stage_texts(objects: list[SceneObject], instances: np.ndarray, described: list[tuple[int, str]],
                  caption: str, qa: list[tuple[str, str]], rng: np.random.Generator,
-                 shapes: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+                 shapes: tuple[str, ...], distances: list[float]) -> dict[str, list[tuple[str, str]]]:
     """The scene's conversations of every `SCENE_TEXTS` kind (see there); `described` pairs an object's index with
-    its referring expression, `rng` draws the instruction turns' choices."""
+    its referring expression, `rng` draws the instruction turns' choices, `distances` are the objects' median
+    rendered depths."""
     height, width = instances.shape
     boxes, columns = [], []
     for k in range(1, len(objects) + 1):
@@ -446,12 +448,49 @@ def _stage_texts(objects: list[SceneObject], instances: np.ndarray, described: l
     if len(described) >= 2:
         a, b = (described[int(i)] for i in rng.choice(len(described), size=2, replace=False))
         instructions.append((f"Is {a[1]} to the left of {b[1]}?", "yes" if columns[a[0]] < columns[b[0]] else "no"))
+    # Drawn after every other kind's choices, so that adding it changed none of them.
+    spatial = _spatial_questions(objects, described, columns, distances, width, rng, shapes)
     return {
         "default": [(CAPTION_PROMPT, caption), *qa],
         "short": [(SHORT_PROMPT, short)],
         "detailed": [(DETAILED_PROMPT, detailed), *grounding],
         "instructions": instructions,
+        "spatial": spatial,
     }
+
+
+# CV-Bench-style spatial questions (VisPer-LM's benchmark): their fixed openings (`evaluation.qa.question_kind`)
+SPATIAL_DEPTH = "Which is closer to the camera"
+SPATIAL_RELATION = "Left or right"
+SPATIAL_COUNT = "How many"
+
+
+def _spatial_questions(objects: list[SceneObject], described: list[tuple[int, str]], columns: list[float],
+                       distances: list[float], width: int, rng: np.random.Generator,
+                       shapes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Questions with exact answers about depth order, relative position and counts: at most two of each of the
+    first two kinds, between referable objects whose median rendered depths differ by at least 0.5 (depth) or whose
+    centres
+    are at least 1/16 of the width apart (relation), so that the answer is unambiguous; one count of a shape. The
+    pair's order is drawn, so each answer ("first" / "second", "left" / "right") is as likely."""
+    turns = []
+    pairs = [(a, b) for i, a in enumerate(described) for b in described[i + 1:]]
+    order = [pairs[int(k)] for k in rng.permutation(len(pairs))] if pairs else []
+    deep = [(a, b) for a, b in order if abs(distances[a[0]] - distances[b[0]]) >= 0.5][:2]
+    apart = [(a, b) for a, b in order if abs(columns[a[0]] - columns[b[0]]) >= width / 16][:2]
+    for a, b in deep:
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        closer = "first" if distances[a[0]] < distances[b[0]] else "second"
+        turns.append((f"{SPATIAL_DEPTH}: {a[1]} or {b[1]}? Answer first or second.", closer))
+    for a, b in apart:
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        side = "left" if columns[a[0]] < columns[b[0]] else "right"
+        turns.append((f"{SPATIAL_RELATION}: where is {a[1]} compared to {b[1]}?", side))
+    shape = shapes[int(rng.integers(len(shapes)))]
+    count = sum(o.shape == shape for o in objects)
+    turns.append((f"{SPATIAL_COUNT} {PLURALS[shape]} are in the image?",
+                  NUMBERS[count] if count < len(NUMBERS) else str(count)))
+    return turns
 
 
 def generate_scene(
@@ -491,12 +530,14 @@ def generate_scene(
             described.append((index, text))
     caption, qa = _caption_and_qa(objects, rng, style.shapes)
     # A third stream for the staged texts' choices: the other fields stay as they always were.
-    texts = _stage_texts(objects, instances, described, caption, qa, np.random.default_rng([seed, 2]), style.shapes)
+    distances = [float(np.median(depth[instances == i])) for i in range(1, len(objects) + 1)]
+    texts = _stage_texts(objects, instances, described, caption, qa, np.random.default_rng([seed, 2]), style.shapes,
+                         distances)
     return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground, texts)
 
 
 __all__ = [
     "CAPTION_PROMPT", "COLORS", "Camera", "MATERIALS", "SCENE_STYLES", "SCENE_TEXTS", "SHAPES", "SIZES", "Scene",
-    "SceneObject", "SceneStyle",
+    "SPATIAL_COUNT", "SPATIAL_DEPTH", "SPATIAL_RELATION", "SceneObject", "SceneStyle",
     "generate_scene", "render", "scene_style",
 ]

@@ -52,6 +52,7 @@ from .probes import (
     train_segmentation_probe,
 )
 from .qa import majority_accuracy, qa_accuracy, scene_questions
+from .visper_ground import SPATIAL_COLUMNS, reproduce_visper
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ PAPER_COLUMNS = ("OpenCompass ↑", "NYUv2 RMSE ↓", "ADE20k mIoU ↑")
 @dataclass(frozen=True)
 class Arm:
     """One row of a table: `kind` "random" (an untrained tower of the baseline's shape), "baseline" (the
-    caption-trained tower itself) or "post" (the baseline post-trained by a `recipes/multitask.py` run with
-    `options` over the reproduction's `post_training` options). `tower` names an entry of the reproduction's
+    caption-trained tower itself), "post" (the baseline post-trained by a `recipes/multitask.py` run with
+    `options` over the reproduction's `post_training` options) or "mllm" (an MLLM built around a frozen tower and
+    scored by its own answers: the VisPer-LM table, `visper_ground.py`). `tower` names an entry of the reproduction's
     `towers` (run options over `run_config`, e.g. another tower family's `vision_config`): the arm's baseline is
     built on that tower, once per tower; None is `run_config`'s own tower."""
 
@@ -100,8 +102,8 @@ TABLES: dict[str, Table] = {}
 
 
 def register_arm(arm: Arm) -> Arm:
-    if arm.kind not in ("random", "baseline", "post"):
-        raise ValueError(f"Arm.kind: expected random, baseline or post, got {arm.kind!r}.")
+    if arm.kind not in ("random", "baseline", "post", "mllm"):
+        raise ValueError(f"Arm.kind: expected random, baseline, post or mllm, got {arm.kind!r}.")
     ARMS[arm.name] = arm
     return arm
 
@@ -185,6 +187,26 @@ register_table(Table(
         ("d", "VersaViT's segmentation probe beats SAILViT's", "better", ("cap_depth_seg", "sailvit", "seg_miou")),
     ),
 ))
+# VisPer-LM (methods/visper.py): rows are MLLMs around a frozen tower, scored by their own answers to held-out
+# CV-Bench-style spatial questions (visper_ground.py), same stages, steps and batches for every row.
+for _arm in (
+    Arm("visper_ntp", "NTP only (baseline tower)", "mllm"),
+    Arm("visper", "VisPer-LM (baseline tower, VersaViT's depth + seg heads as experts)", "mllm"),
+    Arm("visper_versavit", "VersaViT tower + NTP", "mllm"),
+):
+    register_arm(_arm)
+register_table(Table(
+    "visper", "VisPer-LM vs NTP only vs VersaViT's tower: MLLMs on spatial questions, same stages and budget",
+    ("visper_ntp", "visper", "visper_versavit"),
+    claims=(
+        ("a", "VisPer-LM's embedding distillation beats NTP only on spatial questions", "better",
+         ("visper", "visper_ntp", "spatial_qa")),
+        ("b", "its largest gain is on depth (the paper: +8.7 points on CV-Bench depth)", "better",
+         ("visper", "visper_ntp", "spatial_depth")),
+        ("c", "a VersaViT tower under plain NTP beats the baseline tower under plain NTP", "better",
+         ("visper_versavit", "visper_ntp", "spatial_qa")),
+    ),
+))
 register_table(Table(
     "table5", "Table 5: loss-weight ablation (λ captioning / depth / segmentation)",
     ("baseline", "lambda_cap", "lambda_depth", "lambda_seg", "cap_depth_seg"),
@@ -206,7 +228,8 @@ class ReproduceArguments:
     output_dir: str = field(default="outputs/reproduce", metadata={"help": "Where runs, measurements and tables go."})
     tables: list[str] = field(default_factory=lambda: ["table4"], metadata={
         "help": "Tables to reproduce: table4 (multi-task ablation, the default), table5 (loss weights), table6 (other "
-                "tower families), sailvit (SAILViT's staged refinement against VersaViT, same budget)."})
+                "tower families), sailvit (SAILViT's staged refinement against VersaViT, same budget), visper (VisPer-LM's "
+                "embedding distillation vs NTP only vs VersaViT's tower: MLLMs on spatial questions)."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "Seeds of every arm (its post-training, probes and QA protocol; a random tower's init)."})
     quick: bool = field(default=False, metadata={
@@ -375,7 +398,10 @@ def tower_digest(backbone: Path) -> str:
 
 def prune(folder: Path) -> None:
     """Drop a finished run's full model and stage states (the LLM's copy each, ~0.5 GB); its `backbone/`, config,
-    logs and summary stay."""
+    logs and summary stay, and its tower with its dense heads (`dense/`, a few MB: the VisPer-LM table's experts)."""
+    from .visper_ground import keep_dense_heads
+
+    keep_dense_heads(folder)
     shutil.rmtree(folder / "final", ignore_errors=True)
     for parts in folder.glob("*/trained_parts.safetensors"):
         parts.unlink()
@@ -535,7 +561,7 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def summarise(measurements: dict[str, list[dict]]) -> dict[str, dict]:
     """Per arm, per column: mean, std and the per-seed values."""
-    keys = [key for key, _, _ in COLUMNS + EXTRA_COLUMNS]
+    keys = [key for key, _, _ in COLUMNS + EXTRA_COLUMNS + SPATIAL_COLUMNS]
     out = {}
     for arm, rows in measurements.items():
         out[arm] = {}
@@ -548,7 +574,7 @@ def summarise(measurements: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def _higher(key: str) -> bool:
-    return {k: h for k, _, h in COLUMNS + EXTRA_COLUMNS}[key]
+    return {k: h for k, _, h in COLUMNS + EXTRA_COLUMNS + SPATIAL_COLUMNS}[key]
 
 
 def compare(summary: dict, arm: str, other: str, key: str) -> tuple[bool, bool]:
@@ -630,6 +656,23 @@ def markdown_table(table: Table, summary: dict, claims: list[dict], seeds: list[
     return "\n".join(lines) + "\n"
 
 
+def spatial_markdown(table: Table, summary: dict, claims: list[dict], seeds: list[int], floors: dict) -> str:
+    """An MLLM table (VisPer-LM's): spatial QA accuracy overall and per kind, the majority-answer floor below."""
+    labels = [label for _, label, _ in SPATIAL_COLUMNS]
+    lines = [f"### {table.title} (mean ± std over seeds {seeds})", "",
+             "| MLLM | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name in table.arms:
+        row = summary.get(name, {})
+        lines.append(f"| {ARMS[name].label} | " + " | ".join(_cell(row.get(key)) for key, _, _ in SPATIAL_COLUMNS)
+                     + " |")
+    lines.append("| majority answer per kind (floor) | " + " | ".join(
+        f"{floors[key]:.3f}" if key in floors else "—" for key, _, _ in SPATIAL_COLUMNS) + " |")
+    lines.append("")
+    for claim in claims:
+        lines.append(f"- ({claim['claim']}) {claim['text']}: **{claim['verdict']}**")
+    return "\n".join(lines) + "\n"
+
+
 def bar_chart(path: Path, table: Table, summary: dict) -> Path:
     import matplotlib
 
@@ -677,7 +720,9 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     started = time.perf_counter()
     output = Path(args.output_dir)
     runner = Runner(args, train)
-    arms = arms_of(args.tables)
+    mllm_tables = [name for name in args.tables if all(ARMS[arm].kind == "mllm" for arm in TABLES[name].arms)]
+    tower_tables = [name for name in args.tables if name not in mllm_tables]
+    arms = arms_of(tower_tables)
     runs = output / "runs"
 
     # The plan: every run's config, checked before anything trains. One baseline per tower the arms use.
@@ -713,9 +758,9 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     if check is not None:
         for name, mapping in planned + [(f"qa-{tag}", m) for tag, m in qa_runs.items()]:
             runner.check(name, mapping, check)
-    num_scenes = load_run_config(planned[0][1]).get("num_scenes", 300)
-    print(f"Proving ground: {', '.join(args.tables)}; arms {arms}; seeds {args.seeds}; {args.scene_style} scenes; "
-          f"{len(planned)} training runs and {len(qa_runs)} QA-protocol runs; outputs in {output}", flush=True)
+    print(f"Proving ground: {', '.join(args.tables)}; arms {arms + arms_of(mllm_tables)}; seeds {args.seeds}; "
+          f"{args.scene_style} scenes; {len(planned)} training runs and {len(qa_runs)} QA-protocol runs"
+          + (" (and the VisPer-LM table's)" if mllm_tables else "") + f"; outputs in {output}", flush=True)
 
     # 1. the baseline towers, once each; 2. the arms' towers, from theirs
     for name, mapping in planned:
@@ -724,7 +769,7 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     for tag, tower in towers.items():
         if ARMS[tag.rsplit("-seed", 1)[0]].kind == "random":
             random_tower(tower.parent, runner.base, seeds[tag])
-    data = HeldOut.build(args, num_scenes)
+    data = HeldOut.build(args, load_run_config(planned[0][1]).get("num_scenes", 300)) if planned else None
 
     # 3. the measurements of every tower (cached per arm and seed)
     measurements: dict[str, list[dict]] = {}
@@ -743,30 +788,45 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
             print(f"  {tag}: QA {result['qa_accuracy']:.3f}  depth RMSE {result['depth_rmse']:.3f}  "
                   f"seg mIoU {result['seg_miou']:.3f}" + extra, flush=True)
 
+    # the MLLM tables (VisPer-LM): their own runs and spatial questions
+    floors = {}
+    if mllm_tables:
+        baseline = None if tower_tables else runner.config(runs / baseline_name(None), args.baseline)
+        visper = reproduce_visper(args, runner, check, baseline)
+        measurements.update(visper["measurements"])
+        floors = visper["floors"]
+
     # 4. tables, charts and the figure
     summary = summarise(measurements)
     results = {"tables": {}, "arms": summary, "seeds": args.seeds, "scene_style": args.scene_style,
-               "majority_qa_accuracy": data.majority_qa, "settings": asdict(args),
+               "majority_qa_accuracy": data.majority_qa if data else None, "settings": asdict(args),
                "run_seconds": runner.run_seconds}
+    if mllm_tables:
+        results["majority_spatial_accuracy"] = floors
     text = ""
     for name in args.tables:
         table = TABLES[name]
         claims = check_claims(table, summary)
-        markdown = markdown_table(table, summary, claims, args.seeds)
+        markdown = (spatial_markdown(table, summary, claims, args.seeds, floors) if name in mllm_tables
+                    else markdown_table(table, summary, claims, args.seeds))
         (output / f"{name}.md").write_text(markdown)
-        bar_chart(output / f"{name}.png", table, summary)
+        if name not in mllm_tables:
+            bar_chart(output / f"{name}.png", table, summary)
         results["tables"][name] = {"arms": list(table.arms), "paper": table.paper, "claims": claims,
                                    "markdown": str(output / f"{name}.md"), "chart": str(output / f"{name}.png")}
         text += markdown + "\n"
-    shown = [name for name in FIGURE_ARMS if name in predictions] or list(predictions)[:2]
-    count = min(args.num_examples, len(data.seg_eval))
-    examples = [(data.seg_eval.load(i)[0], data.seg_eval.load(i)[1], data.depth_eval.load(i)[1]) for i in range(count)]
-    rows = [{"name": ARMS[name].label.split(" (")[0], **predictions[name]} for name in shown]
-    results["figure"] = str(probe_figure(output / "figure4.png", examples, rows))
+    if predictions:
+        shown = [name for name in FIGURE_ARMS if name in predictions] or list(predictions)[:2]
+        count = min(args.num_examples, len(data.seg_eval))
+        examples = [(data.seg_eval.load(i)[0], data.seg_eval.load(i)[1], data.depth_eval.load(i)[1])
+                    for i in range(count)]
+        rows = [{"name": ARMS[name].label.split(" (")[0], **predictions[name]} for name in shown]
+        results["figure"] = str(probe_figure(output / "figure4.png", examples, rows))
     results["seconds"] = time.perf_counter() - started
     (output / "results.json").write_text(json.dumps(results, indent=2))
-    print("\n" + text + f"QA majority-answer floor: {data.majority_qa:.3f}\n"
-          f"results     {output / 'results.json'}\nfigure      {output / 'figure4.png'}\n"
+    floor = f"QA majority-answer floor: {data.majority_qa:.3f}\n" if data else ""
+    figure = f"figure      {results['figure']}\n" if "figure" in results else ""
+    print("\n" + text + floor + f"results     {output / 'results.json'}\n" + figure +
           f"time        {results['seconds'] / 60:.1f} min", flush=True)
     return results
 

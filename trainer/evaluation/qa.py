@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.scenes import generate_scene
+from ..data.scenes import SPATIAL_DEPTH, SPATIAL_RELATION, generate_scene
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -29,8 +29,9 @@ def normalize_answer(text: str) -> str:
 
 def question_kind(question: str) -> str:
     """The template of a scene question: its words up to the first attribute (`"How many"`, `"What color is"`,
-    `"Is there anything"`), so the majority answer is taken per kind of question."""
-    for prefix in ("How many", "What color is", "Is there anything"):
+    `"Is there anything"`, the spatial questions' `"Which is closer to the camera"` and `"Left or right"`), so the
+    majority answer is taken per kind of question."""
+    for prefix in ("How many", "What color is", "Is there anything", SPATIAL_DEPTH, SPATIAL_RELATION):
         if question.startswith(prefix):
             return prefix
     return question
@@ -43,12 +44,14 @@ class QAItem:
     answer: str
 
 
-def scene_questions(num_scenes: int, seed: int, **scene_options) -> list[QAItem]:
-    """Every question-answer pair of `num_scenes` generated scenes from `seed` (scenes' own `qa`)."""
+def scene_questions(num_scenes: int, seed: int, texts: str | None = None, **scene_options) -> list[QAItem]:
+    """Every question-answer pair of `num_scenes` generated scenes from `seed`: the scenes' own `qa`, or their
+    conversation turns of kind `texts` (e.g. "spatial": depth order, left / right and counts)."""
     items = []
     for index in range(num_scenes):
         scene = generate_scene(seed + index, **scene_options)
-        items += [QAItem(scene.image, question, answer) for question, answer in scene.qa]
+        pairs = scene.qa if texts is None else scene.texts[texts]
+        items += [QAItem(scene.image, question, answer) for question, answer in pairs]
     return items
 
 
