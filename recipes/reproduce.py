@@ -38,8 +38,8 @@ from versavit_trainer.evaluation.proving_ground import ReproduceArguments, repro
 
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
-                               "Table 4 in miniature by default (--tables: table5, table6, sailvit, visper too), 3 seeds, "
-                               "about 45 minutes a table on 2 CPU cores")
+                               "Table 4 in miniature by default (--tables: table5, table6, sailvit, visper too), 3 "
+                               "seeds, about 45 minutes a table on 2 CPU cores")
 
 
 def _multitask():

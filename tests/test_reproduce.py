@@ -314,3 +314,35 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
     measured = json.loads((out / "measurements" / "sailvit-seed0.json").read_text())
     assert all(np.isfinite(measured[key]) for key in ("qa_accuracy", "depth_rmse", "seg_miou"))
     assert pg.ARMS["sailvit"].label in (out / "sailvit.md").read_text()
+
+
+@pytest.mark.e2e
+def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, tiny_llm):
+    """The VisPer-LM table: NTP only and VisPer-LM around the baseline tower (VisPer-LM's experts: the same seed's
+    VersaViT run's dense heads), NTP around the VersaViT tower; each scored on held-out spatial questions, the first
+    seed's NTP and VisPer-LM LLMs probed layer by layer."""
+    import yaml
+
+    base = tiny_run_config(tmp_path, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
+    experts = {name: {"output": output, "llm_layers": [1], "queries": 4, "grid": 2, "size": 56}
+               for name, output in (("depth", "hidden_states"), ("segmentation", "segmentation_embeddings"))}
+    out = tmp_path / "out"
+    results = load_recipe("reproduce").main([
+        "--quick", "--tables", "visper", "--seeds", "0", "--output_dir", str(out), "--run_config", str(base),
+        "--visper", json.dumps({"distillation_experts": experts, "distillation_num_task_tokens": 2})])
+    table = results["tables"]["visper"]
+    assert table["arms"] == ["visper_ntp", "visper", "visper_versavit"]
+    runs = out / "runs"
+    configs = {arm: yaml.safe_load((runs / f"{arm}-seed0" / "reproduce_run.yaml").read_text()) for arm in table["arms"]}
+    assert configs["visper_ntp"]["model_name_or_path"] == configs["visper"]["model_name_or_path"] == \
+        str(runs / "baseline" / "backbone")
+    assert configs["visper_versavit"]["model_name_or_path"] == str(runs / "cap_depth_seg-seed0" / "backbone")
+    assert {e["model"] for e in configs["visper"]["distillation_experts"].values()} == {
+        str(runs / "cap_depth_seg-seed0" / "dense")}
+    assert list(configs["visper"]["stages"][0]["objectives"]) == ["distillation"]
+    assert list(configs["visper_ntp"]["stages"][0]["objectives"]) == ["captioning"]
+    assert all(c["stages"][1]["objectives"]["captioning"]["data"]["texts"] == "spatial" for c in configs.values())
+    for arm in table["arms"]:
+        assert 0 <= results["arms"][arm]["spatial_qa"]["mean"] <= 1
+    assert set(results["majority_spatial_accuracy"]) >= {"spatial_qa", "spatial_depth"}
+    assert (out / "visper_layer_probes.png").is_file() and pg.ARMS["visper"].label in (out / "visper.md").read_text()

@@ -4,6 +4,7 @@ library's own), the offline embedding cache, and the two-stage curriculum end to
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,8 @@ EXPERT = {"llm_layers": [1], "queries": 16, "grid": 4, "model": "/nowhere"}
     ({"depth": {**EXPERT, "llm_layers": [0]}}, r"distillation_experts\.depth\.llm_layers"),
     ({"depth": {**EXPERT, "queries": 12}}, r"distillation_experts\.depth\.queries: must be a positive multiple"),
     ({"depth": {**EXPERT, "queries": 8, "grid": 4}}, r"distillation_experts\.depth\.queries: .* set queries to 16"),
-    ({"depth": {**EXPERT, "output": "logits"}}, r"distillation_experts\.depth\.output: expected one of"),
+    ({"depth": {**EXPERT, "output": "2 layers"}}, r"distillation_experts\.depth\.output: expected the name of a "
+                                                  "field"),
     ({"depth": {**EXPERT, "weight": float("nan")}}, r"distillation_experts\.depth\.weight"),
     ({"depth": {k: v for k, v in EXPERT.items() if k != "llm_layers"}}, r"distillation_experts\.depth\.llm_layers: "
                                                                           "missing"),
@@ -467,3 +469,117 @@ def test_two_ddp_processes_match_one_process(tmp_path, tiny_llm, dense_checkpoin
         torch.testing.assert_close(double[key], value, rtol=2e-5, atol=2e-6, msg=key)
     summary = json.loads((tmp_path / "two" / "run" / "summary.json").read_text())
     assert summary["stages"]["pretrain"]["world_size"] == 2
+
+
+# ------------------------------------------------------------------------------------- method, configs, questions
+def test_the_shipped_configs_follow_the_method(capsys):
+    """Both VisPer-LM configs: pre-training trains the projector, predictors and task tokens on the coupled
+    objective, instruction tuning the projector and LLM on next-token prediction; the tower never trains. The paper
+    config sizes its run on the meta device."""
+    from versavit_trainer.core.config import load_config_file
+    from versavit_trainer.methods.visper import CONFIGS, VISPER_STAGES, visper_run_options
+
+    for name in ("visper_default.yaml", "visper_llava15.yaml"):
+        config = load_config_file(CONFIGS / name)
+        assert [stage["name"] for stage in config["stages"]] == list(VISPER_STAGES), name
+        for stage in config["stages"]:
+            parts, objectives = VISPER_STAGES[stage["name"]]
+            assert set(stage["train"]) == set(parts) and tuple(stage["objectives"]) == objectives, name
+        experts = parse_experts(config["distillation_experts"], config["distillation_num_task_tokens"])
+        assert all(spec.weight == 0.5 for spec in experts) and config["distillation_contrastive_weight"] == 0.3
+    assert visper_run_options()["stages"] == load_config_file(CONFIGS / "visper_default.yaml")["stages"]
+    report = load_recipe("multitask").main(["--config", str(CONFIGS / "visper_llava15.yaml"), "--dry_run"])
+    sizes = {row["part"]: row["params_m"] for row in report["parameters"]}
+    assert 7900 < sizes["language_model"] < 8100 and report["allocated_parameters"] == 0  # Llama-3-8B
+
+
+def test_spatial_questions_have_the_answers_the_rendered_scene_gives():
+    """Depth order from the rendered depth of each object's pixels, left / right from their mean column, counts
+    from the objects: every answer of 20 cluttered scenes, and both answers of each kind occur."""
+    from versavit_trainer.data.scenes import (
+        NUMBERS,
+        PLURALS,
+        SPATIAL_COUNT,
+        SPATIAL_DEPTH,
+        SPATIAL_RELATION,
+        generate_scene,
+    )
+
+    answers = {SPATIAL_DEPTH: set(), SPATIAL_RELATION: set()}
+    for seed in range(20):
+        scene = generate_scene(seed, style="cluttered")
+        masks = dict(scene.expressions)
+        for question, answer in scene.texts["spatial"]:
+            if question.startswith(SPATIAL_DEPTH):
+                first, second = re.fullmatch(r".*: (.+) or (.+)\? Answer first or second\.", question).groups()
+                near = [float(np.median(scene.depth[masks[text]])) for text in (first, second)]
+                assert abs(near[0] - near[1]) >= 0.5
+                assert answer == ("first" if near[0] < near[1] else "second")
+                answers[SPATIAL_DEPTH].add(answer)
+            elif question.startswith(SPATIAL_RELATION):
+                first, second = re.fullmatch(r".*: where is (.+) compared to (.+)\?", question).groups()
+                cols = [np.nonzero(masks[text])[1].mean() for text in (first, second)]
+                assert answer == ("left" if cols[0] < cols[1] else "right")
+                answers[SPATIAL_RELATION].add(answer)
+            else:
+                assert question.startswith(SPATIAL_COUNT)
+                shape = next(s for s, plural in PLURALS.items() if f" {plural} " in question)
+                assert answer == NUMBERS[sum(o.shape == shape for o in scene.objects)]
+    assert answers == {SPATIAL_DEPTH: {"first", "second"}, SPATIAL_RELATION: {"left", "right"}}
+
+
+def test_layer_probes_rank_a_layer_that_holds_the_target_above_one_that_does_not():
+    """The probe of a layer whose states hold a linear map of the target tokens (with each position's code, as an
+    LLM's hidden states carry their position) scores near 1; one of a layer of noise scores far lower (on held-out
+    images)."""
+    from versavit_trainer.evaluation.llm_probes import LayerProbeSettings, train_probe
+
+    torch.manual_seed(0)
+    targets = torch.randn(80, 4, 6)
+    mix, positions = torch.randn(6, 16), 3 * torch.randn(7, 16)
+    informative = [torch.cat([t @ mix, torch.randn(3, 16)]) + positions for t in targets]  # 4 target tokens + 3
+    noise = [torch.randn(7, 16) + positions for _ in targets]
+    settings = LayerProbeSettings(steps=300, batch_size=16, learning_rate=3e-3)
+    good = train_probe(informative[:60], targets[:60], informative[60:], targets[60:], settings)
+    bad = train_probe(noise[:60], targets[:60], noise[60:], targets[60:], settings)
+    assert good > 0.8 and bad < 0.3, (good, bad)
+
+
+def test_the_probe_recipe_plots_every_layer_of_each_model(tmp_path, tokenizer, dense_checkpoint):
+    import yaml
+
+    folders = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        model, processor = tiny_captioner(tokenizer, seed=seed, llm_layers=2)
+        model.save_pretrained(tmp_path / name)
+        processor.save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    experts = tmp_path / "experts.yaml"
+    experts.write_text(yaml.safe_dump(tiny_experts(dense_checkpoint)))
+    results = load_recipe("probe_llm_layers").main([
+        "--experts", str(experts), "--models", *(f"{k}={v}" for k, v in folders.items()), "--train_scenes", "8",
+        "--eval_scenes", "4", "--steps", "3", "--output_dir", str(tmp_path / "out")])
+    assert set(results) == {"a", "b"} and set(results["a"]) == {"depth", "seg"}
+    assert set(results["a"]["depth"]) == {1, 2} and all(-1 <= v <= 1 for v in results["b"]["seg"].values())
+    assert (tmp_path / "out" / "layer_probes.png").is_file()
+    assert json.loads((tmp_path / "out" / "probes.json").read_text())["a"]["seg"].keys() == {"1", "2"}
+    with pytest.raises(ValueError, match="NAME=FOLDER"):
+        load_recipe("probe_llm_layers").main(["--experts", str(experts), "--models", str(folders["a"])])
+
+
+def test_pruned_runs_keep_their_tower_and_dense_heads_as_an_expert(tmp_path, dense_checkpoint):
+    import shutil
+
+    from versavit_trainer.evaluation.proving_ground import prune
+
+    run = tmp_path / "run"
+    shutil.copytree(dense_checkpoint, run / "final")
+    prune(run)
+    assert not (run / "final").exists()
+    images = [PIL.Image.fromarray(photo("astronaut"))]
+    for output in ("depth_features", "segmentation_embeddings"):
+        kept = EmbeddingExpert(ExpertSpec("x", [1], queries=4, model=str(run / "dense"), output=output, grid=2,
+                                          size=56))
+        original = EmbeddingExpert(ExpertSpec("x", [1], queries=4, model=str(dense_checkpoint), output=output,
+                                              grid=2, size=56))
+        torch.testing.assert_close(kept(images), original(images))

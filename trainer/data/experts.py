@@ -4,16 +4,20 @@ expert is (`ExpertSpec`, one entry of the run's `distillation_experts`), how it 
 (`EmbeddingExpert`), and how a dataset gets them (`add_expert_embeddings`, shared by the in-run ("online") mode and
 the offline cache of `recipes/data/embed_experts.py`).
 
-An expert is any local transformers vision model folder; `output` names what to distil:
+An expert is any local transformers vision model folder (its class from `config.architectures`); `output` names
+what to distil: any field of its output (a tuple, e.g. `hidden_states` or OneFormer's `encoder_hidden_states`: the
+mean of its `output_layers`), or, for the library's own models, one of:
 
 | `output`                  | from                                                          | tokens         |
 |---------------------------|---------------------------------------------------------------|----------------|
-| `hidden_states`           | the mean of `output_layers` of its hidden states              | the patch grid |
-| `last_hidden_state`       | the model output of that name                                 | the patch grid |
-| `image_embeds`            | a pooled embedding (a CLIP-style encoder: VisPer-LM's "gen")  | 1              |
-| `pooler_output`           | a pooled embedding                                            | 1              |
+| `hidden_states`           | the mean of `output_layers` of the tower's hidden states      | the patch grid |
+| `last_hidden_state`       | the tower's last layer                                        | the patch grid |
 | `depth_features`          | a VersaViT depth model: its DPT neck's finest fused map       | its map        |
 | `segmentation_embeddings` | a VersaViT referring model: its SAM neck's image embeddings   | the patch grid |
+
+Common transformers choices: `hidden_states` of a Depth Anything (its DINOv2 layers the DPT head reads, CLS dropped:
+VisPer-LM's depth target), `encoder_hidden_states` of a OneFormer (its Swin backbone's last stage: the segmentation
+target), `image_embeds` of a CLIP-style image encoder (one token: the "generation" target, unCLIP's image encoder).
 
 Token outputs `(B, N, D)` lose their first `prefix_tokens` (a CLS token: 1); feature maps `(B, C, H, W)` become
 `(B, H*W, C)`; `grid` average-pools a square token grid to `grid x grid` tokens (the cache's size and the
@@ -30,10 +34,9 @@ import torch.nn.functional as F
 
 from ..core.config import ConfigError, check_mapping_keys
 
-EXPERT_OUTPUTS = ("hidden_states", "last_hidden_state", "image_embeds", "pooler_output", "depth_features",
-                  "segmentation_embeddings")
+VERSAVIT_OUTPUTS = ("hidden_states", "last_hidden_state", "depth_features", "segmentation_embeddings")
 VERSAVIT_ONLY = ("depth_features", "segmentation_embeddings")
-POOLED = ("image_embeds", "pooler_output")
+POOLED = ("image_embeds", "pooler_output", "text_embeds")  # one embedding per image
 
 
 def embeds_column(expert: str) -> str:
@@ -95,8 +98,9 @@ class ExpertSpec:
                 or spec.queries % num_task_tokens:
             raise ConfigError(f"{path}.queries: must be a positive multiple of distillation_num_task_tokens "
                               f"({num_task_tokens}), got {spec.queries!r}.")
-        if spec.output not in EXPERT_OUTPUTS:
-            raise ConfigError(f"{path}.output: expected one of {EXPERT_OUTPUTS}, got {spec.output!r}.")
+        if not isinstance(spec.output, str) or not spec.output.isidentifier():
+            raise ConfigError(f"{path}.output: expected the name of a field of the expert's output (e.g. "
+                              f"{VERSAVIT_OUTPUTS + POOLED}), got {spec.output!r}.")
         if not isinstance(spec.output_layers, list) or not spec.output_layers or \
                 any(isinstance(i, bool) or not isinstance(i, int) for i in spec.output_layers):
             raise ConfigError(f"{path}.output_layers: expected a list of layer indices, got {spec.output_layers!r}.")
@@ -164,6 +168,9 @@ class EmbeddingExpert:
         if spec.output in VERSAVIT_ONLY and not self.versavit:
             raise ConfigError(f"distillation_experts.{spec.name}.output: {spec.output!r} reads a VersaViT model's "
                               f"head, but {spec.model} is a {config.model_type!r} model.")
+        if self.versavit and spec.output not in VERSAVIT_OUTPUTS:
+            raise ConfigError(f"distillation_experts.{spec.name}.output: a VersaViT expert gives one of "
+                              f"{VERSAVIT_OUTPUTS}, got {spec.output!r}.")
         if self.versavit:
             from modeling_versavit import VersaViTForMultiTask, VersaViTImageProcessor
 
@@ -205,14 +212,13 @@ class EmbeddingExpert:
         if self.versavit:
             tokens = self._versavit_tokens(inputs)
         else:
-            output = self.model(**inputs, output_hidden_states=spec.output == "hidden_states")
-            if spec.output == "hidden_states":
-                value = torch.stack([output.hidden_states[i] for i in spec.output_layers]).mean(0)
-            else:
-                value = getattr(output, spec.output, None)
-                if value is None:
-                    raise ConfigError(f"distillation_experts.{spec.name}.output: {type(self.model).__name__} "
-                                      f"returns no {spec.output!r}.")
+            output = self.model(**inputs, output_hidden_states=True)
+            value = output.get(spec.output)
+            if value is None:
+                raise ConfigError(f"distillation_experts.{spec.name}.output: {type(self.model).__name__} returns no "
+                                  f"{spec.output!r}; it returns {[k for k, v in output.items() if v is not None]}.")
+            if isinstance(value, (tuple, list)):  # per-layer outputs: the mean of the chosen ones
+                value = torch.stack([value[i] for i in spec.output_layers]).mean(0)
             if value.ndim == 2:  # a pooled embedding: one token
                 value = value[:, None]
             elif value.ndim == 4:  # a feature map (B, C, H, W)
@@ -261,7 +267,7 @@ def add_expert_embeddings(dataset, experts: list[ExpertSpec], batch_size: int = 
 
 
 __all__ = [
-    "EXPERT_OUTPUTS",
+    "VERSAVIT_OUTPUTS",
     "EmbeddingExpert",
     "ExpertSpec",
     "add_expert_embeddings",

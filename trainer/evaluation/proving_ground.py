@@ -246,6 +246,9 @@ class ReproduceArguments:
         "help": "recipes/multitask.py options every arm's post-training run shares (its arm adds tasks and λ)."})
     qa_protocol: dict | str | None = field(default=None, metadata={
         "help": "recipes/multitask.py options of the VQA-evaluation runs (stages with the encoder frozen)."})
+    visper: dict | str | None = field(default=None, metadata={
+        "help": "recipes/multitask.py options over recipes/configs/visper_default.yaml's for the visper table's rows "
+                "(e.g. distillation_experts for another tower or LLM: their layers)."})
     towers: dict | str | None = field(default=None, metadata={
         "help": "Other towers, by name: recipes/multitask.py options over run_config for an arm's `tower` (its "
                 "vision_config, input sizes); its baseline and its arms use them (table6)."})
@@ -264,7 +267,7 @@ class ReproduceArguments:
     def __post_init__(self):
         from ..core.config import mapping_option
 
-        for name in ("baseline", "post_training", "qa_protocol", "towers"):
+        for name in ("baseline", "post_training", "qa_protocol", "towers", "visper"):
             setattr(self, name, mapping_option(getattr(self, name), name) or {})
         unknown = [name for name in self.tables if name not in TABLES]
         if unknown or not self.tables:

@@ -68,12 +68,13 @@ def _digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
-def visper_options(arm: str, tower: Path, experts: Path | None) -> dict:
-    """Run options of row `arm` over the proving ground's run config: visper_default.yaml's stages, instruction
-    tuning on spatial questions, `tower` as the MLLM's (frozen) tower, `experts` the depth + segmentation model."""
+def visper_options(arm: str, tower: Path, experts: Path | None, overrides: dict | None = None) -> dict:
+    """Run options of row `arm` over the proving ground's run config: visper_default.yaml's stages (with the
+    reproduction's `visper` options over them), instruction tuning on spatial questions, `tower` as the MLLM's
+    (frozen) tower, `experts` the depth + segmentation model."""
     from ..methods.visper import visper_run_options
 
-    options = copy.deepcopy(visper_run_options())
+    options = copy.deepcopy({**visper_run_options(), **(overrides or {})})
     pretrain, tuning = options["stages"]
     tuning["objectives"]["captioning"]["data"]["texts"] = IFT_TEXTS
     if arm == "visper":
@@ -127,7 +128,8 @@ def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = N
         for arm in ("visper_ntp", "visper", "visper_versavit"):
             tower = runs / tag / "backbone" if arm == "visper_versavit" else baseline_tower
             experts = runs / tag / DENSE_FOLDER if arm == "visper" else None
-            mapping = runner.config(runs / f"{arm}-seed{seed}", visper_options(arm, tower, experts), {"seed": seed})
+            mapping = runner.config(runs / f"{arm}-seed{seed}", visper_options(arm, tower, experts, args.visper),
+                                    {"seed": seed})
             planned.append((f"{arm}-seed{seed}", mapping, tag))
     if check is not None:
         for name, mapping, _ in planned:
@@ -195,7 +197,7 @@ def _probe_layers(mllm: Path, experts: Path, args, settings, probe_llm_layers) -
     from ..methods.visper import visper_run_options
     from .proving_ground import PROBE_EVAL_SEED, PROBE_TRAIN_SEED
 
-    options = visper_run_options()
+    options = {**visper_run_options(), **args.visper}
     specs = parse_experts({name: {**spec, "model": str(experts)}
                            for name, spec in options["distillation_experts"].items()}, 1)
     model = VersaViTForCaptioning.from_pretrained(mllm / "final", dtype=torch.float32).eval().requires_grad_(False)
