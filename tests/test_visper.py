@@ -278,6 +278,29 @@ def test_transformers_experts_give_their_models_own_outputs(tmp_path):
     assert not any(p.requires_grad for p in EmbeddingExpert(spec).model.parameters())
 
 
+def test_a_depth_anything_expert_gives_the_layers_its_dpt_head_reads(tmp_path):
+    """VisPer-LM's depth target: the mean of the DINOv2 layers a Depth Anything's DPT head reads, CLS dropped."""
+    from transformers import CLIPImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    model = DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=backbone.to_dict(), reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
+        fusion_hidden_size=8, head_hidden_size=8))
+    processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    images = [PIL.Image.fromarray(photo("coffee")), PIL.Image.fromarray(photo("chelsea"))]
+    spec = ExpertSpec("depth", [1], queries=4, model=str(tmp_path), output="hidden_states", output_layers=[2, 4],
+                      prefix_tokens=1, grid=2)
+    with torch.no_grad():
+        hidden = model(**processor(images=images, return_tensors="pt"), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(EmbeddingExpert(spec)(images), ((hidden[2] + hidden[4]) / 2)[:, 1:])
+    with pytest.raises(ConfigError, match="returns no 'image_embeds'"):
+        EmbeddingExpert(ExpertSpec("depth", [1], queries=8, model=str(tmp_path), output="image_embeds"))(images)
+
+
 def test_versavit_experts_read_their_heads(dense_checkpoint):
     """The library's own depth and referring models as experts: the DPT neck's finest fused map (pooled) and the
     SAM neck's image embeddings — equal to the heads' own intermediate results."""
