@@ -1187,7 +1187,8 @@ class CaptioningMixin:
         ones drawn from a normal of the LLM's input-embedding standard deviation (so that they start at the scale of
         a word embedding). A model that has the same ones keeps them; other ones are a `ValueError`."""
         if self.task_tokens is not None:
-            if dict(self.config.task_tokens) != dict(task_tokens) or self.config.num_task_tokens != num_task_tokens:
+            same = list(self.config.task_tokens.items()) == list(task_tokens.items())  # their order is the sequence's
+            if not same or self.config.num_task_tokens != num_task_tokens:
                 raise ValueError(f"task_tokens: this model has {self.config.task_tokens} x "
                                  f"{self.config.num_task_tokens} tokens, asked for {task_tokens} x {num_task_tokens}.")
             return self.task_tokens

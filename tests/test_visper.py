@@ -398,6 +398,32 @@ def test_the_curriculum_trains_what_each_stage_says_and_freezes_the_task_tokens(
     assert set(summary["held_out"]["after"]) == {"captioning"}
 
 
+def test_a_run_resumed_in_pretraining_equals_the_uninterrupted_one(in_run, tiny_llm, dense_checkpoint, tmp_path):
+    """Killed after checkpoint-2 of pre-training: --resume continues it (predictors, task tokens, optimizer) and runs
+    instruction tuning; every weight and logged loss as uninterrupted."""
+    import shutil
+
+    out, _ = in_run
+    interrupted = tmp_path / "run"
+    shutil.copytree(out, interrupted)
+    shutil.rmtree(interrupted / "pretrain" / "checkpoint-3")
+    for name in ("trained_parts.safetensors", "stage.json", "log_history.json"):
+        (interrupted / "pretrain" / name).unlink()
+    for name in ("ift", "final", "backbone", "summary.json"):
+        path = interrupted / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = load_recipe("multitask").main(["--config", str(visper_config(tmp_path, tiny_llm, dense_checkpoint)),
+                                             "--resume"])
+    assert resumed["stages"]["pretrain"]["steps_this_run"] == 1
+    expected = load_file(out / "ift" / "checkpoint-2" / "model.safetensors")
+    again = load_file(interrupted / "ift" / "checkpoint-2" / "model.safetensors")
+    assert set(again) == set(expected) and any(key.startswith("embedding_predictors.") for key in expected)
+    for key, value in expected.items():
+        assert torch.equal(value, again[key]), key
+    for stage in ("pretrain", "ift"):
+        assert logged(interrupted, stage) == logged(out, stage), stage
+
+
 def embed_offline(folder: Path, experts_file: Path, *extra) -> dict:
     return load_recipe("embed_experts").main(["--experts", str(experts_file), "--output_dir", str(folder),
                                               "--num_scenes", "6", "--shard_size", "2", "--num_task_tokens", "2",

@@ -280,10 +280,10 @@ class EmbeddingDistillationObjective(Objective):
         return {"embedding_predictors": predictors}
 
     def collator(self, context):
-        from .captioning import CaptioningObjective
+        from . import get_objective
 
         self.configure(context.config, context)  # the run's experts and target shapes (the context's data)
-        return DistillationCollator(CaptioningObjective().collator(context), self._shapes)
+        return DistillationCollator(get_objective("captioning").collator(context), self._shapes)
 
     def input_pixels(self, data_args):
         return data_args.caption_max_pixels
@@ -300,9 +300,11 @@ class EmbeddingDistillationObjective(Objective):
         terms = {"ntp": out.loss.detach()}
         embedding = out.loss.new_zeros(())
         predictions = {}
-        for index, spec in enumerate(self._experts):
+        order = inner.task_tokens.experts  # the experts' task tokens follow each image in this order
+        for spec in self._experts:
             keep = predictor_inputs(batch["input_ids"], batch.get("attention_mask"), batch["image_grid_thw"],
-                                    config.image_token_id, config.spatial_merge_size**2, config.num_task_tokens, index)
+                                    config.image_token_id, config.spatial_merge_size**2, config.num_task_tokens,
+                                    order.index(spec.name))
             queries = inner.task_tokens.queries[spec.name]
             target = targets[spec.name].to(out.loss.device)
             negatives, offset = gather_targets(target)
