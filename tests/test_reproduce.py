@@ -141,7 +141,7 @@ def test_spread_is_the_mean_and_sample_standard_deviation():
 def test_tables_name_registered_arms_and_new_tables_register_the_same_way():
     with pytest.raises(ValueError, match=r"Table mine: unknown arms \['nope'\]"):
         pg.register_table(pg.Table("mine", "mine", ("baseline", "nope")))
-    with pytest.raises(ValueError, match="Arm.kind: expected random, baseline or post, got 'fresh'"):
+    with pytest.raises(ValueError, match="Arm.kind: expected random, baseline, post or mllm, got 'fresh'"):
         pg.register_arm(pg.Arm("x", "x", "fresh"))
     assert set(pg.TABLES["table5"].arms) <= set(pg.ARMS)
 

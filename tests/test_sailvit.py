@@ -74,8 +74,8 @@ def test_scene_datasets_hold_the_asked_conversations_and_contrastive_pairs():
     assert "contrastive" not in scene_datasets(1, embed, seed=5)  # only when asked: embedding captions costs
     instructions = scene_datasets(1, embed, seed=5, texts="instructions", extra_tables=("contrastive",))
     assert instructions["contrastive"][0]["caption"] == generate_scene(5).caption  # a caption, not an answer
-    with pytest.raises(ValueError, match=r"texts: expected one of \['default', 'short', 'detailed', 'instructions'\], "
-                                         r"got 'long'"):
+    with pytest.raises(ValueError, match=r"texts: expected one of \['default', 'short', 'detailed', 'instructions', "
+                                         r"'spatial'\], got 'long'"):
         scene_datasets(1, None, texts="long")
 
 
@@ -151,7 +151,7 @@ def test_bad_contrastive_rows_and_options_fail_by_name():
     bad = [{"name": "a", "objectives": {"captioning": {"data": {"num_scenes": 4, "texts": "long"}}},
             "train": {"projector": 1e-3}}]
     with pytest.raises(ConfigError, match=r"stages\[0\]\.objectives\.captioning\.data\.texts: expected one of "
-                                          r"\['default', 'short', 'detailed', 'instructions'\], got 'long'"):
+                                          r"\['default', 'short', 'detailed', 'instructions', 'spatial'\], got 'long'"):
         parse_stages(bad, DataArguments(), training)
     one_pair = [{"name": "a", "objectives": {"contrastive": {"batch_size": 1}}, "train": {"retrieval_head": 1e-3}}]
     with pytest.raises(ConfigError, match=r"stages\[0\]\.objectives\.contrastive\.batch_size: must be an integer >= 2 "
