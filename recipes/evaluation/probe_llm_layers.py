@@ -18,15 +18,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import PIL.Image
-import torch
 from transformers import HfArgumentParser
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForCaptioning
-from versavit_trainer.data.experts import EmbeddingExpert, read_experts
-from versavit_trainer.data.scenes import generate_scene
+from versavit_trainer.data.experts import read_experts
 from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET
-from versavit_trainer.evaluation.llm_probes import LayerProbeSettings, plot_layer_probes, probe_llm_layers
+from versavit_trainer.evaluation.llm_probes import (
+    LayerProbeSettings,
+    plot_layer_probes,
+    probe_llm_layers,
+    scene_probe_data,
+)
 
 
 @dataclass
@@ -62,15 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ProbeLayersArguments).parse_args_into_dataclasses(args=argv)
     models = parse_models(args.models)
     specs = read_experts(args.experts, 1)
-    train = [generate_scene(args.scene_seed + i, style=args.scene_style).image for i in range(args.train_scenes)]
-    held_out = [generate_scene(args.scene_seed + EVAL_SCENE_SEED_OFFSET + i, style=args.scene_style).image
-                for i in range(args.eval_scenes)]
-    train, held_out = [PIL.Image.fromarray(i) for i in train], [PIL.Image.fromarray(i) for i in held_out]
-    train_targets, eval_targets = {}, {}
-    for spec in specs:
-        expert = EmbeddingExpert(spec)
-        train_targets[spec.name] = torch.cat([expert(train[i : i + 16]) for i in range(0, len(train), 16)])
-        eval_targets[spec.name] = torch.cat([expert(held_out[i : i + 16]) for i in range(0, len(held_out), 16)])
+    train, train_targets, held_out, eval_targets = scene_probe_data(
+        specs, args.scene_seed, args.train_scenes, args.scene_seed + EVAL_SCENE_SEED_OFFSET, args.eval_scenes,
+        args.scene_style)
     settings = LayerProbeSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                   seed=args.seed)
     results = {}

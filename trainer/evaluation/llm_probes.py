@@ -72,7 +72,8 @@ def train_probe(train_states: list[torch.Tensor], train_targets: torch.Tensor, e
     for _ in range(settings.steps):
         picked = torch.randint(len(train_states), (min(settings.batch_size, len(train_states)),), generator=generator)
         states, keep = _padded([train_states[i] for i in picked])
-        loss = embedding_loss(probe(states, queries, keep), train_targets[picked], scale, settings.contrastive_weight)[0]
+        predicted = probe(states, queries, keep)
+        loss = embedding_loss(predicted, train_targets[picked], scale, settings.contrastive_weight)[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -80,6 +81,27 @@ def train_probe(train_states: list[torch.Tensor], train_targets: torch.Tensor, e
         states, keep = _padded(eval_states)
         predicted = probe(states, queries, keep)
         return F.cosine_similarity(predicted.flatten(1), eval_targets.flatten(1), dim=-1).mean().item()
+
+
+def scene_probe_data(specs, train_seed: int, num_train: int, eval_seed: int, num_eval: int,
+                     style: str = "simple") -> tuple[list, dict, list, dict]:
+    """Probe data on generated scenes: (training images, their targets per expert, held-out images, theirs), each
+    expert of `specs` (`data.experts.ExpertSpec`) run once over the images, 16 at a time."""
+    import PIL.Image
+
+    from ..data.experts import EmbeddingExpert
+    from ..data.scenes import generate_scene
+
+    def scenes(seed, count):
+        return [PIL.Image.fromarray(generate_scene(seed + i, style=style).image) for i in range(count)]
+
+    train, held_out = scenes(train_seed, num_train), scenes(eval_seed, num_eval)
+    train_targets, eval_targets = {}, {}
+    for spec in specs:
+        expert = EmbeddingExpert(spec)
+        train_targets[spec.name] = torch.cat([expert(train[i:i + 16]) for i in range(0, len(train), 16)])
+        eval_targets[spec.name] = torch.cat([expert(held_out[i:i + 16]) for i in range(0, len(held_out), 16)])
+    return train, train_targets, held_out, eval_targets
 
 
 def probe_llm_layers(model, processor, train_images, train_targets: dict, eval_images, eval_targets: dict,
@@ -121,4 +143,5 @@ def plot_layer_probes(results: dict, path, title: str = "Probing the LLM's layer
     return path
 
 
-__all__ = ["LayerProbeSettings", "llm_hidden_states", "plot_layer_probes", "probe_llm_layers", "train_probe"]
+__all__ = ["LayerProbeSettings", "llm_hidden_states", "plot_layer_probes", "probe_llm_layers", "scene_probe_data",
+           "train_probe"]

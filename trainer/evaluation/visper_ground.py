@@ -188,13 +188,11 @@ def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = N
 def _probe_layers(mllm: Path, experts: Path, args, settings, probe_llm_layers) -> dict:
     """The layer probes of one run's MLLM (every second LLM layer, and each distilled one) for its experts'
     embeddings, on probe scenes no run trained on."""
-    import PIL.Image
-
     from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForCaptioning
 
-    from ..data.experts import EmbeddingExpert, parse_experts
-    from ..data.scenes import generate_scene
+    from ..data.experts import parse_experts
     from ..methods.visper import visper_run_options
+    from .llm_probes import scene_probe_data
     from .proving_ground import PROBE_EVAL_SEED, PROBE_TRAIN_SEED
 
     options = {**visper_run_options(), **args.visper}
@@ -205,14 +203,8 @@ def _probe_layers(mllm: Path, experts: Path, args, settings, probe_llm_layers) -
     depth = model.config.text_config.num_hidden_layers
     distilled = {layer for spec in specs for layer in spec.llm_layers}
     layers = sorted(set(range(2, depth + 1, 2)) | distilled)
-    scenes = lambda seed, count: [PIL.Image.fromarray(generate_scene(seed + i, style=args.scene_style).image)  # noqa
-                                  for i in range(count)]
-    train, held_out = scenes(PROBE_TRAIN_SEED, args.probe_scenes), scenes(PROBE_EVAL_SEED, args.eval_scenes)
-    train_targets, eval_targets = {}, {}
-    for spec in specs:
-        expert = EmbeddingExpert(spec)
-        train_targets[spec.name] = torch.cat([expert(train[i:i + 16]) for i in range(0, len(train), 16)])
-        eval_targets[spec.name] = torch.cat([expert(held_out[i:i + 16]) for i in range(0, len(held_out), 16)])
+    train, train_targets, held_out, eval_targets = scene_probe_data(
+        specs, PROBE_TRAIN_SEED, args.probe_scenes, PROBE_EVAL_SEED, args.eval_scenes, args.scene_style)
     result = probe_llm_layers(model, processor, train, train_targets, held_out, eval_targets, layers, settings)
     return {expert: {str(layer): value for layer, value in by_layer.items()} for expert, by_layer in result.items()}
 
