@@ -16,10 +16,12 @@ GRID = (4, 4)  # 56x56 images: 16 patches, 4 merged visual tokens
 SIDE = 14 * GRID[0]
 
 
-def tiny_multitask_model(seed: int = 0, family: str = "qwen2_vl") -> VersaViTForMultiTask:
+def tiny_multitask_model(seed: int = 0, family: str = "qwen2_vl",
+                         attention_dropout: float = 0.0) -> VersaViTForMultiTask:
     llm = LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        attention_dropout=attention_dropout,
     )
     config = tiny_config(family, text_config=llm.to_dict(), image_token_id=IMAGE_TOKEN)
     torch.manual_seed(seed)

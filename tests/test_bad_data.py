@@ -255,6 +255,24 @@ def test_non_finite_losses_never_reach_the_weights(tmp_path, monkeypatch):
     assert any(not torch.equal(value, before[name]) for name, value in model.named_parameters())
 
 
+def test_a_finite_loss_with_non_finite_gradients_never_reaches_the_weights(tmp_path, caplog):
+    """The gradient half of the guard: every loss is finite, but a hook turns one head's gradient into inf (as an
+    overflow in a backward would). The step is skipped and counted, no weight moves (AdamW would write NaN)."""
+    model = tiny_multitask_model()
+    tasks = task_specs(model.config)
+    model.depth_head.head.conv2.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=2), tasks)
+    with caplog.at_level(logging.WARNING, logger=multitask_module.logger.name):
+        trainer.train()
+    for name, value in model.named_parameters():
+        assert torch.equal(value, before[name]), name
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all(np.isfinite(entry["loss"]) and np.isfinite(entry["loss_depth"]) for entry in logs)
+    assert [entry["skipped_steps"] for entry in logs] == [1, 2]
+    assert "non-finite gradients (on this or another rank)" in caplog.text
+
+
 def test_the_last_complete_checkpoint_is_resumed(tmp_path, caplog):
     for step in (2, 4, 6):
         (tmp_path / f"checkpoint-{step}").mkdir()

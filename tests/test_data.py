@@ -202,11 +202,14 @@ def test_captioning_collator_uses_turns_or_captions(scenes):
 
 
 def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
-    """The three collators feed MultiTaskTrainer end to end on the embedded default data."""
+    """The three collators feed MultiTaskTrainer end to end on the embedded default data: each task's batches carry
+    that task's scenes (answers from the scenes' texts, depth labels, masks at the drawn non-square sizes), every part
+    trains, and the logged total is Σ λ x the task losses."""
     from conftest import tiny_config
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from modeling_versavit import (
+        IGNORE_INDEX,
         VersaViTCaptioningProcessor,
         VersaViTForMultiTask,
         VersaViTImageProcessor,
@@ -221,22 +224,53 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
     config = captioning_config(tiny_config(text_embed_dim=384), llm, tokenizer)
     model = VersaViTForMultiTask(config)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer)
+    resolutions = {(56, 112), (112, 56)}
     tasks = [
         TaskSpec("captioning", scenes["captioning"], CaptioningCollator(processor), 2),
         TaskSpec("depth", scenes["depth"], DepthCollator(size=56, seed=0), 2),
         # dynamic resolution: every batch non-square, the heads take any grid
         TaskSpec("segmentation", scenes["segmentation"],
-                 SegmentationCollator(size=56, seed=0, resolutions=["56x112", "112x56"]), 2),
+                 SegmentationCollator(size=56, seed=0, resolutions=[f"{h}x{w}" for h, w in resolutions]), 2),
     ]
     args = MultiTaskTrainingArguments(output_dir=str(tmp_path), max_steps=2, logging_steps=1, save_strategy="no",
                                       report_to="none", use_cpu=True, disable_tqdm=True)
     trainer = MultiTaskTrainer(model, args, tasks)
+    batches = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        batches.append(dict(inputs))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
     trainer.train()
+
+    assert [b["task"] for b in batches] == ["captioning", "depth", "segmentation"] * 2
+    answers = {turn["assistant"] for row in scenes["captioning"] for turn in row["texts"]}
+    for batch in batches:
+        grid = batch["image_grid_thw"]
+        assert len(grid) == 2
+        if batch["task"] == "captioning":
+            for labels in batch["labels"]:
+                text = tokenizer.decode(labels[labels != IGNORE_INDEX], skip_special_tokens=True)
+                assert any(answer in text for answer in answers), text
+        elif batch["task"] == "depth":
+            assert batch["labels"].shape == (2, 56, 56) and (grid[:, 1:] == 4).all()
+            assert torch.isfinite(batch["labels"]).float().mean() > 0.5 and batch["labels"].nanmean() > 0
+        else:
+            height, width = (int(v) * 14 for v in grid[0, 1:])
+            assert (height, width) in resolutions and (grid[:, 1:] == grid[0, 1:]).all()
+            assert batch["labels"].shape[1:] == (height, width) and set(batch["labels"].unique().tolist()) == {0, 1}
+            assert len(batch["text_embeds"]) == len(batch["labels"]) == len(batch["expression_image_index"])
+    for part in ("visual.", "projector.", "language_model.", "depth_head.", "segmentation_head."):
+        assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(part)), part
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2
-    for task in ("captioning", "depth", "segmentation"):
-        assert all(np.isfinite(entry[f"loss_{task}"]) for entry in logs)
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(sum(entry[f"loss_{t}_weighted"] for t in ("captioning", "depth",
+                                                                                          "segmentation")), rel=1e-4)
     assert tasks[2].collator.positions_per_batch == 2  # the global batch: 2 per device x 1 process
 
 
@@ -285,10 +319,12 @@ def test_flips_never_contradict_left_and_right():
         columns = np.nonzero(mask.numpy())[1]
         return "left" if columns.mean() < side / 2 else "right"
 
+    unflipped = SegmentationCollator(size=side, flip_probability=0.0)([sample])
     offline = SegmentationCollator(size=side, flip_probability=1.0)(([sample]))
-    assert [side_of(m) for m in offline["labels"]] == ["left", "right"]  # not flipped
-    assert offline["pixel_values"].view(-1).mean() == SegmentationCollator(size=side, flip_probability=0.0)(
-        [sample])["pixel_values"].view(-1).mean()
+    assert [side_of(m) for m in offline["labels"]] == ["left", "right"]  # not flipped: the masks ...
+    assert torch.equal(offline["pixel_values"], unflipped["pixel_values"])  # ... nor the image
+    image_of = lambda batch: unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])  # noqa: E731
+    assert image_of(unflipped)[:, :, : side // 2].mean() > image_of(unflipped)[:, :, side // 2 :].mean() + 100
     online = SegmentationCollator(size=side, flip_probability=1.0, online_text=True)([sample])
     for text, mask in zip(online["expressions"], online["labels"]):  # flipped, and the words follow the masks
         assert side_of(mask) == ("left" if "left" in text else "right"), text
@@ -296,6 +332,47 @@ def test_flips_never_contradict_left_and_right():
     neutral = {**sample, "expressions": ["the first cube", "the second cube"]}
     flipped = SegmentationCollator(size=side, flip_probability=1.0)([neutral])
     assert [side_of(m) for m in flipped["labels"]] == ["right", "left"]
+    torch.testing.assert_close(image_of(flipped), image_of(unflipped).flip(-1), rtol=0, atol=1e-3)  # the image too
+
+
+def test_a_batch_s_random_draws_depend_on_its_stream_position_alone():
+    """In training every random decision of a batch (the flip, the subset of expressions) is a function of the
+    collator's seed and the batch's stream position only: the same position gives the same batch whatever the
+    collator drew before (as after a resume, or on another DataLoader worker), and other positions draw otherwise."""
+    from versavit_trainer import TaskSpec
+    from versavit_trainer.core.trainer import MultiTaskCollator
+
+    side = 28
+    masks = []
+    for k in range(3):  # three expressions, each mask a block of its own in the left half: a flip moves every one
+        mask = np.zeros((side, side), np.uint8)
+        mask[4 + 8 * k : 10 + 8 * k, 2 + 3 * k : 8 + 3 * k] = 1
+        masks.append(PIL.Image.fromarray(mask))
+    sample = {"image": coded_image(side, side), "expressions": ["the first", "the second", "the third"],
+              "masks": masks, "text_embeds": [[float(k)] * 4 for k in range(3)]}
+
+    def collate(position, history=()):
+        collator = SegmentationCollator(size=side, flip_probability=0.5, max_expressions=1, seed=3)
+        multi = MultiTaskCollator([TaskSpec("segmentation", [sample], collator, 1)])
+        for earlier in history:
+            multi([(0, sample, 0, earlier)])
+        return multi([(0, sample, 0, position)])
+
+    def draws(batch):  # (which expression, flipped)
+        chosen = int(batch["text_embeds"][0, 0])
+        expected = torch.from_numpy(np.array(masks[chosen])).float()
+        flipped = torch.equal(batch["labels"][0], expected.flip(-1))
+        assert flipped or torch.equal(batch["labels"][0], expected)
+        return chosen, flipped
+
+    for position in (0, 5, 17):
+        alone = collate(position)
+        after = collate(position, history=(3, 9, position, 40))
+        assert draws(alone) == draws(after), position
+        assert torch.equal(alone["pixel_values"], after["pixel_values"])
+    drawn = [draws(collate(position)) for position in range(24)]
+    assert {flip for _, flip in drawn} == {False, True}
+    assert {chosen for chosen, _ in drawn} == {0, 1, 2}
 
 
 def test_disparity_zero_is_the_sky_and_stays_a_label():

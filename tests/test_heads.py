@@ -1,14 +1,17 @@
 """The depth and referring-segmentation models: shapes, gradients, the pipeline, bad inputs, checkpoints."""
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
 from conftest import photo, random_inputs, tiny_config
+from test_losses import ref_gm, ref_mask_loss, ref_ssi
 from transformers import AutoModelForDepthEstimation, pipeline
 
 from modeling_versavit import (
     VersaViTConfig,
     VersaViTForDepthEstimation,
+    VersaViTForMultiTask,
     VersaViTForReferringSegmentation,
     VersaViTImageProcessor,
     VersaViTModel,
@@ -86,6 +89,51 @@ def test_depth_labels_with_holes_train_and_mixed_sizes_fail(family):
     assert set(out.loss_terms) == {"loss_ssi", "loss_gm"}
     with pytest.raises(ValueError, match=r"image_grid_thw: depth estimation needs every image to share one patch grid"):
         model(**random_inputs(model.config, [(4, 6), (6, 4)]))
+
+
+@pytest.mark.parametrize("model_class", [VersaViTForDepthEstimation, VersaViTForMultiTask])
+def test_the_depth_loss_is_the_configured_weighting_of_the_two_terms(model_class):
+    """`model(..., labels=).loss` = depth_ssi_weight x L_ssi + depth_gm_weight x L_gm over depth_gm_scales, with the
+    terms written out plainly (test_losses' references) on the model's own prediction: weights that differ from the
+    defaults and from each other, so a swapped or dropped weight (or scale count) cannot pass."""
+    torch.manual_seed(0)
+    config = tiny_config(depth_ssi_weight=0.7, depth_gm_weight=0.2, depth_gm_scales=2, tasks=["depth"])
+    model = model_class(config).eval()
+    inputs = random_inputs(config, [(4, 6), (4, 6)])
+    size = config.patch_size
+    labels = torch.rand(2, 4 * size, 6 * size, generator=torch.Generator().manual_seed(1)) + 0.5
+    labels[0, :5] = float("nan")  # holes stay out of both terms
+    with torch.no_grad():
+        out = model(**inputs, labels=labels) if model_class is VersaViTForDepthEstimation else model(
+            task="depth", **inputs, labels=labels)
+    pred, target = out.predicted_depth.double().numpy(), labels.double().numpy()
+    valid = np.isfinite(target) & (target > 0)
+    ssi, gm = ref_ssi(pred, target, valid), ref_gm(pred, target, valid, 2)
+    assert ssi > 0 and gm > 0 and abs(ssi - gm) > 0.05 * ssi  # the terms are told apart
+    assert out.loss.item() == pytest.approx(0.7 * ssi + 0.2 * gm, rel=1e-5)
+    assert out.loss_terms["loss_ssi"].item() == pytest.approx(ssi, rel=1e-5)
+    assert out.loss_terms["loss_gm"].item() == pytest.approx(gm, rel=1e-5)
+
+
+@pytest.mark.parametrize("model_class", [VersaViTForReferringSegmentation, VersaViTForMultiTask])
+def test_the_mask_loss_is_the_configured_weighting_of_bce_and_dice(model_class):
+    """`model(..., labels=).loss` = segmentation_bce_weight x BCE + segmentation_dice_weight x Dice, written out."""
+    torch.manual_seed(0)
+    config = tiny_config(segmentation_bce_weight=0.3, segmentation_dice_weight=1.7, tasks=["segmentation"])
+    model = model_class(config).eval()
+    inputs = random_inputs(config, [(4, 6), (4, 6)])
+    size = config.patch_size
+    labels = (torch.rand(3, 4 * size, 6 * size, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    kwargs = dict(text_embeds=torch.randn(3, 24), expression_image_index=torch.tensor([0, 1, 1]), labels=labels)
+    with torch.no_grad():
+        out = model(**inputs, **kwargs) if model_class is VersaViTForReferringSegmentation else model(
+            task="segmentation", **inputs, **kwargs)
+    logits, targets = out.pred_masks.double().numpy(), labels.double().numpy()
+    bce, dice = ref_mask_loss(logits, targets, 1.0, 0.0), ref_mask_loss(logits, targets, 0.0, 1.0)
+    assert abs(bce - dice) > 0.05 * bce  # the terms are told apart
+    assert out.loss.item() == pytest.approx(0.3 * bce + 1.7 * dice, rel=1e-5)
+    assert out.loss_terms["loss_bce"].item() == pytest.approx(bce, rel=1e-5)
+    assert out.loss_terms["loss_dice"].item() == pytest.approx(dice, rel=1e-5)
 
 
 def test_depth_estimation_pipeline_on_a_real_photo():

@@ -28,7 +28,13 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     table = results["tables"]["table4"]
     assert table["arms"] == ["random", "baseline", "cap", "cap_depth", "cap_depth_seg"]
     assert [c["claim"] for c in table["claims"]] == list("abcde")
-    assert all(isinstance(c["holds"], bool) and isinstance(c["separated"], bool) for c in table["claims"])
+    # the claims follow from the numbers stored beside them: recomputed, and claim (c) written out by hand
+    assert table["claims"] == pg.check_claims(pg.TABLES["table4"], results["arms"])
+    ours, theirs = results["arms"]["cap_depth"]["depth_rmse"], results["arms"]["cap"]["depth_rmse"]
+    apart = (ours["mean"] + ours["std"] < theirs["mean"] - theirs["std"]
+             or ours["mean"] - ours["std"] > theirs["mean"] + theirs["std"])
+    (claim_c,) = [c for c in table["claims"] if c["claim"] == "c"]
+    assert (claim_c["holds"], claim_c["separated"]) == (ours["mean"] < theirs["mean"], apart)
     for arm in table["arms"]:
         for key in ("qa_accuracy", "depth_rmse", "seg_miou", "object_rmse", "object_miou", "correspondence",
                     "retrieval", "classification"):
@@ -128,6 +134,46 @@ def test_table5_claims_compare_every_weighting():
     })
     verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in pg.check_claims(table, summary)}
     assert verdicts == {"a": (False, False), "b": (True, True), "c": (True, True)}
+
+
+def test_visper_claims_read_higher_accuracy_as_better():
+    """The VisPer-LM table's columns are accuracies: VisPer-LM 0.60 / 0.70 against NTP's 0.50 / 0.50 holds claims
+    (a) and (b) beyond the spread; the VersaViT tower's 0.40 against 0.50 goes against (c) beyond it."""
+    table = pg.TABLES["visper"]
+    summary = _summary({
+        "visper_ntp": {"spatial_qa": [0.50, 0.51], "spatial_depth": [0.50, 0.52]},
+        "visper": {"spatial_qa": [0.60, 0.61], "spatial_depth": [0.70, 0.72]},
+        "visper_versavit": {"spatial_qa": [0.40, 0.41], "spatial_depth": [0.50, 0.52]},
+    })
+    checked = {c["claim"]: c for c in pg.check_claims(table, summary)}
+    assert {k: (c["holds"], c["separated"], c["contradicted"]) for k, c in checked.items()} == {
+        "a": (True, True, False), "b": (True, True, False), "c": (False, True, True)}
+
+
+def test_sailvit_claims_read_each_column_in_its_direction():
+    """QA accuracy and mIoU: higher is better; depth RMSE: lower is better."""
+    table = pg.TABLES["sailvit"]
+    columns = lambda qa, rmse, miou: {"qa_accuracy": qa, "depth_rmse": rmse, "seg_miou": miou}  # noqa: E731
+    summary = _summary({
+        "baseline": columns([0.50, 0.51], [3.0, 3.1], [0.20, 0.21]),
+        "cap": columns([0.55, 0.56], [3.0, 3.1], [0.20, 0.21]),
+        "cap_depth_seg": columns([0.55, 0.56], [2.0, 2.1], [0.40, 0.41]),  # lower RMSE, higher mIoU than SAILViT
+        "sailvit": columns([0.60, 0.61], [2.9, 3.0], [0.25, 0.26]),
+    })
+    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in pg.check_claims(table, summary)}
+    assert verdicts == {"a": (True, True), "b": (True, True), "c": (True, True), "d": (True, True)}
+    summary["sailvit"]["depth_rmse"] = {"mean": 1.0, "std": 0.05, "values": [0.95, 1.05]}  # SAILViT's depth now best
+    (claim_c,) = [c for c in pg.check_claims(table, summary) if c["claim"] == "c"]
+    assert claim_c["contradicted"] and not claim_c["holds"]
+
+
+def test_every_column_s_direction_agrees_with_its_arrow():
+    columns = pg.COLUMNS + pg.EXTRA_COLUMNS + pg.SPATIAL_COLUMNS
+    assert {key: higher for key, _, higher in columns} == {key: label.endswith("↑") for key, label, _ in columns}
+    assert all(label.endswith(("↑", "↓")) for _, label, _ in columns)
+    assert {"spatial_qa", "spatial_depth", "spatial_relation", "spatial_count", "depth_rmse", "object_rmse"} <= {
+        key for key, _, _ in columns}
+    assert not pg._higher("depth_rmse") and not pg._higher("object_rmse") and pg._higher("spatial_depth")
 
 
 def test_spread_is_the_mean_and_sample_standard_deviation():

@@ -72,6 +72,53 @@ def test_a_crafted_refs_file_is_refused_and_runs_nothing(tmp_path):
     assert marker.exists()
 
 
+# What a refs file may build, and nothing more: each type builds only data, whatever its arguments.
+CONTAINERS_AND_SCALARS = {"set", "frozenset", "list", "dict", "tuple", "str", "bytes", "bytearray", "int", "float",
+                          "complex", "bool"}
+
+
+def test_the_unpickler_allows_builtin_containers_and_scalars_only():
+    """Every other builtin is refused, by either name the pickle may use for the module: `eval`, `exec`, `getattr`,
+    `__import__`, `open`, `compile`, `type`, `object`, `super`, `vars`, `globals`, ... each run code or reach objects
+    that do."""
+    import builtins
+
+    for module in ("builtins", "__builtin__"):
+        for name in dir(builtins):
+            payload = f"c{module}\n{name}\n.".encode()
+            if name in CONTAINERS_AND_SCALARS:
+                assert pickle.loads(payload) is load_builtin_pickle_bytes(payload), name
+            else:
+                with pytest.raises(UnsafePickleError, match=rf"refused the global {module}\.{name}\b"):
+                    load_builtin_pickle_bytes(payload)
+
+
+@pytest.mark.parametrize("name,payload", [
+    ("eval", "c__builtin__\neval\n(V__import__('os').system('touch {marker}')\ntR."),
+    ("exec", "c__builtin__\nexec\n(Vimport os; os.system('touch {marker}')\ntR."),
+    ("getattr", "c__builtin__\ngetattr\n(c__builtin__\n__import__\n(Vos\ntRVsystem\ntR(Vtouch {marker}\ntR."),
+])
+def test_code_reached_through_builtins_is_refused(tmp_path, name, payload):
+    """Payloads that stay inside `builtins` (eval / exec a string, getattr to reach os.system) are refused too."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(payload.format(marker=marker).encode())
+    with pytest.raises(UnsafePickleError, match=rf"refused the global __builtin__\.{name}\b"):
+        refcoco_refs(path)
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the control: plain pickle runs it
+    assert marker.exists()
+
+
+def load_builtin_pickle_bytes(data: bytes):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.p"
+        path.write_bytes(data)
+        return load_builtin_pickle(path)
+
+
 def malicious_weights(folder: Path, marker: Path, name: str = "pytorch_model.bin") -> Path:
     """`folder` with its safetensors weights replaced by a pickled `name` that would run code."""
     for weights in folder.glob("*.safetensors*"):

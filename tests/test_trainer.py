@@ -66,9 +66,12 @@ def test_one_step_equals_a_hand_written_reference(tmp_path):
     assert lrs == {1e-3, 1e-4}
 
 
-def test_per_task_losses_are_logged(tmp_path):
+@pytest.mark.parametrize("rounds_per_step", [1, 2])
+def test_per_task_losses_are_logged(tmp_path, rounds_per_step):
+    """With several rounds per step the logged total is still Σ λ_τ x (the task's mean loss), not rounds x it."""
     model = tiny_multitask_model()
-    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=2), task_specs(model.config))
+    args = training_args(tmp_path, max_steps=2, rounds_per_step=rounds_per_step)
+    trainer = MultiTaskTrainer(model, args, task_specs(model.config))
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2
@@ -81,6 +84,83 @@ def test_per_task_losses_are_logged(tmp_path):
         # The Trainer's loss of a step is Σ λ_τ L_τ.
         total = sum(entry[f"loss_{task}_weighted"] for task in ("captioning", "depth", "segmentation"))
         assert entry["loss"] == pytest.approx(total, rel=1e-4)
+
+
+def test_several_rounds_per_step_average_their_gradients(tmp_path):
+    """rounds_per_step=2: one optimizer step over 2 rounds of every task, each loss scaled by λ / 2. Plain SGD (its
+    update is linear in the gradient, unlike AdamW's first step) against the same step written out by hand."""
+    model = tiny_multitask_model()
+    reference = copy.deepcopy(model)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    tasks = task_specs(model.config)
+    args = training_args(tmp_path, rounds_per_step=2, optim="sgd", learning_rate=0.1, backbone_learning_rate=0.05,
+                         weight_decay=0.0)
+    trainer = MultiTaskTrainer(model, args, tasks)
+    trainer.train()
+    assert args.gradient_accumulation_steps == 2 * len(tasks)
+
+    apply_stage(reference, dict.fromkeys(training_parts(reference), 1.0))
+    reference.train()
+    schedule = MultiTaskBatchSampler([len(t.dataset) for t in tasks], [t.batch_size for t in tasks], seed=0,
+                                     rounds_per_step=2)
+    for keys in itertools.islice(iter(schedule), 2 * len(tasks)):
+        task = tasks[keys[0][0]]
+        batch = task.collator([task.dataset[index] for _, index, _ in keys])
+        (task.weight / 2 * reference(task=task.name, **batch).loss).backward()
+    trained = dict(model.named_parameters())
+    moved = 0
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if p.grad is None:
+                continue
+            lr = 0.05 if name.split(".")[0] in ("visual", "projector", "language_model") else 0.1
+            expected = -lr * p.grad
+            torch.testing.assert_close(trained[name] - initial[name], expected, rtol=1e-3, atol=1e-6,
+                                       msg=lambda m: f"{name}: {m}")
+            moved += bool(expected.abs().max() > 1e-6)
+    assert moved > 10
+
+
+def test_every_epoch_reads_its_own_part_of_the_schedule(tmp_path):
+    """Past one epoch the Trainer's set_epoch reaches the batch sampler: epoch 2 reads the next stream positions (the
+    next permutation of the data), never a replay of epoch 1's."""
+    model = tiny_multitask_model()
+    tasks = [TaskSpec("depth", depth_samples(model.config, count=4), COLLATORS["depth"], 2, 1.0)]
+    trainer = MultiTaskTrainer(model, training_args(tmp_path, max_steps=6), tasks)
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        seen.append(list(inputs["stream_positions"]))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    trainer.train()
+    assert trainer.state.epoch == 3  # 2 steps per epoch (4 samples, batch 2)
+    assert seen == [[2 * step, 2 * step + 1] for step in range(6)]  # epoch 2 starts at position 4, not 0
+
+
+def test_a_resumed_run_restores_the_global_random_state(tmp_path, monkeypatch):
+    """Dropout (here the LLM's attention dropout) draws from the global RNG: a run resumed from checkpoint-2 equals
+    the uninterrupted 4-step run only if the checkpoint's RNG states are restored (not re-seeded at start)."""
+    def run(out, max_steps, resume=None):
+        model = tiny_multitask_model(attention_dropout=0.5)
+        args = training_args(out, max_steps=max_steps, save_strategy="steps", save_steps=2)
+        trainer = MultiTaskTrainer(model, args, task_specs(model.config))
+        trainer.train(resume_from_checkpoint=resume)
+        return dict(model.named_parameters()), [e["loss"] for e in trainer.state.log_history if "loss" in e
+                                                 and e["step"] > 2]
+
+    straight, straight_losses = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    resumed, resumed_losses = run(tmp_path / "b", 4, resume=str(tmp_path / "b" / "run" / "checkpoint-2"))
+    assert len(straight_losses) == 2 and resumed_losses == straight_losses
+    for name, value in straight.items():
+        assert torch.equal(resumed[name], value), name
+    # the control: the dropout masks matter, so a resume that re-seeds instead of restoring ends elsewhere
+    monkeypatch.setattr(MultiTaskTrainer, "_load_rng_state", lambda self, checkpoint: None)
+    reseeded, reseeded_losses = run(tmp_path / "b", 4, resume=str(tmp_path / "b" / "run" / "checkpoint-2"))
+    assert reseeded_losses != straight_losses
 
 
 def test_bf16_mixed_precision_and_gradient_checkpointing_train(tmp_path):
