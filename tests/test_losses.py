@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from modeling_versavit import contrastive_loss, depth_loss, gradient_matching_loss, mask_loss, ssi_loss
+from modeling_versavit.losses_versavit import depth_validity
 
 EPS = 1e-6
 
@@ -205,6 +206,54 @@ def test_disparity_labels_of_zero_supervise_and_depth_zeros_do_not():
         depth_validity(labels, label_space="inverse")
 
 
+def test_the_defaults_are_the_paper_s_weights_and_scales():
+    """depth_loss defaults: λ_ssi 1, λ_gm 0.5 over 4 scales; mask_loss: λ_bce 2, λ_dice 0.5 (supplement §8.1)."""
+    pred, target, valid = random_case(7, height=20, width=24)
+    p, t, v = as_tensors(pred, target, valid)
+    loss, _ = depth_loss(p, torch.where(v, t, torch.nan))
+    assert loss.item() == pytest.approx(ref_ssi(pred, target, valid) + 0.5 * ref_gm(pred, target, valid, 4), rel=1e-9)
+    rng = np.random.default_rng(8)
+    logits, masks = rng.normal(size=(3, 9, 11)), (rng.uniform(size=(3, 9, 11)) < 0.4).astype(np.float64)
+    loss, _ = mask_loss(torch.tensor(logits), torch.tensor(masks))
+    assert loss.item() == pytest.approx(ref_mask_loss(logits, masks, 2.0, 0.5), rel=1e-9)
+    # and the parts' own defaults: 4 gradient-matching scales, depth labels (0 is a hole), the sigmoid loss
+    assert gradient_matching_loss(p, t, v).item() == pytest.approx(ref_gm(pred, target, valid, 4), rel=1e-9)
+    labels = torch.tensor([[0.0, 2.0], [float("nan"), 1.0]])
+    assert depth_validity(labels).tolist() == [[False, True], [False, True]]
+    images, texts, scale, bias = torch.randn(4, 6), torch.randn(4, 6), torch.tensor(2.0), torch.tensor(-3.0)
+    assert torch.equal(contrastive_loss(images, texts, scale, bias)[0],
+                       contrastive_loss(images, texts, scale, bias, kind="sigmoid")[0])
+
+
+def test_an_image_with_one_valid_pixel_counts_with_a_zero_loss():
+    """One valid pixel normalises to 0 in both maps: the image adds a 0 to the mean over images (it is not dropped)."""
+    pred, target, valid = random_case(9, batch=2)
+    valid[1] = False
+    valid[1, 3, 4] = True
+    p, t, v = as_tensors(pred, target, valid)
+    assert ssi_loss(p, t, v).item() == pytest.approx(ref_ssi(pred, target, valid), rel=1e-9)
+    assert ssi_loss(p, t, v).item() == pytest.approx(ssi_loss(p[:1], t[:1], v[:1]).item() / 2, rel=1e-9)
+
+
+def test_half_precision_predictions_reduce_in_float32():
+    """bf16 predictions and logits (bf16 autocast) give float32 losses equal to the float32 losses of the same
+    values."""
+    pred, target, valid = random_case(10, height=16, width=16)
+    p = torch.tensor(pred, dtype=torch.bfloat16)
+    t = torch.tensor(target, dtype=torch.float32)
+    t[~torch.tensor(valid)] = torch.nan
+    low, terms = depth_loss(p, t.double())  # float64 labels too: the loss reduces in float32 all the same
+    full, _ = depth_loss(p.float(), t)
+    assert low.dtype == torch.float32 and terms["loss_gm"].dtype == torch.float32
+    assert low.item() == pytest.approx(full.item(), rel=1e-6)
+    logits = torch.tensor(np.random.default_rng(11).normal(size=(2, 8, 8)), dtype=torch.bfloat16)
+    masks = torch.zeros(2, 8, 8)
+    masks[0, 2:5, 1:6] = 1
+    low, _ = mask_loss(logits, masks)
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(mask_loss(logits.float(), masks)[0].item(), rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------- image-text contrastive
 def test_sigmoid_and_softmax_contrastive_losses_equal_their_formulas_written_out():
     """SigLIP: -1/B sum_ij log sigmoid(z_ij (t <x_i, y_j> + b)); CLIP: the mean of the two cross-entropies with
@@ -232,15 +281,20 @@ def test_sigmoid_and_softmax_contrastive_losses_equal_their_formulas_written_out
     image_to_text = -sum(cosines[i][i] - math.log(sum(math.exp(c) for c in cosines[i])) for i in range(5)) / 5
     text_to_image = -sum(cosines[j][j] - math.log(sum(math.exp(cosines[i][j]) for i in range(5))) for j in range(5)) / 5
     assert loss.item() == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
-    # CLIP clamps the temperature at 100.
+    # CLIP clamps the temperature at 100; SigLIP's scale is not clamped.
     clamped, _ = contrastive_loss(images, texts, torch.tensor(10.0), kind="softmax")
     at_100, _ = contrastive_loss(images, texts, torch.tensor(math.log(100.0)), kind="softmax")
     assert clamped.item() == pytest.approx(at_100.item())
+    _, logits = contrastive_loss(images, texts, torch.tensor(math.log(300.0)), torch.tensor(0.0), kind="sigmoid")
+    cosine = float(images[0] @ texts[1] / (images[0].norm() * texts[1].norm()))
+    assert logits[0, 1].item() == pytest.approx(300.0 * cosine, rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"kind": "hinge"}, r"kind: expected one of \('sigmoid', 'softmax'\), got 'hinge'"),
     ({"texts": torch.randn(4, 6)}, r"image_embeds \(5, 8\) and text_embeds \(4, 6\)"),
+    ({"images": torch.randn(5, 8, 1), "texts": torch.randn(5, 8, 1)}, r"image_embeds \(5, 8, 1\) and text_embeds"),
+    ({"texts": torch.full((5, 8), float("inf"))}, "text_embeds: contains NaN or inf"),
     ({"images": torch.full((5, 8), float("nan"))}, "image_embeds: contains NaN or inf"),
     ({"kind": "softmax", "bias": torch.tensor(0.0)}, "the softmax loss takes no bias"),
     ({"bias": None}, "the sigmoid loss takes a bias"),

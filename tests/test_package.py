@@ -51,3 +51,23 @@ def test_the_flat_layout_still_imports_as_the_modules_it_became():
     from versavit_trainer.data import DepthCollator
     from versavit_trainer.export import swap_vision_tower
     assert DepthCollator and swap_vision_tower
+
+
+def test_the_mutation_run_names_modules_and_tests_that_exist(tmp_path, monkeypatch):
+    """`make mutation` (tests/mutation.py) mutates real modules under their import names and runs real tests: its
+    scratch folder links each import name to this checkout and writes a mutmut config that lists them."""
+    import configparser
+
+    import mutation
+
+    monkeypatch.setattr(mutation, "SCRATCH", tmp_path / "scratch")
+    mutation.prepare()
+    for module, tests in mutation.MODULES.items():
+        assert (tmp_path / "scratch" / module).is_file(), module
+        assert all((mutation.ROOT / test).is_file() for test in tests), tests
+    assert (tmp_path / "scratch" / "versavit_trainer" / "core" / "schedule.py").resolve() == (
+        mutation.ROOT / "trainer" / "core" / "schedule.py")
+    config = configparser.ConfigParser()
+    config.read(tmp_path / "scratch" / "setup.cfg")
+    assert config["mutmut"]["only_mutate"].split() == list(mutation.MODULES)
+    assert config["tool:pytest"]["testpaths"] == "tests"
