@@ -97,7 +97,7 @@ def test_the_unpickler_allows_builtin_containers_and_scalars_only():
     ("eval", "c__builtin__\neval\n(V__import__('os').system('touch {marker}')\ntR."),
     ("exec", "c__builtin__\nexec\n(Vimport os; os.system('touch {marker}')\ntR."),
     ("getattr", "c__builtin__\ngetattr\n(c__builtin__\n__import__\n(Vos\ntRVsystem\ntR(Vtouch {marker}\ntR."),
-])
+], ids=["eval", "exec", "getattr"])
 def test_code_reached_through_builtins_is_refused(tmp_path, name, payload):
     """Payloads that stay inside `builtins` (eval / exec a string, getattr to reach os.system) are refused too."""
     marker = tmp_path / "ran"
