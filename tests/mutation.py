@@ -77,7 +77,8 @@ def report() -> dict:
         if ":" not in line:
             continue
         name, status = (part.strip() for part in line.rsplit(":", 1))
-        module = name.split(".x")[0].split(".xǁ")[0]
+        # "<module>.x_<function>__mutmut_<n>" or "<module>.xǁ<Class>ǁ<method>__mutmut_<n>"
+        module = name.split(".x")[0]
         statuses.setdefault(module, Counter())[status] += 1
         if status == "survived":
             survivors.append(name)
