@@ -189,8 +189,6 @@ def test_mask_label_errors():
 
 def test_disparity_labels_of_zero_supervise_and_depth_zeros_do_not():
     """The sky (disparity 0) pulls the prediction there; in depth space 0 is a hole and leaves it free."""
-    from modeling_versavit.losses_versavit import depth_loss, depth_validity
-
     labels = torch.rand(1, 16, 16) + 0.5
     labels[:, :4] = 0.0  # sky rows
     labels[:, 8, 8] = float("nan")
