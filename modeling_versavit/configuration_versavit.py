@@ -5,6 +5,7 @@ This file is shipped as Hub remote code (``auto_map``): it imports only ``transf
 siblings, so a saved VersaViT folder loads in a Python where the ``versavit`` package is not installed.
 """
 
+import difflib
 import math
 
 from huggingface_hub.dataclasses import strict
@@ -28,6 +29,28 @@ def uniform_layer_indices(num_layers: int, count: int = 3) -> list[int]:
     the three-layer analogue of DPT's [6, 12, 18, 24] for a 24-layer ViT.
     """
     return [max(1, round(num_layers * (k + 1) / count)) for k in range(count)]
+
+
+def _misspelt_options(kwargs: dict, fields: list[str]) -> list[str]:
+    """The keys of `kwargs` that are not fields yet look like one: close to a field's name, or in a head's namespace
+    (`depth_`, `segmentation_`, `retrieval_`). PreTrainedConfig keeps any other key as a plain attribute, as
+    transformers itself sets some at run time (`use_cache`); a misspelt field would be kept and never read."""
+    found = []
+    for key in sorted(set(kwargs) - _BASE_CONFIG_KEYS - set(fields)):
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+        if close or key.startswith(_HEAD_NAMESPACES):
+            found.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return found
+
+
+_HEAD_NAMESPACES = ("depth_", "segmentation_", "retrieval_")
+# What PreTrainedConfig itself takes or writes into config.json (`architectures`, `dtype`, `id2label`, ...): the keys
+# VersaViTConfig accepts beyond its own fields.
+_BASE_CONFIG_KEYS = frozenset(PreTrainedConfig().to_dict()) | {
+    "name_or_path", "_name_or_path", "attn_implementation", "experts_implementation", "output_attentions",
+    "_commit_hash", "torch_dtype", "num_labels", "per_layer_config", "model_type", "transformers_version",
+    "auto_map", "architectures", "dtype", "use_return_dict",
+}
 
 
 @strict
@@ -170,7 +193,24 @@ class VersaViTConfig(PreTrainedConfig):
     tasks: list[str] | tuple[str, ...] | None = None
     initializer_range: float = 0.02
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`PreTrainedConfig.from_pretrained`, refusing a folder of another kind of model by name (transformers
+        only warns, then fails on whichever of that model's keys clashes with a VersaViT property)."""
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **{
+            key: kwargs[key] for key in ("cache_dir", "local_files_only", "revision", "subfolder", "token") if key in kwargs})
+        found = config_dict.get("model_type")
+        if found not in (None, cls.model_type):
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config.json is a {found!r} model's, not a VersaViT one. For the "
+                "vision tower of an MLLM folder use VersaViTModel.from_mllm(path) (or --mllm path in the recipes).")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def __post_init__(self, **kwargs):
+        misspelt = _misspelt_options(kwargs, [name for name in type(self).__dataclass_fields__ if name[:1] != "_"])
+        if misspelt:
+            raise ValueError(f"VersaViTConfig: unknown option {', '.join(misspelt)}; the options are its fields (see "
+                             "the class docstring).")
         if isinstance(self.vision_config, dict):
             self.vision_config = dict(self.vision_config)
             legacy = self.vision_config.get("model_type")

@@ -113,13 +113,23 @@ def _image_size(image) -> tuple[int, int] | None:
     return int(shape[0]), int(shape[1])
 
 
+def _gray_to_rgb(image):
+    """An `(H, W)` array or tensor as the RGB image of the same gray levels (`(H, W, 3)`, or `(3, H, W)` for a
+    tensor, as torch lays images out); anything else as it is."""
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=-1)
+    if isinstance(image, torch.Tensor) and image.ndim == 2:
+        return image.unsqueeze(0).expand(3, -1, -1).contiguous()
+    return image
+
+
 class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
     r"""
     The Qwen2-VL image processor (same resizing, normalisation and patch layout, so features match the MLLM's) with
     robust input handling:
 
     - every PIL mode becomes RGB by value (`to_rgb`): grayscale, palette, CMYK, RGBA/LA (composited onto white),
-      16-bit and float images;
+      16-bit and float images; so does a 2-D `(H, W)` array or tensor (gray levels);
     - a 1x1 image is upscaled like any small image (to `min_pixels`), sides always multiples of
       `patch_size * merge_size` (28);
     - an empty image, or one more than 200 times longer than wide, raises a `ValueError` naming its index and size;
@@ -140,6 +150,8 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
     def preprocess(self, images, **kwargs):
         flat = images if isinstance(images, (list, tuple)) else [images]
         flat = [im for group in flat for im in (group if isinstance(group, (list, tuple)) else [group])]
+        if any(getattr(image, "ndim", None) == 2 for image in flat):  # (H, W): a grayscale image, made RGB by value
+            images = flat = [_gray_to_rgb(image) for image in flat]
         self._infer_rescale(flat, kwargs)
         for index, image in enumerate(flat):
             size = _image_size(image)

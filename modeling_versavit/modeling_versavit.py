@@ -208,8 +208,10 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         is loaded. A folder without safetensors weights is refused with transformers' "no file named
         model.safetensors" error."""
         kwargs.setdefault("use_safetensors", True)
+        with_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                                                  **kwargs)
         except SafetensorError as err:
             raise OSError(_safetensors_problem(pretrained_model_name_or_path, err)) from err
         except OSError as err:
@@ -223,6 +225,16 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                 "unpickling a downloaded file can run code. Convert a file you trust with safetensors' save_file, "
                 "or pass use_safetensors=False to let transformers read it with torch.load(weights_only=True)."
             ) from err
+        missing = sorted(key for key in info["missing_keys"] if key.startswith("visual."))
+        if missing and pretrained_model_name_or_path is not None:  # a folder (from_mllm checks its own state_dict)
+            # transformers would start them at random with only a load report; from_mllm refuses the same
+            total = sum(1 for key in model.state_dict() if key.startswith("visual."))
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint lacks {len(missing)} of the vision tower's {total} "
+                f"tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a tower partly at random "
+                "is not this checkpoint's. Check that the folder was written completely."
+            )
+        return (model, info) if with_info else model
 
     def get_input_embeddings(self) -> nn.Module:
         """The tower's patch embedding, the first layer the pixels meet (as transformers' vision models return)."""
@@ -545,7 +557,14 @@ def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
     folder = Path(folder)
     index_file = folder / "model.safetensors.index.json"
     if index_file.is_file():
-        return json.loads(index_file.read_text())["weight_map"]
+        weight_map = json.loads(index_file.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index_file}: no 'weight_map' mapping of tensor names to shard files.")
+        for name, shard in weight_map.items():  # a shard is a file of this folder, never a path out of it
+            if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
+                raise ValueError(f"{index_file}: tensor {name!r} names the shard {shard!r}, which is not a plain file "
+                                 "name in this folder.")
+        return weight_map
     if (folder / "model.safetensors").is_file():
         try:
             with safe_open(folder / "model.safetensors", framework="pt") as handle:

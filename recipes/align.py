@@ -28,14 +28,16 @@ from pathlib import Path
 from transformers import set_seed
 
 from versavit_trainer.core.config import (
+    NOT_RECORDED,
     ConfigError,
     DefaultConfig,
     check_run_record,
+    claim_run_folder,
     parse_config,
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.core.curriculum import run_curriculum
+from versavit_trainer.core.curriculum import check_finished_stages, check_stage_parts, run_curriculum
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import run_argument_types
@@ -60,11 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise ConfigError("alignment_max_steps: 0 would skip the only stage of align.py.")
     output_dir = Path(training_args.output_dir)
     data_args.tasks = ["captioning"]
-    config = resolved_config(model_args, lora_args, data_args, run_args, training_args,
-                             exclude=("resume", "dry_run", "check_memory", "allow_config_change"))
-    resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
     stages = versavit_stages(data_args, run_args)[:1]  # the VersaViT curriculum's alignment stage
     plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT alignment run")
+    claim_run_folder(output_dir, "recipes/align.py", run_args, training_args)  # held until the process ends
+    config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)
+    resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
+    if resuming:
+        check_finished_stages(stages, training_args, output_dir)
     set_seed(training_args.seed)
     sources = DataSources(data_args, data_args.tasks)
     model, tokenizer = build_model(model_args, data_args.tasks)
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = ObjectivesModel(model, [get_objective("captioning")])
     context = ObjectiveContext(data_args, tokenizer, training_args.seed,
                                config=model.config)
+    check_stage_parts(trained, stages, training_args, output_dir)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 

@@ -26,6 +26,8 @@ Writes to `output_dir`:
     final/                the multi-task checkpoint (VersaViTForMultiTask + tokenizer + image processor)
     backbone/             the trained encoder alone: AutoModel.from_pretrained(it) gives a VersaViTModel
     config.yaml           the resolved configuration (re-run it with --config)
+    run.json              which recipe owns the folder (with .versavit.lock, held while the run lives: a second run
+                          into the folder is refused; so is a folder of anything else, unless --overwrite_output_dir)
     summary.json          per-task final losses, steps, throughput, held-out metrics before / after (depth, masks,
                           captioning answers)
     loss_curves.png       per-task losses of both stages
@@ -41,13 +43,23 @@ from pathlib import Path
 from transformers import set_seed
 
 from versavit_trainer.core.config import (
+    NOT_RECORDED,
     DefaultConfig,
     check_run_record,
+    claim_run_folder,
     parse_config,
     resolved_config,
     write_run_record,
 )
-from versavit_trainer.core.curriculum import import_objectives, model_tasks, objectives_of, parse_stages, run_curriculum
+from versavit_trainer.core.curriculum import (
+    check_finished_stages,
+    check_stage_parts,
+    import_objectives,
+    model_tasks,
+    objectives_of,
+    parse_stages,
+    run_curriculum,
+)
 from versavit_trainer.core.lora import apply_lora, merge_lora
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
@@ -69,8 +81,6 @@ DEFAULT_CONFIG = DefaultConfig(
     CONFIGS / "default.yaml", "the same run as `make demo`, minutes on a CPU",
     f"the paper's setting is --config {CONFIGS.relative_to(CONFIGS.parent.parent)}/versavit_qwen2vl_7b.yaml",
 )
-# What describes this machine rather than the run: not written to config.yaml.
-NOT_RECORDED = ("resume", "dry_run", "check_memory", "allow_config_change")
 
 
 def dry_run(model_args, data_args, run_args, training_args, tasks: list[str]) -> dict:
@@ -97,9 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
         return dry_run(model_args, data_args, run_args, training_args, model_tasks(stages))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(training_args.output_dir)
+    plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT multi-task run")
+    claim_run_folder(output_dir, "recipes/multitask.py", run_args, training_args)  # held until the process ends
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)
     resuming = check_run_record(output_dir, config, run_args.resume, run_args.allow_config_change)
-    plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT multi-task run")
+    if resuming:
+        check_finished_stages(stages, training_args, output_dir)
     main_process = training_args.process_index == 0
     set_seed(training_args.seed)
 
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     datasets = {name: [dataset for used, dataset in train if used == name] for name in names}
     context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim, config=model.config, datasets=datasets)
     trained = ObjectivesModel(model, [get_objective(name) for name in names], context)
+    check_stage_parts(trained, stages, training_args, output_dir)
     if main_process:  # only once everything that can be checked before training has been
         write_run_record(output_dir, config, resuming)
 

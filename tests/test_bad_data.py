@@ -32,6 +32,7 @@ from versavit_trainer.data.collators import (
     caption_image_processor,
     encode_depth,
 )
+from versavit_trainer.run_folder import folder_contents
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "multitask.py"
@@ -287,6 +288,40 @@ def test_the_last_complete_checkpoint_is_resumed(tmp_path, caplog):
     assert last_complete_checkpoint(tmp_path / "none") is None
 
 
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt", "trainer_state.json"])
+def test_a_checkpoint_with_a_truncated_file_is_passed_over_naming_the_file(tmp_path, caplog, damaged):
+    from safetensors.torch import save_file
+
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        save_file({"w": torch.ones(256)}, folder / "model.safetensors")
+        torch.save({"state": torch.ones(256)}, folder / "optimizer.pt")
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    path = tmp_path / "checkpoint-4" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert f"checkpoint-4 is incomplete ({damaged}: " in caplog.text
+
+
+@pytest.mark.parametrize("damaged", ["stage.json", "trained_parts.safetensors"])
+def test_a_finished_stage_with_a_truncated_record_resumes_from_its_checkpoint(tmp_path, tiny_llm, caplog, damaged):
+    config = tiny_run_config(tmp_path, tiny_llm, tasks=["depth"], alignment_max_steps=0, max_steps=2,
+                             num_eval_scenes=0, panel_samples=0, report_to="none")
+    recipe = load_recipe("multitask")
+    first = recipe.main(["--config", str(config)])
+    path = tmp_path / "run" / "multitask" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with caplog.at_level(logging.INFO):
+        again = recipe.main(["--config", str(config), "--resume"])
+    assert f"the finished stage's {damaged} is not complete" in caplog.text
+    assert "resuming from " in caplog.text and "checkpoint-2" in caplog.text
+    assert again["stages"]["multitask"]["steps"] == first["stages"]["multitask"]["steps"] == 2
+    assert json.loads((tmp_path / "run" / "multitask" / "stage.json").read_text())["steps"] == 2  # written again
+
+
 # ---------------------------------------------------------------------------------------------------- recipes
 def test_resuming_with_a_changed_config_is_refused_and_the_record_kept(tmp_path, tiny_llm):
     config = tiny_run_config(tmp_path, tiny_llm, tasks=["depth"], alignment_max_steps=0, max_steps=2,
@@ -298,12 +333,23 @@ def test_resuming_with_a_changed_config_is_refused_and_the_record_kept(tmp_path,
                                           r"0\.001 -> 0\.002; lr_scheduler_type: 'linear' -> 'constant'\)"):
         recipe.main(["--config", str(config), "--resume", "--learning_rate", "0.002", "--lr_scheduler_type", "constant"])
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
-    # how long it runs may change; the change is recorded beside the original
-    recipe.main(["--config", str(config), "--resume", "--max_steps", "3"])
-    assert yaml.safe_load((tmp_path / "run" / "config.resume-1.yaml").read_text())["max_steps"] == 3
-    recipe.main(["--config", str(config), "--resume", "--max_steps", "4", "--learning_rate", "0.002",
-                 "--allow_config_change", "true"])
-    assert yaml.safe_load((tmp_path / "run" / "config.resume-2.yaml").read_text())["learning_rate"] == 0.002
+    # how it logs may change; the change is recorded beside the original
+    recipe.main(["--config", str(config), "--resume", "--logging_steps", "2"])
+    assert yaml.safe_load((tmp_path / "run" / "config.resume-1.yaml").read_text())["logging_steps"] == 2
+    # more steps for a stage that has finished would be recorded and never trained: refused, nothing recorded
+    with pytest.raises(ConfigError, match=r"--resume: stage 'multitask' asks for max_steps 8, but it finished at 2 "
+                                          r"steps in the run being resumed \(.*multitask/stage.json\)"):
+        recipe.main(["--config", str(config), "--resume", "--max_steps", "8"])
+    assert not (tmp_path / "run" / "config.resume-2.yaml").exists()
+    # a new learning rate would be printed and recorded, yet the resumed optimizer keeps the checkpoint's: refused
+    # even with --allow_config_change
+    with pytest.raises(ConfigError, match=r"--allow_config_change: learning_rate: 0\.001 -> 0\.002 cannot apply to a "
+                                          r"resumed run: the optimizer and its schedule resume from the checkpoint"):
+        recipe.main(["--config", str(config), "--resume", "--learning_rate", "0.002", "--allow_config_change", "true"])
+    assert not (tmp_path / "run" / "config.resume-2.yaml").exists()
+    recipe.main(["--config", str(config), "--resume", "--max_grad_norm", "0.5",
+                 "--allow_config_change", "true"])  # clipping applies step by step: it may change
+    assert yaml.safe_load((tmp_path / "run" / "config.resume-2.yaml").read_text())["max_grad_norm"] == 0.5
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
 
 
@@ -316,7 +362,7 @@ def test_nothing_is_written_before_the_run_is_validated(tmp_path, tiny_llm):
     assert not (tmp_path / "run" / "config.yaml").exists()
     with pytest.raises(ConfigError, match="segmentation_batch_size: must be >= 1"):
         recipe.main(["--config", str(config), "--segmentation_batch_size", "0"])
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    assert not folder_contents(tmp_path / "run")  # only the run's own lock and record: not "a run" to resume
 
 
 def kill_and_resume(tmp_path, config: Path, launcher: list[str], env: dict) -> tuple[dict, dict]:

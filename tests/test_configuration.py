@@ -1,6 +1,7 @@
 """VersaViTConfig: defaults, the tower families, serialisation and construction-time validation."""
 
 import math
+import re
 
 import pytest
 from conftest import QWEN25_VISION, tiny_config
@@ -79,6 +80,29 @@ def test_invalid_values_fail_at_construction_naming_the_field(kwargs, field):
     # Range errors are ValueErrors from VersaViTConfig; type errors come from the strict dataclass validation.
     with pytest.raises((ValueError, StrictDataclassError), match=field):
         tiny_config(**kwargs)
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("depth_fusion_hiden_size", " (did you mean 'depth_fusion_hidden_size'?)"),
+    ("text_embed_dims", " (did you mean 'text_embed_dim'?)"),
+    ("segmentation_layers", ""),  # a head's namespace, no field close to it
+])
+def test_a_misspelt_option_is_refused_naming_it(key, hint):
+    with pytest.raises(ValueError, match=re.escape(f"VersaViTConfig: unknown option '{key}'{hint};")):
+        VersaViTConfig(**{key: 3})
+    VersaViTConfig(use_cache=False)  # what transformers itself sets at run time is no error
+
+
+def test_another_model_s_folder_is_refused_naming_its_model_type(tmp_path):
+    from transformers import LlamaConfig
+
+    from modeling_versavit import VersaViTModel
+
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    for load in (VersaViTConfig.from_pretrained, VersaViTModel.from_pretrained):
+        with pytest.raises(ValueError, match=r"its config.json is a 'llama' model's, not a VersaViT one. For the vision "
+                                             r"tower of an MLLM folder use VersaViTModel.from_mllm"):
+            load(tmp_path)
 
 
 def test_unsupported_tower_is_rejected_by_name():

@@ -2,6 +2,8 @@
 matching of dense features, recall within thresholds, the SPair-71k reader and the recipe."""
 
 import json
+import math
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -90,7 +92,22 @@ def test_the_recipe_writes_recall(tmp_path):
     summary = recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "navi", "--data_root",
                            str(tmp_path / "navi"), "--size", "56", "--output_dir", str(tmp_path / "out")])
     assert summary["results"]["num_pairs"] == 1 and summary["results"]["num_points"] == 40
-    assert summary["model_index"][0]["dataset_type"] == "navi"
+    assert summary["model_index"][0]["dataset_type"] == "navi" and summary["results"]["pairs_without_points"] == 0
+    # an all-zero depth map (no depth anywhere) gives its pair no point: left out and counted, never a NaN recall
+    navi_folder(tmp_path / "navi3", cameras=(Camera(), Camera(x=0.6, yaw=0.12), Camera(x=1.2, yaw=0.24)))
+    depth = tmp_path / "navi3" / "toy_object" / "wild_set" / "depth" / "000.png"
+    PIL.Image.fromarray(np.zeros((96, 128), np.uint16)).save(depth)
+    argv = ["--vision_config", json.dumps(QWEN2_VISION), "--dataset", "navi", "--data_root", str(tmp_path / "navi3"),
+            "--size", "56", "--output_dir", str(tmp_path / "out3")]
+    results = recipe.main(argv)["results"]
+    assert results["num_pairs"] == 1 and results["pairs_without_points"] == 1 and results["num_points"] == 40
+    assert all(math.isfinite(value) for value in results.values())
+    assert json.loads((tmp_path / "out3" / "results.json").read_text())["results"] == results
+    shutil.copy(depth, depth.with_name("001.png"))  # every pair empty: an error, no results.json
+    with pytest.raises(SystemExit, match=r"navi-wild_set: no pair to evaluate \(2 pairs, none with a corresponding "
+                                         r"point: check the depth maps\)"):
+        recipe.main([*argv[:-1], str(tmp_path / "out4")])
+    assert not (tmp_path / "out4" / "results.json").exists()
 
 
 # ------------------------------------------------------------------------------------------------- NAVI
@@ -182,6 +199,11 @@ def test_navi_pairs_file_and_bad_layouts(tmp_path):
     annotations.write_text(json.dumps(entries))
     with pytest.raises(ValueError, match=r"001.png: annotations.json gives image_size \[100, 128\], but the image"):
         navi(tmp_path).load(0)
+    entries[1]["image_size"] = ["x", "y"]
+    annotations.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"entry 1 \(001.png\): image_size must be \[height, width\], two positive "
+                                         r"integers, got \['x', 'y'\]"):
+        navi(tmp_path)
     del entries[0]["camera"]
     annotations.write_text(json.dumps(entries))
     with pytest.raises(ValueError, match="entry 0 is not a NAVI annotation"):

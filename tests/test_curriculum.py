@@ -31,7 +31,7 @@ RATES = [{"pooled_head": 1e-2, "depth_head": 1e-3}, {"backbone": 1e-4, "pooled_h
 
 
 def curriculum_config(folder: Path) -> Path:
-    return tiny_run_config(folder, Path("unused"), tasks=["depth"], stages=STAGES, imports=[str(TOY)],
+    return tiny_run_config(folder, Path("unused"), tasks=["depth"], stages=STAGES,
                            num_eval_scenes=0, panel_samples=0, report_to="none", save_steps=2,
                            lr_scheduler_type="constant", warmup_steps=0)
 
@@ -66,7 +66,7 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
         return run_curriculum(model, *args, **kwargs)
 
     monkeypatch.setattr(recipe, "run_curriculum", remember_the_start)
-    summary = recipe.main(["--config", str(curriculum_config(tmp_path))])
+    summary = recipe.main(["--config", str(curriculum_config(tmp_path)), "--imports", str(TOY)])
     out = tmp_path / "run"
     assert {"visual.blocks.0.attn.qkv.weight", "pooled_head.weight", "depth_head.head.conv3.weight"} <= set(initial)
 
@@ -96,7 +96,8 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
         (stage_two / name).unlink()
     for name in ("final", "backbone"):
         shutil.rmtree(interrupted / "run" / name)
-    resumed = load_recipe("multitask").main(["--config", str(curriculum_config(interrupted)), "--resume"])
+    resumed = load_recipe("multitask").main(["--config", str(curriculum_config(interrupted)), "--resume",
+                                             "--imports", str(TOY)])
     assert resumed["stages"]["head_only"]["steps_this_run"] == 0 and resumed["stages"]["with_backbone"]["steps_this_run"] == 2
     again = load_file(stage_two / "checkpoint-4" / "model.safetensors")
     assert set(again) == set(after_two)
@@ -110,7 +111,7 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
     # the same curriculum in two processes under DeepSpeed ZeRO-2: the same parts train, at the same rates
     zero = tmp_path / "zero2"
     zero.mkdir()
-    launch("zero2.yaml", curriculum_config(zero))
+    launch("zero2.yaml", curriculum_config(zero), "--imports", str(TOY))
     for stage, rates in zip(("head_only", "with_backbone"), RATES):
         record = json.loads((zero / "run" / stage / "stage.json").read_text())
         assert record["world_size"] == 2 and record["optimizer_learning_rates"] == rates, stage

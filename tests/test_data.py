@@ -427,15 +427,31 @@ def test_resolution_sets_are_parsed_and_bad_ones_named():
     assert parse_resolutions(["448x644", "532", 560, [28, 56]], "r") == [(448, 644), (532, 532), (560, 560), (28, 56)]
     assert parse_resolutions(None, "r") is None and parse_resolutions([], "r") is None
     for bad in ("448x", "0x28", "axb", "28x28x28"):  # not a resolution at all: refused when the options are read
-        with pytest.raises(ValueError, match=f"depth_resolutions: '{bad}' is not a resolution HEIGHTxWIDTH"):
+        with pytest.raises(ValueError) as info:
             DataArguments(depth_resolutions=["532x532", bad])
+        assert str(info.value) == (f"depth_resolutions: '{bad}' is not a resolution: expected HEIGHTxWIDTH (or "
+                                   "[HEIGHT, WIDTH], or one side for a square) of positive integers, e.g. 448x644.")
     # not in whole merge blocks of the tower (Qwen2-VL's 28 px): refused once the tower is known
-    with pytest.raises(ValueError, match="depth_resolutions: '450x644' is not a resolution HEIGHTxWIDTH .* of 28"):
+    with pytest.raises(ValueError, match=r"depth_resolutions: '450x644' has a side that is not a multiple of 28 \(the "
+                                         r"tower's patch x merge\), e.g. 448x644"):
         check_input_sizes(DataArguments(depth_resolutions=["532x532", "450x644"]), 28)
     with pytest.raises(ValueError, match="segmentation_resolutions: '100x100'"):
         check_input_sizes(DataArguments(segmentation_resolutions=["100x100"]), 28)
-    with pytest.raises(ValueError, match="resolutions: '56x56' .* multiples of 32"):  # a patch-16 tower's collator
+    with pytest.raises(ValueError, match=r"depth_resolutions: '56x56' .* multiple of 16 .*e.g. 256x368"):  # SigLIP
+        check_input_sizes(DataArguments(depth_resolutions=["56x56"], depth_size=512, segmentation_size=512,
+                                        contrastive_size=512), 16)
+    with pytest.raises(ValueError, match="resolutions: '56x56' .* multiple of 32"):  # a patch-16 tower's collator
         DepthCollator(VersaViTImageProcessor(patch_size=16), size=64, resolutions=["56x56"])
+
+
+def test_resolutions_written_as_pairs_in_yaml_are_read(tmp_path):
+    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.core.options import DataArguments
+
+    config = tmp_path / "run.yaml"
+    config.write_text("depth_resolutions: [[448, 644], 532, '560x560']\nsegmentation_resolutions: [[56, 112]]\n")
+    (args,) = parse_config((DataArguments,), ["--config", str(config)])
+    assert args.depth_resolutions == ["448x644", "532", "560x560"] and args.segmentation_resolutions == ["56x112"]
 
 
 def test_dynamic_resolution_resizes_each_batch_and_its_labels_together(scenes):

@@ -150,7 +150,7 @@ def test_a_mismatched_encoder_fails_before_writing(tmp_path):
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("work")
-    with pytest.raises(FileExistsError, match="exists and is not empty"):
+    with pytest.raises(FileExistsError, match=r"is not empty \(keep.txt\)"):
         swap_vision_tower(mllm_dir, VersaViTModel.from_mllm(mllm_dir), out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 

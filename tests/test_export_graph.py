@@ -77,3 +77,8 @@ def test_what_does_not_export_is_refused_by_name(tmp_path, trained_folder):
         recipe.main(["--model", str(trained_folder), "--format", "tflite", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="has no segmentation weights"):
         recipe.main(["--model", str(trained_folder), "--task", "segmentation", "--output_dir", str(tmp_path)])
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "model.onnx").write_text("an earlier export")  # refused before the export, kept
+    with pytest.raises(SystemExit, match=r"busy is not empty \(model.onnx\); .* pass --overwrite true"):
+        recipe.main(["--model", str(trained_folder), "--output_dir", str(tmp_path / "busy")])
+    assert (tmp_path / "busy" / "model.onnx").read_text() == "an earlier export"

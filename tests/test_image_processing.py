@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from conftest import photo
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -52,6 +53,16 @@ def test_palette_image_with_transparency():
     assert tuple(np.asarray(to_rgb(image))[0, 0]) == (200, 10, 10)
     image.info["transparency"] = 1
     assert tuple(np.asarray(to_rgb(image))[0, 0]) == (255, 255, 255)
+
+
+def test_a_two_dimensional_array_or_tensor_is_a_grayscale_image():
+    gray = (np.arange(56 * 84).reshape(56, 84) % 251).astype(np.uint8)
+    expected = VersaViTImageProcessor()(images=PIL.Image.fromarray(gray), return_tensors="pt")
+    for given in (gray, [gray], torch.from_numpy(gray), [PIL.Image.fromarray(gray), gray]):
+        out = VersaViTImageProcessor()(images=given, return_tensors="pt")
+        count = len(given) if isinstance(given, list) else 1
+        assert torch.equal(out["pixel_values"], expected["pixel_values"].repeat(count, 1))
+        assert out["image_grid_thw"].tolist() == expected["image_grid_thw"].tolist() * count
 
 
 def test_non_finite_float_image_is_an_error():

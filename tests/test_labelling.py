@@ -340,6 +340,11 @@ def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_desc
                                     "c": (picture, [np.zeros((40, 40), bool) | True]), "d": (picture, [small])})
     (tmp_path / "sa1b" / "e.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "sa1b" / "e.json").write_text("{}")
+    shutil.copy(tmp_path / "sa1b" / "a.jpg", tmp_path / "sa1b" / "f.jpg")  # a negative RLE size (pycocotools overflows)
+    (tmp_path / "sa1b" / "f.json").write_text(json.dumps({"annotations": [{"segmentation": {"size": [-48, 64],
+                                                                                            "counts": "0"}}]}))
+    with pytest.raises(ValueError, match=r"f.json: annotation 0 has the size \[-48, 64\]"):
+        readers.sa1b_masks(tmp_path / "sa1b" / "f.json")
     assert [m.sum() for m in readers.sa1b_masks(tmp_path / "sa1b" / "a.json", min_area=0.01)] == [3000, 952]
     out = tmp_path / "described"
     args = ["--describer", str(tiny_describer_checkpoint), "--images", str(tmp_path / "sa1b"), "--output_dir", str(out),
@@ -362,7 +367,7 @@ def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_desc
             assert all(np.array_equal(np.asarray(m) > 0, k) for m, (_, k) in zip(row["masks"], kept))
     assert summary["skipped: masks do not match the image size"] == 1  # c: a 40x40 mask on an 80x96 image
     assert summary["skipped: no mask large enough"] == 1  # d: only a 3x3 mask
-    assert summary["skipped: unreadable image or masks"] == 1  # e
+    assert summary["skipped: unreadable image or masks"] == 2  # e, f
     described = sum(len(kept) for kept in expected.values())
     assert summary.get("regions: described", 0) == described
     dropped = {k: v for k, v in summary.items() if k.startswith("regions dropped")}

@@ -96,7 +96,7 @@ def test_small_run_writes_every_output(tmp_path, tiny_llm, capsys):
     assert torch.equal(depth.depth_head.head.conv3.weight, final.depth_head.head.conv3.weight)
     assert (out / "final" / "tokenizer.json").is_file() and (out / "final" / "preprocessor_config.json").is_file()
 
-    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
+    with pytest.raises(SystemExit, match=r"already holds a run of recipes/multitask.py \(alignment, backbone, .*\); pass --resume"):
         recipe.main(["--config", str(tiny_run_config(tmp_path, tiny_llm))])
 
 

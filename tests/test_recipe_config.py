@@ -58,7 +58,7 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
     data_args = parse_config(TYPES, ["--depth_size", "64", "--segmentation_size", "64", "--depth_resolutions", "64x96"])[2]
     check_input_sizes(data_args, 32)  # a patch-16 tower
     data_args.depth_resolutions = ["64x96", "64x84"]
-    with pytest.raises(ConfigError, match=r"depth_resolutions: '64x84' is not a resolution .* multiples of 32"):
+    with pytest.raises(ConfigError, match=r"depth_resolutions: '64x84' has a side that is not a multiple of 32"):
         check_input_sizes(data_args, 32)
     with pytest.raises(ConfigError, match=r"vision_config: expected a YAML / JSON mapping, got '\[depth, 2\]'"):
         parse_config(TYPES, ["--vision_config", "[depth, 2]"])

@@ -54,13 +54,14 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["tables"]["table4"]["claims"] == table["claims"]
     # every training run ran once, from the baseline tower, and its LLM copy was pruned
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
+    assert {p.stem for p in (out / "runs").glob("*.yaml")} <= set(runs)  # each trained run's record beside it
     assert runs == sorted(["baseline", "random-seed0", "random-seed1"]
                           + [f"{kind}{arm}-seed{s}" for arm in ("cap", "cap_depth", "cap_depth_seg") for s in (0, 1)
                              for kind in ("", "qa-")]
                           + [f"qa-{arm}-seed{s}" for arm in ("random", "baseline") for s in (0, 1)])
     assert not list((out / "runs").glob("*/final")) and not list((out / "runs").glob("*/*/trained_parts.safetensors"))
-    arm_config = (out / "runs" / "cap_depth-seed1" / "reproduce_run.yaml").read_text()
+    arm_config = (out / "runs" / "cap_depth-seed1.yaml").read_text()
     assert "seed: 1" in arm_config and str(out / "runs" / "baseline" / "backbone") in arm_config
     assert "- depth" in arm_config and "scene_style: cluttered" in arm_config
 
@@ -313,13 +314,14 @@ def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_it
     table = results["tables"]["table6"]
     assert table["arms"] == [f"{kind}_{tower}" for tower in towers for kind in ("baseline", "versavit")]
     assert [c["claim"] for c in table["claims"]] == [f"{t}-{c}" for t in towers for c in ("depth_rmse", "seg_miou")]
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
+    assert {p.stem for p in (out / "runs").glob("*.yaml")} <= set(runs)  # each trained run's record beside it
     assert runs == sorted([f"baseline-{t}" for t in towers] + [f"versavit_{t}-seed0" for t in towers]
                           + [f"qa-{kind}_{t}-seed0" for t in towers for kind in ("baseline", "versavit")])
     for tower, options in towers.items():
         backbone = json.loads((out / "runs" / f"versavit_{tower}-seed0" / "backbone" / "config.json").read_text())
         assert backbone["vision_config"]["model_type"] == options["vision_config"]["model_type"]
-        arm_config = (out / "runs" / f"versavit_{tower}-seed0" / "reproduce_run.yaml").read_text()
+        arm_config = (out / "runs" / f"versavit_{tower}-seed0.yaml").read_text()
         assert str(out / "runs" / f"baseline-{tower}" / "backbone") in arm_config and "vision_config" not in arm_config
         for kind in ("baseline", "versavit"):
             measured = json.loads((out / "measurements" / f"{kind}_{tower}-seed0.json").read_text())
@@ -349,7 +351,7 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
     table = results["tables"]["sailvit"]
     assert table["arms"] == ["baseline", "cap", "cap_depth_seg", "sailvit"]
     assert [c["claim"] for c in table["claims"]] == ["a", "b", "c", "d"]
-    config = yaml.safe_load((out / "runs" / "sailvit-seed0" / "reproduce_run.yaml").read_text())
+    config = yaml.safe_load((out / "runs" / "sailvit-seed0.yaml").read_text())
     assert config["model_name_or_path"] == str(out / "runs" / "baseline" / "backbone")
     assert [stage["name"] for stage in config["stages"]] == ["coarse_alignment", "fine_alignment", "knowledge"]
     assert [stage["objectives"]["captioning"]["data"] for stage in config["stages"]] == [
@@ -379,7 +381,7 @@ def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, 
     table = results["tables"]["visper"]
     assert table["arms"] == ["visper_ntp", "visper", "visper_versavit"]
     runs = out / "runs"
-    configs = {arm: yaml.safe_load((runs / f"{arm}-seed0" / "reproduce_run.yaml").read_text()) for arm in table["arms"]}
+    configs = {arm: yaml.safe_load((runs / f"{arm}-seed0.yaml").read_text()) for arm in table["arms"]}
     assert configs["visper_ntp"]["model_name_or_path"] == configs["visper"]["model_name_or_path"] == \
         str(runs / "baseline" / "backbone")
     assert configs["visper_versavit"]["model_name_or_path"] == str(runs / "cap_depth_seg-seed0" / "backbone")

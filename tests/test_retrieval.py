@@ -373,3 +373,24 @@ def test_the_recipe_scores_mmvp(tmp_path):
     mmvp = summary["results"]["mmvp"]
     assert mmvp["num_pairs"] == 2 and mmvp["pair_accuracy"] in (0.0, 0.5, 1.0)
     assert summary["model_index"][-1]["dataset_name"] == "MMVP-VLM"
+
+
+def test_a_missing_mmvp_image_fails_before_the_head_trains(tmp_path, monkeypatch):
+    import json
+
+    from conftest import QWEN2_VISION, load_recipe
+
+    from versavit_trainer.data.readers import mmvp_vlm
+
+    mmvp_folder(tmp_path / "mmvp")
+    next((tmp_path / "mmvp").rglob("*.jpg")).unlink()
+    recipe = load_recipe("eval_retrieval")
+    monkeypatch.setattr(recipe, "train_retrieval", lambda *args, **kwargs: pytest.fail("the head trained first"))
+    with pytest.raises(SystemExit, match="missing MMVP-VLM image"):
+        recipe.main(["--vision_config", json.dumps(QWEN2_VISION), "--num_scenes", "8", "--num_eval_scenes", "4",
+                     "--size", "56", "--mmvp", str(tmp_path / "mmvp"), "--output_dir", str(tmp_path / "out")])
+    # a Type that climbs out of the image folder is refused by name, not read
+    table = tmp_path / "mmvp" / "Questions.csv"
+    table.write_text(table.read_text().replace("Color and Appearance", "../../elsewhere"))
+    with pytest.raises(ValueError, match=r"Questions.csv:2: '../../elsewhere/1.jpg' is not a path inside"):
+        mmvp_vlm(tmp_path / "mmvp")

@@ -4,6 +4,7 @@ trains exactly its parts on its own data, resumed in the middle of each stage), 
 another LLM bit for bit."""
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -131,6 +132,19 @@ def PIL_image(seed: int):
     import PIL.Image
 
     return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+
+
+def test_repeated_captions_among_the_contrastive_pairs_are_warned_about(caplog):
+    from datasets import Dataset
+
+    objective = get_objective("contrastive")
+    with caplog.at_level(logging.WARNING):
+        objective.prepare_data(Dataset.from_dict({"caption": ["a red cube.", "a blue cone."]}), None)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        objective.prepare_data(Dataset.from_dict({"caption": ["a red cube.", "a blue cone.", "a red cube."]}), None)
+    assert "contrastive data: 2 distinct captions among 3 pairs; a repeated caption in a batch is one of its pair's " \
+           "negatives" in caplog.text
 
 
 def test_bad_contrastive_rows_and_options_fail_by_name():

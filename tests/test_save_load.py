@@ -73,6 +73,32 @@ def test_task_checkpoint_keys_load_quietly_into_the_backbone(tmp_path, saved):
                            expected["pooler_output"])
 
 
+def test_a_checkpoint_missing_part_of_the_tower_is_refused_not_loaded_half_random(tmp_path, saved):
+    """transformers would start the missing tensors at random with a load report only; a tower partly at random
+    is not the checkpoint's (from_mllm refuses the same defect), in the model classes and in a training run."""
+    from pathlib import Path
+
+    from conftest import load_recipe, tiny_run_config
+
+    from modeling_versavit import VersaViTForDepthEstimation
+
+    folder, _ = saved
+    tensors = load_file(folder / "model.safetensors")
+    kept = dict(list(sorted(tensors.items()))[: len(tensors) // 2])
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    missing = len(tensors) - len(kept)
+    for cls in (VersaViTModel, VersaViTForDepthEstimation):
+        with pytest.raises(ValueError, match=rf"{tmp_path}: the checkpoint lacks {missing} of the vision tower's "
+                                             rf"{len(tensors)} tensors \(visual\."):
+            cls.from_pretrained(tmp_path)
+    config = tiny_run_config(tmp_path, Path("unused"), tasks=["depth"], vision_config=None, num_scenes=2,
+                             num_eval_scenes=0, model_name_or_path=str(tmp_path))
+    with pytest.raises(ValueError, match=rf"the checkpoint lacks {missing} of the vision tower's"):
+        load_recipe("multitask").main(["--config", str(config)])
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
 CHECK_OUTPUTS = """
 import torch
 from safetensors.torch import load_file

@@ -124,6 +124,28 @@ class VersaViTCommonTests(ModelTesterMixin):
             self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
             self.assertIsNone(model.get_output_embeddings())
 
+    def test_model_weights_reload_no_missing_tied_weights(self):
+        """VersaViT's form of the common test, which loads a folder whose weights are all gone and expects a load
+        report: VersaViT refuses a checkpoint that lacks tower tensors (a tower partly at random is not the
+        checkpoint's), naming how many. With the tower there, the parts it lacks are reported missing, exactly."""
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        for model_class in self.all_model_classes:
+            config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+            model = model_class(config)
+            state = {name: tensor.clone().contiguous() for name, tensor in model.state_dict().items()}
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                save_file({"tensor": torch.tensor([1, 2])}, f"{folder}/model.safetensors", metadata={"format": "pt"})
+                with self.assertRaisesRegex(ValueError, r"the checkpoint lacks \d+ of the vision tower's \d+ tensors"):
+                    model_class.from_pretrained(folder)
+                save_file({k: v for k, v in state.items() if k.startswith("visual.")}, f"{folder}/model.safetensors",
+                          metadata={"format": "pt"})
+                _, info = model_class.from_pretrained(folder, output_loading_info=True)
+                self.assertEqual(set(info["missing_keys"]), {k for k in state if not k.startswith("visual.")})
+
     @parameterized.expand(TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION)
     @unittest.skip(
         "The common test pads every listed input to 7 rows of random values, which cannot make a valid packed batch "

@@ -278,6 +278,31 @@ def test_transformers_experts_give_their_models_own_outputs(tmp_path):
     assert not any(p.requires_grad for p in EmbeddingExpert(spec).model.parameters())
 
 
+def test_in_run_expert_targets_are_cached_on_the_expert_s_weights_not_its_path(tmp_path):
+    """A dataset read from disk caches `add_expert_embeddings`' map: replacing the expert folder (same path, other
+    weights) must give the new expert's targets, not the cached ones of the old expert."""
+    from datasets import load_from_disk
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from versavit_trainer.data.experts import add_expert_embeddings
+
+    images = [PIL.Image.fromarray(photo("astronaut")), PIL.Image.fromarray(photo("rocket"))]
+    Dataset.from_dict({"image": images}).save_to_disk(str(tmp_path / "rows"))
+    folder = tmp_path / "expert"
+    spec = ExpertSpec("gen", [1], queries=8, model=str(folder), output="image_embeds", grid=None)
+    targets = []
+    for seed in (0, 1):  # the same folder, written twice with other weights
+        torch.manual_seed(seed)
+        CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, image_size=32, patch_size=8,
+                                                       projection_dim=12)).save_pretrained(folder)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+        rows = add_expert_embeddings(load_from_disk(str(tmp_path / "rows")), [spec])
+        targets.append(torch.tensor(np.asarray(rows["gen_embeds"]), dtype=torch.float32))
+        torch.testing.assert_close(targets[-1], EmbeddingExpert(spec)(images))  # this expert's own targets
+    assert not torch.allclose(targets[0], targets[1])
+
+
 def test_a_depth_anything_expert_gives_the_layers_its_dpt_head_reads(tmp_path):
     """VisPer-LM's depth target: the mean of the DINOv2 layers a Depth Anything's DPT head reads, CLS dropped."""
     from transformers import CLIPImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config

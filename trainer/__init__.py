@@ -9,6 +9,7 @@ Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named 
     data/         schemas and collators, where a run's data come from, generated scenes, labelling, readers
     evaluation/   metrics, held-out evaluation, linear probes
     export/       the tower back into an MLLM, the Hub
+    run_folder    an output folder belongs to one run (used by every layer that writes one)
 
 The modules of the flat layout before it (`versavit_trainer.multitask`, `.metrics`, `.hub`, ...) still import, as
 the modules they became, with a FutureWarning; they will be removed in a later release.

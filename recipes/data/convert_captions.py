@@ -6,7 +6,7 @@
 
 Every image (searched recursively) with a caption file of the same name and `.txt` suffix becomes a row
 (image, caption, source). Images without a caption, with an empty caption or that cannot be read are skipped and
-counted. Resumable: rerunning skips finished shards.
+counted. Resumable: rerunning with the same settings skips finished shards (other settings are refused).
 """
 
 import sys
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
             results.append({"image": stored_image(path, image, source), "caption": caption, "source": source})
         return results
 
-    return run_sharded(list_images(root), label, args.output_dir, FEATURES, args.shard_size, 64, "captions")
+    return run_sharded(list_images(root), label, args.output_dir, FEATURES, args.shard_size, 64, "captions",
+                       settings=vars(args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
   `texts` ([{"user", "assistant"}]); only single-image samples are kept, as the paper does (supplement §8.2).
 
 Multi-image and text-only samples, turns that do not alternate question / answer, empty turns and unreadable images
-are skipped and counted in summary.json. Resumable: rerunning skips finished shards.
+are skipped and counted in summary.json. Resumable: rerunning with the same settings skips finished shards (other
+settings are refused).
 """
 
 import json
@@ -29,6 +30,7 @@ from transformers import HfArgumentParser
 from modeling_versavit import load_image
 from versavit_trainer.data.collators import CAPTIONING_FEATURES
 from versavit_trainer.data.labelling import Skip, run_sharded, stored_image
+from versavit_trainer.data.readers import inside
 
 FEATURES = Features({**CAPTIONING_FEATURES, "source": Value("string")})
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -103,7 +105,11 @@ def convert_llava(args: ConvertConversationsArguments) -> dict:
             if isinstance(turns, Skip):
                 results.append(turns)
                 continue
-            path = root / image
+            try:
+                path = inside(root, image, "image")
+            except ValueError as err:
+                results.append(Skip("image path outside the image folder", str(err)))
+                continue
             try:
                 loaded = load_image(path)
             except (OSError, ValueError) as err:
@@ -112,7 +118,8 @@ def convert_llava(args: ConvertConversationsArguments) -> dict:
             results.append({"image": stored_image(path, loaded, image), "texts": turns, "source": image})
         return results
 
-    return run_sharded(samples, label, args.output_dir, FEATURES, args.shard_size, 64, "conversations")
+    return run_sharded(samples, label, args.output_dir, FEATURES, args.shard_size, 64, "conversations",
+                       settings=vars(args))
 
 
 def convert_finevision(args: ConvertConversationsArguments) -> dict:
@@ -156,7 +163,8 @@ def convert_finevision(args: ConvertConversationsArguments) -> dict:
             results.append({"image": image, "texts": turns, "source": source})
         return results
 
-    return run_sharded(list(range(len(rows))), label, args.output_dir, FEATURES, args.shard_size, 64, "finevision")
+    return run_sharded(list(range(len(rows))), label, args.output_dir, FEATURES, args.shard_size, 64, "finevision",
+                       settings={**vars(args), "input_fingerprint": rows._fingerprint})
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -15,6 +15,7 @@ images not found or left without an object are skipped; the counts go to stdout 
 """
 
 import json
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,20 +51,27 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def objects_of(row: dict, spans: str, min_score: float, counts: Counter) -> list[dict]:
-    """The label_masks objects of one GRIT row: pixel boxes and their caption spans."""
+    """The label_masks objects of one GRIT row: pixel boxes and their caption spans. A span whose offsets or
+    coordinates are not finite numbers, or whose normalised coordinates leave [0, 1], is skipped and counted (never
+    clamped to the image's edge); the first of each kind is printed with its row key and values."""
     caption, width, height = str(row.get("caption") or ""), row.get("width"), row.get("height")
-    if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
-        counts["skipped spans: no image size"] += len(row.get(spans) or [])
+    if not (_real(width) and _real(height) and width > 0 and height > 0):
+        _skip(counts, "no image size", len(row.get(spans) or []), row, f"width {width!r}, height {height!r}")
         return []
     objects = []
     for span in row.get(spans) or []:
         if not isinstance(span, (list, tuple)) or len(span) < 6:
-            counts["skipped spans: malformed"] += 1
+            _skip(counts, "malformed", 1, row, f"span {span!r}")
             continue
-        start, end, x0, y0, x1, y1 = span[:6]
+        start, end, *box = span[:6]
         score = span[6] if len(span) > 6 else 1.0
+        if not all(_real(v) for v in (start, end, *box, score)):
+            _skip(counts, "coordinates that are not finite numbers", 1, row, f"span {list(span)!r}")
+            continue
+        if not all(0.0 <= v <= 1.0 for v in box):
+            _skip(counts, "coordinates outside [0, 1]", 1, row, f"span {list(span)!r}")
+            continue
         text = caption[int(start):int(end)].strip()
-        box = [max(0.0, min(1.0, float(v))) for v in (x0, y0, x1, y1)]
         if score < min_score:
             counts["skipped spans: low score"] += 1
         elif not text:
@@ -73,6 +81,17 @@ def objects_of(row: dict, spans: str, min_score: float, counts: Counter) -> list
         else:
             objects.append({"box": [box[0] * width, box[1] * height, box[2] * width, box[3] * height], "text": text})
     return objects
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _skip(counts: Counter, reason: str, number: int, row: dict, detail: str) -> None:
+    key = f"skipped spans: {reason}"
+    if number and not counts[key]:
+        print(f"convert_grit.py: skipping spans with {reason} (first: row {row.get('key')!r}, {detail}).")
+    counts[key] += number
 
 
 def main(argv: list[str] | None = None) -> dict:

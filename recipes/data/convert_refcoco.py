@@ -8,7 +8,7 @@
 One row per image: every sentence of every ref of the split becomes an expression, its mask the ref's COCO
 instance mask (polygons or RLE, decoded with pycocotools). Writes image, expressions, masks, source; add text
 embeddings with recipes/data/embed_texts.py. Missing images, refs without an annotation and empty sentences are
-skipped and counted. Resumable: rerunning skips finished shards.
+skipped and counted. Resumable: rerunning with the same settings skips finished shards (other settings are refused).
 
 The refs file is a pickle; it is read with a restricted unpickler (versavit_trainer.data.readers.refcoco_refs) that builds
 lists, dicts, strings and numbers only and refuses anything else, naming the global: a tampered download cannot run
@@ -26,7 +26,7 @@ from transformers import HfArgumentParser
 from modeling_versavit import load_image
 from versavit_trainer.data.collators import REFERRING_FEATURES
 from versavit_trainer.data.labelling import Skip, run_sharded, stored_image
-from versavit_trainer.data.readers import refcoco_refs
+from versavit_trainer.data.readers import inside, refcoco_refs
 
 FEATURES = REFERRING_FEATURES
 
@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
             if info is None:
                 results.append(Skip("image not in instances.json"))
                 continue
-            path = root / info["file_name"]
+            try:
+                path = inside(root, info["file_name"], "file_name")
+            except ValueError as err:
+                results.append(Skip("image path outside the image folder", str(err)))
+                continue
             try:
                 image = load_image(path)
             except (OSError, ValueError) as err:
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "masks": masks, "source": info["file_name"]})
         return results
 
-    return run_sharded(sorted(by_image), label, args.output_dir, FEATURES, args.shard_size, 16, f"refcoco {args.split}")
+    return run_sharded(sorted(by_image), label, args.output_dir, FEATURES, args.shard_size, 16, f"refcoco {args.split}",
+                       settings=vars(args))
 
 
 if __name__ == "__main__":

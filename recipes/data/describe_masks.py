@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "masks": [PIL.Image.fromarray(mask) for _, mask in kept], "source": name})
         return results
 
-    return run_sharded(items, label, args.output_dir, REFERRING_FEATURES, args.shard_size, 1, "describing", regions)
+    return run_sharded(items, label, args.output_dir, REFERRING_FEATURES, args.shard_size, 1, "describing", regions,
+                       settings={**vars(args), **vars(describer_args)})
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         return results
 
     return run_sharded(list(range(len(rows))), embed, args.output_dir, features, args.shard_size, args.batch_size,
-                       "experts")
+                       "experts", settings={**vars(args), "input_fingerprint": rows._fingerprint})
 
 
 if __name__ == "__main__":

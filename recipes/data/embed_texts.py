@@ -11,7 +11,7 @@ folder) and writes it with `text_embeds` added, one embedding per expression, po
 prescribes. The result is the segmentation task dataset. With `--captions` it reads a captioning dataset
 (convert_captions.py: a `caption` column, or `texts` turns whose first answer is the caption) and writes the
 contrastive dataset: `image`, `caption`, `text_embeds` (one embedding). Rows without a caption are skipped and
-counted. Resumable: rerunning skips finished shards.
+counted. Resumable: rerunning with the same settings skips finished shards (other settings are refused).
 """
 
 import sys
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
                 results[position] = {**row, "text_embeds": [e for e, o in zip(embeddings, owners) if o == position]}
         return results
 
-    return run_sharded(list(range(len(dataset))), label, args.output_dir, features, args.shard_size, args.batch_size, "embeddings")
+    return run_sharded(list(range(len(dataset))), label, args.output_dir, features, args.shard_size, args.batch_size,
+                       "embeddings",
+                       settings={**vars(args), "input_fingerprint": dataset._fingerprint})
 
 
 def embed_captions(dataset, source: Path, args: EmbedTextsArguments) -> dict:
@@ -98,7 +100,8 @@ def embed_captions(dataset, source: Path, args: EmbedTextsArguments) -> dict:
                 for row, caption in zip(rows, captions)]
 
     return run_sharded(list(range(len(dataset))), label, args.output_dir, CONTRASTIVE_FEATURES, args.shard_size,
-                       args.batch_size, "embeddings")
+                       args.batch_size, "embeddings",
+                       settings={**vars(args), "input_fingerprint": dataset._fingerprint})
 
 
 def _minilm() -> str:

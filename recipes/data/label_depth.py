@@ -7,8 +7,8 @@
 Writes the depth task dataset (columns image, depth, depth_scale, depth_space, source; see versavit_trainer.data),
 the model's output stored as a 16-bit map with its scale, at each image's own size. `--space` says what the model
 outputs: Depth Anything's relative models give disparity (default; 0 is the sky and far field, kept as a valid
-label), metric models give depth (0 is a hole). Resumable: rerunning skips finished shards. Unreadable images are
-skipped and counted.
+label), metric models give depth (0 is a hole). Resumable: rerunning with the same settings skips finished shards
+(other settings are refused). Unreadable images are skipped and counted.
 """
 
 import sys
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
                               DEPTH_SPACE_COLUMN: args.space, "source": source}
         return results
 
-    return run_sharded(list_images(root), label, args.output_dir, FEATURES, args.shard_size, args.batch_size, "depth")
+    return run_sharded(list_images(root), label, args.output_dir, FEATURES, args.shard_size, args.batch_size, "depth",
+                       settings=vars(args))
 
 
 if __name__ == "__main__":

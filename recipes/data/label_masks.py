@@ -40,6 +40,7 @@ from versavit_trainer.data.labelling import (
     run_sharded,
     stored_image,
 )
+from versavit_trainer.data.readers import inside
 
 FEATURES = REFERRING_FEATURES
 TEXT_SOURCES = ("annotation", "describer", "auto")
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
     def label(batch):
         results = []
         for row in batch:
-            path = root / row["image"]
+            try:
+                path = inside(root, row["image"], "image")
+            except ValueError as err:
+                results.append(Skip("image path outside the image folder", str(err)))
+                continue
             try:
                 image = load_image(path)
             except (OSError, ValueError) as err:
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "masks": [PIL.Image.fromarray(mask) for _, mask in kept], "source": row["image"]})
         return results
 
-    return run_sharded(rows, label, args.output_dir, FEATURES, args.shard_size, 1, "masks", objects)
+    return run_sharded(rows, label, args.output_dir, FEATURES, args.shard_size, 1, "masks", objects,
+                       settings={**vars(args), **vars(describer_args)})
 
 
 if __name__ == "__main__":

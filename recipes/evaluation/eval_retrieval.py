@@ -87,6 +87,12 @@ def sources(args: RetrievalArguments):
 def run(args: RetrievalArguments) -> dict:
     backbone = load_backbone(args)
     train, held_out = sources(args)
+    # every evaluation source is read before the head trains: a bad folder fails in seconds, not after training
+    scenes = args.zero_shot == "scenes"
+    classes = None if not args.zero_shot else (
+        readers.scene_classes(args.num_classify_scenes, 13000, camera=None, style=args.scene_style) if scenes
+        else readers.image_folder_classes(args.zero_shot, args.class_names))
+    pairs = readers.mmvp_vlm(args.mmvp) if args.mmvp else None
     embedder = SentenceEmbedder(args.text_model or minilm_path())
     settings = RetrievalSettings(**{name: getattr(args, name) for name in RetrievalSettings.__dataclass_fields__})
     model = retrieval_model(backbone, embedder.dim, settings)
@@ -95,17 +101,13 @@ def run(args: RetrievalArguments) -> dict:
     eval_texts, eval_owners = embed_captions(embedder, held_out)
     metrics = evaluate_retrieval(model, held_out, eval_texts, eval_owners, args.size)
     metrics["final_loss"] = losses[-1]
-    if args.zero_shot:
-        scenes = args.zero_shot == "scenes"
-        classes = (readers.scene_classes(args.num_classify_scenes, 13000, camera=None, style=args.scene_style) if scenes
-                   else readers.image_folder_classes(args.zero_shot, args.class_names))
+    if classes is not None:
         template = args.prompt_template or (readers.SCENE_PROMPT if scenes else "a photo of a {}.")
         metrics["zero_shot"] = zero_shot_accuracy(model, classes, embedder, args.size, template)
         zero_shot = metrics["zero_shot"]
         print(f"zero-shot classification ({classes.name}, {len(classes)} images, {len(classes.class_names)} classes): "
               f"top-1 {zero_shot['top1_accuracy']:.3f} (majority class {zero_shot['majority']:.3f})")
-    if args.mmvp:
-        pairs = readers.mmvp_vlm(args.mmvp)
+    if pairs is not None:
         metrics["mmvp"] = statement_pair_accuracy(model, pairs, embedder, args.size)
         print(f"MMVP-VLM ({len(pairs)} pairs): pairs passed {metrics['mmvp']['pair_accuracy']:.3f} (chance 0.25)")
     print(f"{args.dataset} retrieval ({len(held_out)} images, {len(eval_owners)} captions): "

@@ -29,6 +29,7 @@ from modeling_versavit import VersaViTConfig
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.export.graph import FORMATS, compare_outputs, export_graph, sample_inputs
 from versavit_trainer.export.hub import TASK_CLASSES
+from versavit_trainer.run_folder import claim_export_folder
 
 TASKS = ("backbone", "depth", "segmentation")
 
@@ -43,6 +44,8 @@ class ExportGraphArguments:
     check_size: int = field(default=336, metadata={"help": "Side of the images the exported graph is checked on."})
     num_images: int = field(default=1, metadata={"help": "Images per call (fixed by the export)."})
     atol: float = field(default=1e-3, metadata={"help": "Largest absolute difference from eager the check accepts."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete what --output_dir holds first (without it, a "
+                                                             "folder that is not empty is refused)."})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     folder = Path(args.model)
     VersaViTConfig.from_pretrained(folder)  # a clear error for a folder that is not a VersaViT checkpoint
+    claim_export_folder(args.output_dir, "export_graph.py", args.overwrite)  # before the (long) export
     try:
         require_task_weights(folder, args.task)
         model = TASK_CLASSES[args.task].from_pretrained(folder).eval()

@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, HfArgumentParser
 from modeling_versavit import VersaViTConfig, VersaViTImageProcessor
 from versavit_trainer.core.models import TASK_WEIGHTS, require_task_weights
 from versavit_trainer.export.hub import TASK_CLASSES, export_folder, push_to_hub
+from versavit_trainer.run_folder import claim_export_folder
 
 
 @dataclass
@@ -39,6 +40,8 @@ class PushArguments:
     license: str = field(default="apache-2.0", metadata={"help": "License identifier for the card."})
     results: str | None = field(default=None, metadata={"help": "JSON file: a list of evaluation results (model-index)."})
     private: bool = field(default=False, metadata={"help": "Create the repositories as private."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete what --local_dir holds first (without it, a "
+                                                             "folder that is not empty is refused)."})
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             require_task_weights(folder, task)
         except ValueError as err:
             raise SystemExit(f"push_to_hub.py: error: {err} It cannot publish task {task!r}.") from None
+    if args.local_dir:
+        claim_export_folder(args.local_dir, "push_to_hub.py", args.overwrite)
     results = json.loads(Path(args.results).read_text()) if args.results else None
     card = {"base_model": args.base_model, "datasets": args.datasets or None, "license": args.license, "results": results}
     published = {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from versavit_trainer.export.mllm import swap_vision_tower
+from versavit_trainer.run_folder import claim_export_folder
 
 
 @dataclass
@@ -26,6 +27,8 @@ class SwapArguments:
                                         "not)."})
     encoder: str = field(metadata={"help": "The VersaViT folder whose tower goes in (e.g. a run's backbone/)."})
     out: str = field(metadata={"help": "The new MLLM folder (must not exist, or be empty)."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete what --out holds first (without it, a folder that "
+                                                             "is not empty is refused)."})
     use_projector: bool = field(
         default=False,
         metadata={"help": "Replace the MLLM's PatchMerger by the encoder's captioning projector (its output width must "
@@ -36,6 +39,7 @@ class SwapArguments:
 def main(argv: list[str] | None = None):
     (args,) = HfArgumentParser(SwapArguments).parse_args_into_dataclasses(args=argv)
     try:
+        claim_export_folder(args.out, "swap_vision_tower.py", args.overwrite)
         out = swap_vision_tower(args.mllm, args.encoder, args.out, use_projector=args.use_projector)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         sys.exit(f"swap_vision_tower.py: error: {err}")

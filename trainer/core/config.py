@@ -29,7 +29,12 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from ..run_folder import claim_output_dir
+
 CONFIG_FLAG = "--config"
+# Options that run code (`--imports` imports Python files): taken from the command line only, never from a config
+# file or $VERSAVIT_CONFIG_OVERRIDES, so that reading a config never executes anything.
+COMMAND_LINE_ONLY = ("imports",)
 BASE_KEY = "base"  # a config file's key naming the config file it builds on
 OVERRIDES_ENV = "VERSAVIT_CONFIG_OVERRIDES"
 # Options of which a run takes one: set at a higher level (command line over environment over file), the others of
@@ -66,10 +71,17 @@ def _as_tokens(key: str, value: Any, action: argparse.Action, source: str) -> li
             if all(isinstance(item, str) for item in value):
                 return None  # an option typed `str | list[str]` (report_to): the dataclass takes the list itself
             raise ConfigError(f"{source}: key {key!r} takes one value, got the list {value!r}.")
+        if key.endswith("_resolutions"):  # a resolution may be written [H, W] in YAML, as HxW on the command line
+            value = [_resolution_token(item) for item in value]
         return [flag, *(_scalar(item, key, source) for item in value)]
     if isinstance(value, dict):
         return None  # a mapping option (vision_config, accelerator_config): the dataclass validates the mapping
     return [flag, _scalar(value, key, source)]
+
+
+def _resolution_token(item: Any) -> Any:
+    pair = isinstance(item, list) and len(item) == 2
+    return "x".join(str(side) for side in item) if pair and all(type(side) is int for side in item) else item
 
 
 def _scalar(value: Any, key: str, source: str) -> str:
@@ -244,6 +256,9 @@ def _checked_tokens(parser, data: dict, source: str, dests: dict, dropped: set[s
             close = difflib.get_close_matches(str(key), list(dests), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{source}: unknown key {key!r}{hint}; see --help for the options.")
+        if key in COMMAND_LINE_ONLY and value:
+            raise ConfigError(f"{source}: {key}: {value!r} would run code, and configs are data; code runs only from "
+                              f"the command line's --{key} (pass --{key} there).")
         if key in dropped:
             continue
         item = _as_tokens(key, value, dests[key], source)
@@ -318,6 +333,29 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+# What describes this machine or this invocation rather than the run: not written to config.yaml. `imports` (code)
+# is given on the command line only, so a config.yaml that recorded it could not be run with --config.
+NOT_RECORDED = ("resume", "dry_run", "check_memory", "allow_config_change", "overwrite_output_dir", "imports")
+
+
+def claim_run_folder(output_dir: Path, recipe: str, run_args, training_args) -> None:
+    """Before anything is built: the main process locks `output_dir` for this run and checks it may write there
+    (`versavit_trainer.run_folder`: empty, or this recipe's own run with `--resume`, or `--overwrite_output_dir`);
+    the other processes wait for it, so none reads a folder that is being emptied."""
+    with training_args.main_process_first(local=False, desc="claiming the output folder"):
+        if training_args.process_index == 0:
+            claim_output_dir(output_dir, recipe, resume=run_args.resume, overwrite=run_args.overwrite_output_dir)
+
+
+# Settings whose values live in the checkpoint's optimizer and scheduler state: a resumed run restores that state,
+# so a new value would be printed and recorded but never used. Refused on resume even with `allow_config_change`.
+RESTORED_ON_RESUME = frozenset({
+    "learning_rate", "backbone_learning_rate", "alignment_learning_rate", "part_learning_rates", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_ratio", "warmup_steps",
+})
+
+
 def check_run_record(output_dir: Path, config: dict[str, Any], resume: bool, allow_change: bool) -> bool:
     """Before anything is built: whether this run resumes the one recorded in `output_dir/config.yaml`.
 
@@ -331,6 +369,14 @@ def check_run_record(output_dir: Path, config: dict[str, Any], resume: bool, all
         raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume to continue it or choose "
                          "another --output_dir.")
     refused = {key: values for key, values in _changes(original, config).items() if key not in RESUMABLE_CHANGES}
+    restored = {key: values for key, values in refused.items() if key in RESTORED_ON_RESUME}
+    if restored and allow_change:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(restored.items()))
+        raise ConfigError(
+            f"--resume --allow_config_change: {listed} cannot apply to a resumed run: the optimizer and its schedule "
+            "resume from the checkpoint's state, which holds the original values. Resume with the original settings, "
+            f"or start a new run from this one's weights (--model_name_or_path {output_dir / 'final'} once it has "
+            "finished) with the new ones.")
     if refused and not allow_change:
         listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(refused.items()))
         raise ConfigError(
@@ -377,7 +423,9 @@ __all__ = [
     "load_config_file",
     "mapping_option",
     "parse_config",
+    "NOT_RECORDED",
     "check_run_record",
+    "claim_run_folder",
     "resolved_config",
     "write_config",
     "write_run_record",

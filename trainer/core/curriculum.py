@@ -43,6 +43,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ..objectives import get_objective
+from ..run_folder import incomplete_file
 from .config import ConfigError, check_mapping_keys
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ SCENE_KEYS = ("num_scenes", "scene_seed", "texts")
 # Training options a stage may not set: the trainer's folder is the stage's; the preset and the rates are `stage`
 # and `train`.
 NOT_PER_STAGE = ("output_dir", "part_learning_rates")
-RESERVED_NAMES = ("final", "backbone")  # folders of a finished run
+# What a run writes at the top of its output_dir: a stage's folder would collide with it.
+RESERVED_NAMES = ("final", "backbone", "config.yaml", "summary.json", "eval_before.json", "loss_curves.png",
+                  "predictions.png", "run.json")
 TRAINED_PARTS_FILE = "trained_parts.safetensors"
 STAGE_RECORD_FILE = "stage.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -123,9 +126,9 @@ def parse_stages(value, data_args, training_args) -> list[Stage]:
             if key not in STAGE_KEYS and (key not in fields or key in NOT_PER_STAGE):
                 check_mapping_keys({key: None}, set(STAGE_KEYS) | (set(fields) - set(NOT_PER_STAGE)), where)
         name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name) or name in RESERVED_NAMES:
-            raise ConfigError(f"{where}.name: expected a folder name (letters, digits, _ . -; not "
-                              f"{' / '.join(RESERVED_NAMES)}), got {name!r}.")
+        if not isinstance(name, str) or not _NAME.match(name) or name in RESERVED_NAMES or name.startswith("config."):
+            raise ConfigError(f"{where}.name: expected a folder name (letters, digits, _ . -) that is not one of the "
+                              f"run's own files or folders ({', '.join(RESERVED_NAMES)}, config.*), got {name!r}.")
         if name in names:
             raise ConfigError(f"{where}.name: {name!r} names two stages.")
         names.add(name)
@@ -234,11 +237,52 @@ def objectives_of(stages: list[Stage]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- finished stages
 def finished_stage(folder: Path) -> dict | None:
-    """What a finished stage recorded in `folder` (`stage.json`, written last), or None."""
-    record = Path(folder) / STAGE_RECORD_FILE
-    if not (record.is_file() and (Path(folder) / TRAINED_PARTS_FILE).is_file()):
+    """What a finished stage recorded in `folder` (`stage.json`, written last), or None. A stage whose record or
+    trained parts were not written to the end is not finished (a warning names the file): its run resumes from its
+    last complete checkpoint."""
+    folder = Path(folder)
+    files = [folder / TRAINED_PARTS_FILE, folder / "log_history.json", folder / STAGE_RECORD_FILE]
+    if not files[-1].is_file():
         return None
-    return json.loads(record.read_text())
+    damaged = {path.name: problem for path in files
+               if (problem := "missing" if not path.is_file() else incomplete_file(path)) is not None}
+    if damaged:
+        logger.warning("%s: the finished stage's %s; resuming the stage from its last complete checkpoint instead",
+                       folder, "; ".join(f"{name} is not complete ({problem})" for name, problem in damaged.items()))
+        return None
+    return json.loads(files[-1].read_text())
+
+
+def check_finished_stages(stages: list["Stage"], training_args, output_dir: Path) -> None:
+    """`ConfigError` when a resumed run asks a stage that finished earlier for another number of steps: a finished
+    stage is loaded, not trained again (its schedule has ended), so the new count would be recorded yet never run."""
+    for stage in stages:
+        args = stage.arguments(training_args, output_dir)
+        record = finished_stage(Path(args.output_dir))
+        if record is not None and args.max_steps > 0 and args.max_steps != record["steps"]:
+            raise ConfigError(
+                f"--resume: stage {stage.name!r} asks for max_steps {args.max_steps}, but it finished at "
+                f"{record['steps']} steps in the run being resumed ({Path(args.output_dir) / STAGE_RECORD_FILE}); a "
+                "finished stage is not trained again. Resume with its original max_steps, or start a new run from "
+                f"this one's weights (--model_name_or_path {Path(output_dir) / 'final'}).")
+
+
+def check_stage_parts(model, stages: list["Stage"], training_args, output_dir: Path) -> None:
+    """Before anything is written: `ConfigError` naming the stage unless each stage's parts are parts of `model` (the
+    model the trainer gets) and at least one of them trains (a stage that freezes everything would only fail once
+    its trainer builds the optimizer, after the run's record was written)."""
+    from .trainer import stage_learning_rates, training_parts
+
+    parts = training_parts(model)
+    for stage in stages:
+        try:
+            rates = stage_learning_rates(stage.arguments(training_args, output_dir), parts)
+        except ValueError as err:
+            raise ConfigError(f"stage {stage.name!r}: {err}") from None
+        if not any(rate is not None and any(True for _ in parts[part].parameters()) for part, rate in rates.items()):
+            shown = ", ".join(f"{part}: {'frozen' if rate is None else rate}" for part, rate in rates.items())
+            raise ConfigError(f"stage {stage.name!r}: every part is frozen ({shown}), so it would train nothing; give "
+                              "at least one part a learning rate (train: {part: rate}).")
 
 
 def trained_state(model, rates: dict[str, float | None]) -> dict:
@@ -277,6 +321,8 @@ def load_finished_stage(folder: Path, model) -> list:
 
 __all__ = [
     "Stage",
+    "check_finished_stages",
+    "check_stage_parts",
     "stage_objective",
     "StageObjective",
     "finished_stage",
@@ -311,6 +357,8 @@ def run_curriculum(model, stages: list[Stage], sources, context, training_args, 
     from .stages import final_losses, run_stage
 
     main_process = training_args.process_index == 0
+    if resume:
+        check_finished_stages(stages, training_args, output_dir)
     result = {"stages": {}, "histories": {}, "trainer": None, "interrupted": None}
     for stage in stages:
         args = stage.arguments(training_args, output_dir)

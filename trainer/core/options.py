@@ -294,6 +294,11 @@ class RunArguments:
         default=False,
         metadata={"help": "Continue the run in output_dir from its last checkpoint (a finished warm-up is kept)."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete what output_dir holds (another run, other files) and start afresh. Without it a "
+                          "folder that is not empty is refused, unless it holds this recipe's run and --resume."},
+    )
     dry_run: bool = field(
         default=False,
         metadata={"help": "Build the model on the meta device, print parameters per part and a per-GPU memory "
@@ -305,8 +310,8 @@ class RunArguments:
         default=False,
         metadata={"help": "With --resume: continue although settings other than the run's length, saving and logging "
                           "differ from output_dir/config.yaml (which is kept; the new settings go to "
-                          "config.resume-<n>.yaml). A changed optimizer, schedule or model setting does not apply "
-                          "to a resumed optimizer."},
+                          "config.resume-<n>.yaml). Learning rates, optimizer and schedule settings stay refused: "
+                          "the resumed optimizer and schedule keep the checkpoint's values."},
     )
     check_memory: bool = field(
         default=True,

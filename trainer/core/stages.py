@@ -14,6 +14,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
 
 from ..data.collators import caption_image_processor, image_processor_for
+from ..run_folder import incomplete_files
 from .config import ConfigError
 from .models import CONFIG_BOOKKEEPING
 from .reporting import GracefulStop
@@ -34,20 +35,22 @@ def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Pa
 def last_complete_checkpoint(folder) -> str | None:
     """The newest `checkpoint-N` of `folder` that was written to the end, or None.
 
-    The Trainer writes `trainer_state.json` last, after the weights, optimizer, scheduler and RNG states: a
-    checkpoint without a readable one (the process was killed while saving) is passed over, with a warning."""
+    A checkpoint with a file that was not written to the end (`run_folder.incomplete_file`: the process was killed
+    while saving, or a file was truncated since) is passed over with a warning naming the file, and the one before
+    it is taken."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
     candidates = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for checkpoint in candidates:
-        try:
-            TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
+        damaged = incomplete_files(checkpoint)
+        if not (checkpoint / TRAINER_STATE_NAME).is_file():
+            damaged.setdefault(TRAINER_STATE_NAME, "missing (written last)")
+        if not damaged:
             return str(checkpoint)
-        except (OSError, ValueError) as err:
-            logger.warning("%s is incomplete (%s: the run was stopped while saving it); passing it over",
-                           checkpoint, type(err).__name__)
+        logger.warning("%s is incomplete (%s): passing it over for the checkpoint before it", checkpoint,
+                       "; ".join(f"{name}: {problem}" for name, problem in damaged.items()))
     return None
 
 

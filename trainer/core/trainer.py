@@ -262,6 +262,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
             if rate != FROZEN and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                    or not math.isfinite(rate) or rate < 0):
                 raise ValueError(f"part_learning_rates.{part}: expected a finite rate >= 0 or 'frozen', got {rate!r}.")
+        if self.max_steps == 0:
+            raise ValueError("max_steps: 0 would train nothing (a stage still takes one step); give a positive number "
+                             "of optimizer steps, or -1 to train num_train_epochs over the data (a VersaViT run skips "
+                             "its warm-up with alignment_max_steps: 0).")
         if isinstance(self.rounds_per_step, bool) or self.rounds_per_step < 1:
             raise ValueError(f"rounds_per_step: must be >= 1, got {self.rounds_per_step!r}.")
         for name in ("learning_rate", "backbone_learning_rate", "alignment_learning_rate"):
@@ -471,6 +475,14 @@ class MultiTaskTrainer(Trainer):
         owners = self.part_of_parameters()
         parameter = self.model.state_dict(keep_vars=True)[name]  # the model's own names (see ObjectivesModel)
         return self.part_rates.get(owners.get(id(parameter)))
+
+    def _run_epoch(self, *args, **kwargs):
+        """transformers' epoch loop, which takes a first step before it looks at `max_steps`: a run resumed from a
+        checkpoint at its last step (a finished stage whose record was lost) would train one step past it."""
+        if 0 < self.args.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     @property
     def trained_model(self):

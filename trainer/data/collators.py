@@ -196,9 +196,12 @@ def parse_resolutions(values, name: str, multiple: int = QWEN2_VL_SIZE_MULTIPLE)
                 pair = tuple(int(v) for v in value) if len(value) == 2 else None
         except (TypeError, ValueError):
             pair = None
-        if pair is None or any(side <= 0 or side % multiple for side in pair):
-            raise ValueError(f"{name}: {value!r} is not a resolution HEIGHTxWIDTH with both sides positive multiples "
-                             f"of {multiple} (the tower's patch x merge), e.g. {16 * multiple}x{23 * multiple}.")
+        if pair is None or any(side <= 0 for side in pair):
+            raise ValueError(f"{name}: {value!r} is not a resolution: expected HEIGHTxWIDTH (or [HEIGHT, WIDTH], or "
+                             "one side for a square) of positive integers, e.g. 448x644.")
+        if any(side % multiple for side in pair):
+            raise ValueError(f"{name}: {value!r} has a side that is not a multiple of {multiple} (the tower's patch x "
+                             f"merge), e.g. {16 * multiple}x{23 * multiple}.")
         pairs.append(pair)
     return pairs
 

@@ -242,6 +242,20 @@ class EmbeddingExpert:
         return value.flatten(2).transpose(1, 2)
 
 
+def expert_digest(folder: str | None) -> str:
+    """sha256 of an expert folder's weights and settings (`*.safetensors`, `*.bin`, `*.json`, by relative path):
+    what its targets are a function of. Read in full, once per run (about a second per GB)."""
+    if folder is None:
+        return "none"
+    root, digest = Path(folder), hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def add_expert_embeddings(dataset, experts: list[ExpertSpec], batch_size: int = 16, device: str = "cpu"):
     """`dataset` (rows with an `image`) with a `<name>_embeds` column per expert, computed by the frozen experts
     in batches (the in-run mode; the offline recipe writes the same columns). A row whose embedding holds NaN / inf
@@ -259,7 +273,10 @@ def add_expert_embeddings(dataset, experts: list[ExpertSpec], batch_size: int = 
 
         features = dataset.features.copy()
         features[column] = feature
-        fingerprint = hashlib.sha256(f"{dataset._fingerprint} {spec}".encode()).hexdigest()[:16]
+        # keyed on what the targets are a function of: the rows, the settings and the expert's files themselves (a
+        # replaced expert folder under the same path must not reuse the old expert's cached targets)
+        fingerprint = hashlib.sha256(f"{dataset._fingerprint} {spec} {expert_digest(spec.model)}".encode()
+                                     ).hexdigest()[:16]
         dataset = dataset.map(embed, batched=True, batch_size=batch_size, features=features,
                               desc=f"expert {spec.name}", new_fingerprint=fingerprint)
         del expert
@@ -272,6 +289,7 @@ __all__ = [
     "ExpertSpec",
     "add_expert_embeddings",
     "embeds_column",
+    "expert_digest",
     "parse_experts",
     "pool_tokens",
     "read_experts",

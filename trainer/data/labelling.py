@@ -3,17 +3,21 @@
 
 The inputs (a deterministic list) are cut into shards of `shard_size`. Each shard is labelled in batches and saved
 as its own `datasets` folder (`shard-00000`, ...), written to a temporary folder and renamed when complete, then
-marked done. A rerun skips the done shards, so an interrupted run loses at most the shard in progress. Items that
-cannot be labelled (corrupt images, boxes outside the image, empty expressions, ...) are skipped and counted by
-reason; `summary.json` and the last printed line give the totals. `load_labelled(folder)` is the whole dataset.
+marked done. A rerun with the same inputs and settings skips the done shards, so an interrupted run loses at most
+the shard in progress; a rerun with others is refused, naming the differences (`run.json` keeps their fingerprint,
+`versavit_trainer.run_folder`). Items that cannot be labelled (corrupt images, boxes outside the image, empty
+expressions, ...) are skipped and counted by reason; `summary.json` and the last printed line give the totals.
+`load_labelled(folder)` is the whole dataset.
 
 `RegionDescriber` writes a referring expression for a mask with any transformers image-text-to-text model (the
 paper's strategies (ii) and (iii) of §4.2.3, with Describe Anything there; any local checkpoint here).
 """
 
+import hashlib
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +30,8 @@ import PIL.ImageFilter
 import torch
 from datasets import Dataset, Features, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
+
+from ..run_folder import OWNER_FILE, OutputFolderError, claim_output_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -65,8 +71,14 @@ def run_sharded(
     batch_size: int = 8,
     description: str = "labelling",
     part_counts: Counter | None = None,
+    settings: dict | None = None,
 ) -> dict:
     """Label `items` shard by shard into `output_dir`; returns the summary (also written to summary.json).
+
+    The folder belongs to this conversion (`versavit_trainer.run_folder`): `run.json` records a fingerprint of the
+    items, `shard_size`, `description` and `settings` (the recipe's options; where it writes, the device and the batch
+    size are left out, as they do not change what is written). A rerun with the same fingerprint resumes; one with
+    another is refused with the differences, as is a folder that holds anything else.
 
     `label_batch(items)` returns, per item, a row dict (matching `features`), a list of rows, or a `Skip`.
     `part_counts`, a Counter that `label_batch` adds to (e.g. objects or regions dropped inside an item), is recorded
@@ -81,7 +93,12 @@ def run_sharded(
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}.")
     rank, world = process_rank()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    inputs = labelling_fingerprint(items, shard_size, description, settings)
+    if rank == 0:
+        claim_output_dir(output_dir, "labelling", resume=True, inputs=inputs,
+                         afresh="delete the folder to start afresh")
+    else:  # rank 0 claims the folder (and holds its lock); the others wait for its record and check it too
+        check_labelling_record(output_dir, inputs)
     totals = Counter()
     num_shards = (len(items) + shard_size - 1) // shard_size
     mine = [shard for shard in range(num_shards) if shard % world == rank]
@@ -134,6 +151,36 @@ def run_sharded(
     staging.replace(output_dir / "summary.json")
     print("summary: " + ", ".join(f"{key} {value}" for key, value in summary.items()))
     return summary
+
+
+# Options that say where or how fast a conversion runs, not what it writes: outside its fingerprint.
+NOT_FINGERPRINTED = frozenset({"output_dir", "device", "batch_size"})
+
+
+def labelling_fingerprint(items: Sequence, shard_size: int, description: str, settings: dict | None) -> dict:
+    """What a sharded conversion's output is a function of: its items (their count and a digest of their text), the
+    shard size (which item lands in which shard), the kind of conversion and the recipe's settings."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(str(item).encode() + b"\n")
+    kept = {key: value for key, value in sorted((settings or {}).items())
+            if key not in NOT_FINGERPRINTED and key != "shard_size"}  # the shard size is recorded once, above
+    return json.loads(json.dumps({"description": description, "items": len(items), "items_sha256": digest.hexdigest(),
+                                  "shard_size": shard_size, "settings": kept}, default=str))
+
+
+def check_labelling_record(output_dir: Path, inputs: dict, wait: float = 600.0) -> None:
+    """For a process that is not rank 0: wait (up to `wait` seconds) until rank 0 has claimed `output_dir` (its
+    `run.json`), then `OutputFolderError` when the folder records a conversion of other inputs."""
+    record, deadline = output_dir / OWNER_FILE, time.monotonic() + wait
+    while not record.is_file():
+        if time.monotonic() > deadline:
+            raise OutputFolderError(f"output folder {output_dir}: rank 0 has not claimed it within {wait:.0f} s (no "
+                                    f"{OWNER_FILE}); see its error.")
+        time.sleep(0.1)
+    if json.loads(record.read_text()).get("inputs") != inputs:
+        raise OutputFolderError(f"output folder {output_dir} holds a conversion of other inputs or settings (see "
+                                f"{record}); delete the folder to start afresh.")
 
 
 def process_rank() -> tuple[int, int]:

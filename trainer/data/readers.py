@@ -157,7 +157,8 @@ def karpathy(split_json, image_root, split: str = "test") -> CaptionSource:
         captions = [c for c in captions if c]
         if not captions:
             raise ValueError(f"{path}: images[{index}] ({entry['filename']}) has no caption.")
-        items.append((root / entry.get("filepath", "") / entry["filename"], captions))
+        items.append((inside(root, Path(entry.get("filepath", "")) / entry["filename"], f"{path}: filename"),
+                      captions))
     if not items:
         raise ValueError(f"{path}: no image in split {split!r}.")
     return CaptionSource(path.stem.removeprefix("dataset_"), items)
@@ -269,7 +270,8 @@ def mmvp_vlm(root) -> StatementPairSource:
             qid, statement = row["Question ID"].strip(), row["Statement"].strip()
             if not qid or not statement:
                 raise ValueError(f"{table}:{line + offset}: empty Question ID or Statement.")
-            images.append(_require(root / "MLLM_VLM Images" / row["Type"] / f"{qid}.jpg", "MMVP-VLM image"))
+            image = inside(root / "MLLM_VLM Images", Path(row["Type"]) / f"{qid}.jpg", f"{table}:{line + offset}")
+            images.append(_require(image, "MMVP-VLM image"))
         items.append((*images, pair[0]["Statement"].strip(), pair[1]["Statement"].strip(), pair[0]["Type"]))
     if not items:
         raise ValueError(f"{table}: no pairs.")
@@ -480,9 +482,12 @@ def _navi_views(annotations_path: Path) -> dict[str, NaviView]:
         if not focal > 0:
             raise ValueError(f"{annotations_path}: entry {position} ({filename}): focal_length must be > 0, got "
                              f"{focal}.")
+        if not all(type(side) is int and side > 0 for side in (height, width)):
+            raise ValueError(f"{annotations_path}: entry {position} ({filename}): image_size must be [height, width], "
+                             f"two positive integers, got {entry['image_size']!r}.")
         image = _require(folder / "images" / filename, "NAVI image")
         depth = _require(folder / "depth" / f"{Path(filename).stem}.png", "NAVI depth map")
-        views[filename] = NaviView(image, depth, quaternion_matrix(q), t, focal, (int(height), int(width)))
+        views[filename] = NaviView(image, depth, quaternion_matrix(q), t, focal, (height, width))
     return views
 
 
@@ -562,7 +567,7 @@ def da2k(root) -> PairSource:
             if not points_ok or pair.get("closer_point") not in ("point1", "point2"):
                 raise ValueError(f"{annotations}: pair {number} of {name} needs point1 and point2 as [row, col] and "
                                  f"closer_point 'point1' or 'point2', got {pair!r}.")
-        items.append((_require(root / name, f"image of {annotations.name}"), pairs))
+        items.append((_require(inside(root, name, str(annotations)), f"image of {annotations.name}"), pairs))
     return PairSource("da2k", items)
 
 
@@ -597,11 +602,32 @@ def sa1b_masks(path, min_area: float = 0.0, max_masks: int | None = None) -> lis
                 and len(rle["size"]) == 2):
             raise ValueError(f"{path}: annotation {number} needs a COCO RLE segmentation {{'size': [h, w], "
                              f"'counts': str}}, got {rle!r:.120}.")
-        mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        size = rle["size"]
+        if not all(isinstance(side, int) and not isinstance(side, bool) and 0 < side <= 1 << 16 for side in size):
+            raise ValueError(f"{path}: annotation {number} has the size {size!r}; expected [height, width], two "
+                             "positive integers.")
+        try:
+            mask = mask_utils.decode({"size": size, "counts": rle["counts"].encode()}).astype(bool)
+        except Exception as err:  # pycocotools raises what its C code meets (OverflowError, MemoryError, ...)
+            raise ValueError(f"{path}: annotation {number}'s RLE does not decode ({type(err).__name__}: {err}).") from None
         if mask.any() and mask.mean() >= min_area:
             masks.append(mask)
     masks.sort(key=lambda m: -int(m.sum()))
     return masks[:max_masks] if max_masks is not None else masks
+
+
+def inside(root, name, what: str) -> Path:
+    """`root / name` for a path `name` read from an input file (an annotation's image, a CSV's folder), which must be
+    relative and stay inside `root` once resolved: an absolute path or one that climbs out with `..` is a
+    `ValueError` naming `what` and the value, never read."""
+    root = Path(root)
+    if not isinstance(name, (str, Path)) or not str(name).strip():
+        raise ValueError(f"{what}: expected a file name relative to {root}, got {name!r}.")
+    path = root / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{what}: {str(name)!r} is not a path inside {root}; paths in input files are read relative "
+                         "to their folder and may not leave it.")
+    return path
 
 
 def _require(path: Path, what: str) -> Path:
@@ -768,6 +794,7 @@ def refcoco_refs(path) -> list[dict]:
 
 
 __all__ = [
+    "inside",
     "CorrespondenceSource",
     "scene_correspondences",
     "spair",

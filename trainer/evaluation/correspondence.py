@@ -10,12 +10,16 @@ bilinearly sampled from A's grid at its position; a match is the centre of B's b
 pixels, where the error is measured.
 """
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.readers import CorrespondenceSource
 from .probes import FrozenFeatures
+
+logger = logging.getLogger(__name__)
 
 THRESHOLDS = (0.05, 0.1, 0.2)
 
@@ -43,19 +47,28 @@ def match_points(features_a: torch.Tensor, features_b: torch.Tensor, points_a: n
 def correspondence_recall(features: FrozenFeatures, source: CorrespondenceSource,
                           thresholds=THRESHOLDS) -> dict:
     """Recall at each threshold over all points of all pairs, and the mean error as a fraction of the scale."""
-    errors = []
+    errors, empty = [], []
     for index in range(len(source)):
         image_a, image_b, points_a, points_b, scale = source.load(index)
+        if not len(points_a):  # e.g. an all-zero (no depth) map, or views that share no visible point
+            empty.append(index)
+            continue
         grid_a, grid_b = features([image_a, image_b])
         size = features.size
         matches = match_points(grid_a, grid_b, _to_resized(points_a, image_a.height, image_a.width, size), size)
         predicted = (matches + 0.5) * np.array([image_b.height / size, image_b.width / size]) - 0.5
         errors.append(np.linalg.norm(predicted - points_b, axis=1) / scale)
+    if empty:
+        logger.warning("%s: %d of %d pairs have no corresponding point (all-zero depth maps or no shared view; first: "
+                       "pair %d): left out of the recall and counted as pairs_without_points", source.name, len(empty),
+                       len(source), empty[0])
     if not errors:
-        raise ValueError(f"{source.name}: no pair to evaluate.")
+        raise ValueError(f"{source.name}: no pair to evaluate" + (
+            f" ({len(empty)} pairs, none with a corresponding point: check the depth maps)." if empty else "."))
     errors = np.concatenate(errors)
     result = {f"recall@{t:g}": float((errors <= t).mean()) for t in thresholds}
-    result.update(mean_error=float(errors.mean()), num_points=int(len(errors)), num_pairs=len(source))
+    result.update(mean_error=float(errors.mean()), num_points=int(len(errors)), num_pairs=len(source) - len(empty),
+                  pairs_without_points=len(empty))
     return result
 
 

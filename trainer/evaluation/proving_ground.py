@@ -364,27 +364,33 @@ class Runner:
         path makes the run stale)."""
         return yaml.safe_dump(mapping, sort_keys=False) + (f"# starts from tower {depends}\n" if depends else "")
 
+    @staticmethod
+    def files(folder: Path) -> tuple[Path, Path]:
+        """The run's config record and log, beside its folder (`runs/<run>.yaml`, `runs/<run>.log`): the folder
+        itself belongs to the multitask run (`versavit_trainer.run_folder`)."""
+        return folder.parent / f"{folder.name}.yaml", folder.parent / f"{folder.name}.log"
+
     def done(self, mapping: dict, depends: str = "") -> bool:
         """Whether the run of `mapping` has finished with exactly this config (and starting tower)."""
         folder = Path(mapping["output_dir"])
-        record = folder / "reproduce_run.yaml"
+        record, _ = self.files(folder)
         return (folder / "summary.json").is_file() and record.is_file() and \
             record.read_text() == self.record(mapping, depends)
 
     def run(self, name: str, mapping: dict, depends: str = "") -> Path:
         folder = Path(mapping["output_dir"])
-        record = folder / "reproduce_run.yaml"
+        record, log_file = self.files(folder)
         text = self.record(mapping, depends)
         if self.done(mapping, depends):
             logger.info("run %s: done earlier (%s)", name, folder)
             return folder
         if folder.exists():  # an interrupted run (or another config): redone from its start
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(text)
         print(f"  run {name} ...", flush=True)
         start = time.perf_counter()
-        with open(folder / "run.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with open(log_file, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             self.train(["--config", str(record)])
         self.run_seconds[name] = time.perf_counter() - start
         print(f"  run {name}: {self.run_seconds[name]:.0f} s", flush=True)

@@ -25,6 +25,8 @@ from transformers import AutoConfig
 from modeling_versavit import VersaViTConfig, VersaViTPreTrainedModel, read_safetensors, safetensors_weight_map
 from modeling_versavit.backbones import BACKBONES
 
+from ..run_folder import folder_contents
+
 MERGER = "merger."
 
 
@@ -115,8 +117,9 @@ def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False
     missing, extra = sorted(expected - set(replacement)), sorted(set(replacement) - expected)
     if missing or extra:
         raise ValueError(f"encoder tensors do not match the MLLM tower's: missing {missing[:5]}, unexpected {extra[:5]}.")
-    if output.exists() and any(output.iterdir()):
-        raise FileExistsError(f"output_dir: {output} exists and is not empty.")
+    if folder_contents(output):
+        raise FileExistsError(f"output_dir: {output} is not empty ({', '.join(folder_contents(output)[:5])}); choose "
+                              "an empty or new folder.")
     output.mkdir(parents=True, exist_ok=True)
 
     total_size = 0

@@ -13,7 +13,7 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
-from ..core.config import ConfigError
+from ..core.config import ConfigError, claim_run_folder
 from ..core.lora import LoraArguments, apply_lora, merge_lora
 from ..core.models import require_task_weights
 from ..core.options import DataArguments, check_input_sizes
@@ -58,6 +58,11 @@ class FinetuneArguments:
                           "record it; it must be the space the checkpoint's depth head was trained in."},
     )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete what output_dir holds and start afresh. Without it a folder that is not empty is "
+                          "refused, unless it holds this recipe's run and --resume."},
+    )
 
 
 @dataclass
@@ -103,8 +108,8 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     if task not in ("depth", "segmentation"):
         raise ValueError(f"task: expected 'depth' or 'segmentation', got {task!r}.")
     output_dir = Path(training_args.output_dir)
-    if not args.resume and (output_dir / "summary.json").is_file():
-        raise SystemExit(f"output_dir: {output_dir} already holds a run; pass --resume or choose another --output_dir.")
+    recipe = f"recipes/finetune_{'depth' if task == 'depth' else 'refseg'}.py"
+    claim_run_folder(output_dir, recipe, args, training_args)
     if not Path(args.model_name_or_path).is_dir():
         raise ConfigError(f"model_name_or_path: {args.model_name_or_path} is not a folder (run `make demo` for the "
                          "default outputs/demo/final, or pass a multi-task checkpoint).")

@@ -4,6 +4,7 @@ supplement §9.5): a small attention-pooling head pools the tower's last-layer t
 text embeddings of the captions into the same space, and a sigmoid (SigLIP) or softmax (CLIP) contrastive loss with
 a learnable temperature (and bias) pulls each image towards its own caption. Usable in any stage of any method."""
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,8 @@ from modeling_versavit import VersaViTForImageTextRetrieval
 from modeling_versavit.modeling_versavit import VersaViTRetrievalHead
 
 from . import Objective, register_objective
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,6 +83,19 @@ class ContrastiveObjective(Objective):
 
     def data_folder(self, data_args):
         return getattr(data_args, "contrastive_data", None)
+
+    def prepare_data(self, dataset, data_args):
+        """The pairs as they are; a warning when captions repeat: a pair whose caption repeats in its batch meets an
+        identical caption among its negatives, and the loss scores that match as wrong."""
+        if "caption" in getattr(dataset, "column_names", ()):
+            captions = dataset["caption"]
+            distinct = len(set(captions))
+            if distinct < len(captions):
+                logger.warning("contrastive data: %d distinct captions among %d pairs; a repeated caption in a batch is "
+                               "one of its pair's negatives, scored as a mismatch. Deduplicate the captions, or use "
+                               "more specific ones (for generated scenes, texts: default rather than short).", distinct,
+                               len(captions))
+        return dataset
 
     def input_pixels(self, data_args):
         return data_args.contrastive_size ** 2
