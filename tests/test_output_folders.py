@@ -287,14 +287,17 @@ def test_image_paths_that_leave_the_image_folder_are_skipped_never_read(tmp_path
     images = tmp_path / "images"
     shutil.copytree(photos, images)
     shutil.copy(images / "astronaut.png", tmp_path / "secret.png")  # beside the folder: never to be read
+    (images / "linked.png").symlink_to(tmp_path / "secret.png")  # a link the user made in the folder: read
     samples = [{**LLAVA[0], "image": "astronaut.png"}, {**LLAVA[1], "image": "../secret.png"},
-               {**LLAVA[2], "image": str(tmp_path / "secret.png")}, {**LLAVA[3], "image": "kitchen/../astronaut.png"}]
+               {**LLAVA[2], "image": str(tmp_path / "secret.png")}, {**LLAVA[3], "image": "kitchen/../astronaut.png"},
+               {**LLAVA[4], "image": "linked.png"}]
     (tmp_path / "llava.json").write_text(json.dumps(samples))
     summary = load_recipe("convert_conversations").main([
         "--format", "llava", "--input", str(tmp_path / "llava.json"), "--images", str(images),
         "--output_dir", str(tmp_path / "out")])
-    assert summary["labelled"] == 2 and summary["skipped: image path outside the image folder"] == 2
-    assert sorted(load_labelled(tmp_path / "out")["source"]) == ["astronaut.png", "kitchen/../astronaut.png"]
+    assert summary["labelled"] == 3 and summary["skipped: image path outside the image folder"] == 2
+    assert sorted(load_labelled(tmp_path / "out")["source"]) == ["astronaut.png", "kitchen/../astronaut.png",
+                                                                 "linked.png"]
     release_output_dir(tmp_path / "out")
 
 

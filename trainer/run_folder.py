@@ -14,6 +14,10 @@
 `run.json` records which recipe owns the folder and, for a resumable conversion, a fingerprint of its inputs and
 settings (`inputs`): a rerun with other inputs is refused with the differences, so shards of two different
 conversions never mix.
+
+`claim_export_folder` is the rule for finished artefacts (an exported model, an upload folder): absent or empty, or
+deleted first with `--overwrite`; it adds no lock or record to what gets uploaded. `incomplete_file(s)` tell a file
+that was written to the end from one cut short (resume takes the last complete checkpoint by them).
 """
 
 import fcntl

@@ -39,6 +39,7 @@ or `FileNotFoundError` naming the file.
 
 import io
 import json
+import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -605,7 +606,7 @@ def sa1b_masks(path, min_area: float = 0.0, max_masks: int | None = None) -> lis
         size = rle["size"]
         if not all(isinstance(side, int) and not isinstance(side, bool) and 0 < side <= 1 << 16 for side in size):
             raise ValueError(f"{path}: annotation {number} has the size {size!r}; expected [height, width], two "
-                             "positive integers.")
+                             "positive integers (at most 65536).")
         try:
             mask = mask_utils.decode({"size": size, "counts": rle["counts"].encode()}).astype(bool)
         except Exception as err:  # pycocotools raises what its C code meets (OverflowError, MemoryError, ...)
@@ -618,13 +619,14 @@ def sa1b_masks(path, min_area: float = 0.0, max_masks: int | None = None) -> lis
 
 def inside(root, name, what: str) -> Path:
     """`root / name` for a path `name` read from an input file (an annotation's image, a CSV's folder), which must be
-    relative and stay inside `root` once resolved: an absolute path or one that climbs out with `..` is a
-    `ValueError` naming `what` and the value, never read."""
+    relative and stay inside `root`: an absolute path or one that climbs out with `..` is a `ValueError` naming
+    `what` and the value, never read. The check is on the name itself, so a folder of symlinks the user made (images
+    linked from a shared store) still reads."""
     root = Path(root)
     if not isinstance(name, (str, Path)) or not str(name).strip():
         raise ValueError(f"{what}: expected a file name relative to {root}, got {name!r}.")
-    path = root / name
-    if Path(name).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+    path, normal = root / name, os.path.normpath(str(name))
+    if Path(name).is_absolute() or normal == os.pardir or normal.startswith(os.pardir + os.sep):
         raise ValueError(f"{what}: {str(name)!r} is not a path inside {root}; paths in input files are read relative "
                          "to their folder and may not leave it.")
     return path
