@@ -396,7 +396,7 @@ def kill_and_resume(tmp_path, config: Path, launcher: list[str], env: dict) -> t
     return logged(straight), logged(out)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.e2e)])  # 2 processes: 30 s, in CI's e2e
 def test_a_killed_and_resumed_run_logs_the_losses_of_an_uninterrupted_one(tmp_path, tiny_llm, processes):
     """Every logged per-task loss and loss term of every step, bit for bit, for all three tasks: the random flips,
     expression subsets and turn subsets are a function of the schedule position, not of a stream a restart

@@ -28,6 +28,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.e2e  # a subprocess per benchmark script, about 2 minutes in all: CI runs them after make test
 @pytest.mark.parametrize("script", sorted(COMMANDS))
 def test_benchmark_runs(script):
     arguments, expected = COMMANDS[script]

@@ -154,6 +154,7 @@ def launch(accelerate_config: str, config: Path, *extra: str, timeout: int = 900
     return result
 
 
+@pytest.mark.e2e  # the recipe under accelerate launch; the trainer's 2-process exactness tests stay in make test
 @pytest.mark.parametrize("accelerate_config", ["ddp.yaml", "zero2.yaml"])
 def test_two_process_runs_save_loadable_checkpoints(tmp_path, tiny_llm, accelerate_config):
     config = tiny_run_config(tmp_path, tiny_llm, panel_samples=0, report_to="none")

@@ -2,14 +2,13 @@
 dense task models, with a model tester that makes valid packed inputs, as transformers' vision models are tested.
 
 Every skip names its reason; they are the ones transformers' own packed-token vision towers (Qwen2-VL, Qwen2.5-VL)
-take, for the same reasons.
+take, for the same reasons. The eager-vs-SDPA common test is not collected (see below).
 """
 
 import unittest
 
 import torch
 from conftest import TINY_HEADS, VISION_CONFIGS
-from parameterized import parameterized
 from upstream import load_common
 
 from modeling_versavit import (
@@ -22,7 +21,6 @@ from modeling_versavit import (
 
 common = load_common()
 ModelTesterMixin = common.ModelTesterMixin
-TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION = common.TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION
 
 
 class VersaViTModelTester:
@@ -146,14 +144,14 @@ class VersaViTCommonTests(ModelTesterMixin):
                 _, info = model_class.from_pretrained(folder, output_loading_info=True)
                 self.assertEqual(set(info["missing_keys"]), {k for k in state if not k.startswith("visual.")})
 
-    @parameterized.expand(TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION)
-    @unittest.skip(
-        "The common test pads every listed input to 7 rows of random values, which cannot make a valid packed batch "
-        "(`image_grid_thw` rows must describe the `pixel_values` rows). tests/test_modeling.py "
-        "`test_eager_and_sdpa_attention_agree` compares eager and SDPA on valid packed inputs of every Qwen tower family."
-    )
-    def test_eager_matches_sdpa_inference(self, *args):
-        pass
+
+
+# Not collected at all (25 variants x 9 classes that could only be skipped): transformers' eager-vs-SDPA common test
+# pads every listed input to 7 rows of random values, which cannot make a valid packed batch (`image_grid_thw` rows
+# must describe the `pixel_values` rows). tests/test_modeling.py `test_eager_and_sdpa_attention_agree` compares eager
+# and SDPA on valid packed inputs of every Qwen tower family.
+for _name in [name for name in dir(ModelTesterMixin) if name.startswith("test_eager_matches_sdpa_inference")]:
+    setattr(VersaViTCommonTests, _name, None)
 
 
 class VersaViTModelTest(VersaViTCommonTests, unittest.TestCase):
