@@ -94,6 +94,25 @@ def test_two_runs_started_together_into_one_folder_one_trains_the_other_is_refus
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["multitask"]["steps"] == 6
 
 
+def test_a_run_that_comes_just_after_another_took_the_lock_still_names_it(tmp_path):
+    """Two runs started together: the loser can read the lock in the instant between the winner taking it and
+    writing its name into it (what CI once hit); it waits for the name rather than saying "another process"."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code = ("import fcntl, time; "
+            f"handle = open({str(folder / '.versavit.lock')!r}, 'a+'); fcntl.flock(handle, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(0.5); "
+            "handle.write('recipes/align.py, pid 1 on there'); handle.flush(); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputFolderError, match=r"in use by another run \(recipes/align.py, pid 1 on there\)"):
+            claim_output_dir(folder, "recipes/multitask.py")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
     folder = tmp_path / "out"
     code = (IMPORT_RUN_FOLDER + "import os, signal; "

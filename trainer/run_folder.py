@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,7 @@ def _lock(folder: Path, recipe: str) -> None:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = _holder(handle)
         handle.close()
         raise OutputFolderError(
             f"output folder {folder} is in use by another run ({holder}); wait for it to finish, or choose another "
@@ -159,6 +159,17 @@ def _lock(folder: Path, recipe: str) -> None:
     handle.write(f"{recipe}, pid {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
     _HELD[key] = handle
+
+
+def _holder(handle, wait: float = 2.0) -> str:
+    """The name the lock's holder wrote, read again for up to `wait` seconds: it writes it just after taking the lock."""
+    deadline = time.monotonic() + wait
+    while True:
+        handle.seek(0)
+        holder = handle.read().strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "another process"
+        time.sleep(0.05)
 
 
 def _owner(folder: Path) -> dict | None:
