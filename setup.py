@@ -25,7 +25,7 @@ setup(
     packages=["modeling_versavit", "versavit_trainer", "versavit_trainer.hub_cards"]
     + [f"versavit_trainer.{name}" for name in ("core", "data", "evaluation", "export", "methods", "objectives")],
     package_dir={"versavit_trainer": "trainer", "versavit_trainer.hub_cards": "hub_cards"},
-    package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.hub)
+    package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.export.hub)
     install_requires=[
         # torch first and pinned by the installer (see Makefile): a bare `torch` pulls a multi-GB CUDA build.
         "torch>=2.6",  # torch.load(weights_only=True) is a safe reader from 2.6 on (CVE-2025-32434)

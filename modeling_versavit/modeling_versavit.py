@@ -11,7 +11,6 @@ import inspect
 import json
 import math
 import sys
-import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -249,8 +248,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             parameter.requires_grad_(False)
 
     def frozen_by_design(self) -> list[nn.Parameter]:
-        """Parameters VersaViT never trains, frozen at construction and by `set_stage`: the tower's mergers into the
-        MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task models (no head
+        """Parameters VersaViT never trains, frozen at construction and by the trainer's `apply_stage`: the tower's
+        mergers into the MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task models (no head
         reads them, export keeps the MLLM's, and a parameter without gradient would break DDP's reducer) and the
         segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
         frozen = []
@@ -260,23 +259,6 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         if head is not None:
             frozen += list(head.positional_embedding.parameters())
         return frozen
-
-    def set_stage(self, stage: str) -> None:
-        """Deprecated: what trains is the trainer's business (`versavit_trainer.MultiTaskTrainer` freezes and groups
-        the parts per stage, `part_learning_rates` overrides them; `versavit_trainer.apply_stage` does it by hand).
-        Kept for existing code: `"alignment"` leaves only the captioning `projector` trainable, `"multitask"`
-        everything but `frozen_by_design()`."""
-        warnings.warn("set_stage is deprecated and will be removed: MultiTaskTrainer sets what trains from its stage "
-                      "(see versavit_trainer.apply_stage).", FutureWarning, stacklevel=2)
-        if stage not in ("alignment", "multitask"):
-            raise ValueError(f"stage: expected 'alignment' or 'multitask', got {stage!r}.")
-        if stage == "alignment" and getattr(self, "projector", None) is None:
-            raise ValueError(f"stage 'alignment' trains the captioning projector, which {type(self).__name__} lacks.")
-        self.requires_grad_(stage == "multitask")
-        if stage == "alignment":
-            self.projector.requires_grad_(True)
-        for parameter in self.frozen_by_design():
-            parameter.requires_grad_(False)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

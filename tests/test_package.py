@@ -22,35 +22,19 @@ def test_import_registers_the_auto_classes():
     assert type(AutoModel.from_config(config)) is modeling_versavit.VersaViTModel
 
 
-def test_the_flat_layout_still_imports_as_the_modules_it_became():
+def test_the_package_has_no_names_of_the_flat_layout():
+    """Before a first release the old module names are gone, not kept as aliases: only the layered names import."""
     import importlib
-    import pickle
-    import sys
-    import warnings
 
-    import versavit_trainer
-    from versavit_trainer.core import trainer
+    import pytest
 
-    for old, new in versavit_trainer.MOVED_MODULES.items():
-        sys.modules.pop(f"versavit_trainer.{old}", None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module = importlib.import_module(f"versavit_trainer.{old}")
-        assert module is importlib.import_module(f"versavit_trainer.{new}"), old
-        assert any(f"versavit_trainer.{old} is deprecated" in str(w.message) for w in caught), old
-    # a pickle written under the old path (a checkpoint's training_args.bin) loads as the new class
-    old_path = pickle.dumps(trainer.TaskSpec, protocol=0).replace(b"versavit_trainer.core.trainer", b"versavit_trainer.multitask")
-    assert pickle.loads(old_path) is trainer.TaskSpec
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sys.modules.pop("versavit_trainer.build", None)
-        from versavit_trainer.build import DataArguments, build_model, evaluate_held_out, load_data, memory_estimate
-    assert any("versavit_trainer.build is deprecated" in str(w.message) for w in caught)
-    from versavit_trainer.core.models import build_model as new_build_model
-    assert build_model is new_build_model and DataArguments and evaluate_held_out and load_data and memory_estimate
+    for old in ("build", "multitask", "metrics", "hub", "stages", "schedule", "readers"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"versavit_trainer.{old}")
+    from versavit_trainer.core.models import build_model
     from versavit_trainer.data import DepthCollator
     from versavit_trainer.export import swap_vision_tower
-    assert DepthCollator and swap_vision_tower
+    assert build_model and DepthCollator and swap_vision_tower
 
 
 def test_the_mutation_run_names_modules_and_tests_that_exist(tmp_path, monkeypatch):

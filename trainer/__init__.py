@@ -10,22 +10,12 @@ Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named 
     evaluation/   metrics, held-out evaluation, linear probes
     export/       the tower back into an MLLM, the Hub
     run_folder    an output folder belongs to one run (used by every layer that writes one)
-
-The modules of the flat layout before it (`versavit_trainer.multitask`, `.metrics`, `.hub`, ...) still import, as
-the modules they became, with a FutureWarning; they will be removed in a later release.
 """
-
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-import warnings
 
 from modeling_versavit import __version__
 
 from .core.schedule import MultiTaskBatchSampler
 from .core.trainer import (
-    BACKBONE_PREFIXES,
     PART_MODULES,
     MultiTaskCollator,
     MultiTaskDataset,
@@ -48,7 +38,6 @@ from .data.collators import (
 from .data.scenes import Camera, Scene, SceneObject, generate_scene
 
 __all__ = [
-    "BACKBONE_PREFIXES",
     "PART_MODULES",
     "apply_stage",
     "stage_learning_rates",
@@ -73,35 +62,3 @@ __all__ = [
     "generate_scene",
 ]
 
-
-# The flat layout's modules, now in subpackages: importing the old name gives the new module (one object, so a
-# pickle of the old path, e.g. a checkpoint's training_args.bin, still loads). `build`, `data`, `export` and
-# `objectives` are real modules of their own.
-MOVED_MODULES = {
-    "assets": "data.assets", "config": "core.config", "curriculum": "core.curriculum", "finetune": "methods.finetune",
-    "hub": "export.hub", "labelling": "data.labelling", "lora": "core.lora", "metrics": "evaluation.metrics",
-    "multitask": "core.trainer", "online_text": "objectives.online_text", "plan": "core.plan",
-    "probes": "evaluation.probes", "readers": "data.readers", "reporting": "core.reporting", "scenes": "data.scenes",
-    "schedule": "core.schedule", "stages": "core.stages", "text_embedding": "data.text_embedding",
-}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
-        package, _, name = fullname.rpartition(".")
-        if package == __name__ and name in MOVED_MODULES:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        name = spec.name.rpartition(".")[2]
-        new = f"{__name__}.{MOVED_MODULES[name]}"
-        warnings.warn(f"{spec.name} is deprecated: import {new}.", FutureWarning, stacklevel=2)
-        return importlib.import_module(new)
-
-    def exec_module(self, module):
-        pass  # the new module is already executed
-
-
-if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
-    sys.meta_path.append(_MovedModules())

@@ -43,9 +43,6 @@ STAGES = ("alignment", "multitask", "custom")
 PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model": "language_model",
                 "task_tokens": "task_tokens", "depth_head": "depth_head", "segmentation_head": "segmentation_head"}
 FROZEN = "frozen"
-# Deprecated: the parameter-name prefixes trained at `backbone_learning_rate`; the trainer now groups parameters by
-# the part that owns them (`training_parts`), see `stage_learning_rates`.
-BACKBONE_PREFIXES = ("visual.", "projector.", "language_model.")
 
 
 def training_parts(model) -> dict[str, torch.nn.Module]:
@@ -586,7 +583,6 @@ __all__ = [
     "apply_stage",
     "stage_learning_rates",
     "training_parts",
-    "BACKBONE_PREFIXES",
     "MAX_CONSECUTIVE_FAILURES",
     "MAX_CONSECUTIVE_NONFINITE_STEPS",
     "SAMPLE_ERRORS",
