@@ -187,8 +187,10 @@ class VisionBackbone(ABC):
     architecture_fields: tuple[str, ...] = ()
     # Where MLLM checkpoints keep the tower: transformers v5 naming first, then the original release naming.
     mllm_prefixes: tuple[str, ...] = ("model.visual.", "visual.")
-    # Module-name pattern of the tower's blocks (LoRA adapts projections inside them only).
+    # Module-name pattern of the tower's blocks (LoRA adapts projections inside them only), and the names of the
+    # attention and MLP projections inside a block that backbone LoRA adapts by default.
     blocks_pattern: str = r"blocks\.\d+"
+    lora_targets: tuple[str, ...] = ("qkv", "proj", "fc1", "fc2")
     # The tower's attribute in a loaded transformers MLLM (`mllm.model.<attribute>`).
     mllm_attribute: str = "visual"
     # Whether transformers' exporter (`torch.export`) can trace the tower; `export_blocker` says why not.
@@ -255,6 +257,12 @@ class VisionBackbone(ABC):
     def attention(self, block: nn.Module) -> nn.Module:
         """A block's attention module (whose calls `output_attentions` records)."""
         return block.attn
+
+    def unread_modules(self, tower: nn.Module, hidden_state: int) -> list[nn.Module]:
+        """The tower's modules that hidden state `hidden_state` (the output of block `hidden_state - 1`; 0: the
+        patch embedding) does not depend on, `mllm_owned` aside: the blocks from `hidden_state` on. A head reading
+        no later state leaves them without gradient (what DDP's reducer must be told)."""
+        return list(self.blocks(tower)[hidden_state:])
 
     # Token order ------------------------------------------------------------------------------------------------
     def token_permutation(self, vision_config, image_grid_thw: torch.Tensor) -> torch.Tensor | None:

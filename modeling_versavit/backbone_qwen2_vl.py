@@ -53,6 +53,7 @@ class Qwen2_5_VLBackbone(VisionBackbone):
     legacy_model_types = ("qwen2_5_vl",)
     tower_class = Qwen2_5_VisionTransformerPretrainedModel
     block_class = Qwen2_5_VLVisionBlock
+    lora_targets = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")  # a gated MLP
     architecture_fields = ("depth", "hidden_size", "intermediate_size", "out_hidden_size", "num_heads", "hidden_act",
                            "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size", "window_size",
                            "fullatt_block_indexes")

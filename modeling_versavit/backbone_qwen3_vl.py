@@ -38,6 +38,7 @@ class Qwen3_5Backbone(VisionBackbone):
     tower_class = Qwen3_5VisionModel
     block_class = Qwen3_5VisionBlock
     merger_class = Qwen3_5VisionPatchMerger
+    lora_targets = ("qkv", "proj", "linear_fc1", "linear_fc2")
     architecture_fields = ("depth", "hidden_size", "intermediate_size", "out_hidden_size", "num_heads", "hidden_act",
                            "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size",
                            "num_position_embeddings")

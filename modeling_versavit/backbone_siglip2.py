@@ -57,6 +57,7 @@ class Siglip2Backbone(VisionBackbone):
     export_blocker = ("VersaViT turns the packed rows into SigLIP2's padded batch with sizes read from image_grid_thw "
                       "(a data-dependent gather and padding mask), which torch.export cannot trace")
     blocks_pattern = r"encoder\.layers\.\d+"
+    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     # VersaViT's 2x2 blocks: the captioning projector's pixel-shuffle merge, and what input sides are multiples of.
     merge = 2
 
@@ -102,6 +103,11 @@ class Siglip2Backbone(VisionBackbone):
 
     def patch_embedding(self, tower: nn.Module) -> nn.Module:
         return tower.embeddings.patch_embedding
+
+    def unread_modules(self, tower: nn.Module, hidden_state: int) -> list[nn.Module]:
+        # the final LayerNorm acts on the last block's output only (VersaViT's last hidden state is after it)
+        final = [tower.post_layernorm] if hidden_state < self.num_layers(tower.config) else []
+        return super().unread_modules(tower, hidden_state) + final
 
     def tower_calls(self, config, pixel_values, image_grid_thw):
         """The tower's inputs made from packed patches, one call after another (here one: SigLIP2's padded NaFlex

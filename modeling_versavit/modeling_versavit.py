@@ -1356,7 +1356,7 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
     def get_input_embeddings(self) -> nn.Module:
         if "captioning" in self.config.tasks:
             return self.language_model.get_input_embeddings()
-        return self.visual.patch_embed
+        return self.config.backbone.patch_embedding(self.visual)
 
     def forward(self, task: str, **inputs) -> ModelOutput:
         r"""

@@ -116,7 +116,12 @@ def test_backbone_adapters_sit_in_every_block_of_every_tower_family(family):
     from modeling_versavit import VersaViTForDepthEstimation
 
     model = VersaViTForDepthEstimation(tiny_config(family))
+    prefix = model.config.backbone.blocks_pattern.split("\\")[0]  # blocks / encoder
+    linear = {f"visual.{name}" for name, module in model.visual.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.startswith(prefix)}
     apply_lora(model, LoraArguments(backbone_lora=True))
+    # the family's lora_targets are exactly its blocks' projections: all of them, and nothing outside the blocks
+    assert {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name} == linear
     adapted = {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name}
     blocks = model.config.backbone.blocks(model.visual)
     for index, block in enumerate(blocks):

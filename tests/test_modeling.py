@@ -416,6 +416,29 @@ def test_output_flags_reach_every_model_from_config_and_call(tmp_path):
         assert flagged.get_input_embeddings() is flagged.visual.patch_embed
 
 
+
+def test_every_model_class_reaches_the_tower_through_its_family(family):
+    """`get_input_embeddings` of each class is the family's patch embedding (a SigLIP tower has no `patch_embed`)."""
+    from modeling_versavit import VersaViTForDepthEstimation, VersaViTForMultiTask
+
+    for model in (VersaViTModel(tiny_config(family)), VersaViTForDepthEstimation(tiny_config(family)),
+                  VersaViTForMultiTask(tiny_config(family, tasks=["depth"]))):
+        assert model.get_input_embeddings() is model.config.backbone.patch_embedding(model.visual), type(model)
+
+
+@pytest.mark.parametrize("hidden_state", [1, 2, 3])
+def test_unread_modules_are_the_tower_parameters_a_hidden_state_leaves_without_gradient(family, hidden_state):
+    """What the idle-parameter term under DDP adds for a head that reads up to `hidden_state`: exactly the tower's
+    parameters (its MLLM-owned modules aside) that get no gradient from that state."""
+    model = VersaViTModel(tiny_config(family))
+    backbone = model.config.backbone
+    model(**random_inputs(model.config, [(4, 4)]), output_hidden_states=True).hidden_states[hidden_state].sum().backward()
+    unread = {id(p) for module in backbone.unread_modules(model.visual, hidden_state) for p in module.parameters()}
+    owned = {id(p) for module in backbone.owned_modules(model.visual) for p in module.parameters()}
+    without_gradient = {name for name, p in model.visual.named_parameters() if id(p) not in owned and p.grad is None}
+    assert without_gradient == {name for name, p in model.visual.named_parameters() if id(p) in unread}
+    assert bool(without_gradient) == (hidden_state < 3)
+
 # ------------------------------------------------------------------------------------------------------- SigLIP2
 def siglip2_photos():
     """Real photos at sizes SigLIP2's own processor keeps (whole 16-px patches, 24 patches at most): two grids."""

@@ -14,7 +14,7 @@ import PIL.Image
 import pytest
 import torch
 import yaml
-from conftest import load_recipe, tiny_run_config
+from conftest import TINY_HEADS, VISION_CONFIGS, load_recipe, tiny_config, tiny_run_config
 from safetensors.torch import load_file
 from transformers import AutoModel
 
@@ -137,6 +137,9 @@ def test_held_out_depth_and_masks_improve(tmp_path):
     assert after["segmentation"]["miou"] > 2 * before["segmentation"]["miou"], (before, after)
 
 
+TINY_DENSE_HEADS = {k: v for k, v in TINY_HEADS.items() if k != "text_embed_dim"}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -173,6 +176,23 @@ def test_two_process_runs_save_loadable_checkpoints(tmp_path, tiny_llm, accelera
         assert torch.equal(a, b), name
     assert type(AutoModel.from_pretrained(out / "backbone")) is VersaViTModel
 
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("family", sorted(VISION_CONFIGS))
+def test_a_two_process_dense_stage_runs_on_every_tower_family(tmp_path, family):
+    """DDP adds the idle-parameter term (the blocks after the last one the depth head reads) through the family's
+    `blocks()`: a SigLIP tower has `encoder.layers`, not `blocks`."""
+    tower = tiny_config(family)
+    size = 2 * tower.patch_size * tower.spatial_merge_size
+    config = tiny_run_config(tmp_path, Path("unused"), vision_config=VISION_CONFIGS[family], tasks=["depth"],
+                             depth_size=size, segmentation_size=size,
+                             head_config={**TINY_DENSE_HEADS, "depth_layer_indices": [0, 1, 2]},
+                             alignment_max_steps=0, max_steps=2, panel_samples=0, num_eval_scenes=0,
+                             save_strategy="no", report_to="none")
+    launch("ddp.yaml", config)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stages"]["multitask"]["steps"] == 2 and summary["stages"]["multitask"]["world_size"] == 2
 
 def test_dry_run_of_the_paper_config_prints_counts_without_weights(capsys):
     report = load_recipe("multitask").main(["--config", str(PAPER_CONFIG), "--dry_run"])

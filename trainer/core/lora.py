@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 from peft import LoraConfig
 from peft.tuners.lora import LoraModel
 
-# The tower's block projections, every family's: Qwen2-VL (attn.qkv, attn.proj, mlp.fc1, mlp.fc2), Qwen2.5-VL (gated
-# MLP), Qwen3-VL / Qwen3.5 (mlp.linear_fc1, mlp.linear_fc2), SigLIP2 (self_attn.q/k/v/out_proj, mlp.fc1, mlp.fc2).
-BACKBONE_TARGETS = ["qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "linear_fc1", "linear_fc2",
-                    "q_proj", "k_proj", "v_proj", "out_proj"]
+# The backbone's default targets are its tower family's (`VisionBackbone.lora_targets`).
 LANGUAGE_MODEL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PARTS = {"backbone": "visual", "language_model": "language_model"}
 
@@ -30,9 +27,10 @@ class LoraArguments:
     backbone_lora_rank: int = field(default=8, metadata={"help": "LoRA rank r of the backbone adapters."})
     backbone_lora_alpha: float = field(default=8.0, metadata={"help": "LoRA alpha of the backbone adapters."})
     backbone_lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout of the backbone adapters."})
-    backbone_lora_target_modules: list[str] = field(
-        default_factory=lambda: list(BACKBONE_TARGETS),
-        metadata={"help": "Module names inside the tower's blocks to adapt (attention and MLP projections)."},
+    backbone_lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names inside the tower's blocks to adapt; default: the tower family's attention and "
+                          "MLP projections (`VisionBackbone.lora_targets`)."},
     )
     language_model_lora: bool = field(default=False, metadata={"help": "LoRA on the captioning LLM instead of full tuning."})
     language_model_lora_rank: int = field(default=8, metadata={"help": "LoRA rank r of the LLM adapters."})
@@ -53,17 +51,21 @@ class LoraArguments:
                 raise ValueError(f"{part}_lora_alpha: must be > 0, got {alpha!r}.")
             if not 0 <= dropout < 1:
                 raise ValueError(f"{part}_lora_dropout: must be in [0, 1), got {dropout!r}.")
-            if not targets:
+            if targets is not None and not targets:
                 raise ValueError(f"{part}_lora_target_modules: needs at least one module name.")
 
-    def lora_config(self, part: str, blocks_pattern: str = r"blocks\.\d+") -> LoraConfig | None:
+    def lora_config(self, part: str, backbone=None) -> LoraConfig | None:
         """The `peft.LoraConfig` of `part` ("backbone" or "language_model"), None when its LoRA is off; backbone
-        adapters go inside the modules matching `blocks_pattern` (the tower family's blocks) only."""
+        adapters go inside the blocks of `backbone` (the tower family, a `VisionBackbone`) only, on its
+        `lora_targets` unless `backbone_lora_target_modules` names others."""
         if not getattr(self, f"{part}_lora"):
             return None
         targets = getattr(self, f"{part}_lora_target_modules")
         if part == "backbone":  # only inside the transformer blocks (never the patch embedding or the merger)
-            targets = rf"(.*\.)?{blocks_pattern}\.(.*\.)?({'|'.join(re.escape(t) for t in targets)})"
+            if backbone is None:
+                raise ValueError("backbone_lora: the tower family is needed to place the adapters.")
+            names = "|".join(re.escape(t) for t in (targets or backbone.lora_targets))
+            targets = rf"(.*\.)?{backbone.blocks_pattern}\.(.*\.)?({names})"
         return LoraConfig(r=getattr(self, f"{part}_lora_rank"), lora_alpha=getattr(self, f"{part}_lora_alpha"),
                           lora_dropout=getattr(self, f"{part}_lora_dropout"), target_modules=targets)
 
@@ -73,7 +75,7 @@ def apply_lora(model, lora_args: LoraArguments) -> dict[str, LoraModel]:
     `merge_lora` and `freeze_lora_bases`). Raises `ValueError` naming the option when a target matches nothing."""
     tuners = dict(getattr(model, "lora_tuners", {}))
     for part, attribute in PARTS.items():
-        config = lora_args.lora_config(part, model.config.backbone.blocks_pattern)
+        config = lora_args.lora_config(part, model.config.backbone)
         if config is None:
             continue
         module = getattr(model, attribute, None)
@@ -85,7 +87,7 @@ def apply_lora(model, lora_args: LoraArguments) -> dict[str, LoraModel]:
             tuners[attribute] = LoraModel(module, config, adapter_name="default")
         except ValueError as err:
             if "not found" in str(err) or "did not find" in str(err).lower():
-                names = getattr(lora_args, f"{part}_lora_target_modules")
+                names = getattr(lora_args, f"{part}_lora_target_modules") or list(model.config.backbone.lora_targets)
                 raise ValueError(f"{part}_lora_target_modules: {names} match no module of {attribute}.") from err
             raise
     object.__setattr__(model, "lora_tuners", tuners)  # a plain dict: the tuners are not submodules of the model
@@ -109,4 +111,4 @@ def merge_lora(model):
     return model
 
 
-__all__ = ["BACKBONE_TARGETS", "LANGUAGE_MODEL_TARGETS", "LoraArguments", "apply_lora", "freeze_lora_bases", "merge_lora"]
+__all__ = ["LANGUAGE_MODEL_TARGETS", "LoraArguments", "apply_lora", "freeze_lora_bases", "merge_lora"]

@@ -86,7 +86,8 @@ class ObjectivesModel(nn.Module):
 
     def idle_parameters(self, task: str) -> list[nn.Parameter]:
         """Trainable parameters the forward of objective `task` does not reach: the parts only other objectives
-        of the run reach, and the backbone blocks after the last one `task` reads."""
+        of the run reach, and the tower's modules after the last hidden state `task` reads
+        (`VisionBackbone.unread_modules`)."""
         objective = self.objectives[task]
         parts = self.training_parts()
         owners = {part: {name} for part, name in self.added_by.items()}
@@ -97,7 +98,7 @@ class ObjectivesModel(nn.Module):
         inner = unwrap_versavit(self.model)
         last_read = objective.layers_read(inner)
         if last_read is not None:
-            modules += list(inner.visual.blocks[last_read:])  # hidden_states[i] is the output of block i - 1
+            modules += inner.config.backbone.unread_modules(inner.visual, last_read)
         seen, idle = set(), []
         for module in modules:
             for parameter in module.parameters():
