@@ -34,8 +34,10 @@ $(STAMP): setup.py Makefile
 demo: $(STAMP)
 	$(BIN)/accelerate launch recipes/multitask.py --resume
 
-# The suite without the long end-to-end checks (marker e2e), which CI (.ci/run) runs after it: pytest -m e2e tests
+# The lint (ruff.toml), then the suite without the long end-to-end checks (marker e2e), which CI (.ci/run) runs
+# after it: pytest -m e2e tests
 test: $(STAMP)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest tests -m "not e2e"
 
 # The proving ground: the paper's Table 4 in miniature on generated scenes, 3 seeds, ~45 min on 2 CPU cores

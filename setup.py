@@ -51,10 +51,19 @@ setup(
         # Graph export (recipes/export/export_graph.py): ONNX through transformers' exporter, run in onnxruntime.
         "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         # scikit-image ships the real photos the demo and the tests use (no Hub access needed); parameterized is what
-        # transformers' common model tests (tests/upstream.py) import.
+        # transformers' common model tests (tests/upstream.py) import; ruff lints the code (ruff.toml, make test).
         "test": [
-            "pytest>=8", "scikit-image>=0.24", "gguf>=0.10", "pycocotools>=2.0.7", "tensorboard>=2.15", "matplotlib>=3.8",
-            "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "parameterized>=0.9",
+            "pytest>=8",
+            "ruff>=0.17,<0.18",
+            "scikit-image>=0.24",
+            "gguf>=0.10",
+            "pycocotools>=2.0.7",
+            "tensorboard>=2.15",
+            "matplotlib>=3.8",
+            "onnx>=1.17",
+            "onnxscript>=0.5",
+            "onnxruntime>=1.20",
+            "parameterized>=0.9",
         ],
     },
 )

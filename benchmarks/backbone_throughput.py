@@ -48,7 +48,9 @@ def main():
     vision = tower_config(args.depth, args.embed_dim, args.num_heads)
     model = VersaViTModel(VersaViTConfig(vision_config=vision, depth_layer_indices=[args.depth] * 3))
     attention = model.visual.config._attn_implementation  # the same kernels on both sides
-    tower = Qwen2VisionTransformerPretrainedModel._from_config(model.config.vision_config, attn_implementation=attention)
+    tower = Qwen2VisionTransformerPretrainedModel._from_config(
+        model.config.vision_config, attn_implementation=attention
+    )
     tower.load_state_dict(model.visual.state_dict())
     batches = {
         "dynamic (16x20, 12x12, 20x16 patches)": [(16, 20), (12, 12), (20, 16)],

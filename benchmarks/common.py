@@ -37,17 +37,17 @@ def default_run(extra_args: list[str] = ()):
     by the same functions as `recipes/multitask.py`. `extra_args` are recipe flags that override the file."""
     from transformers import set_seed
 
-    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.config import parse_config
     from versavit_trainer.core.models import build_model
     from versavit_trainer.core.options import run_argument_types
-    from versavit_trainer.data.sources import load_data, task_specs
+    from versavit_trainer.core.sources import load_data, task_specs
 
     model_args, _lora_args, data_args, run_args, training_args = parse_config(
         run_argument_types(), ["--config", str(DEFAULT_CONFIG), "--output_dir", "/tmp/versavit-bench", *extra_args]
     )
     set_seed(training_args.seed)
     data = load_data(data_args, with_eval=False)
-    model, tokenizer = build_model(model_args, data_args.tasks, data.text_embed_dim)
+    model, tokenizer = build_model(model_args, data_args.curriculum_tasks, data.text_embed_dim)
     specs = task_specs(data_args, data.train, tokenizer, training_args.seed)
     return model, tokenizer, specs, data_args, training_args
 
@@ -75,8 +75,9 @@ def dense_config(args) -> VersaViTConfig:
     """A VersaViT config with `args.depth` x `args.embed_dim` tower, a Depth-Anything-Small-sized DPT head on three
     uniformly spaced layers, and 384-d text embeddings (MiniLM's width) for the segmentation head."""
     if args.depth < 3:
-        raise SystemExit(f"--depth: the DPT head reads three distinct layers, so the tower needs at least 3 blocks, got "
-                         f"{args.depth}")
+        raise SystemExit(
+            f"--depth: the DPT head reads three distinct layers, so the tower needs at least 3 blocks, got {args.depth}"
+        )
     return VersaViTConfig(
         vision_config=tower_config(args.depth, args.embed_dim),
         depth_layer_indices=[args.depth // 3, 2 * args.depth // 3, args.depth], depth_neck_hidden_sizes=DPT_NECK,

@@ -43,7 +43,8 @@ def main():
         model, _, specs, _, training_args = default_run(["--output_dir", out, "--report_to", "none", *recipe_flags])
         model.train()
         workers = training_args.dataloader_num_workers
-        print(f"default config, {workers} dataloader workers, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        threads = torch.get_num_threads()
+        print(f"default config, {workers} dataloader workers, torch {torch.__version__}, {threads} threads")
         print(f"{'task':<14}{'batch':>6}{'data img/s':>12}{'model img/s':>13}{'data / model':>14}{'loading share':>15}")
         for spec in specs:
             data = data_rate(model, spec, training_args, args.batches)  # its trainer freezes what the run freezes

@@ -77,11 +77,14 @@ def depth(args):
 
     times = measure({"peer": peer_step, "ours": our_step, "ours_with_merger": our_step_with_merger, "l1": l1_loss,
                      "ssi_gm": ssi_gm_loss, "ssi_gm_separately": ssi_gm_separately}, args.repeats)
-    params = {name: sum(p.numel() for p in model.parameters()) / 1e6 for name, model in (("ours", ours), ("peer", peer))}
+    params = {
+        name: sum(p.numel() for p in model.parameters()) / 1e6 for name, model in (("ours", ours), ("peer", peer))
+    }
     print(f"\nDepth, {args.batch} images of {args.side} px, forward + backward "
           f"(VersaViT {params['ours']:.1f}M parameters, Depth Anything {params['peer']:.1f}M)")
     print(f"  DepthAnythingForDepthEstimation + L1 (peer) {times['peer'] * 1e3:8.1f} ms")
-    print(f"  VersaViTForDepthEstimation + SSI/GM loss    {times['ours'] * 1e3:8.1f} ms   ratio {times['ours'] / times['peer']:.3f}")
+    ratio = times["ours"] / times["peer"]
+    print(f"  VersaViTForDepthEstimation + SSI/GM loss    {times['ours'] * 1e3:8.1f} ms   ratio {ratio:.3f}")
     print(f"    the same, the tower's merger run (before) {times['ours_with_merger'] * 1e3:8.1f} ms   ratio "
           f"{times['ours_with_merger'] / times['peer']:.3f}")
     print(f"  loss alone: L1 {times['l1'] * 1e3:.2f} ms, SSI + GM {times['ssi_gm'] * 1e3:.2f} ms "
@@ -112,8 +115,10 @@ def segmentation(args):
 
         times = measure({"one": one_pass, "peer": n_passes}, args.repeats)
         single = single or times["one"]
-        print(f"  {n:>3} {times['one'] * 1e3:8.1f} ms {times['peer'] * 1e3:13.1f} ms {times['one'] / times['peer']:7.3f} "
-              f"{times['one'] / single:15.2f}")
+        print(
+            f"  {n:>3} {times['one'] * 1e3:8.1f} ms {times['peer'] * 1e3:13.1f} ms {times['one'] / times['peer']:7.3f} "
+            f"{times['one'] / single:15.2f}"
+        )
 
 
 def main():

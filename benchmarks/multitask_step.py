@@ -23,7 +23,8 @@ from transformers import LlamaConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec  # noqa: E402
-from versavit_trainer.core.trainer import apply_stage, training_parts
+from versavit_trainer.core.trainer import apply_stage
+from versavit_trainer.parts import training_parts
 
 
 def build(args):
@@ -66,7 +67,10 @@ def plain_loop(model, data, weights, steps, warmup):
     model.train()
     groups = [
         {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)], "lr": lr}
-        for prefix, lr in ((("visual.", "projector.", "language_model."), 1e-5), (("depth_head.", "segmentation_head."), 1e-4))
+        for prefix, lr in (
+            (("visual.", "projector.", "language_model."), 1e-5),
+            (("depth_head.", "segmentation_head."), 1e-4),
+        )
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)  # what the Trainer's default optim builds
     for step in range(warmup + steps):

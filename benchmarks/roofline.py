@@ -9,7 +9,8 @@ convolutions, attention; a multiply-add counts 2) and its median time. Recipe fl
 the config, e.g. a wider tower:
 
     python benchmarks/roofline.py
-    python benchmarks/roofline.py --vision_config '{model_type: qwen2_vl_vision, depth: 4, embed_dim: 768, num_heads: 12, hidden_size: 1536}' \\
+    python benchmarks/roofline.py \\
+        --vision_config '{model_type: qwen2_vl_vision, depth: 4, embed_dim: 768, num_heads: 12, hidden_size: 1536}' \\
         --head_config '{depth_layer_indices: [2, 3, 4]}'
 """
 
@@ -72,7 +73,9 @@ def every_position_logits(model, inputs: dict, repeats: int) -> None:
         del model.language_model.forward
     model.zero_grad(set_to_none=True)
     label = "  before: all logits"
-    print(f"{label:<21}{flops / 1e9:>9.2f}{every * 1e3:>9.1f}   (every position; selected / all: {selected / every:.2f})")
+    print(
+        f"{label:<21}{flops / 1e9:>9.2f}{every * 1e3:>9.1f}   (every position; selected / all: {selected / every:.2f})"
+    )
 
 
 if __name__ == "__main__":

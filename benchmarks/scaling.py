@@ -55,8 +55,10 @@ def main():
         batch = inputs_for(config, [(side, side)] * count)
         tall = inputs_for(config, [(side * count, side)])
         times = measure({"batch": step(model, batch), "tall": step(model, tall)}, args.repeats)
-        print(f"{count:>3}{count * side * side:>8}{times['batch'] * 1e3:>10.1f}{times['batch'] / (count * single):>11.2f}"
-              f"{times['tall'] * 1e3:>19.1f}{times['batch'] / times['tall']:>14.2f}")
+        print(
+            f"{count:>3}{count * side * side:>8}{times['batch'] * 1e3:>10.1f}{times['batch'] / (count * single):>11.2f}"
+            f"{times['tall'] * 1e3:>19.1f}{times['batch'] / times['tall']:>14.2f}"
+        )
 
     print("\nTokens per image (one image per batch): time per token, relative to the smallest")
     print(f"{'grid':>8}{'tokens':>8}{'ms':>10}{'us / token':>12}{'relative':>10}")
@@ -73,8 +75,10 @@ def main():
     separate = [step(model, inputs_for(config, [grid])) for grid in mixed]
     times = measure({"batch": step(model, batch), "separate": lambda: [run() for run in separate]}, args.repeats)
     tokens = sum(h * w for h, w in mixed)
-    print(f"\nDynamic-resolution batch {mixed} ({tokens} tokens): {times['batch'] * 1e3:.1f} ms, against "
-          f"{times['separate'] * 1e3:.1f} ms for the images one by one (ratio {times['batch'] / times['separate']:.2f})")
+    print(
+        f"\nDynamic-resolution batch {mixed} ({tokens} tokens): {times['batch'] * 1e3:.1f} ms, against "
+        f"{times['separate'] * 1e3:.1f} ms for the images one by one (ratio {times['batch'] / times['separate']:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 """The backbone interface: how VersaViT reads one family of transformers vision towers.
 
 A family is a `VisionBackbone` subclass in a file of its own (`backbone_qwen2_vl.py`, `backbone_qwen3_vl.py`,
-`backbone_siglip2.py`, `backbone_siglip.py`), marked `@register_backbone`; one line of `backbones.py` imports the file. The heads, objectives, probes, export and swap go through it and never
-through a tower's internals. What a family says:
+`backbone_siglip2.py`, `backbone_siglip.py`), marked `@register_backbone`; one line of `backbones.py` imports the
+file. The heads, objectives, probes, export and swap go through it and never through a tower's internals. What a
+family says:
 
 - which transformers tower it wraps (`tower_class`, built from the vision config, weights keeping the MLLM's own
   names) and the MLLM `model_type`s that carry it;
@@ -40,8 +41,8 @@ class MatmulPatchEmbed(nn.Module):
 
     The Qwen-family towers embed each flattened `(C, T, P, P)` patch with a `Conv3d` whose kernel equals its stride:
     one output per patch, i.e. `patches @ W.view(embed_dim, -1).T (+ bias)`. As a convolution it runs 3-4x slower
-    forward + backward on the CPU (BENCHMARKS.md); as a GEMM it is the same arithmetic. The `proj` Conv3d is kept as
-    the parameter holder, so `visual.patch_embed.proj.weight` (and `.bias`, Qwen3-VL's) and their shapes are the
+    forward + backward on the CPU (docs/benchmarks.md); as a GEMM it is the same arithmetic. The `proj` Conv3d is
+    kept as the parameter holder, so `visual.patch_embed.proj.weight` (and `.bias`, Qwen3-VL's) and their shapes are the
     MLLM's own and weights load and export unchanged.
     """
 

@@ -197,8 +197,14 @@ class VersaViTConfig(PreTrainedConfig):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """`PreTrainedConfig.from_pretrained`, refusing a folder of another kind of model by name (transformers
         only warns, then fails on whichever of that model's keys clashes with a VersaViT property)."""
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **{
-            key: kwargs[key] for key in ("cache_dir", "local_files_only", "revision", "subfolder", "token") if key in kwargs})
+        config_dict, _ = cls.get_config_dict(
+            pretrained_model_name_or_path,
+            **{
+                key: kwargs[key]
+                for key in ("cache_dir", "local_files_only", "revision", "subfolder", "token")
+                if key in kwargs
+            },
+        )
         found = config_dict.get("model_type")
         if found not in (None, cls.model_type):
             raise ValueError(

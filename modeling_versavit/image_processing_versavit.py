@@ -210,7 +210,9 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
         for index, depth in enumerate(predicted_depth):
             if target_sizes is not None:
                 size = tuple(int(v) for v in target_sizes[index])
-                depth = torch.nn.functional.interpolate(depth[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+                depth = torch.nn.functional.interpolate(
+                    depth[None, None], size=size, mode="bicubic", align_corners=False
+                )[0, 0]
             results.append({"predicted_depth": depth})
         return results
 

@@ -21,7 +21,9 @@ def depth_validity(labels: torch.Tensor, labels_mask: torch.Tensor | None = None
     valid = torch.isfinite(labels) & ((labels >= 0) if label_space == "disparity" else (labels > 0))
     if labels_mask is not None:
         if labels_mask.shape != labels.shape:
-            raise ValueError(f"labels_mask: shape {tuple(labels_mask.shape)} does not match labels {tuple(labels.shape)}.")
+            raise ValueError(
+                f"labels_mask: shape {tuple(labels_mask.shape)} does not match labels {tuple(labels.shape)}."
+            )
         valid = valid & labels_mask.bool()
     return valid
 

@@ -249,9 +249,9 @@ class VersaViTPreTrainedModel(PreTrainedModel):
 
     def frozen_by_design(self) -> list[nn.Parameter]:
         """Parameters VersaViT never trains, frozen at construction and by the trainer's `apply_stage`: the tower's
-        mergers into the MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task models (no head
-        reads them, export keeps the MLLM's, and a parameter without gradient would break DDP's reducer) and the
-        segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
+        mergers into the MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task
+        models (no head reads them, export keeps the MLLM's, and a parameter without gradient would break DDP's reducer)
+        and the segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
         frozen = []
         if not isinstance(self, VersaViTModel):
             frozen += [p for module in self.config.backbone.owned_modules(self.visual) for p in module.parameters()]
@@ -311,7 +311,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         `output_hidden_states` is a flag or the `hidden_states` indices to keep (what a head reads; the others come
         back as `None`). `merge=False` skips the tower's mergers for readers of pre-merger tokens only: their output
         would be thrown away, and while the tower trains they would keep activations for a backward that never comes
-        (BENCHMARKS.md); `pooler_output` then has zero width (None for SigLIP). `num_blocks` runs only the first
+        (docs/benchmarks.md); `pooler_output` then has zero width (None for SigLIP). `num_blocks` runs only the first
         blocks, for readers of earlier layers only (`last_hidden_state` is then the last block run). `output_attentions`
         returns per-image attention maps (see [`VersaViTModelOutput`]): that call's attention runs eager, the
         implementation that computes the weights, whatever the model's `attn_implementation` (the outputs are the same
@@ -482,7 +482,9 @@ class VersaViTModel(VersaViTPreTrainedModel):
         state_dict = {"visual." + k: v for k, v in read_safetensors(folder, prefix, weight_map).items()}
 
         kwargs.setdefault("dtype", getattr(mllm_config, "dtype", None) or next(iter(state_dict.values())).dtype)
-        model, info = cls.from_pretrained(None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs)
+        model, info = cls.from_pretrained(
+            None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs
+        )
         if info["missing_keys"]:
             raise ValueError(
                 f"{folder}: the vision tower weights are incomplete, {len(info['missing_keys'])} tensors missing, "
@@ -510,7 +512,9 @@ def _safetensors_problem(folder, err: Exception) -> str:
     return f"{where}: corrupt or truncated safetensors data ({err}); download or save it again."
 
 
-def read_safetensors(folder: str | Path, prefix: str, weight_map: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+def read_safetensors(
+    folder: str | Path, prefix: str, weight_map: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of a local checkpoint folder whose names start with `prefix`, keyed by their names without it, read
     shard by shard (no other tensor is loaded). A corrupt shard is an `OSError` naming it."""
     from safetensors import safe_open
@@ -664,7 +668,9 @@ class VersaViTSegmentationHead(nn.Module):
         coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
         return self.positional_embedding(coords[None]).permute(0, 3, 1, 2)
 
-    def forward(self, image_embeddings: torch.Tensor, text_embeds: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image_embeddings: torch.Tensor, text_embeds: torch.Tensor, image_index: torch.Tensor
+    ) -> torch.Tensor:
         """Mask logits `(P, 4h, 4w)` for `P` expressions; expression `p` reads image `image_index[p]`.
 
         `image_embeddings` are the neck's `(B, width, h, w)` output, computed once per image however many
@@ -1267,16 +1273,20 @@ class CaptioningMixin:
         """
         inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
         if labels is None or "logits_to_keep" not in inspect.signature(self.language_model.forward).parameters:
-            out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+            out = self.language_model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+            )
             return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features,
                                             hidden_states=out.hidden_states)
         # Vocabulary-wide logits only where a token is predicted (position t predicts labels[:, t + 1]): the chat
         # template, image and question positions -- most of the sequence -- skip the LM head, its backward and the
-        # (batch x length x vocabulary) logits, the largest activation of the step (BENCHMARKS.md).
+        # (batch x length x vocabulary) logits, the largest activation of the step (docs/benchmarks.md).
         targets = labels[:, 1:]
         predicted = targets != IGNORE_INDEX
         keep = F.pad(predicted, (0, 1), value=False)
-        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs
+        )
         # The LLM's own loss is the same mean over the predicted tokens (NaN for a batch without any; here 0).
         loss = F.cross_entropy(out.logits.float(), targets[predicted].to(out.logits.device), reduction="sum")
         loss = loss / predicted.sum().clamp(min=1)
@@ -1290,7 +1300,9 @@ class CaptioningMixin:
     def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
         """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
         inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
-        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
 
 
 class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
@@ -1313,7 +1325,9 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_parts(cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"):
+    def from_parts(
+        cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"
+    ):
         """Assemble the captioning model from a backbone and a causal LLM (their weights are kept; the projector is
         new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings."""
         config = captioning_config(backbone.config, language_model, tokenizer, image_token)
@@ -1326,7 +1340,9 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
         return self.language_model.get_input_embeddings()
 
     @can_return_tuple
-    def forward(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, labels=None, **kwargs) -> VersaViTCaptioningOutput:
+    def forward(
+        self, input_ids, pixel_values, image_grid_thw, attention_mask=None, labels=None, **kwargs
+    ) -> VersaViTCaptioningOutput:
         r"""See [`CaptioningMixin.forward_captioning`]."""
         return self.forward_captioning(input_ids, pixel_values, image_grid_thw, attention_mask, labels, **kwargs)
 
@@ -1369,7 +1385,9 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
         return forwards[task](**inputs)
 
 
-def captioning_config(config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>") -> VersaViTConfig:
+def captioning_config(
+    config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"
+) -> VersaViTConfig:
     """`config` extended with the captioning branch: the LLM's config, the id of `image_token` (added to `tokenizer`
     as a special token, and to the LLM's embeddings, if it is missing) and "captioning" among `tasks`."""
     if image_token not in tokenizer.get_vocab():

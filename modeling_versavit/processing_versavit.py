@@ -48,7 +48,9 @@ class VersaViTCaptioningProcessor:
 
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=add_generation_prompt, tokenize=False
+            )
         turns = [m["content"] + ("\n" if m["role"] == "user" else self.tokenizer.eos_token + "\n") for m in messages]
         return "".join(turns)
 
@@ -123,15 +125,20 @@ class VersaViTCaptioningProcessor:
             if answers is not None and len(answers) != len(prompts):
                 raise ValueError(f"prompts and answers: one per sample, got {len(prompts)} and {len(answers)}.")
             conversations = [
-                [{"user": prompt, "assistant": None if answers is None else answers[i]}] for i, prompt in enumerate(prompts)
+                [{"user": prompt, "assistant": None if answers is None else answers[i]}]
+                for i, prompt in enumerate(prompts)
             ]
         if len(images) != len(conversations):
-            raise ValueError(f"images and prompts/conversations: one per sample, got {len(images)} and {len(conversations)}.")
+            raise ValueError(
+                f"images and prompts/conversations: one per sample, got {len(images)} and {len(conversations)}."
+            )
         if not all(conversations):
             raise ValueError("conversations: every sample needs at least one turn.")
         training = all(turns[-1].get("assistant") is not None for turns in conversations)
         if not training and any(turns[-1].get("assistant") is not None for turns in conversations):
-            raise ValueError("conversations: either every sample ends with an answer (training) or none does (generation).")
+            raise ValueError(
+                "conversations: either every sample ends with an answer (training) or none does (generation)."
+            )
         vision = self.image_processor(images=list(images), return_tensors="pt")
         merge = self.image_processor.merge_size**2
         encoded = [

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.core.config import (
+from versavit_trainer.config import (
     NOT_RECORDED,
     ConfigError,
     DefaultConfig,
@@ -43,8 +43,8 @@ from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.plan import plan_run
 from versavit_trainer.core.reporting import GracefulStop
+from versavit_trainer.core.sources import DataSources
 from versavit_trainer.core.stages import run_as_script, save_model_folders
-from versavit_trainer.data.sources import DataSources
 from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.objectives import ObjectiveContext, get_objective
 

@@ -2,7 +2,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Depth fine-tuning from a multi-task checkpoint (supplement §9.3, the paper's "Ours*" in Table 9).
 
-    python recipes/finetune_depth.py        # the embedded default, configs/finetune_depth_default.yaml; after `make demo`
+    python recipes/finetune_depth.py        # the embedded default, finetune_depth_default.yaml; after `make demo`
     python recipes/finetune_depth.py --model_name_or_path outputs/run/final --data data/depth --eval_data data/nyu \\
         --output_dir outputs/finetune_depth
 
@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.core.lora import LoraArguments
 from versavit_trainer.core.stages import run_as_script
 from versavit_trainer.methods.finetune import FinetuneArguments, finetune, print_summary

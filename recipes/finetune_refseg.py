@@ -2,7 +2,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Referring-segmentation fine-tuning from a multi-task checkpoint (supplement §9.4, "Ours*" in Table 10).
 
-    python recipes/finetune_refseg.py        # the embedded default, configs/finetune_refseg_default.yaml; after `make demo`
+    python recipes/finetune_refseg.py       # the embedded default, finetune_refseg_default.yaml; after `make demo`
     python recipes/finetune_refseg.py --model_name_or_path outputs/run/final --data data/refcoco_train \\
         --eval_data data/refcoco_val --text_encoder models/Qwen3-Embedding-8B --output_dir outputs/finetune_refseg
 
@@ -19,13 +19,15 @@ import logging
 from pathlib import Path
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.core.lora import LoraArguments
 from versavit_trainer.core.stages import run_as_script
 from versavit_trainer.methods.finetune import FinetuneArguments, TextEncoderArguments, finetune, print_summary
 
-DEFAULT_CONFIG = DefaultConfig(Path(__file__).resolve().parent / "configs" / "finetune_refseg_default.yaml",
-                               "referring-segmentation fine-tuning of `make demo`'s model (run it first), about 1.5 minutes on a CPU")
+DEFAULT_CONFIG = DefaultConfig(
+    Path(__file__).resolve().parent / "configs" / "finetune_refseg_default.yaml",
+    "referring-segmentation fine-tuning of `make demo`'s model (run it first), about 1.5 minutes on a CPU",
+)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -23,7 +23,9 @@ SAILViT's three stages of gradual refinement). `--imports my_objective.py` regis
 Writes to `output_dir`:
     <stage>/              per stage (alignment/, multitask/): Trainer checkpoints, tensorboard events; once the stage
                           has finished, trained_parts.safetensors (what it trained), log_history.json, stage.json
-    final/                the multi-task checkpoint (VersaViTForMultiTask + tokenizer + image processor)
+    final/                the multi-task checkpoint (VersaViTForMultiTask + tokenizer + image processor), and the
+                          heads a run's objectives added themselves (objective_parts.safetensors; see
+                          ObjectivesModel.load_objective_parts)
     backbone/             the trained encoder alone: AutoModel.from_pretrained(it) gives a VersaViTModel
     config.yaml           the resolved configuration (re-run it with --config)
     run.json              which recipe owns the folder (with .versavit.lock, held while the run lives: a second run
@@ -42,7 +44,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from versavit_trainer.core.config import (
+from versavit_trainer.config import (
     NOT_RECORDED,
     DefaultConfig,
     check_run_record,
@@ -60,15 +62,15 @@ from versavit_trainer.core.curriculum import (
     parse_stages,
     run_curriculum,
 )
+from versavit_trainer.core.held_out import evaluate_held_out
 from versavit_trainer.core.lora import apply_lora, merge_lora
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import run_argument_types
 from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report, plan_run
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
+from versavit_trainer.core.sources import DataSources
 from versavit_trainer.core.stages import run_as_script, save_model_folders
-from versavit_trainer.data.sources import DataSources
-from versavit_trainer.evaluation.held_out import evaluate_held_out
 from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.objectives import ObjectiveContext, get_objective
 
@@ -155,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = merge_lora(model)  # exported models are plain, without peft
     folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
     summary.update({k: str(v) for k, v in folders.items()})
+    parts = trained.save_objective_parts(folders["final"])  # the objectives' own heads, beside the model's
+    if parts is not None:
+        summary["objective_parts"] = str(parts)
     if held_out:
         model.eval()  # and it stays so for the prediction panel
         after = evaluate_held_out(model, data_args, held_out, tokenizer=tokenizer)
@@ -200,8 +205,10 @@ def print_summary(summary: dict, output_dir: Path) -> None:
             print(f"Held-out depth   AbsRel {before['depth']['abs_rel']:.3f} -> {after['depth']['abs_rel']:.3f}   "
                   f"δ1 {before['depth']['delta1']:.3f} -> {after['depth']['delta1']:.3f}")
         if "segmentation" in after:
-            print(f"Held-out masks   mIoU {before['segmentation']['miou']:.3f} -> {after['segmentation']['miou']:.3f}   "
-                  f"cIoU {before['segmentation']['ciou']:.3f} -> {after['segmentation']['ciou']:.3f}")
+            print(
+                f"Held-out masks   mIoU {before['segmentation']['miou']:.3f} -> {after['segmentation']['miou']:.3f}   "
+                f"cIoU {before['segmentation']['ciou']:.3f} -> {after['segmentation']['ciou']:.3f}"
+            )
         if "captioning" in after:
             print(f"Held-out answers loss/token {before['captioning']['answer_loss']:.3f} -> "
                   f"{after['captioning']['answer_loss']:.3f}   token accuracy "

@@ -32,7 +32,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from versavit_trainer.core.config import ConfigError, DefaultConfig, parse_config
+from versavit_trainer.config import ConfigError, DefaultConfig, parse_config
 from versavit_trainer.core.stages import run_as_script
 from versavit_trainer.evaluation.proving_ground import ReproduceArguments, reproduce
 

@@ -88,7 +88,8 @@ TINY_HEADS = {
 }
 
 
-# The packed Qwen towers (Conv3d patch embedding, `blocks` with `attn`, a merger into the LLM): tests of those internals.
+# The packed Qwen towers (Conv3d patch embedding, `blocks` with `attn`, a merger into the LLM): tests of those
+# internals.
 QWEN_FAMILIES = sorted(family for family in VISION_CONFIGS if family.startswith("qwen"))
 
 
@@ -221,7 +222,9 @@ def tiny_depth_checkpoint(tmp_path_factory):
     with torch.no_grad():
         model.head.conv3.bias.fill_(1.0)  # positive relative depth everywhere, as a trained model predicts
     model.save_pretrained(folder)
-    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
+    DPTImageProcessorPil(
+        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
+    ).save_pretrained(folder)
     return folder
 
 
@@ -238,7 +241,9 @@ def tiny_sam_checkpoint(tmp_path_factory):
     prompt = SamPromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16, mask_input_channels=8)
     decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
     torch.manual_seed(0)
-    SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).save_pretrained(folder)
+    SamModel(
+        SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    ).save_pretrained(folder)
     image_processor = SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
                                            mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
     SamProcessor(image_processor=image_processor).save_pretrained(folder)
@@ -273,11 +278,23 @@ def tiny_describer_checkpoint(tmp_path_factory):
                    num_additional_image_tokens=1).save_pretrained(folder)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                               image_size=56, patch_size=14)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
     torch.manual_seed(0)
-    LlavaForConditionalGeneration(LlavaConfig(
-        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-1,
-    )).save_pretrained(folder)
+    LlavaForConditionalGeneration(
+        LlavaConfig(
+            vision_config=vision.to_dict(),
+            text_config=text.to_dict(),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-1,
+        )
+    ).save_pretrained(folder)
     return folder

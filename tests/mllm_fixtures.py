@@ -68,8 +68,10 @@ QWEN_MLLMS = sorted(family for family in MLLMS if family.startswith("qwen"))
 
 # Special tokens inside the tiny vocabulary, so that generate() can run with an image (LFM2-VL: the image token only).
 IMAGE_TOKENS = {"image_token_id": 127, "video_token_id": 126, "vision_start_token_id": 125, "vision_end_token_id": 124}
-MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {"siglip2": {"image_token_id": 127, "projector_hidden_size": 32},
-                                                             "siglip": {"image_token_index": 127, "projection_dim": 48}}
+MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {
+    "siglip2": {"image_token_id": 127, "projector_hidden_size": 32},
+    "siglip": {"image_token_index": 127, "projection_dim": 48},
+}
 
 
 def save_tiny_mllm(family, folder, shard_size="100KB", vision=None, **text):

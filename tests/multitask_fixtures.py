@@ -38,7 +38,9 @@ def depth_samples(config, count=12, seed=100):
     for i in range(count):
         pixels, grid = _image(config, seed + i)
         generator = torch.Generator().manual_seed(seed + i)
-        samples.append({"pixel_values": pixels, "grid": grid, "labels": torch.rand(SIDE, SIDE, generator=generator) + 0.1})
+        samples.append(
+            {"pixel_values": pixels, "grid": grid, "labels": torch.rand(SIDE, SIDE, generator=generator) + 0.1}
+        )
     return samples
 
 

@@ -86,7 +86,9 @@ def main():
         activation_checkpointing=options.gradient_checkpointing,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
-    trainer = MultiTaskTrainer(model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)])
+    trainer = MultiTaskTrainer(
+        model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)]
+    )
     trainer.train(resume_from_checkpoint=options.resume)
     if trainer.is_world_process_zero():
         unwrapped = trainer.trained_model

@@ -21,7 +21,7 @@ from multitask_fixtures import task_specs, tiny_multitask_model, training_args
 import versavit_trainer.core.trainer as multitask_module
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, VersaViTModel
 from versavit_trainer import MultiTaskTrainer, TaskSpec
-from versavit_trainer.core.config import ConfigError
+from versavit_trainer.config import ConfigError
 from versavit_trainer.core.stages import last_complete_checkpoint
 from versavit_trainer.core.trainer import MultiTaskCollator, MultiTaskDataset
 from versavit_trainer.data.collators import (
@@ -41,7 +41,9 @@ RECIPE = ROOT / "recipes" / "multitask.py"
 # ---------------------------------------------------------------------------------------------------- samples
 def depth_row(size=(28, 28), scale=None, depth_size=None):
     image = PIL.Image.fromarray(np.full((*size[::-1], 3), 120, np.uint8))
-    stored, stored_scale = encode_depth(np.linspace(1, 5, np.prod(depth_size or size)).reshape((depth_size or size)[::-1]))
+    stored, stored_scale = encode_depth(
+        np.linspace(1, 5, np.prod(depth_size or size)).reshape((depth_size or size)[::-1])
+    )
     return {"image": image, "depth": stored, "depth_scale": stored_scale if scale is None else scale}
 
 
@@ -172,7 +174,7 @@ def test_float_images_follow_the_do_rescale_convention(caplog):
 
 def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
     from versavit_trainer import MultiTaskTrainingArguments
-    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.config import parse_config
     from versavit_trainer.core.lora import LoraArguments
     from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments
 
@@ -186,7 +188,9 @@ def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
     with pytest.raises(ConfigError, match=r"head_config\.depth_fusion_hiden_size: unknown key \(did you mean "
                                           r"head_config\.depth_fusion_hidden_size\?\)"):
         parse_config(types, ["--config", write(tmp_path, {**base, "head_config": {"depth_fusion_hiden_size": 16}})])
-    with pytest.raises(ConfigError, match=r"vision_config\.embed_dimm: unknown key \(did you mean vision_config\.embed_dim"):
+    with pytest.raises(
+        ConfigError, match=r"vision_config\.embed_dimm: unknown key \(did you mean vision_config\.embed_dim"
+    ):
         parse_config(types, ["--config", write(tmp_path, {"vision_config": {"model_type": "qwen2_vl_vision",
                                                                             "embed_dimm": 8}})])
     with pytest.raises(ConfigError, match=r"vision_config\.depth: TypeError: Field 'depth' expected int, got str"):
@@ -203,7 +207,7 @@ def test_nested_config_typos_and_types_name_the_full_key(tmp_path):
 def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
     from versavit_trainer.core.models import build_model
     from versavit_trainer.core.options import DataArguments, ModelArguments
-    from versavit_trainer.data.sources import load_data
+    from versavit_trainer.core.sources import load_data
 
     with pytest.raises(FileNotFoundError, match=r"depth data: .*nowhere does not exist"):
         load_data(DataArguments(tasks=["depth"], depth_data=str(tmp_path / "nowhere"), num_eval_scenes=0))
@@ -214,7 +218,9 @@ def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
 
     from versavit_trainer.data.collators import DEPTH_FEATURES
 
-    Dataset.from_dict({column: [] for column in DEPTH_FEATURES}, features=DEPTH_FEATURES).save_to_disk(str(tmp_path / "rows"))
+    Dataset.from_dict({column: [] for column in DEPTH_FEATURES}, features=DEPTH_FEATURES).save_to_disk(
+        str(tmp_path / "rows")
+    )
     with pytest.raises(ValueError, match=r"depth data: .*rows is not a readable saved dataset, or holds no rows"):
         load_data(DataArguments(tasks=["depth"], depth_data=str(tmp_path / "rows"), num_eval_scenes=0))
     with pytest.raises(FileNotFoundError, match=r"model_name_or_path: .*missing/model is not a folder"):
@@ -331,7 +337,9 @@ def test_resuming_with_a_changed_config_is_refused_and_the_record_kept(tmp_path,
     saved = (tmp_path / "run" / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"--resume: the settings differ from .*config\.yaml \(learning_rate: "
                                           r"0\.001 -> 0\.002; lr_scheduler_type: 'linear' -> 'constant'\)"):
-        recipe.main(["--config", str(config), "--resume", "--learning_rate", "0.002", "--lr_scheduler_type", "constant"])
+        recipe.main(
+            ["--config", str(config), "--resume", "--learning_rate", "0.002", "--lr_scheduler_type", "constant"]
+        )
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
     # how it logs may change; the change is recorded beside the original
     recipe.main(["--config", str(config), "--resume", "--logging_steps", "2"])

@@ -10,21 +10,34 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 FEW_SCENES = ["--num_scenes", "24"]  # recipe flags: the default config on fewer generated scenes
 
 COMMANDS = {
-    "backbone_throughput": (["--embed_dim", "32", "--depth", "1", "--num_heads", "2", "--repeats", "1"],
-                            ["ratio", "MatmulPatchEmbed"]),
-    "heads": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--expressions", "1", "2", "--repeats", "1"],
-              ["DepthAnythingForDepthEstimation + L1 (peer)", "N passes (peer)"]),
-    "resolution": (["--depth", "3", "--embed_dim", "64", "--size", "56", "--resolutions", "56x56", "28x84",
-                    "--repeats", "1"], ["56x56 (peer)", "28x84", "segmentation step"]),
-    "scaling": (["--embed_dim", "64", "--depth", "1", "--side", "4", "--repeats", "1"], ["batch / tall", "Dynamic-resolution"]),
-    "multitask_step": (["--steps", "1", "--warmup", "1", "--depth", "1", "--embed_dim", "64", "--side", "56"],
-                       ["ratio trainer / plain loop"]),
+    "backbone_throughput": (
+        ["--embed_dim", "32", "--depth", "1", "--num_heads", "2", "--repeats", "1"],
+        ["ratio", "MatmulPatchEmbed"],
+    ),
+    "heads": (
+        ["--depth", "3", "--embed_dim", "64", "--side", "56", "--expressions", "1", "2", "--repeats", "1"],
+        ["DepthAnythingForDepthEstimation + L1 (peer)", "N passes (peer)"],
+    ),
+    "resolution": (
+        ["--depth", "3", "--embed_dim", "64", "--size", "56", "--resolutions", "56x56", "28x84", "--repeats", "1"],
+        ["56x56 (peer)", "28x84", "segmentation step"],
+    ),
+    "scaling": (
+        ["--embed_dim", "64", "--depth", "1", "--side", "4", "--repeats", "1"],
+        ["batch / tall", "Dynamic-resolution"],
+    ),
+    "multitask_step": (
+        ["--steps", "1", "--warmup", "1", "--depth", "1", "--embed_dim", "64", "--side", "56"],
+        ["ratio trainer / plain loop"],
+    ),
     "data_pipeline": (["--batches", "1", "--repeats", "1", *FEW_SCENES], ["segmentation", "data / model"]),
     "roofline": (["--repeats", "1", "--gemm_size", "256", *FEW_SCENES], ["multi-task", "before: all logits"]),
     "memory": (FEW_SCENES, ["alignment stage (projector only)", "step peak RSS"]),
     "bf16": (["--repeats", "1", *FEW_SCENES], ["multi-task round", "LLM stored in bf16", "frozen tower"]),
-    "export": (["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1", "--models", "backbone"],
-               ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTModel"]),
+    "export": (
+        ["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1", "--models", "backbone"],
+        ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTModel"],
+    ),
 }
 
 

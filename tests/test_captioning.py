@@ -72,7 +72,9 @@ def test_labels_are_masked_token_by_token(tokenizer):
             else:  # chat template, image tokens, question and padding are not
                 assert labels[position] == IGNORE_INDEX
         prompt = tokenizer.decode(ids[:start])
-        assert prompt.count("<image>") == h * w // 4 and ("Describe the image." in prompt or "What is in the cup?" in prompt)
+        assert prompt.count("<image>") == h * w // 4 and (
+            "Describe the image." in prompt or "What is in the cup?" in prompt
+        )
 
 
 def test_loss_is_the_per_token_mean_over_answer_tokens(tokenizer):
@@ -232,8 +234,12 @@ def test_a_checkpoint_with_every_head_loads_into_each_task_class(tmp_path, token
         tensors.update({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("visual.")})
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
 
-    for model_class, reference in ((VersaViTForDepthEstimation, depth), (VersaViTForReferringSegmentation, segmentation),
-                                   (VersaViTForCaptioning, captioner), (VersaViTModel, depth)):
+    for model_class, reference in (
+        (VersaViTForDepthEstimation, depth),
+        (VersaViTForReferringSegmentation, segmentation),
+        (VersaViTForCaptioning, captioner),
+        (VersaViTModel, depth),
+    ):
         loaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
         assert not info["missing_keys"], model_class.__name__
         expected = reference.state_dict()
@@ -246,7 +252,9 @@ def test_projector_parameter_count_at_paper_scale():
     with torch.device("meta"):
         projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
     count = sum(p.numel() for p in projector.parameters())
-    print(f"Captioning projector, 1280-d tower into a 2048-d LLM: {count / 1e6:.1f}M parameters (paper Table 13: 35.0M)")
+    print(
+        f"Captioning projector, 1280-d tower into a 2048-d LLM: {count / 1e6:.1f}M parameters (paper Table 13: 35.0M)"
+    )
     assert 30e6 < count < 40e6
 
 
@@ -258,14 +266,24 @@ def test_multi_turn_conversations_label_every_answer(tokenizer):
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     labelled = labels != IGNORE_INDEX
     # The labelled tokens are exactly the two answers, each closed by the end-of-sequence token, in order.
-    expected = sum((tokenizer(t["assistant"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in turns), [])
+    expected = sum(
+        (tokenizer(t["assistant"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in turns), []
+    )
     assert labels[labelled].tolist() == expected and ids[labelled].tolist() == expected
     # Everything else is the chat template's rendering of the conversation (image placeholder expanded).
     text = tokenizer.decode(ids, skip_special_tokens=False)
     reference = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "<image>\nDescribe the image."}, {"role": "assistant", "content": "A cup of coffee."},
-         {"role": "user", "content": "How many cups are there?"}, {"role": "assistant", "content": "one"}], tokenize=False)
+        [
+            {"role": "user", "content": "<image>\nDescribe the image."},
+            {"role": "assistant", "content": "A cup of coffee."},
+            {"role": "user", "content": "How many cups are there?"},
+            {"role": "assistant", "content": "one"},
+        ],
+        tokenize=False,
+    )
     (_, h, w), = batch["image_grid_thw"].tolist()
     assert text == reference.replace("<image>", "<image>" * (h * w // 4)).rstrip("\n")
     with pytest.raises(ValueError, match=r"conversations\[0\]\[0\]: only the last turn may lack an answer"):
-        processor([PIL.Image.fromarray(photo("coffee"))], conversations=[[{"user": "a"}, {"user": "b", "assistant": "c"}]])
+        processor(
+            [PIL.Image.fromarray(photo("coffee"))], conversations=[[{"user": "a"}, {"user": "b", "assistant": "c"}]]
+        )

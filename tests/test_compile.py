@@ -33,7 +33,9 @@ def test_backbone_and_heads_compile_to_the_same_outputs():
             eager, ours = model(**inputs, **extra), compiled(**inputs, **extra)
         for field in fields:
             assert ours[field].shape == eager[field].shape, (model_class.__name__, field)
-            torch.testing.assert_close(ours[field], eager[field], rtol=1e-4, atol=1e-5, msg=f"{model_class.__name__}.{field}")
+            torch.testing.assert_close(
+                ours[field], eager[field], rtol=1e-4, atol=1e-5, msg=f"{model_class.__name__}.{field}"
+            )
 
 
 def test_a_compiled_training_step_gives_the_same_loss_and_gradients():

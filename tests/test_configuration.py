@@ -98,10 +98,15 @@ def test_another_model_s_folder_is_refused_naming_its_model_type(tmp_path):
 
     from modeling_versavit import VersaViTModel
 
-    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
     for load in (VersaViTConfig.from_pretrained, VersaViTModel.from_pretrained):
-        with pytest.raises(ValueError, match=r"its config.json is a 'llama' model's, not a VersaViT one. For the vision "
-                                             r"tower of an MLLM folder use VersaViTModel.from_mllm"):
+        with pytest.raises(
+            ValueError,
+            match=r"its config.json is a 'llama' model's, not a VersaViT one. For the vision "
+            r"tower of an MLLM folder use VersaViTModel.from_mllm",
+        ):
             load(tmp_path)
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from test_multitask_recipe import launch
 
 from modeling_versavit import VersaViTModel
-from versavit_trainer.core.config import ConfigError
+from versavit_trainer.config import ConfigError
 from versavit_trainer.core.curriculum import parse_stages
 from versavit_trainer.core.options import DataArguments
 from versavit_trainer.core.trainer import MultiTaskTrainingArguments
@@ -31,7 +31,7 @@ RATES = [{"pooled_head": 1e-2, "depth_head": 1e-3}, {"backbone": 1e-4, "pooled_h
 
 
 def curriculum_config(folder: Path) -> Path:
-    return tiny_run_config(folder, Path("unused"), tasks=["depth"], stages=STAGES,
+    return tiny_run_config(folder, Path("unused"), stages=STAGES,
                            num_eval_scenes=0, panel_samples=0, report_to="none", save_steps=2,
                            lr_scheduler_type="constant", warmup_steps=0)
 
@@ -86,6 +86,8 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
     history = json.loads((out / "with_backbone" / "log_history.json").read_text())
     assert all("pooled_l2/mse" in entry and "loss_depth" in entry for entry in history if "loss" in entry)
     assert type(VersaViTModel.from_pretrained(out / "backbone")) is VersaViTModel
+    assert json.loads((out / "final" / "config.json").read_text())["tasks"] == ["depth"]  # the stages' heads
+    assert set(load_file(out / "final" / "objective_parts.safetensors")) == {"pooled_head.weight", "pooled_head.bias"}
 
     # killed in the middle of stage 2 (after its checkpoint-2), resumed: the uninterrupted run's weights and losses
     interrupted = tmp_path / "interrupted"
@@ -98,7 +100,10 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
         shutil.rmtree(interrupted / "run" / name)
     resumed = load_recipe("multitask").main(["--config", str(curriculum_config(interrupted)), "--resume",
                                              "--imports", str(TOY)])
-    assert resumed["stages"]["head_only"]["steps_this_run"] == 0 and resumed["stages"]["with_backbone"]["steps_this_run"] == 2
+    assert (
+        resumed["stages"]["head_only"]["steps_this_run"] == 0
+        and resumed["stages"]["with_backbone"]["steps_this_run"] == 2
+    )
     again = load_file(stage_two / "checkpoint-4" / "model.safetensors")
     assert set(again) == set(after_two)
     for name, value in after_two.items():
@@ -120,6 +125,44 @@ def test_a_toy_objective_trains_through_a_two_stage_curriculum(tmp_path, monkeyp
     assert_changed(initial, zero_one, changed={"pooled_head", "depth_head"}, unchanged={"visual", "merger"})
     assert_changed(zero_one, zero_two, changed={"visual", "pooled_head", "depth_head"}, unchanged={"merger"})
 
+
+
+def test_a_curriculum_of_a_users_objective_alone_builds_no_head_and_its_head_loads_from_final(tmp_path):
+    """`tasks` unset: the model's heads are those of the stages' objectives, here none; the objective's own head is
+    in `final/` beside the tower and loads back into the model the run trained."""
+    from modeling_versavit import VersaViTForMultiTask
+    from versavit_trainer.core.objectives_model import ObjectivesModel
+    from versavit_trainer.objectives import get_objective
+
+    stages = [{"name": "only", "objectives": ["pooled_l2"], "train": {"backbone": 1e-4, "pooled_head": 1e-2},
+               "max_steps": 2}]
+    config = tiny_run_config(tmp_path, Path("unused"), stages=stages, num_eval_scenes=0, panel_samples=0,
+                             report_to="none", save_strategy="no")
+    recipe = load_recipe("multitask")
+    recipe.main(["--config", str(config), "--imports", str(TOY)])
+    final = tmp_path / "run" / "final"
+    assert json.loads((final / "config.json").read_text())["tasks"] == []
+    assert {name.split(".")[0] for name in load_file(final / "model.safetensors")} == {"visual"}  # no unused head
+    model = ObjectivesModel(VersaViTForMultiTask.from_pretrained(final), [get_objective("pooled_l2")])
+    model.load_objective_parts(final)
+    trained = load_file(tmp_path / "run" / "only" / "trained_parts.safetensors")
+    for name, value in model.objective_modules["pooled_head"].state_dict().items():
+        assert torch.equal(value, trained[f"pooled_head.{name}"]), name
+    with pytest.raises(ValueError, match=r"holds the parts \{'pooled_head': 'pooled_l2'\} \(part: objective\), "
+                                         r"but this model's objectives add \{\}"):
+        ObjectivesModel(VersaViTForMultiTask.from_pretrained(final), []).load_objective_parts(final)
+
+    # `tasks` names the heads of VersaViT's curriculum: with `stages:` it may only repeat what the stages train
+    with pytest.raises(ConfigError, match=r"tasks: \['depth'\], but with `stages:` the model's heads are those of "
+                                          r"the stages' objectives \(none: objectives of your own add their parts\); "
+                                          r"leave tasks out"):
+        recipe.main(["--config", str(config), "--imports", str(TOY), "--tasks", "depth"])
+    with pytest.raises(ConfigError, match=r"tasks: expected distinct names among .*, got \[\]\. It names the heads "
+                                          r"of VersaViT's curriculum; a run with `stages:` builds the heads of its "
+                                          r"stages' objectives"):
+        (tmp_path / "empty").mkdir()
+        empty = tiny_run_config(tmp_path / "empty", Path("unused"), stages=stages, tasks=[])
+        recipe.main(["--config", str(empty), "--imports", str(TOY)])
 
 def test_the_vqa_evaluation_curriculum_keeps_the_encoder_frozen(tmp_path, tiny_llm):
     """recipes/configs/vqa_eval.yaml on a trained encoder: the projector alone, then projector + LLM, the encoder
@@ -156,15 +199,24 @@ def test_stage_lists_are_checked_key_by_key(tmp_path):
     good = {"name": "a", "objectives": ["depth"], "train": {"depth_head": 1e-3}}
     cases = [
         ([{**good, "max_stesp": 3}], r"stages\[0\]\.max_stesp: unknown key \(did you mean stages\[0\]\.max_steps\?\)"),
-        ([{**good, "objectives": ["depht"]}], r"stages\[0\]\.objectives: unknown objective 'depht' \(did you mean "
-                                              r"'depth'\?\)"),
+        (
+            [{**good, "objectives": ["depht"]}],
+            r"stages\[0\]\.objectives: unknown objective 'depht' \(did you mean "
+            r"'depth'\?\)",
+        ),
         ([{**good, "objectives": {"depth": {"wieght": 1}}}], r"stages\[0\]\.objectives\.depth\.wieght: unknown key"),
         ([{**good, "objectives": {"depth": {"weight": float("nan")}}}], r"stages\[0\]\.objectives\.depth\.weight: "),
         ([{**good, "objectives": {"depth": {"batch_size": 0}}}], r"stages\[0\]\.objectives\.depth\.batch_size: must"),
-        ([{**good, "objectives": {"depth": {"data": {"num_scene": 3}}}}], r"stages\[0\]\.objectives\.depth\.data\."
-                                                                          r"num_scene: unknown key"),
-        ([{**good, "train": {"depth_head": "fast"}}], r"stages\[0\]: part_learning_rates\.depth_head: expected a finite "
-                                                      r"rate >= 0 or 'frozen', got 'fast'"),
+        (
+            [{**good, "objectives": {"depth": {"data": {"num_scene": 3}}}}],
+            r"stages\[0\]\.objectives\.depth\.data\."
+            r"num_scene: unknown key",
+        ),
+        (
+            [{**good, "train": {"depth_head": "fast"}}],
+            r"stages\[0\]: part_learning_rates\.depth_head: expected a finite "
+            r"rate >= 0 or 'frozen', got 'fast'",
+        ),
         ([{**good, "max_steps": "ten"}], r"stages\[0\]\.max_steps: expected a int, got 'ten'"),
         ([{"name": "a", "objectives": ["depth"]}], r"stages\[0\]: say what trains"),
         ([good, good], r"stages\[1\]\.name: 'a' names two stages"),

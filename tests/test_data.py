@@ -79,7 +79,9 @@ def test_depth_collator_keeps_image_and_label_aligned_under_resize_and_flip():
     depth = np.tile(1.0 + np.arange(90, dtype=np.float32), (60, 1))
     depth[:, :10] = np.nan  # a hole at the left edge
     stored, scale = encode_depth(depth)
-    batch = DepthCollator(size=56, flip_probability=1.0, seed=0)([{"image": image, "depth": stored, "depth_scale": scale}])
+    batch = DepthCollator(size=56, flip_probability=1.0, seed=0)(
+        [{"image": image, "depth": stored, "depth_scale": scale}]
+    )
     picture = unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])
     label = batch["labels"][0]
     column_from_image = picture[0] / 255 * 89  # the source column each output pixel shows
@@ -118,7 +120,9 @@ def test_segmentation_collator_errors():
 
 
 def test_minilm_paraphrases_score_higher_than_unrelated_sentences(embedder):
-    emb = embedder(["the red ball on the left", "the crimson sphere at the left side", "quarterly earnings rose sharply"])
+    emb = embedder(
+        ["the red ball on the left", "the crimson sphere at the left side", "quarterly earnings rose sharply"]
+    )
     assert emb.shape == (3, 384)
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))  # MiniLM prescribes L2 normalisation
     similarity = emb @ emb.T
@@ -136,7 +140,9 @@ def test_scene_datasets_follow_the_schemas_and_keep_exact_labels(scenes):
     depth = decode_depth(row["depth"], row["depth_scale"])
     finite = np.isfinite(scene.depth)
     assert (np.isnan(depth) == ~finite).all()
-    np.testing.assert_allclose(depth[finite], scene.depth[finite], rtol=1e-4, atol=float(scene.depth[finite].max()) / 65535)
+    np.testing.assert_allclose(
+        depth[finite], scene.depth[finite], rtol=1e-4, atol=float(scene.depth[finite].max()) / 65535
+    )
     segmentation = scenes["segmentation"][0]
     first = generate_scene(10)
     assert segmentation["expressions"] == [text for text, _ in first.expressions]
@@ -168,7 +174,9 @@ def test_captioning_collator_uses_turns_or_captions(scenes):
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer)
+    processor = VersaViTCaptioningProcessor(
+        VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer
+    )
     collate = CaptioningCollator(processor)
     batch = collate([scenes["captioning"][0], {"image": PIL.Image.new("RGB", (64, 48)), "caption": "A gray card."}])
     assert batch["input_ids"].shape[0] == 2 and (batch["labels"] != -100).any(dim=1).all()
@@ -225,7 +233,9 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
     config = captioning_config(tiny_config(text_embed_dim=384), llm, tokenizer)
     model = VersaViTForMultiTask(config)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    processor = VersaViTCaptioningProcessor(VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer)
+    processor = VersaViTCaptioningProcessor(
+        VersaViTImageProcessor(size={"shortest_edge": 3136, "longest_edge": 112 * 112}), tokenizer
+    )
     resolutions = {(56, 112), (112, 56)}
     tasks = [
         TaskSpec("captioning", scenes["captioning"], CaptioningCollator(processor), 2),
@@ -320,7 +330,7 @@ def test_flips_never_contradict_left_and_right():
         return "left" if columns.mean() < side / 2 else "right"
 
     unflipped = SegmentationCollator(size=side, flip_probability=0.0)([sample])
-    offline = SegmentationCollator(size=side, flip_probability=1.0)(([sample]))
+    offline = SegmentationCollator(size=side, flip_probability=1.0)([sample])
     assert [side_of(m) for m in offline["labels"]] == ["left", "right"]  # not flipped: the masks ...
     assert torch.equal(offline["pixel_values"], unflipped["pixel_values"])  # ... nor the image
     image_of = lambda batch: unpatchify(batch["pixel_values"], batch["image_grid_thw"][0])  # noqa: E731
@@ -397,8 +407,8 @@ def test_the_depth_label_space_comes_from_the_data(tmp_path):
     from datasets import Dataset, Features, Value
 
     from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.core.sources import depth_label_space
     from versavit_trainer.data.collators import DEPTH_FEATURES
-    from versavit_trainer.data.sources import depth_label_space
 
     rows = {"image": [PIL.Image.new("RGB", (4, 4))], "depth": [PIL.Image.new("I;16", (4, 4))], "depth_scale": [1.0]}
     legacy = Dataset.from_dict(rows, features=DEPTH_FEATURES)
@@ -445,7 +455,7 @@ def test_resolution_sets_are_parsed_and_bad_ones_named():
 
 
 def test_resolutions_written_as_pairs_in_yaml_are_read(tmp_path):
-    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.config import parse_config
     from versavit_trainer.core.options import DataArguments
 
     config = tmp_path / "run.yaml"
@@ -462,7 +472,12 @@ def test_dynamic_resolution_resizes_each_batch_and_its_labels_together(scenes):
     collator = DepthCollator(size=56, flip_probability=0.0, seed=0, resolutions=RESOLUTIONS, positions_per_batch=2)
     mask = np.zeros((60, 90), dtype=bool)
     mask[10:40, 20:50] = True
-    sample = {"image": image, "expressions": ["a box"], "masks": [PIL.Image.fromarray(mask)], "text_embeds": [[0.0] * 4]}
+    sample = {
+        "image": image,
+        "expressions": ["a box"],
+        "masks": [PIL.Image.fromarray(mask)],
+        "text_embeds": [[0.0] * 4],
+    }
     segmentation = SegmentationCollator(size=56, flip_probability=0.0, seed=0, resolutions=RESOLUTIONS,
                                         positions_per_batch=2)
     seen = set()

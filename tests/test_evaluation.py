@@ -12,8 +12,18 @@ from modeling_versavit import VersaViTConfig, VersaViTModel
 
 
 def test_eval_depth_on_scenes_and_a_real_image(tmp_path, dense_checkpoint):
-    summary = load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
-                                              "--output_dir", str(tmp_path / "a")])
+    summary = load_recipe("eval_depth").main(
+        [
+            "--model",
+            str(dense_checkpoint),
+            "--size",
+            "56",
+            "--num_eval_scenes",
+            "3",
+            "--output_dir",
+            str(tmp_path / "a"),
+        ]
+    )
     assert summary["images"] == 3 and summary["abs_rel"] > 0 and 0 <= summary["delta1"] <= 1
     index = json.loads((tmp_path / "a" / "model_index.json").read_text())
     assert [r["metric_type"] for r in index] == ["abs_rel", "delta1"]
@@ -54,14 +64,16 @@ def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
 def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
     from modeling_versavit import VersaViTForMultiTask
     from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
     from versavit_trainer.data.assets import minilm_path
     from versavit_trainer.data.collators import scene_datasets
-    from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
     from versavit_trainer.data.text_embedding import SentenceEmbedder
-    from versavit_trainer.evaluation.metrics import evaluate_segmentation
+    from versavit_trainer.metrics import evaluate_segmentation
+    from versavit_trainer.objectives.dense import eval_batches
 
-    summary = load_recipe("eval_refseg").main(["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3",
-                                               "--output_dir", str(tmp_path)])
+    summary = load_recipe("eval_refseg").main(
+        ["--model", str(dense_checkpoint), "--size", "56", "--num_eval_scenes", "3", "--output_dir", str(tmp_path)]
+    )
     rows = scene_datasets(3, SentenceEmbedder(minilm_path()), seed=EVAL_SCENE_SEED_OFFSET)["segmentation"]
     model = VersaViTForMultiTask.from_pretrained(dense_checkpoint).eval()
     with torch.no_grad():
@@ -78,10 +90,28 @@ def save_small_encoder(folder) -> None:
 
 def test_compare_two_encoders_writes_the_table_and_the_figure(tmp_path):
     save_small_encoder(tmp_path / "encoder")
-    summary = load_recipe("compare").main([
-        "--encoders", str(tmp_path / "encoder"), "random", "--names", "ours", "baseline", "--size", "56", "--steps",
-        "20", "--num_scenes", "8", "--num_eval_scenes", "3", "--num_examples", "2", "--output_dir", str(tmp_path / "out"),
-    ])
+    summary = load_recipe("compare").main(
+        [
+            "--encoders",
+            str(tmp_path / "encoder"),
+            "random",
+            "--names",
+            "ours",
+            "baseline",
+            "--size",
+            "56",
+            "--steps",
+            "20",
+            "--num_scenes",
+            "8",
+            "--num_eval_scenes",
+            "3",
+            "--num_examples",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     table = (tmp_path / "out" / "comparison.md").read_text().splitlines()
     assert table[0] == "| Method | scenes mIoU ↑ | scenes RMSE ↓ | scenes AbsRel ↓ |"
     assert table[2].startswith("| ours | ") and table[3].startswith("| baseline | ") and "(" in table[3]
@@ -125,9 +155,22 @@ def test_eval_depth_on_a_da2k_layout(tmp_path, dense_checkpoint):
             pairs.append({"point1": p1, "point2": p2,
                           "closer_point": "point1" if depth[tuple(p1)] < depth[tuple(p2)] else "point2"})
     (tmp_path / "annotations.json").write_text(json.dumps({"images/outdoor/0.png": pairs}))
-    summary = load_recipe("eval_depth").main(["--model", str(dense_checkpoint), "--size", "56", "--dataset", "da2k",
-                                              "--data_root", str(tmp_path), "--space", "depth",
-                                              "--output_dir", str(tmp_path / "out")])
+    load_recipe("eval_depth").main(
+        [
+            "--model",
+            str(dense_checkpoint),
+            "--size",
+            "56",
+            "--dataset",
+            "da2k",
+            "--data_root",
+            str(tmp_path),
+            "--space",
+            "depth",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["pairs"] == len(pairs) and saved["images"] == 1 and 0 <= saved["accuracy"] <= 1
     index = json.loads((tmp_path / "out" / "model_index.json").read_text())

@@ -91,7 +91,9 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     for mine, reference in zip(ours.deepstack_features or (), theirs.get("deepstack_features") or (), strict=True):
         torch.testing.assert_close(mine, reference)  # Qwen3-VL: the MLLM's DeepStack mergers on the new tower
     image = IMAGE_TOKENS["image_token_id"]
-    input_ids = torch.tensor([[5, IMAGE_TOKENS["vision_start_token_id"]] + [image] * 4 + [IMAGE_TOKENS["vision_end_token_id"], 6]])
+    input_ids = torch.tensor(
+        [[5, IMAGE_TOKENS["vision_start_token_id"]] + [image] * 4 + [IMAGE_TOKENS["vision_end_token_id"], 6]]
+    )
     generated = mllm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=3,
                               do_sample=False, **inputs)
     assert generated.shape == (1, input_ids.shape[1] + 3)
@@ -141,7 +143,9 @@ def test_a_mismatched_encoder_fails_before_writing(tmp_path):
     with pytest.raises(ValueError) as info:
         swap_vision_tower(mllm_dir, wrong, out)
     message = str(info.value)
-    assert "vision_config.depth: encoder 2, MLLM 3" in message and "vision_config.num_heads: encoder 2, MLLM 4" in message
+    assert (
+        "vision_config.depth: encoder 2, MLLM 3" in message and "vision_config.num_heads: encoder 2, MLLM 4" in message
+    )
     assert not out.exists()
     with pytest.raises(ValueError, match="backbone family: encoder 'qwen2_5_vl', MLLM 'qwen2_vl'"):
         swap_vision_tower(mllm_dir, VersaViTModel(tiny_config("qwen2_5_vl")), out)
@@ -196,14 +200,25 @@ print(json.dumps({{"growth": peak[0] - start}}))
 def test_streaming_swap_peak_memory_stays_near_one_shard(tmp_path):
     mllm_dir = tmp_path / "mllm"
     # ~240 MB of LLM weights (12 layers of 512 x 2048) in 20 MB shards; never run, only swapped
-    save_tiny_mllm("qwen2_vl", mllm_dir, shard_size="20MB", vision={"hidden_size": 512}, vocab_size=8000, hidden_size=512,
-                   intermediate_size=2048, num_hidden_layers=12, tie_word_embeddings=False)
+    save_tiny_mllm(
+        "qwen2_vl",
+        mllm_dir,
+        shard_size="20MB",
+        vision={"hidden_size": 512},
+        vocab_size=8000,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        tie_word_embeddings=False,
+    )
     total = sum(p.stat().st_size for p in mllm_dir.glob("*.safetensors"))
     largest = max(p.stat().st_size for p in mllm_dir.glob("*.safetensors"))
     script = PEAK_SCRIPT.format(tests=str(HERE), mllm=str(mllm_dir), out=str(tmp_path / "out"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     growth = json.loads(result.stdout.strip().splitlines()[-1])["growth"]
-    print(f"peak growth {growth / 2**20:.0f} MiB; total {total / 2**20:.0f} MiB, largest shard {largest / 2**20:.0f} MiB")
+    print(
+        f"peak growth {growth / 2**20:.0f} MiB; total {total / 2**20:.0f} MiB, largest shard {largest / 2**20:.0f} MiB"
+    )
     assert total > 8 * largest
     assert growth < 3 * largest, (growth, largest, total)

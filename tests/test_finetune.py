@@ -46,8 +46,9 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
 def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense_checkpoint):
     from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
     from versavit_trainer.core.options import DataArguments
+    from versavit_trainer.core.sources import load_data
     from versavit_trainer.data.assets import minilm_path
-    from versavit_trainer.data.sources import eval_batches, load_data
+    from versavit_trainer.objectives.dense import eval_batches
     from versavit_trainer.objectives.online_text import OnlineTextSegmentation
 
     config = VersaViTConfig.from_pretrained(dense_checkpoint)
@@ -61,7 +62,8 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense
     offline = VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config)
     online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config),
                                     SentenceEmbedder(minilm_path()))
-    from versavit_trainer.core.trainer import apply_stage, training_parts
+    from versavit_trainer.core.trainer import apply_stage
+    from versavit_trainer.parts import training_parts
 
     apply_stage(online, dict.fromkeys(training_parts(online), 1e-4))
     out_offline = offline(task="segmentation", **offline_batch)
@@ -83,8 +85,10 @@ def test_bad_finetuning_inputs_are_named(tmp_path, dense_checkpoint):
         recipe.main(["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "a"), *SMALL])
     VersaViTModel.from_pretrained(dense_checkpoint).save_pretrained(tmp_path / "backbone_only")
     with pytest.raises(ValueError, match=r"has no depth weights \(depth_head\.\*\)"):
-        recipe.main(["--model_name_or_path", str(tmp_path / "backbone_only"), "--output_dir", str(tmp_path / "b"), *SMALL])
-    from versavit_trainer.core.config import ConfigError
+        recipe.main(
+            ["--model_name_or_path", str(tmp_path / "backbone_only"), "--output_dir", str(tmp_path / "b"), *SMALL]
+        )
+    from versavit_trainer.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"text_mode: expected 'online' or 'offline', got 'live'"):
         load_recipe("finetune_refseg").main(["--text_mode", "live", "--output_dir", str(tmp_path / "c")])

@@ -16,7 +16,11 @@ from modeling_versavit import (
     VersaViTImageProcessor,
     VersaViTModel,
 )
-from modeling_versavit.modeling_versavit import TraceableDepthEstimationHead, VersaViTDepthHead, VersaViTSegmentationHead
+from modeling_versavit.modeling_versavit import (
+    TraceableDepthEstimationHead,
+    VersaViTDepthHead,
+    VersaViTSegmentationHead,
+)
 
 
 def block_grads(model) -> list[bool]:
@@ -80,8 +84,11 @@ def test_depth_labels_with_holes_train_and_mixed_sizes_fail(family):
     model = VersaViTForDepthEstimation(tiny_config(family)).train()
     inputs = random_inputs(model.config, [(4, 6)])
     _, _, disparity = skimage.data.stereo_motorcycle()  # inf where unknown
-    labels = torch.nn.functional.interpolate(torch.tensor(disparity)[None, None], size=(4 * model.config.patch_size, 6 * model.config.patch_size),
-                                             mode="nearest")[0]
+    labels = torch.nn.functional.interpolate(
+        torch.tensor(disparity)[None, None],
+        size=(4 * model.config.patch_size, 6 * model.config.patch_size),
+        mode="nearest",
+    )[0]
     assert torch.isinf(labels).any()
     out = model(**inputs, labels=labels)
     out.loss.backward()
@@ -209,10 +216,19 @@ def test_segmentation_loss_trains_every_layer_and_head_parameter(family):
     [
         ({"text_embeds": torch.randn(2, 23)}, r"text_embeds: expected width config.text_embed_dim=24"),
         ({"text_embeds": torch.randn(3, 24)}, r"expression_image_index: required when the number of expressions \(3\)"),
-        ({"text_embeds": torch.randn(2, 24), "expression_image_index": torch.tensor([0, 2])}, r"expression_image_index: expected 2 integer indices in \[0, 2\)"),
+        (
+            {"text_embeds": torch.randn(2, 24), "expression_image_index": torch.tensor([0, 2])},
+            r"expression_image_index: expected 2 integer indices in \[0, 2\)",
+        ),
         ({"text_embeds": torch.randn(3, 1, 24)}, r"text_embeds: a 3-D tensor needs one row per image \(2\)"),
-        ({"text_embeds": torch.randn(2, 24), "labels": torch.zeros(2, 56, 56)}, r"labels: mask labels of shape \(2, 56, 56\) do not match"),
-        ({"text_embeds": torch.randn(2, 24), "labels": torch.full((2, 56, 84), 0.5)}, "labels: mask labels must be binary"),
+        (
+            {"text_embeds": torch.randn(2, 24), "labels": torch.zeros(2, 56, 56)},
+            r"labels: mask labels of shape \(2, 56, 56\) do not match",
+        ),
+        (
+            {"text_embeds": torch.randn(2, 24), "labels": torch.full((2, 56, 84), 0.5)},
+            "labels: mask labels must be binary",
+        ),
     ],
 )
 def test_segmentation_bad_inputs_are_clear_errors(kwargs, message):

@@ -185,16 +185,29 @@ def test_recipe_refuses_a_task_the_checkpoint_lacks(tmp_path):
     torch.manual_seed(0)
     VersaViTModel(tiny_config()).save_pretrained(tmp_path / "backbone")
     with pytest.raises(SystemExit, match="has no depth weights"):
-        load_recipe("push_to_hub").main(["--model", str(tmp_path / "backbone"), "--repo_id", "org/x", "--tasks", "depth",
-                                         "--local_dir", str(tmp_path / "out")])
+        load_recipe("push_to_hub").main(
+            [
+                "--model",
+                str(tmp_path / "backbone"),
+                "--repo_id",
+                "org/x",
+                "--tasks",
+                "depth",
+                "--local_dir",
+                str(tmp_path / "out"),
+            ]
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_recipe_uploads_through_create_commit(tmp_path, monkeypatch, multitask_checkpoint):
     sent = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: None)
-    monkeypatch.setattr(HfApi, "create_commit",
-                        lambda self, repo_id, operations, **kwargs: sent.append((repo_id, [o.path_in_repo for o in operations])))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kwargs: sent.append((repo_id, [o.path_in_repo for o in operations])),
+    )
     load_recipe("push_to_hub").main(["--model", str(multitask_checkpoint), "--repo_id", "org/versavit", "--tasks",
                                      "depth"])
     ((repo_id, paths),) = sent

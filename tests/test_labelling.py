@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 from conftest import load_recipe, photo
 
 from versavit_trainer.data.collators import check_schema, decode_depth
@@ -44,10 +43,18 @@ def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_dep
 def test_mask_labelling_then_text_embeddings_give_the_segmentation_schema(tmp_path, photos, tiny_sam_checkpoint):
     annotations = tmp_path / "boxes.jsonl"
     rows = [
-        {"image": "astronaut.png", "objects": [{"box": [10, 10, 90, 120], "text": "the astronaut"},
-                                               {"box": [300, 300, 400, 400], "text": "outside the picture"},
-                                               {"box": [0, 0, 50, 50], "text": "  "}]},
-        {"image": "kitchen/coffee.png", "objects": [{"box": [-20, 30, 200, 380], "text": "the cup, box partly outside"}]},
+        {
+            "image": "astronaut.png",
+            "objects": [
+                {"box": [10, 10, 90, 120], "text": "the astronaut"},
+                {"box": [300, 300, 400, 400], "text": "outside the picture"},
+                {"box": [0, 0, 50, 50], "text": "  "},
+            ],
+        },
+        {
+            "image": "kitchen/coffee.png",
+            "objects": [{"box": [-20, 30, 200, 380], "text": "the cup, box partly outside"}],
+        },
         {"image": "missing.png", "objects": [{"box": [0, 0, 10, 10], "text": "nothing"}]},
     ]
     annotations.write_text("\n".join(json.dumps(r) for r in rows))
@@ -103,16 +110,38 @@ def test_refcoco_converter_on_a_hand_written_fixture(tmp_path):
     }
     (tmp_path / "instances.json").write_text(json.dumps(instances))
     refs = [
-        {"ref_id": 1, "ann_id": 11, "image_id": 1, "split": "train", "sentences": [{"sent": "the big square"}, {"sent": "left block"}]},
+        {
+            "ref_id": 1,
+            "ann_id": 11,
+            "image_id": 1,
+            "split": "train",
+            "sentences": [{"sent": "the big square"}, {"sent": "left block"}],
+        },
         {"ref_id": 2, "ann_id": 12, "image_id": 1, "split": "train", "sentences": [{"sent": "small square top right"}]},
-        {"ref_id": 3, "ann_id": 21, "image_id": 2, "split": "train", "sentences": [{"sent": "the strip"}, {"sent": ""}]},
+        {
+            "ref_id": 3,
+            "ann_id": 21,
+            "image_id": 2,
+            "split": "train",
+            "sentences": [{"sent": "the strip"}, {"sent": ""}],
+        },
         {"ref_id": 4, "ann_id": 11, "image_id": 1, "split": "val", "sentences": [{"sent": "held out"}]},
     ]
     with open(tmp_path / "refs(unc).p", "wb") as handle:
         pickle.dump(refs, handle)
     out = tmp_path / "out"
-    load_recipe("convert_refcoco").main(["--refs", str(tmp_path / "refs(unc).p"), "--instances", str(tmp_path / "instances.json"),
-                                    "--images", str(images), "--output_dir", str(out)])
+    load_recipe("convert_refcoco").main(
+        [
+            "--refs",
+            str(tmp_path / "refs(unc).p"),
+            "--instances",
+            str(tmp_path / "instances.json"),
+            "--images",
+            str(images),
+            "--output_dir",
+            str(out),
+        ]
+    )
     rows = {row["source"]: row for row in load_labelled(out)}
     first = rows["COCO_1.jpg"]
     assert first["expressions"] == ["the big square", "left block", "small square top right"]
@@ -140,7 +169,9 @@ def test_caption_folder_converter(tmp_path, photos):
     (folder / "astronaut.txt").write_text("An astronaut in a white suit.\n")
     (folder / "kitchen" / "coffee.txt").write_text("   ")
     summary = load_recipe("convert_captions").main(["--folder", str(folder), "--output_dir", str(tmp_path / "out")])
-    assert summary["labelled"] == 1 and summary["skipped: empty caption"] == 1 and summary["skipped: no caption file"] == 2
+    assert (
+        summary["labelled"] == 1 and summary["skipped: empty caption"] == 1 and summary["skipped: no caption file"] == 2
+    )
     dataset = load_labelled(tmp_path / "out")
     check_schema(dataset, "captioning")
     assert dataset[0]["caption"] == "An astronaut in a white suit." and dataset[0]["source"] == "astronaut.png"
@@ -183,8 +214,13 @@ def test_finevision_keeps_single_image_samples_only(tmp_path):
     from datasets import Dataset, Features, Image, List, Value
 
     image = PIL.Image.fromarray(np.full((32, 32, 3), 90, np.uint8))
-    features = Features({"images": List(Image()), "texts": List({"user": Value("string"), "assistant": Value("string")}),
-                         "source": Value("string")})
+    features = Features(
+        {
+            "images": List(Image()),
+            "texts": List({"user": Value("string"), "assistant": Value("string")}),
+            "source": Value("string"),
+        }
+    )
     Dataset.from_dict({
         "images": [[image], [image, image], [image]],
         "texts": [[{"user": "What colour?", "assistant": "Grey."}], [{"user": "Compare", "assistant": "Same."}],
@@ -326,7 +362,9 @@ def sa1b_folder(root, masks_per_image: dict) -> None:
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             annotations.append({"id": k, "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
                                 "bbox": [0, 0, 1, 1], "area": int(mask.sum())})
-        (root / f"{name}.json").write_text(json.dumps({"image": {"file_name": f"{name}.jpg"}, "annotations": annotations}))
+        (root / f"{name}.json").write_text(
+            json.dumps({"image": {"file_name": f"{name}.jpg"}, "annotations": annotations})
+        )
 
 
 def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_describer_checkpoint):
@@ -378,7 +416,9 @@ def test_describe_masks_turns_sa1b_masks_into_referring_data(tmp_path, tiny_desc
         load_recipe("describe_masks").main(["--images", str(tmp_path / "sa1b"), "--output_dir", str(out)])
 
 
-def test_label_masks_describes_the_objects_without_text(tmp_path, photos, tiny_sam_checkpoint, tiny_describer_checkpoint):
+def test_label_masks_describes_the_objects_without_text(
+    tmp_path, photos, tiny_sam_checkpoint, tiny_describer_checkpoint
+):
     annotations = tmp_path / "boxes.jsonl"
     rows = [{"image": "astronaut.png", "objects": [{"box": [10, 10, 90, 120], "text": "the astronaut"},
                                                    {"box": [0, 0, 60, 60]}]}]

@@ -97,9 +97,13 @@ def test_bad_lora_settings_fail_at_start():
     with pytest.raises(ValueError, match=r"language_model_lora_rank: must be a positive integer, got -2"):
         LoraArguments(language_model_lora_rank=-2)
     with pytest.raises(ValueError, match=r"backbone_lora_target_modules: \['nonexistent'\] match no module of visual"):
-        apply_lora(tiny_multitask_model(), LoraArguments(backbone_lora=True, backbone_lora_target_modules=["nonexistent"]))
+        apply_lora(
+            tiny_multitask_model(), LoraArguments(backbone_lora=True, backbone_lora_target_modules=["nonexistent"])
+        )
     with pytest.raises(ValueError, match=r"language_model_lora_target_modules: \['wq'\] match no module"):
-        apply_lora(tiny_multitask_model(), LoraArguments(language_model_lora=True, language_model_lora_target_modules=["wq"]))
+        apply_lora(
+            tiny_multitask_model(), LoraArguments(language_model_lora=True, language_model_lora_target_modules=["wq"])
+        )
 
 
 def test_a_frozen_language_model_cannot_have_adapters(tmp_path):
@@ -124,7 +128,7 @@ def test_backbone_adapters_sit_in_every_block_of_every_tower_family(family):
     assert {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name} == linear
     adapted = {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name}
     blocks = model.config.backbone.blocks(model.visual)
-    for index, block in enumerate(blocks):
+    for index in range(len(blocks)):
         inside = [name for name in adapted if f".{index}." in name]
         assert any("attn" in name for name in inside) and any("mlp" in name for name in inside), (index, inside)
     owned = tuple(model.config.backbone.mllm_owned)

@@ -150,7 +150,9 @@ def test_real_disparity_with_inf_holes():
     loss.backward()
     assert torch.isfinite(pred.grad).all()
     valid = torch.isfinite(target) & (target > 0)
-    assert terms["loss_ssi"].item() == pytest.approx(ref_ssi(pred.detach().numpy(), disparity[None], valid.numpy()), rel=1e-9)
+    assert terms["loss_ssi"].item() == pytest.approx(
+        ref_ssi(pred.detach().numpy(), disparity[None], valid.numpy()), rel=1e-9
+    )
 
 
 def test_depth_loss_shape_and_mask_errors():

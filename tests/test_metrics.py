@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from versavit_trainer.evaluation.metrics import mask_ious, relative_depth_metrics, retrieval_recall
+from versavit_trainer.metrics import mask_ious, relative_depth_metrics, retrieval_recall
 
 
 def numpy_relative_depth(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -96,7 +96,7 @@ def numpy_mean_iou(predictions, targets, num_classes, ignore_index=255):
 
 
 def test_mean_iou_hand_computed_with_an_absent_class_and_ignored_pixels():
-    from versavit_trainer.evaluation.metrics import mean_iou
+    from versavit_trainer.metrics import mean_iou
 
     target = torch.tensor([[0, 0], [1, 255]])
     prediction = torch.tensor([[0, 1], [1, 3]])  # class 2 appears nowhere; the ignored pixel's prediction is dropped
@@ -110,7 +110,7 @@ def test_mean_iou_hand_computed_with_an_absent_class_and_ignored_pixels():
 
 
 def test_mean_iou_reduce_zero_label_and_errors():
-    from versavit_trainer.evaluation.metrics import mean_iou
+    from versavit_trainer.metrics import mean_iou
 
     target = torch.tensor([[0, 1], [2, 2]])  # ADE20k style: 0 = background (ignored), classes 1..2 -> 0..1
     prediction = torch.tensor([[1, 0], [1, 0]])
@@ -124,7 +124,7 @@ def test_mean_iou_reduce_zero_label_and_errors():
 
 
 def test_mean_iou_matches_numpy_on_random_label_maps():
-    from versavit_trainer.evaluation.metrics import mean_iou
+    from versavit_trainer.metrics import mean_iou
 
     rng = np.random.default_rng(0)
     targets = [rng.integers(0, 6, (20, 30)) for _ in range(3)]
@@ -139,7 +139,7 @@ def test_mean_iou_matches_numpy_on_random_label_maps():
 
 
 def test_depth_metrics_hand_case_perfect_and_invalid():
-    from versavit_trainer.evaluation.metrics import depth_metrics, eigen_crop, garg_crop
+    from versavit_trainer.metrics import depth_metrics, eigen_crop, garg_crop
 
     target = torch.tensor([[1.0, 2.0], [4.0, float("nan")]])
     prediction = torch.tensor([[2.0, 2.0], [2.0, 5.0]])
@@ -158,7 +158,7 @@ def test_depth_metrics_hand_case_perfect_and_invalid():
 
 
 def test_depth_metrics_match_numpy_on_random_maps():
-    from versavit_trainer.evaluation.metrics import depth_metrics
+    from versavit_trainer.metrics import depth_metrics
 
     rng = np.random.default_rng(1)
     g = rng.uniform(0.5, 10, (30, 40))
@@ -196,7 +196,7 @@ def test_relative_depth_in_disparity_space_and_with_a_mask():
 def test_referring_masks_are_scored_at_each_images_original_resolution():
     """refCOCO's cIoU is defined at the image's own size: the logits are resized there, not the ground truth to the
     input size. Checked against the formula written out, on a wide image where the two disagree."""
-    from versavit_trainer.evaluation.metrics import evaluate_segmentation
+    from versavit_trainer.metrics import evaluate_segmentation
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 28, 28, generator=generator)
@@ -207,11 +207,13 @@ def test_referring_masks_are_scored_at_each_images_original_resolution():
         def forward(self, pixel_values, image_grid_thw, text_embeds, expression_image_index):
             return type("Out", (), {"pred_masks": logits})()
 
-    resized = [F.interpolate(l[None, None], size=m.shape, mode="bilinear", align_corners=False)[0, 0] > 0
-               for l, m in zip(logits, originals)]
+    resized = [F.interpolate(logit[None, None], size=m.shape, mode="bilinear", align_corners=False)[0, 0] > 0
+               for logit, m in zip(logits, originals)]
     inter = [float((p & m).sum()) for p, m in zip(resized, originals)]
     union = [float((p | m).sum()) for p, m in zip(resized, originals)]
-    squashed = torch.stack([F.interpolate(m[None, None].float(), size=(28, 28), mode="nearest")[0, 0] for m in originals])
+    squashed = torch.stack(
+        [F.interpolate(m[None, None].float(), size=(28, 28), mode="nearest")[0, 0] for m in originals]
+    )
     batch = {"pixel_values": None, "image_grid_thw": None, "text_embeds": None, "expression_image_index": None,
              "labels": squashed, "original_masks": originals}
     result = evaluate_segmentation(Fixed(), [batch])
@@ -222,7 +224,7 @@ def test_referring_masks_are_scored_at_each_images_original_resolution():
 
 
 def test_pairwise_depth_order_by_hand():
-    from versavit_trainer.evaluation.metrics import pairwise_depth_order
+    from versavit_trainer.metrics import pairwise_depth_order
 
     disparity = torch.tensor([[1.0, 2.0, 2.0], [0.5, 3.0, 0.0]])
     pairs = [

@@ -59,7 +59,9 @@ def test_the_matmul_patch_embedding_is_the_towers_conv3d(qwen_family):
     model, tower = model_and_reference_tower(qwen_family)
     ours, theirs = model.visual.patch_embed.double(), tower.patch_embed.double()
     assert isinstance(ours, MatmulPatchEmbed) and isinstance(theirs.proj, torch.nn.Conv3d)
-    assert ours.proj is model.visual.patch_embed.proj and tuple(ours.proj.weight.shape) == tuple(theirs.proj.weight.shape)
+    assert ours.proj is model.visual.patch_embed.proj and tuple(ours.proj.weight.shape) == tuple(
+        theirs.proj.weight.shape
+    )
     patches = torch.randn(37, model.config.patch_dim, dtype=torch.float64)
     upstream = torch.randn(37, model.config.embed_dim, dtype=torch.float64)
     (ours(patches) * upstream).sum().backward()
@@ -117,7 +119,10 @@ def coordinate_inputs(config, grids):
     rows, thw = [], []
     for h, w in grids:
         patches, gh, gw = processor.patchify(
-            coordinate_image(h, w, config.patch_size), config.patch_size, config.spatial_merge_size, config.temporal_patch_size
+            coordinate_image(h, w, config.patch_size),
+            config.patch_size,
+            config.spatial_merge_size,
+            config.temporal_patch_size,
         )
         rows.append(torch.from_numpy(np.ascontiguousarray(patches)))
         thw.append([1, gh, gw])
@@ -168,7 +173,8 @@ def coordinate_reading_model(family):
 def test_dense_features_are_in_raster_order(family, grids):
     model = coordinate_reading_model(family)
     inputs = coordinate_inputs(model.config, grids)
-    # SigLIP2's last layer is post-LayerNorm (it rescales the coordinates): test_siglip2_matches_transformers_on_its_own_
+    # SigLIP2's last layer is post-LayerNorm (it rescales the coordinates):
+    # test_siglip2_matches_transformers_on_its_own_
     # inputs checks that one against SigLIP2's own raster-order output
     layers = [0, 2, -1] if not family.startswith("siglip") else [0, 2]
     with torch.no_grad():
@@ -432,7 +438,9 @@ def test_unread_modules_are_the_tower_parameters_a_hidden_state_leaves_without_g
     parameters (its MLLM-owned modules aside) that get no gradient from that state."""
     model = VersaViTModel(tiny_config(family))
     backbone = model.config.backbone
-    model(**random_inputs(model.config, [(4, 4)]), output_hidden_states=True).hidden_states[hidden_state].sum().backward()
+    model(**random_inputs(model.config, [(4, 4)]), output_hidden_states=True).hidden_states[
+        hidden_state
+    ].sum().backward()
     unread = {id(p) for module in backbone.unread_modules(model.visual, hidden_state) for p in module.parameters()}
     owned = {id(p) for module in backbone.owned_modules(model.visual) for p in module.parameters()}
     without_gradient = {name for name, p in model.visual.named_parameters() if id(p) not in owned and p.grad is None}

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from modeling_versavit import VersaViTConfig, VersaViTForDepthEstimation, VersaViTForMultiTask, VersaViTModel
-from versavit_trainer.core.config import ConfigError
+from versavit_trainer.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "multitask.py"
@@ -67,7 +67,9 @@ def test_small_run_writes_every_output(tmp_path, tiny_llm, capsys):
     # trained: the warm-up its projector, the multi-task stage every part
     assert (out / "multitask" / "checkpoint-4" / "trainer_state.json").is_file()
     assert (out / "alignment" / "checkpoint-2").is_dir()
-    assert {"train/loss_captioning", "train/loss_depth", "train/loss_segmentation"} <= tensorboard_tags(out / "multitask")
+    assert {"train/loss_captioning", "train/loss_depth", "train/loss_segmentation"} <= tensorboard_tags(
+        out / "multitask"
+    )
     final = load_file(out / "final" / "model.safetensors")
     aligned = load_file(out / "alignment" / "trained_parts.safetensors")
     assert set(aligned) == {k for k in final if k.startswith("projector.")}
@@ -96,7 +98,9 @@ def test_small_run_writes_every_output(tmp_path, tiny_llm, capsys):
     assert torch.equal(depth.depth_head.head.conv3.weight, final.depth_head.head.conv3.weight)
     assert (out / "final" / "tokenizer.json").is_file() and (out / "final" / "preprocessor_config.json").is_file()
 
-    with pytest.raises(SystemExit, match=r"already holds a run of recipes/multitask.py \(alignment, backbone, .*\); pass --resume"):
+    with pytest.raises(
+        SystemExit, match=r"already holds a run of recipes/multitask.py \(alignment, backbone, .*\); pass --resume"
+    ):
         recipe.main(["--config", str(tiny_run_config(tmp_path, tiny_llm))])
 
 
@@ -380,8 +384,11 @@ def test_a_run_that_does_not_fit_the_machine_is_refused_before_anything_is_writt
     config = tiny_run_config(tmp_path, tiny_llm, alignment_max_steps=1, max_steps=1, save_strategy="no",
                              report_to="none", panel_samples=0, num_eval_scenes=0)
     recipe = load_recipe("multitask")
-    with pytest.raises(ConfigError, match=r"memory: this run needs about \d+\.\d GiB \(per process\), more than the 0\.0 "
-                                          r"GiB available RAM\. .* pass --check_memory false to start anyway"):
+    with pytest.raises(
+        ConfigError,
+        match=r"memory: this run needs about \d+\.\d GiB \(per process\), more than the 0\.0 "
+        r"GiB available RAM\. .* pass --check_memory false to start anyway",
+    ):
         recipe.main(["--config", str(config)])
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="--check_memory false"):

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import load_recipe, tiny_run_config
 
-from versavit_trainer.core.config import ConfigError
+from versavit_trainer.config import ConfigError
 from versavit_trainer.run_folder import OWNER_FILE, OutputFolderError, claim_output_dir, release_output_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +36,9 @@ def recipe(monkeypatch):
 
 
 # run_folder imports nothing of the package: another process reads it alone, in a fraction of a second
-IMPORT_RUN_FOLDER = f"import sys; sys.path.insert(0, {str(ROOT / 'trainer')!r}); from run_folder import claim_output_dir; "
+IMPORT_RUN_FOLDER = (
+    f"import sys; sys.path.insert(0, {str(ROOT / 'trainer')!r}); from run_folder import claim_output_dir; "
+)
 
 
 def hold_in_another_process(folder: Path, recipe: str = "recipes/multitask.py") -> subprocess.Popen:

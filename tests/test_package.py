@@ -28,7 +28,7 @@ def test_the_package_has_no_names_of_the_flat_layout():
 
     import pytest
 
-    for old in ("build", "multitask", "metrics", "hub", "stages", "schedule", "readers"):
+    for old in ("build", "multitask", "hub", "stages", "schedule", "readers", "probes"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(f"versavit_trainer.{old}")
     from versavit_trainer.core.models import build_model

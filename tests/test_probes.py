@@ -208,7 +208,7 @@ def test_probes_computing_features_every_step_train_the_cached_probes(backbone, 
 def test_the_paper_probe_config_holds_the_papers_and_dinov3s_settings():
     from pathlib import Path
 
-    from versavit_trainer.core.config import parse_config
+    from versavit_trainer.config import parse_config
     from versavit_trainer.evaluation.probes import ProbeArguments
 
     config = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "probe_paper.yaml"

@@ -56,7 +56,9 @@ def test_cityscapes_layout(tmp_path):
         source.load(0)
 
 
-@pytest.mark.parametrize(("reader", "scale", "crop", "max_depth"), [(nyuv2, 1000.0, "eigen", 10.0), (kitti, 256.0, "garg", 80.0)])
+@pytest.mark.parametrize(
+    ("reader", "scale", "crop", "max_depth"), [(nyuv2, 1000.0, "eigen", 10.0), (kitti, 256.0, "garg", 80.0)]
+)
 def test_depth_split_file_layouts(tmp_path, reader, scale, crop, max_depth):
     write_image(tmp_path / "rgb" / "a.png")
     depth = np.zeros((8, 12), np.uint16)

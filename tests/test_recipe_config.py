@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from versavit_trainer import MultiTaskTrainingArguments
-from versavit_trainer.core.config import ConfigError, parse_config, resolved_config
+from versavit_trainer.config import ConfigError, parse_config, resolved_config
 from versavit_trainer.core.lora import LoraArguments
 from versavit_trainer.core.options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 
@@ -44,7 +44,9 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
     path = write(tmp_path, {"max_steps": "many"})
     with pytest.raises(ConfigError, match=r"run\.yaml: key 'max_steps': invalid int value: 'many'"):
         parse_config(TYPES, ["--config", path])
-    with pytest.raises(ConfigError, match=r"command line: argument --depth_size/--depth-size: invalid int value: '1.5'"):
+    with pytest.raises(
+        ConfigError, match=r"command line: argument --depth_size/--depth-size: invalid int value: '1.5'"
+    ):
         parse_config(TYPES, ["--depth_size", "1.5"])
     with pytest.raises(ConfigError, match=r"key 'depth_size' takes one value"):
         parse_config(TYPES, ["--config", write(tmp_path, {"depth_size": [1, 2]})])
@@ -52,10 +54,15 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
         parse_config(TYPES, ["--depth_size", "-28"])
     # the multiple is the tower's patch x merge, checked once the tower is known (check_input_sizes, in plan_run)
     data_args = parse_config(TYPES, ["--depth_size", "100"])[2]
-    with pytest.raises(ConfigError, match=r"depth_size: must be a positive multiple of 28 \(the tower's patch x merge\), "
-                                          r"got 100"):
+    with pytest.raises(
+        ConfigError,
+        match=r"depth_size: must be a positive multiple of 28 \(the tower's patch x merge\), "
+        r"got 100",
+    ):
         check_input_sizes(data_args, 28)
-    data_args = parse_config(TYPES, ["--depth_size", "64", "--segmentation_size", "64", "--depth_resolutions", "64x96"])[2]
+    data_args = parse_config(
+        TYPES, ["--depth_size", "64", "--segmentation_size", "64", "--depth_resolutions", "64x96"]
+    )[2]
     check_input_sizes(data_args, 32)  # a patch-16 tower
     data_args.depth_resolutions = ["64x96", "64x84"]
     with pytest.raises(ConfigError, match=r"depth_resolutions: '64x84' has a side that is not a multiple of 32"):
@@ -93,14 +100,18 @@ def test_the_paper_config_holds_the_paper_settings():
     )
     assert (data.captioning_batch_size, data.depth_batch_size, data.segmentation_batch_size) == (8, 32, 32)
     assert (data.caption_max_pixels, data.depth_size, data.segmentation_size) == (896 * 896, 532, 560)
-    assert (training.learning_rate, training.backbone_learning_rate, training.alignment_learning_rate) == (1e-4, 1e-5, 1e-3)
+    assert (training.learning_rate, training.backbone_learning_rate, training.alignment_learning_rate) == (
+        1e-4,
+        1e-5,
+        1e-3,
+    )
     assert data.captioning_weight == data.depth_weight == data.segmentation_weight == pytest.approx(1 / 3)
     assert training.bf16 and training.activation_checkpointing and training.train_language_model
     assert run.zero_stage == 2 and training.num_train_epochs == 1 and run.alignment_num_train_epochs == 1
 
 
 def test_without_config_the_recipes_default_is_used_and_said_first(tmp_path, capsys):
-    from versavit_trainer.core.config import DefaultConfig
+    from versavit_trainer.config import DefaultConfig
 
     default = DefaultConfig(Path(write(tmp_path, {"max_steps": 7, "vision_config": {"model_type": "qwen2_vl_vision"}})),
                             "a small run", "the big one is --config big.yaml")
@@ -132,7 +143,9 @@ def test_environment_overrides_sit_between_the_file_and_the_flags(tmp_path, monk
 
 def test_a_backbone_source_given_above_replaces_the_files(tmp_path):
     """`--mllm DIR` over a config whose backbone is a `vision_config` (the embedded default's) uses the MLLM."""
-    path = write(tmp_path, {"vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "output_dir": str(tmp_path)})
+    path = write(
+        tmp_path, {"vision_config": {"model_type": "qwen2_vl_vision", "depth": 2}, "output_dir": str(tmp_path)}
+    )
     model, *_ = parse_config(TYPES, ["--config", path, "--mllm", "models/Qwen2-VL-7B-Instruct"])
     assert model.mllm == "models/Qwen2-VL-7B-Instruct" and model.vision_config is None
     model, *_ = parse_config(TYPES, ["--config", path])
@@ -167,7 +180,9 @@ def test_a_config_file_builds_on_its_base(tmp_path, capsys):
                                        "head_config": {"segmentation_hidden_size": 32}}))
     model, _, data, _, training = parse_config(TYPES, ["--config", str(variant), "--learning_rate", "1e-4"])
     assert training.max_steps == 9 and training.learning_rate == 1e-4 and data.tasks == ["depth", "segmentation"]
-    assert model.mllm == "models/qwen" and model.vision_config is None  # the variant's backbone source replaces the base's
+    assert (
+        model.mllm == "models/qwen" and model.vision_config is None
+    )  # the variant's backbone source replaces the base's
     assert model.head_config == {"segmentation_hidden_size": 32}  # a key replaces the base's value whole
     assert "on top of its base" in capsys.readouterr().out
     (tmp_path / "configs" / "paper.yaml").write_text(yaml.safe_dump({"max_stepz": 3}))
@@ -183,7 +198,7 @@ def test_a_config_file_builds_on_its_base(tmp_path, capsys):
 
 @pytest.mark.parametrize("base", ["default", "versavit_qwen2vl_7b"])
 def test_the_dynamic_resolution_variants_change_only_the_resolutions(base):
-    from versavit_trainer.data.sources import largest_pixels
+    from versavit_trainer.objectives.dense import largest_pixels
 
     on_cpu = ["--use_cpu", "true"]
     fixed = resolved_config(*parse_config(TYPES, ["--config", str(CONFIGS / f"{base}.yaml"), *on_cpu]))

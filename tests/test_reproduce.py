@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import load_recipe, tiny_run_config
 
-from versavit_trainer.core.config import ConfigError
-from versavit_trainer.evaluation import proving_ground as pg
+from versavit_trainer.config import ConfigError
+from versavit_trainer.evaluation import ground_report, ground_runs, ground_tables
 from versavit_trainer.evaluation.qa import QAItem, majority_accuracy, normalize_answer, qa_accuracy
 
 
@@ -29,7 +29,7 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     assert table["arms"] == ["random", "baseline", "cap", "cap_depth", "cap_depth_seg"]
     assert [c["claim"] for c in table["claims"]] == list("abcde")
     # the claims follow from the numbers stored beside them: recomputed, and claim (c) written out by hand
-    assert table["claims"] == pg.check_claims(pg.TABLES["table4"], results["arms"])
+    assert table["claims"] == ground_report.check_claims(ground_tables.TABLES["table4"], results["arms"])
     ours, theirs = results["arms"]["cap_depth"]["depth_rmse"], results["arms"]["cap"]["depth_rmse"]
     apart = (ours["mean"] + ours["std"] < theirs["mean"] - theirs["std"]
              or ours["mean"] - ours["std"] > theirs["mean"] + theirs["std"])
@@ -47,7 +47,7 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
             assert 0 <= measured["qa_accuracy"] <= 1 and 0 <= measured["seg_miou"] <= 1
     markdown = (out / "table4.md").read_text()
     for arm in table["arms"]:
-        assert pg.ARMS[arm].label in markdown
+        assert ground_tables.ARMS[arm].label in markdown
     assert "64.8 / 0.541 / 33.6" in markdown and "66.4 / 0.473 / 49.6" in markdown  # the paper's, beside
     assert "| scene correspondence R@10% ↑ | scene retrieval mean R ↑ | scene zero-shot top-1 ↑ |" in markdown
     for name in ("table4.png", "figure4.png"):
@@ -98,7 +98,7 @@ def _summary(values: dict) -> dict:
 
 
 def test_claims_hold_and_separate_as_the_numbers_say():
-    table = pg.TABLES["table4"]
+    table = ground_tables.TABLES["table4"]
     summary = _summary({
         "random": {"depth_rmse": [3.0, 3.2], "seg_miou": [0.10, 0.12], "qa_accuracy": [0.4, 0.4]},
         "baseline": {"depth_rmse": [2.0, 2.2], "seg_miou": [0.30, 0.32], "qa_accuracy": [0.5, 0.5]},
@@ -106,7 +106,7 @@ def test_claims_hold_and_separate_as_the_numbers_say():
         "cap_depth": {"depth_rmse": [1.5, 1.6], "seg_miou": [0.30, 0.40], "qa_accuracy": [0.6, 0.6]},
         "cap_depth_seg": {"depth_rmse": [1.5, 1.7], "seg_miou": [0.33, 0.37], "qa_accuracy": [0.55, 0.6]},
     })
-    checked = pg.check_claims(table, summary)
+    checked = ground_report.check_claims(table, summary)
     claims = {c["claim"]: (c["holds"], c["separated"]) for c in checked}
     # (a) random worst everywhere, far from the rest; (b) cap's RMSE 2.2 vs 2.1 and mIoU 0.30 vs 0.31 are no
     # better; (c) 1.55 ± 0.07 vs 2.2 ± 0.14; (d) 0.35 ± 0.028 vs 0.35 ± 0.07: equal means, not better;
@@ -119,12 +119,12 @@ def test_claims_hold_and_separate_as_the_numbers_say():
     assert verdicts["d"] == "does not hold, within the seeds' spread"
     # the random tower far better on depth than everything else: against (a), beyond the spread
     summary["random"]["depth_rmse"] = {"mean": 1.0, "std": 0.05, "values": [0.95, 1.05]}
-    (claim_a,) = [c for c in pg.check_claims(table, summary) if c["claim"] == "a"]
+    (claim_a,) = [c for c in ground_report.check_claims(table, summary) if c["claim"] == "a"]
     assert claim_a["verdict"] == "does not hold: contradicted beyond the seeds' spread" and claim_a["contradicted"]
 
 
 def test_table5_claims_compare_every_weighting():
-    table = pg.TABLES["table5"]
+    table = ground_tables.TABLES["table5"]
     columns = lambda rmse, miou: {"depth_rmse": rmse, "seg_miou": miou, "qa_accuracy": [0.5, 0.5]}  # noqa: E731
     summary = _summary({
         "baseline": columns([3.0, 3.1], [0.20, 0.21]),
@@ -133,27 +133,27 @@ def test_table5_claims_compare_every_weighting():
         "lambda_seg": columns([2.0, 2.2], [0.40, 0.41]),
         "cap_depth_seg": columns([2.9, 3.3], [0.35, 0.36]),  # its depth is not better than the baseline's
     })
-    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in pg.check_claims(table, summary)}
+    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in ground_report.check_claims(table, summary)}
     assert verdicts == {"a": (False, False), "b": (True, True), "c": (True, True)}
 
 
 def test_visper_claims_read_higher_accuracy_as_better():
     """The VisPer-LM table's columns are accuracies: VisPer-LM 0.60 / 0.70 against NTP's 0.50 / 0.50 holds claims
     (a) and (b) beyond the spread; the VersaViT tower's 0.40 against 0.50 goes against (c) beyond it."""
-    table = pg.TABLES["visper"]
+    table = ground_tables.TABLES["visper"]
     summary = _summary({
         "visper_ntp": {"spatial_qa": [0.50, 0.51], "spatial_depth": [0.50, 0.52]},
         "visper": {"spatial_qa": [0.60, 0.61], "spatial_depth": [0.70, 0.72]},
         "visper_versavit": {"spatial_qa": [0.40, 0.41], "spatial_depth": [0.50, 0.52]},
     })
-    checked = {c["claim"]: c for c in pg.check_claims(table, summary)}
+    checked = {c["claim"]: c for c in ground_report.check_claims(table, summary)}
     assert {k: (c["holds"], c["separated"], c["contradicted"]) for k, c in checked.items()} == {
         "a": (True, True, False), "b": (True, True, False), "c": (False, True, True)}
 
 
 def test_sailvit_claims_read_each_column_in_its_direction():
     """QA accuracy and mIoU: higher is better; depth RMSE: lower is better."""
-    table = pg.TABLES["sailvit"]
+    table = ground_tables.TABLES["sailvit"]
     columns = lambda qa, rmse, miou: {"qa_accuracy": qa, "depth_rmse": rmse, "seg_miou": miou}  # noqa: E731
     summary = _summary({
         "baseline": columns([0.50, 0.51], [3.0, 3.1], [0.20, 0.21]),
@@ -161,36 +161,40 @@ def test_sailvit_claims_read_each_column_in_its_direction():
         "cap_depth_seg": columns([0.55, 0.56], [2.0, 2.1], [0.40, 0.41]),  # lower RMSE, higher mIoU than SAILViT
         "sailvit": columns([0.60, 0.61], [2.9, 3.0], [0.25, 0.26]),
     })
-    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in pg.check_claims(table, summary)}
+    verdicts = {c["claim"]: (c["holds"], c["separated"]) for c in ground_report.check_claims(table, summary)}
     assert verdicts == {"a": (True, True), "b": (True, True), "c": (True, True), "d": (True, True)}
     summary["sailvit"]["depth_rmse"] = {"mean": 1.0, "std": 0.05, "values": [0.95, 1.05]}  # SAILViT's depth now best
-    (claim_c,) = [c for c in pg.check_claims(table, summary) if c["claim"] == "c"]
+    (claim_c,) = [c for c in ground_report.check_claims(table, summary) if c["claim"] == "c"]
     assert claim_c["contradicted"] and not claim_c["holds"]
 
 
 def test_every_column_s_direction_agrees_with_its_arrow():
-    columns = pg.COLUMNS + pg.EXTRA_COLUMNS + pg.SPATIAL_COLUMNS
+    columns = ground_tables.COLUMNS + ground_tables.EXTRA_COLUMNS + ground_tables.SPATIAL_COLUMNS
     assert {key: higher for key, _, higher in columns} == {key: label.endswith("↑") for key, label, _ in columns}
     assert all(label.endswith(("↑", "↓")) for _, label, _ in columns)
     assert {"spatial_qa", "spatial_depth", "spatial_relation", "spatial_count", "depth_rmse", "object_rmse"} <= {
         key for key, _, _ in columns}
-    assert not pg._higher("depth_rmse") and not pg._higher("object_rmse") and pg._higher("spatial_depth")
+    assert (
+        not ground_report._higher("depth_rmse")
+        and not ground_report._higher("object_rmse")
+        and ground_report._higher("spatial_depth")
+    )
 
 
 def test_spread_is_the_mean_and_sample_standard_deviation():
     values = [0.2, 0.5, 0.11]
-    mean, std = pg.spread(values)
+    mean, std = ground_report.spread(values)
     assert mean == pytest.approx(sum(values) / 3)
     assert std == pytest.approx((sum((v - mean) ** 2 for v in values) / 2) ** 0.5)
-    assert pg.spread([0.4]) == (0.4, 0.0)
+    assert ground_report.spread([0.4]) == (0.4, 0.0)
 
 
 def test_tables_name_registered_arms_and_new_tables_register_the_same_way():
     with pytest.raises(ValueError, match=r"Table mine: unknown arms \['nope'\]"):
-        pg.register_table(pg.Table("mine", "mine", ("baseline", "nope")))
+        ground_tables.register_table(ground_tables.Table("mine", "mine", ("baseline", "nope")))
     with pytest.raises(ValueError, match="Arm.kind: expected random, baseline, post or mllm, got 'fresh'"):
-        pg.register_arm(pg.Arm("x", "x", "fresh"))
-    assert set(pg.TABLES["table5"].arms) <= set(pg.ARMS)
+        ground_tables.register_arm(ground_tables.Arm("x", "x", "fresh"))
+    assert set(ground_tables.TABLES["table5"].arms) <= set(ground_tables.ARMS)
 
 
 # -------------------------------------------------------------------------------------------------- QA
@@ -355,13 +359,13 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
     assert config["model_name_or_path"] == str(out / "runs" / "baseline" / "backbone")
     assert [stage["name"] for stage in config["stages"]] == ["coarse_alignment", "fine_alignment", "knowledge"]
     assert [stage["objectives"]["captioning"]["data"] for stage in config["stages"]] == [
-        {"num_scenes": pg.QUICK_RUN["num_scenes"], "scene_seed": seed, "texts": texts}
+        {"num_scenes": ground_runs.QUICK_RUN["num_scenes"], "scene_seed": seed, "texts": texts}
         for seed, texts in ((0, "short"), (200000, "detailed"), (400000, "instructions"))]
     for stage in ("coarse_alignment", "fine_alignment", "knowledge"):
         assert json.loads((out / "runs" / "sailvit-seed0" / stage / "stage.json").read_text())["steps"] == 1
     measured = json.loads((out / "measurements" / "sailvit-seed0.json").read_text())
     assert all(np.isfinite(measured[key]) for key in ("qa_accuracy", "depth_rmse", "seg_miou"))
-    assert pg.ARMS["sailvit"].label in (out / "sailvit.md").read_text()
+    assert ground_tables.ARMS["sailvit"].label in (out / "sailvit.md").read_text()
 
 
 @pytest.mark.e2e
@@ -393,4 +397,6 @@ def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, 
     for arm in table["arms"]:
         assert 0 <= results["arms"][arm]["spatial_qa"]["mean"] <= 1
     assert set(results["majority_spatial_accuracy"]) >= {"spatial_qa", "spatial_depth"}
-    assert (out / "visper_layer_probes.png").is_file() and pg.ARMS["visper"].label in (out / "visper.md").read_text()
+    assert (out / "visper_layer_probes.png").is_file() and ground_tables.ARMS["visper"].label in (
+        out / "visper.md"
+    ).read_text()

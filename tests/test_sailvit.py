@@ -19,7 +19,7 @@ from test_curriculum import assert_changed
 
 import versavit_trainer.core.curriculum as curriculum
 from modeling_versavit import VersaViTForCaptioning, VersaViTForImageTextRetrieval, VersaViTForMultiTask
-from versavit_trainer.core.config import ConfigError, load_config_file
+from versavit_trainer.config import ConfigError, load_config_file
 from versavit_trainer.core.curriculum import parse_stages
 from versavit_trainer.core.options import DataArguments, check_input_sizes
 from versavit_trainer.core.trainer import MultiTaskTrainingArguments
@@ -409,7 +409,7 @@ def test_held_out_answer_metrics_are_the_token_loss_and_the_argmax_accuracy():
 
     from modeling_versavit import VersaViTModel
     from versavit_trainer.data.assets import smollm2_path
-    from versavit_trainer.evaluation.metrics import evaluate_answers
+    from versavit_trainer.metrics import evaluate_answers
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     torch.manual_seed(0)
@@ -447,7 +447,7 @@ def test_a_contrastive_folder_sets_the_head_s_text_width(tmp_path):
     Dataset.from_list(rows, features=CONTRASTIVE_FEATURES).save_to_disk(str(tmp_path / "pairs"))
     stages = [{"name": "contrastive", "objectives": {"contrastive": {"batch_size": 2, "data": str(tmp_path / "pairs")}},
                "train": {"backbone": 1e-3, "retrieval_head": 1e-3}, "max_steps": 3}]
-    config = tiny_run_config(tmp_path, Path("unused"), tasks=["depth"], stages=stages, num_eval_scenes=0,
+    config = tiny_run_config(tmp_path, Path("unused"), stages=stages, num_eval_scenes=0,
                              panel_samples=0, report_to="none", save_steps=3, contrastive_size=56,
                              head_config={"retrieval_embed_dim": 16, "retrieval_pooling_heads": 2})
     summary = load_recipe("multitask").main(["--config", str(config)])

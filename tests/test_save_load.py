@@ -116,7 +116,9 @@ print(type(model).__module__, type(model).__name__, type(processor).__name__)
 
 def test_remote_code_loads_where_the_package_is_not_installed(tmp_path, saved):
     folder, reference = saved
-    code = WITHOUT_PACKAGE + CHECK_OUTPUTS.format(reference=str(reference), source=str(folder), trust=", trust_remote_code=True")
+    code = WITHOUT_PACKAGE + CHECK_OUTPUTS.format(
+        reference=str(reference), source=str(folder), trust=", trust_remote_code=True"
+    )
     out = run_python(code, tmp_path, {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"})
     module, name, processor = out.split()
     assert module.startswith("transformers_modules.") and name == "VersaViTModel"
@@ -136,7 +138,9 @@ def test_repo_id_loads_offline_from_the_hub_cache(tmp_path, saved, installed):
     }
     prelude = "import modeling_versavit\n" if installed else WITHOUT_PACKAGE
     trust = "" if installed else ", trust_remote_code=True"
-    out = run_python(prelude + CHECK_OUTPUTS.format(reference=str(reference), source=REPO_ID, trust=trust), tmp_path, env)
+    out = run_python(
+        prelude + CHECK_OUTPUTS.format(reference=str(reference), source=REPO_ID, trust=trust), tmp_path, env
+    )
     module, name, processor = out.split()
     assert name == "VersaViTModel" and processor == "VersaViTImageProcessor"
     if installed:  # the registered local class wins over the cached remote code

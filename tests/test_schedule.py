@@ -33,8 +33,12 @@ def test_smaller_datasets_are_resampled_as_whole_reshuffled_passes():
 
 
 def test_deterministic_from_the_seed_and_epoch():
-    assert batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=1)) == batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=1))
-    assert batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=1)) != batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=2))
+    assert batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=1)) == batches(
+        MultiTaskBatchSampler(SIZES, BATCHES, seed=1)
+    )
+    assert batches(MultiTaskBatchSampler(SIZES, BATCHES, seed=1)) != batches(
+        MultiTaskBatchSampler(SIZES, BATCHES, seed=2)
+    )
     sampler = MultiTaskBatchSampler(SIZES, BATCHES, seed=1)
     first = batches(sampler)
     sampler.set_epoch(1)
@@ -44,7 +48,10 @@ def test_deterministic_from_the_seed_and_epoch():
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_share_the_task_order_and_split_the_global_batches(world):
     single = MultiTaskBatchSampler(SIZES, [b * world for b in BATCHES], seed=5, steps_per_epoch=4)
-    ranks = [MultiTaskBatchSampler(SIZES, BATCHES, num_replicas=world, rank=r, seed=5, steps_per_epoch=4) for r in range(world)]
+    ranks = [
+        MultiTaskBatchSampler(SIZES, BATCHES, num_replicas=world, rank=r, seed=5, steps_per_epoch=4)
+        for r in range(world)
+    ]
     per_rank = [batches(s) for s in ranks]
     for position, global_batch in enumerate(batches(single)):
         parts = [per_rank[r][position] for r in range(world)]

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from versavit_trainer import (
     MultiTaskBatchSampler,
     MultiTaskTrainer,
-    MultiTaskTrainingArguments,
     TaskSpec,
     apply_stage,
     training_parts,
@@ -209,7 +208,9 @@ def test_bad_task_settings_fail_at_start(tmp_path):
     data = depth_samples(model.config, count=2)
     with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).dataset: is empty"):
         TaskSpec("depth", [], COLLATORS["depth"], 2)
-    with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).weight: the loss weight λ must be a finite value >= 0, got -0.1"):
+    with pytest.raises(
+        ValueError, match=r"TaskSpec\('depth'\).weight: the loss weight λ must be a finite value >= 0, got -0.1"
+    ):
         TaskSpec("depth", data, COLLATORS["depth"], 2, weight=-0.1)
     with pytest.raises(ValueError, match=r"TaskSpec\('depth'\).batch_size: must be a positive integer, got 0"):
         TaskSpec("depth", data, COLLATORS["depth"], 0)
@@ -253,7 +254,9 @@ def test_samples_that_fail_to_decode_are_skipped_and_counted(tmp_path):
 
 
 def run(args, env=None, timeout=600):
-    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
 
@@ -269,8 +272,20 @@ def test_sigkill_and_resume_continue_the_same_loss_sequence(tmp_path):
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, str(RUNNER), str(out), "--max_steps", str(steps), "--save_steps", "3", "--slow_after_save", "3"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(RUNNER),
+            str(out),
+            "--max_steps",
+            str(steps),
+            "--save_steps",
+            "3",
+            "--slow_after_save",
+            "3",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 300
     while not (out / "saved-3").exists():
@@ -283,7 +298,17 @@ def test_sigkill_and_resume_continue_the_same_loss_sequence(tmp_path):
     assert max(killed) < steps  # it really died mid-run
 
     (out / "losses.jsonl").unlink()
-    run([sys.executable, str(RUNNER), str(out), "--max_steps", str(steps), "--resume", str(out / "run" / "checkpoint-3")])
+    run(
+        [
+            sys.executable,
+            str(RUNNER),
+            str(out),
+            "--max_steps",
+            str(steps),
+            "--resume",
+            str(out / "run" / "checkpoint-3"),
+        ]
+    )
     resumed = read_losses(out / "losses.jsonl")
     assert sorted(resumed) == list(range(4, steps + 1))
     keys = [f"loss_{task}" for task in ("captioning", "depth", "segmentation")] + ["loss"]
@@ -323,7 +348,11 @@ def test_two_ddp_processes_match_one_process(tmp_path, single_process_reference,
 def test_two_deepspeed_zero2_processes_match_one_process(tmp_path, single_process_reference):
     out = tmp_path / "zero2"
     config = ROOT / "recipes" / "deepspeed" / "zero2.json"
-    env = {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions")}
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions"),
+    }
     run(two_process_command(out, "--max_steps", "3", "--deepspeed", str(config)), env=env)
     assert_same_parameters(load_file(out / "final.safetensors"), single_process_reference)
     assert json.loads((out / "learning_rates.json").read_text()) == [1e-4, 1e-3]  # our groups, not DeepSpeed's
@@ -344,7 +373,12 @@ def test_multitask_checkpoint_round_trips_and_feeds_every_task_class(tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     expected = model.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items())
-    for model_class in (VersaViTForCaptioning, VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel):
+    for model_class in (
+        VersaViTForCaptioning,
+        VersaViTForDepthEstimation,
+        VersaViTForReferringSegmentation,
+        VersaViTModel,
+    ):
         task_model, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
         assert not info["missing_keys"], model_class.__name__
         assert all(torch.equal(v, expected[k]) for k, v in task_model.state_dict().items()), model_class.__name__

@@ -19,7 +19,7 @@ from test_captioning import tiny_captioner
 from transformers import AutoTokenizer
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTForCaptioning
-from versavit_trainer.core.config import ConfigError
+from versavit_trainer.config import ConfigError
 from versavit_trainer.core.options import DataArguments
 from versavit_trainer.data.assets import smollm2_path
 from versavit_trainer.data.experts import EmbeddingExpert, ExpertSpec, parse_experts, pool_tokens
@@ -550,7 +550,7 @@ def test_the_shipped_configs_follow_the_method(capsys):
     """Both VisPer-LM configs: pre-training trains the projector, predictors and task tokens on the coupled
     objective, instruction tuning the projector and LLM on next-token prediction; the tower never trains. The paper
     config sizes its run on the meta device."""
-    from versavit_trainer.core.config import load_config_file
+    from versavit_trainer.config import load_config_file
     from versavit_trainer.methods.visper import CONFIGS, VISPER_STAGES, visper_run_options
 
     for name in ("visper_default.yaml", "visper_llava15.yaml"):
@@ -644,7 +644,7 @@ def test_the_probe_recipe_plots_every_layer_of_each_model(tmp_path, tokenizer, d
 def test_pruned_runs_keep_their_tower_and_dense_heads_as_an_expert(tmp_path, dense_checkpoint):
     import shutil
 
-    from versavit_trainer.evaluation.proving_ground import prune
+    from versavit_trainer.evaluation.ground_runs import prune
 
     run = tmp_path / "run"
     shutil.copytree(dense_checkpoint, run / "final")

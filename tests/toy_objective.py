@@ -10,6 +10,7 @@ from transformers.utils import ModelOutput
 
 from versavit_trainer.data.collators import fixed_size_pixels
 from versavit_trainer.objectives import Objective, register_objective
+from versavit_trainer.parts import unwrap_versavit
 
 
 @dataclass
@@ -23,7 +24,9 @@ class MeanColourCollator:
         self.size = size
 
     def __call__(self, samples: list[dict]) -> dict:
-        images = [sample["image"].convert("RGB").resize((self.size, self.size), PIL.Image.BICUBIC) for sample in samples]
+        images = [
+            sample["image"].convert("RGB").resize((self.size, self.size), PIL.Image.BICUBIC) for sample in samples
+        ]
         batch = fixed_size_pixels(images, self.size)
         colours = [torch.from_numpy(numpy.asarray(image, dtype=numpy.float32)).mean((0, 1)) / 255 for image in images]
         return {**batch, "labels": torch.stack(colours)}
@@ -45,7 +48,8 @@ class PooledL2(Objective):
 
     def forward(self, model, modules, batch):
         grid = batch["image_grid_thw"]
-        tokens = model.visual(batch["pixel_values"], grid_thw=grid).last_hidden_state
+        # the tower's tokens, whatever its family (Qwen's packed patches or SigLIP's padded batch)
+        tokens = unwrap_versavit(model).get_last_hidden_state(batch["pixel_values"], grid)
         pooled = torch.stack([t.mean(0) for t in tokens.split(grid.prod(-1).tolist())])
         loss = ((modules["pooled_head"](pooled) - batch["labels"]) ** 2).mean()
         return PooledOutput(loss=loss, loss_terms={"mse": loss.detach()})

@@ -1,22 +1,22 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """VersaViT training: the multi-task trainer and what feeds it.
 
-Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named `trainer` already exists).
+Installed as `versavit_trainer` (the folder is `trainer/`; a PyPI package named `trainer` already exists). Layers,
+bottom first; each imports only those below it (docs/architecture.md, tests/test_layers.py):
 
-    core/         MultiTaskTrainer, the model it trains, schedule, stage curricula, LoRA, a run's options and plan
+    parts, config, run_folder, metrics   the shared vocabulary: model parts, recipe configs, output folders, metrics
+    data/         schemas and collators, generated scenes, readers, labelling, experts, text embeddings, assets
     objectives/   one registered unit per training objective (captioning, depth, referring segmentation, ...)
-    methods/      compositions of objectives and stages: VersaViT's curriculum, task fine-tuning
-    data/         schemas and collators, where a run's data come from, generated scenes, labelling, readers
-    evaluation/   metrics, held-out evaluation, linear probes
-    export/       the tower back into an MLLM, the Hub
-    run_folder    an output folder belongs to one run (used by every layer that writes one)
+    core/         MultiTaskTrainer, the model it trains, schedule, curricula, a run's options, model, data and plan
+    methods/      compositions of objectives and stages: VersaViT, SAILViT, VisPer-LM, task fine-tuning
+    evaluation/   linear probes, QA, retrieval, correspondence, the proving ground
+    export/       the tower back into an MLLM, the Hub, deployment graphs
 """
 
 from modeling_versavit import __version__
 
 from .core.schedule import MultiTaskBatchSampler
 from .core.trainer import (
-    PART_MODULES,
     MultiTaskCollator,
     MultiTaskDataset,
     MultiTaskTrainer,
@@ -24,7 +24,6 @@ from .core.trainer import (
     TaskSpec,
     apply_stage,
     stage_learning_rates,
-    training_parts,
 )
 from .data.collators import (
     CaptioningCollator,
@@ -36,12 +35,12 @@ from .data.collators import (
     scene_datasets,
 )
 from .data.scenes import Camera, Scene, SceneObject, generate_scene
+from .parts import PART_MODULES, training_parts, unwrap_versavit
 
 __all__ = [
     "PART_MODULES",
     "apply_stage",
     "stage_learning_rates",
-    "training_parts",
     "Camera",
     "CaptioningCollator",
     "DepthCollator",
@@ -60,5 +59,7 @@ __all__ = [
     "TaskSpec",
     "__version__",
     "generate_scene",
+    "training_parts",
+    "unwrap_versavit",
 ]
 

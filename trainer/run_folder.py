@@ -162,7 +162,8 @@ def _lock(folder: Path, recipe: str) -> None:
 
 
 def _holder(handle, wait: float = 2.0) -> str:
-    """The name the lock's holder wrote, read again for up to `wait` seconds: it writes it just after taking the lock."""
+    """The name the lock's holder wrote, read again for up to `wait` seconds (it writes it just after taking the
+    lock)."""
     deadline = time.monotonic() + wait
     while True:
         handle.seek(0)

@@ -36,7 +36,9 @@ class ConvertGritArguments:
 
 
 def read_rows(path: Path) -> list[dict]:
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl", ".json")) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl", ".json")) if path.is_dir() else [path]
+    )
     if not files:
         raise FileNotFoundError(f"input: no parquet or JSON Lines file in {path}.")
     rows = []

@@ -10,9 +10,9 @@ instance mask (polygons or RLE, decoded with pycocotools). Writes image, express
 embeddings with recipes/data/embed_texts.py. Missing images, refs without an annotation and empty sentences are
 skipped and counted. Resumable: rerunning with the same settings skips finished shards (other settings are refused).
 
-The refs file is a pickle; it is read with a restricted unpickler (versavit_trainer.data.readers.refcoco_refs) that builds
-lists, dicts, strings and numbers only and refuses anything else, naming the global: a tampered download cannot run
-code. instances.json is JSON (pycocotools), the images go through load_image.
+The refs file is a pickle; it is read with a restricted unpickler (versavit_trainer.data.readers.refcoco_refs) that
+builds lists, dicts, strings and numbers only and refuses anything else, naming the global: a tampered download cannot
+run code. instances.json is JSON (pycocotools), the images go through load_image.
 """
 
 import sys

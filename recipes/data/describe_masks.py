@@ -4,7 +4,7 @@
 captioning model, Describe Anything in the paper; any local image-text-to-text checkpoint here).
 
     python recipes/data/describe_masks.py --describer models/DAM-3B --images data/sa1b/ --output_dir refs/sa1b
-    torchrun --nproc_per_node 8 recipes/data/describe_masks.py --describer ... --device cuda   # one shard stream per GPU
+    torchrun --nproc_per_node 8 recipes/data/describe_masks.py --describer ... --device cuda   # a shard stream per GPU
 
 `--images` is SA-1B's layout: each `<name>.jpg` beside its `<name>.json` of COCO RLE masks. Per image, the masks
 covering at least `--min_area` of it, at most `--max_masks` (largest first), are each shown to the describer as
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not describer_args.describer:
             raise ValueError("describer: give the folder of an image-text-to-text model that describes the masks.")
         if not 0 <= args.min_area < 1 or args.max_masks < 1:
-            raise ValueError(f"min_area must be in [0, 1) and max_masks >= 1, got {args.min_area} and {args.max_masks}.")
+            raise ValueError(
+                f"min_area must be in [0, 1) and max_masks >= 1, got {args.min_area} and {args.max_masks}."
+            )
         items = readers.sa1b(args.images)
         describer = describer_args.build(process_device(args.device))
     except (ValueError, OSError) as err:

@@ -47,7 +47,7 @@ class EmbedExpertsArguments:
 
 def source_rows(args):
     """The captioning rows to embed: a folder, or the generated scenes."""
-    from versavit_trainer.data.sources import dataset_folder
+    from versavit_trainer.data.labelling import dataset_folder
 
     if args.data is not None:
         return dataset_folder(args.data, "captioning")

@@ -3,7 +3,8 @@
 """Offline text embeddings of referring expressions (paper §4.2.3: Qwen3-Embedding-8B; here MiniLM by default) or
 of captions (the contrastive objective's image-caption pairs).
 
-    python recipes/data/embed_texts.py --input_dir refs/ --output_dir refs_embedded/ [--model path/to/Qwen3-Embedding-8B]
+    python recipes/data/embed_texts.py --input_dir refs/ --output_dir refs_embedded/ \\
+        [--model path/to/Qwen3-Embedding-8B]
     python recipes/data/embed_texts.py --captions --input_dir captions/ --output_dir contrastive/
 
 Reads a dataset with an `expressions` column (the output of label_masks.py or convert_refcoco.py, or a `datasets`
@@ -28,9 +29,13 @@ from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 @dataclass
 class EmbedTextsArguments:
-    input_dir: str = field(metadata={"help": "A labelling-run folder (shard-*) or a datasets folder, with 'expressions'."})
+    input_dir: str = field(
+        metadata={"help": "A labelling-run folder (shard-*) or a datasets folder, with 'expressions'."}
+    )
     output_dir: str = field(metadata={"help": "Where the sharded dataset, summary.json included, is written."})
-    model: str | None = field(default=None, metadata={"help": "Sentence-embedding model folder (default: packaged MiniLM)."})
+    model: str | None = field(
+        default=None, metadata={"help": "Sentence-embedding model folder (default: packaged MiniLM)."}
+    )
     batch_size: int = field(default=16, metadata={"help": "Rows per embedding batch."})
     shard_size: int = field(default=1024, metadata={"help": "Rows per saved (and resumable) shard."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})

@@ -2,7 +2,8 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Pseudo-label depth with any transformers depth-estimation checkpoint (paper §4.2.2: Depth-Anything-V2-Large).
 
-    python recipes/data/label_depth.py --model path/to/Depth-Anything-V2-Large-hf --images photos/ --output_dir depth_ds/
+    python recipes/data/label_depth.py --model path/to/Depth-Anything-V2-Large-hf --images photos/ \\
+        --output_dir depth_ds/
 
 Writes the depth task dataset (columns image, depth, depth_scale, depth_space, source; see versavit_trainer.data),
 the model's output stored as a 16-bit map with its scale, at each image's own size. `--space` says what the model

@@ -3,18 +3,19 @@
 """Masks for box-annotated referring data with transformers' SamModel (paper §4.2.3, strategy (iii): GRIT /
 Objects365 boxes -> SAM masks -> the annotation's text or a description of each mask).
 
-    python recipes/data/label_masks.py --sam path/to/sam-vit-huge --annotations boxes.jsonl --images imgs/ --output_dir refs/
-    python recipes/data/label_masks.py --sam ... --describer models/DAM-3B --text describer ...     # Objects365 in the paper
+    python recipes/data/label_masks.py --sam path/to/sam-vit-huge --annotations boxes.jsonl --images imgs/ \\
+        --output_dir refs/
+    python recipes/data/label_masks.py --sam ... --describer models/DAM-3B --text describer ...   # Objects365 (paper)
 
 `--annotations` is JSON Lines, one image per line (GRIT and Objects365 annotations convert to it directly):
 
     {"image": "relative/path.jpg", "objects": [{"box": [x0, y0, x1, y1], "text": "a dog on the sofa"}, ...]}
 
 Boxes are pixel corners. Each box prompts SAM for three masks; the best-scoring one (predicted IoU) is kept. With
-`--describer` (any local image-text-to-text model; the options as in recipes/data/describe_masks.py) objects without text
-(`--text auto`) or all objects (`--text describer`) get the describer's description of their SAM mask; a description
-that is empty or equal to another's of the same image is dropped and counted. Boxes are clipped to the image; a box
-left without area, an empty text or an empty mask is skipped and counted, as is an image that is missing or
+`--describer` (any local image-text-to-text model; the options as in recipes/data/describe_masks.py) objects without
+text (`--text auto`) or all objects (`--text describer`) get the describer's description of their SAM mask; a
+description that is empty or equal to another's of the same image is dropped and counted. Boxes are clipped to the
+image; a box left without area, an empty text or an empty mask is skipped and counted, as is an image that is missing or
 unreadable. Writes image, expressions, masks, source (add text embeddings with recipes/data/embed_texts.py). Resumable:
 rerunning skips finished shards; under torchrun / accelerate launch each process labels its own shards.
 """

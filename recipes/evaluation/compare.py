@@ -9,8 +9,9 @@ qualitative examples (Figure 4) from your own run.
     python recipes/evaluation/compare.py            # the same: the embedded default, configs/compare_default.yaml
 
 Each encoder (a VersaViT folder, `mllm:<folder>` for an MLLM's own tower, or `random` for a randomly initialised
-tower of the first encoder's shape) gets the same segmentation and depth probes (recipes/evaluation/probe_segmentation.py,
-probe_depth.py: same data, settings and seed). Writes output_dir/comparison.md (mIoU ↑ and RMSE ↓ per encoder,
+tower of the first encoder's shape) gets the same segmentation and depth probes
+(recipes/evaluation/probe_segmentation.py, probe_depth.py: same data, settings and seed). Writes
+output_dir/comparison.md (mIoU ↑ and RMSE ↓ per encoder,
 differences to the first encoder in parentheses), comparison.json and examples.png (image, ground truth, each
 encoder's probe prediction, for segmentation and depth). `--out_of_task correspondence retrieval classification`
 adds the paper's out-of-task columns measured on generated scenes (eval_correspondence.py, eval_retrieval.py).
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from modeling_versavit import VersaViTModel
-from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.core.models import backbone_from
 from versavit_trainer.core.reporting import probe_figure
 from versavit_trainer.evaluation.out_of_task import OUT_OF_TASK, scene_out_of_task
@@ -59,10 +60,15 @@ class CompareArguments:
     num_scenes: int = field(default=120, metadata={"help": "Generated training scenes."})
     num_eval_scenes: int = field(default=24, metadata={"help": "Generated held-out scenes."})
     num_examples: int = field(default=3, metadata={"help": "Held-out examples in examples.png."})
-    out_of_task: list[str] = field(default_factory=list, metadata={
-        "help": f"Out-of-task columns on generated scenes, among {OUT_OF_TASK}: keypoint correspondence between two "
-                "views (recall within a tenth of the scale), image-text retrieval (mean of R@1/5/10 both ways; head trained on the "
-                "scenes' captions, tower frozen) and zero-shot shape classification through that head (top-1)."})
+    out_of_task: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": f"Out-of-task columns on generated scenes, among {OUT_OF_TASK}: keypoint correspondence between "
+            "two views (recall within a tenth of the scale), image-text retrieval (mean of R@1/5/10 both ways; head "
+            "trained on the scenes' captions, tower frozen) and zero-shot shape classification through that head "
+            "(top-1)."
+        },
+    )
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where the table and the figure go."})
 
 
@@ -116,7 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
                           num_eval_scenes=args.num_eval_scenes)
     try:
         seg_train, seg_eval = sources(data, "segmentation")
-        data.dataset, data.train_split, data.eval_split = args.depth_dataset, args.depth_train_split, args.depth_eval_split
+        data.dataset, data.train_split, data.eval_split = (
+            args.depth_dataset,
+            args.depth_train_split,
+            args.depth_eval_split,
+        )
         depth_train, depth_eval = sources(data, "depth")
         encoders = []
         for spec in args.encoders:

@@ -35,7 +35,9 @@ DATASETS = ("scenes", "spair", "navi")
 class CorrespondenceArguments:
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (default outputs/demo/backbone when "
                                                               "no encoder is given)."})
-    mllm: str | None = field(default=None, metadata={"help": "An MLLM folder of any tower family: evaluate its own tower."})
+    mllm: str | None = field(
+        default=None, metadata={"help": "An MLLM folder of any tower family: evaluate its own tower."}
+    )
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
     data_root: str | None = field(default=None, metadata={"help": "spair / navi: the SPair-71k or NAVI folder."})

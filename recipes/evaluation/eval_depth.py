@@ -2,21 +2,22 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Zero-shot relative depth of a VersaViT depth model (paper Table 9 style).
 
-    python recipes/evaluation/eval_depth.py --model outputs/demo/final                        # held-out generated scenes
-    python recipes/evaluation/eval_depth.py --model outputs/finetune_depth/final --dataset nyuv2 --split data/nyu/test.txt \\
+    python recipes/evaluation/eval_depth.py --model outputs/demo/final                   # held-out generated scenes
+    python recipes/evaluation/eval_depth.py --model outputs/finetune_depth/final --dataset nyuv2 \\
+        --split data/nyu/test.txt --space disparity
+
+    python recipes/evaluation/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K \\
         --space disparity
 
-    python recipes/evaluation/eval_depth.py --model outputs/run/final --dataset da2k --data_root data/DA-2K --space disparity
-
-Each image is resized at its own aspect ratio, short side `size` and long side the nearest multiple of the tower's
-patch x merge, 28 for Qwen2-VL (Depth Anything's protocol: KITTI's 352x1216 is fed at 532x1848, not squashed to a
-square), the predicted map upsampled back to the label's size; per image the prediction is aligned to the ground
-truth by least-squares scale and shift in the space the model was trained in (its config's `depth_label_space`; `--space` overrides: disparity is Depth
-Anything's protocol), then AbsRel and δ1 are taken over the valid pixels (the dataset's range and crop: Eigen for
-NYUv2, Garg for KITTI) and averaged over images.
-DA-2K (Table 9's third column) has no dense labels: its score is the pairwise accuracy, the share of annotated point
-pairs whose closer point the prediction (at the image's size) puts closer, larger disparity or smaller depth per
-`--space`. Writes output_dir/results.json and model_index.json (for recipes/export/push_to_hub.py --results).
+Each image is resized at its own aspect ratio, short side `size` and long side the nearest multiple of the tower's patch
+x merge, 28 for Qwen2-VL (Depth Anything's protocol: KITTI's 352x1216 is fed at 532x1848, not squashed to a square), the
+predicted map upsampled back to the label's size; per image the prediction is aligned to the ground truth by
+least-squares scale and shift in the space the model was trained in (its config's `depth_label_space`; `--space`
+overrides: disparity is Depth Anything's protocol), then AbsRel and δ1 are taken over the valid pixels (the dataset's
+range and crop: Eigen for NYUv2, Garg for KITTI) and averaged over images. DA-2K (Table 9's third column) has no dense
+labels: its score is the pairwise accuracy, the share of annotated point pairs whose closer point the prediction (at the
+image's size) puts closer, larger disparity or smaller depth per `--space`. Writes output_dir/results.json and
+model_index.json (for recipes/export/push_to_hub.py --results).
 """
 
 import sys
@@ -31,8 +32,8 @@ from modeling_versavit import VersaViTForDepthEstimation
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.data import readers
 from versavit_trainer.data.collators import fixed_size_pixels, image_processor_for
-from versavit_trainer.evaluation.metrics import pairwise_depth_order, relative_depth_metrics
 from versavit_trainer.evaluation.probes import HUB_DATASETS, keep_aspect_size, score_depth_source, write_results
+from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics
 
 
 @dataclass
@@ -55,7 +56,7 @@ class EvalDepthArguments:
 
 def source(args: EvalDepthArguments) -> readers.DepthSource:
     if args.dataset == "scenes":  # the same held-out seeds as recipes/multitask.py's before/after metrics
-        from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET
+        from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
 
         return readers.scene_depth(args.num_eval_scenes, EVAL_SCENE_SEED_OFFSET)
     if args.dataset == "stereo_motorcycle":

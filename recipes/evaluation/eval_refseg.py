@@ -6,13 +6,12 @@
     python recipes/evaluation/eval_refseg.py --model outputs/finetune_refseg/final --data data/refcoco_val \\
         --text_encoder outputs/finetune_refseg/final/text_encoder --size 560
 
-`--data` is a refCOCO-format dataset folder (recipes/data/convert_refcoco.py output: image, expressions, masks), embedded
-here with `--text_encoder` (default MiniLM; use the fine-tuned one a finetune_refseg run saved, or the model the
-offline embeddings were made with), or a segmentation dataset that already carries `text_embeds` (used as is when no
-`--text_encoder` is given). Every expression is evaluated at its image's original resolution (refCOCO's
-definition): the head's logits at `size` are resized bilinearly to the image's size and thresholded at 0. cIoU =
-total intersection / total union, mIoU = mean per-expression IoU. Writes output_dir/results.json and
-model_index.json.
+`--data` is a refCOCO-format dataset folder (recipes/data/convert_refcoco.py output: image, expressions, masks),
+embedded here with `--text_encoder` (default MiniLM; use the fine-tuned one a finetune_refseg run saved, or the model
+the offline embeddings were made with), or a segmentation dataset that already carries `text_embeds` (used as is when no
+`--text_encoder` is given). Every expression is evaluated at its image's original resolution (refCOCO's definition): the
+head's logits at `size` are resized bilinearly to the image's size and thresholded at 0. cIoU = total intersection /
+total union, mIoU = mean per-expression IoU. Writes output_dir/results.json and model_index.json.
 """
 
 import sys
@@ -26,12 +25,13 @@ from transformers import HfArgumentParser
 from modeling_versavit import VersaViTForReferringSegmentation
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.core.options import DataArguments
+from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
 from versavit_trainer.data.collators import image_processor_for, scene_datasets
 from versavit_trainer.data.labelling import load_labelled
-from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET, eval_batches
 from versavit_trainer.data.text_embedding import SentenceEmbedder
-from versavit_trainer.evaluation.metrics import evaluate_segmentation
 from versavit_trainer.evaluation.probes import write_results
+from versavit_trainer.metrics import evaluate_segmentation
+from versavit_trainer.objectives.dense import eval_batches
 
 
 @dataclass

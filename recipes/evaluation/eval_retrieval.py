@@ -23,7 +23,7 @@ recipes/export/push_to_hub.py --results); the encoder folder never changes.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from versavit_trainer.core.config import DefaultConfig, parse_config
+from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.data import readers
 from versavit_trainer.data.assets import minilm_path
 from versavit_trainer.data.text_embedding import SentenceEmbedder
@@ -45,7 +45,9 @@ DATASETS = ("scenes", "coco", "flickr30k")
 @dataclass
 class RetrievalArguments(RetrievalSettings):
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
-    mllm: str | None = field(default=None, metadata={"help": "An MLLM folder of any tower family: evaluate its own tower."})
+    mllm: str | None = field(
+        default=None, metadata={"help": "An MLLM folder of any tower family: evaluate its own tower."}
+    )
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": f"One of {DATASETS}."})
     split_json: str | None = field(default=None, metadata={"help": "coco / flickr30k: the Karpathy split file."})

@@ -2,7 +2,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """Extract VersaViT features from images: MLLM-ready merged tokens and dense per-layer feature maps.
 
-    python recipes/evaluation/extract_features.py                                    # small random backbone, sample photos
+    python recipes/evaluation/extract_features.py                            # small random backbone, sample photos
     python recipes/evaluation/extract_features.py --model path/to/versavit --images a.jpg b.png
     python recipes/evaluation/extract_features.py --mllm path/to/Qwen2-VL-7B-Instruct --layers 8 16 32
 

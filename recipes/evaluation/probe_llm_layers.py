@@ -21,8 +21,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForCaptioning
+from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
 from versavit_trainer.data.experts import read_experts
-from versavit_trainer.data.sources import EVAL_SCENE_SEED_OFFSET
 from versavit_trainer.evaluation.llm_probes import (
     LayerProbeSettings,
     plot_layer_probes,

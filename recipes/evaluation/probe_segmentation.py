@@ -4,7 +4,8 @@
 
     python recipes/evaluation/probe_segmentation.py              # the embedded default: configs/probe_default.yaml
     python recipes/evaluation/probe_segmentation.py --model outputs/demo/backbone --size 112          # generated scenes
-    python recipes/evaluation/probe_segmentation.py --config recipes/configs/probe_paper.yaml --mllm models/Qwen2-VL-7B-Instruct \\
+    python recipes/evaluation/probe_segmentation.py --config recipes/configs/probe_paper.yaml \\
+        --mllm models/Qwen2-VL-7B-Instruct \\
         --data_root data/ade         # the paper: 560x560; DINOv3's optimiser settings
 
 Last-layer patch features (raster order) -> BatchNorm + dropout + 1x1 conv -> bilinear upsampling -> cross-entropy,

@@ -4,7 +4,7 @@
 
     python recipes/export/push_to_hub.py --model outputs/demo/final --repo_id org/versavit \\
         --tasks backbone depth segmentation --base_model Qwen/Qwen2-VL-7B-Instruct --results probes.json
-    python recipes/export/push_to_hub.py --model outputs/demo/final --repo_id org/versavit --local_dir exported/   # no upload
+    python recipes/export/push_to_hub.py --model outputs/demo/final --repo_id org/versavit --local_dir out/  # no upload
 
 One repository per task: the first task goes to `repo_id`, the others to `repo_id-<task>`. Each holds safetensors
 weights, the config with `auto_map` and the model code (loads with trust_remote_code=True), the image processor
@@ -29,16 +29,22 @@ from versavit_trainer.run_folder import claim_export_folder
 
 @dataclass
 class PushArguments:
-    model: str = field(metadata={"help": "A VersaViT folder: a run's final/ (multi-task) or backbone/, or any task model."})
+    model: str = field(
+        metadata={"help": "A VersaViT folder: a run's final/ (multi-task) or backbone/, or any task model."}
+    )
     repo_id: str = field(metadata={"help": "Hub repository of the first task (the others get '-<task>')."})
     tasks: list[str] = field(
         default_factory=lambda: ["backbone"], metadata={"help": f"What to publish, among {sorted(TASK_WEIGHTS)}."}
     )
-    local_dir: str | None = field(default=None, metadata={"help": "Write the upload folders here instead of uploading."})
+    local_dir: str | None = field(
+        default=None, metadata={"help": "Write the upload folders here instead of uploading."}
+    )
     base_model: str | None = field(default=None, metadata={"help": "The model it was post-trained from (Hub id)."})
     datasets: list[str] = field(default_factory=list, metadata={"help": "Training datasets (Hub ids) for the card."})
     license: str = field(default="apache-2.0", metadata={"help": "License identifier for the card."})
-    results: str | None = field(default=None, metadata={"help": "JSON file: a list of evaluation results (model-index)."})
+    results: str | None = field(
+        default=None, metadata={"help": "JSON file: a list of evaluation results (model-index)."}
+    )
     private: bool = field(default=False, metadata={"help": "Create the repositories as private."})
     overwrite: bool = field(default=False, metadata={"help": "Delete what --local_dir holds first (without it, a "
                                                              "folder that is not empty is refused)."})
@@ -48,7 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
     unknown = [task for task in args.tasks if task not in TASK_WEIGHTS]
     if unknown or not args.tasks:
-        raise SystemExit(f"push_to_hub.py: error: tasks: {unknown or args.tasks} (choose among {sorted(TASK_WEIGHTS)}).")
+        raise SystemExit(
+            f"push_to_hub.py: error: tasks: {unknown or args.tasks} (choose among {sorted(TASK_WEIGHTS)})."
+        )
     folder = Path(args.model)
     VersaViTConfig.from_pretrained(folder)  # a clear error for a folder that is not a VersaViT checkpoint
     for task in args.tasks:
@@ -59,7 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     if args.local_dir:
         claim_export_folder(args.local_dir, "push_to_hub.py", args.overwrite)
     results = json.loads(Path(args.results).read_text()) if args.results else None
-    card = {"base_model": args.base_model, "datasets": args.datasets or None, "license": args.license, "results": results}
+    card = {
+        "base_model": args.base_model,
+        "datasets": args.datasets or None,
+        "license": args.license,
+        "results": results,
+    }
     published = {}
     for position, task in enumerate(args.tasks):
         repo_id = args.repo_id if position == 0 else f"{args.repo_id}-{task}"

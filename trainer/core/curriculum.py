@@ -42,9 +42,9 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from ..config import ConfigError, check_mapping_keys
 from ..objectives import get_objective
 from ..run_folder import incomplete_file
-from .config import ConfigError, check_mapping_keys
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,10 @@ def parse_stages(value, data_args, training_args) -> list[Stage]:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}: {err}") from None
         stages.append(stage)
+    heads = model_tasks(stages)
+    if data_args.tasks is not None and sorted(data_args.tasks) != sorted(heads):
+        raise ConfigError(f"tasks: {data_args.tasks}, but with `stages:` the model's heads are those of the stages' "
+                          f"objectives ({heads or 'none: objectives of your own add their parts'}); leave tasks out.")
     return stages
 
 
@@ -182,8 +186,10 @@ def stage_objective(name: str, settings: dict, data_args, where: str = "") -> St
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
         raise ConfigError(f"{where}.weight: the loss weight λ must be a finite value >= 0, got {weight!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < objective.min_batch_size:
-        raise ConfigError(f"{where}.batch_size: must be an integer >= {objective.min_batch_size} for objective {name!r}, "
-                          f"got {batch_size!r}.")
+        raise ConfigError(
+            f"{where}.batch_size: must be an integer >= {objective.min_batch_size} for objective {name!r}, "
+            f"got {batch_size!r}."
+        )
     if isinstance(data, dict):
         from ..data.scenes import SCENE_TEXTS
 
@@ -271,7 +277,8 @@ def check_stage_parts(model, stages: list["Stage"], training_args, output_dir: P
     """Before anything is written: `ConfigError` naming the stage unless each stage's parts are parts of `model` (the
     model the trainer gets) and at least one of them trains (a stage that freezes everything would only fail once
     its trainer builds the optimizer, after the run's record was written)."""
-    from .trainer import stage_learning_rates, training_parts
+    from ..parts import training_parts
+    from .trainer import stage_learning_rates
 
     parts = training_parts(model)
     for stage in stages:
@@ -288,7 +295,7 @@ def check_stage_parts(model, stages: list["Stage"], training_args, output_dir: P
 def trained_state(model, rates: dict[str, float | None]) -> dict:
     """The state (parameters and buffers) of the parts of `model` that trained (`rates` not None), under the names
     of `model.state_dict()`; a tensor tied to another is kept once."""
-    from .trainer import training_parts
+    from ..parts import training_parts
 
     parts = training_parts(model)
     ids = {id(t) for part, rate in rates.items() if rate is not None and part in parts
@@ -315,7 +322,9 @@ def load_finished_stage(folder: Path, model) -> list:
     state = load_file(Path(folder) / TRAINED_PARTS_FILE)
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
-        raise ValueError(f"{folder / TRAINED_PARTS_FILE}: holds weights this model lacks: {result.unexpected_keys[:5]}.")
+        raise ValueError(
+            f"{folder / TRAINED_PARTS_FILE}: holds weights this model lacks: {result.unexpected_keys[:5]}."
+        )
     return json.loads((Path(folder) / "log_history.json").read_text())
 
 

@@ -23,7 +23,9 @@ PARTS = {"backbone": "visual", "language_model": "language_model"}
 class LoraArguments:
     """LoRA on the backbone and / or the captioning LLM (paper §9.4 uses r = 8, α = 8 on its text encoder)."""
 
-    backbone_lora: bool = field(default=False, metadata={"help": "LoRA on the backbone's blocks instead of full tuning."})
+    backbone_lora: bool = field(
+        default=False, metadata={"help": "LoRA on the backbone's blocks instead of full tuning."}
+    )
     backbone_lora_rank: int = field(default=8, metadata={"help": "LoRA rank r of the backbone adapters."})
     backbone_lora_alpha: float = field(default=8.0, metadata={"help": "LoRA alpha of the backbone adapters."})
     backbone_lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout of the backbone adapters."})
@@ -32,7 +34,9 @@ class LoraArguments:
         metadata={"help": "Module names inside the tower's blocks to adapt; default: the tower family's attention and "
                           "MLP projections (`VisionBackbone.lora_targets`)."},
     )
-    language_model_lora: bool = field(default=False, metadata={"help": "LoRA on the captioning LLM instead of full tuning."})
+    language_model_lora: bool = field(
+        default=False, metadata={"help": "LoRA on the captioning LLM instead of full tuning."}
+    )
     language_model_lora_rank: int = field(default=8, metadata={"help": "LoRA rank r of the LLM adapters."})
     language_model_lora_alpha: float = field(default=8.0, metadata={"help": "LoRA alpha of the LLM adapters."})
     language_model_lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout of the LLM adapters."})
@@ -80,7 +84,9 @@ def apply_lora(model, lora_args: LoraArguments) -> dict[str, LoraModel]:
             continue
         module = getattr(model, attribute, None)
         if module is None:
-            raise ValueError(f"{part}_lora: the model has no {attribute} (tasks {getattr(model.config, 'tasks', '?')}).")
+            raise ValueError(
+                f"{part}_lora: the model has no {attribute} (tasks {getattr(model.config, 'tasks', '?')})."
+            )
         if attribute in tuners:
             raise ValueError(f"{part}_lora: the model already has adapters there.")
         try:

@@ -18,8 +18,9 @@ from modeling_versavit import (
     safetensors_weight_map,
 )
 
+from ..config import mapping_option
 from ..objectives import OBJECTIVES
-from .config import mapping_option
+from ..parts import require_weights
 from .options import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -200,9 +201,7 @@ TASK_WEIGHTS = {"backbone": ("visual.",),
 def require_task_weights(folder, task: str) -> None:
     """`ValueError` unless the checkpoint `folder` holds trained weights for `task` (`from_pretrained` would
     otherwise start a missing head from random values, with only a warning)."""
-    names = list(safetensors_weight_map(folder))
-    if not all(any(name.startswith(prefix) for name in names) for prefix in TASK_WEIGHTS[task]):
-        raise ValueError(f"{folder} has no {task} weights ({' and '.join(TASK_WEIGHTS[task])}*).")
+    require_weights(folder, TASK_WEIGHTS[task], task)
 
 
 # Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.

@@ -2,17 +2,18 @@
 """The model a `MultiTaskTrainer` trains: a VersaViT model plus the modules its objectives add, run one objective
 at a time."""
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from ..parts import training_parts, unwrap_versavit
 
-def unwrap_versavit(model):
-    """The VersaViT model inside training wrappers (`ObjectivesModel`, `OnlineTextSegmentation`)."""
-    while True:
-        inner = getattr(model, "wrapped_model", None)
-        if inner is None:
-            return model
-        model = inner
+# In a run's `final/` folder beside the VersaViT model: the parts its objectives added (`Objective.modules`), each
+# weight under `<part>.<name>`, and in the file's metadata which objective added each part.
+OBJECTIVE_PARTS_FILE = "objective_parts.safetensors"
 
 
 class ObjectivesModel(nn.Module):
@@ -63,8 +64,6 @@ class ObjectivesModel(nn.Module):
         unwrap_versavit(self.model).tie_weights()
 
     def training_parts(self) -> dict[str, nn.Module]:
-        from .trainer import training_parts
-
         return {**training_parts(self.model), **dict(self.objective_modules.items())}
 
     def activation_checkpointing_enable(self, **kwargs):
@@ -72,6 +71,37 @@ class ObjectivesModel(nn.Module):
 
     def activation_checkpointing_disable(self):
         unwrap_versavit(self.model).activation_checkpointing_disable()
+
+    def save_objective_parts(self, folder) -> Path | None:
+        """Write the parts the objectives added to `folder/objective_parts.safetensors` (None when they added
+        none): a run's `final/` holds every trained part, the VersaViT model's and its objectives'."""
+        state = {f"{part}.{name}": tensor.detach().contiguous().cpu()
+                 for part, module in self.objective_modules.items() for name, tensor in module.state_dict().items()}
+        if not state:
+            return None
+        path = Path(folder) / OBJECTIVE_PARTS_FILE
+        save_file(state, path, metadata={"format": "pt", "added_by": json.dumps(self.added_by)})
+        return path
+
+    def load_objective_parts(self, folder) -> None:
+        """Load the objectives' parts saved by `save_objective_parts` into this model, whose objectives must add
+        the same parts (build it as the run did: `ObjectivesModel(VersaViTForMultiTask.from_pretrained(folder),
+        [get_objective(name), ...])`). A missing file, part or weight is an error naming it."""
+        path = Path(folder) / OBJECTIVE_PARTS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no {OBJECTIVE_PARTS_FILE} (the run's objectives added no part, or this "
+                                    "is not a run's final/ folder).")
+        with safe_open(str(path), "pt") as handle:
+            saved = json.loads((handle.metadata() or {}).get("added_by", "{}"))
+        if saved != self.added_by:
+            raise ValueError(f"{path}: holds the parts {saved} (part: objective), but this model's objectives add "
+                             f"{self.added_by}.")
+        state = load_file(path)
+        for part, module in self.objective_modules.items():
+            own = {name[len(part) + 1:]: tensor for name, tensor in state.items() if name.startswith(f"{part}.")}
+            missing, unexpected = module.load_state_dict(own, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{path}: part {part!r} lacks {missing} / has unexpected {unexpected}.")
 
     def forward(self, task: str, **batch):
         if task not in self.objectives:
@@ -109,7 +139,11 @@ class ObjectivesModel(nn.Module):
 
 
 def _is_multi_process() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
 
 
 def _drop_wrapper_prefixes(module, state_dict, prefix, local_metadata):
@@ -129,4 +163,4 @@ def _add_wrapper_prefixes(module, state_dict, prefix, local_metadata, strict, mi
         state_dict[prefix + inner + key[len(prefix):]] = state_dict.pop(key)
 
 
-__all__ = ["ObjectivesModel", "unwrap_versavit"]
+__all__ = ["OBJECTIVE_PARTS_FILE", "ObjectivesModel"]

@@ -13,9 +13,9 @@ from transformers import PreTrainedConfig
 
 from modeling_versavit import TASKS, VersaViTConfig
 
+from ..config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 from ..data.collators import check_size, parse_resolutions
 from ..data.scenes import scene_style
-from .config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 
 
 @dataclass
@@ -120,11 +120,17 @@ def check_nested_configs(vision_config: dict | None, head_config: dict | None, n
 class DataArguments:
     """The task data: the embedded generated scenes, or dataset folders of the VersaViT schemas."""
 
-    tasks: list[str] = field(
-        default_factory=lambda: list(TASKS), metadata={"help": f"Tasks to train, in schedule order: {list(TASKS)}."}
+    tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"The heads VersaViT's curriculum trains (a run without `stages:`), in schedule "
+            f"order, among {list(TASKS)}; default all three. With `stages:` the model's "
+            "heads are those of the stages' objectives: leave it out."
+        },
     )
     depth_data: str | None = field(
-        default=None, metadata={"help": "Depth dataset folder (label_depth.py output or save_to_disk). Default: scenes."}
+        default=None,
+        metadata={"help": "Depth dataset folder (label_depth.py output or save_to_disk). Default: scenes."},
     )
     segmentation_data: str | None = field(
         default=None, metadata={"help": "Segmentation dataset folder (embed_texts.py output). Default: scenes."}
@@ -228,9 +234,12 @@ class DataArguments:
                                                                      "the stages that name it)."})
 
     def __post_init__(self):
-        unknown = [task for task in self.tasks if task not in TASKS]
-        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks: expected distinct names among {list(TASKS)}, got {self.tasks}.")
+        if self.tasks is not None:
+            unknown = [task for task in self.tasks if task not in TASKS]
+            if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+                raise ValueError(f"tasks: expected distinct names among {list(TASKS)}, got {self.tasks}. It names the "
+                                 "heads of VersaViT's curriculum; a run with `stages:` builds the heads of its stages' "
+                                 "objectives (none for objectives of your own): leave tasks out there.")
         scene_style(self.scene_style)  # an unknown style is an error naming the choices
         for name in ("num_scenes", "num_eval_scenes"):
             if getattr(self, name) < 0:
@@ -272,9 +281,11 @@ class DataArguments:
             raise ValueError(f"max_expressions and caption_max_length: must be >= 1, got {self.max_expressions} and "
                              f"{self.caption_max_length}.")
 
-    def needs_scenes(self) -> bool:
-        folders = {"depth": self.depth_data, "segmentation": self.segmentation_data, "captioning": self.captioning_data}
-        return any(folders[task] is None for task in self.tasks)
+    @property
+    def curriculum_tasks(self) -> list[str]:
+        """The heads of VersaViT's curriculum: `tasks`, or all three when it is not set."""
+        return list(TASKS) if self.tasks is None else list(self.tasks)
+
 
 
 @dataclass
@@ -321,11 +332,13 @@ class RunArguments:
     panel_samples: int = field(default=4, metadata={"help": "Held-out samples drawn in predictions.png (0: none)."})
     stages: list | str | None = field(
         default=None,
-        metadata={"help": "The run as a list of stages (YAML; see versavit_trainer.core.curriculum): each with a name (its "
-                          "folder), objectives (names, or name -> {weight, batch_size, data}), train (part -> "
-                          "learning rate or 'frozen'; other parts frozen) and any training option for that stage "
-                          "(max_steps, ...). Default: the VersaViT curriculum of the flags (alignment_max_steps of "
-                          "captioning alignment, then multi-task training of `tasks`)."},
+        metadata={
+            "help": "The run as a list of stages (YAML; see versavit_trainer.core.curriculum): each with a name (its "
+            "folder), objectives (names, or name -> {weight, batch_size, data}), train (part -> "
+            "learning rate or 'frozen'; other parts frozen) and any training option for that stage "
+            "(max_steps, ...). Default: the VersaViT curriculum of the flags (alignment_max_steps of "
+            "captioning alignment, then multi-task training of `tasks`)."
+        },
     )
     imports: list[str] | None = field(
         default=None,
@@ -339,7 +352,9 @@ class RunArguments:
             try:
                 self.stages = yaml.safe_load(self.stages) if self.stages.strip() else None
             except yaml.YAMLError as err:
-                raise ConfigError(f"stages: expected a YAML / JSON list of stages, got {self.stages!r} ({err}).") from None
+                raise ConfigError(
+                    f"stages: expected a YAML / JSON list of stages, got {self.stages!r} ({err})."
+                ) from None
         if self.stages is not None and (not isinstance(self.stages, list) or not self.stages):
             raise ConfigError(f"stages: expected a non-empty list of stages, got {self.stages!r}.")
         if self.alignment_max_steps < -1:

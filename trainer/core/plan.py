@@ -18,13 +18,14 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
+from ..config import ConfigError
 from ..objectives import ObjectiveContext, get_objective
-from .config import ConfigError
+from ..parts import training_parts
 from .curriculum import model_tasks, objectives_of
 from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, with_tasks
 from .objectives_model import ObjectivesModel
 from .options import DataArguments, ModelArguments, RunArguments, check_input_sizes
-from .trainer import apply_stage, stage_learning_rates, training_parts
+from .trainer import apply_stage, stage_learning_rates
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def _batches(data_args: DataArguments, stage) -> str:
 
 
 def _trains(rates: dict[str, float | None]) -> str:
-    """What a stage trains, e.g. "projector only at lr 0.001" or "depth head at 0.001, backbone + projector at 1e-05"."""
+    """What a stage trains, e.g. "projector only at lr 0.001" or "depth head at 0.001, backbone + projector at
+    1e-05"."""
     trained = {part: rate for part, rate in rates.items() if rate is not None}
     if len(trained) == 1:
         (part, rate), = trained.items()
@@ -165,7 +167,11 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     per_process = memory["total_gib"]
     needed = per_process * (local_processes if device.type == "cpu" else 1)
     free, where = available_memory(device)
-    scope = f"x {local_processes} processes on this machine" if device.type == "cpu" and local_processes > 1 else "per process"
+    scope = (
+        f"x {local_processes} processes on this machine"
+        if device.type == "cpu" and local_processes > 1
+        else "per process"
+    )
     lines.append(
         f"  memory    ~{needed:.1f} GiB ({scope}: weights {memory['weights_gib']:.1f}, gradients "
         f"{memory['gradients_gib']:.1f}, optimizer {memory['optimizer_gib']:.1f}, activations "
@@ -222,9 +228,9 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     parameter), sharded from ZeRO stage 1. Activations: the largest task micro-batch (tasks run one at a time);
     with gradient checkpointing each transformer layer keeps its input (tokens x width) and one layer is recomputed
     at a time (~16 values per token and width, attention included), without it every layer keeps ~16 (the factor
-    is an approximation, not a measurement). `tasks` (default `data_args.tasks`): the objectives that run, at
+    is an approximation, not a measurement). `tasks` (default `data_args.curriculum_tasks`): the objectives that run, at
     `batch_sizes` (default the `<task>_batch_size` options); an objective of the run's own adds no estimate."""
-    tasks = list(tasks or data_args.tasks)
+    tasks = list(data_args.curriculum_tasks if tasks is None else tasks)
     sizes = {task: get_objective(task).batch_size(data_args) for task in tasks} | (batch_sizes or {})
     gib = 1024**3
     compute_bytes = 2 if bf16 else 4
@@ -245,7 +251,9 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
         if "language_model" in objective.parts and model.config.text_config is not None:
             text = model.config.text_config
             tokens = sizes[task] * (data_args.caption_max_pixels // (patch**2 * merge**2) + 256)
-            values += tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
+            values += (
+                tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
+            )
             values += tokens * text.vocab_size * 2  # logits and their gradient
         activations[task] = values * compute_bytes / gib
     estimate = {
@@ -261,9 +269,10 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
 
 def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
                   tasks: list[str] | None = None) -> VersaViTForMultiTask:
-    """The run's multi-task model with the heads of `tasks` (default `data_args.tasks`) on the meta device: shapes
+    """The run's multi-task model with the heads of `tasks` (default `data_args.curriculum_tasks`) on the meta device:
+    shapes
     and counts, no weights (nothing is read but configs)."""
-    tasks = list(tasks or data_args.tasks)
+    tasks = list(data_args.curriculum_tasks if tasks is None else tasks)
     if model_args.mllm and not (Path(model_args.mllm) / "config.json").is_file():
         if model_args.mllm_vision_config is not None:
             logger.warning("mllm %s is not on this machine: sizing its tower from mllm_vision_config (%s)",

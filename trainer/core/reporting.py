@@ -91,8 +91,8 @@ def probe_figure(path: Path, examples: list, rows: list[dict]) -> Path:
     """The paper's Figure 4 layout: per held-out example (`(image, segmentation labels, depth)`), the image, the
     ground-truth classes, each row's probe segmentation, the true depth and each row's probe depth; `rows` hold
     `name`, `segmentations` and `depths` (one prediction per example)."""
-    import numpy as np
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -162,10 +162,4 @@ def render_panel(model, rows: Sequence[dict], path: Path, context) -> tuple[Path
     return path, drawn
 
 
-def wrap_text(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width)[:8])
-
-
-__all__ = ["GracefulStop", "plot_loss_curves", "probe_figure", "render_panel", "wrap_text"]
+__all__ = ["GracefulStop", "plot_loss_curves", "probe_figure", "render_panel"]

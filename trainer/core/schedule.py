@@ -57,7 +57,9 @@ class MultiTaskBatchSampler:
         self.seed = seed
         self.rounds_per_step = rounds_per_step
         global_batches = [b * num_replicas for b in self.batch_sizes]
-        self.steps_per_epoch = steps_per_epoch or max(1, max(n // g for n, g in zip(self.dataset_sizes, global_batches)))
+        self.steps_per_epoch = steps_per_epoch or max(
+            1, max(n // g for n, g in zip(self.dataset_sizes, global_batches))
+        )
         self.epoch = 0
         self._permutations: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -86,7 +88,9 @@ class MultiTaskBatchSampler:
     def stream(self, task: int, start: int, count: int) -> list[int]:
         """Positions `start .. start + count - 1` of the task's endless stream of sample indices."""
         size = self.dataset_sizes[task]
-        return [int(self.permutation(task, position // size)[position % size]) for position in range(start, start + count)]
+        return [
+            int(self.permutation(task, position // size)[position % size]) for position in range(start, start + count)
+        ]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         rounds = self.steps_per_epoch * self.rounds_per_step

@@ -13,9 +13,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
 
+from ..config import ConfigError
 from ..data.collators import caption_image_processor, image_processor_for
 from ..run_folder import incomplete_files
-from .config import ConfigError
 from .models import CONFIG_BOOKKEEPING
 from .reporting import GracefulStop
 from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
 
 from ..objectives import get_objective
+from ..parts import training_parts, unwrap_versavit
 from .lora import freeze_lora_bases
-from .objectives_model import ObjectivesModel, unwrap_versavit
+from .objectives_model import ObjectivesModel
 from .schedule import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -38,22 +39,12 @@ MAX_CONSECUTIVE_NONFINITE_STEPS = 16
 # image decoding is not an OSError).
 SAMPLE_ERRORS = (OSError, ValueError, PIL.Image.DecompressionBombError)
 STAGES = ("alignment", "multitask", "custom")
-# The parts of a VersaViT model that a stage trains, frozen or at their own learning rate, each owned by one module
-# attribute. A wrapper model (e.g. `OnlineTextSegmentation`) declares its own with a `training_parts()` method.
-PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model": "language_model",
-                "task_tokens": "task_tokens", "depth_head": "depth_head", "segmentation_head": "segmentation_head"}
 FROZEN = "frozen"
 
 
-def training_parts(model) -> dict[str, torch.nn.Module]:
-    """The trainable parts of `model` by name (`PART_MODULES`, those the model has), or the model's own
-    `training_parts()`."""
-    if hasattr(model, "training_parts"):
-        return model.training_parts()
-    return {part: getattr(model, attr) for part, attr in PART_MODULES.items() if getattr(model, attr, None) is not None}
-
-
-def stage_learning_rates(args: "MultiTaskTrainingArguments", parts, stage: str | None = None) -> dict[str, float | None]:
+def stage_learning_rates(
+    args: "MultiTaskTrainingArguments", parts, stage: str | None = None
+) -> dict[str, float | None]:
     """The learning rate of each part in `stage` (default `args.stage`; None: frozen), then `args.part_learning_rates`
     over it.
 
@@ -252,7 +243,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.stage not in STAGES:
             raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}.")
-        from .config import mapping_option
+        from ..config import mapping_option
 
         self.part_learning_rates = mapping_option(self.part_learning_rates, "part_learning_rates")
         for part, rate in (self.part_learning_rates or {}).items():
@@ -310,7 +301,9 @@ def _objectives_model(model, names: list[str]) -> ObjectivesModel:
     if isinstance(model, ObjectivesModel):
         missing = [name for name in names if name not in model.objectives]
         if missing:
-            raise ValueError(f"tasks: {missing} are not objectives of this model, which has {sorted(model.objectives)}.")
+            raise ValueError(
+                f"tasks: {missing} are not objectives of this model, which has {sorted(model.objectives)}."
+            )
         return model
     objectives = [get_objective(name, "tasks") for name in names]
     supported = list(getattr(model.config, "tasks", None) or [])
@@ -375,7 +368,11 @@ class MultiTaskTrainer(Trainer):
         self.part_rates = apply_stage(model, stage_learning_rates(args, training_parts(model)))
         self.tasks = tasks
         super().__init__(
-            model=model, args=args, train_dataset=MultiTaskDataset(tasks), data_collator=MultiTaskCollator(tasks), **kwargs
+            model=model,
+            args=args,
+            train_dataset=MultiTaskDataset(tasks),
+            data_collator=MultiTaskCollator(tasks),
+            **kwargs,
         )
         self.loss_is_scaled_for_ga = True  # compute_loss applies λ / rounds_per_step itself
         self._weights = {task.name: float(task.weight) for task in tasks}
@@ -465,7 +462,9 @@ class MultiTaskTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------ optimizer
     def part_of_parameters(self, model=None) -> dict[int, str]:
         """`id(parameter)` -> the part that owns it (`training_parts`)."""
-        return {id(p): part for part, module in training_parts(model or self.model).items() for p in module.parameters()}
+        return {
+            id(p): part for part, module in training_parts(model or self.model).items() for p in module.parameters()
+        }
 
     def learning_rate_of(self, name: str) -> float | None:
         """The learning rate of parameter `name` in this stage: its owning part's (None when frozen)."""
@@ -552,7 +551,9 @@ class MultiTaskTrainer(Trainer):
             device = grads[0].device if grads else self.args.device
             bad = torch.zeros((), device=device)
             if grads:
-                bad = bad + (~torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum())).float()
+                bad = (
+                    bad + (~torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum())).float()
+                )
             for _, _, loss in losses:
                 bad = bad + (~torch.isfinite(loss.to(device))).float()
             if self.args.world_size > 1 and torch.distributed.is_initialized():
@@ -579,10 +580,8 @@ class MultiTaskTrainer(Trainer):
 
 __all__ = [
     "FROZEN",
-    "PART_MODULES",
     "apply_stage",
     "stage_learning_rates",
-    "training_parts",
     "MAX_CONSECUTIVE_FAILURES",
     "MAX_CONSECUTIVE_NONFINITE_STEPS",
     "SAMPLE_ERRORS",

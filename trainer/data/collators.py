@@ -334,9 +334,9 @@ class DepthCollator(_FixedSizeCollator):
 
 class SegmentationCollator(_FixedSizeCollator):
     """Segmentation samples -> `pixel_values`, `image_grid_thw`, `text_embeds` `(P, D)`, `expression_image_index`
-    `(P,)` and `labels` `(P, size, size)` (or the batch's drawn `(P, height, width)`). At most `max_expressions` per image (a random subset). Default size 560.
-    `keep_original_masks=True` adds `original_masks`, each expression's mask at its image's own size (a list of
-    `(H, W)` bool tensors), which evaluation scores against.
+    `(P,)` and `labels` `(P, size, size)` (or the batch's drawn `(P, height, width)`). At most `max_expressions` per
+    image (a random subset). Default size 560. `keep_original_masks=True` adds `original_masks`, each expression's mask
+    at its image's own size (a list of `(H, W)` bool tensors), which evaluation scores against.
 
     `online_text=True` gives the chosen `expressions` (P strings) instead of `text_embeds`, for a text encoder
     trained in the loop (`versavit_trainer.objectives.online_text`); samples then need no `text_embeds` column.

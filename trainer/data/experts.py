@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.config import ConfigError, check_mapping_keys
+from ..config import ConfigError, check_mapping_keys
+from ..parts import PART_MODULES, require_weights
 
 VERSAVIT_OUTPUTS = ("hidden_states", "last_hidden_state", "depth_features", "segmentation_embeddings")
 VERSAVIT_ONLY = ("depth_features", "segmentation_embeddings")
@@ -174,11 +175,9 @@ class EmbeddingExpert:
         if self.versavit:
             from modeling_versavit import VersaViTForMultiTask, VersaViTImageProcessor
 
-            from ..core.models import require_task_weights
-
-            needed = {"depth_features": "depth", "segmentation_embeddings": "segmentation"}.get(spec.output)
-            if needed is not None:  # trained weights, not a head that from_pretrained would start at random
-                require_task_weights(spec.model, needed)
+            head = {"depth_features": "depth_head", "segmentation_embeddings": "segmentation_head"}.get(spec.output)
+            if head is not None:  # trained weights, not a head that from_pretrained would start at random
+                require_weights(spec.model, (f"{PART_MODULES[head]}.",), head.replace("_head", ""))
             config.tasks = [task for task in config.tasks if task != "captioning"]  # the LLM is not an expert
             verbosity = transformers.logging.get_verbosity()
             transformers.logging.set_verbosity_error()  # the checkpoint's LLM weights are left out on purpose

@@ -120,7 +120,9 @@ def run_sharded(
                 for item, result in zip(batch, label_batch(batch), strict=True):
                     if isinstance(result, Skip):
                         counts[f"skipped: {result.reason}"] += 1
-                        progress.write(f"skipped {item}: {result.reason}{' (' + result.detail + ')' if result.detail else ''}")
+                        progress.write(
+                            f"skipped {item}: {result.reason}{' (' + result.detail + ')' if result.detail else ''}"
+                        )
                     else:
                         produced = result if isinstance(result, list) else [result]
                         rows.extend(produced)
@@ -360,6 +362,31 @@ def load_labelled(folder) -> Dataset:
     return concatenate_datasets([load_from_disk(str(p)) for p in filled])
 
 
+
+def dataset_folder(path: str, task: str) -> Dataset:
+    """The dataset in folder `path` for objective `task`: a labelling output (`run_sharded`'s shards) or a saved
+    `datasets` folder, checked against the task's schema."""
+    from .collators import check_schema
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{task} data: {folder} does not exist (or is not a folder).")
+    if any(folder.glob("shard-*/DONE")):
+        dataset = load_labelled(folder)
+    elif (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
+        try:
+            dataset = load_from_disk(str(folder))
+        except (IndexError, ValueError, OSError) as err:  # datasets fails this way on empty or damaged folders
+            raise ValueError(f"{task} data: {folder} is not a readable saved dataset, or holds no rows "
+                             f"({type(err).__name__}: {err}).") from err
+    else:
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output (shard-*/DONE) nor a saved "
+                                f"dataset (dataset_info.json); it holds {found or 'nothing'}.")
+    if len(dataset) == 0:
+        raise ValueError(f"{task} data: {folder} holds no rows.")
+    return check_schema(dataset, task)
+
 __all__ = [
     "DESCRIBE_PROMPTS",
     "DescriberArguments",
@@ -368,6 +395,7 @@ __all__ = [
     "RegionDescriber",
     "Skip",
     "clean_description",
+    "dataset_folder",
     "describe_regions",
     "list_images",
     "load_labelled",

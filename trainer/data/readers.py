@@ -610,7 +610,9 @@ def sa1b_masks(path, min_area: float = 0.0, max_masks: int | None = None) -> lis
         try:
             mask = mask_utils.decode({"size": size, "counts": rle["counts"].encode()}).astype(bool)
         except Exception as err:  # pycocotools raises what its C code meets (OverflowError, MemoryError, ...)
-            raise ValueError(f"{path}: annotation {number}'s RLE does not decode ({type(err).__name__}: {err}).") from None
+            raise ValueError(
+                f"{path}: annotation {number}'s RLE does not decode ({type(err).__name__}: {err})."
+            ) from None
         if mask.any() and mask.mean() >= min_area:
             masks.append(mask)
     masks.sort(key=lambda m: -int(m.sum()))

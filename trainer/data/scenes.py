@@ -260,7 +260,9 @@ def _place_objects(rng: np.random.Generator, count: int, style: SceneStyle) -> l
             z=float(rng.uniform(3.5, 8.0)),
         )
         # Keep a gap (footprints are at most sqrt(2) r wide for boxes) so objects do not interpenetrate.
-        if all(np.hypot(candidate.x - o.x, candidate.z - o.z) > 1.5 * (candidate.radius + o.radius) + 0.2 for o in objects):
+        if all(
+            np.hypot(candidate.x - o.x, candidate.z - o.z) > 1.5 * (candidate.radius + o.radius) + 0.2 for o in objects
+        ):
             objects.append(candidate)
     return objects
 

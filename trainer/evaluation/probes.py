@@ -42,7 +42,7 @@ from ..core.models import backbone_from
 from ..data import readers
 from ..data.collators import QWEN2_VL_SIZE_MULTIPLE, fixed_size_pixels, image_processor_for
 from ..data.readers import DepthSource, SegmentationSource
-from .metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
+from ..metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 
 
 class LinearSegmentationHead(nn.Module):
@@ -71,7 +71,8 @@ class LinearDepthHead(nn.Module):
 
 
 def silog_loss(prediction: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
-    """Scale-invariant log loss over valid (finite, > 0) target pixels: sqrt(mean d² - λ (mean d)²), d = log p - log g."""
+    """Scale-invariant log loss over valid (finite, > 0) target pixels: sqrt(mean d² - λ (mean d)²),
+    d = log p - log g."""
     valid = torch.isfinite(target) & (target > 0)
     if not valid.any():
         return prediction.sum() * 0.0
@@ -271,7 +272,9 @@ def segment(features: FrozenFeatures, head: LinearSegmentationHead, image: PIL.I
         output = F.interpolate(head(features([view])), size=(size, size), mode="bilinear", align_corners=False)
         logits[:, top : top + size, left : left + size] += output[0]
         counts[:, top : top + size, left : left + size] += 1
-    logits = F.interpolate((logits / counts)[None], size=(image.height, image.width), mode="bilinear", align_corners=False)
+    logits = F.interpolate(
+        (logits / counts)[None], size=(image.height, image.width), mode="bilinear", align_corners=False
+    )
     return logits[0].argmax(0)
 
 
@@ -404,7 +407,9 @@ class ProbeArguments(ProbeSettings):
     """The probe settings, the encoder and the data of probe_segmentation.py / probe_depth.py."""
 
     model: str | None = field(default=None, metadata={"help": "A VersaViT folder (backbone or any checkpoint)."})
-    mllm: str | None = field(default=None, metadata={"help": "An MLLM folder of any tower family: probe its own tower."})
+    mllm: str | None = field(
+        default=None, metadata={"help": "An MLLM folder of any tower family: probe its own tower."}
+    )
     vision_config: str | None = field(default=None, metadata={"help": "JSON of a random tower (a floor to compare)."})
     dataset: str = field(default="scenes", metadata={"help": "scenes | ade20k | voc | cityscapes | nyuv2 | kitti | "
                                                               "stereo_motorcycle (depth only)."})
@@ -434,9 +439,13 @@ def sources(args: ProbeArguments, task: str):
     name = args.dataset
     if task == "segmentation":
         if name not in SEGMENTATION_DATASETS:
-            raise ValueError(f"dataset: {name!r} has no segmentation labels (choose among {sorted(SEGMENTATION_DATASETS)}).")
+            raise ValueError(
+                f"dataset: {name!r} has no segmentation labels (choose among {sorted(SEGMENTATION_DATASETS)})."
+            )
         if name == "scenes":
-            return readers.scene_segmentation(args.num_scenes, 5000), readers.scene_segmentation(args.num_eval_scenes, 9000)
+            return readers.scene_segmentation(args.num_scenes, 5000), readers.scene_segmentation(
+                args.num_eval_scenes, 9000
+            )
         if not args.data_root:
             raise ValueError(f"data_root: {name} needs the folder that holds the dataset.")
         reader = {"ade20k": readers.ade20k, "voc": readers.pascal_voc, "cityscapes": readers.cityscapes}[name]
@@ -452,14 +461,16 @@ def sources(args: ProbeArguments, task: str):
         return source, source
     reader = {"nyuv2": readers.nyuv2, "kitti": readers.kitti}[name]
     if not (args.train_split and args.eval_split):
-        raise ValueError(f"train_split / eval_split: {name} needs the split files of its training and evaluation pairs.")
+        raise ValueError(
+            f"train_split / eval_split: {name} needs the split files of its training and evaluation pairs."
+        )
     return reader(args.train_split), reader(args.eval_split)
 
 
 def probe_recipe(task: str, argv: list[str] | None, description: str, default_config: Path) -> dict:
     """The body of probe_segmentation.py / probe_depth.py: parse the options (with `default_config` when no
     --config is given), run the `task` probe, and exit with the error's message when it fails."""
-    from ..core.config import DefaultConfig, parse_config
+    from ..config import DefaultConfig, parse_config
 
     default = DefaultConfig(default_config, f"the {task} probe of `make demo`'s backbone (run it first) on "
                                             "generated scenes")
@@ -496,9 +507,17 @@ def run_probes(args: ProbeArguments, tasks: list[str]) -> dict:
                     ("depth-estimation", "abs_rel", "AbsRel (linear probe)", metrics["abs_rel"])]
         metrics["final_loss"] = losses[-1]
         results[task] = metrics
-        model_index += [{"task_type": task_type, "dataset_type": HUB_DATASETS[args.dataset], "dataset_name": args.dataset,
-                         "metric_type": metric, "metric_name": label, "metric_value": round(value, 4)}
-                        for task_type, metric, label, value in card]
+        model_index += [
+            {
+                "task_type": task_type,
+                "dataset_type": HUB_DATASETS[args.dataset],
+                "dataset_name": args.dataset,
+                "metric_type": metric,
+                "metric_name": label,
+                "metric_value": round(value, 4),
+            }
+            for task_type, metric, label, value in card
+        ]
     summary = {"encoder": args.model or args.mllm or "random", "dataset": args.dataset, "size": args.size,
                "resize": args.resize, "depth_resolution": "native", "steps": args.steps, "results": results,
                "model_index": model_index}

@@ -21,7 +21,7 @@ from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, Ver
 
 from ..data.collators import fixed_size_pixels, image_processor_for
 from ..data.readers import CaptionSource, ClassificationSource, StatementPairSource
-from .metrics import retrieval_recall
+from ..metrics import retrieval_recall
 
 
 @dataclass

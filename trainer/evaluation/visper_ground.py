@@ -28,40 +28,15 @@ from pathlib import Path
 import torch
 
 from ..data.scenes import SPATIAL_COUNT, SPATIAL_DEPTH, SPATIAL_RELATION
+from .ground_runs import DENSE_FOLDER, prune, tower_digest
+from .ground_tables import ARMS, PROBE_EVAL_SEED, PROBE_TRAIN_SEED, QA_EVAL_SEED
 from .qa import majority_accuracy, qa_accuracy, scene_questions
 
 # What the table reads from each kind of question (`qa.question_kind`), and its columns.
 SPATIAL_KEYS = {SPATIAL_DEPTH: "spatial_depth", SPATIAL_RELATION: "spatial_relation", SPATIAL_COUNT: "spatial_count"}
-SPATIAL_COLUMNS = (("spatial_qa", "spatial QA ↑", True), ("spatial_depth", "depth order ↑", True),
-                   ("spatial_relation", "left / right ↑", True), ("spatial_count", "count ↑", True))
 VERSAVIT_ARM = "cap_depth_seg"  # the run whose tower and dense heads the table uses
 IFT_TEXTS = "spatial"
 PROBED_ARMS = ("visper_ntp", "visper")
-DENSE_FOLDER = "dense"  # a finished VersaViT run's tower + depth and segmentation heads, kept when it is pruned
-
-
-def keep_dense_heads(run: Path) -> Path | None:
-    """Save `run/final`'s tower and dense heads (no LLM) as `run/dense`, a model folder the experts load; None when
-    the run has no dense head."""
-    from safetensors.torch import load_file, save_file
-
-    from modeling_versavit import VersaViTConfig
-
-    final, target = run / "final", run / DENSE_FOLDER
-    if not (final / "model.safetensors").is_file():
-        return None
-    config = VersaViTConfig.from_pretrained(final)
-    dense = [task for task in config.tasks if task in ("depth", "segmentation")]
-    if not dense:
-        return None
-    keep = ("visual.",) + tuple(f"{task}_head." for task in dense)
-    state = {k: v for k, v in load_file(final / "model.safetensors").items() if k.startswith(keep)}
-    target.mkdir(exist_ok=True)
-    config.text_config, config.image_token_id, config.tasks, config.task_tokens = None, None, dense, None
-    config.save_pretrained(target)
-    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
-    shutil.copy(final / "preprocessor_config.json", target / "preprocessor_config.json")
-    return target
 
 
 def _digest(folder: Path) -> str:
@@ -105,7 +80,6 @@ def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = N
     """Run and score the table's rows for every seed (cached like the other tables' runs); returns the per-arm
     measurements, the majority floors and, for the first seed, the layer probes."""
     from .llm_probes import LayerProbeSettings, plot_layer_probes, probe_llm_layers
-    from .proving_ground import ARMS, QA_EVAL_SEED, prune, tower_digest
 
     output = Path(args.output_dir)
     runs = output / "runs"
@@ -193,7 +167,6 @@ def _probe_layers(mllm: Path, experts: Path, args, settings, probe_llm_layers) -
     from ..data.experts import parse_experts
     from ..methods.visper import visper_run_options
     from .llm_probes import scene_probe_data
-    from .proving_ground import PROBE_EVAL_SEED, PROBE_TRAIN_SEED
 
     options = {**visper_run_options(), **args.visper}
     specs = parse_experts({name: {**spec, "model": str(experts)}
@@ -209,4 +182,4 @@ def _probe_layers(mllm: Path, experts: Path, args, settings, probe_llm_layers) -
     return {expert: {str(layer): value for layer, value in by_layer.items()} for expert, by_layer in result.items()}
 
 
-__all__ = ["SPATIAL_COLUMNS", "keep_dense_heads", "reproduce_visper", "visper_options"]
+__all__ = ["reproduce_visper", "visper_options"]

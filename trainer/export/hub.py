@@ -40,29 +40,30 @@ TASK_CLASSES = {  # what can be exported: the backbone, each objective's task mo
 }
 RESULT_FIELDS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
 TASK_USAGE = {
-    VersaViTForDepthEstimation: '''**Relative depth** (the DPT head):
+    VersaViTForDepthEstimation: """**Relative depth** (the DPT head):
 
 ```python
 from transformers import AutoModelForDepthEstimation, pipeline
 depth = AutoModelForDepthEstimation.from_pretrained("{repo_id}", trust_remote_code=True)
 out = depth(**inputs).predicted_depth                     # (1, H, W) relative depth at the input size
 ```
-''',
-    VersaViTForReferringSegmentation: '''**Referring segmentation** (text embeddings computed offline, `config.text_embed_dim` wide):
+""",
+    VersaViTForReferringSegmentation: """**Referring segmentation** (text embeddings computed offline,
+`config.text_embed_dim` wide):
 
 ```python
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
 out = model(**inputs, text_embeds=embeds, expression_image_index=index)   # embeds: (P, D); index: (P,)
 masks = out.pred_masks > 0                                              # (P, H, W)
 ```
-''',
-    VersaViTForCaptioning: '''**Captioning / VQA** (the projector and the LLM):
+""",
+    VersaViTForCaptioning: """**Captioning / VQA** (the projector and the LLM):
 
 ```python
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
 tokens = model.generate(**captioning_processor(images, prompts=["Describe the image."]), max_new_tokens=64)
 ```
-''',
+""",
 }
 
 
@@ -87,8 +88,15 @@ def _eval_results(results: list[dict] | None) -> list[EvalResult] | None:
     return parsed
 
 
-def model_card(model, repo_id: str, base_model: str | list[str] | None = None, datasets: list[str] | None = None,
-               license: str = "apache-2.0", results: list[dict] | None = None, training: str | None = None) -> ModelCard:
+def model_card(
+    model,
+    repo_id: str,
+    base_model: str | list[str] | None = None,
+    datasets: list[str] | None = None,
+    license: str = "apache-2.0",
+    results: list[dict] | None = None,
+    training: str | None = None,
+) -> ModelCard:
     """The model card of `model` as published under `repo_id`. `results`: dicts with `task_type`, `dataset_type`,
     `dataset_name`, `metric_type`, `metric_value` (and optionally `metric_name`, `dataset_split`, ...)."""
     model_class = type(model)
@@ -96,7 +104,9 @@ def model_card(model, repo_id: str, base_model: str | list[str] | None = None, d
         raise ValueError(f"model: expected a VersaViT model, got {model_class.__name__}.")
     config = model.config
     width = config.embed_dim
-    heads = [name for name in ("depth_head", "segmentation_head", "projector") if getattr(model, name, None) is not None]
+    heads = [
+        name for name in ("depth_head", "segmentation_head", "projector") if getattr(model, name, None) is not None
+    ]
     eval_results = _eval_results(results)
     card_data = ModelCardData(
         library_name="transformers",
@@ -131,7 +141,8 @@ def model_card(model, repo_id: str, base_model: str | list[str] | None = None, d
 
 def export_folder(model, folder, repo_id: str, image_processor=None, tokenizer=None, **card) -> Path:
     """Write the folder that `push_to_hub` uploads: weights + config + remote code, the image processor (default
-    the tower's, `data.collators.image_processor_for`), the tokenizer when given (captioning), README.md (`model_card(**card)`)."""
+    the tower's, `data.collators.image_processor_for`), the tokenizer when given (captioning), README.md
+    (`model_card(**card)`)."""
     card = model_card(model, repo_id, **card)  # checks the model and the results before writing anything
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

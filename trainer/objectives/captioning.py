@@ -3,7 +3,7 @@
 
 from modeling_versavit import VersaViTForCaptioning
 
-from . import Objective, register_objective
+from .base import Objective, register_objective, wrap_text
 
 
 @register_objective
@@ -44,7 +44,7 @@ class CaptioningObjective(Objective):
         token and the fraction of answer tokens the LLM's argmax gets right. None without a tokenizer."""
         if context.tokenizer is None:
             return None
-        from ..evaluation.metrics import evaluate_answers
+        from ..metrics import evaluate_answers
 
         collator = self.collator(context)
         collator.max_turns = None  # every turn, in order
@@ -52,7 +52,6 @@ class CaptioningObjective(Objective):
                                         for start in range(0, len(dataset), 4)))
 
     def draw(self, axis, model, image, row, context):
-        from ..core.reporting import wrap_text
         from ..data.collators import CAPTION_PROMPT, captioning_processor
 
         tokenizer = context.tokenizer

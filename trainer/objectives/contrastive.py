@@ -13,7 +13,8 @@ from transformers.utils import ModelOutput
 from modeling_versavit import VersaViTForImageTextRetrieval
 from modeling_versavit.modeling_versavit import VersaViTRetrievalHead
 
-from . import Objective, register_objective
+from ..parts import unwrap_versavit
+from .base import Objective, register_objective
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +92,13 @@ class ContrastiveObjective(Objective):
             captions = dataset["caption"]
             distinct = len(set(captions))
             if distinct < len(captions):
-                logger.warning("contrastive data: %d distinct captions among %d pairs; a repeated caption in a batch is "
-                               "one of its pair's negatives, scored as a mismatch. Deduplicate the captions, or use "
-                               "more specific ones (for generated scenes, texts: default rather than short).", distinct,
-                               len(captions))
+                logger.warning(
+                    "contrastive data: %d distinct captions among %d pairs; a repeated caption in a batch is "
+                    "one of its pair's negatives, scored as a mismatch. Deduplicate the captions, or use "
+                    "more specific ones (for generated scenes, texts: default rather than short).",
+                    distinct,
+                    len(captions),
+                )
         return dataset
 
     def input_pixels(self, data_args):
@@ -110,7 +114,8 @@ class ContrastiveObjective(Objective):
     def forward(self, model, modules, batch):
         head = modules["retrieval_head"]
         grid = batch["image_grid_thw"]
-        image_embeds = head.embed_images(model.get_last_hidden_state(batch["pixel_values"], grid), grid)
+        tokens = unwrap_versavit(model).get_last_hidden_state(batch["pixel_values"], grid)
+        image_embeds = head.embed_images(tokens, grid)
         text_embeds = head.embed_texts(batch["text_embeds"].to(image_embeds.device))
         loss, logits = head.loss(image_embeds, text_embeds)
         with torch.no_grad():

@@ -3,7 +3,44 @@
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 
-from . import Objective, register_objective
+from ..data.collators import DepthCollator, SegmentationCollator, parse_resolutions
+from .base import Objective, register_objective, wrap_text
+
+
+# ----------------------------------------------------------------------------------- the dense tasks' batches
+# `data_args`: the run's `DataArguments` (sizes, resolution sets, `max_expressions`).
+def largest_pixels(data_args, task: str) -> int:
+    """Pixels of the largest input a dense task's batches get: its fixed size squared, or the largest of its set."""
+    resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
+    return max(h * w for h, w in resolutions) if resolutions else getattr(data_args, f"{task}_size") ** 2
+
+
+def dense_collator(data_args, task: str, seed: int | None, **options):
+    """The training collator of a dense task ("depth" or "segmentation") with the run's size, resolution set and
+    `max_expressions`; `options` go to the collator (`online_text`, `text_embed_dim`, ...). The trainer sets its
+    `positions_per_batch` (the global batch) when it builds the schedule."""
+    if task == "depth":
+        return DepthCollator(size=data_args.depth_size, seed=seed, resolutions=data_args.depth_resolutions, **options)
+    return SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions, seed=seed,
+                                resolutions=data_args.segmentation_resolutions, **options)
+
+
+def eval_batches(data_args, task: str, dataset, batch_size: int = 4, online_text: bool = False,
+                 image_processor=None):
+    """Deterministic held-out batches at the fixed `depth_size` / `segmentation_size` (no flip, no dynamic resolution,
+    every expression, the masks at their images' own size for scoring; `online_text`: expressions instead of
+    embeddings; `image_processor`: the tower's, default Qwen2-VL's)."""
+    if task == "depth":
+        collator = DepthCollator(image_processor, size=data_args.depth_size, flip_probability=0.0)
+    else:
+        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
+                                        online_text=online_text, keep_original_masks=True,
+                                        image_processor=image_processor)
+    for start in range(0, len(dataset), batch_size):
+        yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+
+# ------------------------------------------------------------------------------------------- objectives
 
 
 class _DenseObjective(Objective):
@@ -12,13 +49,9 @@ class _DenseObjective(Objective):
     has_held_out = True
 
     def input_pixels(self, data_args):
-        from ..data.sources import largest_pixels
-
         return largest_pixels(data_args, self.name)
 
     def input_description(self, data_args):
-        from ..data.collators import parse_resolutions
-
         option = f"{self.name}_resolutions"
         resolutions = parse_resolutions(getattr(data_args, option), option)
         if resolutions:
@@ -26,8 +59,6 @@ class _DenseObjective(Objective):
         return f" x {getattr(data_args, f'{self.name}_size')}px"
 
     def collator(self, context):
-        from ..data.sources import dense_collator
-
         return dense_collator(context.data_args, self.name, context.seed, image_processor=context.image_processor,
                               **self._collator_options(context))
 
@@ -57,7 +88,9 @@ class DepthObjective(_DenseObjective):
 
         pixels = fixed_size_pixels([image], context.data_args.depth_size, context.image_processor)
         depth = model(task="depth", **pixels).predicted_depth[0]
-        depth = torch.nn.functional.interpolate(depth[None, None], size=(image.height, image.width), mode="bilinear")[0, 0]
+        depth = torch.nn.functional.interpolate(depth[None, None], size=(image.height, image.width), mode="bilinear")[
+            0, 0
+        ]
         # Relative depth has no scale, and unlabelled regions (sky) are unconstrained: colour by rank
         flat = depth.flatten()
         ranks = torch.empty_like(flat)
@@ -67,8 +100,7 @@ class DepthObjective(_DenseObjective):
         return {}
 
     def evaluate(self, model, dataset, context):
-        from ..data.sources import eval_batches
-        from ..evaluation.metrics import evaluate_depth
+        from ..metrics import evaluate_depth
 
         return evaluate_depth(model, eval_batches(context.data_args, "depth", dataset,
                                                   image_processor=context.image_processor))
@@ -95,8 +127,6 @@ class SegmentationObjective(_DenseObjective):
         import numpy as np
         import torch
 
-        from ..core.reporting import wrap_text
-        from ..data.collators import SegmentationCollator
 
         collator = SegmentationCollator(size=context.data_args.segmentation_size, flip_probability=0.0,
                                         max_expressions=1, image_processor=context.image_processor)
@@ -121,8 +151,7 @@ class SegmentationObjective(_DenseObjective):
         return dataset
 
     def evaluate(self, model, dataset, context):
-        from ..data.sources import eval_batches
-        from ..evaluation.metrics import evaluate_segmentation
+        from ..metrics import evaluate_segmentation
 
         return evaluate_segmentation(model, eval_batches(context.data_args, "segmentation", dataset,
                                                          online_text=context.online_text,

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from . import Objective, register_objective
+from ..parts import unwrap_versavit
+from .base import Objective, register_objective
 
 INITIAL_LOGIT_SCALE = 2.0  # log of the temperature's inverse, as VisPer-LM's code starts it
 MAX_LOGIT_SCALE = 100.0
@@ -212,7 +213,7 @@ class EmbeddingDistillationObjective(Objective):
     default_batch_size = 8
 
     def experts(self, data_args):
-        from ..core.config import ConfigError
+        from ..config import ConfigError
         from ..data.experts import parse_experts
 
         if not data_args.distillation_experts:
@@ -225,7 +226,7 @@ class EmbeddingDistillationObjective(Objective):
         return tables["captioning"]
 
     def load_folder(self, path):
-        from ..data.sources import dataset_folder
+        from ..data.labelling import dataset_folder
 
         return dataset_folder(path, "captioning")
 
@@ -280,7 +281,7 @@ class EmbeddingDistillationObjective(Objective):
         return {"embedding_predictors": predictors}
 
     def collator(self, context):
-        from . import get_objective
+        from .base import get_objective
 
         self.configure(context.config, context)  # the run's experts and target shapes (the context's data)
         return DistillationCollator(get_objective("captioning").collator(context), self._shapes)
@@ -290,7 +291,6 @@ class EmbeddingDistillationObjective(Objective):
 
     # ------------------------------------------------------------------------------------------------ loss
     def forward(self, model, modules, batch):
-        from ..core.objectives_model import unwrap_versavit
 
         targets = batch.pop("expert_embeds")
         inner = unwrap_versavit(model)

@@ -7,6 +7,7 @@ from peft.tuners.lora import LoraModel
 from torch import nn
 
 from ..data.text_embedding import SentenceEmbedder
+from ..parts import training_parts
 
 # BERT-style encoders (MiniLM): attention projections and both dense layers of each block (not the unused pooler).
 TEXT_TARGETS = ("query", "key", "value", "output.dense", "intermediate.dense")
@@ -54,8 +55,6 @@ class OnlineTextSegmentation(nn.Module):
         return self.versavit
 
     def training_parts(self) -> dict[str, nn.Module]:
-        from ..core.trainer import training_parts
-
         return {**training_parts(self.versavit), "text_encoder": self.text_encoder}
 
     def forward(self, task: str, expressions: list[str] | None = None, **inputs):

@@ -3,40 +3,14 @@
 of a run, and the training collators and held-out batches of the paper's dense tasks."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 
-from ..core.options import DataArguments
-from ..core.trainer import TaskSpec
-from .collators import DepthCollator, SegmentationCollator, check_schema, parse_resolutions
+from .options import DataArguments
+from .trainer import TaskSpec
 
 # Where held-out scenes start: far from any training seed a config would use.
 EVAL_SCENE_SEED_OFFSET = 1_000_000
-
-
-# ------------------------------------------------------------------------------------------------------ data
-def dataset_folder(path: str, task: str) -> Dataset:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{task} data: {folder} does not exist (or is not a folder).")
-    if any(folder.glob("shard-*/DONE")):
-        from .labelling import load_labelled
-
-        dataset = load_labelled(folder)
-    elif (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
-        try:
-            dataset = load_from_disk(str(folder))
-        except (IndexError, ValueError, OSError) as err:  # datasets fails this way on empty or damaged folders
-            raise ValueError(f"{task} data: {folder} is not a readable saved dataset, or holds no rows "
-                             f"({type(err).__name__}: {err}).") from err
-    else:
-        found = sorted(p.name for p in folder.iterdir())[:8]
-        raise FileNotFoundError(f"{task} data: {folder} is neither a labelling output (shard-*/DONE) nor a saved "
-                                f"dataset (dataset_info.json); it holds {found or 'nothing'}.")
-    if len(dataset) == 0:
-        raise ValueError(f"{task} data: {folder} holds no rows.")
-    return check_schema(dataset, task)
 
 
 @dataclass
@@ -51,7 +25,7 @@ def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
     """The label space of the run's depth data: `data_args.depth_label_space`, else the dataset's `depth_space`
     column (one value for every row), else "depth" for the generated scenes (`dataset` None); a folder that does not
     say is an error, since Depth Anything pseudo-labels are disparity and a guess would silently flip the meaning."""
-    from .collators import DEPTH_SPACE_COLUMN
+    from ..data.collators import DEPTH_SPACE_COLUMN
 
     recorded = "depth" if dataset is None else None  # the generated scenes hold depth
     if dataset is not None and DEPTH_SPACE_COLUMN in dataset.column_names:
@@ -93,14 +67,14 @@ class DataSources:
 
     def _embed(self):
         if self.embedder is None and any(o.needs_text_embeddings for o in self.objectives):
-            from .assets import minilm_path
-            from .text_embedding import SentenceEmbedder
+            from ..data.assets import minilm_path
+            from ..data.text_embedding import SentenceEmbedder
 
             self.embedder = SentenceEmbedder(self.data_args.text_encoder or minilm_path())
         return self.embedder
 
     def scenes(self, num_scenes: int, seed: int, texts: str = "default") -> dict[str, Dataset]:
-        from .collators import scene_datasets
+        from ..data.collators import scene_datasets
 
         if num_scenes < 1:
             raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
@@ -173,12 +147,12 @@ class DataSources:
 
 
 def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
-    """The training datasets of `data_args.tasks` and their held-out data (folders or scenes)."""
-    sources = DataSources(data_args, data_args.tasks)
-    train = {task: sources.train(task) for task in data_args.tasks}
+    """The training datasets of `data_args.curriculum_tasks` and their held-out data (folders or scenes)."""
+    sources = DataSources(data_args, data_args.curriculum_tasks)
+    train = {task: sources.train(task) for task in data_args.curriculum_tasks}
     held_out = {}
     if with_eval:
-        held_out = {task: data for task in data_args.tasks if (data := sources.held_out(task)) is not None}
+        held_out = {task: data for task in data_args.curriculum_tasks if (data := sources.held_out(task)) is not None}
     dim = sources.text_embed_dim([train["segmentation"]]) if "segmentation" in train else None
     space = sources.depth_label_space([None]) if "depth" in train else None
     return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space)
@@ -186,60 +160,26 @@ def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
 
 def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,
                text_embed_dim: int | None = None) -> list[TaskSpec]:
-    """The task streams of `train` (objective name -> dataset), in `data_args.tasks` order, with each objective's
+    """The task streams of `train` (objective name -> dataset), in `data_args.curriculum_tasks` order, with each
+    objective's
     collator, batch size and λ from `data_args` (`text_embed_dim`: the width every segmentation sample's text
     embeddings must have, the head's)."""
     from ..objectives import ObjectiveContext, get_objective
 
     context = ObjectiveContext(data_args, tokenizer, seed, text_embed_dim)
     specs = []
-    for name in data_args.tasks:
+    for name in data_args.curriculum_tasks:
         objective = get_objective(name, "tasks")
         specs.append(TaskSpec(name, train[name], objective.collator(context), objective.batch_size(data_args),
                               objective.weight(data_args)))
     return specs
 
 
-def largest_pixels(data_args: DataArguments, task: str) -> int:
-    """Pixels of the largest input a dense task's batches get: its fixed size squared, or the largest of its set."""
-    resolutions = parse_resolutions(getattr(data_args, f"{task}_resolutions"), f"{task}_resolutions")
-    return max(h * w for h, w in resolutions) if resolutions else getattr(data_args, f"{task}_size") ** 2
-
-
-def dense_collator(data_args: DataArguments, task: str, seed: int | None, **options):
-    """The training collator of a dense task ("depth" or "segmentation") with the run's size, resolution set and
-    `max_expressions`; `options` go to the collator (`online_text`, `text_embed_dim`, ...). The trainer sets its
-    `positions_per_batch` (the global batch) when it builds the schedule."""
-    if task == "depth":
-        return DepthCollator(size=data_args.depth_size, seed=seed, resolutions=data_args.depth_resolutions, **options)
-    return SegmentationCollator(size=data_args.segmentation_size, max_expressions=data_args.max_expressions, seed=seed,
-                                resolutions=data_args.segmentation_resolutions, **options)
-
-
-def eval_batches(data_args: DataArguments, task: str, dataset: Dataset, batch_size: int = 4, online_text: bool = False,
-                 image_processor=None):
-    """Deterministic held-out batches at the fixed `depth_size` / `segmentation_size` (no flip, no dynamic resolution,
-    every expression, the masks at their images' own size for scoring; `online_text`: expressions instead of
-    embeddings; `image_processor`: the tower's, default Qwen2-VL's)."""
-    if task == "depth":
-        collator = DepthCollator(image_processor, size=data_args.depth_size, flip_probability=0.0)
-    else:
-        collator = SegmentationCollator(size=data_args.segmentation_size, flip_probability=0.0, max_expressions=10**6,
-                                        online_text=online_text, keep_original_masks=True,
-                                        image_processor=image_processor)
-    for start in range(0, len(dataset), batch_size):
-        yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-
-
 __all__ = [
     "DataSources",
     "EVAL_SCENE_SEED_OFFSET",
     "RunData",
-    "dataset_folder",
-    "dense_collator",
     "depth_label_space",
-    "eval_batches",
-    "largest_pixels",
     "load_data",
     "task_specs",
 ]

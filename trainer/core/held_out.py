@@ -3,7 +3,7 @@
 
 from datasets import Dataset
 
-from ..core.options import DataArguments
+from .options import DataArguments
 
 
 def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Dataset], online_text: bool = False,
@@ -17,7 +17,7 @@ def evaluate_held_out(model, data_args: DataArguments, held_out: dict[str, Datas
     was_training = model.training
     model.eval()
     results = {}
-    from ..core.objectives_model import unwrap_versavit
+    from ..parts import unwrap_versavit
     context = ObjectiveContext(data_args, tokenizer, online_text=online_text, config=unwrap_versavit(model).config)
     for name, dataset in held_out.items():
         scores = get_objective(name, "held_out").evaluate(model, dataset, context)

@@ -125,7 +125,11 @@ def evaluate_segmentation(model, batches: Iterable[dict]) -> dict[str, float]:
     if not ious:
         raise ValueError("evaluate_segmentation: no expression to evaluate.")
     all_ious = torch.cat(ious)
-    return {"miou": float(all_ious.mean()), "ciou": intersection / union if union else 1.0, "expressions": len(all_ious)}
+    return {
+        "miou": float(all_ious.mean()),
+        "ciou": intersection / union if union else 1.0,
+        "expressions": len(all_ious),
+    }
 
 
 def pairwise_depth_order(prediction: torch.Tensor, pairs: list[dict], space: str = "disparity") -> tuple[int, int]:
@@ -318,7 +322,9 @@ def retrieval_recall(similarity: torch.Tensor, text_image: torch.Tensor, ks: Ite
     num_images, num_texts = similarity.shape
     text_image = torch.as_tensor(text_image)
     if text_image.shape != (num_texts,) or text_image.is_floating_point():
-        raise ValueError(f"text_image: expected {num_texts} integer image indices, got shape {tuple(text_image.shape)}.")
+        raise ValueError(
+            f"text_image: expected {num_texts} integer image indices, got shape {tuple(text_image.shape)}."
+        )
     if num_texts and not 0 <= int(text_image.min()) <= int(text_image.max()) < num_images:
         raise ValueError(f"text_image: indices must lie in [0, {num_images}), got {text_image.tolist()}.")
     ks = sorted(set(ks))

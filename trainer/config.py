@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from ..run_folder import claim_output_dir
+from .run_folder import claim_output_dir
 
 CONFIG_FLAG = "--config"
 # Options that run code (`--imports` imports Python files): taken from the command line only, never from a config
