@@ -23,7 +23,8 @@ setup(
     # `modeling_versavit` is self-contained model code (it also ships as Hub remote code). The `trainer/` folder
     # installs as `versavit_trainer`: a PyPI package called `trainer` already exists.
     packages=["modeling_versavit", "versavit_trainer", "versavit_trainer.hub_cards"]
-    + [f"versavit_trainer.{name}" for name in ("core", "data", "evaluation", "export", "methods", "objectives")],
+    + [f"versavit_trainer.{name}" for name in ("core", "data", "data.readers", "evaluation", "export", "methods",
+                                               "objectives")],
     package_dir={"versavit_trainer": "trainer", "versavit_trainer.hub_cards": "hub_cards"},
     package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.export.hub)
     install_requires=[

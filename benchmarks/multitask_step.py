@@ -23,7 +23,7 @@ from transformers import LlamaConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
 from versavit_trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec  # noqa: E402
-from versavit_trainer.core.trainer import apply_stage
+from versavit_trainer.core.arguments import apply_stage
 from versavit_trainer.parts import training_parts
 
 

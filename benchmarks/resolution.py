@@ -18,7 +18,7 @@ import torch
 from common import dense_config, dense_size_arguments, measure
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
-from versavit_trainer.data.collators import parse_resolutions
+from versavit_trainer.data.processors import parse_resolutions
 
 
 def batch_inputs(config, batch: int, height: int, width: int) -> dict:

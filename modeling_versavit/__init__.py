@@ -8,6 +8,7 @@ and marks them for `auto_map`, so `save_pretrained` writes a folder that also lo
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForDepthEstimation
 
+from .checkpoint_files import read_safetensors, safetensors_weight_map
 from .configuration_versavit import TASKS, VersaViTConfig, uniform_layer_indices
 from .image_processing_versavit import VersaViTImageProcessor, load_image, to_rgb
 from .losses_versavit import (
@@ -33,8 +34,6 @@ from .modeling_versavit import (
     VersaViTReferringSegmentationOutput,
     captioning_config,
     check_vision_inputs,
-    read_safetensors,
-    safetensors_weight_map,
     tokens_to_feature_maps,
 )
 from .processing_versavit import IGNORE_INDEX, VersaViTCaptioningProcessor

@@ -8,7 +8,6 @@ Shipped as Hub remote code (`auto_map`): imports only torch, transformers and it
 """
 
 import inspect
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from transformers.utils.import_utils import torch_compilable_check
 
 from .backbone_base import shared_grid, tokens_to_feature_maps
 from .backbones import BACKBONES
+from .checkpoint_files import read_safetensors, safetensors_problem, safetensors_weight_map
 from .configuration_versavit import TASKS, VersaViTConfig
 from .losses_versavit import contrastive_logits, contrastive_loss, depth_loss, mask_loss
 from .processing_versavit import IGNORE_INDEX
@@ -212,7 +212,7 @@ class VersaViTPreTrainedModel(PreTrainedModel):
             model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
                                                   **kwargs)
         except SafetensorError as err:
-            raise OSError(_safetensors_problem(pretrained_model_name_or_path, err)) from err
+            raise OSError(safetensors_problem(pretrained_model_name_or_path, err)) from err
         except OSError as err:
             folder = Path(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
             pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")) \
@@ -494,73 +494,6 @@ class VersaViTModel(VersaViTPreTrainedModel):
             raise ValueError(f"{folder}: vision tower tensors of unexpected shape: {info['mismatched_keys'][:5]}.")
         model.name_or_path = str(folder)
         return model
-
-
-def _safetensors_problem(folder, err: Exception) -> str:
-    """A message naming the unreadable safetensors file(s) of a local `folder`, from the error reading one of them."""
-    bad = []
-    if folder is not None and Path(folder).is_dir():
-        from safetensors import safe_open
-
-        for path in sorted(Path(folder).glob("*.safetensors")):
-            try:
-                with safe_open(path, framework="pt") as handle:
-                    handle.keys()
-            except SafetensorError:
-                bad.append(str(path))
-    where = ", ".join(bad) if bad else f"a safetensors file of {folder}"
-    return f"{where}: corrupt or truncated safetensors data ({err}); download or save it again."
-
-
-def read_safetensors(
-    folder: str | Path, prefix: str, weight_map: dict[str, str] | None = None
-) -> dict[str, torch.Tensor]:
-    """The tensors of a local checkpoint folder whose names start with `prefix`, keyed by their names without it, read
-    shard by shard (no other tensor is loaded). A corrupt shard is an `OSError` naming it."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    weight_map = safetensors_weight_map(folder) if weight_map is None else weight_map
-    shards: dict[str, list[str]] = {}
-    for key, shard in weight_map.items():
-        if key.startswith(prefix):
-            shards.setdefault(shard, []).append(key)
-    tensors = {}
-    for shard, keys in sorted(shards.items()):
-        try:
-            with safe_open(folder / shard, framework="pt") as handle:
-                for key in keys:
-                    tensors[key[len(prefix) :]] = handle.get_tensor(key)
-        except SafetensorError as err:
-            raise OSError(f"{folder / shard}: corrupt or truncated safetensors data ({err}).") from err
-    return tensors
-
-
-def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
-    """Tensor name -> file name of a checkpoint folder's safetensors weights, sharded (with an index) or not."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    index_file = folder / "model.safetensors.index.json"
-    if index_file.is_file():
-        weight_map = json.loads(index_file.read_text()).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"{index_file}: no 'weight_map' mapping of tensor names to shard files.")
-        for name, shard in weight_map.items():  # a shard is a file of this folder, never a path out of it
-            if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
-                raise ValueError(f"{index_file}: tensor {name!r} names the shard {shard!r}, which is not a plain file "
-                                 "name in this folder.")
-        return weight_map
-    if (folder / "model.safetensors").is_file():
-        try:
-            with safe_open(folder / "model.safetensors", framework="pt") as handle:
-                return dict.fromkeys(handle.keys(), "model.safetensors")
-        except SafetensorError as err:
-            raise OSError(_safetensors_problem(folder, err)) from err
-    found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
-    raise FileNotFoundError(
-        f"{folder}: no safetensors weights (model.safetensors or model.safetensors.index.json); found {found}."
-    )
 
 
 class TraceableDepthEstimationHead(DepthAnythingDepthEstimationHead):
@@ -1425,7 +1358,5 @@ __all__ = [
     "VersaViTTaskTokens",
     "VersaViTModelOutput",
     "check_vision_inputs",
-    "read_safetensors",
-    "safetensors_weight_map",
     "tokens_to_feature_maps",
 ]

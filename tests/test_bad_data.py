@@ -23,15 +23,10 @@ from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcesso
 from versavit_trainer import MultiTaskTrainer, TaskSpec
 from versavit_trainer.config import ConfigError
 from versavit_trainer.core.stages import last_complete_checkpoint
-from versavit_trainer.core.trainer import MultiTaskCollator, MultiTaskDataset
-from versavit_trainer.data.collators import (
-    CaptioningCollator,
-    DepthCollator,
-    SegmentationCollator,
-    binary_mask,
-    caption_image_processor,
-    encode_depth,
-)
+from versavit_trainer.core.streams import MultiTaskCollator, MultiTaskDataset
+from versavit_trainer.data.collators import CaptioningCollator, DepthCollator, SegmentationCollator, binary_mask
+from versavit_trainer.data.processors import caption_image_processor
+from versavit_trainer.data.schemas import encode_depth
 from versavit_trainer.run_folder import folder_contents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +211,7 @@ def test_missing_or_corrupt_inputs_have_clear_messages(tmp_path, tiny_llm):
         load_data(DataArguments(tasks=["depth"], depth_data=str(tmp_path / "empty"), num_eval_scenes=0))
     from datasets import Dataset
 
-    from versavit_trainer.data.collators import DEPTH_FEATURES
+    from versavit_trainer.data.schemas import DEPTH_FEATURES
 
     Dataset.from_dict({column: [] for column in DEPTH_FEATURES}, features=DEPTH_FEATURES).save_to_disk(
         str(tmp_path / "rows")

@@ -14,9 +14,9 @@ from test_multitask_recipe import launch
 
 from modeling_versavit import VersaViTModel
 from versavit_trainer.config import ConfigError
+from versavit_trainer.core.arguments import MultiTaskTrainingArguments
 from versavit_trainer.core.curriculum import parse_stages
 from versavit_trainer.core.options import DataArguments
-from versavit_trainer.core.trainer import MultiTaskTrainingArguments
 from versavit_trainer.methods.versavit import versavit_stages
 
 ROOT = Path(__file__).resolve().parent.parent

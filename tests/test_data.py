@@ -8,17 +8,10 @@ from datasets import Dataset, Value
 
 from modeling_versavit import VersaViTImageProcessor
 from versavit_trainer.data.assets import minilm_path
-from versavit_trainer.data.collators import (
-    CaptioningCollator,
-    DepthCollator,
-    SegmentationCollator,
-    check_schema,
-    decode_depth,
-    encode_depth,
-    resize_depth,
-    scene_datasets,
-)
+from versavit_trainer.data.collators import CaptioningCollator, DepthCollator, SegmentationCollator, resize_depth
+from versavit_trainer.data.scene_tables import scene_datasets
 from versavit_trainer.data.scenes import generate_scene
+from versavit_trainer.data.schemas import check_schema, decode_depth, encode_depth
 from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
@@ -285,7 +278,7 @@ def test_multitask_trainer_runs_on_the_generated_scenes(tmp_path, scenes):
 
 
 def test_caption_image_processor_caps_at_896_squared():
-    from versavit_trainer.data.collators import caption_image_processor
+    from versavit_trainer.data.processors import caption_image_processor
 
     big = PIL.Image.new("RGB", (2000, 2000))
     (_, h, w), = caption_image_processor()(images=[big], return_tensors="np")["image_grid_thw"].tolist()
@@ -350,7 +343,7 @@ def test_a_batch_s_random_draws_depend_on_its_stream_position_alone():
     collator's seed and the batch's stream position only: the same position gives the same batch whatever the
     collator drew before (as after a resume, or on another DataLoader worker), and other positions draw otherwise."""
     from versavit_trainer import TaskSpec
-    from versavit_trainer.core.trainer import MultiTaskCollator
+    from versavit_trainer.core.streams import MultiTaskCollator
 
     side = 28
     masks = []
@@ -408,7 +401,7 @@ def test_the_depth_label_space_comes_from_the_data(tmp_path):
 
     from versavit_trainer.core.options import DataArguments
     from versavit_trainer.core.sources import depth_label_space
-    from versavit_trainer.data.collators import DEPTH_FEATURES
+    from versavit_trainer.data.schemas import DEPTH_FEATURES
 
     rows = {"image": [PIL.Image.new("RGB", (4, 4))], "depth": [PIL.Image.new("I;16", (4, 4))], "depth_scale": [1.0]}
     legacy = Dataset.from_dict(rows, features=DEPTH_FEATURES)
@@ -432,7 +425,7 @@ RESOLUTIONS = ["56x56", "56x112", "84x28"]
 
 def test_resolution_sets_are_parsed_and_bad_ones_named():
     from versavit_trainer.core.options import DataArguments, check_input_sizes
-    from versavit_trainer.data.collators import parse_resolutions
+    from versavit_trainer.data.processors import parse_resolutions
 
     assert parse_resolutions(["448x644", "532", 560, [28, 56]], "r") == [(448, 644), (532, 532), (560, 560), (28, 56)]
     assert parse_resolutions(None, "r") is None and parse_resolutions([], "r") is None

@@ -62,7 +62,7 @@ def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense
     offline = VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config)
     online = OnlineTextSegmentation(VersaViTForMultiTask.from_pretrained(dense_checkpoint, config=config),
                                     SentenceEmbedder(minilm_path()))
-    from versavit_trainer.core.trainer import apply_stage
+    from versavit_trainer.core.arguments import apply_stage
     from versavit_trainer.parts import training_parts
 
     apply_stage(online, dict.fromkeys(training_parts(online), 1e-4))

@@ -40,7 +40,10 @@ def record_safetensors(monkeypatch) -> tuple[list[str], list[str]]:
             read.append(key)
             return self._inner.get_tensor(key)
 
+    from modeling_versavit import checkpoint_files
+
     monkeypatch.setattr(safetensors, "safe_open", RecordingHandle)
+    monkeypatch.setattr(checkpoint_files, "safe_open", RecordingHandle)  # where the checkpoint reader looks it up
     return opened, read
 
 

@@ -9,8 +9,8 @@ import PIL.Image
 import pytest
 from conftest import load_recipe, photo
 
-from versavit_trainer.data.collators import check_schema, decode_depth
 from versavit_trainer.data.labelling import load_labelled
+from versavit_trainer.data.schemas import check_schema, decode_depth
 
 
 def test_depth_labelling_resumes_without_redoing_work(tmp_path, photos, tiny_depth_checkpoint):

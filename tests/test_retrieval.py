@@ -8,7 +8,7 @@ import torch
 from conftest import random_inputs, tiny_config
 
 from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel, contrastive_loss
-from versavit_trainer.data.collators import fixed_size_pixels, image_processor_for
+from versavit_trainer.data.processors import fixed_size_pixels, image_processor_for
 
 GRIDS = [(4, 4), (6, 2), (2, 8)]
 

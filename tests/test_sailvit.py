@@ -20,10 +20,10 @@ from test_curriculum import assert_changed
 import versavit_trainer.core.curriculum as curriculum
 from modeling_versavit import VersaViTForCaptioning, VersaViTForImageTextRetrieval, VersaViTForMultiTask
 from versavit_trainer.config import ConfigError, load_config_file
+from versavit_trainer.core.arguments import MultiTaskTrainingArguments
 from versavit_trainer.core.curriculum import parse_stages
 from versavit_trainer.core.options import DataArguments, check_input_sizes
-from versavit_trainer.core.trainer import MultiTaskTrainingArguments
-from versavit_trainer.data.collators import scene_datasets
+from versavit_trainer.data.scene_tables import scene_datasets
 from versavit_trainer.data.scenes import NUMBERS, SCENE_TEXTS, SHORT_PROMPT, generate_scene
 from versavit_trainer.methods.sailvit import SAILVIT_STAGES, sailvit_run_options
 from versavit_trainer.objectives import ObjectiveContext, get_objective
@@ -439,7 +439,7 @@ def test_a_contrastive_folder_sets_the_head_s_text_width(tmp_path):
     their width and trains with the tower; NaN embeddings in a row are skipped and counted."""
     from datasets import Dataset
 
-    from versavit_trainer.data.collators import CONTRASTIVE_FEATURES
+    from versavit_trainer.data.schemas import CONTRASTIVE_FEATURES
 
     torch.manual_seed(0)
     rows = [{"image": PIL_image(k), "caption": f"scene {k}", "text_embeds": torch.randn(12).tolist()} for k in range(6)]

@@ -330,7 +330,7 @@ def test_versavit_experts_read_their_heads(dense_checkpoint):
     """The library's own depth and referring models as experts: the DPT neck's finest fused map (pooled) and the
     SAM neck's image embeddings — equal to the heads' own intermediate results."""
     from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
-    from versavit_trainer.data.collators import fixed_size_pixels
+    from versavit_trainer.data.processors import fixed_size_pixels
 
     images = [PIL.Image.fromarray(photo("astronaut")), PIL.Image.fromarray(photo("coffee"))]
     seg = EmbeddingExpert(ExpertSpec("seg", [1], queries=4, model=str(dense_checkpoint),
@@ -520,8 +520,9 @@ def test_two_ddp_processes_match_one_process(tmp_path, tiny_llm, dense_checkpoin
     the same length, so the per-process next-token means average to the one-process mean."""
     import test_multitask_recipe as recipe_tests
 
-    from versavit_trainer.data.collators import CAPTION_PROMPT, scene_datasets
     from versavit_trainer.data.experts import add_expert_embeddings
+    from versavit_trainer.data.scene_tables import scene_datasets
+    from versavit_trainer.data.scenes import CAPTION_PROMPT
 
     rows = scene_datasets(4, None)["captioning"]
     rows = rows.map(lambda _: {"texts": [{"user": CAPTION_PROMPT, "assistant": "A checkered floor."}]},

@@ -15,26 +15,14 @@ bottom first; each imports only those below it (docs/architecture.md, tests/test
 
 from modeling_versavit import __version__
 
+from .core.arguments import MultiTaskTrainingArguments, apply_stage, stage_learning_rates
 from .core.schedule import MultiTaskBatchSampler
-from .core.trainer import (
-    MultiTaskCollator,
-    MultiTaskDataset,
-    MultiTaskTrainer,
-    MultiTaskTrainingArguments,
-    TaskSpec,
-    apply_stage,
-    stage_learning_rates,
-)
-from .data.collators import (
-    CaptioningCollator,
-    DepthCollator,
-    SegmentationCollator,
-    check_schema,
-    decode_depth,
-    encode_depth,
-    scene_datasets,
-)
+from .core.streams import MultiTaskCollator, MultiTaskDataset, TaskSpec
+from .core.trainer import MultiTaskTrainer
+from .data.collators import CaptioningCollator, DepthCollator, SegmentationCollator
+from .data.scene_tables import scene_datasets
 from .data.scenes import Camera, Scene, SceneObject, generate_scene
+from .data.schemas import check_schema, decode_depth, encode_depth
 from .parts import PART_MODULES, training_parts, unwrap_versavit
 
 __all__ = [

@@ -28,9 +28,9 @@ from datasets import Features, Value
 from transformers import HfArgumentParser
 
 from modeling_versavit import load_image
-from versavit_trainer.data.collators import CAPTIONING_FEATURES
 from versavit_trainer.data.labelling import Skip, run_sharded, stored_image
 from versavit_trainer.data.readers import inside
+from versavit_trainer.data.schemas import CAPTIONING_FEATURES
 
 FEATURES = Features({**CAPTIONING_FEATURES, "source": Value("string")})
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}

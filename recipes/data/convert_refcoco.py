@@ -24,9 +24,9 @@ import PIL.Image
 from transformers import HfArgumentParser
 
 from modeling_versavit import load_image
-from versavit_trainer.data.collators import REFERRING_FEATURES
 from versavit_trainer.data.labelling import Skip, run_sharded, stored_image
 from versavit_trainer.data.readers import inside, refcoco_refs
+from versavit_trainer.data.schemas import REFERRING_FEATURES
 
 FEATURES = REFERRING_FEATURES
 

@@ -28,7 +28,6 @@ from transformers import HfArgumentParser
 
 from modeling_versavit import load_image
 from versavit_trainer.data import readers
-from versavit_trainer.data.collators import REFERRING_FEATURES
 from versavit_trainer.data.labelling import (
     DescriberArguments,
     Skip,
@@ -37,6 +36,7 @@ from versavit_trainer.data.labelling import (
     run_sharded,
     stored_image,
 )
+from versavit_trainer.data.schemas import REFERRING_FEATURES
 
 
 @dataclass

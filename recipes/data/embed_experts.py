@@ -51,7 +51,7 @@ def source_rows(args):
 
     if args.data is not None:
         return dataset_folder(args.data, "captioning")
-    from versavit_trainer.data.collators import scene_datasets
+    from versavit_trainer.data.scene_tables import scene_datasets
 
     return scene_datasets(args.num_scenes, None, seed=args.scene_seed, texts=args.texts)["captioning"]
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def embed_captions(dataset, source: Path, args: EmbedTextsArguments) -> dict:
-    from versavit_trainer.data.collators import CONTRASTIVE_FEATURES
+    from versavit_trainer.data.schemas import CONTRASTIVE_FEATURES
 
     if "image" not in dataset.column_names or not {"caption", "texts"} & set(dataset.column_names):
         raise ValueError(f"{source}: --captions needs an 'image' column and a 'caption' or 'texts' column (has "

@@ -22,8 +22,8 @@ from datasets import Features, Value
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation, HfArgumentParser
 
 from modeling_versavit import load_image
-from versavit_trainer.data.collators import DEPTH_FEATURES, DEPTH_SPACE_COLUMN, encode_depth
 from versavit_trainer.data.labelling import Skip, list_images, process_device, run_sharded, stored_image
+from versavit_trainer.data.schemas import DEPTH_FEATURES, DEPTH_SPACE_COLUMN, encode_depth
 
 FEATURES = Features({**DEPTH_FEATURES, DEPTH_SPACE_COLUMN: Value("string"), "source": Value("string")})
 

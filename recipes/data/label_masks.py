@@ -32,7 +32,6 @@ import torch
 from transformers import HfArgumentParser, SamModel, SamProcessor
 
 from modeling_versavit import load_image
-from versavit_trainer.data.collators import REFERRING_FEATURES
 from versavit_trainer.data.labelling import (
     DescriberArguments,
     Skip,
@@ -42,6 +41,7 @@ from versavit_trainer.data.labelling import (
     stored_image,
 )
 from versavit_trainer.data.readers import inside
+from versavit_trainer.data.schemas import REFERRING_FEATURES
 
 FEATURES = REFERRING_FEATURES
 TEXT_SOURCES = ("annotation", "describer", "auto")

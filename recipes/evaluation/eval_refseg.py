@@ -26,8 +26,9 @@ from modeling_versavit import VersaViTForReferringSegmentation
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.core.options import DataArguments
 from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
-from versavit_trainer.data.collators import image_processor_for, scene_datasets
 from versavit_trainer.data.labelling import load_labelled
+from versavit_trainer.data.processors import image_processor_for
+from versavit_trainer.data.scene_tables import scene_datasets
 from versavit_trainer.data.text_embedding import SentenceEmbedder
 from versavit_trainer.evaluation.probes import write_results
 from versavit_trainer.metrics import evaluate_segmentation

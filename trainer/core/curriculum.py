@@ -278,7 +278,7 @@ def check_stage_parts(model, stages: list["Stage"], training_args, output_dir: P
     model the trainer gets) and at least one of them trains (a stage that freezes everything would only fail once
     its trainer builds the optimizer, after the run's record was written)."""
     from ..parts import training_parts
-    from .trainer import stage_learning_rates
+    from .arguments import stage_learning_rates
 
     parts = training_parts(model)
     for stage in stages:
@@ -349,7 +349,7 @@ __all__ = [
 def stage_task_specs(stage: Stage, sources, context) -> list:
     """The task streams of `stage`: each objective's data (`sources`: a `build.DataSources`), collator, batch size
     and λ."""
-    from .trainer import TaskSpec
+    from .streams import TaskSpec
 
     return [TaskSpec(item.name, sources.train(item.name, item.data), get_objective(item.name).collator(context),
                      item.batch_size, item.weight) for item in stage.objectives]

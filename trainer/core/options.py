@@ -14,7 +14,7 @@ from transformers import PreTrainedConfig
 from modeling_versavit import TASKS, VersaViTConfig
 
 from ..config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
-from ..data.collators import check_size, parse_resolutions
+from ..data.processors import check_size, parse_resolutions
 from ..data.scenes import scene_style
 
 
@@ -382,8 +382,8 @@ def check_input_sizes(data_args: DataArguments, multiple: int) -> None:
 def run_argument_types() -> tuple:
     """The option dataclasses of a training run (recipes/multitask.py and align.py), in parse order: model, LoRA,
     data, run, training."""
+    from .arguments import MultiTaskTrainingArguments
     from .lora import LoraArguments
-    from .trainer import MultiTaskTrainingArguments
 
     return ModelArguments, LoraArguments, DataArguments, RunArguments, MultiTaskTrainingArguments
 

@@ -21,11 +21,11 @@ from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 from ..config import ConfigError
 from ..objectives import ObjectiveContext, get_objective
 from ..parts import training_parts
+from .arguments import apply_stage, stage_learning_rates
 from .curriculum import model_tasks, objectives_of
 from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, with_tasks
 from .objectives_model import ObjectivesModel
 from .options import DataArguments, ModelArguments, RunArguments, check_input_sizes
-from .trainer import apply_stage, stage_learning_rates
 
 logger = logging.getLogger(__name__)
 

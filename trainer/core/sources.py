@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 from .options import DataArguments
-from .trainer import TaskSpec
+from .streams import TaskSpec
 
 # Where held-out scenes start: far from any training seed a config would use.
 EVAL_SCENE_SEED_OFFSET = 1_000_000
@@ -25,7 +25,7 @@ def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
     """The label space of the run's depth data: `data_args.depth_label_space`, else the dataset's `depth_space`
     column (one value for every row), else "depth" for the generated scenes (`dataset` None); a folder that does not
     say is an error, since Depth Anything pseudo-labels are disparity and a guess would silently flip the meaning."""
-    from ..data.collators import DEPTH_SPACE_COLUMN
+    from ..data.schemas import DEPTH_SPACE_COLUMN
 
     recorded = "depth" if dataset is None else None  # the generated scenes hold depth
     if dataset is not None and DEPTH_SPACE_COLUMN in dataset.column_names:
@@ -74,7 +74,7 @@ class DataSources:
         return self.embedder
 
     def scenes(self, num_scenes: int, seed: int, texts: str = "default") -> dict[str, Dataset]:
-        from ..data.collators import scene_datasets
+        from ..data.scene_tables import scene_datasets
 
         if num_scenes < 1:
             raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")

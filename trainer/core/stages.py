@@ -14,11 +14,12 @@ from transformers.trainer import TRAINER_STATE_NAME
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
 
 from ..config import ConfigError
-from ..data.collators import caption_image_processor, image_processor_for
+from ..data.processors import caption_image_processor, image_processor_for
 from ..run_folder import incomplete_files
+from .arguments import MultiTaskTrainingArguments
 from .models import CONFIG_BOOKKEEPING
 from .reporting import GracefulStop
-from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments
+from .trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them

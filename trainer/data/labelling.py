@@ -366,7 +366,7 @@ def load_labelled(folder) -> Dataset:
 def dataset_folder(path: str, task: str) -> Dataset:
     """The dataset in folder `path` for objective `task`: a labelling output (`run_sharded`'s shards) or a saved
     `datasets` folder, checked against the task's schema."""
-    from .collators import check_schema
+    from .schemas import check_schema
 
     folder = Path(path)
     if not folder.is_dir():

@@ -141,7 +141,7 @@ def random_tower(folder: Path, base: Path, seed: int) -> Path:
     folder."""
     from ..config import load_config_file
     from ..core.models import backbone_from
-    from ..data.collators import image_processor_for
+    from ..data.processors import image_processor_for
 
     target, record = folder / "backbone", folder / "tower.json"
     made = {"vision_config": load_config_file(base).get("vision_config"), "seed": seed}

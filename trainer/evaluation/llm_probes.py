@@ -31,7 +31,7 @@ class LayerProbeSettings:
 def llm_hidden_states(model, processor, images, layers: list[int], batch_size: int = 8) -> dict:
     """Per layer of `layers` (1 = after the first decoder layer), a list of `(length, hidden)` fp16 states, one per
     image (padding removed), of `model` (a `VersaViTForCaptioning`) on the captioning prompt."""
-    from ..data.collators import CAPTION_PROMPT
+    from ..data.scenes import CAPTION_PROMPT
 
     states = {layer: [] for layer in layers}
     model.eval()

@@ -40,7 +40,7 @@ from modeling_versavit import VersaViTModel
 
 from ..core.models import backbone_from
 from ..data import readers
-from ..data.collators import QWEN2_VL_SIZE_MULTIPLE, fixed_size_pixels, image_processor_for
+from ..data.processors import QWEN2_VL_SIZE_MULTIPLE, fixed_size_pixels, image_processor_for
 from ..data.readers import DepthSource, SegmentationSource
 from ..metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 

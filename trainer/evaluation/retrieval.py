@@ -19,7 +19,7 @@ import torch
 
 from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel
 
-from ..data.collators import fixed_size_pixels, image_processor_for
+from ..data.processors import fixed_size_pixels, image_processor_for
 from ..data.readers import CaptionSource, ClassificationSource, StatementPairSource
 from ..metrics import retrieval_recall
 

@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..data.collators import check_size, image_processor_for, size_multiple
+from ..data.processors import check_size, image_processor_for, size_multiple
 
 FORMATS = ("onnx", "dynamo")
 # What each exported model returns and is checked on (a task model's loss needs labels, which an export drops).

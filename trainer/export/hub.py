@@ -22,7 +22,7 @@ from modeling_versavit import (
     VersaViTModel,
 )
 
-from ..data.collators import image_processor_for
+from ..data.processors import image_processor_for
 from ..objectives import OBJECTIVES
 
 # The Hub task of each exported class.
@@ -141,7 +141,7 @@ def model_card(
 
 def export_folder(model, folder, repo_id: str, image_processor=None, tokenizer=None, **card) -> Path:
     """Write the folder that `push_to_hub` uploads: weights + config + remote code, the image processor (default
-    the tower's, `data.collators.image_processor_for`), the tokenizer when given (captioning), README.md
+    the tower's, `data.processors.image_processor_for`), the tokenizer when given (captioning), README.md
     (`model_card(**card)`)."""
     card = model_card(model, repo_id, **card)  # checks the model and the results before writing anything
     folder = Path(folder)

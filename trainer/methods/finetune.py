@@ -14,6 +14,7 @@ import torch
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
 from ..config import ConfigError, claim_run_folder
+from ..core.arguments import MultiTaskTrainingArguments
 from ..core.held_out import evaluate_held_out
 from ..core.lora import LoraArguments, apply_lora, merge_lora
 from ..core.models import require_task_weights
@@ -21,8 +22,8 @@ from ..core.options import DataArguments, check_input_sizes
 from ..core.reporting import GracefulStop
 from ..core.sources import load_data
 from ..core.stages import run_stage, stage_arguments
-from ..core.trainer import MultiTaskTrainingArguments, TaskSpec
-from ..data.collators import image_processor_for
+from ..core.streams import TaskSpec
+from ..data.processors import image_processor_for
 from ..data.text_embedding import SentenceEmbedder
 from ..objectives.dense import dense_collator
 from ..objectives.online_text import TEXT_TARGETS, OnlineTextSegmentation

@@ -33,8 +33,8 @@ class ObjectiveContext:
 
     @property
     def image_processor(self):
-        """The tower's image processor (`data.collators.image_processor_for`), None for Qwen2-VL's default."""
-        from ..data.collators import image_processor_for
+        """The tower's image processor (`data.processors.image_processor_for`), None for Qwen2-VL's default."""
+        from ..data.processors import image_processor_for
 
         return None if self.config is None else image_processor_for(self.config)
 

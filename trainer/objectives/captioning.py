@@ -26,7 +26,8 @@ class CaptioningObjective(Objective):
         return model.captioning_layers_read()
 
     def collator(self, context):
-        from ..data.collators import CaptioningCollator, captioning_processor
+        from ..data.collators import CaptioningCollator
+        from ..data.processors import captioning_processor
 
         data_args = context.data_args
         processor = captioning_processor(context.tokenizer, data_args.caption_max_pixels, context.config)
@@ -52,7 +53,8 @@ class CaptioningObjective(Objective):
                                         for start in range(0, len(dataset), 4)))
 
     def draw(self, axis, model, image, row, context):
-        from ..data.collators import CAPTION_PROMPT, captioning_processor
+        from ..data.processors import captioning_processor
+        from ..data.scenes import CAPTION_PROMPT
 
         tokenizer = context.tokenizer
         processor = captioning_processor(tokenizer, context.data_args.caption_max_pixels, model.config)

@@ -3,7 +3,8 @@
 
 from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
 
-from ..data.collators import DepthCollator, SegmentationCollator, parse_resolutions
+from ..data.collators import DepthCollator, SegmentationCollator
+from ..data.processors import parse_resolutions
 from .base import Objective, register_objective, wrap_text
 
 
@@ -84,7 +85,7 @@ class DepthObjective(_DenseObjective):
     def draw(self, axis, model, image, row, context):
         import torch
 
-        from ..data.collators import fixed_size_pixels
+        from ..data.processors import fixed_size_pixels
 
         pixels = fixed_size_pixels([image], context.data_args.depth_size, context.image_processor)
         depth = model(task="depth", **pixels).predicted_depth[0]
