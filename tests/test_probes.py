@@ -209,7 +209,7 @@ def test_the_paper_probe_config_holds_the_papers_and_dinov3s_settings():
     from pathlib import Path
 
     from versavit_trainer.config import parse_config
-    from versavit_trainer.evaluation.probes import ProbeArguments
+    from versavit_trainer.evaluation.probe_runs import ProbeArguments
 
     config = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "probe_paper.yaml"
     (args,) = parse_config((ProbeArguments,), ["--config", str(config), "--model", "m"])

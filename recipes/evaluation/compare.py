@@ -29,13 +29,12 @@ from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.core.models import backbone_from
 from versavit_trainer.core.reporting import probe_figure
 from versavit_trainer.evaluation.out_of_task import OUT_OF_TASK, scene_out_of_task
+from versavit_trainer.evaluation.probe_runs import ProbeArguments, sources
 from versavit_trainer.evaluation.probes import (
     FrozenFeatures,
-    ProbeArguments,
     ProbeSettings,
     evaluate_depth_probe,
     evaluate_segmentation_probe,
-    sources,
     train_depth_probe,
     train_segmentation_probe,
 )

@@ -26,7 +26,8 @@ from transformers import HfArgumentParser
 
 from versavit_trainer.data import readers
 from versavit_trainer.evaluation.correspondence import THRESHOLDS, correspondence_recall
-from versavit_trainer.evaluation.probes import FrozenFeatures, load_backbone, write_results
+from versavit_trainer.evaluation.probe_runs import load_backbone, write_results
+from versavit_trainer.evaluation.probes import FrozenFeatures
 
 DATASETS = ("scenes", "spair", "navi")
 

@@ -32,7 +32,8 @@ from modeling_versavit import VersaViTForDepthEstimation
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.data import readers
 from versavit_trainer.data.processors import fixed_size_pixels, image_processor_for
-from versavit_trainer.evaluation.probes import HUB_DATASETS, keep_aspect_size, score_depth_source, write_results
+from versavit_trainer.evaluation.probe_runs import HUB_DATASETS, write_results
+from versavit_trainer.evaluation.probes import keep_aspect_size, score_depth_source
 from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics
 
 

@@ -30,7 +30,7 @@ from versavit_trainer.data.labelling import load_labelled
 from versavit_trainer.data.processors import image_processor_for
 from versavit_trainer.data.scene_tables import scene_datasets
 from versavit_trainer.data.text_embedding import SentenceEmbedder
-from versavit_trainer.evaluation.probes import write_results
+from versavit_trainer.evaluation.probe_runs import write_results
 from versavit_trainer.metrics import evaluate_segmentation
 from versavit_trainer.objectives.dense import eval_batches
 

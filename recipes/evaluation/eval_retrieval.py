@@ -27,7 +27,7 @@ from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.data import readers
 from versavit_trainer.data.assets import minilm_path
 from versavit_trainer.data.text_embedding import SentenceEmbedder
-from versavit_trainer.evaluation.probes import load_backbone, write_results
+from versavit_trainer.evaluation.probe_runs import load_backbone, write_results
 from versavit_trainer.evaluation.retrieval import (
     RetrievalSettings,
     embed_captions,

@@ -21,7 +21,7 @@ output_dir/results.json (with a median-depth baseline) and model_index.json. The
 
 from pathlib import Path
 
-from versavit_trainer.evaluation.probes import probe_recipe
+from versavit_trainer.evaluation.probe_runs import probe_recipe
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "probe_default.yaml"
 

@@ -19,7 +19,7 @@ recipes/export/push_to_hub.py --results). The encoder never changes.
 
 from pathlib import Path
 
-from versavit_trainer.evaluation.probes import probe_recipe
+from versavit_trainer.evaluation.probe_runs import probe_recipe
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "probe_default.yaml"
 
