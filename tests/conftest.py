@@ -20,13 +20,15 @@ def pytest_collection_modifyitems(config, items):
     """transformers' common tests that its own decorators have already skipped on this machine ("test requires
     accelerator", "... Flash Attention", "test is slow": about 300 of them here) are deselected rather than reported
     one by one; on a machine that can run them they are collected as usual. Skips of our own, with their reasons,
-    stay in the report."""
+    stay in the report. So are the common tests of what a vision tower does not have (a module's `NOT_APPLICABLE`:
+    test_transformers_common.py lists them with the reason)."""
     cannot_run_here, kept = [], []
     for item in items:
         reason = getattr(getattr(item, "obj", None), "__unittest_skip_why__", "")
         machine = getattr(getattr(item, "obj", None), "__unittest_skip__", False) and (
             reason.startswith("test requires") or reason == "test is slow")
-        (cannot_run_here if machine else kept).append(item)
+        absent = item.name in getattr(getattr(item, "module", None), "NOT_APPLICABLE", ())
+        (cannot_run_here if machine or absent else kept).append(item)
     if cannot_run_here:
         config.hook.pytest_deselected(items=cannot_run_here)
         items[:] = kept
