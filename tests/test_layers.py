@@ -122,10 +122,10 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path):
 
     copy = tmp_path / "trainer"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    sources = copy / "data" / "scenes.py"
-    sources.write_text(sources.read_text() + "\n\ndef planted():\n    from ..core.trainer import TaskSpec\n")
+    scenes = copy / "data" / "scenes.py"
+    scenes.write_text(scenes.read_text() + "\n\ndef planted():\n    from ..core.trainer import TaskSpec\n")
     assert [line.split(" (")[0] for line in upward_imports(internal_imports(copy))] == [
-        f"data.scenes:{len(sources.read_text().splitlines())} imports core.trainer"]
+        f"data.scenes:{len(scenes.read_text().splitlines())} imports core.trainer"]
     schedule = copy / "core" / "schedule.py"
     schedule.write_text(schedule.read_text() + "\n\nfrom .trainer import TaskSpec\n")
     assert ["core.schedule", "core.trainer"] in [
