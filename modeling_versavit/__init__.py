@@ -1,16 +1,18 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """VersaViT: post-trained MLLM vision encoders as Hugging Face models.
 
-Importing this package registers the VersaViT classes with `AutoConfig`, `AutoModel` and `AutoImageProcessor`,
-and marks them for `auto_map`, so `save_pretrained` writes a folder that also loads with
-`trust_remote_code=True` where this package is not installed.
+Importing this package registers the VersaViT classes with `AutoConfig`, `AutoModel`,
+`AutoModelForDepthEstimation` and `AutoImageProcessor`, and its pipelines (`pipelines_versavit.PIPELINES`) with
+transformers' `PIPELINE_REGISTRY`; the models are marked for `auto_map`, so `save_pretrained` writes a folder that
+also loads, pipelines included, with `trust_remote_code=True` where this package is not installed.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForDepthEstimation
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .checkpoint_files import read_safetensors, safetensors_weight_map
 from .configuration_versavit import TASKS, VersaViTConfig, uniform_layer_indices
-from .image_processing_versavit import VersaViTImageProcessor, load_image, to_rgb
+from .image_processing_versavit import VersaViTImageProcessor, fixed_size_pixels, load_image, to_rgb
 from .losses_versavit import (
     contrastive_loss,
     depth_loss,
@@ -36,7 +38,14 @@ from .modeling_versavit import (
     check_vision_inputs,
     tokens_to_feature_maps,
 )
+from .pipelines_versavit import (
+    PIPELINES,
+    VersaViTCaptioningPipeline,
+    VersaViTReferringSegmentationPipeline,
+    VersaViTZeroShotImageClassificationPipeline,
+)
 from .processing_versavit import IGNORE_INDEX, VersaViTCaptioningProcessor
+from .text_embedding_versavit import SentenceEmbedder
 
 __version__ = "0.1.0"
 
@@ -52,10 +61,24 @@ VersaViTForReferringSegmentation.register_for_auto_class("AutoModel")
 VersaViTForCaptioning.register_for_auto_class("AutoModel")
 VersaViTForMultiTask.register_for_auto_class("AutoModel")
 VersaViTForImageTextRetrieval.register_for_auto_class("AutoModel")
-VersaViTImageProcessor.register_for_auto_class("AutoImageProcessor")
+# The image processor is mapped in the model's config.json, not its own file (see VersaViTImageProcessor.to_dict).
+# The pipelines load the task model of their head, from a task folder or the multi-task one.
+_PIPELINE_MODELS = {
+    "referring-segmentation": VersaViTForReferringSegmentation,
+    "versavit-captioning": VersaViTForCaptioning,
+    "versavit-zero-shot-image-classification": VersaViTForImageTextRetrieval,
+}
+for _task, (_pipeline_class, _) in PIPELINES.items():
+    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=_PIPELINE_MODELS[_task],
+                                        type="multimodal")
 
 __all__ = [
     "IGNORE_INDEX",
+    "PIPELINES",
+    "SentenceEmbedder",
+    "VersaViTCaptioningPipeline",
+    "VersaViTReferringSegmentationPipeline",
+    "VersaViTZeroShotImageClassificationPipeline",
     "TASKS",
     "VersaViTForMultiTask",
     "captioning_config",
@@ -74,6 +97,7 @@ __all__ = [
     "VersaViTPreTrainedModel",
     "VersaViTReferringSegmentationOutput",
     "check_vision_inputs",
+    "fixed_size_pixels",
     "depth_loss",
     "gradient_matching_loss",
     "mask_loss",

@@ -49,8 +49,26 @@ _HEAD_NAMESPACES = ("depth_", "segmentation_", "retrieval_")
 _BASE_CONFIG_KEYS = frozenset(PreTrainedConfig().to_dict()) | {
     "name_or_path", "_name_or_path", "attn_implementation", "experts_implementation", "output_attentions",
     "_commit_hash", "torch_dtype", "num_labels", "per_layer_config", "model_type", "transformers_version",
-    "auto_map", "architectures", "dtype", "use_return_dict",
+    "auto_map", "architectures", "dtype", "use_return_dict", "custom_pipelines",
 }
+
+
+def _pipelines_not_served_here(custom_pipelines: dict) -> dict:
+    """The entries of a loaded config's `custom_pipelines` that no pipeline registered in this Python serves.
+
+    A saved folder names its VersaViT pipelines in `custom_pipelines` so that they load as remote code without the
+    package; transformers' `pipeline()` then demands `trust_remote_code=True` for those tasks even where the package
+    (which registers the same pipelines) is installed. A task whose registered pipeline class is the one the folder
+    names is served by the installed code, so its entry is dropped, as the Auto classes prefer registered local
+    classes over a folder's `auto_map`."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    served = PIPELINE_REGISTRY.supported_tasks
+    return {
+        task: entry for task, entry in custom_pipelines.items()
+        if not isinstance(entry, dict)
+        or getattr(served.get(task, {}).get("impl"), "__name__", None) != str(entry.get("impl", "")).split(".")[-1]
+    }
 
 
 @strict
@@ -96,6 +114,10 @@ class VersaViTConfig(PreTrainedConfig):
         text_embed_dim (`int`, *optional*, defaults to 4096):
             Width of the offline text embeddings the segmentation prompt encoder takes (4096 for Qwen3-Embedding-8B,
             the paper's text encoder; 384 for all-MiniLM-L6-v2).
+        text_encoder (`str`, *optional*):
+            The sentence encoder that embedded the texts this model's heads were trained on (a local folder or a Hub
+            id), as the training run loaded it; None when the embeddings came precomputed with the data. The
+            referring-segmentation and retrieval pipelines embed their texts with it.
         segmentation_hidden_size (`int`, *optional*, defaults to 256):
             Width of the SAM-style neck, prompt tokens and mask decoder (SAM's 256).
         segmentation_num_prompt_tokens (`int`, *optional*, defaults to 4):
@@ -171,6 +193,7 @@ class VersaViTConfig(PreTrainedConfig):
     # Referring segmentation (SAM-style neck, text prompt encoder, SAM mask decoder).
     segmentation_layer_index: int = -1
     text_embed_dim: int = 4096
+    text_encoder: str | None = None
     segmentation_hidden_size: int = 256
     segmentation_num_prompt_tokens: int = 4
     segmentation_normalize_text: bool = True
@@ -213,6 +236,10 @@ class VersaViTConfig(PreTrainedConfig):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __post_init__(self, **kwargs):
+        if kwargs.get("custom_pipelines"):
+            kwargs["custom_pipelines"] = _pipelines_not_served_here(kwargs["custom_pipelines"])
+        if "custom_pipelines" in kwargs and not kwargs["custom_pipelines"]:
+            del kwargs["custom_pipelines"]
         misspelt = _misspelt_options(kwargs, [name for name in type(self).__dataclass_fields__ if name[:1] != "_"])
         if misspelt:
             raise ValueError(f"VersaViTConfig: unknown option {', '.join(misspelt)}; the options are its fields (see "

@@ -142,6 +142,16 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
     `(num_images, 3)`, the inputs of [`VersaViTModel`].
     """
 
+    def to_dict(self) -> dict:
+        """The saved settings, without `image_processor_type` and `auto_map`: the folder's config.json maps
+        `AutoImageProcessor` to this class (`VersaViTPreTrainedModel.save_pretrained`). transformers' video-processor
+        lookup, which every pipeline runs, derives a remote video processor from either key here and would ask about
+        remote code even with the package installed."""
+        output = super().to_dict()
+        output.pop("image_processor_type", None)
+        output.pop("auto_map", None)
+        return output
+
     def convert_to_rgb(self, image, input_data_format=None):
         if isinstance(image, PIL.Image.Image):
             return np.array(to_rgb(image))
@@ -217,4 +227,18 @@ class VersaViTImageProcessor(Qwen2VLImageProcessorPil):
         return results
 
 
-__all__ = ["VersaViTImageProcessor", "load_image", "to_rgb"]
+def fixed_size_pixels(images: list[PIL.Image.Image], size: int | tuple[int, int],
+                      image_processor: VersaViTImageProcessor | None = None, flips: list[bool] | None = None) -> dict:
+    """`pixel_values` and `image_grid_thw` of `images`, each made RGB and resized (bicubic) to exactly `size` (a side,
+    or `(height, width)`, multiples of 28), mirrored where `flips` says: the dense tasks' input, which the processor
+    then only normalises and patchifies (no resizing of its own)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    resized = []
+    for k, image in enumerate(images):
+        image = to_rgb(image).resize((width, height), PIL.Image.BICUBIC)
+        resized.append(image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flips and flips[k] else image)
+    out = (image_processor or VersaViTImageProcessor())(images=resized, do_resize=False, return_tensors="pt")
+    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+
+__all__ = ["VersaViTImageProcessor", "fixed_size_pixels", "load_image", "to_rgb"]

@@ -224,6 +224,14 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                 "unpickling a downloaded file can run code. Convert a file you trust with safetensors' save_file, "
                 "or pass use_safetensors=False to let transformers read it with torch.load(weights_only=True)."
             ) from err
+        heads = sorted(key for key in info["missing_keys"] if not key.startswith("visual."))
+        if heads and kwargs.get("_from_pipeline") and pretrained_model_name_or_path is not None:
+            # a pipeline predicts with what it loads: a head started at random would give a silent wrong result
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: holds no trained {cls.__name__} head ({len(heads)} tensors are "
+                f"missing: {', '.join(heads[:3])}{', ...' if len(heads) > 3 else ''}), so the "
+                f"{kwargs['_from_pipeline']!r} pipeline cannot run on it; load a folder saved with that head."
+            )
         missing = sorted(key for key in info["missing_keys"] if key.startswith("visual."))
         if missing and pretrained_model_name_or_path is not None:  # a folder (from_mllm checks its own state_dict)
             # transformers would start them at random with only a load report; from_mllm refuses the same
@@ -234,6 +242,37 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                 "is not this checkpoint's. Check that the folder was written completely."
             )
         return (model, info) if with_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, writing a folder that serves every Auto class and pipeline of this
+        model, with the package installed (nothing asks about remote code) or as remote code without it.
+
+        Beyond the weights, config and this model's `auto_map` entry: `AutoImageProcessor` (and
+        `AutoModelForDepthEstimation` when there is a depth head) in config.json's `auto_map`, `custom_pipelines`
+        for the VersaViT pipelines the model serves (`pipelines_versavit.custom_pipelines_of`), and the code files
+        those name. The image processor saved beside it (`VersaViTImageProcessor.save_pretrained`) writes neither
+        its class name nor an `auto_map`: transformers' video-processor lookup would derive a remote video processor
+        from either and ask about remote code in every pipeline."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .image_processing_versavit import VersaViTImageProcessor
+        from .pipelines_versavit import VersaViTReferringSegmentationPipeline, custom_pipelines_of
+
+        config = self.config
+        served = {"AutoImageProcessor": f"image_processing_versavit.{VersaViTImageProcessor.__name__}"}
+        if getattr(self, "depth_head", None) is not None:
+            served["AutoModelForDepthEstimation"] = f"modeling_versavit.{VersaViTForDepthEstimation.__name__}"
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **served}
+        pipelines = custom_pipelines_of(self)
+        if pipelines:
+            config.custom_pipelines = pipelines
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            config.__dict__.pop("custom_pipelines", None)
+        if kwargs.get("is_main_process", True) and self._auto_class is not None:
+            for code in (VersaViTImageProcessor, VersaViTReferringSegmentationPipeline):
+                custom_object_save(code, save_directory)  # the module and its relative imports; no auto_map
 
     def get_input_embeddings(self) -> nn.Module:
         """The tower's patch embedding, the first layer the pixels meet (as transformers' vision models return)."""
@@ -1307,10 +1346,14 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
             return self.language_model.get_input_embeddings()
         return self.config.backbone.patch_embedding(self.visual)
 
-    def forward(self, task: str, **inputs) -> ModelOutput:
+    def forward(self, task: str | None = None, **inputs) -> ModelOutput:
         r"""
-        task (`str`): one of `config.tasks`; `inputs` are that task model's forward arguments.
+        task (`str`, *optional*): one of `config.tasks`; `inputs` are that task model's forward arguments. Without a
+            task, the tower's outputs as [`VersaViTModel`] returns them: what transformers' `image-feature-extraction`
+            pipeline reads where this class is the folder's `AutoModel` (remote code).
         """
+        if task is None:
+            return VersaViTModel.forward(self, **inputs)
         forwards = {"depth": self.forward_depth, "segmentation": self.forward_segmentation,
                     "captioning": self.forward_captioning}
         if task not in self.config.tasks:

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     dim = sources.text_embed_dim([dataset for name, dataset in train if get_objective(name).needs_text_embeddings])
     space = sources.depth_label_space([data for name, data in used if name == "depth"]) if "depth" in names else None
     model, tokenizer = build_model(model_args, tasks, dim, space)
+    if sources.text_encoder() is not None:  # what the pipelines embed texts with (kept from a checkpoint otherwise)
+        model.config.text_encoder = sources.text_encoder()
     apply_lora(model, lora_args)
     datasets = {name: [dataset for used, dataset in train if used == name] for name in names}
     context = ObjectiveContext(data_args, tokenizer, training_args.seed, dim, config=model.config, datasets=datasets)

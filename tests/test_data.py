@@ -6,13 +6,12 @@ import pytest
 import torch
 from datasets import Dataset, Value
 
-from modeling_versavit import VersaViTImageProcessor
+from modeling_versavit import SentenceEmbedder, VersaViTImageProcessor
 from versavit_trainer.data.assets import minilm_path
 from versavit_trainer.data.collators import CaptioningCollator, DepthCollator, SegmentationCollator, resize_depth
 from versavit_trainer.data.scene_tables import scene_datasets
 from versavit_trainer.data.scenes import generate_scene
 from versavit_trainer.data.schemas import check_schema, decode_depth, encode_depth
-from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])

@@ -62,12 +62,11 @@ def test_eval_depth_feeds_each_image_at_its_own_aspect_ratio(dense_checkpoint):
 
 
 def test_eval_refseg_matches_the_training_run_metric(tmp_path, dense_checkpoint):
-    from modeling_versavit import VersaViTForMultiTask
+    from modeling_versavit import SentenceEmbedder, VersaViTForMultiTask
     from versavit_trainer.core.options import DataArguments
     from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
     from versavit_trainer.data.assets import minilm_path
     from versavit_trainer.data.scene_tables import scene_datasets
-    from versavit_trainer.data.text_embedding import SentenceEmbedder
     from versavit_trainer.metrics import evaluate_segmentation
     from versavit_trainer.objectives.dense import eval_batches
 

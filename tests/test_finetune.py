@@ -7,8 +7,12 @@ import pytest
 import torch
 from conftest import load_recipe
 
-from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation, VersaViTModel
-from versavit_trainer.data.text_embedding import SentenceEmbedder
+from modeling_versavit import (
+    SentenceEmbedder,
+    VersaViTForDepthEstimation,
+    VersaViTForReferringSegmentation,
+    VersaViTModel,
+)
 
 SMALL = ["--size", "56", "--num_scenes", "40", "--num_eval_scenes", "6", "--batch_size", "4", "--use_cpu", "true",
          "--logging_steps", "50", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",

@@ -61,7 +61,8 @@ def test_small_run_writes_every_output(tmp_path, tiny_llm, capsys):
         held_out = saved["held_out"][when]
         assert 0 <= held_out["depth"]["delta1"] <= 1 and held_out["depth"]["abs_rel"] >= 0
         assert 0 <= held_out["segmentation"]["miou"] <= 1 and held_out["depth"]["images"] == 3
-    assert [set(row) for row in saved["panel"]] == [{"expression", "caption"}] * 2
+    drawn = {"expression", "mask_size", "mask_pixels", "mask_sha256", "caption"}
+    assert [set(row) for row in saved["panel"]] == [drawn] * 2
 
     # Trainer checkpoints of both stages, tensorboard events with the per-task losses; what each finished stage
     # trained: the warm-up its projector, the multi-task stage every part

@@ -7,8 +7,14 @@ import pytest
 import torch
 from conftest import random_inputs, tiny_config
 
-from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel, contrastive_loss
-from versavit_trainer.data.processors import fixed_size_pixels, image_processor_for
+from modeling_versavit import (
+    VersaViTConfig,
+    VersaViTForImageTextRetrieval,
+    VersaViTModel,
+    contrastive_loss,
+    fixed_size_pixels,
+)
+from versavit_trainer.data.processors import image_processor_for
 
 GRIDS = [(4, 4), (6, 2), (2, 8)]
 
@@ -247,8 +253,8 @@ def test_a_siglip_text_tower_embeds_as_siglip_does(tmp_path, two_towers):
 
     from transformers import AutoTokenizer, SiglipConfig, SiglipModel, SiglipTextConfig, SiglipTextModel
 
+    from modeling_versavit import SentenceEmbedder
     from versavit_trainer.data.assets import minilm_path
-    from versavit_trainer.data.text_embedding import SentenceEmbedder
 
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (minilm_path() / name).is_file():

@@ -151,8 +151,8 @@ def test_the_captioning_llm_is_read_without_unpickling_code(tmp_path, tiny_llm):
 
 
 def test_the_text_encoder_is_read_without_unpickling_code(tmp_path):
+    from modeling_versavit import SentenceEmbedder
     from versavit_trainer.data.assets import minilm_path
-    from versavit_trainer.data.text_embedding import SentenceEmbedder
 
     folder, marker = tmp_path / "text", tmp_path / "ran"
     shutil.copytree(minilm_path(), folder)

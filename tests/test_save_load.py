@@ -36,10 +36,12 @@ def test_saved_folder_carries_auto_map_and_code(saved):
     assert config["auto_map"] == {
         "AutoConfig": "configuration_versavit.VersaViTConfig",
         "AutoModel": "modeling_versavit.VersaViTModel",
+        "AutoImageProcessor": "image_processing_versavit.VersaViTImageProcessor",
     }
     processor = json.loads((folder / "preprocessor_config.json").read_text())
-    assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_versavit.VersaViTImageProcessor"}
-    for name in ("configuration_versavit.py", "modeling_versavit.py", "image_processing_versavit.py"):
+    assert "auto_map" not in processor and "image_processor_type" not in processor  # see tests/test_pipelines.py
+    for name in ("configuration_versavit.py", "modeling_versavit.py", "image_processing_versavit.py",
+                 "pipelines_versavit.py"):
         assert (folder / name).is_file()
     with safe_open(folder / "model.safetensors", framework="pt") as handle:
         assert all(key.startswith("visual.") for key in handle.keys())

@@ -329,8 +329,7 @@ def test_a_depth_anything_expert_gives_the_layers_its_dpt_head_reads(tmp_path):
 def test_versavit_experts_read_their_heads(dense_checkpoint):
     """The library's own depth and referring models as experts: the DPT neck's finest fused map (pooled) and the
     SAM neck's image embeddings — equal to the heads' own intermediate results."""
-    from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation
-    from versavit_trainer.data.processors import fixed_size_pixels
+    from modeling_versavit import VersaViTForDepthEstimation, VersaViTForReferringSegmentation, fixed_size_pixels
 
     images = [PIL.Image.fromarray(photo("astronaut")), PIL.Image.fromarray(photo("coffee"))]
     seg = EmbeddingExpert(ExpertSpec("seg", [1], queries=4, model=str(dense_checkpoint),

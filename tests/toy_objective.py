@@ -8,7 +8,7 @@ import PIL.Image
 import torch
 from transformers.utils import ModelOutput
 
-from versavit_trainer.data.processors import fixed_size_pixels
+from modeling_versavit import fixed_size_pixels
 from versavit_trainer.objectives import Objective, register_objective
 from versavit_trainer.parts import unwrap_versavit
 

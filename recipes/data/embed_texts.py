@@ -23,8 +23,8 @@ import torch
 from datasets import Features, Image, List, Value, load_from_disk
 from transformers import HfArgumentParser
 
+from modeling_versavit import SentenceEmbedder
 from versavit_trainer.data.labelling import Skip, load_labelled, run_sharded
-from versavit_trainer.data.text_embedding import SentenceEmbedder
 
 
 @dataclass

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from transformers import HfArgumentParser
 
-from modeling_versavit import VersaViTForDepthEstimation
+from modeling_versavit import VersaViTForDepthEstimation, fixed_size_pixels
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.data import readers
-from versavit_trainer.data.processors import fixed_size_pixels, image_processor_for
+from versavit_trainer.data.processors import image_processor_for
 from versavit_trainer.evaluation.probe_runs import HUB_DATASETS, write_results
 from versavit_trainer.evaluation.probes import keep_aspect_size, score_depth_source
 from versavit_trainer.metrics import pairwise_depth_order, relative_depth_metrics

@@ -22,14 +22,13 @@ import torch
 from datasets import load_from_disk
 from transformers import HfArgumentParser
 
-from modeling_versavit import VersaViTForReferringSegmentation
+from modeling_versavit import SentenceEmbedder, VersaViTForReferringSegmentation
 from versavit_trainer.core.models import require_task_weights
 from versavit_trainer.core.options import DataArguments
 from versavit_trainer.core.sources import EVAL_SCENE_SEED_OFFSET
 from versavit_trainer.data.labelling import load_labelled
 from versavit_trainer.data.processors import image_processor_for
 from versavit_trainer.data.scene_tables import scene_datasets
-from versavit_trainer.data.text_embedding import SentenceEmbedder
 from versavit_trainer.evaluation.probe_runs import write_results
 from versavit_trainer.metrics import evaluate_segmentation
 from versavit_trainer.objectives.dense import eval_batches

@@ -23,10 +23,10 @@ recipes/export/push_to_hub.py --results); the encoder folder never changes.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modeling_versavit import SentenceEmbedder
 from versavit_trainer.config import DefaultConfig, parse_config
 from versavit_trainer.data import readers
 from versavit_trainer.data.assets import minilm_path
-from versavit_trainer.data.text_embedding import SentenceEmbedder
 from versavit_trainer.evaluation.probe_runs import load_backbone, write_results
 from versavit_trainer.evaluation.retrieval import (
     RetrievalSettings,

@@ -205,7 +205,8 @@ def require_task_weights(folder, task: str) -> None:
 
 
 # Keys of `PretrainedConfig.to_dict()` that are not constructor arguments of a fresh config.
-CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "model_type", "dtype", "_name_or_path"}
+CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "custom_pipelines", "model_type", "dtype",
+                      "_name_or_path"}
 
 
 def with_tasks(config: VersaViTConfig, tasks: list[str]) -> VersaViTConfig:

@@ -19,6 +19,7 @@ class RunData:
     eval: dict[str, Dataset]
     text_embed_dim: int | None
     depth_label_space: str | None = None  # "depth" / "disparity" when the run has depth data
+    text_encoder: str | None = None  # the sentence encoder that embedded the texts (DataSources.text_encoder)
 
 
 def depth_label_space(data_args: DataArguments, dataset: Dataset | None) -> str:
@@ -67,8 +68,9 @@ class DataSources:
 
     def _embed(self):
         if self.embedder is None and any(o.needs_text_embeddings for o in self.objectives):
+            from modeling_versavit import SentenceEmbedder
+
             from ..data.assets import minilm_path
-            from ..data.text_embedding import SentenceEmbedder
 
             self.embedder = SentenceEmbedder(self.data_args.text_encoder or minilm_path())
         return self.embedder
@@ -133,6 +135,11 @@ class DataSources:
         embeds = datasets[0][0]["text_embeds"]
         return len(embeds[0]) if embeds and isinstance(embeds[0], (list, tuple)) else len(embeds)
 
+    def text_encoder(self) -> str | None:
+        """The sentence encoder this run embedded its texts with, as it was loaded (a folder or a Hub id), for
+        `VersaViTConfig.text_encoder`; None when no text was embedded here (the embeddings came with the data)."""
+        return None if self.embedder is None else self.embedder.source
+
     def depth_label_space(self, sources: list[str | dict | None]) -> str:
         """The one label space of the run's depth data from `sources` (see `depth_label_space`)."""
         spaces = set()
@@ -155,7 +162,8 @@ def load_data(data_args: DataArguments, with_eval: bool = True) -> RunData:
         held_out = {task: data for task in data_args.curriculum_tasks if (data := sources.held_out(task)) is not None}
     dim = sources.text_embed_dim([train["segmentation"]]) if "segmentation" in train else None
     space = sources.depth_label_space([None]) if "depth" in train else None
-    return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space)
+    return RunData(train=train, eval=held_out, text_embed_dim=dim, depth_label_space=space,
+                   text_encoder=sources.text_encoder())
 
 
 def task_specs(data_args: DataArguments, train: dict[str, Dataset], tokenizer, seed: int,

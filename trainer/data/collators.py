@@ -22,9 +22,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
+from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, fixed_size_pixels, to_rgb
 
-from .processors import check_size, fixed_size_pixels, parse_resolutions, size_multiple
+from .processors import check_size, parse_resolutions, size_multiple
 from .scenes import CAPTION_PROMPT
 from .schemas import decode_depth
 

@@ -196,7 +196,7 @@ class EmbeddingExpert:
     def _inputs(self, images) -> dict:
         size = self.spec.size
         if self.versavit:  # the dense heads' input: resized to exactly size x size (default: the processor's largest)
-            from .processors import fixed_size_pixels
+            from modeling_versavit import fixed_size_pixels
 
             multiple = self.model.config.input_size_multiple
             size = size or math.isqrt(self.processor.size["longest_edge"]) // multiple * multiple

@@ -3,9 +3,8 @@
 `CAPTION_MAX_PIXELS`) and the input sizes a tower takes: whole merge blocks (`check_size`, `parse_resolutions`),
 fixed-size pixels for the dense heads (`fixed_size_pixels`)."""
 
-import PIL.Image
 
-from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor, to_rgb
+from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor
 
 CAPTION_MAX_PIXELS = 896 * 896  # the captioning branch's largest input (supplement §8.1)
 
@@ -76,27 +75,12 @@ def parse_resolutions(values, name: str, multiple: int = QWEN2_VL_SIZE_MULTIPLE)
     return pairs
 
 
-def fixed_size_pixels(images: list[PIL.Image.Image], size: int | tuple[int, int],
-                      image_processor: VersaViTImageProcessor | None = None, flips: list[bool] | None = None) -> dict:
-    """`pixel_values` and `image_grid_thw` of `images`, each made RGB and resized (bicubic) to exactly `size` (a side,
-    or `(height, width)`, multiples of 28), mirrored where `flips` says: the dense tasks' input, which the processor
-    then only normalises and patchifies (no resizing of its own)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    resized = []
-    for k, image in enumerate(images):
-        image = to_rgb(image).resize((width, height), PIL.Image.BICUBIC)
-        resized.append(image.transpose(PIL.Image.FLIP_LEFT_RIGHT) if flips and flips[k] else image)
-    out = (image_processor or VersaViTImageProcessor())(images=resized, do_resize=False, return_tensors="pt")
-    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-
-
 __all__ = [
     "CAPTION_MAX_PIXELS",
     "QWEN2_VL_SIZE_MULTIPLE",
     "caption_image_processor",
     "captioning_processor",
     "check_size",
-    "fixed_size_pixels",
     "image_processor_for",
     "parse_resolutions",
     "size_multiple",

@@ -37,8 +37,9 @@ def scene_out_of_task(encoder, kinds, size: int, seed: int, num_scenes: int, num
         source = readers.scene_correspondences(num_eval_scenes, EVAL_SEED, camera=None, second=None, style=style)
         results["correspondence"] = correspondence_recall(FrozenFeatures(encoder, size), source)["recall@0.1"]
     if "retrieval" in kinds or "classification" in kinds:
+        from modeling_versavit import SentenceEmbedder
+
         from ..data.assets import minilm_path
-        from ..data.text_embedding import SentenceEmbedder
         from .retrieval import (
             RetrievalSettings,
             embed_captions,

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from ..data.processors import QWEN2_VL_SIZE_MULTIPLE, fixed_size_pixels, image_processor_for
+from modeling_versavit import fixed_size_pixels
+
+from ..data.processors import QWEN2_VL_SIZE_MULTIPLE, image_processor_for
 from ..data.readers import DepthSource, SegmentationSource
 from ..metrics import average_scores, depth_metrics, eigen_crop, garg_crop, mean_iou
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel
+from modeling_versavit import VersaViTConfig, VersaViTForImageTextRetrieval, VersaViTModel, fixed_size_pixels
 
-from ..data.processors import fixed_size_pixels, image_processor_for
+from ..data.processors import image_processor_for
 from ..data.readers import CaptionSource, ClassificationSource, StatementPairSource
 from ..metrics import retrieval_recall
 

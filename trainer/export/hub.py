@@ -17,6 +17,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from modeling_versavit import (
     VersaViTForCaptioning,
     VersaViTForDepthEstimation,
+    VersaViTForImageTextRetrieval,
     VersaViTForMultiTask,
     VersaViTForReferringSegmentation,
     VersaViTModel,
@@ -31,6 +32,7 @@ PIPELINE_TAGS = {
     VersaViTForDepthEstimation: "depth-estimation",
     VersaViTForReferringSegmentation: "image-segmentation",
     VersaViTForCaptioning: "image-text-to-text",
+    VersaViTForImageTextRetrieval: "zero-shot-image-classification",
     VersaViTForMultiTask: "image-feature-extraction",
 }
 TASK_CLASSES = {  # what can be exported: the backbone, each objective's task model, the multi-task model

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
+from modeling_versavit import SentenceEmbedder, VersaViTConfig, VersaViTForMultiTask
 
 from ..config import ConfigError, claim_run_folder
 from ..core.arguments import MultiTaskTrainingArguments
@@ -24,9 +24,11 @@ from ..core.sources import load_data
 from ..core.stages import run_stage, stage_arguments
 from ..core.streams import TaskSpec
 from ..data.processors import image_processor_for
-from ..data.text_embedding import SentenceEmbedder
 from ..objectives.dense import dense_collator
 from ..objectives.online_text import TEXT_TARGETS, OnlineTextSegmentation
+
+# Where an online fine-tune saves its adapted text encoder, inside final/ (recorded as config.text_encoder).
+ONLINE_TEXT_ENCODER_FOLDER = "text_encoder"
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,10 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         raise ConfigError(f"depth_label_space: the depth head of {args.model_name_or_path} was trained on "
                           f"{config.depth_label_space} labels, the data are {data.depth_label_space}.")
     config.tasks = [task]
+    if online:  # the adapted encoder is saved inside final/ (a path relative to the model folder)
+        config.text_encoder = ONLINE_TEXT_ENCODER_FOLDER
+    elif data.text_encoder is not None:
+        config.text_encoder = data.text_encoder
     model = VersaViTForMultiTask.from_pretrained(args.model_name_or_path, config=config, dtype=torch.float32)
     apply_lora(model, lora_args)
     if online:
@@ -172,7 +178,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
     versavit.save_pretrained(final)
     image_processor_for(model.config).save_pretrained(final)
     if online:  # the adapted text encoder, merged, with its tokenizer and sentence-embedding description
-        text_dir = final / "text_encoder"
+        text_dir = final / ONLINE_TEXT_ENCODER_FOLDER
         model.merged_text_encoder().save_pretrained(text_dir)
         model.embedder.tokenizer.save_pretrained(text_dir)
         source = Path(model.embedder.folder)

@@ -49,7 +49,7 @@ class ContrastiveCollator:
         return embeds
 
     def __call__(self, samples: list[dict]) -> dict:
-        from ..data.processors import fixed_size_pixels
+        from modeling_versavit import fixed_size_pixels
 
         if len(samples) < 2:
             raise ValueError(f"contrastive batch: needs at least 2 pairs (the other pairs are the negatives), got "

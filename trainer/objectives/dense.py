@@ -85,7 +85,7 @@ class DepthObjective(_DenseObjective):
     def draw(self, axis, model, image, row, context):
         import torch
 
-        from ..data.processors import fixed_size_pixels
+        from modeling_versavit import fixed_size_pixels
 
         pixels = fixed_size_pixels([image], context.data_args.depth_size, context.image_processor)
         depth = model(task="depth", **pixels).predicted_depth[0]
@@ -125,22 +125,28 @@ class SegmentationObjective(_DenseObjective):
     draws_predictions = True
 
     def draw(self, axis, model, image, row, context):
-        import numpy as np
-        import torch
+        import hashlib
 
+        import numpy as np
+
+        from modeling_versavit.pipelines_versavit import masks_at_size
 
         collator = SegmentationCollator(size=context.data_args.segmentation_size, flip_probability=0.0,
                                         max_expressions=1, image_processor=context.image_processor)
         sample = {**row, "expressions": row["expressions"][:1], "masks": row["masks"][:1],
                   "text_embeds": row["text_embeds"][:1]}
         batch = collator([sample])
-        logits = model(task="segmentation", **{k: v for k, v in batch.items() if k != "labels"}).pred_masks[0]
-        mask = torch.nn.functional.interpolate(logits[None, None], size=(image.height, image.width))[0, 0] > 0
+        logits = model(task="segmentation", **{k: v for k, v in batch.items() if k != "labels"}).pred_masks
+        mask = masks_at_size(logits, image.height, image.width)[0]  # as the referring-segmentation pipeline does
         overlay = np.asarray(image).astype(np.float32) / 255
         overlay[mask.numpy()] = 0.45 * overlay[mask.numpy()] + 0.55 * np.array([0.1, 0.9, 0.2])
         axis.imshow(overlay)
         axis.set_title(wrap_text(f'"{row["expressions"][0]}"', 36), fontsize=8)
-        return {"expression": row["expressions"][0]}
+        # what was drawn, to compare with the referring-segmentation pipeline: the mask's size, area and digest
+        # (sha256 of its rows of bits, numpy.packbits of the boolean (H, W) array)
+        bits = np.packbits(mask.numpy()).tobytes()
+        return {"expression": row["expressions"][0], "mask_size": [image.height, image.width],
+                "mask_pixels": int(mask.sum()), "mask_sha256": hashlib.sha256(bits).hexdigest()}
 
     def _collator_options(self, context):
         return {"text_embed_dim": context.text_embed_dim}

@@ -6,7 +6,8 @@ from peft import LoraConfig
 from peft.tuners.lora import LoraModel
 from torch import nn
 
-from ..data.text_embedding import SentenceEmbedder
+from modeling_versavit import SentenceEmbedder
+
 from ..parts import training_parts
 
 # BERT-style encoders (MiniLM): attention projections and both dense layers of each block (not the unused pooler).

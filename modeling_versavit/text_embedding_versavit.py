@@ -6,7 +6,8 @@ The pooling and normalisation follow the model's own sentence-transformers descr
 pooling + normalisation for Qwen3-Embedding. A SigLIP-family folder (a SigLIP / SigLIP2 model or its text tower: the
 paper's retrieval text encoder) embeds as SigLIP does: its own pooled text embedding (`pooler` mode: the text head's
 output, from `get_text_features` for a two-tower model), texts padded to the model's full length and no attention
-mask, as SigLIP was trained. Only transformers is needed to run it.
+mask, as SigLIP was trained. Shipped as Hub remote code (the pipelines embed with it): imports only torch and
+transformers.
 """
 
 import json
@@ -15,8 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
+from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
 
+# The files a sentence encoder's Hub repository needs here: configs (the sentence-transformers description and its
+# pooling folder included), tokenizer files and safetensors weights.
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.jinja"]
 POOLING_MODES = ("mean", "cls", "lasttoken", "pooler")
 # Text models that pool themselves (the "pooler" mode), by config `model_type`.
 SIGLIP_TYPES = ("siglip", "siglip2", "siglip_text_model", "siglip2_text_model")
@@ -46,7 +51,8 @@ class SentenceEmbedder:
     """Embeds sentences with a transformers encoder, pooled and normalised as the model prescribes.
 
     Args:
-        folder: a local model folder (e.g. `versavit_trainer.data.assets.minilm_path()`).
+        folder: a local model folder (e.g. `versavit_trainer.data.assets.minilm_path()`) or a Hub id (its files
+            are fetched with `huggingface_hub.snapshot_download`, or read from the cache when offline).
         pooling: `"mean"`, `"cls"`, `"lasttoken"` or `"pooler"` (the model's own pooled output); by default read
             from the folder (SigLIP-family models: pooler; otherwise mean if it says nothing).
         normalize: L2-normalise the embeddings; by default read from the folder (True if it says nothing).
@@ -55,6 +61,9 @@ class SentenceEmbedder:
 
     def __init__(self, folder, pooling: str | None = None, normalize: bool | None = None, max_length: int = 128,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.source = str(folder)  # as given: what a model's config.text_encoder records
+        if not Path(folder).is_dir():  # a Hub id: its files (the cached copy when offline), read as a folder
+            folder = snapshot_download(str(folder), allow_patterns=HUB_PATTERNS)
         folder = Path(folder)
         self.folder = folder
         default_pooling, default_normalize = _read_pooling(folder)
