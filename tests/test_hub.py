@@ -2,6 +2,7 @@
 commit operations (captured, no network)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,42 @@ def test_recipe_exports_each_task_to_its_folder(tmp_path, multitask_checkpoint):
         card = ModelCard.load(tmp_path / "out" / task / "README.md")
         assert card.data.model_name == ("org/versavit" if task == "backbone" else f"org/versavit-{task}")
         assert len(card.data.eval_results) == 2
+
+
+def test_the_card_shows_one_pipeline_line_per_task_the_model_serves(tmp_path, caplog):
+    """A multi-task model serves features, depth, referring segmentation; a backbone features only. The sentence
+    encoder the texts are embedded with is named, and a local folder recorded there is flagged before an upload
+    (`--text_encoder` records the Hub id instead)."""
+    torch.manual_seed(0)
+    local = str(tmp_path / "minilm")
+    model = VersaViTForMultiTask(tiny_config("qwen2_vl", text_encoder=local))
+    with caplog.at_level("WARNING", logger="versavit_trainer.export.hub"):
+        card = (export_folder(model, tmp_path / "multitask", "org/versavit") / "README.md").read_text()
+    assert f"config.text_encoder is the local folder {local}" in caplog.text
+    lines = [line for line in card.splitlines() if "= pipeline(" in line]
+    assert [line.split('pipeline("')[1].split('"')[0] for line in lines] == [
+        "image-feature-extraction", "depth-estimation", "referring-segmentation"]
+    assert all('model="org/versavit", trust_remote_code=True)' in line for line in lines)
+    assert f"embedded inside the pipeline with `{local}`" in card
+    caplog.clear()
+    hub_id = "sentence-transformers/all-MiniLM-L6-v2"
+    with caplog.at_level("WARNING", logger="versavit_trainer.export.hub"):
+        folder = export_folder(model, tmp_path / "hub", "org/versavit", text_encoder=hub_id)
+    assert "local folder" not in caplog.text
+    assert json.loads((folder / "config.json").read_text())["text_encoder"] == hub_id
+    assert f"embedded inside the pipeline with `{hub_id}`" in (folder / "README.md").read_text()
+    backbone = (export_folder(VersaViTModel(tiny_config()), tmp_path / "backbone", "org/b") / "README.md").read_text()
+    assert [line.split('pipeline("')[1].split('"')[0] for line in backbone.splitlines() if "= pipeline(" in line] == [
+        "image-feature-extraction"]
+
+
+def test_recipe_records_the_text_encoder_s_hub_id(tmp_path, multitask_checkpoint):
+    published = load_recipe("push_to_hub").main([
+        "--model", str(multitask_checkpoint), "--repo_id", "org/versavit", "--tasks", "segmentation",
+        "--local_dir", str(tmp_path / "out"), "--text_encoder", "sentence-transformers/all-MiniLM-L6-v2"])
+    config = json.loads((Path(published["segmentation"]) / "config.json").read_text())
+    assert config["text_encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert sorted(config["custom_pipelines"]) == ["referring-segmentation"]
 
 
 def test_recipe_refuses_a_task_the_checkpoint_lacks(tmp_path):

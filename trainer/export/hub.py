@@ -9,12 +9,14 @@
 - `push_to_hub(model, repo_id, ...)`: exports to a temporary folder and uploads it in one commit.
 """
 
+import logging
 import tempfile
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
 from modeling_versavit import (
+    PIPELINES,
     VersaViTForCaptioning,
     VersaViTForDepthEstimation,
     VersaViTForImageTextRetrieval,
@@ -40,33 +42,49 @@ TASK_CLASSES = {  # what can be exported: the backbone, each objective's task mo
     **{name: o.task_class for name, o in OBJECTIVES.items() if o.task_class is not None},
     "multitask": VersaViTForMultiTask,
 }
+logger = logging.getLogger(__name__)
 RESULT_FIELDS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
-TASK_USAGE = {
-    VersaViTForDepthEstimation: """**Relative depth** (the DPT head):
-
-```python
-from transformers import AutoModelForDepthEstimation, pipeline
-depth = AutoModelForDepthEstimation.from_pretrained("{repo_id}", trust_remote_code=True)
-out = depth(**inputs).predicted_depth                     # (1, H, W) relative depth at the input size
-```
-""",
-    VersaViTForReferringSegmentation: """**Referring segmentation** (text embeddings computed offline,
-`config.text_embed_dim` wide):
-
-```python
-model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
-out = model(**inputs, text_embeds=embeds, expression_image_index=index)   # embeds: (P, D); index: (P,)
-masks = out.pred_masks > 0                                              # (P, H, W)
-```
-""",
-    VersaViTForCaptioning: """**Captioning / VQA** (the projector and the LLM):
-
-```python
-model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
-tokens = model.generate(**captioning_processor(images, prompts=["Describe the image."]), max_new_tokens=64)
-```
-""",
+# One line per pipeline task (transformers' own or VersaViT's registered ones, modeling_versavit.PIPELINES), shown
+# in the card for each task the exported model serves (`served_tasks`).
+PIPELINE_USAGE = {
+    "image-feature-extraction": 'features = pipeline("image-feature-extraction", model="{repo_id}"{trust})'
+                                '("photo.jpg")  # tokens x width',
+    "depth-estimation": 'depth = pipeline("depth-estimation", model="{repo_id}"{trust})("photo.jpg")["depth"]  '
+                        '# relative depth, image size',
+    "referring-segmentation": 'masks = pipeline("referring-segmentation", model="{repo_id}"{trust})'
+                              '("photo.jpg", ["the dog on the left"])  # mask + score per expression',
+    "versavit-captioning": 'text = pipeline("versavit-captioning", model="{repo_id}"{trust})'
+                           '("photo.jpg", "Describe the image.")[0]["generated_text"]',
+    "versavit-zero-shot-image-classification": 'ranked = pipeline("versavit-zero-shot-image-classification", '
+                                               'model="{repo_id}"{trust})("photo.jpg", candidate_labels=["a dog", '
+                                               '"a cat"])',
 }
+# The part of a model each pipeline task runs (transformers' tasks first).
+TASK_PARTS = {"image-feature-extraction": "visual", "depth-estimation": "depth_head",
+              **{task: head for task, (_, head) in PIPELINES.items()}}
+
+# The tasks whose pipeline embeds texts with `config.text_encoder`.
+TEXT_TASKS = {"referring-segmentation", "versavit-zero-shot-image-classification"}
+
+
+def served_tasks(model) -> list[str]:
+    """The pipeline tasks an exported `model` serves: the tower's features always, then those of its heads."""
+    return [task for task, part in TASK_PARTS.items() if getattr(model, part, None) is not None]
+
+
+def task_usage(model, repo_id: str, text_encoder: str | None = None) -> str:
+    """The card's "one line per task" block for `model` published as `repo_id` (`text_encoder`: the sentence
+    encoder it will record, default `config.text_encoder`)."""
+    lines = [PIPELINE_USAGE[task].format(repo_id=repo_id, trust=", trust_remote_code=True")
+             for task in served_tasks(model)]
+    text = text_encoder or getattr(model.config, "text_encoder", None)
+    encoder = ""
+    if text and TEXT_TASKS & set(served_tasks(model)):
+        encoder = (f"\nThe texts are embedded inside the pipeline with `{text}` (`config.text_encoder`, the encoder "
+                   "the heads were trained with); pass `text_encoder=` to use a local copy.\n")
+    return ("**One line per task** (transformers pipelines; with the `versavit` package installed, `import "
+            "modeling_versavit` and drop `trust_remote_code=True`):\n\n```python\nfrom transformers import "
+            "pipeline\n" + "\n".join(lines) + "\n```\n" + encoder)
 
 
 def template_path() -> Path:
@@ -98,6 +116,7 @@ def model_card(
     license: str = "apache-2.0",
     results: list[dict] | None = None,
     training: str | None = None,
+    text_encoder: str | None = None,
 ) -> ModelCard:
     """The model card of `model` as published under `repo_id`. `results`: dicts with `task_type`, `dataset_type`,
     `dataset_name`, `metric_type`, `metric_value` (and optionally `metric_name`, `dataset_split`, ...)."""
@@ -135,17 +154,25 @@ def model_card(
         tower=f"{config.backbone_family} vision tower, {config.num_hidden_layers} blocks x {width}",
         parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M",
         heads=", ".join(f"`{name}`" for name in heads),
-        task_usage=TASK_USAGE.get(model_class, "").format(repo_id=repo_id),
+        task_usage=task_usage(model, repo_id, text_encoder),
         results_table=table,
         training=training,
     )
 
 
-def export_folder(model, folder, repo_id: str, image_processor=None, tokenizer=None, **card) -> Path:
-    """Write the folder that `push_to_hub` uploads: weights + config + remote code, the image processor (default
-    the tower's, `data.processors.image_processor_for`), the tokenizer when given (captioning), README.md
-    (`model_card(**card)`)."""
-    card = model_card(model, repo_id, **card)  # checks the model and the results before writing anything
+def export_folder(model, folder, repo_id: str, image_processor=None, tokenizer=None, text_encoder: str | None = None,
+                  **card) -> Path:
+    """Write the folder that `push_to_hub` uploads: weights + config + remote code (the pipelines included), the
+    image processor (default the tower's, `data.processors.image_processor_for`), the tokenizer when given
+    (captioning), README.md (`model_card(**card)`). `text_encoder` (a Hub id) replaces `config.text_encoder` in the
+    upload, for a model trained with a local copy of its sentence encoder."""
+    card = model_card(model, repo_id, text_encoder=text_encoder, **card)  # checks the model and the results first
+    if text_encoder is not None:
+        model.config.text_encoder = text_encoder
+    recorded = getattr(model.config, "text_encoder", None)
+    if recorded and Path(recorded).is_absolute() and TEXT_TASKS & set(served_tasks(model)):
+        logger.warning("config.text_encoder is the local folder %s, which the Hub's users do not have; pass the "
+                       "encoder's Hub id (push_to_hub.py --text_encoder) so that the pipelines find it.", recorded)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -168,4 +195,5 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         return api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
 
 
-__all__ = ["PIPELINE_TAGS", "TASK_CLASSES", "export_folder", "model_card", "push_to_hub", "template_path"]
+__all__ = ["PIPELINE_TAGS", "PIPELINE_USAGE", "TASK_CLASSES", "export_folder", "model_card", "push_to_hub",
+           "served_tasks", "task_usage", "template_path"]
