@@ -1,6 +1,7 @@
 """Task fine-tuning from a multi-task checkpoint: depth, and referring segmentation with the text encoder online
 (LoRA) or offline."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,12 @@ def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_
     sentences = ["the red sphere", "the small gray box"]
     assert adapted.dim == 384 and adapted.pooling == original.pooling == "mean" and adapted.normalize
     assert not torch.allclose(adapted(sentences), original(sentences))
+    # the referring pipeline embeds with the adapted encoder inside final/ (config.text_encoder, relative to it)
+    from transformers import pipeline
+
+    assert json.loads((Path(summary["final"]) / "config.json").read_text())["text_encoder"] == "text_encoder"
+    segment = pipeline("referring-segmentation", model=summary["final"])
+    assert segment.text_encoder.folder == Path(summary["final"]) / "text_encoder"
 
 
 def test_online_and_offline_text_paths_give_the_same_shapes_and_both_train(dense_checkpoint):
