@@ -265,6 +265,7 @@ def read_losses(path):
     return {entry["step"]: entry for entry in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.e2e  # 20 s; make test keeps the same check on a whole recipe run (test_bad_data.py, one process)
 def test_sigkill_and_resume_continue_the_same_loss_sequence(tmp_path):
     steps = 6
     run([sys.executable, str(RUNNER), str(tmp_path / "straight"), "--max_steps", str(steps)])
