@@ -59,9 +59,10 @@ def masks_at_size(mask_logits: torch.Tensor, height: int, width: int, threshold:
     return resized[:, 0] > threshold
 
 
-def resolve_text_encoder(text_encoder, config, task: str) -> SentenceEmbedder:
+def resolve_text_encoder(text_encoder, config, task: str, device=None) -> SentenceEmbedder:
     """The sentence encoder of a referring or retrieval pipeline: `text_encoder` (a [`SentenceEmbedder`], a folder
-    or a Hub id) else `config.text_encoder`; a clear error when neither names one that loads here."""
+    or a Hub id) else `config.text_encoder`, loaded on `device`; a clear error when neither names one that loads
+    here."""
     if isinstance(text_encoder, SentenceEmbedder):
         return text_encoder
     source = text_encoder if text_encoder is not None else getattr(config, "text_encoder", None)
@@ -76,7 +77,7 @@ def resolve_text_encoder(text_encoder, config, task: str) -> SentenceEmbedder:
             "pipeline(..., text_encoder='path/to/encoder')."
         )
     try:
-        return SentenceEmbedder(source)
+        return SentenceEmbedder(source, device=device or "cpu")
     except (OSError, ValueError) as err:
         raise ValueError(
             f"{task}: {where} {str(source)!r} does not load here ({type(err).__name__}: {str(err).splitlines()[0]}); "
@@ -102,8 +103,10 @@ def _require(model, task: str) -> None:
 
 
 class _TextEmbeddingPipeline(Pipeline):
-    """A VersaViT pipeline over one image at a time whose texts are embedded by the model's sentence encoder."""
+    """A VersaViT pipeline over one image at a time whose texts are embedded by the model's sentence encoder, which
+    must give `config.<width_field>`-wide embeddings."""
 
+    width_field = "text_embed_dim"
     _load_processor = False
     _load_image_processor = True
     _load_feature_extractor = False
@@ -112,18 +115,20 @@ class _TextEmbeddingPipeline(Pipeline):
 
     def __init__(self, *args, text_encoder=None, **kwargs):
         super().__init__(*args, **kwargs)
+        _require(self.model, self.task)
         if self.image_processor is None:
             raise ValueError(f"{self.task}: no image processor; save one beside the model or pass image_processor=.")
-        self.text_encoder = resolve_text_encoder(text_encoder, self.model.config, self.task)
-
-    def _embed(self, texts: list[str], width: int, field: str) -> torch.Tensor:
-        embeds = self.text_encoder(texts)
-        if embeds.shape[-1] != width:
+        self.text_encoder = resolve_text_encoder(text_encoder, self.model.config, self.task, self.device)
+        width = getattr(self.model.config, self.width_field)
+        if self.text_encoder.dim != width:
             raise ValueError(
-                f"{self.task}: the text encoder {self.text_encoder.source!r} gives {embeds.shape[-1]}-d "
-                f"embeddings, the model reads {width}-d (config.{field}); use the encoder the model was trained with."
+                f"{self.task}: the text encoder {self.text_encoder.source!r} gives {self.text_encoder.dim}-d "
+                f"embeddings, the model reads {width}-d (config.{self.width_field}); use the encoder the model was "
+                "trained with."
             )
-        return embeds.to(device=self.device, dtype=self.model.dtype)
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        return self.text_encoder(texts).to(device=self.device, dtype=self.model.dtype)
 
 
 class VersaViTReferringSegmentationPipeline(_TextEmbeddingPipeline):
@@ -147,10 +152,6 @@ class VersaViTReferringSegmentationPipeline(_TextEmbeddingPipeline):
     (bilinear) to the image's size and thresholded ([`masks_at_size`]).
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require(self.model, self.task)
-
     def __call__(self, image, expressions=None, **kwargs):
         if expressions is None:
             raise ValueError(f"{self.task}: pass the referring expressions, e.g. pipe(image, ['the red sphere']).")
@@ -167,7 +168,7 @@ class VersaViTReferringSegmentationPipeline(_TextEmbeddingPipeline):
         expressions = _texts(inputs["expressions"], "expressions")
         model_inputs = pipeline_pixels(self.image_processor, image, size)
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.model.dtype)
-        model_inputs["text_embeds"] = self._embed(expressions, self.model.config.text_embed_dim, "text_embed_dim")
+        model_inputs["text_embeds"] = self._embed(expressions)
         model_inputs["expression_image_index"] = torch.zeros(len(expressions), dtype=torch.long)
         return {**model_inputs, "expressions": expressions, "image_size": (image.height, image.width)}
 
@@ -204,9 +205,7 @@ class VersaViTZeroShotImageClassificationPipeline(_TextEmbeddingPipeline):
     CLIP-trained one. `hypothesis_template` (default `"{}"`) wraps each label before it is embedded.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require(self.model, self.task)
+    width_field = "retrieval_text_embed_dim"
 
     def __call__(self, image, candidate_labels=None, **kwargs):
         if candidate_labels is None:
@@ -225,8 +224,7 @@ class VersaViTZeroShotImageClassificationPipeline(_TextEmbeddingPipeline):
         model_inputs = pipeline_pixels(self.image_processor, image, None)
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.model.dtype)
         texts = [hypothesis_template.format(label) for label in labels]
-        model_inputs["text_embeds"] = self._embed(texts, self.model.config.retrieval_text_embed_dim,
-                                                  "retrieval_text_embed_dim")
+        model_inputs["text_embeds"] = self._embed(texts)
         return {**model_inputs, "candidate_labels": labels}
 
     def _forward(self, model_inputs):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import load_recipe, photo, tiny_config, tiny_run_config
 from hub_fixtures import WITHOUT_PACKAGE, run_python
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoTokenizer, BertConfig, BertModel, pipeline
 
 from modeling_versavit import (
     SentenceEmbedder,
@@ -263,6 +263,12 @@ def test_a_pipeline_refuses_a_folder_without_its_head_and_a_missing_or_mismatche
     (moved / "config.json").write_text(json.dumps({**config, "text_encoder": None}))
     with pytest.raises(ValueError, match=r"records no text encoder .*text_encoder='path/to/encoder'"):
         pipeline("referring-segmentation", model=str(moved))
+    narrow = tmp_path / "narrow_encoder"  # a 32-d sentence encoder where the head reads MiniLM's 384-d embeddings
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=30522)).save_pretrained(narrow)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(narrow)
+    with pytest.raises(ValueError, match=r"gives 32-d embeddings, the model reads 384-d \(config.text_embed_dim\)"):
+        pipeline("referring-segmentation", model=str(found["segmentation"]), text_encoder=str(narrow))
     segment = pipeline("referring-segmentation", model=str(found["segmentation"]))
     with pytest.raises(ValueError, match=r"size: the height must be a positive multiple of 28 .*got 50"):
         segment(str(image), EXPRESSIONS, size=50)
