@@ -95,6 +95,11 @@ def _texts(values, name: str) -> list[str]:
     return texts
 
 
+def _given(**parameters) -> dict:
+    """The parameters that are not None."""
+    return {name: value for name, value in parameters.items() if value is not None}
+
+
 def _require(model, task: str) -> None:
     head = PIPELINES[task][1] if task in PIPELINES else None
     if head is not None and getattr(model, head, None) is None:
@@ -158,10 +163,9 @@ class VersaViTReferringSegmentationPipeline(_TextEmbeddingPipeline):
         return super().__call__({"image": image, "expressions": expressions}, **kwargs)
 
     def _sanitize_parameters(self, size=None, threshold=None, timeout=None):
-        preprocess = {"size": size}
-        if timeout is not None:
-            preprocess["timeout"] = timeout
-        return preprocess, {}, {"threshold": 0.0 if threshold is None else float(threshold)}
+        # only what is given: a call's parameters are merged over those given to pipeline(...)
+        preprocess = _given(size=size, timeout=timeout)
+        return preprocess, {}, _given(threshold=None if threshold is None else float(threshold))
 
     def preprocess(self, inputs, size=None, timeout=None):
         image = to_rgb(fetch_image(inputs["image"], timeout=timeout))
@@ -213,10 +217,7 @@ class VersaViTZeroShotImageClassificationPipeline(_TextEmbeddingPipeline):
         return super().__call__({"image": image, "candidate_labels": candidate_labels}, **kwargs)
 
     def _sanitize_parameters(self, hypothesis_template=None, timeout=None):
-        preprocess = {"hypothesis_template": hypothesis_template or "{}"}
-        if timeout is not None:
-            preprocess["timeout"] = timeout
-        return preprocess, {}, {}
+        return _given(hypothesis_template=hypothesis_template, timeout=timeout), {}, {}
 
     def preprocess(self, inputs, hypothesis_template="{}", timeout=None):
         image = to_rgb(fetch_image(inputs["image"], timeout=timeout))
@@ -278,10 +279,8 @@ class VersaViTCaptioningPipeline(Pipeline):
         return super().__call__({"image": image, "prompt": prompt}, **kwargs)
 
     def _sanitize_parameters(self, max_new_tokens=None, generate_kwargs=None, timeout=None):
-        forward = {"generate_kwargs": dict(generate_kwargs or {})}
-        if max_new_tokens is not None:
-            forward["generate_kwargs"]["max_new_tokens"] = max_new_tokens
-        return ({} if timeout is None else {"timeout": timeout}), forward, {}
+        generate = {**(generate_kwargs or {}), **_given(max_new_tokens=max_new_tokens)}
+        return _given(timeout=timeout), _given(generate_kwargs=generate or None), {}
 
     def preprocess(self, inputs, timeout=None):
         image = to_rgb(fetch_image(inputs["image"], timeout=timeout))

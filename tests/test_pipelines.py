@@ -236,11 +236,11 @@ def test_the_referring_pipeline_reproduces_the_masks_of_the_prediction_panel(fol
 
     found, _, summary = folders
     held_out = DataSources(DataArguments(num_eval_scenes=2, scene_seed=0), ["segmentation"]).held_out("segmentation")
-    segment = pipeline("referring-segmentation", model=str(found["final"]))
+    segment = pipeline("referring-segmentation", model=str(found["final"]), size=SIZE)  # kept for every call
     assert len(summary["panel"]) == 2
     for row, drawn in zip(held_out, summary["panel"]):
         assert drawn["expression"] == row["expressions"][0]
-        (result,) = segment(row["image"], row["expressions"][:1], size=SIZE)
+        (result,) = segment(row["image"], row["expressions"][:1])
         mask = np.array(result["mask"]) > 0
         assert [*mask.shape] == drawn["mask_size"] and int(mask.sum()) == drawn["mask_pixels"]
         assert hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == drawn["mask_sha256"]
