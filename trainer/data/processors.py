@@ -1,8 +1,7 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """The image processors of a tower (`image_processor_for`: its patch and merge sizes; the captioning branch's, capped at
-`CAPTION_MAX_PIXELS`) and the input sizes a tower takes: whole merge blocks (`check_size`, `parse_resolutions`),
-fixed-size pixels for the dense heads (`fixed_size_pixels`)."""
-
+`CAPTION_MAX_PIXELS`) and the input sizes a tower takes: whole merge blocks (`check_size`, `parse_resolutions`). The
+dense heads' fixed-size pixels are `modeling_versavit.fixed_size_pixels` (the pipelines make them too)."""
 
 from modeling_versavit import VersaViTCaptioningProcessor, VersaViTImageProcessor
 
