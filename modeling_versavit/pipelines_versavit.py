@@ -52,11 +52,16 @@ def pipeline_pixels(image_processor, image: PIL.Image.Image, size) -> dict:
     return fixed_size_pixels([image], (height, width), image_processor)
 
 
+def mask_logits_at_size(mask_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Mask logits `(P, h, w)` at the model's input size resized (bilinear) to the image's own `(height, width)`."""
+    return F.interpolate(mask_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
 def masks_at_size(mask_logits: torch.Tensor, height: int, width: int, threshold: float = 0.0) -> torch.Tensor:
     """Boolean masks `(P, height, width)` from mask logits `(P, h, w)` at the model's input size: the logits are
-    resized (bilinear) to the image's own size, then thresholded."""
-    resized = F.interpolate(mask_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)
-    return resized[:, 0] > threshold
+    resized (bilinear) to the image's own size, then thresholded. What the pipeline, the prediction panel and the
+    held-out scores compute."""
+    return mask_logits_at_size(mask_logits, height, width) > threshold
 
 
 def resolve_text_encoder(text_encoder, config, task: str, device=None) -> SentenceEmbedder:
@@ -182,12 +187,9 @@ class VersaViTReferringSegmentationPipeline(_TextEmbeddingPipeline):
         return {"pred_masks": logits, "expressions": expressions, "image_size": image_size}
 
     def postprocess(self, model_outputs, threshold=0.0):
-        masks = masks_at_size(model_outputs["pred_masks"], *model_outputs["image_size"], threshold)
-        height, width = model_outputs["image_size"]
-        probabilities = F.interpolate(model_outputs["pred_masks"][:, None].float(), size=(height, width),
-                                      mode="bilinear", align_corners=False)[:, 0].sigmoid()
+        logits = mask_logits_at_size(model_outputs["pred_masks"], *model_outputs["image_size"])
         results = []
-        for expression, mask, probability in zip(model_outputs["expressions"], masks, probabilities):
+        for expression, mask, probability in zip(model_outputs["expressions"], logits > threshold, logits.sigmoid()):
             score = float(probability[mask].mean()) if mask.any() else 0.0
             pixels = mask.cpu().numpy().astype(np.uint8) * 255
             results.append({"expression": expression, "score": score, "mask": PIL.Image.fromarray(pixels, mode="L")})
@@ -324,6 +326,7 @@ __all__ = [
     "VersaViTReferringSegmentationPipeline",
     "VersaViTZeroShotImageClassificationPipeline",
     "custom_pipelines_of",
+    "mask_logits_at_size",
     "pipeline_pixels",
     "masks_at_size",
     "resolve_text_encoder",

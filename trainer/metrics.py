@@ -26,6 +26,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from modeling_versavit.pipelines_versavit import masks_at_size
+
 DELTA1_THRESHOLD = 1.25
 
 
@@ -116,7 +118,7 @@ def evaluate_segmentation(model, batches: Iterable[dict]) -> dict[str, float]:
         if originals is None:
             scored = [mask_ious(output.pred_masks > 0, batch["labels"] > 0.5)]
         else:
-            scored = [mask_ious(_resized_logits(logits, target.shape)[None] > 0, target[None])
+            scored = [mask_ious(masks_at_size(logits[None], *target.shape), target[None])
                       for logits, target in zip(output.pred_masks, originals)]
         for iou, inter, uni in scored:
             ious.append(iou)
@@ -153,13 +155,6 @@ def pairwise_depth_order(prediction: torch.Tensor, pairs: list[dict], space: str
         predicted = "point1" if first_closer else "point2" if second_closer else None
         correct += predicted == pair["closer_point"]
     return correct, len(pairs)
-
-
-def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`(h, w)` mask logits resized bilinearly to `size` (the image's own height and width)."""
-    if tuple(logits.shape) == tuple(size):
-        return logits
-    return F.interpolate(logits[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
 
 
 @torch.no_grad()
