@@ -2,9 +2,9 @@
 """The backbone interface: how VersaViT reads one family of transformers vision towers.
 
 A family is a `VisionBackbone` subclass in a file of its own (`backbone_qwen2_vl.py`, `backbone_qwen3_vl.py`,
-`backbone_siglip2.py`, `backbone_siglip.py`), marked `@register_backbone`; one line of `backbones.py` imports the
-file. The heads, objectives, probes, export and swap go through it and never through a tower's internals. What a
-family says:
+`backbone_siglip2.py`, `backbone_siglip.py`, `backbone_internvit.py`, `backbone_aimv2.py`), marked
+`@register_backbone`; one line of `backbones.py` imports the file. The heads, objectives, probes, export and swap
+go through it and never through a tower's internals. What a family says:
 
 - which transformers tower it wraps (`tower_class`, built from the vision config, weights keeping the MLLM's own
   names) and the MLLM `model_type`s that carry it;
@@ -216,6 +216,10 @@ class VisionBackbone(ABC):
         """Side of the token blocks the packed rows come in (and that input sides are whole multiples of)."""
         return vision_config.spatial_merge_size
 
+    def patch_size(self, vision_config) -> int:
+        """Side of the tower's square patches, in pixels."""
+        return vision_config.patch_size
+
     def temporal_patch_size(self, vision_config) -> int:
         return vision_config.temporal_patch_size
 
@@ -225,7 +229,7 @@ class VisionBackbone(ABC):
     def image_processor_kwargs(self, vision_config) -> dict:
         """`VersaViTImageProcessor` settings for this tower: the patch layout (and, where the MLLM's processor
         differs from Qwen2-VL's CLIP statistics, its normalisation)."""
-        return {"patch_size": vision_config.patch_size, "merge_size": self.spatial_merge_size(vision_config),
+        return {"patch_size": self.patch_size(vision_config), "merge_size": self.spatial_merge_size(vision_config),
                 "temporal_patch_size": self.temporal_patch_size(vision_config)}
 
     # Modules ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ checkpoint's `image_size` resizes its learned position grid (`interpolate_pos_en
 does); images of different sizes run one size at a time.
 """
 
+import torch
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer, SiglipVisionModel
 
 from .backbone_base import register_backbone, tokens_to_feature_maps
@@ -36,18 +37,29 @@ class SiglipBackbone(Siglip2Backbone):
 
     def tower_calls(self, config, pixel_values, image_grid_thw):
         """Images folded back from their packed patches, one call per run of same-size images."""
-        patch, channels = config.patch_size, config.num_channels
-        grids = [tuple(row) for row in image_grid_thw[:, 1:].tolist()]
-        start, offset = 0, 0
-        while start < len(grids):
-            end = start
-            while end < len(grids) and grids[end] == grids[start]:
-                end += 1
-            h, w = grids[start]
-            rows = pixel_values[offset : offset + (end - start) * h * w]
-            maps = tokens_to_feature_maps(rows, image_grid_thw[start:end], self.merge)  # (n, C*P*P, h, w), raster
-            images = maps.view(-1, channels, patch, patch, h, w).permute(0, 1, 4, 2, 5, 3)
-            images = images.reshape(-1, channels, h * patch, w * patch)
-            resized = h * patch != config.image_size or w * patch != config.image_size
-            yield {"pixel_values": images, "interpolate_pos_encoding": resized}, None
-            start, offset = end, offset + (end - start) * h * w
+        for images in folded_images(pixel_values, image_grid_thw, self.patch_size(config), config.num_channels,
+                                    self.merge):
+            yield self.image_call(config, images)
+
+    def image_call(self, config, images: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """The tower's inputs for a batch of same-size images `(n, C, H, W)`, and the mask of its patch tokens among
+        its output tokens (None: all of them)."""
+        resized = tuple(images.shape[-2:]) != (config.image_size, config.image_size)
+        return {"pixel_values": images, "interpolate_pos_encoding": resized}, None
+
+
+def folded_images(pixel_values, image_grid_thw, patch: int, channels: int, merge: int):
+    """Packed patch rows (`(C, P, P)` each, merge blocks in order) folded back into `(n, C, H, W)` images, one tensor
+    per run of consecutive same-size images."""
+    grids = [tuple(row) for row in image_grid_thw[:, 1:].tolist()]
+    start, offset = 0, 0
+    while start < len(grids):
+        end = start
+        while end < len(grids) and grids[end] == grids[start]:
+            end += 1
+        h, w = grids[start]
+        rows = pixel_values[offset : offset + (end - start) * h * w]
+        maps = tokens_to_feature_maps(rows, image_grid_thw[start:end], merge)  # (n, C*P*P, h, w), raster
+        images = maps.view(-1, channels, patch, patch, h, w).permute(0, 1, 4, 2, 5, 3)
+        yield images.reshape(-1, channels, h * patch, w * patch)
+        start, offset = end, offset + (end - start) * h * w

@@ -60,6 +60,8 @@ class Siglip2Backbone(VisionBackbone):
     lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     # VersaViT's 2x2 blocks: the captioning projector's pixel-shuffle merge, and what input sides are multiples of.
     merge = 2
+    # Tokens the tower puts before each image's patch tokens (a CLS token): no dense head reads them.
+    prefix_tokens = 0
 
     def embed_dim(self, vision_config) -> int:
         return vision_config.hidden_size
@@ -83,7 +85,7 @@ class Siglip2Backbone(VisionBackbone):
         return vision_config.num_channels
 
     def image_processor_kwargs(self, vision_config) -> dict:
-        return {"patch_size": vision_config.patch_size, "merge_size": self.merge, "temporal_patch_size": 1,
+        return {"patch_size": self.patch_size(vision_config), "merge_size": self.merge, "temporal_patch_size": 1,
                 "image_mean": HALF, "image_std": HALF}
 
     def build_tower(self, vision_config) -> nn.Module:
@@ -104,15 +106,19 @@ class Siglip2Backbone(VisionBackbone):
     def patch_embedding(self, tower: nn.Module) -> nn.Module:
         return tower.embeddings.patch_embedding
 
+    def final_norm(self, tower: nn.Module) -> nn.Module:
+        """The norm after the last block (VersaViT's last hidden state is after it, as an MLLM reads it)."""
+        return tower.post_layernorm
+
     def unread_modules(self, tower: nn.Module, hidden_state: int) -> list[nn.Module]:
-        # the final LayerNorm acts on the last block's output only (VersaViT's last hidden state is after it)
-        final = [tower.post_layernorm] if hidden_state < self.num_layers(tower.config) else []
+        # the final norm acts on the last block's output only
+        final = [self.final_norm(tower)] if hidden_state < self.num_layers(tower.config) else []
         return super().unread_modules(tower, hidden_state) + final
 
     def tower_calls(self, config, pixel_values, image_grid_thw):
         """The tower's inputs made from packed patches, one call after another (here one: SigLIP2's padded NaFlex
-        batch), each with its padding mask (None: no padding), images in order."""
-        patch, channels = config.patch_size, config.num_channels
+        batch), each with the mask of its real patch tokens (None: every output token is one), images in order."""
+        patch, channels = self.patch_size(config), config.num_channels
         order = block_to_raster(image_grid_thw, self.merge)
         sizes = image_grid_thw.prod(-1)
         # (C, P, P) rows in block order -> SigLIP2's (P, P, C) rows in raster order, padded per image
@@ -123,11 +129,12 @@ class Siglip2Backbone(VisionBackbone):
 
     def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
         last, hidden, pooled = [], [], []
+        pixel_values = pixel_values.to(tower.dtype)  # (AIMv2's patch embedding does not cast its input)
         with self.restricted(tower, merge, num_blocks):
             for inputs, mask in self.tower_calls(tower.config, pixel_values, image_grid_thw):
                 outputs = tower(**inputs, output_hidden_states=output_hidden_states, output_attentions=False)
 
-                def real(tokens, mask=mask):  # the real tokens, raster order, image after image
+                def real(tokens, mask=mask):  # the patch tokens, raster order, image after image
                     return None if tokens is None else tokens[mask] if mask is not None else tokens.flatten(0, 1)
 
                 last.append(real(outputs.last_hidden_state))
@@ -148,7 +155,8 @@ class Siglip2Backbone(VisionBackbone):
 
     def attention_maps(self, calls_per_block, image_grid_thw):
         """The towers attend over batches of whole images in raster order, `(images in the call, heads, N_max,
-        N_max)` per call: per image, its real tokens in the packed (2x2 block) order of the other outputs."""
+        N_max)` per call (after `prefix_tokens` such as a CLS token): per image, its patch tokens in the packed (2x2
+        block) order of the other outputs."""
         sizes = image_grid_thw.prod(-1).tolist()
         back = torch.argsort(block_to_raster(image_grid_thw, self.merge))  # packed row -> raster index
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -159,7 +167,7 @@ class Siglip2Backbone(VisionBackbone):
             for weights in calls:
                 for local in weights:
                     start, n = starts[image], sizes[image]
-                    index = back[start : start + n] - start
+                    index = back[start : start + n] - start + self.prefix_tokens
                     out[image, :, :n, :n] = local[:, index][:, :, index]
                     image += 1
             maps.append(out)

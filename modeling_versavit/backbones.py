@@ -2,7 +2,9 @@
 """The tower families (see `backbone_base.VisionBackbone`): one line per family, importing its file registers it."""
 
 # (`from .file import ...`, not `from . import file`: transformers copies a Hub folder's remote code by that form)
+from .backbone_aimv2 import Aimv2Backbone  # AIMv2 (SAILViT's tower)
 from .backbone_base import BACKBONES, VisionBackbone, register_backbone
+from .backbone_internvit import InternViTBackbone  # InternViT (InternVL's and SAILViT's tower)
 from .backbone_qwen2_vl import Qwen2_5_VLBackbone, Qwen2VLBackbone
 from .backbone_qwen3_vl import Qwen3_5Backbone, Qwen3VLBackbone
 from .backbone_siglip import SiglipBackbone  # fixed resolution (SiglipVisionModel)
@@ -25,6 +27,8 @@ def legacy_vision_model_types() -> dict[str, str]:
 
 __all__ = [
     "BACKBONES",
+    "Aimv2Backbone",
+    "InternViTBackbone",
     "Qwen2VLBackbone",
     "Qwen2_5_VLBackbone",
     "Qwen3VLBackbone",

@@ -84,8 +84,9 @@ class VersaViTConfig(PreTrainedConfig):
             Config of the vision tower, of any registered family (`backbones.BACKBONES`): a `Qwen2VLVisionConfig`
             (`model_type="qwen2_vl_vision"`, the default), `Qwen2_5_VLVisionConfig` (`"qwen2_5_vl_vision"`),
             `Qwen3VLVisionConfig` (`"qwen3_vl_vision"`), `Qwen3_5VisionConfig` (`"qwen3_5_vision"`),
-            `Siglip2VisionConfig` (`"siglip2_vision_model"`) or `SiglipVisionConfig` (`"siglip_vision_model"`). A
-            dict is resolved by its `model_type`.
+            `Siglip2VisionConfig` (`"siglip2_vision_model"`), `SiglipVisionConfig` (`"siglip_vision_model"`),
+            `InternVLVisionConfig` (`"internvl_vision"`) or `Aimv2VisionConfig` (`"aimv2_vision_model"`). A dict is
+            resolved by its `model_type`.
         depth_layer_indices (`list[int]`, *optional*):
             The tower layers the depth (DPT) head reads, as indices into `hidden_states` (0 = patch embedding,
             `depth` = last block; negative indices count from the end and are stored normalised). Defaults to three
@@ -371,7 +372,8 @@ class VersaViTConfig(PreTrainedConfig):
 
     @property
     def backbone_family(self) -> str:
-        """The family's name: `"qwen2_vl"`, `"qwen2_5_vl"`, `"qwen3_vl"`, `"qwen3_5"`, `"siglip2"` or `"siglip"`."""
+        """The family's name: `"qwen2_vl"`, `"qwen2_5_vl"`, `"qwen3_vl"`, `"qwen3_5"`, `"siglip2"`, `"siglip"`,
+        `"internvit"` or `"aimv2"`."""
         return self.backbone.name
 
     @property
@@ -390,7 +392,7 @@ class VersaViTConfig(PreTrainedConfig):
 
     @property
     def patch_size(self) -> int:
-        return self.vision_config.patch_size
+        return self.backbone.patch_size(self.vision_config)
 
     @property
     def spatial_merge_size(self) -> int:

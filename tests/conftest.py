@@ -75,8 +75,15 @@ SIGLIP2_VISION = {
 # Fixed-resolution SigLIP (SiglipVisionModel, e.g. SigLIP2-so400m-patch16-512): a 4x4 position grid (64 px).
 SIGLIP_VISION = {**SIGLIP2_VISION, "model_type": "siglip_vision_model", "image_size": 64}
 del SIGLIP_VISION["num_patches"]
+# InternViT (InternVL's tower): a CLS token, a 4x4 learned position grid (64 px) resized per image, the final LayerNorm.
+INTERNVIT_VISION = {"model_type": "internvl_vision", "num_hidden_layers": 3, "hidden_size": 32, "intermediate_size": 64,
+                    "num_attention_heads": 4, "patch_size": 16, "image_size": 64, "use_mean_pooling": False}
+# AIMv2, native resolution (a sine-cosine position table per image size), with its attention-pooling head.
+AIMV2_VISION = {"model_type": "aimv2_vision_model", "num_hidden_layers": 3, "hidden_size": 32, "intermediate_size": 64,
+                "num_attention_heads": 4, "patch_size": 16, "image_size": 64, "is_native": True}
 VISION_CONFIGS = {"qwen2_vl": QWEN2_VISION, "qwen2_5_vl": QWEN25_VISION, "qwen3_vl": QWEN3VL_VISION,
-                  "qwen3_5": QWEN35_VISION, "siglip2": SIGLIP2_VISION, "siglip": SIGLIP_VISION}
+                  "qwen3_5": QWEN35_VISION, "siglip2": SIGLIP2_VISION, "siglip": SIGLIP_VISION,
+                  "internvit": INTERNVIT_VISION, "aimv2": AIMV2_VISION}
 # Small heads of the same structure as the paper's.
 TINY_HEADS = {
     "depth_neck_hidden_sizes": [8, 16, 32],
@@ -106,7 +113,8 @@ def qwen_family(request) -> str:
 
 
 def tiny_config(family: str = "qwen2_vl", **kwargs) -> VersaViTConfig:
-    return VersaViTConfig(vision_config=dict(VISION_CONFIGS[family]), **{**TINY_HEADS, **kwargs})
+    vision_config = kwargs.pop("vision_config", VISION_CONFIGS[family])
+    return VersaViTConfig(vision_config=dict(vision_config), **{**TINY_HEADS, **kwargs})
 
 
 def random_inputs(config: VersaViTConfig, grids, seed: int = 0) -> dict[str, torch.Tensor]:

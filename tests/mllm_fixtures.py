@@ -1,12 +1,22 @@
-"""Tiny MLLMs of every tower family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5) saved to disk, shared by the
-from_mllm and export tests."""
+"""Tiny MLLMs of every tower family that one ships in (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, LFM2-VL, PaliGemma,
+InternVL; AIMv2 ships as a dual encoder, not an MLLM) saved to disk, shared by the from_mllm and export tests."""
 
 import json
 
 import torch
-from conftest import QWEN2_VISION, QWEN3VL_VISION, QWEN25_VISION, QWEN35_VISION, SIGLIP2_VISION, SIGLIP_VISION
+from conftest import (
+    INTERNVIT_VISION,
+    QWEN2_VISION,
+    QWEN3VL_VISION,
+    QWEN25_VISION,
+    QWEN35_VISION,
+    SIGLIP2_VISION,
+    SIGLIP_VISION,
+)
 from safetensors.torch import load_file, save_file
 from transformers import (
+    InternVLConfig,
+    InternVLForConditionalGeneration,
     Lfm2VlConfig,
     Lfm2VlForConditionalGeneration,
     PaliGemmaConfig,
@@ -53,6 +63,10 @@ LFM2_TEXT = {"vocab_size": 128, "hidden_size": 48, "intermediate_size": 64, "num
 GEMMA_TEXT = {"model_type": "gemma", "vocab_size": 128, "hidden_size": 48, "intermediate_size": 64,
               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 24,
               "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+# InternVL (an InternViT tower, 64 px here: 16 patches pixel-shuffled into 4 image tokens; a Qwen2 LLM).
+QWEN2_TEXT = {"model_type": "qwen2", "vocab_size": 128, "hidden_size": 48, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "bos_token_id": 0,
+              "eos_token_id": 1}
 # family: (MLLM config class, MLLM class, tower config, LLM config)
 MLLMS = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, QWEN2_VISION, TINY_TEXT),
@@ -62,6 +76,7 @@ MLLMS = {
     "siglip2": (Lfm2VlConfig, Lfm2VlForConditionalGeneration, {**SIGLIP2_VISION, "vision_use_head": False}, LFM2_TEXT),
     "siglip": (PaliGemmaConfig, PaliGemmaForConditionalGeneration, {**SIGLIP_VISION, "vision_use_head": False},
                GEMMA_TEXT),
+    "internvit": (InternVLConfig, InternVLForConditionalGeneration, INTERNVIT_VISION, QWEN2_TEXT),
 }
 QWEN_MLLMS = sorted(family for family in MLLMS if family.startswith("qwen"))
 
@@ -71,6 +86,7 @@ IMAGE_TOKENS = {"image_token_id": 127, "video_token_id": 126, "vision_start_toke
 MLLM_TOKENS = {family: IMAGE_TOKENS for family in MLLMS} | {
     "siglip2": {"image_token_id": 127, "projector_hidden_size": 32},
     "siglip": {"image_token_index": 127, "projection_dim": 48},
+    "internvit": {"image_token_id": 127},
 }
 
 
@@ -110,24 +126,32 @@ def other_naming(key: str) -> str:
     return v5_naming(key)
 
 
-def siglip_mllm_inputs(family: str, encoder_config) -> tuple[dict, dict, dict, list[tuple[int, int]]]:
-    """For the SigLIP families' MLLMs (LFM2-VL, PaliGemma): the MLLM tower's own inputs (from transformers' own
-    processor), VersaViT's inputs of the same photos, `generate`'s inputs, and the photos' patch grids."""
+def whole_image_mllm_inputs(family: str, encoder_config) -> tuple[dict, dict, dict, list[tuple[int, int]]]:
+    """For the MLLMs of the whole-image families (LFM2-VL, PaliGemma, InternVL): the MLLM tower's own inputs (from
+    transformers' own processor), VersaViT's inputs of the same photos, `generate`'s inputs, and the photos' patch
+    grids."""
     if family == "siglip2":
         theirs, ours = lfm2_vl_inputs(encoder_config)
         tower = {key: theirs[key] for key in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
         return tower, ours, theirs, [(4, 6), (4, 4)]
     import PIL.Image
     from conftest import photo
-    from transformers import SiglipImageProcessor
+    from transformers import GotOcr2ImageProcessor, SiglipImageProcessor
 
     from modeling_versavit import VersaViTImageProcessor
 
     images = [PIL.Image.fromarray(photo("astronaut")).resize((64, 64))]
-    tower = dict(SiglipImageProcessor(size={"height": 64, "width": 64})(images=images, return_tensors="pt"))
+    size = {"height": 64, "width": 64}
+    if family == "internvit":  # InternVL's processor as its -hf checkpoints configure it, without tiling
+        processor = GotOcr2ImageProcessor(size=size, crop_to_patches=False, image_mean=[0.485, 0.456, 0.406],
+                                          image_std=[0.229, 0.224, 0.225])
+        input_ids = torch.tensor([[5] + [127] * 4 + [6, 7]])  # 16 patches, pixel-shuffled: 4 image tokens
+    else:
+        processor = SiglipImageProcessor(size=size)
+        input_ids = torch.tensor([[127] * 16 + [0, 5, 6]])  # PaliGemma: the image tokens, then the prompt
+    tower = {"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]}
     kwargs = encoder_config.backbone.image_processor_kwargs(encoder_config.vision_config)
     ours = dict(VersaViTImageProcessor(**kwargs)(images=images, return_tensors="pt"))
-    input_ids = torch.tensor([[127] * 16 + [0, 5, 6]])  # PaliGemma: the image tokens, then the prompt
     generate = {**tower, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     return tower, ours, generate, [(4, 4)]
 

@@ -131,7 +131,8 @@ def test_every_family_is_registered_once_under_its_vision_model_type():
 
     assert {family.name: model_type for model_type, family in BACKBONES.items()} == {
         "qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "qwen3_vl": "qwen3_vl_vision",
-        "qwen3_5": "qwen3_5_vision", "siglip2": "siglip2_vision_model", "siglip": "siglip_vision_model"}
+        "qwen3_5": "qwen3_5_vision", "siglip2": "siglip2_vision_model", "siglip": "siglip_vision_model",
+        "internvit": "internvl_vision", "aimv2": "aimv2_vision_model"}
     with pytest.raises(ValueError, match="register_backbone: expected a VisionBackbone with a name"):
         register_backbone(object())
     with pytest.raises(ValueError, match=r"vision_config: model_type 'vit' is not supported"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import QWEN2_VISION, load_recipe, random_inputs, tiny_config
-from mllm_fixtures import IMAGE_TOKENS, MLLMS, save_tiny_mllm, siglip_mllm_inputs
+from mllm_fixtures import IMAGE_TOKENS, MLLMS, save_tiny_mllm, whole_image_mllm_inputs
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, LlamaConfig
 
@@ -57,7 +57,8 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
     prefix = encoder.config.backbone.tower_prefix(before)
     kept = tuple(prefix + part + "." for part in encoder.config.backbone.mllm_owned)
     family = encoder.config.backbone_family
-    assert any(name.startswith(kept) for name in before) or family.startswith("siglip")  # MLLMs drop SigLIP's head
+    # (LFM2-VL and PaliGemma drop SigLIP's head; InternVL's connector is outside its tower: nothing kept)
+    assert any(name.startswith(kept) for name in before) or family.startswith("siglip") or family == "internvit"
     for name in before:
         vision = name.startswith(prefix) and not name.startswith(kept)
         assert (before[name] != after[name]) == vision, name
@@ -70,13 +71,15 @@ def test_swap_puts_the_encoder_in_and_leaves_everything_else(tmp_path, mllm_dir)
 
     # the loaded MLLM sees with the encoder's features, and generates
     mllm = AutoModelForImageTextToText.from_pretrained(out).eval()
-    if family.startswith("siglip"):  # LFM2-VL / PaliGemma: the tower on its own processor's batch, raster order
-        tower_in, ours_in, generate_in, grids = siglip_mllm_inputs(family, encoder.config)
+    if not family.startswith("qwen"):  # LFM2-VL / PaliGemma / InternVL: the tower on its own processor's batch
+        tower_in, ours_in, generate_in, grids = whole_image_mllm_inputs(family, encoder.config)
         with torch.no_grad():
             theirs = mllm.model.vision_tower(**tower_in).last_hidden_state
             (maps,) = encoder.get_dense_features(**ours_in, layers=[-1], stack=False)
+        cls = encoder.config.backbone.prefix_tokens  # InternViT's CLS token comes first
         for image, ((h, w), feature_map) in enumerate(zip(grids, maps, strict=True)):
-            torch.testing.assert_close(feature_map, theirs[image, : h * w].reshape(h, w, -1).permute(2, 0, 1))
+            raster = theirs[image, cls : cls + h * w].reshape(h, w, -1).permute(2, 0, 1)
+            torch.testing.assert_close(feature_map, raster)
         generated = mllm.generate(**generate_in, max_new_tokens=3, do_sample=False)
         assert generated.shape == (1, generate_in["input_ids"].shape[1] + 3)
         return

@@ -148,22 +148,32 @@ def test_missing_weights_or_config_are_clear_errors(tmp_path):
         VersaViTModel.from_mllm(tmp_path)
 
 
-def test_siglip_tower_out_of_a_siglip_model_folder(tmp_path, monkeypatch):
-    """A SigLIP / SigLIP2 dual encoder's folder (`vision_model.*` and `text_model.*`, e.g. SigLIP2-so400m-patch16-512,
-    the paper's Table 6 tower): only the vision tensors are read, and the tower is the folder's own."""
-    from conftest import SIGLIP_VISION
-    from transformers import SiglipConfig, SiglipModel
+def dual_encoder(family):
+    """A tiny SigLIP or AIMv2 dual encoder (`vision_model.*` and `text_model.*`), as those towers ship."""
+    from conftest import AIMV2_VISION, SIGLIP_VISION
+    from transformers import Aimv2Config, Aimv2Model, SiglipConfig, SiglipModel
 
     torch.manual_seed(0)
-    vision = {k: v for k, v in SIGLIP_VISION.items() if k != "model_type"}
     text = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 4, "max_position_embeddings": 16, "projection_size": 32}
-    dual = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
+            "num_attention_heads": 4, "max_position_embeddings": 16}
+    if family == "siglip":
+        vision = {k: v for k, v in SIGLIP_VISION.items() if k != "model_type"}
+        return SiglipModel(SiglipConfig(vision_config=vision, text_config={**text, "projection_size": 32})).eval()
+    vision = {k: v for k, v in AIMV2_VISION.items() if k != "model_type"}
+    return Aimv2Model(Aimv2Config(vision_config=vision, text_config=text, projection_dim=32)).eval()
+
+
+@pytest.mark.parametrize("family", ["siglip", "aimv2"])
+def test_whole_image_tower_out_of_a_dual_encoder_folder(tmp_path, monkeypatch, family):
+    """A SigLIP / SigLIP2 or AIMv2 dual encoder's folder (`vision_model.*` and `text_model.*`, e.g.
+    SigLIP2-so400m-patch16-512, the paper's Table 6 tower, or AIMv2-Huge, SAILViT's): only the vision tensors are
+    read, and the tower is the folder's own."""
+    dual = dual_encoder(family)
     dual.save_pretrained(tmp_path)
     _, read = record_safetensors(monkeypatch)
     model = VersaViTModel.from_mllm(tmp_path).eval()
     monkeypatch.undo()
-    assert model.config.backbone_family == "siglip" and read and all(k.startswith("vision_model.") for k in read)
+    assert model.config.backbone_family == family and read and all(k.startswith("vision_model.") for k in read)
     inputs = random_inputs(model.config, [(4, 4)])
     with torch.no_grad():
         ours = model(**inputs).last_hidden_state
@@ -173,3 +183,19 @@ def test_siglip_tower_out_of_a_siglip_model_folder(tmp_path, monkeypatch):
     raster = torch.tensor([(2 * R + r) * 4 + 2 * C + c for R in range(2) for C in range(2) for r in range(2)
                            for c in range(2)])
     torch.testing.assert_close(ours, theirs[raster])
+
+
+def test_internvit_tower_out_of_internvl(tmp_path):
+    """InternVL's tower (`model.vision_tower.*`): the InternViT family, every hidden state equal to the MLLM's own
+    tower on the same image, CLS token left out, raster order."""
+    mllm = save_tiny_mllm("internvit", tmp_path)
+    model = VersaViTModel.from_mllm(tmp_path).eval()
+    assert model.config.backbone_family == "internvit" and model.config.merged_dim is None
+    inputs = random_inputs(model.config, [(4, 6)])
+    images = inputs["pixel_values"].view(2, 3, 2, 2, 3, 16, 16).permute(4, 0, 2, 5, 1, 3, 6).reshape(1, 3, 64, 96)
+    with torch.no_grad():
+        theirs = mllm.model.vision_tower(images, output_hidden_states=True)
+        maps = model.get_dense_features(**inputs, layers=list(range(model.config.num_hidden_layers + 1)))
+    reference = list(theirs.hidden_states[:-1]) + [theirs.last_hidden_state]
+    for layer, (grid, expected) in enumerate(zip(maps, reference, strict=True)):
+        torch.testing.assert_close(grid[0], expected[0, 1:].reshape(4, 6, -1).permute(2, 0, 1), msg=f"layer {layer}")

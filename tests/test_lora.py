@@ -127,10 +127,14 @@ def test_backbone_adapters_sit_in_every_block_of_every_tower_family(family):
     # the family's lora_targets are exactly its blocks' projections: all of them, and nothing outside the blocks
     assert {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name} == linear
     adapted = {name.split(".lora_A.")[0] for name, _ in model.named_parameters() if ".lora_A." in name}
-    blocks = model.config.backbone.blocks(model.visual)
-    for index in range(len(blocks)):
-        inside = [name for name in adapted if f".{index}." in name]
-        assert any("attn" in name for name in inside) and any("mlp" in name for name in inside), (index, inside)
+    backbone = model.config.backbone
+    names = {module: name for name, module in model.named_modules()}
+    for index, block in enumerate(backbone.blocks(model.visual)):
+        inside = [name for name in adapted if name.startswith(names[block] + ".")]
+        attention = names[backbone.attention(block)] + "."
+        # both the attention's projections and the MLP's (everything else in the block)
+        assert any(name.startswith(attention) for name in inside), (index, inside)
+        assert any(not name.startswith(attention) for name in inside), (index, inside)
     owned = tuple(model.config.backbone.mllm_owned)
     assert not any(part in name for name in adapted for part in owned + ("patch_embed", "embeddings"))
     trainable = {name for name, p in model.visual.named_parameters() if p.requires_grad}

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import random_inputs, tiny_config
+from conftest import VISION_CONFIGS, random_inputs, tiny_config
+from transformers.models.aimv2 import modeling_aimv2
 
 from modeling_versavit import VersaViTImageProcessor, VersaViTModel
 from modeling_versavit.backbone_base import MatmulPatchEmbed
@@ -80,6 +81,9 @@ def test_dense_features_skip_the_merger_and_forward_runs_it(family):
     model, _ = model_and_reference_tower(family)
     model.train()
     merged_widths = []
+    if not model.config.backbone.owned_modules(model.visual):  # InternViT: InternVL's connector is outside the tower
+        assert model(**random_inputs(model.config, MIXED_GRIDS)).pooler_output is None
+        return
     merger = model.config.backbone.owned_modules(model.visual)[0]
     merger.register_forward_hook(lambda module, args, output: merged_widths.append(output.shape[-1]))
     inputs = random_inputs(model.config, MIXED_GRIDS)
@@ -129,7 +133,7 @@ def coordinate_inputs(config, grids):
     return {"pixel_values": torch.cat(rows), "image_grid_thw": torch.tensor(thw)}
 
 
-def coordinate_reading_model(family):
+def coordinate_reading_model(family, monkeypatch):
     """A tower whose patch embedding reads out (row, col) into channels 0 and 1 and whose blocks add nothing, so
     every layer's feature at a token is that token's own (row, col), wherever the tower moved it."""
     model, _ = model_and_reference_tower(family)
@@ -148,6 +152,21 @@ def coordinate_reading_model(family):
             model.visual.embeddings.position_embedding.weight.zero_()
             weight.zero_()
             weight[0, 0] = weight[1, 1] = 1.0 / config.patch_size**2
+        elif family == "internvit":  # a Conv2d; a CLS token and a learned position grid (resized: zeros stay zeros)
+            weight = model.visual.embeddings.patch_embeddings.projection.weight
+            bias = model.visual.embeddings.patch_embeddings.projection.bias
+            model.visual.embeddings.position_embeddings.zero_()
+            weight.zero_()
+            weight[0, 0] = weight[1, 1] = 1.0 / config.patch_size**2
+        elif family == "aimv2":  # a Conv2d, then an RMSNorm and the sine-cosine positions, both taken out here
+            weight = model.visual.embeddings.patch_embed.weight
+            bias = model.visual.embeddings.patch_embed.bias
+            model.visual.embeddings.rms_norm = torch.nn.Identity()
+            monkeypatch.setattr(modeling_aimv2, "build_2d_sinusoidal_position_embedding",
+                                lambda height, width, embed_dim, device, dtype: torch.zeros(
+                                    height * width, embed_dim, device=device, dtype=dtype))
+            weight.zero_()
+            weight[0, 0] = weight[1, 1] = 1.0 / config.patch_size**2
         else:
             weight = model.visual.patch_embed.proj.weight  # (C, 3, temporal, patch, patch)
             bias = model.visual.patch_embed.proj.bias  # Qwen3-VL / Qwen3.5 only
@@ -160,23 +179,27 @@ def coordinate_reading_model(family):
         if hasattr(model.visual, "pos_embed"):  # Qwen3-VL / Qwen3.5's learned position grid, added to every patch
             model.visual.pos_embed.weight.zero_()
         for block in config.backbone.blocks(model.visual):
-            attn_out = getattr(block, "attn", None) and block.attn.proj or block.self_attn.out_proj
-            mlp_out = getattr(block.mlp, "fc2", None) or getattr(block.mlp, "linear_fc2", None) or block.mlp.down_proj
+            attention = config.backbone.attention(block)
+            attn_out = next(getattr(attention, name) for name in ("proj", "out_proj", "projection_layer")
+                            if hasattr(attention, name))
+            mlp = getattr(block, "mlp", None) or block.ffn  # AIMv2: ffn
+            mlp_out = next(getattr(mlp, name) for name in ("fc2", "linear_fc2", "down_proj") if hasattr(mlp, name))
             for linear in (attn_out, mlp_out):
                 linear.weight.zero_()
-                linear.bias.zero_()
+                if linear.bias is not None:
+                    linear.bias.zero_()
     assert config.num_hidden_layers >= 2
     return model
 
 
 @pytest.mark.parametrize("grids", [[(4, 6)], [(12, 16), (12, 16)], [(18, 10), (2, 2), (8, 20), (14, 6)]])
-def test_dense_features_are_in_raster_order(family, grids):
-    model = coordinate_reading_model(family)
+def test_dense_features_are_in_raster_order(family, grids, monkeypatch):
+    model = coordinate_reading_model(family, monkeypatch)
     inputs = coordinate_inputs(model.config, grids)
     # SigLIP2's last layer is post-LayerNorm (it rescales the coordinates):
     # test_siglip2_matches_transformers_on_its_own_
     # inputs checks that one against SigLIP2's own raster-order output
-    layers = [0, 2, -1] if not family.startswith("siglip") else [0, 2]
+    layers = [0, 2, -1] if family.startswith("qwen") else [0, 2]  # the others end in a norm
     with torch.no_grad():
         per_image = model.get_dense_features(**inputs, layers=layers, stack=False)
         stacked = model.get_dense_features(**inputs, layers=layers) if len(set(grids)) == 1 else None
@@ -276,7 +299,8 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
     def gradients():
         model.zero_grad()
         out = model(**inputs)
-        (out.pooler_output.square().mean() + out.last_hidden_state.mean()).backward()
+        pooled = out.pooler_output.square().mean() if out.pooler_output is not None else 0  # InternViT: none
+        (pooled + out.last_hidden_state.mean()).backward()
         # Qwen3-VL's DeepStack mergers feed neither output: no gradient, in both runs alike
         return {name: p.grad if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
 
@@ -285,7 +309,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(family):
     assert model.is_activation_checkpointing
     block_calls = []
     first = model.config.backbone.blocks(model.visual)[0]
-    (getattr(first, "norm1", None) or first.layer_norm1).register_forward_pre_hook(lambda *args: block_calls.append(1))
+    model.config.backbone.attention(first).register_forward_pre_hook(lambda *args: block_calls.append(1))
     model.zero_grad()
     model(**inputs)
     forward_calls = len(block_calls)  # 1 (a fixed-resolution SigLIP tower: one per image size)
@@ -308,8 +332,10 @@ def test_eager_and_sdpa_attention_agree(tmp_path, family):
         loaded = VersaViTModel.from_pretrained(tmp_path, attn_implementation=implementation).eval()
         assert loaded.visual.config._attn_implementation == implementation
         with torch.no_grad():
-            outputs[implementation] = loaded(**inputs).pooler_output
-    torch.testing.assert_close(outputs["eager"], outputs["sdpa"], rtol=1e-4, atol=1e-5)
+            outputs[implementation] = loaded(**inputs)
+    for key in ("last_hidden_state", "pooler_output"):  # (None both: InternViT has no pooled output)
+        torch.testing.assert_close(getattr(outputs["eager"], key), getattr(outputs["sdpa"], key), rtol=1e-4,
+                                   atol=1e-5)
 
 
 def test_bfloat16(tmp_path, family):
@@ -319,11 +345,12 @@ def test_bfloat16(tmp_path, family):
     half = VersaViTModel.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
     with torch.no_grad():
-        reference = model(**inputs).pooler_output
+        reference = model(**inputs)
         out = half(**inputs)
         maps = half.get_dense_features(**inputs, stack=False)
-    assert out.pooler_output.dtype == torch.bfloat16 and maps[0][0].dtype == torch.bfloat16
-    torch.testing.assert_close(out.pooler_output.float(), reference, rtol=0.05, atol=0.05)
+    key = "pooler_output" if reference.pooler_output is not None else "last_hidden_state"  # InternViT: no pooling
+    assert out[key].dtype == torch.bfloat16 and maps[0][0].dtype == torch.bfloat16
+    torch.testing.assert_close(out[key].float(), reference[key], rtol=0.05, atol=0.05)
 
 
 def test_no_split_modules_name_the_blocks(family):
@@ -508,29 +535,68 @@ def test_siglip2_attention_maps_are_transformers_eager_weights():
             assert (mine[image, :, h * w :] == 0).all() and (mine[image, :, :, h * w :] == 0).all()
 
 
+def whole_image_processor(family, height, width):
+    """transformers' own image processor of a whole-image family (SigLIP, InternVL's GOT-OCR2 processor without
+    tiling, AIMv2's CLIP processor), at exactly `height` x `width`, normalised as the family's checkpoints are."""
+    from transformers import CLIPImageProcessor, GotOcr2ImageProcessor, SiglipImageProcessor
+
+    size = {"height": height, "width": width}
+    if family == "siglip":
+        return SiglipImageProcessor(size=size)
+    if family == "internvit":  # the InternVL-hf checkpoints' processor config: ImageNet statistics, no tiling
+        return GotOcr2ImageProcessor(size=size, crop_to_patches=False, image_mean=[0.485, 0.456, 0.406],
+                                     image_std=[0.229, 0.224, 0.225])
+    return CLIPImageProcessor(size=size, do_center_crop=False)  # AIMv2: OpenAI CLIP statistics
+
+
 @pytest.mark.parametrize("size", [64, (64, 96)])
-def test_siglip_matches_transformers_on_its_own_inputs(size):
-    """The fixed-resolution SigLIP family equals transformers' `SiglipVisionModel` on `SiglipImageProcessor`'s images,
-    per patch in raster order: at the checkpoint's `image_size`, and at another size through its bicubically
-    resized position grid (`interpolate_pos_encoding`); every hidden state, the last one, the pooled output."""
+@pytest.mark.parametrize("family", ["siglip", "internvit", "aimv2"])
+def test_whole_image_towers_match_transformers_on_their_own_inputs(family, size):
+    """The whole-image families equal transformers' tower (`SiglipVisionModel`, `InternVLVisionModel`,
+    `Aimv2VisionModel`) on their own processor's images, per patch in raster order (InternViT's CLS token left out):
+    at the checkpoint's `image_size`, and at another size (SigLIP: `interpolate_pos_encoding`; InternViT: transformers
+    resizes its position grid itself; native AIMv2: its sine-cosine table of that size); every hidden state, the last
+    one (after the final norm), the pooled output where the tower has one."""
     import PIL.Image
     from conftest import photo
-    from transformers import SiglipImageProcessor
 
-    model, tower = model_and_reference_tower("siglip")
+    model, tower = model_and_reference_tower(family)
     height, width = (size, size) if isinstance(size, int) else size
     images = [PIL.Image.fromarray(photo(name)).resize((width, height)) for name in ("astronaut", "chelsea")]
-    theirs_in = SiglipImageProcessor(size={"height": height, "width": width})(images=images, return_tensors="pt")
+    theirs_in = whole_image_processor(family, height, width)(images=images, return_tensors="pt")
     processor = VersaViTImageProcessor(**model.config.backbone.image_processor_kwargs(model.config.vision_config))
     ours_in = processor(images=images, return_tensors="pt")
     h, w = height // 16, width // 16
     assert ours_in["image_grid_thw"].tolist() == [[1, h, w]] * 2
+    extra = {"interpolate_pos_encoding": size != 64} if family == "siglip" else {}
     with torch.no_grad():
-        theirs = tower(**theirs_in, output_hidden_states=True, interpolate_pos_encoding=size != 64)
+        theirs = tower(pixel_values=theirs_in["pixel_values"], output_hidden_states=True, **extra)
         ours = model(**ours_in, output_hidden_states=True)
         maps = model.get_dense_features(**ours_in, layers=list(range(model.config.num_hidden_layers + 1)))
     reference = list(theirs.hidden_states[:-1]) + [theirs.last_hidden_state]
+    cls = 1 if family == "internvit" else 0
     for layer, (grid, expected) in enumerate(zip(maps, reference, strict=True)):
-        raster = expected.reshape(2, h, w, -1).permute(0, 3, 1, 2)
+        raster = expected[:, cls:].reshape(2, h, w, -1).permute(0, 3, 1, 2)
         torch.testing.assert_close(grid, raster, rtol=1e-5, atol=1e-5, msg=f"layer {layer}")
-    torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, rtol=1e-5, atol=1e-5)
+    if family == "internvit":
+        assert ours.pooler_output is None and theirs.pooler_output is None
+    else:
+        torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, rtol=1e-5, atol=1e-5)
+
+
+def test_aimv2_with_learned_positions_runs_at_its_image_size_only():
+    """A non-native AIMv2 tower (a learned position table for `image_size`, which transformers does not resize) equals
+    transformers' at that size and refuses any other with the sizes named."""
+    model, tower = model_and_reference_tower("aimv2", vision_config={**VISION_CONFIGS["aimv2"], "is_native": False})
+    inputs = random_inputs(model.config, [(4, 4), (4, 4)])
+    images = torch.randn(2, 3, 64, 64)
+    rows = [torch.from_numpy(np.ascontiguousarray(VersaViTImageProcessor().patchify(image.numpy(), 16, 2, 1)[0]))
+            for image in images]  # the processor's own patch layout of these very pixels
+    ours_in = {"pixel_values": torch.cat(rows), "image_grid_thw": torch.tensor([[1, 4, 4]] * 2)}
+    with torch.no_grad():
+        theirs = tower(pixel_values=images).last_hidden_state
+        ours = model.get_dense_features(**ours_in, layers=[-1])[0]
+    torch.testing.assert_close(ours, theirs.reshape(2, 4, 4, -1).permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"64x64 images \(vision_config.is_native false\).*got 64x96 pixels"):
+        model(**random_inputs(model.config, [(4, 6)]))
+    assert model(**inputs).last_hidden_state.shape == (32, 32)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from test_curriculum import assert_changed
 
 import versavit_trainer.core.curriculum as curriculum
-from modeling_versavit import VersaViTForCaptioning, VersaViTForImageTextRetrieval, VersaViTForMultiTask
+from modeling_versavit import VersaViTConfig, VersaViTForCaptioning, VersaViTForImageTextRetrieval, VersaViTForMultiTask
 from versavit_trainer.config import ConfigError, load_config_file
 from versavit_trainer.core.arguments import MultiTaskTrainingArguments
 from versavit_trainer.core.curriculum import parse_stages
@@ -194,14 +194,29 @@ def test_the_shipped_configs_follow_the_method():
     assert sailvit_run_options()["stages"] == default["stages"]
 
 
-def test_the_scale_config_sizes_its_run_without_weights(capsys):
-    """sailvit_qwen2vl_7b.yaml's dry run: Qwen2-VL-7B's tower, projector and Qwen3-1.7B, nothing allocated; its stages
-    read dataset folders (no scenes)."""
-    result = load_recipe("multitask").main(["--config", str(CONFIGS / "sailvit_qwen2vl_7b.yaml"), "--dry_run"])
+@pytest.mark.parametrize(("name", "family", "tower_m"), [("sailvit_qwen2vl_7b.yaml", "qwen2_vl", (670, 680)),
+                                                         ("sailvit_internvit_300m.yaml", "internvit", (300, 310))])
+def test_the_scale_configs_size_their_run_without_weights(capsys, name, family, tower_m):
+    """The scale configs' dry runs: Qwen2-VL-7B's tower or SAILViT's own InternViT-300M (the count of transformers'
+    own tower class on the meta device), projector and Qwen3-1.7B, nothing allocated; the same three stages, reading
+    dataset folders (no scenes)."""
+    from transformers import CONFIG_MAPPING
+
+    result = load_recipe("multitask").main(["--config", str(CONFIGS / name), "--dry_run"])
     parts = {row["part"]: row for row in result["parameters"]}
     assert {"visual", "projector", "language_model"} <= set(parts) and result["allocated_parameters"] == 0
     assert not {"depth_head", "segmentation_head"} & set(parts)
-    stages = load_config_file(CONFIGS / "sailvit_qwen2vl_7b.yaml")["stages"]
+    assert tower_m[0] < parts["visual"]["params_m"] < tower_m[1]
+    vision = load_config_file(CONFIGS / name).get("mllm_vision_config")  # (Qwen2-VL-7B's is the recipe's default)
+    if vision is not None:
+        vision = dict(vision)
+        config = CONFIG_MAPPING[vision.pop("model_type")](**vision)
+        backbone = VersaViTConfig(vision_config=config.to_dict()).backbone
+        with torch.device("meta"):
+            expected = sum(p.numel() for p in backbone.tower_class._from_config(config).parameters()) / 1e6
+        assert backbone.name == family and parts["visual"]["params_m"] == pytest.approx(expected)
+    stages = sailvit_run_options(CONFIGS / name)["stages"]
+    assert stages == sailvit_run_options(CONFIGS / "sailvit_qwen2vl_7b.yaml")["stages"]
     assert all(isinstance(stage["objectives"]["captioning"]["data"], str) for stage in stages)
 
 

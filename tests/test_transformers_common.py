@@ -35,7 +35,7 @@ class VersaViTModelTester:
         self.batch_size = batch_size
         self.grid = grid
         self.expressions_per_image = expressions_per_image
-        depth_key = "num_hidden_layers" if family.startswith("siglip") else "depth"
+        depth_key = "depth" if "depth" in VISION_CONFIGS[family] else "num_hidden_layers"
         self.vision_config = {**VISION_CONFIGS[family], depth_key: depth}
         vision = self.vision_config
         self.num_hidden_layers = depth
@@ -238,6 +238,17 @@ class VersaViTModelSiglip2Test(VersaViTModelTest):
 class VersaViTModelSiglipTest(VersaViTModelSiglip2Test):
     # SigLIP2's reasons apply: the images are folded back with sizes read from `image_grid_thw`.
     family = "siglip"
+
+
+class VersaViTModelInternViTTest(VersaViTModelSiglip2Test):
+    # The whole-image families fold the images back as SigLIP does: SigLIP2's export and attention-map reasons apply.
+    family = "internvit"
+    test_can_init_all_missing_weights = ModelTesterMixin.test_can_init_all_missing_weights  # (SigLIP2's init only)
+
+
+class VersaViTModelAimv2Test(VersaViTModelSiglip2Test):
+    family = "aimv2"
+    test_can_init_all_missing_weights = ModelTesterMixin.test_can_init_all_missing_weights
 
 
 class VersaViTForDepthEstimationTest(VersaViTCommonTests, unittest.TestCase):

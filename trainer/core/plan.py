@@ -208,7 +208,7 @@ def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
         paper = name != "visual" or model.config.backbone_family == "qwen2_vl"  # Table 13 sizes Qwen2-VL-7B's tower
         row = {"part": name, "params_m": count / 1e6, "trainable_m": trainable / 1e6,
                "paper_m": PAPER_PARAMETERS_M.get(name) if paper else None}
-        if name == "visual":
+        if name == "visual" and model.config.backbone.owned_modules(model.visual):  # (InternViT: none in the tower)
             backbone = model.config.backbone
             owned = sum(p.numel() for m in backbone.owned_modules(model.visual) for p in m.parameters())
             what = " + ".join(backbone.mllm_owned)  # the PatchMerger (+ DeepStack mergers; SigLIP's pooling head)
