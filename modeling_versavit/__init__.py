@@ -36,6 +36,8 @@ from .modeling_versavit import (
     VersaViTReferringSegmentationOutput,
     captioning_config,
     check_vision_inputs,
+    mllm_captioning_config,
+    mllm_language_state,
     tokens_to_feature_maps,
 )
 from .pipelines_versavit import (
@@ -82,6 +84,8 @@ __all__ = [
     "TASKS",
     "VersaViTForMultiTask",
     "captioning_config",
+    "mllm_captioning_config",
+    "mllm_language_state",
     "VersaViTCaptioningOutput",
     "VersaViTCaptioningProcessor",
     "VersaViTConfig",

@@ -4,8 +4,9 @@ embedding, LayerNorm-MLP merger; Qwen3-VL adds DeepStack mergers that feed inter
 
 Tokens come in plain 2x2 merge-block order (no windows). VersaViT leaves the merger and the DeepStack mergers to the
 MLLM, as the Qwen2-VL PatchMerger: no dense head reads them, task models freeze them, a swap keeps the MLLM's.
-The captioning branch feeds the LLM through one projector (the main merger's structure); DeepStack injection needs
-Qwen3-VL's own LLM and is not part of VersaViT's captioning objective.
+A captioning branch with a separate LLM feeds it through one projector (the main merger's structure), and the
+DeepStack mergers neither run nor train; with the MLLM's own LLM (`VersaViTConfig.mllm_language_model`) the mergers,
+DeepStack included, feed it as in Qwen3-VL.
 """
 
 import copy

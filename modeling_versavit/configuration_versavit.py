@@ -144,7 +144,12 @@ class VersaViTConfig(PreTrainedConfig):
             `"sigmoid"` (SigLIP) or `"softmax"` (CLIP) contrastive loss, see `losses_versavit.contrastive_loss`.
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of the causal LLM of the captioning / VQA branch (Qwen3-1.7B in the paper). Only
-            [`VersaViTForCaptioning`] needs it.
+            [`VersaViTForCaptioning`] needs it. With `mllm_language_model`, the whole MLLM's config.
+        mllm_language_model (`bool`, *optional*, defaults to `False`):
+            The captioning branch is the MLLM the tower came from, run as that MLLM runs: its LLM and head
+            (`text_config` is the MLLM's config), fed by the tower's own mergers (the PatchMerger and Qwen3-VL's
+            DeepStack mergers, which then train as the `projector` part) instead of a separate projector. For the
+            families whose MLLM keeps its connector in the tower (the Qwen families).
         image_token_id (`int`, *optional*):
             The LLM token id marking image positions in captioning prompts: each image takes as many of them as it
             has merged visual tokens.
@@ -211,6 +216,7 @@ class VersaViTConfig(PreTrainedConfig):
     # Captioning / VQA (projector into a causal LLM).
     text_config: dict | PreTrainedConfig | None = None
     image_token_id: int | None = None
+    mllm_language_model: bool = False
     task_tokens: dict[str, int] | None = None
     num_task_tokens: int = 8
     # Multi-task model.
@@ -276,6 +282,27 @@ class VersaViTConfig(PreTrainedConfig):
             )
         self._check_head_settings()
 
+    def _check_mllm_language_model(self) -> None:
+        """`mllm_language_model` (a bool: the strict dataclass checks) needs an MLLM of the tower's family whose
+        connector is in the tower, and no task tokens (the MLLM splices the visual tokens itself)."""
+        if not self.mllm_language_model:
+            return
+        backbone = self.backbone
+        if backbone.merged_dim(self.vision_config) is None:
+            raise ValueError(
+                f"VersaViTConfig.mllm_language_model: the {backbone.name} family's MLLMs keep their connector outside "
+                "the tower; captioning through the MLLM's own LLM is for the families whose tower ends in the MLLM's "
+                "merger (the Qwen families); leave it false to caption through a separate projector."
+            )
+        model_type = getattr(self.text_config, "model_type", None)
+        if model_type not in backbone.mllm_model_types:
+            raise ValueError(f"VersaViTConfig.mllm_language_model: text_config must be the config of a "
+                             f"{' / '.join(backbone.mllm_model_types)} MLLM (the tower's family), got model_type "
+                             f"{model_type!r}.")
+        if self.task_tokens:
+            raise ValueError("VersaViTConfig.mllm_language_model: VisPer-LM's task_tokens need the separate "
+                             "projector branch (the MLLM splices its visual tokens itself); set one or the other.")
+
     def _normalize_layer(self, field: str, index) -> int:
         depth = self.num_hidden_layers
         if isinstance(index, bool) or not isinstance(index, int) or not -(depth + 1) <= index <= depth:
@@ -336,8 +363,9 @@ class VersaViTConfig(PreTrainedConfig):
                 f"VersaViTConfig.segmentation_hidden_size: must be a multiple of 8 (the mask decoder upsamples to "
                 f"width / 8) and of 2 x segmentation_decoder_heads ({heads}), got {width}."
             )
+        self._check_mllm_language_model()
         if self.text_config is not None and self.image_token_id is not None:
-            vocab = getattr(self.text_config, "vocab_size", None)
+            vocab = getattr(self.text_config.get_text_config(), "vocab_size", None)
             if not 0 <= self.image_token_id < (vocab or self.image_token_id + 1):
                 raise ValueError(
                     f"VersaViTConfig.image_token_id: {self.image_token_id} is outside the LLM vocabulary of {vocab}."

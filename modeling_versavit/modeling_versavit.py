@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, DepthAnythingConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    DepthAnythingConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, DepthEstimatorOutput
@@ -30,6 +36,7 @@ from transformers.models.depth_anything.modeling_depth_anything import (
     DepthAnythingDepthEstimationHead,
     DepthAnythingNeck,
 )
+from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamVisionNeck
 from transformers.utils import ModelOutput
@@ -241,6 +248,8 @@ class VersaViTPreTrainedModel(PreTrainedModel):
                 f"tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a tower partly at random "
                 "is not this checkpoint's. Check that the folder was written completely."
             )
+        for parameter in model.frozen_by_design():  # loading replaced the parameters `post_init` had frozen
+            parameter.requires_grad_(False)
         return (model, info) if with_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -290,9 +299,11 @@ class VersaViTPreTrainedModel(PreTrainedModel):
         """Parameters VersaViT never trains, frozen at construction and by the trainer's `apply_stage`: the tower's
         mergers into the MLLM (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) in task
         models (no head reads them, export keeps the MLLM's, and a parameter without gradient would break DDP's reducer)
-        and the segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
+        unless the model captions through the MLLM's own LLM (`config.mllm_language_model`), which they feed; and the
+        segmentation head's fixed random-Fourier positional encoding (as SAM's buffer)."""
         frozen = []
-        if not isinstance(self, VersaViTModel):
+        mllm_branch = getattr(self, "language_model", None) is not None and self.config.mllm_language_model
+        if not isinstance(self, VersaViTModel) and not mllm_branch:  # (the MLLM's own LLM: the mergers feed it)
             frozen += [p for module in self.config.backbone.owned_modules(self.visual) for p in module.parameters()]
         head = getattr(self, "segmentation_head", None)
         if head is not None:
@@ -1157,8 +1168,12 @@ class CaptioningMixin:
                 "The captioning branch needs config.text_config (the LLM) and config.image_token_id; build it with "
                 "VersaViTForCaptioning.from_parts(backbone, language_model, tokenizer)."
             )
-        self.projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        if config.mllm_language_model:  # the MLLM's own LLM, fed by the tower's own mergers: no projector
+            self.projector = None
+            self.language_model = mllm_without_tower(config)
+        else:
+            self.projector = config.backbone.build_projector(config.vision_config, config.text_config.hidden_size)
+            self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.task_tokens = VersaViTTaskTokens(config) if config.task_tokens else None
 
     def add_task_tokens(self, task_tokens: dict[str, int], num_task_tokens: int = 8) -> "VersaViTTaskTokens":
@@ -1188,14 +1203,19 @@ class CaptioningMixin:
         return 0 if self.task_tokens is None else len(self.config.task_tokens) * self.config.num_task_tokens
 
     def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
-        """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image."""
+        """Projected visual tokens `(num_patches / 4, llm_hidden_size)` in merge-block order, image after image (with
+        `mllm_language_model`: the tower's own merger output)."""
         check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        if self.config.mllm_language_model:
+            return self._run_tower(pixel_values, image_grid_thw).pooler_output
         tokens = self._run_tower(pixel_values, image_grid_thw, merge=False).last_hidden_state
         features = self.projector(tokens)
         # Qwen2.5-VL: undo the window permutation, as its own merger output does
         return self.config.backbone.merged_in_image_order(self.config.vision_config, features, image_grid_thw)
 
-    def _splice(self, input_ids, pixel_values, image_grid_thw, labels=None):
+    def _check_image_tokens(self, input_ids, image_grid_thw, labels=None) -> torch.Tensor:
+        """The mask of the image tokens of `input_ids`, checked against the images' visual tokens (and task tokens)
+        and against `labels` (never predicted)."""
         image_mask = input_ids == self.config.image_token_id
         merge = self.config.spatial_merge_size**2
         extra = self.num_sequence_task_tokens
@@ -1219,6 +1239,13 @@ class CaptioningMixin:
             )
         if labels is not None and (labels[image_mask] != IGNORE_INDEX).any():
             raise ValueError("labels: image token positions must carry -100 (they are not predicted).")
+        return image_mask
+
+    def _splice(self, input_ids, pixel_values, image_grid_thw, labels=None):
+        """The LLM's input embeddings with the projected visual tokens (and task tokens) at the image tokens."""
+        image_mask = self._check_image_tokens(input_ids, image_grid_thw, labels)
+        merge = self.config.spatial_merge_size**2
+        extra = self.num_sequence_task_tokens
         features = self.get_image_features(pixel_values, image_grid_thw)
         spliced = features
         if extra:  # every image's visual tokens, then the task tokens
@@ -1228,6 +1255,31 @@ class CaptioningMixin:
         embeds = self.language_model.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
         mask = image_mask.unsqueeze(-1).expand_as(embeds)
         return embeds.masked_scatter(mask.to(embeds.device), spliced.to(embeds.dtype)), features
+
+    def _mllm_inputs(self, input_ids, pixel_values, image_grid_thw, labels=None):
+        """With `mllm_language_model`: the MLLM's own inputs with its vision encoder's outputs computed by VersaViT's
+        tower (`mm_encoder_outputs`, the form transformers' MLLMs take pre-encoded images in): the merger output
+        and, for Qwen3-VL, the DeepStack features, per image. The MLLM splices them, places them (its multimodal
+        rotary positions) and adds the DeepStack features to its first layers, as it does with pixels."""
+        image_mask = self._check_image_tokens(input_ids, image_grid_thw, labels)
+        check_vision_inputs(self.config, pixel_values, image_grid_thw)
+        tower = self._run_tower(pixel_values, image_grid_thw)
+        sizes = (image_grid_thw.prod(-1) // self.config.spatial_merge_size**2).tolist()
+        deepstack = [feature.split(sizes) for feature in tower.deepstack_features or ()]
+        encoded = BaseModelOutputWithDeepstackFeatures(pooler_output=tower.pooler_output.split(sizes),
+                                                       deepstack_features=deepstack or None)
+        inputs = {"input_ids": input_ids, "image_grid_thw": image_grid_thw, "mm_encoder_outputs": {"image": encoded}}
+        if "mm_token_type_ids" in inspect.signature(self.language_model.forward).parameters:
+            inputs["mm_token_type_ids"] = image_mask.int()  # text 0, image 1 (no videos)
+        return inputs, tower.pooler_output
+
+    def _llm_inputs(self, input_ids, pixel_values, image_grid_thw, labels=None):
+        """The captioning LLM's inputs for these prompts and images (`input_ids` or `inputs_embeds`, and what goes
+        with them) and the visual tokens fed to it."""
+        if self.config.mllm_language_model:
+            return self._mllm_inputs(input_ids, pixel_values, image_grid_thw, labels)
+        inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
+        return {"inputs_embeds": inputs_embeds}, features
 
     def forward_captioning(
         self,
@@ -1243,11 +1295,9 @@ class CaptioningMixin:
             Token ids with each image's placeholder expanded to its number of visual tokens.
         labels (`torch.LongTensor` of the same shape, *optional*): target ids, -100 where nothing is predicted.
         """
-        inputs_embeds, features = self._splice(input_ids, pixel_values, image_grid_thw, labels)
+        llm_inputs, features = self._llm_inputs(input_ids, pixel_values, image_grid_thw, labels)
         if labels is None or "logits_to_keep" not in inspect.signature(self.language_model.forward).parameters:
-            out = self.language_model(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
-            )
+            out = self.language_model(**llm_inputs, attention_mask=attention_mask, labels=labels, **kwargs)
             return VersaViTCaptioningOutput(loss=out.loss, logits=out.logits, image_features=features,
                                             hidden_states=out.hidden_states)
         # Vocabulary-wide logits only where a token is predicted (position t predicts labels[:, t + 1]): the chat
@@ -1256,9 +1306,7 @@ class CaptioningMixin:
         targets = labels[:, 1:]
         predicted = targets != IGNORE_INDEX
         keep = F.pad(predicted, (0, 1), value=False)
-        out = self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs
-        )
+        out = self.language_model(**llm_inputs, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
         # The LLM's own loss is the same mean over the predicted tokens (NaN for a batch without any; here 0).
         loss = F.cross_entropy(out.logits.float(), targets[predicted].to(out.logits.device), reduction="sum")
         loss = loss / predicted.sum().clamp(min=1)
@@ -1271,10 +1319,9 @@ class CaptioningMixin:
     @torch.no_grad()
     def generate(self, input_ids, pixel_values, image_grid_thw, attention_mask=None, **generate_kwargs):
         """Generate answers: the images are encoded once, the LLM continues the prompts. Returns new tokens only."""
-        inputs_embeds, _ = self._splice(input_ids, pixel_values, image_grid_thw)
-        return self.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
-        )
+        llm_inputs, _ = self._llm_inputs(input_ids, pixel_values, image_grid_thw)
+        generated = self.language_model.generate(**llm_inputs, attention_mask=attention_mask, **generate_kwargs)
+        return generated[:, input_ids.shape[1]:] if "input_ids" in llm_inputs else generated
 
 
 class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
@@ -1301,7 +1348,17 @@ class VersaViTForCaptioning(CaptioningMixin, VersaViTPreTrainedModel):
         cls, backbone: "VersaViTModel", language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"
     ):
         """Assemble the captioning model from a backbone and a causal LLM (their weights are kept; the projector is
-        new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings."""
+        new). Adds `image_token` to `tokenizer` as a special token if it is missing, growing the LLM's embeddings.
+
+        `language_model` may also be the MLLM the backbone's tower belongs to (an `AutoModelForImageTextToText` with a
+        `vision_config`): the model then captions through that MLLM's own LLM, fed by the tower's own mergers
+        (`config.mllm_language_model`); the MLLM's image token is used and `tokenizer` is not changed."""
+        if getattr(language_model.config, "vision_config", None) is not None:
+            config = mllm_captioning_config(backbone.config, language_model)
+            model = cls(config)
+            model.visual.load_state_dict(backbone.visual.state_dict())
+            model.language_model.load_state_dict(mllm_language_state(config, language_model))
+            return model.to(dtype=backbone.dtype)
         config = captioning_config(backbone.config, language_model, tokenizer, image_token)
         model = cls(config)
         model.visual.load_state_dict(backbone.visual.state_dict())
@@ -1361,6 +1418,36 @@ class VersaViTForMultiTask(CaptioningMixin, DepthEstimationMixin, ReferringSegme
         return forwards[task](**inputs)
 
 
+def mllm_without_tower(config: VersaViTConfig) -> PreTrainedModel:
+    """The MLLM of `config.text_config` (`mllm_language_model`) without its vision tower: VersaViT's `visual` is that
+    tower, and the captioning branch hands the MLLM its encoder outputs (`mm_encoder_outputs`). Built whole from the
+    config (transformers' MLLM classes have no tower-less form) and the tower then dropped; `from_pretrained` builds
+    it on the meta device, so only a direct construction pays for the dropped tower's initialisation."""
+    mllm = AutoModelForImageTextToText.from_config(config.text_config)
+    inner = getattr(mllm, "model", mllm)
+    if "mm_encoder_outputs" not in inspect.signature(type(inner).forward).parameters:
+        raise ValueError(f"VersaViTConfig.mllm_language_model: {type(inner).__name__} takes no pre-encoded images "
+                         "(mm_encoder_outputs) in this transformers version.")
+    setattr(inner, config.backbone.mllm_attribute, None)
+    return mllm
+
+
+def mllm_captioning_config(config: VersaViTConfig, mllm: PreTrainedModel) -> VersaViTConfig:
+    """`config` (its tower the MLLM's) extended with the MLLM's own captioning branch (`mllm_language_model`): the
+    MLLM's config and image token, "captioning" among `tasks`."""
+    tasks = [task for task in TASKS if task in config.tasks or task == "captioning"]
+    settings = {**config.to_dict(), "text_config": mllm.config.to_dict(), "image_token_id": mllm.config.image_token_id,
+                "mllm_language_model": True, "tasks": tasks}
+    return VersaViTConfig(**settings)
+
+
+def mllm_language_state(config: VersaViTConfig, mllm: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """`mllm`'s state dict without its vision tower: what `mllm_without_tower(config)` holds."""
+    inner = "model." if hasattr(mllm, "model") else ""
+    tower = f"{inner}{config.backbone.mllm_attribute}."
+    return {name: tensor for name, tensor in mllm.state_dict().items() if not name.startswith(tower)}
+
+
 def captioning_config(
     config: VersaViTConfig, language_model: PreTrainedModel, tokenizer, image_token: str = "<image>"
 ) -> VersaViTConfig:
@@ -1391,6 +1478,8 @@ __all__ = [
     "VersaViTForImageTextRetrieval",
     "VersaViTForMultiTask",
     "captioning_config",
+    "mllm_captioning_config",
+    "mllm_language_state",
     "VersaViTDepthHead",
     "VersaViTSegmentationHead",
     "VersaViTDepthEstimatorOutput",

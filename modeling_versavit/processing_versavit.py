@@ -28,10 +28,14 @@ class VersaViTCaptioningProcessor:
         image_token (`str`, defaults to `"<image>"`): the image placeholder.
         num_task_tokens (`int`, defaults to 0): positions after each image's visual tokens that the model fills with
             its task tokens (VisPer-LM; the model's `num_sequence_task_tokens`); they are image placeholders too.
+        image_start, image_end (`str`, default empty): text put around each image's tokens (a Qwen MLLM's own
+            `<|vision_start|>` / `<|vision_end|>`, when the model captions through that MLLM's LLM).
+
+    [`VersaViTCaptioningProcessor.for_model`] makes the processor a model config implies.
     """
 
     def __init__(self, image_processor: VersaViTImageProcessor, tokenizer, image_token: str = "<image>",
-                 num_task_tokens: int = 0):
+                 num_task_tokens: int = 0, image_start: str = "", image_end: str = ""):
         if isinstance(num_task_tokens, bool) or not isinstance(num_task_tokens, int) or num_task_tokens < 0:
             raise ValueError(f"num_task_tokens: must be an integer >= 0, got {num_task_tokens!r}.")
         self.num_task_tokens = num_task_tokens
@@ -44,6 +48,7 @@ class VersaViTCaptioningProcessor:
         self.tokenizer = tokenizer
         self.image_token = image_token
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.image_start, self.image_end = image_start, image_end
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -74,7 +79,8 @@ class VersaViTCaptioningProcessor:
             prompt = self._render(messages, add_generation_prompt=True)
             if not prompt.startswith(rendered):
                 raise ValueError("the tokenizer's chat template does not render a conversation as a growing prefix.")
-            segment = prompt[len(rendered) :].replace(self.image_token, self.image_token * visual_tokens)
+            image = self.image_start + self.image_token * visual_tokens + self.image_end
+            segment = prompt[len(rendered) :].replace(self.image_token, image)
             segment_ids = self.tokenizer(segment, add_special_tokens=False)["input_ids"]
             ids += segment_ids
             labels += [IGNORE_INDEX] * len(segment_ids)
@@ -180,16 +186,30 @@ class VersaViTCaptioningProcessor:
         self.tokenizer.save_pretrained(folder)
 
     @classmethod
-    def from_pretrained(cls, folder, image_token: str = "<image>", **kwargs) -> "VersaViTCaptioningProcessor":
-        """The processor saved in `folder`; its task-token count comes from the model config there (if any)."""
+    def for_model(cls, image_processor: VersaViTImageProcessor, tokenizer, config: dict | None = None):
+        """The processor of a model whose config (a `VersaViTConfig` or its dict; None: a plain captioner) is
+        `config`: as many task-token positions after each image as the model fills (VisPer-LM's `task_tokens`), and,
+        for a model that captions through its MLLM's own LLM (`mllm_language_model`), that MLLM's image token and
+        the tokens it puts around an image."""
+        config = config.to_dict() if hasattr(config, "to_dict") else (config or {})
+        settings = {}
+        if config.get("task_tokens"):
+            settings["num_task_tokens"] = len(config["task_tokens"]) * int(config.get("num_task_tokens", 8))
+        if config.get("mllm_language_model"):
+            mllm = config["text_config"]
+            settings["image_token"] = tokenizer.convert_ids_to_tokens(config["image_token_id"])
+            if mllm.get("vision_start_token_id") is not None and mllm.get("vision_end_token_id") is not None:
+                settings["image_start"] = tokenizer.convert_ids_to_tokens(mllm["vision_start_token_id"])
+                settings["image_end"] = tokenizer.convert_ids_to_tokens(mllm["vision_end_token_id"])
+        return cls(image_processor, tokenizer, **settings)
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs) -> "VersaViTCaptioningProcessor":
+        """The processor saved in `folder`, set for the model config there (if any; see `for_model`)."""
         folder = Path(folder)
-        count = 0
-        if (folder / "config.json").is_file():
-            config = json.loads((folder / "config.json").read_text())
-            if config.get("task_tokens"):
-                count = len(config["task_tokens"]) * int(config.get("num_task_tokens", 8))
-        return cls(VersaViTImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder, **kwargs),
-                   image_token, num_task_tokens=count)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        return cls.for_model(VersaViTImageProcessor.from_pretrained(folder), tokenizer, config)
 
 
 __all__ = ["IGNORE_INDEX", "VersaViTCaptioningProcessor"]

@@ -67,7 +67,14 @@ from versavit_trainer.core.lora import apply_lora, merge_lora
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import run_argument_types
-from versavit_trainer.core.plan import dry_run_model, format_report, memory_estimate, parameter_report, plan_run
+from versavit_trainer.core.plan import (
+    captioning_connector,
+    dry_run_model,
+    format_report,
+    memory_estimate,
+    parameter_report,
+    plan_run,
+)
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.core.sources import DataSources
 from versavit_trainer.core.stages import run_as_script, save_model_folders
@@ -92,6 +99,8 @@ def dry_run(model_args, data_args, run_args, training_args, tasks: list[str]) ->
                              bool(training_args.activation_checkpointing), tasks)
     allocated = sum(p.numel() for p in model.parameters() if p.device.type != "meta")
     print(format_report(rows, memory, run_args.dry_run_gpus))
+    if (connector := captioning_connector(model)) is not None:
+        print(f"\nCaptioning connector: {connector}")
     print(f"\nParameters allocated: {allocated} (meta device: nothing was read or allocated)")
     return {"parameters": rows, "memory": memory, "allocated_parameters": allocated}
 

@@ -181,3 +181,27 @@ def v5_naming(key: str) -> str:
     if key.startswith("model."):
         return "model.language_model." + key.removeprefix("model.")
     return key
+
+
+def save_tiny_mllm_with_tokenizer(family, folder, **text):
+    """A random tiny Qwen-family MLLM of `family` saved to `folder` with a real tokenizer (SmolLM2's, plus the Qwen
+    MLLMs' image and vision start / end tokens, its chat template kept), as a `--mllm` folder whose own LLM a run
+    captions through; `text` overrides the LLM's config."""
+    from transformers import AutoTokenizer
+
+    from versavit_trainer.data.assets import smollm2_path
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    start, end, image, video = tokenizer.convert_tokens_to_ids(specials)
+    config_class, model_class, tower, llm = MLLMS[family]
+    llm = {**llm, "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+           "eos_token_id": tokenizer.eos_token_id, **text}
+    torch.manual_seed(0)
+    config = config_class(text_config=llm, vision_config=tower, image_token_id=image, video_token_id=video,
+                          vision_start_token_id=start, vision_end_token_id=end)
+    mllm = model_class(config).eval()
+    mllm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return mllm, tokenizer

@@ -15,10 +15,28 @@ PART_MODULES = {"backbone": "visual", "projector": "projector", "language_model"
 
 def training_parts(model) -> dict[str, nn.Module]:
     """The trainable parts of `model` by name (`PART_MODULES`, those the model has), or the model's own
-    `training_parts()`."""
+    `training_parts()`.
+
+    A model that captions through its MLLM's own LLM (`config.mllm_language_model`) has no separate projector: its
+    `projector` part is the MLLM's connector inside the tower (the PatchMerger, Qwen3-VL's DeepStack mergers). It
+    comes after `backbone`, which holds those modules too: a later part claims what it shares with an earlier one
+    (its learning rate, frozen or not)."""
     if hasattr(model, "training_parts"):
         return model.training_parts()
-    return {part: getattr(model, attr) for part, attr in PART_MODULES.items() if getattr(model, attr, None) is not None}
+    parts = {}
+    for part, attr in PART_MODULES.items():
+        module = getattr(model, attr, None)
+        if part == "projector" and mllm_connector_trains(model):
+            module = nn.ModuleList(model.config.backbone.owned_modules(model.visual))
+        if module is not None:
+            parts[part] = module
+    return parts
+
+
+def mllm_connector_trains(model) -> bool:
+    """Whether `model` captions through its MLLM's own LLM (`config.mllm_language_model` and a captioning branch):
+    the tower's mergers are then its projector."""
+    return getattr(model, "language_model", None) is not None and getattr(model.config, "mllm_language_model", False)
 
 
 def unwrap_versavit(model):
@@ -39,4 +57,4 @@ def require_weights(folder, prefixes: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{folder} has no {what} weights ({' and '.join(prefixes)}*).")
 
 
-__all__ = ["PART_MODULES", "require_weights", "training_parts", "unwrap_versavit"]
+__all__ = ["PART_MODULES", "mllm_connector_trains", "require_weights", "training_parts", "unwrap_versavit"]

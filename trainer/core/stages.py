@@ -11,10 +11,10 @@ from pathlib import Path
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
-from modeling_versavit import VersaViTCaptioningProcessor, VersaViTConfig, VersaViTModel
+from modeling_versavit import VersaViTConfig, VersaViTModel
 
 from ..config import ConfigError
-from ..data.processors import caption_image_processor, image_processor_for
+from ..data.processors import captioning_processor, image_processor_for
 from ..run_folder import incomplete_files
 from .arguments import MultiTaskTrainingArguments
 from .models import CONFIG_BOOKKEEPING
@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODES = {2: 130, 15: 143}  # SIGINT, SIGTERM -> the exit codes a shell reports for them
 
 # What a config of a task model holds that a backbone-only config does not.
-_TASK_ONLY_KEYS = CONFIG_BOOKKEEPING | {"text_config", "image_token_id", "tasks", "task_tokens", "num_task_tokens"}
+_TASK_ONLY_KEYS = CONFIG_BOOKKEEPING | {"text_config", "image_token_id", "mllm_language_model", "tasks", "task_tokens",
+                                       "num_task_tokens"}
 
 
 def stage_arguments(args: MultiTaskTrainingArguments, stage: str, output_dir: Path, **changes):
@@ -93,8 +94,7 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     image_processor = image_processor_for(model.config)  # the tower's patch and merge sizes
     model.save_pretrained(final)
     if tokenizer is not None:  # the captioning processor: tokenizer + the image processor capped at caption_max_pixels
-        captions = caption_image_processor(caption_max_pixels, model.config)
-        VersaViTCaptioningProcessor(captions, tokenizer).save_pretrained(final)
+        captioning_processor(tokenizer, caption_max_pixels, model.config).save_pretrained(final)
     else:
         image_processor.save_pretrained(final)
     settings = {k: v for k, v in model.config.to_dict().items() if k not in _TASK_ONLY_KEYS}

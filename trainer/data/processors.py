@@ -20,8 +20,7 @@ def caption_image_processor(max_pixels: int = CAPTION_MAX_PIXELS, config=None) -
 def captioning_processor(tokenizer, max_pixels: int = CAPTION_MAX_PIXELS, config=None) -> VersaViTCaptioningProcessor:
     """The captioning processor of a model with `config` (`caption_image_processor`, and as many task-token
     positions after each image as the model fills: VisPer-LM's `config.task_tokens`)."""
-    count = len(config.task_tokens) * config.num_task_tokens if config is not None and config.task_tokens else 0
-    return VersaViTCaptioningProcessor(caption_image_processor(max_pixels, config), tokenizer, num_task_tokens=count)
+    return VersaViTCaptioningProcessor.for_model(caption_image_processor(max_pixels, config), tokenizer, config)
 
 
 # The side multiple of the Qwen2-VL / Qwen2.5-VL towers (patch 14 x merge 2): the default of the collators and

@@ -38,9 +38,8 @@ def llm_hidden_states(model, processor, images, layers: list[int], batch_size: i
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         inputs = processor(chunk, prompts=[CAPTION_PROMPT] * len(chunk))
-        out = model.language_model(inputs_embeds=model._splice(inputs["input_ids"], inputs["pixel_values"],
-                                                                inputs["image_grid_thw"])[0],
-                                   attention_mask=inputs["attention_mask"], output_hidden_states=True)
+        llm_inputs, _ = model._llm_inputs(inputs["input_ids"], inputs["pixel_values"], inputs["image_grid_thw"])
+        out = model.language_model(**llm_inputs, attention_mask=inputs["attention_mask"], output_hidden_states=True)
         keep = inputs["attention_mask"].bool()
         for layer in layers:
             hidden = out.hidden_states[layer]

@@ -10,7 +10,9 @@ Both check compatibility first (tower family, depth, width, heads, patch / merge
 width = the LLM's hidden size) and name every difference before anything is written. The MLLM's own mergers
 (`VisionBackbone.mllm_owned`: the PatchMerger, Qwen3-VL's DeepStack mergers) are kept by default (VersaViT never
 trains them); `use_projector=True` takes the VersaViT captioning projector as the main merger instead, when its
-output width is the MLLM's LLM width.
+output width is the MLLM's LLM width. An encoder that captioned through the MLLM's own LLM (`mllm_language_model`,
+a run's `final/`) trained those mergers with it: they go in with the tower. The MLLM's LLM is the source's either
+way.
 """
 
 import json
@@ -50,7 +52,10 @@ def compatibility_errors(encoder_config: VersaViTConfig, mllm_config, use_projec
     if merged is not None and merged != text_width:
         errors.append(f"MLLM merger output width {merged} != its LLM hidden size {text_width}")
     if use_projector:
-        if merged is None:
+        if encoder_config.mllm_language_model:
+            errors.append("use_projector: the encoder captions through the MLLM's own mergers (mllm_language_model), "
+                          "which go in with the tower; it has no separate projector")
+        elif merged is None:
             errors.append(f"use_projector: a {family.name} tower has no merger to replace (the MLLM's projector is "
                           "outside the tower)")
         elif encoder_config.text_config is None:
@@ -87,7 +92,8 @@ def _encoder_tensors(encoder, use_projector: bool) -> dict[str, torch.Tensor]:
         def part(prefix):
             return read_safetensors(encoder, prefix, weight_map)
 
-    owned = _encoder_config(encoder).backbone.mllm_owned
+    config = _encoder_config(encoder)
+    owned = () if config.mllm_language_model else config.backbone.mllm_owned  # (trained with the MLLM's own LLM)
     tensors = {k: v for k, v in part("visual.").items() if not _owned(k, owned)}
     if use_projector:
         tensors.update({MERGER + k: v for k, v in part("projector.").items()})
@@ -159,7 +165,10 @@ def swap_vision_tower(mllm_dir, encoder, output_dir, use_projector: bool = False
 
 
 def _kept_parts(encoder_config, use_projector: bool) -> tuple[str, ...]:
-    """The MLLM's tower parts a swap keeps: its mergers, but the main one when the projector replaces it."""
+    """The MLLM's tower parts a swap keeps: its mergers, but the main one when the projector replaces it, and none
+    when the encoder trained them (`mllm_language_model`)."""
+    if encoder_config.mllm_language_model:
+        return ()
     owned = encoder_config.backbone.mllm_owned
     return tuple(part for part in owned if not (use_projector and part + "." == MERGER))
 
