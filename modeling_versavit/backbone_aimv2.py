@@ -12,6 +12,7 @@ the `Aimv2Model` dual encoder (`vision_model.*`), which `from_mllm` reads.
 
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.aimv2.modeling_aimv2 import Aimv2EncoderLayer, Aimv2VisionModel
+from transformers.utils.import_utils import torch_compilable_check
 
 from .backbone_base import register_backbone
 from .backbone_siglip import SiglipBackbone
@@ -51,10 +52,13 @@ class Aimv2Backbone(SiglipBackbone):
 
     def image_call(self, config, images):
         height, width = images.shape[-2:]
-        if not config.is_native and (height, width) != (config.image_size, config.image_size):
-            raise ValueError(
-                f"image_grid_thw: this AIMv2 tower learned its positions for {config.image_size}x{config.image_size} "
-                f"images (vision_config.is_native false) and transformers does not resize them; got {height}x{width} "
-                f"pixels. Resize the images to {config.image_size} or use a native-resolution checkpoint."
-            )
+        if not config.is_native:  # (a check `torch.export` keeps: such a graph serves `image_size` only)
+            for side in (height, width):
+                torch_compilable_check(
+                    side == config.image_size,
+                    lambda: f"image_grid_thw: this AIMv2 tower learned its positions for {config.image_size}x"
+                    f"{config.image_size} images (vision_config.is_native false) and transformers does not resize "
+                    f"them; got {height}x{width} pixels. Resize the images to {config.image_size} or use a "
+                    "native-resolution checkpoint.",
+                )
         return {"pixel_values": images}, None

@@ -92,7 +92,7 @@ def shared_grid(
         torch_compilable_check(side >= multiple, message)
         torch_compilable_check(side % multiple == 0, message)
     torch_compilable_check(
-        len(image_grid_thw) * h * w == num_tokens,
+        image_grid_thw.shape[0] * h * w == num_tokens,  # (`shape`, not `len`: the image count may be dynamic)
         lambda: f"image_grid_thw: {len(image_grid_thw)} images of {h}x{w} patches are {len(image_grid_thw) * h * w} "
         f"tokens, but there are {num_tokens}.",
     )
@@ -194,8 +194,14 @@ class VisionBackbone(ABC):
     lora_targets: tuple[str, ...] = ("qkv", "proj", "fc1", "fc2")
     # The tower's attribute in a loaded transformers MLLM (`mllm.model.<attribute>`).
     mllm_attribute: str = "visual"
-    # Whether transformers' exporter (`torch.export`) can trace the tower; `export_blocker` says why not.
+    # Whether transformers' exporter (`torch.export`) can trace the tower; `export_blocker` says why not. An exported
+    # graph takes images of one size per call, of any size; `export_fixed_image_count` says why the number of images
+    # per call is the traced one (None: any number).
     export_blocker: str | None = None
+    export_fixed_image_count: str | None = (
+        "transformers' packed Qwen towers build their per-image attention boundaries and rotary positions from the "
+        "grid's rows, which a traced graph keeps"
+    )
 
     # Geometry ---------------------------------------------------------------------------------------------------
     def embed_dim(self, vision_config) -> int:

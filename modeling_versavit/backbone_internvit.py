@@ -87,8 +87,4 @@ class InternViTBackbone(SiglipBackbone):
         return []
 
     def image_call(self, config, images):
-        count, _, height, width = images.shape
-        patches = (height // self.patch_size(config)) * (width // self.patch_size(config))
-        patch_tokens = torch.ones(count, self.prefix_tokens + patches, dtype=torch.bool, device=images.device)
-        patch_tokens[:, : self.prefix_tokens] = False
-        return {"pixel_values": images}, patch_tokens
+        return {"pixel_values": images}, None

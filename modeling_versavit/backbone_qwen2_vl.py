@@ -58,8 +58,9 @@ class Qwen2_5_VLBackbone(VisionBackbone):
                            "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size", "window_size",
                            "fullatt_block_indexes")
     export_blocker = (
-        "transformers builds its attention-window permutation with a Python loop over the image grid "
-        "(transformers.vision_utils.get_vision_window_index), which torch.export cannot trace"
+        "transformers' window attention (without flash attention) splits the sequence at the window boundaries with "
+        "a Python list of lengths, so a traced graph would keep the trace's number of windows, which the image size "
+        "sets (and its window permutation, get_vision_window_index, is a Python loop over the grid)"
     )
 
     def build_projector(self, vision_config, out_dim: int) -> nn.Module:

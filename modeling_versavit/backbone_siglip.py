@@ -32,19 +32,25 @@ class SiglipBackbone(Siglip2Backbone):
     # dual encoder's own folder
     mllm_prefixes = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
                      "vision_tower.", "vision_model.")
-    export_blocker = ("VersaViT folds the packed rows back into images with sizes read from image_grid_thw (a Python "
-                      "loop over the grid values), which torch.export cannot trace")
 
     def tower_calls(self, config, pixel_values, image_grid_thw):
-        """Images folded back from their packed patches, one call per run of same-size images."""
-        for images in folded_images(pixel_values, image_grid_thw, self.patch_size(config), config.num_channels,
-                                    self.merge):
+        """Images folded back from their packed patches, one call per run of same-size images (under
+        `torch.export`, one call: an exported call's images share one size)."""
+        patch, channels = self.patch_size(config), config.num_channels
+        if torch.compiler.is_exporting():
+            maps = tokens_to_feature_maps(pixel_values, image_grid_thw, self.merge)  # (n, C*P*P, h, w): shared grid
+            count, _, h, w = maps.shape
+            images = maps.view(count, channels, patch, patch, h, w).permute(0, 1, 4, 2, 5, 3)
+            yield self.image_call(config, images.reshape(count, channels, h * patch, w * patch))
+            return
+        for images in folded_images(pixel_values, image_grid_thw, patch, channels, self.merge):
             yield self.image_call(config, images)
 
     def image_call(self, config, images: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
-        """The tower's inputs for a batch of same-size images `(n, C, H, W)`, and the mask of its patch tokens among
-        its output tokens (None: all of them)."""
-        resized = tuple(images.shape[-2:]) != (config.image_size, config.image_size)
+        """The tower's inputs for a batch of same-size images `(n, C, H, W)`, and the mask of its real patch tokens
+        among its output tokens after `prefix_tokens` (None: all of them)."""
+        # (exported: always resized, which at `image_size` is the identity, so the graph serves every size)
+        resized = torch.compiler.is_exporting() or tuple(images.shape[-2:]) != (config.image_size, config.image_size)
         return {"pixel_values": images, "interpolate_pos_encoding": resized}, None
 
 

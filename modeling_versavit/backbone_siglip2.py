@@ -14,21 +14,44 @@ attention-pooled image embedding `(num_images, hidden_size)` when the tower has 
 None; VersaViT leaves that head as it is, like a Qwen merger.
 """
 
+from contextlib import contextmanager
+from unittest import mock
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger
 from transformers.models.siglip2.modeling_siglip2 import Siglip2EncoderLayer, Siglip2VisionModel
 
-from .backbone_base import VisionBackbone, register_backbone
+from .backbone_base import VisionBackbone, register_backbone, shared_grid
 
 HALF = [0.5, 0.5, 0.5]  # SigLIP's normalisation: mean = std = 0.5
 
 
+@contextmanager
+def resized_positions_when_exporting():
+    """Under `torch.export`, transformers' ViT position-grid resizing (SigLIP's and InternViT's
+    `interpolate_pos_encoding`) always resizes, as it does "when tracing to ensure the exported model works for
+    dynamic input shapes": its shortcut at the checkpoint's own size compares a size read from `image_grid_thw`, which
+    the exporter cannot decide. Resizing to the same size is the identity (bicubic at scale 1), so nothing changes."""
+    if not torch.compiler.is_exporting():
+        yield
+        return
+    with mock.patch.object(torch.jit, "is_tracing", return_value=True):
+        yield
+
+
 def block_to_raster(image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
     """For packed rows in `merge_size` x `merge_size` block order, image after image: the row that holds each image's
-    patch in raster order (image after image)."""
+    patch in raster order (image after image). Under `torch.export` every image shares one grid (`shared_grid`) and
+    the index is built from shapes alone, so it traces for any image size."""
     m = merge_size
+    if torch.compiler.is_exporting():
+        count = image_grid_thw.shape[0]
+        h, w = shared_grid(image_grid_thw, image_grid_thw[:, 1:].prod(-1).sum(), "an exported call",
+                           "export with images of one size (the exporter's contract).", m)
+        blocks = torch.arange(count * h * w, device=image_grid_thw.device).view(count, h // m, w // m, m, m)
+        return blocks.permute(0, 1, 3, 2, 4).reshape(-1)
     index, offset = [], 0
     for _, h, w in image_grid_thw.tolist():
         blocks = torch.arange(h * w).view(h // m, w // m, m, m)  # packed position of block (R, C), cell (r, c)
@@ -54,8 +77,7 @@ class Siglip2Backbone(VisionBackbone):
     mllm_prefixes = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
                      "vision_tower.")
     mllm_attribute = "vision_tower"
-    export_blocker = ("VersaViT turns the packed rows into SigLIP2's padded batch with sizes read from image_grid_thw "
-                      "(a data-dependent gather and padding mask), which torch.export cannot trace")
+    export_fixed_image_count = None  # an exported call's images share one size: one batch of any number of them
     blocks_pattern = r"encoder\.layers\.\d+"
     lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     # VersaViT's 2x2 blocks: the captioning projector's pixel-shuffle merge, and what input sides are multiples of.
@@ -123,6 +145,11 @@ class Siglip2Backbone(VisionBackbone):
         sizes = image_grid_thw.prod(-1)
         # (C, P, P) rows in block order -> SigLIP2's (P, P, C) rows in raster order, padded per image
         rows = pixel_values[order].view(-1, channels, patch, patch).permute(0, 2, 3, 1).flatten(1)
+        if torch.compiler.is_exporting():  # one image size per exported call: nothing to pad
+            batch = rows.view(image_grid_thw.shape[0], -1, rows.shape[-1])
+            mask = torch.ones(batch.shape[:2], dtype=torch.bool, device=batch.device)
+            yield {"pixel_values": batch, "pixel_attention_mask": mask, "spatial_shapes": image_grid_thw[:, 1:]}, None
+            return
         batch = nn.utils.rnn.pad_sequence(rows.split(sizes.tolist()), batch_first=True)
         mask = torch.arange(batch.shape[1], device=batch.device)[None] < sizes[:, None].to(batch.device)
         yield {"pixel_values": batch, "pixel_attention_mask": mask, "spatial_shapes": image_grid_thw[:, 1:]}, mask
@@ -130,12 +157,15 @@ class Siglip2Backbone(VisionBackbone):
     def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
         last, hidden, pooled = [], [], []
         pixel_values = pixel_values.to(tower.dtype)  # (AIMv2's patch embedding does not cast its input)
-        with self.restricted(tower, merge, num_blocks):
+        with self.restricted(tower, merge, num_blocks), resized_positions_when_exporting():
             for inputs, mask in self.tower_calls(tower.config, pixel_values, image_grid_thw):
                 outputs = tower(**inputs, output_hidden_states=output_hidden_states, output_attentions=False)
 
                 def real(tokens, mask=mask):  # the patch tokens, raster order, image after image
-                    return None if tokens is None else tokens[mask] if mask is not None else tokens.flatten(0, 1)
+                    if tokens is None:
+                        return None
+                    tokens = tokens[:, self.prefix_tokens:]  # (a CLS token first: not a patch)
+                    return tokens[mask] if mask is not None else tokens.flatten(0, 1)
 
                 last.append(real(outputs.last_hidden_state))
                 states = outputs.get("hidden_states")

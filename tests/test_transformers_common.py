@@ -198,9 +198,9 @@ class VersaViTModelTest(VersaViTCommonTests, unittest.TestCase):
 
 class VersaViTModelQwen25Test(VersaViTModelTest):
     family = "qwen2_5_vl"
-    # transformers builds the Qwen2.5-VL tower's attention-window permutation with a Python loop over the grid values
-    # (`transformers.vision_utils.get_vision_window_index`), which torch.export cannot trace; transformers' exporter
-    # precomputes it outside the graph only for the bare tower's own `grid_thw` input. Qwen2-VL towers export.
+    # transformers' Qwen2.5-VL window attention (without flash attention) splits the sequence at the window boundaries
+    # with a Python list of lengths, so a traced graph keeps the trace's number of windows (set by the image size);
+    # its window permutation is a Python loop over the grid values too. Every other family exports.
     test_torch_exportable = False
 
 
@@ -214,9 +214,6 @@ class VersaViTModelQwen35Test(VersaViTModelTest):
 
 class VersaViTModelSiglip2Test(VersaViTModelTest):
     family = "siglip2"
-    # VersaViT turns the packed rows into SigLIP2's padded batch with sizes read from `image_grid_thw` (a
-    # data-dependent gather and padding mask), which torch.export cannot trace (the exporter refuses, naming it).
-    test_torch_exportable = False
 
     @unittest.skip(
         "The weights this test names (SigLIP2's Linear and Embedding layers) come out of transformers' own "
@@ -236,13 +233,14 @@ class VersaViTModelSiglip2Test(VersaViTModelTest):
 
 
 class VersaViTModelSiglipTest(VersaViTModelSiglip2Test):
-    # SigLIP2's reasons apply: the images are folded back with sizes read from `image_grid_thw`.
+    # SigLIP2's attention-map reason applies: the images are folded back into a batch of whole images.
     family = "siglip"
 
 
 class VersaViTModelInternViTTest(VersaViTModelSiglip2Test):
-    # The whole-image families fold the images back as SigLIP does: SigLIP2's export and attention-map reasons apply.
+    # The whole-image families fold the images back as SigLIP does: SigLIP2's attention-map reason applies.
     family = "internvit"
+    export_output_keys = ("last_hidden_state",)  # no pooled output
     test_can_init_all_missing_weights = ModelTesterMixin.test_can_init_all_missing_weights  # (SigLIP2's init only)
 
 

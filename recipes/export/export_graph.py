@@ -10,7 +10,8 @@
 Traces the model with transformers' exporter (`transformers.exporters.OnnxExporter` / `DynamoExporter`) on processor
 inputs at `--size`, with dynamic image sizes, writes the `ExportedModel` folder (program, metadata, config) and then
 checks it: the folder is loaded back and run on inputs of `--check_size`, and each output must equal the eager model's
-within `--atol`. The number of images per call is fixed at `--num_images`; Qwen2.5-VL towers do not export (see
+within `--atol`. The number of images per call is `--num_images` for the Qwen towers and any for the SigLIP, SigLIP2,
+InternViT and AIMv2 towers; Qwen2.5-VL towers do not export (see
 `versavit_trainer.export.graph`). Load the result with
 
     from transformers.exporters import ExportedModel
@@ -42,7 +43,8 @@ class ExportGraphArguments:
     format: str = field(default="onnx", metadata={"help": f"Graph format, among {FORMATS}."})
     size: int = field(default=448, metadata={"help": "Side of the square images it is traced on (multiple of 28)."})
     check_size: int = field(default=336, metadata={"help": "Side of the images the exported graph is checked on."})
-    num_images: int = field(default=1, metadata={"help": "Images per call (fixed by the export)."})
+    num_images: int = field(default=1, metadata={"help": "Images per call it is traced with (fixed by the export for "
+                                                            "the Qwen towers, any for the others)."})
     atol: float = field(default=1e-3, metadata={"help": "Largest absolute difference from eager the check accepts."})
     overwrite: bool = field(default=False, metadata={"help": "Delete what --output_dir holds first (without it, a "
                                                              "folder that is not empty is refused)."})

@@ -45,9 +45,9 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     When `model_name_or_path` is a checkpoint with the captioning branch (`recipes/align.py` or `multitask.py`
     output), its projector, LLM, tokenizer and heads are reused, and heads it lacks start fresh; otherwise the heads
     are fresh (with `head_config`) and the LLM is `language_model` (SmolLM2 by default), or with
-    `mllm_language_model` the `mllm` folder's own LLM and tokenizer, fed by its tower's mergers. `text_embed_dim` (the text
-    encoder's width) must agree with a loaded segmentation head. `depth_label_space` (the depth data's) is the depth
-    head's; a trained depth head of the other space is an error."""
+    `mllm_language_model` the `mllm` folder's own LLM and tokenizer, fed by its tower's mergers. `text_embed_dim`
+    (the text encoder's width) must agree with a loaded segmentation head. `depth_label_space` (the depth data's) is
+    the depth head's; a trained depth head of the other space is an error."""
     backbone, config = None, None
     kwargs = {"attn_implementation": model_args.attn_implementation, "dtype": torch.float32}
     for option in ("model_name_or_path", "mllm") + (("language_model",) if "captioning" in tasks else ()):

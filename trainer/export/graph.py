@@ -6,10 +6,12 @@ folder (the program, its metadata, the config) that `transformers.exporters.Expo
 calls like the model. VersaViT's forward graphs keep their input checks as runtime asserts (`torch_compilable_check`),
 so the export is one graph per model, with dynamic image sizes:
 
-- the image size (the patch grid, and so the number of tokens) is dynamic; the number of images per call is fixed
-  at export time (transformers' packed towers loop over the images), and every image of a call shares one size;
-- Qwen2-VL towers export; Qwen2.5-VL towers do not: transformers builds their attention-window permutation with a
-  Python loop over the grid values (`get_vision_window_index`), which `torch.export` cannot trace.
+- the image size (the patch grid, and so the number of tokens) is dynamic, and every image of a call shares one size;
+- the number of images per call is dynamic for the whole-image and NaFlex families (SigLIP, SigLIP2, InternViT,
+  AIMv2: one batch of images) and fixed at export time for the Qwen towers
+  (`VisionBackbone.export_fixed_image_count` says why);
+- every family exports but Qwen2.5-VL (`VisionBackbone.export_blocker`: transformers' window attention splits the
+  sequence with a Python list of window lengths, so a graph would keep the trace's number of windows).
 """
 
 import numpy as np
@@ -46,7 +48,8 @@ def sample_inputs(model, size: tuple[int, int], num_images: int = 1, num_express
 def export_graph(model, inputs: dict, format: str = "onnx", dynamic: bool = True):
     """`model` traced on `inputs` with transformers' exporter of `format` (`"onnx"` or `"dynamo"`): an
     `ExportedModel`, callable like the model, saved with `.save_pretrained(folder)`. `dynamic`: the image size (and
-    the number of expressions per image) may change between calls; the number of images may not."""
+    the number of expressions per image) may change between calls, and the number of images too where the family
+    allows it (`VisionBackbone.export_fixed_image_count` is None)."""
     from transformers.exporters import DynamoConfig, DynamoExporter, OnnxConfig, OnnxExporter
 
     if format not in FORMATS:
@@ -57,8 +60,12 @@ def export_graph(model, inputs: dict, format: str = "onnx", dynamic: bool = True
     # Only what varies between calls is dynamic: the number of patches (the image size) and of expressions per image.
     shapes = {key: None for key in inputs}
     shapes["pixel_values"] = {0: torch.export.Dim.AUTO}
+    images = model.config.backbone.export_fixed_image_count is None
+    if images:
+        shapes["image_grid_thw"] = {0: torch.export.Dim.AUTO}
     if "text_embeds" in inputs:
-        shapes["text_embeds"] = {inputs["text_embeds"].ndim - 2: torch.export.Dim.AUTO}
+        shapes["text_embeds"] = {inputs["text_embeds"].ndim - 2: torch.export.Dim.AUTO} | ({0: torch.export.Dim.AUTO}
+                                                                                          if images else {})
     settings = {"dynamic": dynamic, "dynamic_shapes": shapes if dynamic else None}
     if format == "onnx":
         return OnnxExporter().export(model.eval(), dict(inputs), OnnxConfig(**settings))
@@ -66,11 +73,13 @@ def export_graph(model, inputs: dict, format: str = "onnx", dynamic: bool = True
 
 
 def compare_outputs(exported, model, inputs: dict) -> dict[str, float]:
-    """The largest absolute difference between the exported graph's and the eager model's outputs, per output."""
+    """The largest absolute difference between the exported graph's and the eager model's outputs, per output (those
+    the model returns: InternViT has no pooled output)."""
     with torch.no_grad():
         eager = model(**inputs)
     ours = exported(**inputs)
-    return {key: float((ours[key] - eager[key]).abs().max()) for key in OUTPUT_KEYS[type(model).__name__]}
+    keys = [key for key in OUTPUT_KEYS[type(model).__name__] if eager.get(key) is not None]
+    return {key: float((ours[key] - eager[key]).abs().max()) for key in keys}
 
 
 __all__ = ["FORMATS", "OUTPUT_KEYS", "compare_outputs", "export_graph", "sample_inputs"]
