@@ -199,8 +199,8 @@ class VisionBackbone(ABC):
     # per call is the traced one (None: any number).
     export_blocker: str | None = None
     export_fixed_image_count: str | None = (
-        "transformers' packed Qwen towers build their per-image attention boundaries and rotary positions from the "
-        "grid's rows, which a traced graph keeps"
+        "transformers' packed Qwen towers build their rotary position ids (and Qwen3's resampled position grid) "
+        "with Python loops over the images, which a traced graph keeps"
     )
 
     # Geometry ---------------------------------------------------------------------------------------------------
@@ -331,11 +331,16 @@ class VisionBackbone(ABC):
                 stack.callback(holder._modules.__setitem__, name, blocks)
             yield
 
+    def tower_inputs(self, vision_config, image_grid_thw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inputs the tower would otherwise compute from `image_grid_thw`'s values in Python, computed here in a form
+        `torch.export` traces (none by default; Qwen2.5-VL's attention windows when exporting)."""
+        return {}
+
     def run(self, tower, pixel_values, image_grid_thw, output_hidden_states=False, merge=True, num_blocks=None):
         """The transformers tower's packed forward (`output_hidden_states`: a flag or the indices to keep)."""
         with self.restricted(tower, merge, num_blocks):
             return tower(pixel_values, grid_thw=image_grid_thw, output_hidden_states=output_hidden_states,
-                         output_attentions=False)
+                         output_attentions=False, **self.tower_inputs(tower.config, image_grid_thw))
 
 
 BACKBONES: dict[str, VisionBackbone] = {}

@@ -198,10 +198,6 @@ class VersaViTModelTest(VersaViTCommonTests, unittest.TestCase):
 
 class VersaViTModelQwen25Test(VersaViTModelTest):
     family = "qwen2_5_vl"
-    # transformers' Qwen2.5-VL window attention (without flash attention) splits the sequence at the window boundaries
-    # with a Python list of lengths, so a traced graph keeps the trace's number of windows (set by the image size);
-    # its window permutation is a Python loop over the grid values too. Every other family exports.
-    test_torch_exportable = False
 
 
 class VersaViTModelQwen3VLTest(VersaViTModelTest):

@@ -10,9 +10,8 @@
 Traces the model with transformers' exporter (`transformers.exporters.OnnxExporter` / `DynamoExporter`) on processor
 inputs at `--size`, with dynamic image sizes, writes the `ExportedModel` folder (program, metadata, config) and then
 checks it: the folder is loaded back and run on inputs of `--check_size`, and each output must equal the eager model's
-within `--atol`. The number of images per call is `--num_images` for the Qwen towers and any for the SigLIP, SigLIP2,
-InternViT and AIMv2 towers; Qwen2.5-VL towers do not export (see
-`versavit_trainer.export.graph`). Load the result with
+within `--atol`. Every tower family exports; the number of images per call is `--num_images` for the Qwen towers and
+any for the SigLIP, SigLIP2, InternViT and AIMv2 towers (see `versavit_trainer.export.graph`). Load the result with
 
     from transformers.exporters import ExportedModel
     exported = ExportedModel.from_pretrained("exported/backbone")   # trust_remote_code=True for a .pt2 program
