@@ -110,6 +110,7 @@ def round_trip(tmp_path, model, format: str, size: tuple[int, int], num_images: 
     return {key: float(np.abs(ours[key] - eager[key].numpy()).max()) for key in keys}
 
 
+@pytest.mark.e2e  # (make test: transformers' common torch_export tests run every family at another size)
 @pytest.mark.parametrize("format", ["onnx", "dynamo"])
 def test_a_whole_image_tower_exports_for_any_size_and_number_of_images(tmp_path, format):
     """SigLIP (images folded back, its position grid resized in the graph): traced at 2 images of one size, equal
@@ -137,6 +138,7 @@ def test_every_family_round_trips_at_another_size(tmp_path, family, format):
         assert differences and max(differences.values()) < 1e-5, (cls.__name__, differences)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("format", ["onnx", "dynamo"])
 def test_qwen2_5_vl_exports_with_windows_of_other_numbers_and_sizes(tmp_path, format):
     """Qwen2.5-VL: traced where every attention window is whole (8x8 merge units, windows of 4x4), equal to eager
