@@ -1,11 +1,12 @@
 """Multi-task training of the tiny fixtures, run as its own process by the trainer tests (1 or 2 processes).
 
     python tests/run_multitask.py OUT [--max_steps N] [--batch_size B] [--save_steps S] [--resume CKPT]
-                                      [--deepspeed CONFIG] [--slow_after_save SECONDS]
+                                      [--deepspeed CONFIG] [--slow_after_save SECONDS] [--frozen_language_model]
     torchrun --nproc_per_node 2 tests/run_multitask.py OUT --batch_size 1 ...
 
-Writes OUT/losses.jsonl (one line per logged step, from the main process) and OUT/final.safetensors (the trained
-parameters, main process).
+Writes OUT/losses.jsonl (one line per logged step, from the main process), OUT/final.safetensors (the trained
+parameters, gathered from every process's shard under ZeRO-3 / FSDP2; main process) and OUT/engine.json (whether
+the engine sharded the parameters, its FSDP units, the parameter elements the main process held).
 """
 
 import argparse
@@ -45,6 +46,13 @@ class Recorder(TrainerCallback):
             time.sleep(self.slow_after_save)  # gives the test time to kill the process between steps
 
 
+def held(parameter) -> int:
+    """Elements of `parameter` this process holds: its FSDP2 shard, its ZeRO-3 partition, or all of it."""
+    if hasattr(parameter, "to_local"):
+        return parameter.to_local().numel()
+    return parameter.ds_tensor.numel() if hasattr(parameter, "ds_tensor") else parameter.numel()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -56,6 +64,7 @@ def main():
     parser.add_argument("--slow_after_save", type=float, default=0.0)
     parser.add_argument("--adam_epsilon", type=float, default=1e-2)
     parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--frozen_language_model", action="store_true")
     options = parser.parse_args()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,18 +93,27 @@ def main():
         disable_tqdm=True,
         deepspeed=options.deepspeed,
         activation_checkpointing=options.gradient_checkpointing,
+        train_language_model=not options.frozen_language_model,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
     trainer = MultiTaskTrainer(
         model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)]
     )
     trainer.train(resume_from_checkpoint=options.resume)
+    state = trainer.full_state_dict()  # (gathered from the shards under ZeRO-3 / FSDP2)
     if trainer.is_world_process_zero():
-        unwrapped = trainer.trained_model
-        state = {name: p.detach().float().contiguous() for name, p in unwrapped.named_parameters()}
+        names = dict(trainer.trained_model.named_parameters())
+        state = {name: value.detach().float().contiguous() for name, value in state.items() if name in names}
         save_file(state, out / "final.safetensors")
         lrs = sorted({group["lr"] for group in trainer.optimizer.param_groups})
         (out / "learning_rates.json").write_text(json.dumps(lrs))
+        from torch.distributed.fsdp import FSDPModule
+
+        units = sorted(type(m).__name__ for m in trainer.model.modules() if isinstance(m, FSDPModule))
+        local = {name: held(p) for name, p in trainer.model.named_parameters()}  # what this process holds
+        (out / "engine.json").write_text(json.dumps({"shards_parameters": trainer.shards_parameters,
+                                                     "fsdp_units": units, "held": sum(local.values()),
+                                                     "parameters": sum(v.numel() for v in state.values())}))
 
 
 if __name__ == "__main__":

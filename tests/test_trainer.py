@@ -359,6 +359,75 @@ def test_two_deepspeed_zero2_processes_match_one_process(tmp_path, single_proces
     assert json.loads((out / "learning_rates.json").read_text()) == [1e-4, 1e-3]  # our groups, not DeepSpeed's
 
 
+# ---------------------------------------------------------------------------------------------- sharded engines
+SHARDED_ENV = {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+               "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions")}
+
+
+def sharded_command(engine, out, *extra):
+    """Two processes of the runner under ZeRO-3 (`--deepspeed`, as the Trainer takes it) or FSDP2 (accelerate's
+    launcher with the shipped config; `fsdp_on_cpu.py` lets accelerate shard on a machine without a GPU)."""
+    if engine == "zero3":
+        return two_process_command(out, "--deepspeed", str(ROOT / "recipes" / "deepspeed" / "zero3.json"), *extra)
+    from test_multitask_recipe import free_port
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "2", "--main_process_port",
+            str(free_port()), str(HERE / "fsdp_on_cpu.py"), str(RUNNER), str(out), "--batch_size", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def frozen_llm_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("frozen")
+    run([sys.executable, str(RUNNER), str(out), "--max_steps", "3", "--batch_size", "2", "--frozen_language_model"])
+    return load_file(out / "final.safetensors"), read_losses(out / "losses.jsonl")
+
+
+@pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
+def test_two_sharded_processes_match_one_process(tmp_path, frozen_llm_reference, engine):
+    """ZeRO-3 / FSDP2 over two processes, the LLM frozen: each process held half the parameters (FSDP2: one unit per
+    tower block and LLM layer), and the per-step losses and gathered weights are the one-process run's to float
+    rounding (the two processes sum the same gradients in another order); the frozen LLM and the parts frozen by
+    design are bit for bit the initial ones."""
+    reference, reference_losses = frozen_llm_reference
+    out = tmp_path / engine
+    run(sharded_command(engine, out, "--max_steps", "3", "--frozen_language_model"), env=SHARDED_ENV)
+    trained = load_file(out / "final.safetensors")
+    assert_same_parameters(trained, reference)
+    losses = read_losses(out / "losses.jsonl")
+    for step, entry in reference_losses.items():
+        for key in ("loss", "loss_captioning", "loss_depth", "loss_segmentation", "grad_norm"):
+            assert losses[step][key] == pytest.approx(entry[key], rel=1e-5), (step, key)
+    initial = dict(tiny_multitask_model(seed=0).named_parameters())
+    for name, value in trained.items():
+        if name.startswith("language_model.") or name.startswith("visual.merger."):
+            assert torch.equal(value, initial[name].detach()), name
+    engine_record = json.loads((out / "engine.json").read_text())
+    assert engine_record["shards_parameters"] and engine_record["held"] < 0.55 * engine_record["parameters"]
+    if engine == "fsdp2":
+        assert engine_record["fsdp_units"].count("FSDPQwen2VLVisionBlock") == 3
+        assert "FSDPLlamaDecoderLayer" in engine_record["fsdp_units"]
+    assert json.loads((out / "learning_rates.json").read_text()) == [1e-4, 1e-3]
+
+
+@pytest.mark.e2e  # 2 x 2 two-process runs, ~50 s
+@pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
+def test_a_sharded_run_resumed_mid_stage_equals_the_uninterrupted_one(tmp_path, frozen_llm_reference, engine):
+    """Stopped after its step-2 checkpoint (ZeRO-3: DeepSpeed's partitioned state; FSDP2: accelerate's sharded
+    state dict) and resumed in two processes: the uninterrupted run's losses and weights."""
+    reference, reference_losses = frozen_llm_reference
+    out = tmp_path / engine
+    run(sharded_command(engine, out, "--max_steps", "2", "--save_steps", "2", "--frozen_language_model"),
+        env=SHARDED_ENV)
+    (out / "losses.jsonl").unlink()
+    run(sharded_command(engine, out, "--max_steps", "3", "--frozen_language_model", "--resume",
+                        str(out / "run" / "checkpoint-2")), env=SHARDED_ENV)
+    assert_same_parameters(load_file(out / "final.safetensors"), reference)
+    resumed = read_losses(out / "losses.jsonl")
+    assert sorted(resumed) == [3]
+    assert resumed[3]["loss"] == pytest.approx(reference_losses[3]["loss"], rel=1e-5)
+
+
 def test_multitask_checkpoint_round_trips_and_feeds_every_task_class(tmp_path):
     from modeling_versavit import (
         VersaViTForCaptioning,

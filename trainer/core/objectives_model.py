@@ -5,7 +5,6 @@ at a time."""
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
@@ -22,12 +21,15 @@ class ObjectivesModel(nn.Module):
     `forward(task=name, **batch)` runs objective `name`'s loss. With the run's `context` (`ObjectiveContext`), each
     objective first fits the model config to the run's data (`Objective.configure`). Its state dict has the VersaViT
     model's own names (`visual.*`, `depth_head.*`, ...) and each added part under its part name, so Trainer checkpoints
-    load into the task classes as before. Under multi-process training it adds `0 x (sum of the trainable parameters
-    this objective does not reach)` to the loss: the other objectives' parts and the backbone blocks after the last one
-    it reads. That changes no value or gradient, but every parameter takes part in every backward, as DDP's reducer
-    (with `find_unused_parameters=False`, gradient checkpointing included) requires when each micro-batch drives one
-    objective.
+    load into the task classes as before. With `idle_parameter_term` (set by `MultiTaskTrainer` under DDP) it adds
+    `0 x (sum of the trainable parameters this objective does not reach)` to the loss: the other objectives' parts and
+    the backbone blocks after the last one it reads. That changes no value or gradient, but every parameter takes part
+    in every backward, as DDP's reducer (with `find_unused_parameters=False`, gradient checkpointing included) requires
+    when each micro-batch drives one objective. The sharding engines need no such term and cannot take it: under
+    ZeRO-3 and FSDP2 a parameter outside the running modules holds only its shard, whose gradient would not match.
     """
+
+    idle_parameter_term = False
 
     accepts_loss_kwargs = False  # each objective normalises its own loss; the trainer weights and accumulates them
 
@@ -48,6 +50,18 @@ class ObjectivesModel(nn.Module):
         self.register_state_dict_post_hook(_drop_wrapper_prefixes)
         self.register_load_state_dict_pre_hook(_add_wrapper_prefixes)
 
+    def __getattr__(self, name: str):
+        """The modules under the names of `state_dict()` too (`visual`, `depth_head`, an added part's name): PyTorch's
+        distributed state-dict functions (FSDP2 checkpoints) walk a state dict's names as attributes."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            for holder in ("objective_modules", "model"):
+                module = self._modules.get(holder)
+                if module is not None and name in module._modules:
+                    return module._modules[name]
+            raise
+
     @property
     def wrapped_model(self):
         return self.model
@@ -55,6 +69,10 @@ class ObjectivesModel(nn.Module):
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def _no_split_modules(self):  # FSDP's auto-wrap units (accelerate reads it): each tower block and LLM layer
+        return getattr(unwrap_versavit(self.model), "_no_split_modules", None)
 
     @property
     def _keys_to_ignore_on_save(self):  # read by the Trainer when a resumed checkpoint lacks keys
@@ -108,7 +126,7 @@ class ObjectivesModel(nn.Module):
             raise ValueError(f"task: {task!r} is not an objective of this run, which has {sorted(self.objectives)}.")
         objective = self.objectives[task]
         output = objective.forward(self.model, self.objective_modules, batch)
-        if self.training and output.loss is not None and _is_multi_process():
+        if self.training and output.loss is not None and self.idle_parameter_term:
             idle = self.idle_parameters(task)
             if idle:
                 output.loss = output.loss + 0.0 * sum(parameter.sum() for parameter in idle)
@@ -138,12 +156,11 @@ class ObjectivesModel(nn.Module):
         return idle
 
 
-def _is_multi_process() -> bool:
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
+def own_names(state_dict: dict) -> dict:
+    """`state_dict` of an `ObjectivesModel` under the names its `state_dict()` gives (the VersaViT model's own, added
+    parts under their part names), for a state gathered without it (DeepSpeed ZeRO-3 walks the modules itself)."""
+    _drop_wrapper_prefixes(None, state_dict, "", None)
+    return state_dict
 
 
 def _drop_wrapper_prefixes(module, state_dict, prefix, local_metadata):
@@ -163,4 +180,4 @@ def _add_wrapper_prefixes(module, state_dict, prefix, local_metadata, strict, mi
         state_dict[prefix + inner + key[len(prefix):]] = state_dict.pop(key)
 
 
-__all__ = ["OBJECTIVE_PARTS_FILE", "ObjectivesModel"]
+__all__ = ["OBJECTIVE_PARTS_FILE", "ObjectivesModel", "own_names"]
