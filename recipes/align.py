@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     stage = result["stages"]["alignment"]
     summary = {"steps": stage["steps"], "seconds": stage["seconds"], "final_losses": stage["final_losses"]}
     if main_process:
-        folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
+        folders, _ = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels,
+                                        result["gathered"])
         summary.update({k: str(v) for k, v in folders.items()})
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"\nAlignment: {summary['steps']} steps in {stage['seconds']:.0f} s, final captioning loss "

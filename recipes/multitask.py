@@ -166,9 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
         return summary
 
     model = merge_lora(model)  # exported models are plain, without peft
-    folders = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels)
+    gathered = result["gathered"]  # the whole model, when the last stage trained it sharded (ZeRO-3, FSDP2)
+    folders, model = save_model_folders(model, tokenizer, output_dir, data_args.caption_max_pixels, gathered)
     summary.update({k: str(v) for k, v in folders.items()})
-    parts = trained.save_objective_parts(folders["final"])  # the objectives' own heads, beside the model's
+    parts = trained.save_objective_parts(folders["final"], gathered)  # the objectives' own heads, beside the model's
     if parts is not None:
         summary["objective_parts"] = str(parts)
     if held_out:

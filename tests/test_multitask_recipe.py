@@ -151,10 +151,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(accelerate_config: str, config: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def launch(accelerate_config: str, config: Path, *extra: str, timeout: int = 900,
+           script: Path | None = None) -> subprocess.CompletedProcess:
+    """The recipe in two processes under `accelerate launch` with a shipped config (`script`: a wrapper that runs
+    the recipe, e.g. tests/fsdp_on_cpu.py)."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"recipes/accelerate/{accelerate_config}",
-        "--num_processes", "2", "--main_process_port", str(free_port()), str(RECIPE), "--config", str(config), *extra,
+        "--num_processes", "2", "--main_process_port", str(free_port()), *([str(script)] if script else []),
+        str(RECIPE), "--config", str(config), *extra,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                             env={**os.environ, **DISTRIBUTED_ENV})
@@ -399,3 +403,56 @@ def test_a_run_that_does_not_fit_the_machine_is_refused_before_anything_is_writt
         load_recipe("align").main(["--config", str(config)])
     summary = recipe.main(["--config", str(config), "--check_memory", "false"])
     assert summary["stages"]["multitask"]["steps"] == 1
+
+
+SHARDED_CONFIGS = {"zero3": "zero3.yaml", "fsdp2": "fsdp2.yaml"}
+
+
+@pytest.mark.e2e  # one in-process run and a two-process launch per engine, ~2 min each
+@pytest.mark.parametrize("engine", sorted(SHARDED_CONFIGS))
+def test_a_sharded_curriculum_equals_one_process_and_writes_plain_folders(tmp_path, tiny_llm, engine):
+    """The alignment warm-up, then multi-task training with the LLM frozen, in two processes under ZeRO-3 / FSDP2
+    (batches of 1 per process) and in one process (batches of 1, two rounds per step: the same samples, each loss
+    normalised over its own sample as in two processes): the same per-task losses and weights to float rounding; the frozen LLM bit for bit the initial one; each stage's trained parts and `final/` / `backbone/`
+    gathered from the shards into ordinary folders that `from_pretrained` loads in a plain process."""
+    # adam_epsilon above the float noise of near-zero gradients (see tests/run_multitask.py)
+    common = dict(panel_samples=0, report_to="none", save_strategy="no", num_eval_scenes=2, adam_epsilon=1e-2,
+                  lr_scheduler_type="constant", warmup_steps=0, train_language_model=False, max_steps=3)
+    per_process = dict(captioning_batch_size=1, depth_batch_size=1, segmentation_batch_size=1)
+    single = tmp_path / "single"
+    single.mkdir()
+    load_recipe("multitask").main(["--config", str(tiny_run_config(single, tiny_llm, **common, **per_process,
+                                                                   rounds_per_step=2))])
+    sharded = tmp_path / engine
+    sharded.mkdir()
+    config = tiny_run_config(sharded, tiny_llm, **common, **per_process)
+    if engine == "fsdp2":  # accelerate shards on the CPU only through the tests' shim (see fsdp_on_cpu.py)
+        launch(SHARDED_CONFIGS[engine], config, script=ROOT / "tests" / "fsdp_on_cpu.py")
+    else:
+        launch(SHARDED_CONFIGS[engine], config)
+
+    a, b = single / "run", sharded / "run"
+    for stage in ("alignment", "multitask"):
+        history = [e for e in json.loads((b / stage / "log_history.json").read_text()) if "loss" in e]
+        reference = [e for e in json.loads((a / stage / "log_history.json").read_text()) if "loss" in e]
+        assert len(history) == len(reference) > 0, stage
+        for mine, theirs in zip(history, reference):
+            for key in [k for k in theirs if k.startswith("loss")]:
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-5), (stage, key)
+        trained, expected = load_file(b / stage / "trained_parts.safetensors"), load_file(a / stage /
+                                                                                          "trained_parts.safetensors")
+        assert trained.keys() == expected.keys(), stage
+        for name, value in expected.items():
+            torch.testing.assert_close(trained[name], value, rtol=2e-5, atol=2e-6, msg=name)
+    final, expected = load_file(b / "final" / "model.safetensors"), load_file(a / "final" / "model.safetensors")
+    assert final.keys() == expected.keys()
+    for name, value in expected.items():
+        if name.startswith("language_model."):
+            assert torch.equal(final[name], value), name  # frozen in both, never given optimizer state
+        else:
+            torch.testing.assert_close(final[name], value, rtol=2e-5, atol=2e-6, msg=name)
+    summary = json.loads((b / "summary.json").read_text())
+    assert summary["stages"]["multitask"]["world_size"] == 2 and "held_out" in summary
+    loaded = VersaViTForMultiTask.from_pretrained(b / "final")
+    assert torch.equal(loaded.depth_head.head.conv3.weight, final["depth_head.head.conv3.weight"])
+    assert type(AutoModel.from_pretrained(b / "backbone")) is VersaViTModel

@@ -292,9 +292,10 @@ def check_stage_parts(model, stages: list["Stage"], training_args, output_dir: P
                               "at least one part a learning rate (train: {part: rate}).")
 
 
-def trained_state(model, rates: dict[str, float | None]) -> dict:
+def trained_state(model, rates: dict[str, float | None], whole: dict | None = None) -> dict:
     """The state (parameters and buffers) of the parts of `model` that trained (`rates` not None), under the names
-    of `model.state_dict()`; a tensor tied to another is kept once."""
+    of `model.state_dict()`; a tensor tied to another is kept once. `whole`: the whole model's state gathered from
+    the processes' shards (`MultiTaskTrainer.full_state_dict`), whose tensors are taken instead of `model`'s own."""
     from ..parts import training_parts
 
     parts = training_parts(model)
@@ -304,15 +305,17 @@ def trained_state(model, rates: dict[str, float | None]) -> dict:
     for name, tensor in model.state_dict(keep_vars=True).items():
         if id(tensor) in ids:
             ids.discard(id(tensor))  # a tied tensor (the LLM's embeddings and head) once, under its first name
-            state[name] = tensor.detach().contiguous()
+            state[name] = (tensor if whole is None else whole[name]).detach().contiguous()
     return state
 
 
-def save_finished_stage(folder: Path, model, rates: dict, record: dict, log_history: list) -> None:
-    """Leave a finished stage's trained parts, log history and record in `folder` (the record last)."""
+def save_finished_stage(folder: Path, model, rates: dict, record: dict, log_history: list,
+                        whole: dict | None = None) -> None:
+    """Leave a finished stage's trained parts (from `whole` when the model is sharded: see `trained_state`), log
+    history and record in `folder` (the record last)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(trained_state(model, rates), folder / TRAINED_PARTS_FILE)
+    save_file(trained_state(model, rates, whole), folder / TRAINED_PARTS_FILE)
     (folder / "log_history.json").write_text(json.dumps(log_history))
     (folder / STAGE_RECORD_FILE).write_text(json.dumps(record, indent=2))
 
@@ -362,13 +365,15 @@ def run_curriculum(model, stages: list[Stage], sources, context, training_args, 
     A stage finished by an earlier run (with `resume`) is loaded (its trained parts) instead of trained again; the
     first unfinished one continues from its last complete checkpoint. Returns `{"stages": {name: record},
     "histories": {name: log history}, "trainer": the last stage's trainer (None when it had finished earlier),
-    "interrupted": where a signal stopped the run, or None}`."""
+    "interrupted": where a signal stopped the run, or None, "gathered": the whole model's state on the main process
+    when the last stage trained it sharded (ZeRO-3, FSDP2: `model` then holds this process's shards only), else None}`.
+    Every process takes part in gathering a sharded stage's state."""
     from .stages import final_losses, run_stage
 
     main_process = training_args.process_index == 0
     if resume:
         check_finished_stages(stages, training_args, output_dir)
-    result = {"stages": {}, "histories": {}, "trainer": None, "interrupted": None}
+    result = {"stages": {}, "histories": {}, "trainer": None, "interrupted": None, "gathered": None}
     for stage in stages:
         args = stage.arguments(training_args, output_dir)
         folder = Path(args.output_dir)
@@ -401,11 +406,18 @@ def run_curriculum(model, stages: list[Stage], sources, context, training_args, 
             "optimizer_learning_rates": {group["part"]: group.get("initial_lr", group["lr"])
                                          for group in trainer.optimizer.param_groups},
         }
+        whole = trainer.full_state_dict() if trainer.shards_parameters else None  # (every process gathers)
         if main_process:
-            save_finished_stage(folder, model, trainer.part_rates, record, trainer.state.log_history)
+            save_finished_stage(folder, model, trainer.part_rates, record, trainer.state.log_history, whole)
+        result["gathered"] = whole
         result["stages"][stage.name] = record
         result["histories"][stage.name] = trainer.state.log_history
         result["trainer"] = trainer
+    # Training is over: models built from here on (final/ read back, text encoders of the held-out evaluation) are
+    # whole, one process's, even after a ZeRO-3 run, whose TrainingArguments had switched on sharded construction.
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
     return result
 
 

@@ -2,6 +2,7 @@
 """The model of a training run: the backbone from its source (a VersaViT folder, an MLLM's tower or a fresh config),
 the heads of its tasks and the captioning LLM; and which weights a checkpoint holds."""
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -37,6 +38,23 @@ def language_model_path(model_args: ModelArguments) -> Path | str:
     return smollm2_path()
 
 
+@contextlib.contextmanager
+def whole_models():
+    """Models built inside are whole on every process, also under a ZeRO-3 run, whose `TrainingArguments` switch on
+    transformers' sharded construction (`deepspeed.zero.Init`) for every model built after them. The recipes build
+    the model from parts (tower, LLM, heads) and load weights into them, or on the meta device for the plan: both need
+    whole tensors. DeepSpeed shards the model when the trainer starts (so each process reads the whole model into host
+    memory first: docs/training.md); after the last stage `run_curriculum` switches the sharded construction off."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved, hf_deepspeed._hf_deepspeed_config_weak_ref = hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+@whole_models()
 def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: int | None = None,
                 depth_label_space: str | None = None):
     """The multi-task model and its tokenizer (None without captioning).
@@ -250,6 +268,7 @@ __all__ = [
     "backbone_config",
     "backbone_from",
     "build_model",
+    "whole_models",
     "language_model_config",
     "language_model_path",
     "require_task_weights",

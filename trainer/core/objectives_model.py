@@ -90,11 +90,15 @@ class ObjectivesModel(nn.Module):
     def activation_checkpointing_disable(self):
         unwrap_versavit(self.model).activation_checkpointing_disable()
 
-    def save_objective_parts(self, folder) -> Path | None:
+    def save_objective_parts(self, folder, whole: dict | None = None) -> Path | None:
         """Write the parts the objectives added to `folder/objective_parts.safetensors` (None when they added
-        none): a run's `final/` holds every trained part, the VersaViT model's and its objectives'."""
-        state = {f"{part}.{name}": tensor.detach().contiguous().cpu()
-                 for part, module in self.objective_modules.items() for name, tensor in module.state_dict().items()}
+        none): a run's `final/` holds every trained part, the VersaViT model's and its objectives'. `whole`: this
+        model's whole `state_dict()` gathered from the processes' shards (ZeRO-3, FSDP2), read instead of its own."""
+        state = {f"{part}.{name}": tensor for part, module in self.objective_modules.items()
+                 for name, tensor in module.state_dict().items()}
+        if whole is not None:
+            state = {name: whole[name] for name in state}
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
         if not state:
             return None
         path = Path(folder) / OBJECTIVE_PARTS_FILE

@@ -24,7 +24,7 @@ from ..objectives import ObjectiveContext, get_objective
 from ..parts import training_parts
 from .arguments import apply_stage, stage_learning_rates
 from .curriculum import model_tasks, objectives_of
-from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, with_tasks
+from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, whole_models, with_tasks
 from .objectives_model import ObjectivesModel
 from .options import DataArguments, ModelArguments, RunArguments, check_input_sizes
 
@@ -287,6 +287,7 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     return estimate
 
 
+@whole_models()
 def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
                   tasks: list[str] | None = None) -> VersaViTForMultiTask:
     """The run's multi-task model with the heads of `tasks` (default `data_args.curriculum_tasks`) on the meta device:

@@ -87,12 +87,25 @@ def run_stage(model, args: MultiTaskTrainingArguments, specs, resume: bool, stop
     return trainer, seconds, interrupted
 
 
-def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: int) -> dict[str, Path]:
+def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: int,
+                       whole: dict | None = None) -> tuple[dict[str, Path], object]:
     """`final/`: the model with its tokenizer and processors (loads into every task class with `from_pretrained`);
-    `backbone/`: the encoder alone, a `VersaViTModel` with its image processor (`AutoModel.from_pretrained`)."""
+    `backbone/`: the encoder alone, a `VersaViTModel` with its image processor (`AutoModel.from_pretrained`).
+
+    `whole`: the model's state gathered from the processes' shards (ZeRO-3, FSDP2), when `model` holds only this
+    process's; `final/` is written from it and read back as the whole model the rest is made from. Returns the
+    folders and the whole model (`model` itself when it was not sharded)."""
     final, backbone_dir = output_dir / "final", output_dir / "backbone"
     image_processor = image_processor_for(model.config)  # the tower's patch and merge sizes
-    model.save_pretrained(final)
+    if whole is not None:  # tied tensors (the LLM's embeddings and head) gathered as copies are one tensor again
+        state, first = {}, {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            state[name] = state[first[id(tensor)]] if id(tensor) in first else whole[name]
+            first.setdefault(id(tensor), name)
+        model.save_pretrained(final, state_dict=state)
+        model = type(model).from_pretrained(final)
+    else:
+        model.save_pretrained(final)
     if tokenizer is not None:  # the captioning processor: tokenizer + the image processor capped at caption_max_pixels
         captioning_processor(tokenizer, caption_max_pixels, model.config).save_pretrained(final)
     else:
@@ -102,7 +115,7 @@ def save_model_folders(model, tokenizer, output_dir: Path, caption_max_pixels: i
     backbone.visual.load_state_dict(model.visual.state_dict())
     backbone.save_pretrained(backbone_dir)
     image_processor.save_pretrained(backbone_dir)
-    return {"final": final, "backbone": backbone_dir}
+    return {"final": final, "backbone": backbone_dir}, model
 
 
 def run_as_script(main) -> None:

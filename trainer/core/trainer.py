@@ -251,9 +251,9 @@ class MultiTaskTrainer(Trainer):
     def full_state_dict(self) -> dict | None:
         """The trained model's whole state (`ObjectivesModel.state_dict()` names) on the main process, None on the
         others; every process must call it. Under ZeRO-3 and FSDP2 each process holds a shard of every parameter, and
-        this gathers them (ZeRO-3: accelerate's `get_state_dict`, which needs `stage3_gather_16bit_weights_on_model_save`;
-        FSDP2: each DTensor's `full_tensor`, one at a time, since accelerate's gives the shards on the CPU); otherwise it
-        is the model's own state."""
+        this gathers them (ZeRO-3: accelerate's `get_state_dict`, which needs
+        `stage3_gather_16bit_weights_on_model_save`; FSDP2: each DTensor's `full_tensor`, one at a time, since
+        accelerate's gave the shards here); otherwise it is the model's own state."""
         if self.is_fsdp_enabled:
             state = _whole(self.model.state_dict())
         else:
