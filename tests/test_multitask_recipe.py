@@ -413,8 +413,9 @@ SHARDED_CONFIGS = {"zero3": "zero3.yaml", "fsdp2": "fsdp2.yaml"}
 def test_a_sharded_curriculum_equals_one_process_and_writes_plain_folders(tmp_path, tiny_llm, engine):
     """The alignment warm-up, then multi-task training with the LLM frozen, in two processes under ZeRO-3 / FSDP2
     (batches of 1 per process) and in one process (batches of 1, two rounds per step: the same samples, each loss
-    normalised over its own sample as in two processes): the same per-task losses and weights to float rounding; the frozen LLM bit for bit the initial one; each stage's trained parts and `final/` / `backbone/`
-    gathered from the shards into ordinary folders that `from_pretrained` loads in a plain process."""
+    normalised over its own sample as in two processes): the same per-task losses and weights to float rounding;
+    the frozen LLM bit for bit the initial one; each stage's trained parts and `final/` / `backbone/` gathered from
+    the shards into ordinary folders that `from_pretrained` loads in a plain process."""
     # adam_epsilon above the float noise of near-zero gradients (see tests/run_multitask.py)
     common = dict(panel_samples=0, report_to="none", save_strategy="no", num_eval_scenes=2, adam_epsilon=1e-2,
                   lr_scheduler_type="constant", warmup_steps=0, train_language_model=False, max_steps=3)
