@@ -46,6 +46,7 @@ from transformers import set_seed
 
 from versavit_trainer.config import (
     NOT_RECORDED,
+    ConfigError,
     DefaultConfig,
     check_run_record,
     claim_run_folder,
@@ -53,6 +54,7 @@ from versavit_trainer.config import (
     resolved_config,
     write_run_record,
 )
+from versavit_trainer.core.arguments import apply_stage, stage_learning_rates
 from versavit_trainer.core.curriculum import (
     check_finished_stages,
     check_stage_parts,
@@ -66,7 +68,7 @@ from versavit_trainer.core.held_out import evaluate_held_out
 from versavit_trainer.core.lora import apply_lora, merge_lora
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
-from versavit_trainer.core.options import run_argument_types
+from versavit_trainer.core.options import SHARDINGS, run_argument_types
 from versavit_trainer.core.plan import (
     captioning_connector,
     dry_run_model,
@@ -74,12 +76,14 @@ from versavit_trainer.core.plan import (
     memory_estimate,
     parameter_report,
     plan_run,
+    sharding_fix,
 )
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
 from versavit_trainer.core.sources import DataSources
 from versavit_trainer.core.stages import run_as_script, save_model_folders
 from versavit_trainer.methods.versavit import versavit_stages
 from versavit_trainer.objectives import ObjectiveContext, get_objective
+from versavit_trainer.parts import training_parts
 
 logger = logging.getLogger("versavit.multitask")
 
@@ -92,17 +96,33 @@ DEFAULT_CONFIG = DefaultConfig(
 )
 
 
-def dry_run(model_args, data_args, run_args, training_args, tasks: list[str]) -> dict:
+def dry_run(model_args, data_args, run_args, training_args, stages: list) -> dict:
+    tasks = model_tasks(stages)
     model = dry_run_model(model_args, data_args, tasks)
+    # what the last stage (the multi-task one) trains: a frozen part has no gradient or optimizer state
+    last = stages[-1].arguments(training_args, Path(training_args.output_dir))
+    apply_stage(model, stage_learning_rates(last, training_parts(model)))
     rows = parameter_report(model)
-    memory = memory_estimate(model, data_args, run_args.dry_run_gpus, training_args.bf16, run_args.zero_stage,
-                             bool(training_args.activation_checkpointing), tasks)
+    held_as = run_args.dry_run_sharding
+    estimates = {how: memory_estimate(model, data_args, run_args.dry_run_gpus, training_args.bf16, how,
+                                      bool(training_args.activation_checkpointing), tasks)
+                 for how in dict.fromkeys([held_as, "zero2", "zero3", "fsdp2"])}
+    memory = estimates[held_as]
     allocated = sum(p.numel() for p in model.parameters() if p.device.type != "meta")
-    print(format_report(rows, memory, run_args.dry_run_gpus))
+    print(format_report(rows, memory, run_args.dry_run_gpus, SHARDINGS[held_as]))
+    print("  per GPU under " + ", ".join(f"{SHARDINGS[how]} {estimates[how]['total_gib']:.1f}"
+                                         for how in ("zero2", "zero3", "fsdp2")))
+    limit = run_args.dry_run_gpu_memory_gib
+    if limit is not None and memory["total_gib"] > limit:
+        raise ConfigError(
+            f"memory: under {SHARDINGS[held_as]} each of the {run_args.dry_run_gpus} GPUs needs about "
+            f"{memory['total_gib']:.1f} GiB, more than its {limit:g} GiB. "
+            + (sharding_fix(estimates, held_as, limit) or "No sharding fits: more GPUs or a smaller run."))
     if (connector := captioning_connector(model)) is not None:
         print(f"\nCaptioning connector: {connector}")
     print(f"\nParameters allocated: {allocated} (meta device: nothing was read or allocated)")
-    return {"parameters": rows, "memory": memory, "allocated_parameters": allocated}
+    return {"parameters": rows, "memory": memory, "allocated_parameters": allocated,
+            "per_sharding_gib": {how: estimate["total_gib"] for how, estimate in estimates.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     import_objectives(run_args.imports)
     stages = curriculum(data_args, run_args, training_args)
     if run_args.dry_run:
-        return dry_run(model_args, data_args, run_args, training_args, model_tasks(stages))
+        return dry_run(model_args, data_args, run_args, training_args, stages)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(training_args.output_dir)
     plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT multi-task run")

@@ -457,3 +457,19 @@ def test_a_sharded_curriculum_equals_one_process_and_writes_plain_folders(tmp_pa
     loaded = VersaViTForMultiTask.from_pretrained(b / "final")
     assert torch.equal(loaded.depth_head.head.conv3.weight, final["depth_head.head.conv3.weight"])
     assert type(AutoModel.from_pretrained(b / "backbone")) is VersaViTModel
+
+
+def test_the_72b_dry_run_fits_sharded_and_is_refused_under_zero2(capsys):
+    """Qwen2.5-VL-72B's tower with its frozen 72B LLM on one node of 8 x 80 GB (meta device): ZeRO-3 and FSDP2 shard
+    the LLM's weights and fit; ZeRO-2 gives every GPU the whole bf16 LLM and is refused with the fix named."""
+    config = ROOT / "recipes" / "configs" / "versavit_qwen2_5vl_72b.yaml"
+    result = load_recipe("multitask").main(["--config", str(config), "--dry_run"])
+    assert result["allocated_parameters"] == 0
+    rows = {row["part"]: row for row in result["parameters"]}
+    assert rows["language_model"]["params_m"] > 70_000 and rows["language_model"]["trainable_m"] == 0
+    per_gpu = result["per_sharding_gib"]
+    assert per_gpu["zero3"] < 80 and per_gpu["fsdp2"] < 80 < 2 * 72_706e6 / 1024**3 < per_gpu["zero2"]
+    assert "per GPU under ZeRO-2" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"under ZeRO-2 each of the 8 GPUs needs about .* launch with "
+                                          r"recipes/accelerate/zero3\.yaml or recipes/accelerate/fsdp2\.yaml"):
+        load_recipe("multitask").main(["--config", str(config), "--dry_run", "--dry_run_sharding", "zero2"])

@@ -108,7 +108,7 @@ def test_the_paper_config_holds_the_paper_settings():
     )
     assert data.captioning_weight == data.depth_weight == data.segmentation_weight == pytest.approx(1 / 3)
     assert training.bf16 and training.activation_checkpointing and training.train_language_model
-    assert run.zero_stage == 2 and training.num_train_epochs == 1 and run.alignment_num_train_epochs == 1
+    assert run.dry_run_sharding == "zero2" and training.num_train_epochs == 1 and run.alignment_num_train_epochs == 1
 
 
 def test_without_config_the_recipes_default_is_used_and_said_first(tmp_path, capsys):

@@ -17,6 +17,9 @@ from ..config import ConfigError, check_mapping_keys, dataclass_error_path, mapp
 from ..data.processors import check_size, parse_resolutions
 from ..data.scenes import scene_style
 
+# How a launch holds the model, as the memory estimate sizes it (plan.memory_estimate).
+SHARDINGS = {"ddp": "DDP", "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3", "fsdp2": "FSDP2"}
+
 
 @dataclass
 class ModelArguments:
@@ -328,7 +331,12 @@ class RunArguments:
                           "estimate, and exit: no weights are allocated or read."},
     )
     dry_run_gpus: int = field(default=128, metadata={"help": "GPUs the dry run's memory estimate shards over."})
-    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage the dry run assumes (paper: 2)."})
+    dry_run_sharding: str = field(default="zero2", metadata={
+        "help": "How the launch the dry run sizes shards the model: ddp, zero1, zero2 (the paper), zero3 or fsdp2 "
+                "(it prints ZeRO-2, ZeRO-3 and FSDP2 beside it)."})
+    dry_run_gpu_memory_gib: float | None = field(default=None, metadata={
+        "help": "Memory of one GPU (GiB): the dry run refuses a launch whose estimate under dry_run_sharding exceeds "
+                "it, naming a sharding that fits."})
     allow_config_change: bool = field(
         default=False,
         metadata={"help": "With --resume: continue although settings other than the run's length, saving and logging "
@@ -371,8 +379,8 @@ class RunArguments:
             raise ConfigError(f"stages: expected a non-empty list of stages, got {self.stages!r}.")
         if self.alignment_max_steps < -1:
             raise ValueError(f"alignment_max_steps: must be -1, 0 or positive, got {self.alignment_max_steps}.")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage: expected 0-3, got {self.zero_stage}.")
+        if self.dry_run_sharding not in SHARDINGS:
+            raise ValueError(f"dry_run_sharding: expected one of {list(SHARDINGS)}, got {self.dry_run_sharding!r}.")
         if self.dry_run_gpus < 1 or self.panel_samples < 0:
             raise ValueError(f"dry_run_gpus must be >= 1 and panel_samples >= 0, got {self.dry_run_gpus}, "
                              f"{self.panel_samples}.")
@@ -401,6 +409,7 @@ def run_argument_types() -> tuple:
 
 
 __all__ = [
+    "SHARDINGS",
     "DataArguments",
     "HEAD_CONFIG_KEYS",
     "ModelArguments",

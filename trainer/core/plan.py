@@ -26,7 +26,7 @@ from .arguments import apply_stage, stage_learning_rates
 from .curriculum import model_tasks, objectives_of
 from .models import CONFIG_BOOKKEEPING, backbone_config, language_model_config, whole_models, with_tasks
 from .objectives_model import ObjectivesModel
-from .options import DataArguments, ModelArguments, RunArguments, check_input_sizes
+from .options import SHARDINGS, DataArguments, ModelArguments, RunArguments, check_input_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,15 @@ def zero_stage(training_args) -> int:
         stage = config.get("zero_optimization", {}).get("stage", 0)
         return int(stage) if str(stage).isdigit() else 0
     return 0
+
+
+def sharding(training_args) -> str:
+    """How this launch holds the model (a key of `SHARDINGS`): "fsdp2" under accelerate's FSDP (its launcher's
+    settings or `--fsdp`), "zero<N>" under DeepSpeed, else "ddp" (a whole copy per process)."""
+    if training_args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp2"
+    stage = zero_stage(training_args)
+    return f"zero{stage}" if stage else "ddp"
 
 
 def _steps(max_steps: int, epochs: float, data: str) -> str:
@@ -145,7 +154,7 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     processes = training_args.world_size
     device = training_args.device
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
-    stage_of_zero = zero_stage(training_args)
+    held_as = sharding(training_args)
     stage_lines, memory, largest, trainable = [], None, None, 0.0
     for number, stage in enumerate(stages, 1):
         args = stage.arguments(training_args, Path(training_args.output_dir))
@@ -153,11 +162,13 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
             rates = apply_stage(wrapped, stage_learning_rates(args, training_parts(wrapped)))
         except ValueError as err:
             raise ConfigError(f"stage {stage.name}: {err}") from None
-        estimate = memory_estimate(model, data_args, processes, training_args.bf16, stage_of_zero,
-                                   bool(training_args.activation_checkpointing), stage.objective_names,
-                                   {item.name: item.batch_size for item in stage.objectives})
+        estimates = {how: memory_estimate(model, data_args, processes, training_args.bf16, how,
+                                          bool(training_args.activation_checkpointing), stage.objective_names,
+                                          {item.name: item.batch_size for item in stage.objectives})
+                     for how in dict.fromkeys([held_as, "zero2", "zero3", "fsdp2"])}
+        estimate = estimates[held_as]
         if memory is None or estimate["total_gib"] > memory["total_gib"]:
-            memory, largest = estimate, stage.name
+            memory, largest, others = estimate, stage.name, estimates
             trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad) / 1e6
         data = "largest objective's data" if len(stage.objectives) > 1 else f"{stage.objectives[0].name} data"
         steps = _steps(args.max_steps, args.num_train_epochs, data)
@@ -181,7 +192,7 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     lines.append(f"  data      {_data(data_args, stages)}{eval_text}")
     precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
     extras = [precision] + (["activation checkpointing"] if training_args.activation_checkpointing else []) + (
-        [f"DeepSpeed ZeRO-{stage_of_zero}"] if stage_of_zero else [])
+        [SHARDINGS[held_as]] if held_as != "ddp" else [])
     lines.append(f"  device    {device.type}, {processes} process{'es' if processes > 1 else ''}; {', '.join(extras)}")
 
     per_process = memory["total_gib"]
@@ -195,18 +206,31 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
     lines.append(
         f"  memory    ~{needed:.1f} GiB ({scope}: weights {memory['weights_gib']:.1f}, gradients "
         f"{memory['gradients_gib']:.1f}, optimizer {memory['optimizer_gib']:.1f}, activations "
-        f"{memory['activations_gib']:.1f}; a rough estimate) of {free:.1f} GiB {where}"
+        f"{memory['activations_gib']:.1f}; a rough estimate) of {free:.1f} GiB {where}; per process under "
+        + ", ".join(f"{SHARDINGS[how]} {others[how]['total_gib']:.1f}" for how in ("zero2", "zero3", "fsdp2"))
     )
     if training_args.process_index == 0:
         print("\n".join(lines), flush=True)
     if needed > free and run_args.check_memory:
         raise ConfigError(
-            f"memory: this run needs about {needed:.1f} GiB ({scope}), more than the {free:.1f} GiB {where}. Make it "
-            "smaller (the batch sizes, depth_size / segmentation_size, caption_max_pixels, activation_checkpointing "
-            "true, a smaller tower or LLM, more processes under ZeRO) or pass --check_memory false to start anyway."
+            f"memory: this run needs about {needed:.1f} GiB ({scope}), more than the {free:.1f} GiB {where}. "
+            + sharding_fix(others, held_as, free / (local_processes if device.type == "cpu" else 1))
+            + "Or make it smaller (the batch sizes, depth_size / segmentation_size, caption_max_pixels, "
+            "activation_checkpointing true, a smaller tower or LLM) or pass --check_memory false to start anyway."
         )
     return {"parameters_m": parts, "trainable_m": trainable, "memory": memory, "needed_gib": needed,
             "free_gib": free, "where": where}
+
+
+def sharding_fix(estimates: dict[str, dict], held_as: str, limit_gib: float) -> str:
+    """The sentence that names a sharding whose estimate fits `limit_gib` per process, when the launch's does not."""
+    fitting = [how for how in ("zero3", "fsdp2") if how != held_as and estimates[how]["total_gib"] <= limit_gib]
+    if not fitting:
+        return ""
+    configs = " or ".join(f"recipes/accelerate/{'zero3' if how == 'zero3' else 'fsdp2'}.yaml" for how in fitting)
+    shown = ", ".join(f"{SHARDINGS[how]} ~{estimates[how]['total_gib']:.1f} GiB" for how in fitting)
+    return (f"Under {SHARDINGS[held_as]} every process holds the whole model; sharding its weights fits ({shown} "
+            f"per process): launch with {configs}. ")
 
 
 # ------------------------------------------------------------------------------------------------------ dry run
@@ -239,13 +263,17 @@ def parameter_report(model: VersaViTForMultiTask) -> list[dict]:
 
 
 def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_gpus: int, bf16: bool,
-                    zero_stage: int, gradient_checkpointing: bool, tasks: list[str] | None = None,
+                    sharding: str, gradient_checkpointing: bool, tasks: list[str] | None = None,
                     batch_sizes: dict[str, int] | None = None) -> dict[str, float]:
-    """A rough per-GPU memory estimate (GiB) of the multi-task stage under mixed precision.
+    """A rough per-GPU memory estimate (GiB) of the multi-task stage under mixed precision, for a launch that holds
+    the model as `sharding` says (a key of `SHARDINGS`).
 
-    weights: every parameter in the compute dtype (2 bytes in bf16); gradients: 2 bytes per trainable parameter,
-    sharded over GPUs from ZeRO stage 2; optimizer: fp32 master copy + AdamW's two moments (12 bytes per trainable
-    parameter), sharded from ZeRO stage 1. Activations: the largest task micro-batch (tasks run one at a time);
+    weights: every parameter in the compute dtype (2 bytes in bf16), a whole copy per GPU under DDP and ZeRO-1/2,
+    sharded over the GPUs under ZeRO-3 and FSDP2 (plus the largest block gathered whole, twice with prefetching);
+    gradients: 2 bytes per trainable parameter, sharded from ZeRO stage 2 (FSDP2 too); optimizer: fp32 master copy +
+    AdamW's two moments (12 bytes per trainable parameter; FSDP2's fp32 shards are the master copy), sharded from ZeRO
+    stage 1 and under FSDP2. A frozen part has no gradient and no optimizer state. Activations: the largest task
+    micro-batch (tasks run one at a time);
     with gradient checkpointing each transformer layer keeps its input (tokens x width) and one layer is recomputed
     at a time (~16 values per token and width, attention included), without it every layer keeps ~16 (the factor
     is an approximation, not a measurement). `tasks` (default `data_args.curriculum_tasks`): the objectives that run, at
@@ -256,8 +284,11 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     compute_bytes = 2 if bf16 else 4
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    grad_shards = num_gpus if zero_stage >= 2 else 1
-    optim_shards = num_gpus if zero_stage >= 1 else 1
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding: expected one of {list(SHARDINGS)}, got {sharding!r}.")
+    weight_shards = num_gpus if sharding in ("zero3", "fsdp2") else 1
+    grad_shards = num_gpus if sharding in ("zero2", "zero3", "fsdp2") else 1
+    optim_shards = num_gpus if sharding != "ddp" else 1
     width, depth = model.config.embed_dim, model.config.num_hidden_layers
     per_layer = 1 if gradient_checkpointing else 16
     patch, merge = model.config.patch_size, model.config.spatial_merge_size
@@ -276,8 +307,12 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
             )
             values += tokens * text.vocab_size * 2  # logits and their gradient
         activations[task] = values * compute_bytes / gib
+    gathered = 0  # the largest block (tower block or LLM layer) gathered whole, twice with prefetching
+    if weight_shards > 1:
+        blocks = [m for m in model.modules() if type(m).__name__ in (getattr(model, "_no_split_modules", None) or ())]
+        gathered = 2 * max((sum(p.numel() for p in block.parameters()) for block in blocks), default=0)
     estimate = {
-        "weights_gib": total * compute_bytes / gib,
+        "weights_gib": (total / weight_shards + gathered) * compute_bytes / gib,
         "gradients_gib": trainable * compute_bytes / grad_shards / gib,
         "optimizer_gib": trainable * 12 / optim_shards / gib,
         "activations_gib": max(activations.values(), default=0.0),
@@ -324,7 +359,7 @@ def dry_run_model(model_args: ModelArguments, data_args: DataArguments,
         return VersaViTForMultiTask(config)
 
 
-def format_report(rows: list[dict], memory: dict, num_gpus: int) -> str:
+def format_report(rows: list[dict], memory: dict, num_gpus: int, sharding_name: str = "") -> str:
     lines = [f"{'part':<20}{'params':>12}{'trainable':>12}{'paper (Table 13)':>19}"]
     for row in rows:
         paper = f"{row['paper_m']:.1f}M" if row["paper_m"] is not None else "-"
@@ -333,7 +368,7 @@ def format_report(rows: list[dict], memory: dict, num_gpus: int) -> str:
             lines.append(f"{'':<20}({row['note']})")
     total = sum(r["params_m"] for r in rows)
     lines.append(f"{'total':<20}{total:>11.1f}M")
-    lines.append(f"\nEstimated memory per GPU ({num_gpus} GPUs), GiB:")
+    lines.append(f"\nEstimated memory per GPU ({num_gpus} GPUs{', ' + sharding_name if sharding_name else ''}), GiB:")
     for key in ("weights_gib", "gradients_gib", "optimizer_gib", "activations_gib", "total_gib"):
         lines.append(f"  {key.removesuffix('_gib'):<12}{memory[key]:>8.1f}")
     by_task = ", ".join(f"{k} {v:.1f}" for k, v in memory["activations_by_task_gib"].items())
@@ -350,5 +385,7 @@ __all__ = [
     "memory_estimate",
     "parameter_report",
     "plan_run",
+    "sharding",
+    "sharding_fix",
     "zero_stage",
 ]
