@@ -11,7 +11,7 @@ STAMP := $(VENV)/.versavit-installed
 # pip prints a warning for each package the machine's extra (file://) indexes lack; keep the log readable.
 QUIET_PIP := 2>&1 | { grep -v 'is neither a file nor a directory' || true; }
 
-.PHONY: install demo test reproduce mutation clean
+.PHONY: install demo test reproduce gpu-check mutation clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ test: $(STAMP)
 # Other tables: make reproduce ARGS="--tables table6 --output_dir outputs/reproduce_table6" (or table5, sailvit)
 reproduce: $(STAMP)
 	$(BIN)/python recipes/reproduce.py $(ARGS)
+
+# The GPU check (benchmarks/gpu.py): bf16 peak, step time and MFU (sdpa / flash_attention_2), peak memory against the
+# plan, bf16-vs-float32 loss agreement. On a machine without CUDA it runs its CPU smoke sizes (CI runs those in e2e).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py $(ARGS)
 
 # Mutation testing of the losses and the schedule (tests/mutation.py: mutmut, ~4 min on 2 cores; not part of make
 # test). Prints the score per module and every surviving mutant; results in docs/testing.md.

@@ -549,14 +549,21 @@ class VersaViTModel(VersaViTPreTrainedModel):
 class TraceableDepthEstimationHead(DepthAnythingDepthEstimationHead):
     """Depth Anything's depth head with the output size kept symbolic: the parent's forward casts it with `int()`,
     which `torch.export` cannot do for a size read from `image_grid_thw` (a value, not a shape). Same modules, same
-    weights, same arithmetic (tested against the parent)."""
+    weights, same arithmetic (tested against the parent).
+
+    Under bf16 / fp16 autocast its last convolution runs in the weights' own dtype: the scale-and-shift-invariant
+    loss reads the map's variation around its level, and a freshly initialised head predicts ~1.04 ± 0.0035, which
+    bf16's 8-bit mantissa (steps of 0.0078 at 1.0) rounds away (measured: the tiny model's first depth loss 8.11 in
+    bf16 against 7.13 in float32; benchmarks/gpu.py checks the agreement)."""
 
     def forward(self, hidden_states: list[torch.Tensor], patch_height, patch_width) -> torch.Tensor:
         predicted_depth = self.conv1(hidden_states[self.head_in_index])
         size = (patch_height * self.patch_size, patch_width * self.patch_size)
         predicted_depth = F.interpolate(predicted_depth, size, mode="bilinear", align_corners=True)
         predicted_depth = self.activation1(self.conv2(predicted_depth))
-        predicted_depth = self.activation2(self.conv3(predicted_depth)) * self.max_depth
+        with torch.autocast(predicted_depth.device.type, enabled=False):
+            predicted_depth = self.conv3(predicted_depth.to(self.conv3.weight.dtype))
+        predicted_depth = self.activation2(predicted_depth) * self.max_depth
         return predicted_depth.squeeze(dim=1)
 
 

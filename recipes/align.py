@@ -41,7 +41,7 @@ from versavit_trainer.core.curriculum import check_finished_stages, check_stage_
 from versavit_trainer.core.models import build_model
 from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import run_argument_types
-from versavit_trainer.core.plan import plan_run
+from versavit_trainer.core.plan import plan_run, refuse_sharding
 from versavit_trainer.core.reporting import GracefulStop
 from versavit_trainer.core.sources import DataSources
 from versavit_trainer.core.stages import run_as_script, save_model_folders
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(training_args.output_dir)
     data_args.tasks = ["captioning"]
     stages = versavit_stages(data_args, run_args)[:1]  # the VersaViT curriculum's alignment stage
+    if lora_args.backbone_lora or lora_args.language_model_lora:
+        refuse_sharding(training_args, "LoRA (backbone_lora / language_model_lora)")
     plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT alignment run")
     claim_run_folder(output_dir, "recipes/align.py", run_args, training_args)  # held until the process ends
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)

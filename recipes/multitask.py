@@ -76,6 +76,7 @@ from versavit_trainer.core.plan import (
     memory_estimate,
     parameter_report,
     plan_run,
+    refuse_sharding,
     sharding_fix,
 )
 from versavit_trainer.core.reporting import GracefulStop, plot_loss_curves, render_panel
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         return dry_run(model_args, data_args, run_args, training_args, stages)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(training_args.output_dir)
+    if lora_args.backbone_lora or lora_args.language_model_lora:
+        refuse_sharding(training_args, "LoRA (backbone_lora / language_model_lora)")
     plan_run(model_args, data_args, run_args, training_args, stages, "VersaViT multi-task run")
     claim_run_folder(output_dir, "recipes/multitask.py", run_args, training_args)  # held until the process ends
     config = resolved_config(model_args, lora_args, data_args, run_args, training_args, exclude=NOT_RECORDED)

@@ -34,6 +34,7 @@ COMMANDS = {
     "roofline": (["--repeats", "1", "--gemm_size", "256", *FEW_SCENES], ["multi-task", "before: all logits"]),
     "memory": (FEW_SCENES, ["alignment stage (projector only)", "step peak RSS"]),
     "bf16": (["--repeats", "1", *FEW_SCENES], ["multi-task round", "LLM stored in bf16", "frozen tower"]),
+    "gpu": (["--smoke", "--repeats", "1"], ["1. peak", "MFU", "3. memory", "within the bf16 tolerance"]),
     "export": (
         ["--depth", "3", "--embed_dim", "64", "--side", "56", "--repeats", "1", "--models", "backbone"],
         ["eager (peer)", "torch.export", "onnxruntime", "torch.compile", "VersaViTModel"],

@@ -48,6 +48,22 @@ def test_the_traceable_depth_head_is_depth_anything_s_head():
         torch.testing.assert_close(ours(fused, height, width), expected, rtol=0, atol=0)
 
 
+def test_under_bf16_autocast_the_depth_loss_keeps_the_float32_value():
+    """A fresh head predicts a nearly flat map (~1.04 ± 0.0035 here) whose variation is all the scale-and-shift-
+    invariant loss reads; a bf16 last convolution rounded it away (loss 8.11 against 7.13 in float32)."""
+    torch.manual_seed(0)
+    model = VersaViTForDepthEstimation(tiny_config(depth_neck_hidden_sizes=[16, 32, 64],
+                                                   depth_fusion_hidden_size=16)).train()
+    inputs = random_inputs(model.config, [(4, 4), (4, 4)])
+    labels = torch.rand(2, 56, 56, generator=torch.Generator().manual_seed(1)) + 0.1
+    exact = model(**inputs, labels=labels)
+    assert exact.predicted_depth.std() < 0.01 * exact.predicted_depth.mean()  # the case that needs the precision
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(**inputs, labels=labels)
+    assert mixed.predicted_depth.dtype == torch.float32
+    assert mixed.loss.item() == pytest.approx(exact.loss.item(), rel=1e-2)
+
+
 @pytest.mark.parametrize("grid", [(4, 4), (6, 10)])
 def test_depth_prediction_has_the_input_size(family, grid):
     torch.manual_seed(0)

@@ -473,3 +473,59 @@ def test_the_72b_dry_run_fits_sharded_and_is_refused_under_zero2(capsys):
     with pytest.raises(ConfigError, match=r"under ZeRO-2 each of the 8 GPUs needs about .* launch with "
                                           r"recipes/accelerate/zero3\.yaml or recipes/accelerate/fsdp2\.yaml"):
         load_recipe("multitask").main(["--config", str(config), "--dry_run", "--dry_run_sharding", "zero2"])
+
+
+@pytest.mark.e2e  # three two-process runs of the tiny curriculum, ~1.5 min
+def test_two_nodes_on_this_machine_equal_one_node_with_two_processes(tmp_path, tiny_llm):
+    """Two `accelerate launch` commands with --num_machines 2 (one process each, 127.0.0.1, gloo) against one
+    launch of two processes on one machine: the same ranks, the same global batches, the same collectives, so the
+    per-task losses of every logged step and every weight of final/ are bit for bit equal."""
+    common = dict(panel_samples=0, report_to="none", save_strategy="no", num_eval_scenes=0, max_steps=3,
+                  captioning_batch_size=1, depth_batch_size=1, segmentation_batch_size=1)
+    one = tmp_path / "one_node"
+    one.mkdir()
+    launch("ddp.yaml", tiny_run_config(one, tiny_llm, **common))
+    two = tmp_path / "two_nodes"
+    two.mkdir()
+    config, port = tiny_run_config(two, tiny_llm, **common), free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/ddp.yaml",
+         "--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip",
+         "127.0.0.1", "--main_process_port", str(port), str(RECIPE), "--config", str(config)],
+        cwd=ROOT, env={**os.environ, **DISTRIBUTED_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    for node in nodes:
+        out, err = node.communicate(timeout=900)
+        assert node.returncode == 0, out[-2000:] + err[-4000:]
+    a, b = one / "run", two / "run"
+    assert json.loads((b / "summary.json").read_text())["stages"]["multitask"]["world_size"] == 2
+    for stage in ("alignment", "multitask"):
+        logged = [[{k: v for k, v in e.items() if k.startswith("loss")} for e in
+                   json.loads((run / stage / "log_history.json").read_text()) if "loss" in e] for run in (a, b)]
+        assert logged[0] == logged[1] and len(logged[0]) > 0, stage
+    final, expected = load_file(b / "final" / "model.safetensors"), load_file(a / "final" / "model.safetensors")
+    assert final.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(final[name], value), name
+
+
+def test_the_launch_s_sharding_is_read_and_what_cannot_gather_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from versavit_trainer.core.plan import refuse_sharding, sharding
+
+    for path in sorted((ROOT / "recipes" / "accelerate").glob("*.yaml")):  # every shipped config is accelerate's
+        ClusterConfig.from_yaml_file(path)
+    zero3 = SimpleNamespace(fsdp=None, deepspeed=str(ROOT / "recipes" / "deepspeed" / "zero3.json"))
+    assert sharding(zero3) == "zero3"
+    assert sharding(SimpleNamespace(fsdp=None, deepspeed=str(ROOT / "recipes" / "deepspeed" / "zero2.json"))) == "zero2"
+    assert sharding(SimpleNamespace(fsdp=None, deepspeed=None)) == "ddp"
+    with pytest.raises(ConfigError, match=r"LoRA .* is not supported under ZeRO-3 .*: launch it with ddp.yaml"):
+        refuse_sharding(zero3, "LoRA (backbone_lora / language_model_lora)")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch sets from fsdp2.yaml
+    plain = SimpleNamespace(fsdp=None, deepspeed=None)
+    assert sharding(plain) == "fsdp2"
+    with pytest.raises(ConfigError, match=r"recipes/finetune_depth.py is not supported under FSDP2"):
+        refuse_sharding(plain, "recipes/finetune_depth.py")

@@ -69,6 +69,15 @@ def sharding(training_args) -> str:
     return f"zero{stage}" if stage else "ddp"
 
 
+def refuse_sharding(training_args, what: str) -> None:
+    """`ConfigError` naming `what` when this launch shards the parameters (ZeRO-3, FSDP2), for the parts of the
+    library that have not been made to gather them (they would save or evaluate one process's shards)."""
+    held_as = sharding(training_args)
+    if held_as in ("zero3", "fsdp2"):
+        raise ConfigError(f"{what} is not supported under {SHARDINGS[held_as]} (parameters sharded over the "
+                          "processes): launch it with ddp.yaml or zero2.yaml (docs/training.md, Sharded parameters).")
+
+
 def _steps(max_steps: int, epochs: float, data: str) -> str:
     if max_steps > 0:
         return f"{max_steps} step{'s' if max_steps > 1 else ''}"
@@ -385,6 +394,7 @@ __all__ = [
     "memory_estimate",
     "parameter_report",
     "plan_run",
+    "refuse_sharding",
     "sharding",
     "sharding_fix",
     "zero_stage",

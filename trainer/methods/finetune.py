@@ -19,6 +19,7 @@ from ..core.held_out import evaluate_held_out
 from ..core.lora import LoraArguments, apply_lora, merge_lora
 from ..core.models import require_task_weights
 from ..core.options import DataArguments, check_input_sizes
+from ..core.plan import refuse_sharding
 from ..core.reporting import GracefulStop
 from ..core.sources import load_data
 from ..core.stages import run_stage, stage_arguments
@@ -119,6 +120,7 @@ def finetune(task: str, args: FinetuneArguments, lora_args: LoraArguments, train
         raise ValueError(f"task: expected 'depth' or 'segmentation', got {task!r}.")
     output_dir = Path(training_args.output_dir)
     recipe = f"recipes/finetune_{'depth' if task == 'depth' else 'refseg'}.py"
+    refuse_sharding(training_args, recipe)
     claim_run_folder(output_dir, recipe, args, training_args)
     if not Path(args.model_name_or_path).is_dir():
         raise ConfigError(f"model_name_or_path: {args.model_name_or_path} is not a folder (run `make demo` for the "
