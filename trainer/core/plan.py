@@ -277,12 +277,13 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     """A rough per-GPU memory estimate (GiB) of the multi-task stage under mixed precision, for a launch that holds
     the model as `sharding` says (a key of `SHARDINGS`).
 
-    weights: every parameter in the compute dtype (2 bytes in bf16), a whole copy per GPU under DDP and ZeRO-1/2,
-    sharded over the GPUs under ZeRO-3 and FSDP2 (plus the largest block gathered whole, twice with prefetching);
-    gradients: 2 bytes per trainable parameter, sharded from ZeRO stage 2 (FSDP2 too); optimizer: fp32 master copy +
-    AdamW's two moments (12 bytes per trainable parameter; FSDP2's fp32 shards are the master copy), sharded from ZeRO
-    stage 1 and under FSDP2. A frozen part has no gradient and no optimizer state. Activations: the largest task
-    micro-batch (tasks run one at a time);
+    weights: every parameter in the compute dtype (2 bytes in bf16; FSDP2: 4, the float32 the recipes load, its mixed
+    precision casting only a gathered copy), a whole copy per GPU under DDP and ZeRO-1/2, sharded over the GPUs under
+    ZeRO-3 and FSDP2 (plus the largest block gathered whole, twice with prefetching); gradients: per trainable
+    parameter in that dtype, sharded from ZeRO stage 2 (FSDP2 too); optimizer: fp32 master copy + AdamW's two moments
+    (12 bytes per trainable parameter; FSDP2: the two moments, 8, its fp32 shards being the master copy), sharded
+    from ZeRO stage 1 and under FSDP2. A frozen part has no gradient and no optimizer state. Activations: the
+    largest task micro-batch (tasks run one at a time);
     with gradient checkpointing each transformer layer keeps its input (tokens x width) and one layer is recomputed
     at a time (~16 values per token and width, attention included), without it every layer keeps ~16 (the factor
     is an approximation, not a measurement). `tasks` (default `data_args.curriculum_tasks`): the objectives that run, at
@@ -320,10 +321,14 @@ def memory_estimate(model: VersaViTForMultiTask, data_args: DataArguments, num_g
     if weight_shards > 1:
         blocks = [m for m in model.modules() if type(m).__name__ in (getattr(model, "_no_split_modules", None) or ())]
         gathered = 2 * max((sum(p.numel() for p in block.parameters()) for block in blocks), default=0)
+    # FSDP2 keeps the parameters as the recipes load them (float32; its mixed precision casts a gathered copy for
+    # compute) and gradients in their dtype; AdamW's two moments are then the whole optimizer state. DeepSpeed casts
+    # the module to the compute dtype and keeps an fp32 master copy of what trains beside the moments.
+    stored_bytes, optimizer_bytes = (4, 8) if sharding == "fsdp2" else (compute_bytes, 12)
     estimate = {
-        "weights_gib": (total / weight_shards + gathered) * compute_bytes / gib,
-        "gradients_gib": trainable * compute_bytes / grad_shards / gib,
-        "optimizer_gib": trainable * 12 / optim_shards / gib,
+        "weights_gib": (total / weight_shards * stored_bytes + gathered * compute_bytes) / gib,
+        "gradients_gib": trainable * stored_bytes / grad_shards / gib,
+        "optimizer_gib": trainable * optimizer_bytes / optim_shards / gib,
         "activations_gib": max(activations.values(), default=0.0),
         "activations_by_task_gib": activations,
     }
