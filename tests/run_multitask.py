@@ -65,6 +65,7 @@ def main():
     parser.add_argument("--adam_epsilon", type=float, default=1e-2)
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--frozen_language_model", action="store_true")
+    parser.add_argument("--nan_segmentation", action="store_true", help="NaN text embeddings: every step is skipped")
     options = parser.parse_args()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,9 +97,11 @@ def main():
         train_language_model=not options.frozen_language_model,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
-    trainer = MultiTaskTrainer(
-        model, args, task_specs(model.config, sizes), callbacks=[Recorder(out, options.slow_after_save)]
-    )
+    specs = task_specs(model.config, sizes)
+    if options.nan_segmentation:
+        for sample in specs[2].dataset:
+            sample["text_embeds"][0, 0] = float("nan")
+    trainer = MultiTaskTrainer(model, args, specs, callbacks=[Recorder(out, options.slow_after_save)])
     trainer.train(resume_from_checkpoint=options.resume)
     state = trainer.full_state_dict()  # (gathered from the shards under ZeRO-3 / FSDP2)
     if trainer.is_world_process_zero():

@@ -428,6 +428,21 @@ def test_a_sharded_run_resumed_mid_stage_equals_the_uninterrupted_one(tmp_path, 
     assert resumed[3]["loss"] == pytest.approx(reference_losses[3]["loss"], rel=1e-5)
 
 
+@pytest.mark.e2e  # two two-process runs, ~25 s
+@pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
+def test_sharded_steps_with_non_finite_losses_are_skipped_whole(tmp_path, engine):
+    """Every step has a NaN segmentation loss: under ZeRO-3 (whose optimizer steps parameter sub-groups one by one,
+    and skips non-finite gradients itself before our guard runs) and FSDP2 no weight moves, each step is counted
+    once as skipped, and the step after a skipped one is judged on its own losses."""
+    out = tmp_path / engine
+    run(sharded_command(engine, out, "--max_steps", "2", "--nan_segmentation"), env=SHARDED_ENV)
+    initial = dict(tiny_multitask_model(seed=0).named_parameters())
+    for name, value in load_file(out / "final.safetensors").items():
+        assert torch.equal(value, initial[name].detach()), name
+    losses = read_losses(out / "losses.jsonl")
+    assert [losses[step]["skipped_steps"] for step in (1, 2)] == [1, 2]
+
+
 def test_multitask_checkpoint_round_trips_and_feeds_every_task_class(tmp_path):
     from modeling_versavit import (
         VersaViTForCaptioning,

@@ -124,7 +124,7 @@ class MultiTaskTrainer(Trainer):
         self._truncated = 0
         self._skipped_steps = 0
         self._consecutive_skipped_steps = 0
-        self._step_losses: list[tuple[str, list, torch.Tensor]] = []
+        self._step_losses: list[tuple[int, str, list, torch.Tensor]] = []  # (optimizer step, task, positions, loss)
         self._judged_step, self._judged_losses, self._step_skipped = None, [], False
         self.add_callback(_ShardedEngineHooks(self))
 
@@ -165,7 +165,7 @@ class MultiTaskTrainer(Trainer):
         loss = outputs.loss
         if model.training:
             self._record(task, loss.detach(), outputs.get("loss_terms"))
-            self._step_losses.append((task, positions, loss.detach()))
+            self._step_losses.append((self.state.global_step, task, positions, loss.detach()))
         weighted = loss * (self._weights[task] / self.args.rounds_per_step)
         return (weighted, outputs) if return_outputs else weighted
 
@@ -310,7 +310,7 @@ class MultiTaskTrainer(Trainer):
         def guarded(*args, **kwargs):
             if self._judged_step != self.state.global_step:  # the first call of this optimizer step
                 self._judged_step, self._step_skipped = self.state.global_step, False
-                self._judged_losses, self._step_losses = self._step_losses, []
+                self._judged_losses = self._losses_of_this_step()
             losses = self._judged_losses
             grads = [_local(p.grad) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             device = grads[0].device if grads else self.args.device
@@ -326,24 +326,35 @@ class MultiTaskTrainer(Trainer):
             if bad.item() == 0 and not self._step_skipped:
                 self._consecutive_skipped_steps = 0
                 return step(*args, **kwargs)
-            if self._step_skipped:  # a later sub-group of a step already skipped
-                return None
-            self._step_skipped = True
-            self._skipped_steps += 1
-            self._consecutive_skipped_steps += 1
-            at_fault = [f"{task} batch at stream positions {positions}" for task, positions, loss in losses
-                        if not torch.isfinite(loss)]
-            logger.warning("step %d skipped (no update): non-finite %s", self.state.global_step + 1,
-                           "loss in " + "; ".join(at_fault) if at_fault else "gradients (on this or another rank)")
-            if self._consecutive_skipped_steps >= MAX_CONSECUTIVE_NONFINITE_STEPS:
-                raise RuntimeError(
-                    f"{self._consecutive_skipped_steps} consecutive optimizer steps had non-finite losses or gradients "
-                    f"(last at step {self.state.global_step + 1}); stopping. The data (NaN / inf labels, embeddings or "
-                    "images) or the learning rate is at fault; resume from the last checkpoint once fixed."
-                )
+            if not self._step_skipped:  # (a later sub-group of a skipped step: counted once)
+                self._skip_step(losses)
             return None
 
         return guarded
+
+    def _losses_of_this_step(self) -> list[tuple[str, list, torch.Tensor]]:
+        """The (task, stream positions, loss) of this optimizer step's micro-batches; older ones are dropped (a step
+        DeepSpeed skipped before our guard ran leaves its losses behind)."""
+        current = [(task, positions, loss) for step, task, positions, loss in self._step_losses
+                   if step == self.state.global_step]
+        self._step_losses = []
+        return current
+
+    def _skip_step(self, losses) -> None:
+        """Count and log a skipped optimizer step; stop the run after `MAX_CONSECUTIVE_NONFINITE_STEPS` in a row."""
+        self._step_skipped = True
+        self._skipped_steps += 1
+        self._consecutive_skipped_steps += 1
+        at_fault = [f"{task} batch at stream positions {positions}" for task, positions, loss in losses
+                    if not torch.isfinite(loss)]
+        logger.warning("step %d skipped (no update): non-finite %s", self.state.global_step + 1,
+                       "loss in " + "; ".join(at_fault) if at_fault else "gradients (on this or another rank)")
+        if self._consecutive_skipped_steps >= MAX_CONSECUTIVE_NONFINITE_STEPS:
+            raise RuntimeError(
+                f"{self._consecutive_skipped_steps} consecutive optimizer steps had non-finite losses or gradients "
+                f"(last at step {self.state.global_step + 1}); stopping. The data (NaN / inf labels, embeddings or "
+                "images) or the learning rate is at fault; resume from the last checkpoint once fixed."
+            )
 
     # ------------------------------------------------------------------------------------------------ sharding
     @property
@@ -373,6 +384,10 @@ class MultiTaskTrainer(Trainer):
                 return optimizer._step_only(*args, **kwargs)
             finally:  # (a step DeepSpeed skipped for non-finite gradients discards them too)
                 optimizer.grad_partitions_flat_buffer.zero_()
+                if getattr(optimizer, "overflow", False) and self._judged_step != self.state.global_step:
+                    # DeepSpeed skipped the step (non-finite gradients) before our guard ran: count it as ours
+                    self._judged_step = self.state.global_step
+                    self._skip_step(self._losses_of_this_step())
 
         optimizer.step = step
 
