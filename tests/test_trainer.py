@@ -383,15 +383,18 @@ def frozen_llm_reference(tmp_path_factory):
     return load_file(out / "final.safetensors"), read_losses(out / "losses.jsonl")
 
 
+@pytest.mark.parametrize("checkpointing", [False, pytest.param(True, marks=pytest.mark.e2e)],
+                         ids=["plain", "activation-checkpointing"])  # the second: the same exactness, in CI's e2e
 @pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
-def test_two_sharded_processes_match_one_process(tmp_path, frozen_llm_reference, engine):
-    """ZeRO-3 / FSDP2 over two processes, the LLM frozen: each process held half the parameters (FSDP2: one unit per
-    tower block and LLM layer), and the per-step losses and gathered weights are the one-process run's to float
-    rounding (the two processes sum the same gradients in another order); the frozen LLM and the parts frozen by
-    design are bit for bit the initial ones."""
+def test_two_sharded_processes_match_one_process(tmp_path, frozen_llm_reference, engine, checkpointing):
+    """ZeRO-3 / FSDP2 over two processes, the LLM frozen (and, in e2e, with the trainer's activation checkpointing):
+    each process held half the parameters (FSDP2: one unit per tower block and LLM layer), and the per-step losses
+    and gathered weights are the one-process run's to float rounding (the two processes sum the same gradients in
+    another order); the frozen LLM and the parts frozen by design are bit for bit the initial ones."""
     reference, reference_losses = frozen_llm_reference
     out = tmp_path / engine
-    run(sharded_command(engine, out, "--max_steps", "3", "--frozen_language_model"), env=SHARDED_ENV)
+    extra = ["--gradient_checkpointing"] if checkpointing else []
+    run(sharded_command(engine, out, "--max_steps", "3", "--frozen_language_model", *extra), env=SHARDED_ENV)
     trained = load_file(out / "final.safetensors")
     assert_same_parameters(trained, reference)
     losses = read_losses(out / "losses.jsonl")
