@@ -58,6 +58,33 @@ def tower_config(depth: int, embed_dim: int, num_heads: int | None = None) -> di
             "num_heads": num_heads or embed_dim // 64, "hidden_size": 2 * embed_dim}
 
 
+def task_batches(config, side: int, batch: int, image_token: int, device="cpu") -> dict[str, dict]:
+    """One random batch per multi-task objective at `side` pixels, as the collators give them: captioning (16 prompt
+    tokens, the image's `image_token`s, 32 answer tokens; token ids below `image_token`), depth, and segmentation
+    (two 384-d expressions per image)."""
+    grid = side // config.patch_size
+    generator = torch.Generator().manual_seed(0)
+
+    def images():
+        return {"pixel_values": torch.randn(batch * grid * grid, config.patch_dim, generator=generator),
+                "image_grid_thw": torch.tensor([[1, grid, grid]] * batch)}
+
+    prompt, answer, visual = 16, 32, grid * grid // config.spatial_merge_size**2
+    ids = torch.randint(2, image_token, (batch, prompt + visual + answer), generator=generator)
+    ids[:, prompt:prompt + visual] = image_token
+    labels = ids.clone()
+    labels[:, :prompt + visual] = -100
+    side = grid * config.patch_size
+    data = {
+        "captioning": {**images(), "input_ids": ids, "labels": labels},
+        "depth": {**images(), "labels": torch.rand(batch, side, side, generator=generator) + 0.1},
+        "segmentation": {**images(), "text_embeds": torch.randn(2 * batch, 384, generator=generator),
+                         "expression_image_index": torch.arange(batch).repeat_interleave(2),
+                         "labels": (torch.rand(2 * batch, side, side, generator=generator) < 0.3).float()},
+    }
+    return {task: {k: v.to(device) for k, v in values.items()} for task, values in data.items()}
+
+
 # Depth Anything (V2) Small's first three neck widths, fusion 64, head 32: the dense benchmarks' DPT head.
 DPT_NECK = [48, 96, 192]
 DPT_FACTORS = [4, 2, 1]

@@ -27,7 +27,7 @@ import sys
 import time
 
 import torch
-from common import count_flops, tower_config
+from common import count_flops, task_batches, tower_config
 from transformers import LlamaConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask
@@ -36,7 +36,7 @@ from versavit_trainer.parts import training_parts
 
 BF16_TOLERANCE = 3e-2  # relative, per task loss: bf16 keeps 8 bits of mantissa (~4e-3 per rounding)
 TASKS = ("captioning", "depth", "segmentation")
-PROMPT, ANSWER, IMAGE_TOKEN = 16, 32, 1023
+IMAGE_TOKEN = 1023  # the last row of the benchmark LLM's 1024-token vocabulary
 
 
 def sizes(smoke: bool) -> dict:
@@ -61,30 +61,6 @@ def build(size: dict, attn_implementation: str = "sdpa", vocab: int = 1024) -> V
     config._attn_implementation = attn_implementation
     torch.manual_seed(0)
     return VersaViTForMultiTask(config)
-
-
-def batches(config, side: int, batch: int, device) -> dict[str, dict]:
-    """One random batch per task at `side` pixels, as the collators give them."""
-    grid = side // config.patch_size
-    generator = torch.Generator().manual_seed(0)
-
-    def images():
-        return {"pixel_values": torch.randn(batch * grid * grid, config.patch_dim, generator=generator),
-                "image_grid_thw": torch.tensor([[1, grid, grid]] * batch)}
-
-    visual = grid * grid // config.spatial_merge_size**2
-    ids = torch.randint(2, IMAGE_TOKEN, (batch, PROMPT + visual + ANSWER), generator=generator)
-    ids[:, PROMPT:PROMPT + visual] = IMAGE_TOKEN
-    labels = ids.clone()
-    labels[:, :PROMPT + visual] = -100
-    data = {
-        "captioning": {**images(), "input_ids": ids, "labels": labels},
-        "depth": {**images(), "labels": torch.rand(batch, side, side, generator=generator) + 0.1},
-        "segmentation": {**images(), "text_embeds": torch.randn(2 * batch, 384, generator=generator),
-                         "expression_image_index": torch.arange(batch).repeat_interleave(2),
-                         "labels": (torch.rand(2 * batch, side, side, generator=generator) < 0.3).float()},
-    }
-    return {task: {k: v.to(device) for k, v in batch.items()} for task, batch in data.items()}
 
 
 def optimizer_for(model) -> torch.optim.Optimizer:
@@ -134,7 +110,7 @@ def measure_step(size, attn_implementation, device, repeats: int) -> dict:
     model.activation_checkpointing_enable() if device.type == "cuda" else None
     model.train()
     optimizer = optimizer_for(model)
-    data = batches(model.config, size["side"], size["batch"], device)
+    data = task_batches(model.config, size["side"], size["batch"], IMAGE_TOKEN, device)
     step(model, optimizer, data, autocast=True)  # warm-up: kernels, optimizer state
     flops = count_flops(lambda: step(model, optimizer, data, autocast=True))
     if device.type == "cuda":
@@ -170,7 +146,7 @@ def agreement(device, steps: int = 3) -> float:
         model = build(tiny).to(where)
         model.train()
         optimizer = optimizer_for(model)
-        data = batches(model.config, tiny["side"], 2, where)
+        data = task_batches(model.config, tiny["side"], 2, IMAGE_TOKEN, where)
         runs.append([step(model, optimizer, data, autocast) for _ in range(steps)])
     return max(abs(b[t] - a[t]) / abs(a[t]) for a, b in zip(*runs) for t in TASKS)
 

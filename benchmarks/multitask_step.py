@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import torch
-from common import tower_config  # noqa: E402
+from common import task_batches, tower_config  # noqa: E402
 from transformers import LlamaConfig
 
 from modeling_versavit import VersaViTConfig, VersaViTForMultiTask  # noqa: E402
@@ -37,29 +37,6 @@ def build(args):
     )
     torch.manual_seed(0)
     return VersaViTForMultiTask(config)
-
-
-def batches(config, args):
-    grid = args.side // 14
-    patches = grid * grid
-
-    def images(n):
-        return {"pixel_values": torch.randn(n * patches, config.patch_dim),
-                "image_grid_thw": torch.tensor([[1, grid, grid]] * n)}
-
-    side = grid * 14
-    prompt, answer, visual = 16, 32, patches // 4
-    ids = torch.randint(2, 1000, (args.batch, prompt + visual + answer))
-    ids[:, prompt : prompt + visual] = 1023
-    labels = ids.clone()
-    labels[:, : prompt + visual] = -100
-    return {
-        "captioning": {**images(args.batch), "input_ids": ids, "labels": labels},
-        "depth": {**images(args.batch), "labels": torch.rand(args.batch, side, side) + 0.1},
-        "segmentation": {**images(args.batch), "text_embeds": torch.randn(2 * args.batch, 384),
-                         "expression_image_index": torch.arange(args.batch).repeat_interleave(2),
-                         "labels": (torch.rand(2 * args.batch, side, side) < 0.3).float()},
-    }
 
 
 def plain_loop(model, data, weights, steps, warmup):
@@ -137,7 +114,7 @@ def main():
     args = parser.parse_args()
     weights = {"captioning": 1 / 3, "depth": 1 / 3, "segmentation": 1 / 3}
     model = build(args)
-    data = batches(model.config, args)
+    data = task_batches(model.config, args.side, args.batch, image_token=1023)
     # Alternate the two measurements so machine noise hits both alike.
     plain, ours = [], []
     for _ in range(2):

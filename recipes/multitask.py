@@ -71,9 +71,10 @@ from versavit_trainer.core.objectives_model import ObjectivesModel
 from versavit_trainer.core.options import SHARDINGS, run_argument_types
 from versavit_trainer.core.plan import (
     captioning_connector,
+    compared_shardings,
     dry_run_model,
+    estimates_by_sharding,
     format_report,
-    memory_estimate,
     parameter_report,
     plan_run,
     refuse_sharding,
@@ -105,14 +106,12 @@ def dry_run(model_args, data_args, run_args, training_args, stages: list) -> dic
     apply_stage(model, stage_learning_rates(last, training_parts(model)))
     rows = parameter_report(model)
     held_as = run_args.dry_run_sharding
-    estimates = {how: memory_estimate(model, data_args, run_args.dry_run_gpus, training_args.bf16, how,
+    estimates = estimates_by_sharding(model, data_args, run_args.dry_run_gpus, training_args.bf16, held_as,
                                       bool(training_args.activation_checkpointing), tasks)
-                 for how in dict.fromkeys([held_as, "zero2", "zero3", "fsdp2"])}
     memory = estimates[held_as]
     allocated = sum(p.numel() for p in model.parameters() if p.device.type != "meta")
     print(format_report(rows, memory, run_args.dry_run_gpus, SHARDINGS[held_as]))
-    print("  per GPU under " + ", ".join(f"{SHARDINGS[how]} {estimates[how]['total_gib']:.1f}"
-                                         for how in ("zero2", "zero3", "fsdp2")))
+    print(f"  per GPU under {compared_shardings(estimates)}")
     limit = run_args.dry_run_gpu_memory_gib
     if limit is not None and memory["total_gib"] > limit:
         raise ConfigError(

@@ -171,10 +171,9 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
             rates = apply_stage(wrapped, stage_learning_rates(args, training_parts(wrapped)))
         except ValueError as err:
             raise ConfigError(f"stage {stage.name}: {err}") from None
-        estimates = {how: memory_estimate(model, data_args, processes, training_args.bf16, how,
+        estimates = estimates_by_sharding(model, data_args, processes, training_args.bf16, held_as,
                                           bool(training_args.activation_checkpointing), stage.objective_names,
                                           {item.name: item.batch_size for item in stage.objectives})
-                     for how in dict.fromkeys([held_as, "zero2", "zero3", "fsdp2"])}
         estimate = estimates[held_as]
         if memory is None or estimate["total_gib"] > memory["total_gib"]:
             memory, largest, others = estimate, stage.name, estimates
@@ -216,7 +215,7 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
         f"  memory    ~{needed:.1f} GiB ({scope}: weights {memory['weights_gib']:.1f}, gradients "
         f"{memory['gradients_gib']:.1f}, optimizer {memory['optimizer_gib']:.1f}, activations "
         f"{memory['activations_gib']:.1f}; a rough estimate) of {free:.1f} GiB {where}; per process under "
-        + ", ".join(f"{SHARDINGS[how]} {others[how]['total_gib']:.1f}" for how in ("zero2", "zero3", "fsdp2"))
+        + compared_shardings(others)
     )
     if training_args.process_index == 0:
         print("\n".join(lines), flush=True)
@@ -229,6 +228,22 @@ def plan_run(model_args: ModelArguments, data_args: DataArguments, run_args: Run
         )
     return {"parameters_m": parts, "trainable_m": trainable, "memory": memory, "needed_gib": needed,
             "free_gib": free, "where": where}
+
+
+COMPARED_SHARDINGS = ("zero2", "zero3", "fsdp2")  # what the plan and the dry run print beside the launch's
+
+
+def estimates_by_sharding(model, data_args: DataArguments, num_gpus: int, bf16: bool, held_as: str,
+                          gradient_checkpointing: bool, tasks: list[str] | None = None,
+                          batch_sizes: dict[str, int] | None = None) -> dict[str, dict]:
+    """`memory_estimate` under the launch's sharding `held_as` and under each of `COMPARED_SHARDINGS`."""
+    return {how: memory_estimate(model, data_args, num_gpus, bf16, how, gradient_checkpointing, tasks, batch_sizes)
+            for how in dict.fromkeys([held_as, *COMPARED_SHARDINGS])}
+
+
+def compared_shardings(estimates: dict[str, dict]) -> str:
+    """E.g. "ZeRO-2 16.1, ZeRO-3 11.7, FSDP2 11.7" (GiB per process)."""
+    return ", ".join(f"{SHARDINGS[how]} {estimates[how]['total_gib']:.1f}" for how in COMPARED_SHARDINGS)
 
 
 def sharding_fix(estimates: dict[str, dict], held_as: str, limit_gib: float) -> str:
@@ -393,8 +408,11 @@ def format_report(rows: list[dict], memory: dict, num_gpus: int, sharding_name: 
 __all__ = [
     "PAPER_PARAMETERS_M",
     "available_memory",
+    "COMPARED_SHARDINGS",
     "captioning_connector",
+    "compared_shardings",
     "dry_run_model",
+    "estimates_by_sharding",
     "format_report",
     "memory_estimate",
     "parameter_report",
