@@ -173,10 +173,52 @@ def cluttered_camera(seed):
     return SCENE_STYLES["cluttered"].scene_camera(np.random.default_rng([seed, 1]))
 
 
+def test_the_cluttered_style_is_unchanged_by_the_room_style():
+    """Digest of the cluttered scenes taken before rooms existed (the proving ground's earlier tables used them)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for seed in range(12):
+        scene = generate_scene(seed, style="cluttered")
+        digest.update(scene.image.tobytes())
+        digest.update(scene.depth.tobytes())
+        digest.update(repr((scene.caption, scene.qa, scene.texts)).encode())
+    assert digest.hexdigest() == "bdccab5748a5d4b667419ca96811742e3a1cf72790b3e73e4d1dcaa17fac92dc"
+
+
+def test_room_walls_lie_on_their_planes_bound_the_depth_and_hide_no_object():
+    """A room scene is the cluttered scene of the same seed inside three walls: the same objects where the cluttered
+    one shows them, no sky, every wall pixel (instance -1) on the back plane z = back or a side plane x = ±half
+    width, and every depth finite and under 11 m (the style scores up to 10 m)."""
+    from versavit_trainer.data.scenes import SCENE_STYLES
+
+    depths = []
+    for seed in range(6):
+        room, open_ground = generate_scene(seed, style="room"), generate_scene(seed, style="cluttered")
+        assert room.objects == open_ground.objects and room.camera == open_ground.camera
+        shown = open_ground.instances > 0
+        np.testing.assert_array_equal(room.instances[shown], open_ground.instances[shown])
+        np.testing.assert_array_equal(room.depth[shown], open_ground.depth[shown])
+        assert room.caption == open_ground.caption and room.qa == open_ground.qa
+        walls = room.walls
+        assert 9.0 <= walls.back <= 10.0 and 3.0 <= walls.half_width <= 4.0
+        rows, cols = np.nonzero(room.instances == -1)
+        assert len(rows) > 100
+        points = room.camera.unproject(rows, cols, room.depth[rows, cols].astype(np.float64))
+        on_back = np.isclose(points[:, 2], walls.back, atol=1e-3)
+        on_side = np.isclose(np.abs(points[:, 0]), walls.half_width, atol=1e-3)
+        assert (on_back | on_side).all() and on_back.any()
+        assert (np.abs(points[:, 0]) <= walls.half_width + 1e-3).all() and (points[:, 2] <= walls.back + 1e-3).all()
+        depths.append(room.depth)
+    depth = np.stack(depths)
+    assert np.isfinite(depth).all() and depth.max() < 11.0 and (depth > 10.0).mean() < 0.01
+    assert SCENE_STYLES["room"].background == "wall" and SCENE_STYLES["room"].max_depth == 10.0
+
+
 def test_an_unknown_scene_style_names_the_choices():
     from versavit_trainer.core.options import DataArguments
 
-    choices = r"\(choose among \['cluttered', 'simple'\]\)"
+    choices = r"\(choose among \['cluttered', 'room', 'simple'\]\)"
     with pytest.raises(ValueError, match=r"scene_style: unknown style 'clutered' " + choices):
         generate_scene(0, style="clutered")
     with pytest.raises(ValueError, match="scene_style: unknown style 'clutered'"):

@@ -5,13 +5,16 @@ A scene is a few primitives (spheres, boxes, cylinders) of a colour, a size and 
 checkered ground plane, seen by a pinhole camera pitched down. A `SceneStyle` says what a scene may hold: the
 "simple" style (the default, the demo's data) is the one just described; the "cluttered" style (the proving
 ground's) adds cones, tiny objects, striped materials, more objects that hide each other, a random light, ground
-tint, and a camera whose height and pitch vary per scene, at 192 x 144 px.
+tint, and a camera whose height and pitch vary per scene, at 192 x 144 px; the "room" style (the proving ground's
+default) is the cluttered one inside three walls (a back wall 9-10 m away, side walls 3-4 m to each side, no sky),
+so every pixel's depth is bounded as in NYUv2's indoor scenes (under 10 m).
 
 Rendering is exact ray casting in numpy, so each image comes with:
 
 - `depth`: the camera-frame z-depth of every pixel (`inf` where the ray sees the sky, as real depth sensors leave
   holes);
-- `instances`: the id of the object each pixel sees (0 = ground, -1 = sky, k = objects[k - 1]);
+- `instances`: the id of the object each pixel sees (0 = ground, -1 = the background: the sky, or a room's walls,
+  k = objects[k - 1]);
 - `expressions`: referring expressions, each unique within its scene, with the mask of exactly the referred
   object's visible pixels;
 - `caption` and `qa`: a description and question-answer pairs derived from the scene's objects;
@@ -99,9 +102,35 @@ class Camera:
 
 
 @dataclass(frozen=True)
+class Walls:
+    """A room's three walls, vertical and unbounded upwards: the back wall at z = `back`, the side walls at x =
+    -`half_width` and +`half_width`, all of colour `colour` (RGB) shaded by the light."""
+
+    back: float
+    half_width: float
+    colour: tuple[float, float, float] = (200.0, 190.0, 172.0)
+
+    def intersect(self, origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ray parameter `t` of the first wall hit (`inf` if none) and the wall's normal (facing the room)."""
+        t = np.full(directions.shape[:-1], np.inf)
+        normal = np.zeros(directions.shape)
+        planes = ((2, self.back, (0.0, 0.0, -1.0)), (0, -self.half_width, (1.0, 0.0, 0.0)),
+                  (0, self.half_width, (-1.0, 0.0, 0.0)))
+        for axis, position, facing in planes:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                hit = (position - origin[axis]) / directions[..., axis]
+            closer = (hit > 1e-6) & np.isfinite(hit) & (hit < t)
+            t = np.where(closer, hit, t)
+            normal = np.where(closer[..., None], np.array(facing), normal)
+        return t, normal
+
+
+@dataclass(frozen=True)
 class SceneStyle:
     """What a style's scenes may hold. `height_range` / `pitch_range` (None: the camera as given) and
-    `random_light` / `ground_tint` vary per scene, drawn from the scene's seed."""
+    `random_light` / `ground_tint` vary per scene, drawn from the scene's seed; `back_wall` / `side_walls` (ranges of
+    the back wall's distance and the side walls' half width, in metres; None: no walls, open ground under the sky)
+    put the scene in a room, drawn per scene too."""
 
     name: str
     shapes: tuple[str, ...] = SHAPES
@@ -114,6 +143,19 @@ class SceneStyle:
     pitch_range: tuple[float, float] | None = None
     random_light: bool = False
     ground_tint: bool = False
+    back_wall: tuple[float, float] | None = None
+    side_walls: tuple[float, float] | None = None
+
+    @property
+    def background(self) -> str:
+        """What instance -1 shows: a room's "wall", else the "sky"."""
+        return "sky" if self.back_wall is None else "wall"
+
+    @property
+    def max_depth(self) -> float:
+        """The depth range its scenes are scored in: NYUv2's 10 m in a room (every pixel but a few far corners),
+        otherwise 30 m (the open ground reaches hundreds of metres at the horizon; KITTI-like)."""
+        return 30.0 if self.back_wall is None else 10.0
 
     def scene_camera(self, rng: np.random.Generator) -> Camera:
         camera = self.camera
@@ -124,14 +166,17 @@ class SceneStyle:
         return camera
 
 
+_CLUTTERED = SceneStyle(
+    "cluttered", shapes=SHAPES + ("cone",), sizes=("tiny", "small", "large"),
+    materials=MATERIALS + ("striped",), min_objects=4, max_objects=8,
+    camera=Camera(width=192, height_px=144, focal=165.0), height_range=(1.1, 2.4), pitch_range=(0.25, 0.55),
+    random_light=True, ground_tint=True,
+)
+# Objects stand at |x| <= 2.8 and z <= 8.6 (`_place_objects`), so the walls never cut one.
 SCENE_STYLES = {
     "simple": SceneStyle("simple"),
-    "cluttered": SceneStyle(
-        "cluttered", shapes=SHAPES + ("cone",), sizes=("tiny", "small", "large"),
-        materials=MATERIALS + ("striped",), min_objects=4, max_objects=8,
-        camera=Camera(width=192, height_px=144, focal=165.0), height_range=(1.1, 2.4), pitch_range=(0.25, 0.55),
-        random_light=True, ground_tint=True,
-    ),
+    "cluttered": _CLUTTERED,
+    "room": replace(_CLUTTERED, name="room", back_wall=(9.0, 10.0), side_walls=(3.0, 4.0)),
 }
 
 
@@ -241,6 +286,7 @@ class Scene:
     camera: Camera | None = None  # what it was rendered with: `render(objects, camera, light, ground)`
     light: tuple[float, float, float] = LIGHT
     ground: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    walls: Walls | None = None  # a room's (`render(..., walls)`)
     # SCENE_TEXTS kind -> conversation turns (user, assistant); "default" is the caption + qa above
     texts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
@@ -268,9 +314,10 @@ def _place_objects(rng: np.random.Generator, count: int, style: SceneStyle) -> l
 
 
 def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float, float] = LIGHT,
-           ground: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           ground: tuple[float, float, float] = (1.0, 1.0, 1.0),
+           walls: Walls | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray-cast the scene: `(image uint8, depth float32, instances int16)`; `light` points towards the light,
-    `ground` tints the checkered floor (per channel)."""
+    `ground` tints the checkered floor (per channel), `walls` (a room's) replace the sky behind the floor."""
     camera_dirs, world_dirs = camera.rays()
     origin = camera.origin
     with np.errstate(divide="ignore"):
@@ -278,6 +325,13 @@ def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float
     best_t = t_ground.copy()
     instances = np.where(np.isfinite(t_ground), 0, -1).astype(np.int16)
     normals = np.broadcast_to(np.array([0.0, 1.0, 0.0]), world_dirs.shape).copy()
+    on_wall = np.zeros(instances.shape, dtype=bool)
+    if walls is not None:
+        t_wall, wall_normal = walls.intersect(origin, world_dirs)
+        on_wall = t_wall < best_t
+        best_t = np.where(on_wall, t_wall, best_t)
+        instances = np.where(on_wall, -1, instances).astype(np.int16)
+        normals = np.where(on_wall[..., None], wall_normal, normals)
     for index, obj in enumerate(objects, start=1):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             t, normal = obj.intersect(origin, world_dirs)
@@ -285,6 +339,7 @@ def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float
         best_t = np.where(closer, t, best_t)
         instances = np.where(closer, index, instances).astype(np.int16)
         normals = np.where(closer[..., None], normal, normals)
+        on_wall &= ~closer
     depth = (best_t * camera_dirs[..., 2]).astype(np.float32)  # camera_dirs has z = 1: z-depth = t
 
     light = np.array(light, dtype=np.float64)
@@ -293,6 +348,8 @@ def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float
     hit = origin + np.nan_to_num(best_t, posinf=0.0)[..., None] * world_dirs
     checker = ((np.floor(hit[..., 0] * 1.5) + np.floor(hit[..., 2] * 1.5)) % 2)[..., None]
     colour = np.where(checker > 0, 190.0, 150.0) * np.array(ground)
+    if walls is not None:
+        colour[on_wall] = walls.colour
     specular = np.zeros(instances.shape)
     for index, obj in enumerate(objects, start=1):
         here = instances == index
@@ -306,7 +363,7 @@ def render(objects: list[SceneObject], camera: Camera, light: tuple[float, float
             specular = np.where(here, highlight * 160.0, specular)
     shaded = colour * (0.35 + 0.65 * lambert[..., None]) + specular[..., None]
     sky = np.array([150.0, 190.0, 235.0]) * (1 - 0.3 * (np.arange(camera.height_px) / camera.height_px))[:, None, None]
-    shaded = np.where((instances < 0)[..., None], sky, shaded)
+    shaded = np.where(((instances < 0) & ~on_wall)[..., None], sky, shaded)
     return np.clip(np.rint(shaded), 0, 255).astype(np.uint8), depth, instances
 
 
@@ -520,9 +577,14 @@ def generate_scene(
         light = (np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth))
     if style.ground_tint:
         ground = tuple(float(v) for v in varied.uniform(0.75, 1.1, size=3))
-    _, _, instances = render(objects, camera, light, ground)
+    walls = None
+    if style.back_wall is not None:  # a fourth stream: the cluttered style's scenes stay as they were
+        room = np.random.default_rng([seed, 3])
+        walls = Walls(float(room.uniform(*style.back_wall)), float(room.uniform(*style.side_walls)),
+                      tuple(float(v) for v in room.uniform(150.0, 225.0, size=3)))
+    _, _, instances = render(objects, camera, light, ground, walls)
     objects = [o for i, o in enumerate(objects, start=1) if (instances == i).sum() >= min_visible_pixels]
-    image, depth, instances = render(objects, camera, light, ground)  # removing objects only uncovers the others
+    image, depth, instances = render(objects, camera, light, ground, walls)  # removing objects uncovers the others
     columns = [float(np.nonzero(instances == i)[1].mean()) for i in range(1, len(objects) + 1)]
     expressions, described = [], []
     for index in range(len(objects)):
@@ -535,11 +597,11 @@ def generate_scene(
     distances = [float(np.median(depth[instances == i])) for i in range(1, len(objects) + 1)]
     texts = _stage_texts(objects, instances, described, caption, qa, np.random.default_rng([seed, 2]), style.shapes,
                          distances)
-    return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground, texts)
+    return Scene(image, depth, instances, objects, expressions, caption, qa, camera, light, ground, walls, texts)
 
 
 __all__ = [
     "CAPTION_PROMPT", "COLORS", "Camera", "MATERIALS", "SCENE_STYLES", "SCENE_TEXTS", "SHAPES", "SIZES", "Scene",
-    "SPATIAL_COUNT", "SPATIAL_DEPTH", "SPATIAL_RELATION", "SceneObject", "SceneStyle",
+    "SPATIAL_COUNT", "SPATIAL_DEPTH", "SPATIAL_RELATION", "SceneObject", "SceneStyle", "Walls",
     "generate_scene", "render", "scene_style",
 ]

@@ -45,7 +45,7 @@ def scene_correspondences(num_pairs: int, seed: int = 0, camera: Camera | None =
         scene = generate_scene(seed + index, camera, style=style)
         view_b = second if second is not None else replace(scene.camera, x=scene.camera.x + 0.6,
                                                            yaw=scene.camera.yaw + 0.12)
-        image_b, depth_b, _ = render(scene.objects, view_b, scene.light, scene.ground)
+        image_b, depth_b, _ = render(scene.objects, view_b, scene.light, scene.ground, scene.walls)
         rows, cols = np.nonzero(scene.instances > 0)
         rows_b, cols_b, visible = corresponding_pixels(scene.depth, scene.camera, depth_b, view_b, rows, cols)
         keep = np.nonzero(visible)[0]

@@ -11,7 +11,7 @@ import PIL.Image
 
 from modeling_versavit import load_image
 
-from ..scenes import Camera, generate_scene
+from ..scenes import Camera, generate_scene, scene_style
 from .common import check_pairs, inside, require_path
 
 
@@ -112,11 +112,12 @@ def kitti(split_file, image_root=None, depth_root=None) -> DepthSource:
 
 
 def scene_depth(num_scenes: int, seed: int = 0, camera: Camera | None = None, style: str = "simple") -> DepthSource:
-    """Generated scenes of `style` as metric depth (metres; the sky is unlabelled), evaluated up to 30 m as KITTI is
-    up to 80 m (the ground plane reaches hundreds of metres at the horizon)."""
+    """Generated scenes of `style` as metric depth (metres; the sky is unlabelled), evaluated within the style's
+    range (`SceneStyle.max_depth`): up to 10 m in a room as NYUv2 is, up to 30 m on open ground as KITTI is up to
+    80 m (the ground plane reaches hundreds of metres at the horizon)."""
     scenes = (generate_scene(seed + i, camera, style=style) for i in range(num_scenes))
     items = [(scene.image, scene.depth) for scene in scenes]
-    return DepthSource("scenes", items, max_depth=30.0)
+    return DepthSource("scenes", items, max_depth=scene_style(style).max_depth)
 
 
 def stereo_motorcycle() -> DepthSource:

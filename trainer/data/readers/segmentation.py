@@ -119,9 +119,9 @@ def cityscapes(root, split: str = "val") -> SegmentationSource:
 
 def scene_segmentation(num_scenes: int, seed: int = 0, camera: Camera | None = None,
                        style: str = "simple") -> SegmentationSource:
-    """Generated scenes of `style` as semantic segmentation: sky, ground and the style's primitive types (5 classes
-    for the simple style, 6 for the cluttered one)."""
-    classes = ("sky", "ground", *scene_style(style).shapes)
+    """Generated scenes of `style` as semantic segmentation: the background (sky, or a room's walls), ground and the
+    style's primitive types (5 classes for the simple style, 6 for the cluttered and room ones)."""
+    classes = (scene_style(style).background, "ground", *scene_style(style).shapes)
     items = []
     for index in range(num_scenes):
         scene = generate_scene(seed + index, camera, style=style)
