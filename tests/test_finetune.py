@@ -31,6 +31,7 @@ def test_depth_finetuning_improves_held_out_depth(tmp_path, dense_checkpoint):
     assert not torch.equal(model.visual.blocks[0].attn.qkv.weight, original.visual.blocks[0].attn.qkv.weight)
 
 
+@pytest.mark.e2e  # 20 s: in CI's e2e stage (make test keeps the other fine-tune runs)
 def test_refseg_finetuning_with_the_online_lora_text_encoder_improves_masks(tmp_path, dense_checkpoint):
     summary = load_recipe("finetune_refseg").main(
         ["--model_name_or_path", str(dense_checkpoint), "--output_dir", str(tmp_path), "--max_steps", "150", *SMALL]

@@ -128,6 +128,7 @@ def test_lora_run_exports_plain_merged_models(tmp_path, tiny_llm):
     assert type(AutoModel.from_pretrained(tmp_path / "run" / "backbone")) is VersaViTModel
 
 
+@pytest.mark.e2e  # 19 s: in CI's e2e stage
 def test_held_out_depth_and_masks_improve(tmp_path):
     """The dense tasks learn for real on the generated scenes (no captioning: no LLM needed)."""
     summary = load_recipe("multitask").main(["--config", str(tiny_run_config(
@@ -261,6 +262,7 @@ def test_config_errors_on_the_command_line(tmp_path):
         load_recipe("multitask").main(["--num_scenes", "ten"])
 
 
+@pytest.mark.e2e  # 19 s: in CI's e2e stage (make test keeps the killed-and-resumed run of test_bad_data)
 def test_interrupted_run_stops_cleanly_and_resumes(tmp_path, tiny_llm):
     config = tiny_run_config(tmp_path, tiny_llm, max_steps=500, save_steps=1000, panel_samples=0, report_to="none",
                              num_eval_scenes=0)
