@@ -9,23 +9,27 @@ miniature on generated scenes.
     python recipes/reproduce.py --tables visper                 # VisPer-LM vs NTP only vs VersaViT's tower (MLLMs)
     python recipes/reproduce.py --quick --output_dir /tmp/pg    # every step of the pipeline in a few minutes
 
-1. The baseline tower (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
-   with captioning / QA only, through SmolLM2, on generated scenes (`baseline:` options); built once.
-2. The arms: the baseline post-trained by recipes/multitask.py (alignment warm-up, then multi-task training of the
-   arm's tasks and λ; `post_training:` options shared by all, same steps and data; the SAILViT arm runs the
-   stages of recipes/configs/sailvit_default.yaml instead), each with every seed; a random tower of the same shape
-   is the floor.
-3. Every tower measured frozen on held-out scenes no run trained on: segmentation and depth linear probes (mIoU,
-   RMSE; also over the shape classes / object pixels alone), and QA accuracy after the paper's VQA-evaluation
-   protocol (`qa_protocol:` stages: a fresh projector, then projector + LLM, the tower frozen), exact match.
-4. Per table: mean ± std over seeds beside the paper's numbers, whether each of the paper's claims shows and
-   whether the seeds' spreads separate it.
+1. The baseline towers (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
+   with captioning / QA only, through SmolLM2, on generated room scenes (`baseline:` options); one per seed.
+2. The arms: each seed's baseline post-trained by recipes/multitask.py (alignment warm-up, then multi-task training
+   of the arm's tasks and λ; `post_training:` options shared by all, same steps and data; the SAILViT arm runs the
+   stages of recipes/configs/sailvit_default.yaml instead).
+3. The controls, with every table of towers: a random tower of the same shape (every probe's negative control), the
+   baseline post-trained on depth alone and on referring segmentation alone (the probes' positive controls); QA's
+   are the baseline's MLLM shown a grey image and the majority-answer floor.
+4. Every tower measured frozen on held-out scenes no run trained on: depth and segmentation linear probes (RMSE,
+   AbsRel, δ1 within 10 m; mIoU over the object classes, walls and ground apart), and QA accuracy after the paper's
+   VQA-evaluation protocol (`qa_protocol:` stages: a fresh projector, then projector + LLM, the tower frozen), exact
+   match, with the scenes and with a grey image.
+5. Per table: mean ± std over seeds beside the paper's numbers; whether each instrument passed its controls; whether
+   each of the paper's claims shows and whether the seeds' spreads separate it (no verdict on a failed instrument).
 
 Writes to output_dir: <table>.md per table (table4.md, ...), <table>.png (bar charts with the seeds' spread),
-figure4.png (baseline vs. VersaViT probe predictions on the same held-out scenes, as the paper's Figure 4), results.json
-(every number, every claim), measurements/<arm>-seed<k>.json, and runs/ (each training run's folder, config and log; the
-LLM copies are pruned). Finished runs and measurements are reused: an interrupted reproduction continues, a finished one
-only redraws its outputs. Every run's config is checked before the first one trains.
+figure4.png (baseline vs. VersaViT probe predictions on the same held-out scenes, as the paper's Figure 4),
+instruments.md (each instrument against its controls), results.json (every number, instrument and claim),
+measurements/<arm>-seed<k>.json, and runs/ (each training run's folder, config and log; the LLM copies are pruned).
+Finished runs and measurements are reused: an interrupted reproduction continues, a finished one only redraws its
+outputs. Every run's config is checked before the first one trains.
 """
 
 import importlib.util
@@ -39,7 +43,7 @@ from versavit_trainer.evaluation.proving_ground import ReproduceArguments, repro
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
                                "Table 4 in miniature by default (--tables: table5, table6, sailvit, visper too), 3 "
-                               "seeds, about 45 minutes a table on 2 CPU cores")
+                               "seeds with the instruments' controls, about 80 minutes for Table 4 on 2 CPU cores")
 
 
 def _multitask():

@@ -26,25 +26,33 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     folder, _, results = quick
     out = folder / "out"
     table = results["tables"]["table4"]
-    assert table["arms"] == ["random", "baseline", "cap", "cap_depth", "cap_depth_seg"]
+    assert table["arms"] == ["random", "baseline", "depth_only", "seg_only", "cap", "cap_depth", "cap_depth_seg"]
     assert [c["claim"] for c in table["claims"]] == list("abcde")
-    # the claims follow from the numbers stored beside them: recomputed, and claim (c) written out by hand
-    assert table["claims"] == ground_report.check_claims(ground_tables.TABLES["table4"], results["arms"])
+    # the instruments and claims follow from the numbers stored beside them: recomputed, and claim (c) by hand
+    assert results["instruments"] == ground_report.check_instruments(
+        results["arms"], {"qa_accuracy": results["majority_qa_accuracy"]})
+    assert table["claims"] == ground_report.check_claims(ground_tables.TABLES["table4"], results["arms"],
+                                                         results["instruments"])
     ours, theirs = results["arms"]["cap_depth"]["depth_rmse"], results["arms"]["cap"]["depth_rmse"]
     apart = (ours["mean"] + ours["std"] < theirs["mean"] - theirs["std"]
              or ours["mean"] - ours["std"] > theirs["mean"] + theirs["std"])
     (claim_c,) = [c for c in table["claims"] if c["claim"] == "c"]
     assert (claim_c["holds"], claim_c["separated"]) == (ours["mean"] < theirs["mean"], apart)
     for arm in table["arms"]:
-        for key in ("qa_accuracy", "depth_rmse", "seg_miou", "object_rmse", "object_miou", "correspondence",
-                    "retrieval", "classification"):
+        qa = ("qa_accuracy", "qa_grey") if ground_tables.ARMS[arm].qa else ()
+        for key in ("depth_rmse", "depth_abs_rel", "depth_delta1", "seg_miou", "object_rmse", "background_iou",
+                    "correspondence", "retrieval", "classification") + qa:
             stats = results["arms"][arm][key]
             assert len(stats["values"]) == 2 and np.isfinite(stats["values"]).all()
             assert stats["mean"] == pytest.approx(np.mean(stats["values"]))
             assert stats["std"] == pytest.approx(np.std(stats["values"], ddof=1))
         for seed in (0, 1):
             measured = json.loads((out / "measurements" / f"{arm}-seed{seed}.json").read_text())
-            assert 0 <= measured["qa_accuracy"] <= 1 and 0 <= measured["seg_miou"] <= 1
+            assert 0 <= measured["seg_miou"] <= 1 and ("qa_accuracy" in measured) == bool(qa)
+            # the headline mIoU is over the shape classes; the wall and ground classes are reported apart
+            shapes = [iou for name, iou in measured["per_class_iou"].items() if name not in ("wall", "ground")]
+            assert list(measured["per_class_iou"])[:2] == ["wall", "ground"]
+            assert measured["seg_miou"] == pytest.approx(np.nanmean(shapes))
     markdown = (out / "table4.md").read_text()
     for arm in table["arms"]:
         assert ground_tables.ARMS[arm].label in markdown
@@ -56,14 +64,17 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     # every training run ran once, from the baseline tower, and its LLM copy was pruned
     runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
     assert {p.stem for p in (out / "runs").glob("*.yaml")} <= set(runs)  # each trained run's record beside it
-    assert runs == sorted(["baseline", "random-seed0", "random-seed1"]
+    assert runs == sorted(["baseline-seed0", "baseline-seed1", "random-seed0", "random-seed1"]
                           + [f"{kind}{arm}-seed{s}" for arm in ("cap", "cap_depth", "cap_depth_seg") for s in (0, 1)
                              for kind in ("", "qa-")]
+                          + [f"{arm}-seed{s}" for arm in ("depth_only", "seg_only") for s in (0, 1)]  # no QA
                           + [f"qa-{arm}-seed{s}" for arm in ("random", "baseline") for s in (0, 1)])
     assert not list((out / "runs").glob("*/final")) and not list((out / "runs").glob("*/*/trained_parts.safetensors"))
-    arm_config = (out / "runs" / "cap_depth-seed1.yaml").read_text()
-    assert "seed: 1" in arm_config and str(out / "runs" / "baseline" / "backbone") in arm_config
-    assert "- depth" in arm_config and "scene_style: cluttered" in arm_config
+    arm_config = (out / "runs" / "cap_depth-seed1.yaml").read_text()  # from its own seed's baseline
+    assert "seed: 1" in arm_config and str(out / "runs" / "baseline-seed1" / "backbone") in arm_config
+    assert "- depth" in arm_config and "scene_style: room" in arm_config
+    assert "seed: 1" in (out / "runs" / "baseline-seed1.yaml").read_text()
+    assert "depth probe (depth_rmse): depth_only" in (out / "instruments.md").read_text()
 
 
 @pytest.mark.e2e
@@ -82,7 +93,8 @@ def test_bad_options_fail_before_anything_trains(tmp_path, tiny_llm):
     common = ["--quick", "--output_dir", str(tmp_path / "out"), "--run_config", str(base)]
     with pytest.raises(ConfigError, match=r"tables: unknown \['table9'\]"):
         recipe.main(common + ["--tables", "table9"])
-    with pytest.raises(ConfigError, match=r"run cap-seed0: .*unknown key 'max_step' \(did you mean 'max_steps'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"run depth_only-seed0: .*unknown key 'max_step' \(did you mean 'max_steps'\?\)"):
         recipe.main(common + ["--post_training", "{max_step: 3}"])
     with pytest.raises(ConfigError, match="scene_style: unknown style 'clutered'"):
         recipe.main(common + ["--scene_style", "clutered"])
@@ -121,6 +133,49 @@ def test_claims_hold_and_separate_as_the_numbers_say():
     summary["random"]["depth_rmse"] = {"mean": 1.0, "std": 0.05, "values": [0.95, 1.05]}
     (claim_a,) = [c for c in ground_report.check_claims(table, summary) if c["claim"] == "a"]
     assert claim_a["verdict"] == "does not hold: contradicted beyond the seeds' spread" and claim_a["contradicted"]
+
+
+def test_instruments_pass_only_when_their_positive_control_beats_every_negative_beyond_the_spread():
+    summary = _summary({
+        "random": {"depth_rmse": [3.0, 3.2], "seg_miou": [0.10, 0.12]},
+        "depth_only": {"depth_rmse": [2.0, 2.1]},  # apart from random's 3.1 ± 0.14: passes
+        "seg_only": {"seg_miou": [0.11, 0.14]},  # better by the mean, within random's spread: fails
+        "baseline": {"qa_accuracy": [0.60, 0.62], "qa_grey": [0.40, 0.42]},
+    })
+    checked = ground_report.check_instruments(summary, {"qa_accuracy": 0.61})  # the floor inside QA's spread
+    assert {name: c["passed"] for name, c in checked.items()} == {
+        "depth probe": True, "segmentation probe": False, "QA": False}
+    assert checked["QA"]["negatives"]["baseline.qa_grey"] == {"mean": pytest.approx(0.41), "std": pytest.approx(
+        np.std([0.40, 0.42], ddof=1)), "better": True, "separated": True}
+    assert checked["QA"]["negatives"]["majority floor (qa_accuracy)"]["separated"] is False
+    assert ground_report.check_instruments(summary, {"qa_accuracy": 0.5})["QA"]["passed"]
+    # one seed has no spread: nothing passes, however far apart
+    one_seed = ground_report.summarise({"random": [{"depth_rmse": 3.0}], "depth_only": [{"depth_rmse": 1.0}]})
+    alone = ground_report.check_instruments(one_seed, {})["depth probe"]
+    assert (alone["seeds"], alone["passed"]) == (1, False)
+    assert "depth probe (depth_rmse): depth_only 1.000 ± 0.000 against random.depth_rmse 3.000 ± 0.000: **not " \
+           "judged: one seed**" in ground_report.instruments_markdown({"depth probe": alone})
+    # a control not measured: the instrument has not passed, and says what is missing
+    missing = ground_report.check_instruments({"random": summary["random"]}, {})
+    assert missing["depth probe"]["missing"] == ["depth_only.depth_rmse"] and not missing["depth probe"]["passed"]
+    assert missing["QA"]["missing"] == ["baseline.qa_accuracy", "baseline.qa_grey", "floor.qa_accuracy"]
+    text = ground_report.instruments_markdown(checked)
+    assert "- depth probe (depth_rmse): depth_only 2.050 ± 0.071 against random.depth_rmse 3.100 ± 0.141: " \
+           "**passed**" in text and "segmentation probe (seg_miou): seg_only" in text and "**FAILED**" in text
+
+
+def test_a_claim_on_a_failed_instrument_gets_no_verdict():
+    table = ground_tables.TABLES["table4"]
+    summary = _summary({arm: {"depth_rmse": [3.0 - i, 3.1 - i], "seg_miou": [0.1 + i / 10, 0.11 + i / 10],
+                              "qa_accuracy": [0.5, 0.5]} for i, arm in enumerate(table.arms)})
+    instruments = {"depth probe": {"passed": True}, "segmentation probe": {"passed": False}, "QA": {"passed": False}}
+    checked = {c["claim"]: c for c in ground_report.check_claims(table, summary, instruments)}
+    assert checked["c"]["verdict"] == "holds, the seeds separate" and checked["c"]["failed_instruments"] == []
+    assert checked["a"]["failed_instruments"] == ["segmentation probe"]  # it reads both probes
+    assert checked["d"]["verdict"] == ("instrument failed its control (segmentation probe): no verdict (the means: "
+                                       "with the claim)")
+    assert checked["e"]["failed_instruments"] == ["QA"] and checked["e"]["holds"]
+    assert ground_report.check_claims(table, summary)[3]["verdict"] == "holds, the seeds separate"  # unchecked
 
 
 def test_table5_claims_compare_every_weighting():
@@ -267,6 +322,16 @@ def test_majority_accuracy_answers_each_kind_with_its_most_frequent_training_ans
     assert majority_accuracy(train, held_out) == pytest.approx(1 / 3)
 
 
+def test_grey_questions_keep_the_questions_and_replace_every_image_with_grey():
+    from versavit_trainer.evaluation.ground_measures import grey_questions
+
+    items = [QAItem(np.full((4, 6, 3), 7, np.uint8), "How many boxes are there?", "two")]
+    (grey,) = grey_questions(items)
+    assert (grey.question, grey.answer) == (items[0].question, items[0].answer)
+    assert grey.image.shape == (4, 6, 3) and grey.image.dtype == np.uint8 and (grey.image == 128).all()
+    assert (items[0].image == 7).all()
+
+
 def test_cluttered_probe_sources_have_the_cone_class():
     from versavit_trainer.data import readers
 
@@ -274,6 +339,8 @@ def test_cluttered_probe_sources_have_the_cone_class():
     assert source.class_names == ("sky", "ground", "sphere", "box", "cylinder", "cone")
     assert source.num_classes == 6 and source.load(0)[0].size == (192, 144)
     assert readers.scene_segmentation(2).class_names == readers.SCENE_CLASSES
+    assert readers.scene_segmentation(1, style="room").class_names[:2] == ("wall", "ground")
+    assert readers.scene_depth(1, style="room").max_depth == 10.0 and readers.scene_depth(1).max_depth == 30.0
 
 
 @pytest.mark.e2e
@@ -281,7 +348,7 @@ def test_a_tower_retrained_at_the_same_path_is_measured_again(quick, capsys):
     """Caches key on the tower's weights, not its path: a changed baseline re-runs the arms from it, and every
     tower's probes and QA protocol are measured again."""
     folder, argv, first = quick
-    baseline = folder / "out" / "runs" / "baseline" / "backbone"
+    baseline = folder / "out" / "runs" / "baseline-seed0" / "backbone"
     from safetensors.torch import load_file, save_file
 
     weights = load_file(baseline / "model.safetensors")
@@ -293,8 +360,9 @@ def test_a_tower_retrained_at_the_same_path_is_measured_again(quick, capsys):
         capsys.readouterr()
         load_recipe("reproduce").main(argv)
         printed = capsys.readouterr().out
-        assert "run cap-seed0 ..." in printed and "run qa-baseline-seed1 ..." in printed
-        assert "run baseline ..." not in printed and "run qa-random-seed0 ..." not in printed
+        assert "run cap-seed0 ..." in printed and "run qa-baseline-seed0 ..." in printed
+        assert "run baseline-seed0 ..." not in printed and "run qa-random-seed0 ..." not in printed
+        assert "run cap-seed1 ..." not in printed  # seed 1's arms start from their own baseline
     finally:
         save_file(original, baseline / "model.safetensors", metadata={"format": "pt"})
 
@@ -320,13 +388,16 @@ def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_it
     assert [c["claim"] for c in table["claims"]] == [f"{t}-{c}" for t in towers for c in ("depth_rmse", "seg_miou")]
     runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
     assert {p.stem for p in (out / "runs").glob("*.yaml")} <= set(runs)  # each trained run's record beside it
-    assert runs == sorted([f"baseline-{t}" for t in towers] + [f"versavit_{t}-seed0" for t in towers]
-                          + [f"qa-{kind}_{t}-seed0" for t in towers for kind in ("baseline", "versavit")])
+    controls = ["baseline-seed0", "random-seed0", "depth_only-seed0", "seg_only-seed0", "qa-random-seed0",
+                "qa-baseline-seed0"]  # the instruments' controls, on the run config's tower
+    assert runs == sorted([f"baseline-{t}-seed0" for t in towers] + [f"versavit_{t}-seed0" for t in towers]
+                          + [f"qa-{kind}_{t}-seed0" for t in towers for kind in ("baseline", "versavit")] + controls)
     for tower, options in towers.items():
         backbone = json.loads((out / "runs" / f"versavit_{tower}-seed0" / "backbone" / "config.json").read_text())
         assert backbone["vision_config"]["model_type"] == options["vision_config"]["model_type"]
         arm_config = (out / "runs" / f"versavit_{tower}-seed0.yaml").read_text()
-        assert str(out / "runs" / f"baseline-{tower}" / "backbone") in arm_config and "vision_config" not in arm_config
+        assert str(out / "runs" / f"baseline-{tower}-seed0" / "backbone") in arm_config
+        assert "vision_config" not in arm_config
         for kind in ("baseline", "versavit"):
             measured = json.loads((out / "measurements" / f"{kind}_{tower}-seed0.json").read_text())
             assert all(np.isfinite(measured[key]) for key in ("qa_accuracy", "depth_rmse", "seg_miou",
@@ -356,7 +427,7 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
     assert table["arms"] == ["baseline", "cap", "cap_depth_seg", "sailvit"]
     assert [c["claim"] for c in table["claims"]] == ["a", "b", "c", "d"]
     config = yaml.safe_load((out / "runs" / "sailvit-seed0.yaml").read_text())
-    assert config["model_name_or_path"] == str(out / "runs" / "baseline" / "backbone")
+    assert config["model_name_or_path"] == str(out / "runs" / "baseline-seed0" / "backbone")
     assert [stage["name"] for stage in config["stages"]] == ["coarse_alignment", "fine_alignment", "knowledge"]
     assert [stage["objectives"]["captioning"]["data"] for stage in config["stages"]] == [
         {"num_scenes": ground_runs.QUICK_RUN["num_scenes"], "scene_seed": seed, "texts": texts}
@@ -387,7 +458,7 @@ def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, 
     runs = out / "runs"
     configs = {arm: yaml.safe_load((runs / f"{arm}-seed0.yaml").read_text()) for arm in table["arms"]}
     assert configs["visper_ntp"]["model_name_or_path"] == configs["visper"]["model_name_or_path"] == \
-        str(runs / "baseline" / "backbone")
+        str(runs / "baseline-seed0" / "backbone")
     assert configs["visper_versavit"]["model_name_or_path"] == str(runs / "cap_depth_seg-seed0" / "backbone")
     assert {e["model"] for e in configs["visper"]["distillation_experts"].values()} == {
         str(runs / "cap_depth_seg-seed0" / "dense")}

@@ -69,13 +69,18 @@ def probe_tower(backbone_dir: Path, seed: int, args, data: HeldOut) -> tuple[dic
                              data.depth_eval.max_depth, torch.from_numpy(mask))
                for i, (prediction, mask) in enumerate(zip(depth_predictions, data.object_masks))]
     object_rmse = [score["rmse"] for score in objects if score is not None]
-    shape_iou = segmentation["per_category_iou"][2:]  # after sky and ground
-    metrics = {"seg_miou": segmentation["mean_iou"], "object_miou": float(np.nanmean(shape_iou)),
-               "depth_rmse": depth["rmse"], "depth_abs_rel": depth["abs_rel"],
+    per_class = segmentation["per_category_iou"]  # the background (sky or walls), ground, then the shape classes
+    metrics = {"seg_miou": float(np.nanmean(per_class[2:])), "background_iou": float(np.nanmean(per_class[:2])),
+               "depth_rmse": depth["rmse"], "depth_abs_rel": depth["abs_rel"], "depth_delta1": depth["delta1"],
                "object_rmse": float(np.mean(object_rmse)) if object_rmse else float("nan"),
-               "per_class_iou": dict(zip(data.seg_eval.class_names, segmentation["per_category_iou"]))}
+               "per_class_iou": dict(zip(data.seg_eval.class_names, per_class))}
     count = args.num_examples
     return metrics, {"segmentations": seg_predictions[:count], "depths": depth_predictions[:count]}
+
+
+# What `probe_tower` scores, versioned: a cache made by an earlier version measures again. 2: mIoU over the object
+# classes, the background classes apart; depth within the style's range with AbsRel and δ1 (issue 36).
+PROBE_SCORING = 2
 
 
 def _cached_metrics(saved: Path, settings: dict) -> dict | None:
@@ -96,6 +101,7 @@ def measure_probes(stem: Path, tower: Path, seed: int, args, data: HeldOut) -> t
     """`probe_tower`, cached in `<stem>.probes.json` / `<stem>.probes.pt` with the settings it ran with (other
     settings measure again)."""
     settings = {"tower": tower_digest(tower), "seed": seed, "scene_style": args.scene_style,
+                "scoring": PROBE_SCORING,
                 **{key: getattr(args, key) for key in ("probe_size", "probe_steps", "probe_scenes", "eval_scenes",
                                                        "num_examples")}}
     saved, drawn_file = stem.with_suffix(".probes.json"), stem.with_suffix(".probes.pt")
@@ -130,17 +136,25 @@ def measure_out_of_task(stem: Path, tower: Path, seed: int, args) -> dict:
     return metrics
 
 
+def grey_questions(items: list) -> list:
+    """The same questions with a mid-grey image instead of each scene: what an MLLM answers without seeing it."""
+    from dataclasses import replace
+
+    return [replace(item, image=np.full_like(item.image, 128)) for item in items]
+
+
 def measure_qa(runner: Runner, name: str, mapping: dict, data: HeldOut, qa_scenes: int) -> dict:
     """QA accuracy of the tower after the VQA-evaluation protocol (run `name`): its MLLM (`final/`) answers the
-    held-out questions. Cached in the run's `qa.json`; the run's MLLM is pruned once scored, so a change of
-    `qa_scenes` trains the protocol again."""
+    held-out questions, and the same questions with a grey image (`qa_grey`, the instrument's negative control;
+    `qa_same_as_grey`: the fraction of questions answered the same either way). Cached in the run's `qa.json`; the
+    run's MLLM is pruned once scored, so a change of `qa_scenes` trains the protocol again."""
     from modeling_versavit import VersaViTCaptioningProcessor, VersaViTForCaptioning
 
     folder = Path(mapping["output_dir"])
     scored, depends = folder / "qa.json", tower_digest(Path(mapping["model_name_or_path"]))
     if runner.done(mapping, depends) and scored.is_file():
         saved = json.loads(scored.read_text())
-        if saved["qa_scenes"] == qa_scenes:
+        if saved["qa_scenes"] == qa_scenes and "qa_grey" in saved["result"]:
             return saved["result"]
     if runner.done(mapping, depends) and not (folder / "final").is_dir():
         shutil.rmtree(folder)  # scored with other questions and pruned: train the protocol again
@@ -148,10 +162,13 @@ def measure_qa(runner: Runner, name: str, mapping: dict, data: HeldOut, qa_scene
     model = VersaViTForCaptioning.from_pretrained(folder / "final", dtype=torch.float32)
     processor = VersaViTCaptioningProcessor.from_pretrained(folder / "final")
     qa = qa_accuracy(model, processor, data.questions)
-    result = {"qa_accuracy": qa["accuracy"], "qa_per_kind": qa["per_kind"], "qa_answers": qa["answers"][:20]}
+    grey = qa_accuracy(model, processor, grey_questions(data.questions))
+    same = np.mean([a["said"] == b["said"] for a, b in zip(qa["answers"], grey["answers"])])
+    result = {"qa_accuracy": qa["accuracy"], "qa_per_kind": qa["per_kind"], "qa_grey": grey["accuracy"],
+              "qa_grey_per_kind": grey["per_kind"], "qa_same_as_grey": float(same), "qa_answers": qa["answers"][:20]}
     scored.write_text(json.dumps({"qa_scenes": qa_scenes, "result": result}, indent=2))
     prune(folder)
     return result
 
 
-__all__ = ["HeldOut", "measure_out_of_task", "measure_probes", "measure_qa", "probe_tower"]
+__all__ = ["HeldOut", "grey_questions", "measure_out_of_task", "measure_probes", "measure_qa", "probe_tower"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ground_tables import ARMS, COLUMNS, EXTRA_COLUMNS, PAPER_COLUMNS, SPATIAL_COLUMNS, Table
+from .ground_tables import ARMS, COLUMNS, EXTRA_COLUMNS, INSTRUMENTS, PAPER_COLUMNS, SPATIAL_COLUMNS, Table
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -36,16 +36,67 @@ def _higher(key: str) -> bool:
 
 def compare(summary: dict, arm: str, other: str, key: str) -> tuple[bool, bool]:
     """(is `arm` better than `other` on `key` by the means, do their mean ± std intervals not overlap)."""
-    a, b = summary[arm][key], summary[other][key]
-    better = a["mean"] > b["mean"] if _higher(key) else a["mean"] < b["mean"]
+    return _versus(summary[arm][key], summary[other][key], _higher(key))
+
+
+def check_instruments(summary: dict, floors: dict | None = None) -> dict[str, dict]:
+    """Each of `INSTRUMENTS` judged by its controls: `passed` when its positive control's mean ± std interval is
+    apart from, and better than, every negative control's (an arm's column, another column of an arm, or the
+    majority-answer `floors[column]`, exact), over at least two seeds; `missing` names what was not measured (then
+    it has not passed)."""
+    results = {}
+    for name, instrument in INSTRUMENTS.items():
+        column, positive = instrument["column"], instrument["positive"]
+        stats = summary.get(positive, {}).get(column)
+        missing = [] if stats is not None else [f"{positive}.{column}"]
+        negatives = {}
+        for negative in instrument["negative"]:
+            if negative == "floor":
+                if (floors or {}).get(column) is None:
+                    missing.append(f"floor.{column}")
+                else:
+                    negatives[f"majority floor ({column})"] = {"mean": floors[column], "std": 0.0}
+                continue
+            arm, key = negative if isinstance(negative, tuple) else (negative, column)
+            if key in summary.get(arm, {}):
+                negatives[f"{arm}.{key}"] = summary[arm][key]
+            else:
+                missing.append(f"{arm}.{key}")
+        beats = {}
+        for label, other in negatives.items():
+            if stats is None:
+                continue
+            better, separated = _versus(stats, other, _higher(column))
+            beats[label] = {"mean": other["mean"], "std": other["std"], "better": better, "separated": separated}
+        # a spread needs two seeds: with one, no control can be told apart from another
+        counted = [stats] if stats is not None else []
+        counted += [other for other in negatives.values() if "values" in other]  # the floor is exact
+        seeds = min((len(other["values"]) for other in counted), default=0)
+        passed = not missing and seeds >= 2 and all(b["better"] and b["separated"] for b in beats.values())
+        results[name] = {"column": column, "positive": positive, "positive_mean": stats and stats["mean"],
+                         "positive_std": stats and stats["std"], "negatives": beats, "missing": missing,
+                         "seeds": seeds, "passed": passed}
+    return results
+
+
+def _versus(a: dict, b: dict, higher: bool) -> tuple[bool, bool]:
+    better = a["mean"] > b["mean"] if higher else a["mean"] < b["mean"]
     separated = (a["mean"] - a["std"] > b["mean"] + b["std"]) or (a["mean"] + a["std"] < b["mean"] - b["std"])
     return better, separated
 
 
-def check_claims(table: Table, summary: dict) -> list[dict]:
+def _claim_columns(kind: str, params: tuple) -> list[str]:
+    keys = params[-1] if kind in ("worst", "not_better", "all_better") else (params[2],)
+    return list(keys) if isinstance(keys, tuple) else [keys]
+
+
+def check_claims(table: Table, summary: dict, instruments: dict | None = None) -> list[dict]:
     """Each claim of `table`: whether the means show it (`holds`), whether every comparison it makes has its arms'
     mean ± std intervals apart (`separated`), whether some comparison goes against it with the intervals apart
-    (`contradicted`), and a `verdict` saying so."""
+    (`contradicted`), and a `verdict` saying so. With `instruments` (`check_instruments`), a claim that reads a
+    column whose instrument did not pass its controls gets the verdict "instrument failed its control" instead
+    (`failed_instruments` names them)."""
+    reads = {instrument["column"]: name for name, instrument in INSTRUMENTS.items()}
     results = []
     for claim_id, text, kind, params in table.claims:
         comparisons = []  # (holds, separated)
@@ -85,13 +136,33 @@ def check_claims(table: Table, summary: dict) -> list[dict]:
         else:
             verdict = ("does not hold: contradicted beyond the seeds' spread" if contradicted
                        else "does not hold, within the seeds' spread")
+        failed = sorted({reads[key] for key in _claim_columns(kind, params) if key in reads
+                         and instruments is not None and not instruments.get(reads[key], {}).get("passed")})
+        if failed:
+            verdict = f"instrument failed its control ({', '.join(failed)}): no verdict (the means: " + \
+                      ("with the claim" if holds else "against it") + ")"
         results.append({"claim": claim_id, "text": text, "holds": holds, "separated": separated,
-                        "contradicted": contradicted, "verdict": verdict})
+                        "contradicted": contradicted, "failed_instruments": failed, "verdict": verdict})
     return results
 
 
 def _cell(stats: dict | None) -> str:
     return "—" if stats is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def instruments_markdown(instruments: dict) -> str:
+    """The instruments' controls, one line each: positive control against each negative one, passed or failed."""
+    lines = ["Instruments and their controls (positive control against each negative one, mean ± std):", ""]
+    for name, result in instruments.items():
+        if result["positive_mean"] is None:
+            lines.append(f"- {name} ({result['column']}): **not measured** ({', '.join(result['missing'])})")
+            continue
+        against = "; ".join(f"{label} {b['mean']:.3f} ± {b['std']:.3f}" for label, b in result["negatives"].items())
+        verdict = "passed" if result["passed"] else "FAILED" if result["seeds"] >= 2 else "not judged: one seed"
+        missing = f" (not measured: {', '.join(result['missing'])})" if result["missing"] else ""
+        lines.append(f"- {name} ({result['column']}): {result['positive']} {result['positive_mean']:.3f} ± "
+                     f"{result['positive_std']:.3f} against {against}: **{verdict}**{missing}")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(table: Table, summary: dict, claims: list[dict], seeds: list[int]) -> str:
@@ -152,4 +223,5 @@ def bar_chart(path: Path, table: Table, summary: dict) -> Path:
     return path
 
 
-__all__ = ["bar_chart", "check_claims", "compare", "markdown_table", "spatial_markdown", "spread", "summarise"]
+__all__ = ["bar_chart", "check_claims", "check_instruments", "compare", "instruments_markdown", "markdown_table",
+           "spatial_markdown", "spread", "summarise"]

@@ -9,11 +9,16 @@ from ..methods.sailvit import sailvit_run_options
 
 # Scene seeds of the measurements: far from the runs' training scenes (0 ..) and their held-out ones (1e6 ..).
 PROBE_TRAIN_SEED, PROBE_EVAL_SEED, QA_EVAL_SEED = 5000, 9000, 9000
-# (key, label, higher is better) of the table's columns, in the paper's order; then the object-weighted extras.
+# (key, label, higher is better) of the table's columns, in the paper's order: QA accuracy, the depth probe's RMSE
+# (metres, within the scenes' depth range) and the segmentation probe's mIoU over the object classes; then the
+# paper's other depth metrics, the object pixels' depth, the background classes apart, the QA protocol's MLLM given
+# a grey image instead of each scene (its control), and the out-of-task columns (`out_of_task.py`, for the
+# measurements asked for: `--out_of_task`).
 COLUMNS = (("qa_accuracy", "QA accuracy ↑", True), ("depth_rmse", "depth RMSE ↓", False),
-           ("seg_miou", "seg mIoU ↑", True))
-# The out-of-task columns (`out_of_task.py`) follow, for the measurements asked for (`--out_of_task`).
-EXTRA_COLUMNS = (("object_rmse", "object depth RMSE ↓", False), ("object_miou", "shape-class mIoU ↑", True),
+           ("seg_miou", "object mIoU ↑", True))
+EXTRA_COLUMNS = (("depth_abs_rel", "depth AbsRel ↓", False), ("depth_delta1", "depth δ1 ↑", True),
+                 ("object_rmse", "object depth RMSE ↓", False), ("background_iou", "wall / sky + ground IoU ↑", True),
+                 ("qa_grey", "grey-image QA (control) ↑", True),
                  ("correspondence", "scene correspondence R@10% ↑", True),
                  ("retrieval", "scene retrieval mean R ↑", True), ("classification", "scene zero-shot top-1 ↑", True))
 PAPER_COLUMNS = ("OpenCompass ↑", "NYUv2 RMSE ↓", "ADE20k mIoU ↑")
@@ -36,6 +41,7 @@ class Arm:
     kind: str = "post"
     options: dict = field(default_factory=dict)
     tower: str | None = None
+    qa: bool = True  # measure QA accuracy (the probes' positive controls do not need it)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ ALL_TASKS = ["captioning", "depth", "segmentation"]
 for _arm in (
     Arm("random", "random tower (floor)", "random"),
     Arm("baseline", "baseline tower (captioning only)", "baseline"),
+    Arm("depth_only", "control: + depth only", options={"tasks": ["depth"]}, qa=False),
+    Arm("seg_only", "control: + referring segmentation only", options={"tasks": ["segmentation"]}, qa=False),
     Arm("cap", "+ VQA & captioning", options={"tasks": ["captioning"]}),
     Arm("cap_depth", "+ VQA & captioning + depth", options={"tasks": ["captioning", "depth"]}),
     Arm("cap_depth_seg", "+ VQA & captioning + depth + seg (VersaViT)", options={"tasks": ALL_TASKS}),
@@ -85,12 +93,24 @@ for _arm in (
 ):
     register_arm(_arm)
 
+# The instruments and their controls: per instrument, the column it reads, its positive control (an arm trained for
+# exactly what it reads) and its negative controls (an arm, or (arm, column): the same arm's other column; "floor":
+# the majority-answer floor). An instrument passes when its positive control beats every negative one beyond the
+# seeds' spread (`ground_report.check_instruments`); a claim on a column whose instrument failed gets no verdict.
+# The controls' arms run with every tower table (`CONTROL_ARMS`), on the default tower.
+INSTRUMENTS = {
+    "depth probe": {"column": "depth_rmse", "positive": "depth_only", "negative": ("random",)},
+    "segmentation probe": {"column": "seg_miou", "positive": "seg_only", "negative": ("random",)},
+    "QA": {"column": "qa_accuracy", "positive": "baseline", "negative": (("baseline", "qa_grey"), "floor")},
+}
+CONTROL_ARMS = ("random", "baseline", "depth_only", "seg_only")
+
 # A claim: (id, text, kind, arguments); kinds: "worst" (arm worst of the table on columns), "not_better" (arm not
 # better than other on columns), "better" / "at_least" (arm better than / at least as good as other on column),
 # "all_better" (each of arms better than other on columns), "best" (arm better than each of others on column).
 register_table(Table(
     "table4", "Table 4: multi-task training ablation",
-    ("random", "baseline", "cap", "cap_depth", "cap_depth_seg"),
+    ("random", "baseline", "depth_only", "seg_only", "cap", "cap_depth", "cap_depth_seg"),
     paper={"baseline": (64.8, 0.541, 33.6), "cap": (66.1, 0.557, 32.0), "cap_depth": (66.3, 0.495, 35.1),
            "cap_depth_seg": (66.4, 0.473, 49.6)},
     claims=(
@@ -181,7 +201,9 @@ __all__ = [
     "ARMS",
     "Arm",
     "COLUMNS",
+    "CONTROL_ARMS",
     "EXTRA_COLUMNS",
+    "INSTRUMENTS",
     "PAPER_COLUMNS",
     "PROBE_EVAL_SEED",
     "PROBE_TRAIN_SEED",

@@ -3,16 +3,22 @@
 
 The paper's premise is an MLLM tower trained for language only, weak on dense features (its Qwen2-VL-ViT). Its
 analog here is the **baseline tower**: a small Qwen2-VL-style tower trained from random init with captioning / QA
-only, through the real SmolLM2, on generated scenes, once. Each **arm** post-trains that tower (the VersaViT
-curriculum of `recipes/multitask.py`: alignment warm-up, then multi-task training of the arm's tasks and λ) with the
-same steps and data; a random tower of the same shape is the floor. Each tower is then **measured** on held-out
-scenes no run trained on, its weights frozen:
+only, through the real SmolLM2, on generated scenes, once per seed. Each **arm** post-trains its seed's baseline
+tower (the VersaViT curriculum of `recipes/multitask.py`: alignment warm-up, then multi-task training of the arm's
+tasks and λ) with the same steps and data. Each tower is then **measured** on held-out scenes no run trained on, its
+weights frozen:
 
-- linear probes (the paper's Table 3 protocol, `probes.py`): semantic segmentation (mIoU over sky, ground and the
-  shape classes; also the mean over the shape classes alone) and metric depth (RMSE; also on object pixels alone);
+- linear probes (the paper's Table 3 protocol, `probes.py`): metric depth (RMSE, AbsRel, δ1 within the scenes'
+  depth range; RMSE on object pixels alone) and semantic segmentation (mIoU over the object classes; the
+  background classes apart);
 - question-answer accuracy, standing in for OpenCompass: the paper's VQA-evaluation protocol (a fresh projector,
   then projector + LLM, trained on the scenes' captions and questions with the tower frozen), then exact-match
-  accuracy of greedy answers to held-out scene questions (`qa.py`).
+  accuracy of greedy answers to held-out scene questions, and of the same MLLM shown a grey image (`qa.py`).
+
+Every measurement is an instrument with controls (`ground_tables.INSTRUMENTS`): the random tower, towers
+post-trained on depth alone and on referring segmentation alone, the grey image and the majority-answer floor.
+`ground_report.check_instruments` says which instruments passed; a claim resting on one that did not gets no
+verdict.
 
 Every arm runs with each seed (post-training, probes and QA protocol); tables report mean ± std over seeds, with the
 paper's own numbers beside. A table is data: `Table` rows name `Arm`s, and an arm is the options of its run, so
@@ -30,9 +36,17 @@ from pathlib import Path
 from ..config import ConfigError
 from ..data.scenes import scene_style
 from .ground_measures import HeldOut, measure_out_of_task, measure_probes, measure_qa
-from .ground_report import bar_chart, check_claims, markdown_table, spatial_markdown, summarise
+from .ground_report import (
+    bar_chart,
+    check_claims,
+    check_instruments,
+    instruments_markdown,
+    markdown_table,
+    spatial_markdown,
+    summarise,
+)
 from .ground_runs import QUICK_MEASURE, Runner, load_run_config, prune, random_tower, tower_digest
-from .ground_tables import ARMS, TABLES
+from .ground_tables import ARMS, CONTROL_ARMS, TABLES
 from .out_of_task import OUT_OF_TASK
 from .visper_ground import reproduce_visper
 
@@ -56,8 +70,9 @@ class ReproduceArguments:
     run_config: str = field(default="default.yaml", metadata={
         "help": "The config every training run builds on (relative to recipes/configs, or a path): the tower, "
                 "LLM, heads and stages of `make demo`."})
-    scene_style: str = field(default="cluttered", metadata={"help": "Style of every generated scene: cluttered "
-                                                                    "or simple."})
+    scene_style: str = field(default="room", metadata={"help": "Style of every generated scene: room (the "
+                                                               "cluttered style inside walls: bounded depth), "
+                                                               "cluttered or simple."})
     baseline: dict | str | None = field(default=None, metadata={
         "help": "recipes/multitask.py options of the baseline run (captioning only from a random tower)."})
     post_training: dict | str | None = field(default=None, metadata={
@@ -121,10 +136,16 @@ class ReproduceArguments:
 
 # ---------------------------------------------------------------------------------------------- the run
 def arms_of(tables: list[str]) -> list[str]:
-    seen = []
+    """The arms of `tables` in order; with any table of towers, the instruments' controls (`CONTROL_ARMS`) first."""
+    seen = list(CONTROL_ARMS) if any(ARMS[arm].kind != "mllm" for name in tables for arm in TABLES[name].arms) else []
     for name in tables:
         seen += [arm for arm in TABLES[name].arms if arm not in seen]
     return seen
+
+
+def baseline_name(tower: str | None, seed: int) -> str:
+    """The run folder of the caption-trained baseline of `tower` (None: the run config's) with `seed`."""
+    return f"baseline-seed{seed}" if tower is None else f"baseline-{tower}-seed{seed}"
 
 
 FIGURE_ARMS = ("baseline", "cap_depth_seg")  # the qualitative figure: baseline vs. VersaViT probe predictions
@@ -149,22 +170,21 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     arms = arms_of(tower_tables)
     runs = output / "runs"
 
-    # The plan: every run's config, checked before anything trains. One baseline per tower the arms use.
-    def baseline_name(tower: str | None) -> str:
-        return "baseline" if tower is None else f"baseline-{tower}"
-
+    # The plan: every run's config, checked before anything trains. One baseline per tower the arms use and seed,
+    # so that the baseline row's spread, and every arm's, includes the baseline's training variation.
     def tower_options(tower: str | None, post: bool) -> dict:  # a post-training run takes its tower from the baseline
         options = dict(args.towers[tower]) if tower is not None else {}
         return {k: v for k, v in options.items() if k != "vision_config"} if post else options
 
     baselines = list(dict.fromkeys(ARMS[name].tower for name in arms if ARMS[name].kind != "random"))
-    planned = [(baseline_name(tower), runner.config(runs / baseline_name(tower), args.baseline,
-                                                    tower_options(tower, post=False))) for tower in baselines]
+    planned = [(baseline_name(tower, seed), runner.config(runs / baseline_name(tower, seed), args.baseline,
+                                                          tower_options(tower, post=False), {"seed": seed}))
+               for seed in args.seeds for tower in baselines]
     towers, starts = {}, {}
     for seed in args.seeds:
         for name in arms:
             kind, tag, tower = ARMS[name].kind, f"{name}-seed{seed}", ARMS[name].tower
-            baseline_tower = runs / baseline_name(tower) / "backbone"
+            baseline_tower = runs / baseline_name(tower, seed) / "backbone"
             if kind == "baseline":
                 towers[tag] = baseline_tower
             elif kind == "random":
@@ -178,7 +198,7 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     arm_of = {f"{name}-seed{seed}": name for seed in args.seeds for name in arms}
     qa_runs = {tag: runner.config(runs / f"qa-{tag}", tower_options(ARMS[arm_of[tag]].tower, post=True),
                                   args.qa_protocol, {"model_name_or_path": str(tower), "seed": seeds[tag]})
-               for tag, tower in towers.items()}
+               for tag, tower in towers.items() if ARMS[arm_of[tag]].qa}
     if check is not None:
         for name, mapping in planned + [(f"qa-{tag}", m) for tag, m in qa_runs.items()]:
             runner.check(name, mapping, check)
@@ -202,35 +222,39 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
         for name in arms:
             tag = f"{name}-seed{seed}"
             probes, drawn = measure_probes(output / "measurements" / tag, towers[tag], seed, args, data)
-            result = {**probes, **measure_out_of_task(output / "measurements" / tag, towers[tag], seed, args),
-                      **measure_qa(runner, f"qa-{tag}", qa_runs[tag], data, args.qa_scenes)}
+            result = {**probes, **measure_out_of_task(output / "measurements" / tag, towers[tag], seed, args)}
+            if tag in qa_runs:
+                result.update(measure_qa(runner, f"qa-{tag}", qa_runs[tag], data, args.qa_scenes))
             (output / "measurements" / f"{tag}.json").write_text(json.dumps(result, indent=2))
             if seed == args.seeds[0]:
                 predictions[name] = drawn
             measurements.setdefault(name, []).append(result)
             extra = "".join(f"  {kind} {result[kind]:.3f}" for kind in OUT_OF_TASK if kind in result)
-            print(f"  {tag}: QA {result['qa_accuracy']:.3f}  depth RMSE {result['depth_rmse']:.3f}  "
-                  f"seg mIoU {result['seg_miou']:.3f}" + extra, flush=True)
+            qa = f"QA {result['qa_accuracy']:.3f} (grey image {result['qa_grey']:.3f})  " if tag in qa_runs else ""
+            print(f"  {tag}: {qa}depth RMSE {result['depth_rmse']:.3f}  AbsRel {result['depth_abs_rel']:.3f}  "
+                  f"object mIoU {result['seg_miou']:.3f}" + extra, flush=True)
 
     # the MLLM tables (VisPer-LM): their own runs and spatial questions
     floors = {}
     if mllm_tables:
-        baseline = None if tower_tables else runner.config(runs / baseline_name(None), args.baseline)
-        visper = reproduce_visper(args, runner, check, baseline)
+        baselines = None if tower_tables else {
+            seed: runner.config(runs / baseline_name(None, seed), args.baseline, {"seed": seed}) for seed in args.seeds}
+        visper = reproduce_visper(args, runner, check, baselines)
         measurements.update(visper["measurements"])
         floors = visper["floors"]
 
     # 4. tables, charts and the figure
     summary = summarise(measurements)
-    results = {"tables": {}, "arms": summary, "seeds": args.seeds, "scene_style": args.scene_style,
-               "majority_qa_accuracy": data.majority_qa if data else None, "settings": asdict(args),
-               "run_seconds": runner.run_seconds}
+    instruments = check_instruments(summary, {"qa_accuracy": data.majority_qa} if data else {})
+    results = {"tables": {}, "arms": summary, "instruments": instruments, "seeds": args.seeds,
+               "scene_style": args.scene_style, "majority_qa_accuracy": data.majority_qa if data else None,
+               "settings": asdict(args), "run_seconds": runner.run_seconds}
     if mllm_tables:
         results["majority_spatial_accuracy"] = floors
     text = ""
     for name in args.tables:
         table = TABLES[name]
-        claims = check_claims(table, summary)
+        claims = check_claims(table, summary, None if name in mllm_tables else instruments)
         markdown = (spatial_markdown(table, summary, claims, args.seeds, floors) if name in mllm_tables
                     else markdown_table(table, summary, claims, args.seeds))
         (output / f"{name}.md").write_text(markdown)
@@ -248,11 +272,13 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
         results["figure"] = str(probe_figure(output / "figure4.png", examples, rows))
     results["seconds"] = time.perf_counter() - started
     (output / "results.json").write_text(json.dumps(results, indent=2))
-    floor = f"QA majority-answer floor: {data.majority_qa:.3f}\n" if data else ""
+    floor = f"QA majority-answer floor: {data.majority_qa:.3f}\n\n" + instruments_markdown(instruments) if data else ""
+    if data:
+        (output / "instruments.md").write_text(instruments_markdown(instruments))
     figure = f"figure      {results['figure']}\n" if "figure" in results else ""
     print("\n" + text + floor + f"results     {output / 'results.json'}\n" + figure +
           f"time        {results['seconds'] / 60:.1f} min", flush=True)
     return results
 
 
-__all__ = ["ReproduceArguments", "arms_of", "reproduce"]
+__all__ = ["ReproduceArguments", "arms_of", "baseline_name", "reproduce"]

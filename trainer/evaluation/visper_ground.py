@@ -76,14 +76,14 @@ def spatial_result(model_folder: Path, questions: list) -> dict:
     return result
 
 
-def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = None) -> dict:
-    """Run and score the table's rows for every seed (cached like the other tables' runs); returns the per-arm
-    measurements, the majority floors and, for the first seed, the layer probes."""
+def reproduce_visper(args, runner, check=None, baselines: dict[int, dict] | None = None) -> dict:
+    """Run and score the table's rows for every seed (cached like the other tables' runs), each from its seed's
+    baseline tower (`baselines`: the baseline runs' configs by seed, when no other table runs them); returns the
+    per-arm measurements, the majority floors and, for the first seed, the layer probes."""
     from .llm_probes import LayerProbeSettings, plot_layer_probes, probe_llm_layers
 
     output = Path(args.output_dir)
     runs = output / "runs"
-    baseline_tower = runs / "baseline" / "backbone"
     style = args.scene_style
     held_out = scene_questions(args.qa_scenes, QA_EVAL_SEED, texts=IFT_TEXTS, style=style)
     training = scene_questions(300, 200000, texts=IFT_TEXTS, style=style)  # visper_default.yaml's IFT scenes
@@ -92,13 +92,14 @@ def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = N
         floors[key] = majority_accuracy(training, [q for q in held_out if q.question.startswith(kind)])
 
     planned = []
-    if baseline_mapping is not None:
-        planned.append(("baseline", baseline_mapping, ""))
     for seed in args.seeds:
+        baseline_tower = runs / f"baseline-seed{seed}" / "backbone"
+        if baselines is not None:
+            planned.append((f"baseline-seed{seed}", baselines[seed], ""))
         tag = f"{VERSAVIT_ARM}-seed{seed}"
         versavit = runner.config(runs / tag, args.post_training, ARMS[VERSAVIT_ARM].options,
                                  {"model_name_or_path": str(baseline_tower), "seed": seed})
-        planned.append((tag, versavit, "baseline"))
+        planned.append((tag, versavit, f"baseline-seed{seed}"))
         for arm in ("visper_ntp", "visper", "visper_versavit"):
             tower = runs / tag / "backbone" if arm == "visper_versavit" else baseline_tower
             experts = runs / tag / DENSE_FOLDER if arm == "visper" else None
@@ -113,11 +114,11 @@ def reproduce_visper(args, runner, check=None, baseline_mapping: dict | None = N
     probes = None
     for name, mapping, after in planned:
         folder = Path(mapping["output_dir"])
-        if name == "baseline":
+        if name.startswith("baseline-seed"):
             prune(runner.run(name, mapping))
             continue
         if name.startswith(VERSAVIT_ARM):  # the row's tower and experts (shared with the other tables' arm)
-            depends = tower_digest(baseline_tower)
+            depends = tower_digest(runs / after / "backbone")
             if runner.done(mapping, depends) and not (folder / DENSE_FOLDER).is_dir():
                 print(f"  run {name}: rerun to keep its depth and referring heads (the VisPer-LM experts)", flush=True)
                 shutil.rmtree(folder)
