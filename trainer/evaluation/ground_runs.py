@@ -119,6 +119,11 @@ class Runner:
         return folder
 
 
+def baseline_name(tower: str | None, seed: int) -> str:
+    """The run folder of the caption-trained baseline of `tower` (None: the run config's) with `seed`."""
+    return f"baseline-seed{seed}" if tower is None else f"baseline-{tower}-seed{seed}"
+
+
 def tower_digest(backbone: Path) -> str:
     """A digest of a tower folder's weights and config: what a cached run or measurement of it depends on."""
     digest = hashlib.sha256()
@@ -185,5 +190,6 @@ def load_run_config(mapping: dict) -> dict:
     return {**load_config_file(mapping["base"]), **{k: v for k, v in mapping.items() if k != "base"}}
 
 
-__all__ = ["CONFIGS", "DENSE_FOLDER", "QUICK_MEASURE", "QUICK_RUN", "RUN_FIXED", "Runner", "keep_dense_heads",
+__all__ = ["CONFIGS", "DENSE_FOLDER", "QUICK_MEASURE", "QUICK_RUN", "RUN_FIXED", "Runner", "baseline_name",
+           "keep_dense_heads",
            "load_run_config", "prune", "random_tower", "tower_digest"]

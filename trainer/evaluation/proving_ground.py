@@ -45,7 +45,15 @@ from .ground_report import (
     spatial_markdown,
     summarise,
 )
-from .ground_runs import QUICK_MEASURE, Runner, load_run_config, prune, random_tower, tower_digest
+from .ground_runs import (
+    QUICK_MEASURE,
+    Runner,
+    baseline_name,
+    load_run_config,
+    prune,
+    random_tower,
+    tower_digest,
+)
 from .ground_tables import ARMS, CONTROL_ARMS, TABLES
 from .out_of_task import OUT_OF_TASK
 from .visper_ground import reproduce_visper
@@ -141,11 +149,6 @@ def arms_of(tables: list[str]) -> list[str]:
     for name in tables:
         seen += [arm for arm in TABLES[name].arms if arm not in seen]
     return seen
-
-
-def baseline_name(tower: str | None, seed: int) -> str:
-    """The run folder of the caption-trained baseline of `tower` (None: the run config's) with `seed`."""
-    return f"baseline-seed{seed}" if tower is None else f"baseline-{tower}-seed{seed}"
 
 
 FIGURE_ARMS = ("baseline", "cap_depth_seg")  # the qualitative figure: baseline vs. VersaViT probe predictions
@@ -281,4 +284,4 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     return results
 
 
-__all__ = ["ReproduceArguments", "arms_of", "baseline_name", "reproduce"]
+__all__ = ["ReproduceArguments", "arms_of", "reproduce"]

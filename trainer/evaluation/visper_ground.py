@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..data.scenes import SPATIAL_COUNT, SPATIAL_DEPTH, SPATIAL_RELATION
-from .ground_runs import DENSE_FOLDER, prune, tower_digest
+from .ground_runs import DENSE_FOLDER, baseline_name, prune, tower_digest
 from .ground_tables import ARMS, PROBE_EVAL_SEED, PROBE_TRAIN_SEED, QA_EVAL_SEED
 from .qa import majority_accuracy, qa_accuracy, scene_questions
 
@@ -93,13 +93,14 @@ def reproduce_visper(args, runner, check=None, baselines: dict[int, dict] | None
 
     planned = []
     for seed in args.seeds:
-        baseline_tower = runs / f"baseline-seed{seed}" / "backbone"
+        baseline = baseline_name(None, seed)
+        baseline_tower = runs / baseline / "backbone"
         if baselines is not None:
-            planned.append((f"baseline-seed{seed}", baselines[seed], ""))
+            planned.append((baseline, baselines[seed], ""))
         tag = f"{VERSAVIT_ARM}-seed{seed}"
         versavit = runner.config(runs / tag, args.post_training, ARMS[VERSAVIT_ARM].options,
                                  {"model_name_or_path": str(baseline_tower), "seed": seed})
-        planned.append((tag, versavit, f"baseline-seed{seed}"))
+        planned.append((tag, versavit, baseline))
         for arm in ("visper_ntp", "visper", "visper_versavit"):
             tower = runs / tag / "backbone" if arm == "visper_versavit" else baseline_tower
             experts = runs / tag / DENSE_FOLDER if arm == "visper" else None
@@ -114,7 +115,7 @@ def reproduce_visper(args, runner, check=None, baselines: dict[int, dict] | None
     probes = None
     for name, mapping, after in planned:
         folder = Path(mapping["output_dir"])
-        if name.startswith("baseline-seed"):
+        if name in {baseline_name(None, seed) for seed in args.seeds}:
             prune(runner.run(name, mapping))
             continue
         if name.startswith(VERSAVIT_ARM):  # the row's tower and experts (shared with the other tables' arm)
