@@ -26,7 +26,8 @@ setup(
     + [f"versavit_trainer.{name}" for name in ("core", "data", "data.readers", "evaluation", "export", "methods",
                                                "objectives")],
     package_dir={"versavit_trainer": "trainer", "versavit_trainer.hub_cards": "hub_cards"},
-    package_data={"versavit_trainer.hub_cards": ["*.md"]},  # model-card templates (versavit_trainer.export.hub)
+    # model-card templates (versavit_trainer.export.hub); the pre-trained miniature (versavit_trainer.data.assets)
+    package_data={"versavit_trainer.hub_cards": ["*.md"], "versavit_trainer": ["assets/miniature/*"]},
     install_requires=[
         # torch first and pinned by the installer (see Makefile): a bare `torch` pulls a multi-GB CUDA build.
         "torch>=2.6",  # torch.load(weights_only=True) is a safe reader from 2.6 on (CVE-2025-32434)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random configs of every tower family and processor-shaped inputs."""
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -190,6 +191,28 @@ def tiny_run_config(folder: Path, tiny_llm: Path, **overrides) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def pretrain_tiny_miniature(folder: Path, tiny_llm: Path) -> dict:
+    """recipes/pretrain_miniature.py on the tiny config (room scenes, captioning only): the asset in `folder/asset`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_run_config(folder, tiny_llm, tasks=["captioning"], num_eval_scenes=0, panel_samples=0,
+                             save_strategy="no", report_to="none", scene_style="room")
+    return load_recipe("pretrain_miniature").main(["--config", str(config), "--asset_dir", str(folder / "asset")])
+
+
+@pytest.fixture(scope="module")
+def tiny_miniature(tmp_path_factory, tiny_llm) -> Path:
+    """A tiny pre-trained miniature (the tiny tower and its projector for `tiny_llm`), as the recipe writes it."""
+    folder = tmp_path_factory.mktemp("tiny_miniature")
+    return Path(pretrain_tiny_miniature(folder, tiny_llm)["asset_dir"])
+
+
+def tiny_baseline(miniature: Path) -> list[str]:
+    """recipes/reproduce.py flags: baselines continued from the tiny miniature, as the default config's from the
+    shipped one (whose tower and projector do not fit the tiny config)."""
+    return ["--baseline", json.dumps({"model_name_or_path": str(miniature), "tasks": ["captioning"],
+                                      "alignment_max_steps": 0, "max_steps": 60})]
 
 
 @pytest.fixture(scope="module")

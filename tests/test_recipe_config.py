@@ -85,7 +85,7 @@ def test_wrong_types_name_the_option_and_the_value(tmp_path):
                                   "versavit_qwen2vl_7b_dynamic.yaml", "versavit_qwen2_5vl_7b.yaml",
                                   "versavit_qwen3vl_8b.yaml", "versavit_siglip2_so400m.yaml", "sailvit_default.yaml",
                                   "sailvit_qwen2vl_7b.yaml", "sailvit_internvit_300m.yaml", "sailvit_attach.yaml",
-                                  "visper_default.yaml",
+                                  "visper_default.yaml", "miniature_pretrain.yaml",
                                   "visper_llava15.yaml"])
 def test_shipped_configs_parse_and_their_resolved_form_round_trips(tmp_path, name):
     on_cpu = ["--use_cpu", "true"]  # the paper config asks for bf16, which TrainingArguments checks against the machine

@@ -22,6 +22,7 @@ from modeling_versavit import (
 )
 
 from ..config import mapping_option
+from ..data.assets import MINIATURE_RECORD, miniature_path
 from ..objectives import OBJECTIVES
 from ..parts import require_weights
 from .options import ModelArguments
@@ -71,6 +72,8 @@ def build_model(model_args: ModelArguments, tasks: list[str], text_embed_dim: in
     for option in ("model_name_or_path", "mllm") + (("language_model",) if "captioning" in tasks else ()):
         _require_source(getattr(model_args, option), option)
     if model_args.model_name_or_path:
+        if (Path(model_args.model_name_or_path) / MINIATURE_RECORD).is_file():  # an asset with a recorded digest
+            miniature_path(model_args.model_name_or_path)
         config = VersaViTConfig.from_pretrained(model_args.model_name_or_path)
         trained_depth = "depth" in (config.tasks or [])
         if trained_depth and depth_label_space and config.depth_label_space != depth_label_space and "depth" in tasks:
@@ -182,9 +185,11 @@ def _require_source(path: str | None, option: str) -> None:
 
 def _load_trained_heads(model: VersaViTForMultiTask, folder) -> None:
     """The dense heads a checkpoint already has (a depth or segmentation model, or a multi-task one without the
-    captioning branch) are reused rather than silently replaced by fresh ones."""
+    captioning branch), and the captioning projector of a tower saved with its projector but without its LLM (the
+    pre-trained miniature, `versavit_trainer.data.assets.miniature_path`), are reused rather than silently replaced
+    by fresh ones."""
     weight_map = safetensors_weight_map(folder)
-    for name in ("depth_head", "segmentation_head"):
+    for name in ("depth_head", "segmentation_head", "projector"):
         if getattr(model, name, None) is None:
             continue
         state = read_safetensors(folder, name + ".", weight_map)
@@ -193,7 +198,8 @@ def _load_trained_heads(model: VersaViTForMultiTask, folder) -> None:
         try:
             getattr(model, name).load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"head_config: the {name} of {folder} does not fit the configured head ({err}).") from None
+            option, what = ("language_model", "LLM's width") if name == "projector" else ("head_config", "head")
+            raise ValueError(f"{option}: the {name} of {folder} does not fit the configured {what} ({err}).") from None
         logger.info("%s: loaded from %s", name, folder)
 
 
