@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_recipe, tiny_run_config
+from conftest import load_recipe, tiny_baseline, tiny_run_config
 
 from versavit_trainer.config import ConfigError
 from versavit_trainer.evaluation import ground_report, ground_runs, ground_tables
@@ -13,16 +13,16 @@ from versavit_trainer.evaluation.qa import QAItem, majority_accuracy, normalize_
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, tiny_llm):
+def quick(tmp_path_factory, tiny_llm, tiny_miniature):
     folder = tmp_path_factory.mktemp("reproduce")
     base = tiny_run_config(folder, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
     argv = ["--quick", "--output_dir", str(folder / "out"), "--run_config", str(base), "--seeds", "0", "1",
-            "--probe_size", "56"]
+            "--probe_size", "56"] + tiny_baseline(tiny_miniature)
     return folder, argv, load_recipe("reproduce").main(argv)
 
 
 @pytest.mark.e2e
-def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement(quick):
+def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement(quick, tiny_miniature):
     folder, _, results = quick
     out = folder / "out"
     table = results["tables"]["table4"]
@@ -73,7 +73,11 @@ def test_quick_reproduction_writes_the_table_charts_figure_and_every_measurement
     arm_config = (out / "runs" / "cap_depth-seed1.yaml").read_text()  # from its own seed's baseline
     assert "seed: 1" in arm_config and str(out / "runs" / "baseline-seed1" / "backbone") in arm_config
     assert "- depth" in arm_config and "scene_style: room" in arm_config
-    assert "seed: 1" in (out / "runs" / "baseline-seed1.yaml").read_text()
+    control = (out / "runs" / "seg_only-seed0.yaml").read_text()  # the segmentation probe's control: class masks
+    assert "- segmentation" in control and "scene_expressions: classes" in control
+    baseline_config = (out / "runs" / "baseline-seed1.yaml").read_text()  # the miniature, continued with the seed
+    assert "seed: 1" in baseline_config and f"model_name_or_path: {tiny_miniature}" in baseline_config
+    assert f"# starts from tower {ground_runs.tower_digest(tiny_miniature)}" in baseline_config
     assert "depth probe (depth_rmse): depth_only" in (out / "instruments.md").read_text()
 
 
@@ -368,7 +372,8 @@ def test_a_tower_retrained_at_the_same_path_is_measured_again(quick, capsys):
 
 
 @pytest.mark.e2e
-def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_its_own(tmp_path, tiny_llm):
+def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_its_own(tmp_path, tiny_llm,
+                                                                                     tiny_miniature):
     """Table 6 on three tiny towers of other families: one caption-trained baseline per tower, each arm post-trained
     from its own tower's baseline (with that tower's sizes), every tower measured; the claims compare each tower's
     VersaViT arm with its own baseline."""
@@ -376,13 +381,15 @@ def test_quick_table6_builds_one_baseline_per_tower_and_post_trains_each_from_it
 
     base = tiny_run_config(tmp_path, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
     sixteen = {"depth_size": 64, "segmentation_size": 64, "caption_max_pixels": 64 * 64}  # whole 32-px blocks
-    towers = {"qwen2_5_vl": {"vision_config": QWEN25_VISION},
-              "qwen3_vl": {"vision_config": QWEN3VL_VISION, **sixteen},
-              "siglip2": {"vision_config": SIGLIP_VISION, **sixteen}}
+    from_random = {"baseline": {"model_name_or_path": None}}  # not from the run config's miniature
+    towers = {"qwen2_5_vl": {"vision_config": QWEN25_VISION, **from_random},
+              "qwen3_vl": {"vision_config": QWEN3VL_VISION, **sixteen, **from_random},
+              "siglip2": {"vision_config": SIGLIP_VISION, **sixteen, **from_random}}
     out = tmp_path / "out"
     results = load_recipe("reproduce").main([
         "--quick", "--tables", "table6", "--seeds", "0", "--output_dir", str(out), "--run_config", str(base),
-        "--probe_size", "224", "--towers", json.dumps(towers)])  # every out-of-task column, on every family
+        "--probe_size", "224", "--towers", json.dumps(towers)]  # every out-of-task column, on every family
+        + tiny_baseline(tiny_miniature))
     table = results["tables"]["table6"]
     assert table["arms"] == [f"{kind}_{tower}" for tower in towers for kind in ("baseline", "versavit")]
     assert [c["claim"] for c in table["claims"]] == [f"{t}-{c}" for t in towers for c in ("depth_rmse", "seg_miou")]
@@ -410,11 +417,14 @@ def test_table6_needs_every_tower_it_names(tmp_path, tiny_llm):
     common = ["--quick", "--output_dir", str(tmp_path / "out"), "--run_config", str(base), "--tables", "table6"]
     with pytest.raises(ConfigError, match=r"towers.qwen2_5_vl: table6's arm baseline_qwen2_5_vl needs"):
         load_recipe("reproduce").main(common + ["--towers", "{}"])
+    with pytest.raises(ConfigError, match=r"towers.qwen2_5_vl.baseline: expected a mapping .*, got 'random'"):
+        load_recipe("reproduce").main(common + ["--towers", json.dumps(
+            {name: {"vision_config": {}, "baseline": "random"} for name in ("qwen2_5_vl", "qwen3_vl", "siglip2")})])
     assert not (tmp_path / "out" / "runs").exists()
 
 
 @pytest.mark.e2e
-def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp_path, tiny_llm):
+def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp_path, tiny_llm, tiny_miniature):
     """The SAILViT comparison: its arm runs the three stages of sailvit_default.yaml (each on --quick's scenes of its
     own seeds and texts) from the same baseline tower as the VersaViT arms, and is measured like them."""
     import yaml
@@ -422,7 +432,8 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
     base = tiny_run_config(tmp_path, tiny_llm, save_strategy="no", report_to="none", panel_samples=0)
     out = tmp_path / "out"
     results = load_recipe("reproduce").main(["--quick", "--tables", "sailvit", "--seeds", "0", "--output_dir",
-                                             str(out), "--run_config", str(base), "--probe_size", "56"])
+                                             str(out), "--run_config", str(base), "--probe_size", "56"]
+                                            + tiny_baseline(tiny_miniature))
     table = results["tables"]["sailvit"]
     assert table["arms"] == ["baseline", "cap", "cap_depth_seg", "sailvit"]
     assert [c["claim"] for c in table["claims"]] == ["a", "b", "c", "d"]
@@ -440,7 +451,7 @@ def test_quick_sailvit_table_runs_the_method_s_stages_from_the_same_baseline(tmp
 
 
 @pytest.mark.e2e
-def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, tiny_llm):
+def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, tiny_llm, tiny_miniature):
     """The VisPer-LM table: NTP only and VisPer-LM around the baseline tower (VisPer-LM's experts: the same seed's
     VersaViT run's dense heads), NTP around the VersaViT tower; each scored on held-out spatial questions, the first
     seed's NTP and VisPer-LM LLMs probed layer by layer."""
@@ -452,7 +463,8 @@ def test_quick_visper_table_builds_three_mllms_from_the_same_baseline(tmp_path, 
     out = tmp_path / "out"
     results = load_recipe("reproduce").main([
         "--quick", "--tables", "visper", "--seeds", "0", "--output_dir", str(out), "--run_config", str(base),
-        "--visper", json.dumps({"distillation_experts": experts, "distillation_num_task_tokens": 2})])
+        "--visper", json.dumps({"distillation_experts": experts, "distillation_num_task_tokens": 2})]
+        + tiny_baseline(tiny_miniature))
     table = results["tables"]["visper"]
     assert table["arms"] == ["visper_ntp", "visper", "visper_versavit"]
     runs = out / "runs"

@@ -223,3 +223,39 @@ def test_an_unknown_scene_style_names_the_choices():
         generate_scene(0, style="clutered")
     with pytest.raises(ValueError, match="scene_style: unknown style 'clutered'"):
         DataArguments(scene_style="clutered")
+
+
+def test_class_expressions_name_each_shape_present_once_with_every_object_of_it():
+    """The semantic-segmentation form of the scenes' masks: per shape class present, "all <plural>" and exactly the
+    pixels of that class's objects, written out here from the instance map."""
+    from versavit_trainer.data.scene_tables import class_expressions, scene_datasets
+    from versavit_trainer.data.scenes import PLURALS
+
+    for seed in range(6):
+        scene = generate_scene(seed, style="room")
+        found = class_expressions(scene)
+        shapes = sorted({obj.shape for obj in scene.objects})
+        assert sorted(text for text, _ in found) == sorted(f"all {PLURALS[shape]}" for shape in shapes)
+        for text, mask in found:
+            expected = np.zeros_like(mask)
+            for index, obj in enumerate(scene.objects):
+                if text == f"all {PLURALS[obj.shape]}":
+                    expected |= scene.instances == index + 1
+            assert mask.dtype == bool and (mask == expected).all() and mask.any()
+    def embed(texts):
+        return np.ones((len(texts), 4))
+
+    rows = scene_datasets(2, embed, seed=0, style="room", expressions="classes")["segmentation"]
+    assert rows[0]["expressions"] == [text for text, _ in class_expressions(generate_scene(0, style="room"))]
+    referring = scene_datasets(2, embed, seed=0, style="room")["segmentation"]
+    assert referring[0]["expressions"] == [text for text, _ in generate_scene(0, style="room").expressions]
+    with pytest.raises(ValueError, match=r"scene_expressions: expected one of \['referring', 'classes'\], got 'class'"):
+        scene_datasets(1, embed, expressions="class")
+
+
+def test_scene_expressions_option_names_the_bad_value():
+    from versavit_trainer.core.options import DataArguments
+
+    with pytest.raises(ValueError, match=r"scene_expressions: .* got 'semantic'"):
+        DataArguments(scene_expressions="semantic")
+    assert DataArguments(scene_expressions="classes").scene_expressions == "classes"

@@ -15,6 +15,7 @@ from modeling_versavit import TASKS, VersaViTConfig
 
 from ..config import ConfigError, check_mapping_keys, dataclass_error_path, mapping_option
 from ..data.processors import check_size, parse_resolutions
+from ..data.scene_tables import SCENE_EXPRESSIONS
 from ..data.scenes import scene_style
 
 # How a launch holds the model, as the memory estimate sizes it (plan.memory_estimate).
@@ -194,8 +195,14 @@ class DataArguments:
     num_eval_scenes: int = field(default=16, metadata={"help": "Generated held-out scenes (0: no held-out metrics)."})
     scene_seed: int = field(default=0, metadata={"help": "Seed of the first generated scene."})
     scene_style: str = field(default="simple", metadata={
-        "help": "Style of the generated scenes: simple (the demo's) or cluttered (the proving ground's: more, "
-                "smaller, occluding and striped objects, cones, varied light and camera)."})
+        "help": "Style of the generated scenes: simple (the demo's), cluttered (more, smaller, occluding and striped "
+                "objects, cones, varied light and camera) or room (the cluttered style inside three walls, depth "
+                "under 10 m: the proving ground's)."})
+    scene_expressions: str = field(default="referring", metadata={
+        "help": "What the generated scenes' segmentation expressions refer to: referring (each names one object, "
+                "unique in its scene: referring segmentation) or classes (one per shape class present, 'all "
+                "spheres', its mask every object of the class: semantic segmentation; the proving ground's "
+                "segmentation control)."})
     text_encoder: str | None = field(
         default=None,
         metadata={"help": "Sentence-embedding model folder that embeds the scenes' expressions. Default: "
@@ -256,6 +263,9 @@ class DataArguments:
                                  "heads of VersaViT's curriculum; a run with `stages:` builds the heads of its stages' "
                                  "objectives (none for objectives of your own): leave tasks out there.")
         scene_style(self.scene_style)  # an unknown style is an error naming the choices
+        if self.scene_expressions not in SCENE_EXPRESSIONS:
+            raise ValueError(f"scene_expressions: expected one of {list(SCENE_EXPRESSIONS)}, got "
+                             f"{self.scene_expressions!r}.")
         for name in ("num_scenes", "num_eval_scenes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}.")

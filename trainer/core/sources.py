@@ -82,9 +82,9 @@ class DataSources:
             raise ValueError("num_scenes: an objective without a dataset folder trains on generated scenes; got 0.")
         if (num_scenes, seed, texts) not in self._scenes:
             extra = tuple(dict.fromkeys(t for objective in self.objectives for t in objective.scene_tables))
-            self._scenes[num_scenes, seed, texts] = scene_datasets(num_scenes, self._embed(), seed=seed,
-                                                                   style=self.data_args.scene_style, texts=texts,
-                                                                   extra_tables=extra)
+            self._scenes[num_scenes, seed, texts] = scene_datasets(
+                num_scenes, self._embed(), seed=seed, style=self.data_args.scene_style, texts=texts,
+                extra_tables=extra, expressions=self.data_args.scene_expressions)
         return self._scenes[num_scenes, seed, texts]
 
     def train(self, name: str, source: str | dict | None = None) -> Dataset:

@@ -1,19 +1,46 @@
 # Copyright 2026 The VersaViT authors. Licensed under the Apache License, Version 2.0.
 """The generated scenes as the task datasets (`scene_datasets`): the embedded default data of every recipe."""
 
+import functools
 from collections.abc import Callable
 
+import numpy as np
 import PIL.Image
 import torch
 from datasets import Dataset
 
-from .scenes import SCENE_TEXTS, Camera, generate_scene
+from .scenes import PLURALS, SCENE_TEXTS, Camera, Scene, generate_scene
 from .schemas import CAPTIONING_FEATURES, CONTRASTIVE_FEATURES, DEPTH_FEATURES, SEGMENTATION_FEATURES, encode_depth
+
+# Scenes rendered for the tables, kept for the process: the proving ground runs dozens of recipes/multitask.py runs in
+# one process on the same scenes (a room scene takes ~60 ms to render, 300 of them ~20 s a run). A scene is a pure
+# function of its arguments; the tables only read it.
+SCENE_CACHE_SIZE = 1024
+
+
+# What the segmentation rows' expressions refer to: "referring", each expression one object, unique in its scene (the
+# paper's referring segmentation); "classes", one expression per shape class present ("all spheres") whose mask is
+# every object of that class (semantic segmentation, posed as referring masks).
+SCENE_EXPRESSIONS = ("referring", "classes")
+
+
+@functools.lru_cache(maxsize=SCENE_CACHE_SIZE)
+def _scene(seed: int, camera: Camera | None, style: str):
+    return generate_scene(seed, camera, style=style)
+
+
+def class_expressions(scene: Scene) -> list[tuple[str, np.ndarray]]:
+    """One (text, mask) per shape class among the scene's objects, in order of first appearance: "all <plural>"
+    and the mask of every object of that class (instance ids are the objects' places + 1)."""
+    shapes = dict.fromkeys(obj.shape for obj in scene.objects)
+    return [(f"all {PLURALS[shape]}",
+             np.isin(scene.instances, [i + 1 for i, obj in enumerate(scene.objects) if obj.shape == shape]))
+            for shape in shapes]
 
 
 def scene_datasets(
     num_scenes: int, embed: Callable[[list[str]], torch.Tensor] | None, seed: int = 0, camera: Camera | None = None,
-    style: str = "simple", texts: str = "default", extra_tables: tuple[str, ...] = (),
+    style: str = "simple", texts: str = "default", extra_tables: tuple[str, ...] = (), expressions: str = "referring",
 ) -> dict[str, Dataset]:
     """The embedded default data: `num_scenes` generated scenes of `style` (seeds `seed ..`) as the task datasets.
 
@@ -22,26 +49,30 @@ def scene_datasets(
     and the question-answer pairs); contrastive rows pair each image with the caption of that kind (the short or
     detailed caption; the scene's caption for "default" and "instructions", which have no caption of their own) and
     the caption's embedding, built when `extra_tables` names "contrastive" (the captions are embedded
-    only then). Scenes without a describable object are left out of the segmentation data; the segmentation and
-    contrastive data are empty when `embed` is None (no text encoder)."""
+    only then). Segmentation rows hold the scene's expressions of kind `expressions` (`SCENE_EXPRESSIONS`: referring
+    expressions, or one per shape class). Scenes without a describable object are left out of the segmentation data;
+    the segmentation and contrastive data are empty when `embed` is None (no text encoder)."""
     if texts not in SCENE_TEXTS:
         raise ValueError(f"texts: expected one of {list(SCENE_TEXTS)}, got {texts!r}.")
+    if expressions not in SCENE_EXPRESSIONS:
+        raise ValueError(f"scene_expressions: expected one of {list(SCENE_EXPRESSIONS)}, got {expressions!r}.")
     unknown = [name for name in extra_tables if name != "contrastive"]
     if unknown:
         raise ValueError(f"extra_tables: unknown {unknown} (the scenes can add: ['contrastive']).")
     depth, segmentation, captioning, contrastive = [], [], [], []
     for index in range(num_scenes):
-        scene = generate_scene(seed + index, camera, style=style)
+        scene = _scene(seed + index, camera, style)
         image = PIL.Image.fromarray(scene.image)
         stored, scale = encode_depth(scene.depth)
         depth.append({"image": image, "depth": stored, "depth_scale": scale})
-        if scene.expressions and embed is not None:
-            expressions = [text for text, _ in scene.expressions]
+        referred = scene.expressions if expressions == "referring" else class_expressions(scene)
+        if referred and embed is not None:
+            texts_of = [text for text, _ in referred]
             segmentation.append({
                 "image": image,
-                "expressions": expressions,
-                "masks": [PIL.Image.fromarray(mask) for _, mask in scene.expressions],
-                "text_embeds": torch.as_tensor(embed(expressions), dtype=torch.float32).tolist(),
+                "expressions": texts_of,
+                "masks": [PIL.Image.fromarray(mask) for _, mask in referred],
+                "text_embeds": torch.as_tensor(embed(texts_of), dtype=torch.float32).tolist(),
             })
         turns = [{"user": question, "assistant": answer} for question, answer in scene.texts[texts]]
         captioning.append({"image": image, "texts": turns})
@@ -68,4 +99,4 @@ def scene_datasets(
     return tables
 
 
-__all__ = ["scene_datasets"]
+__all__ = ["SCENE_EXPRESSIONS", "class_expressions", "scene_datasets"]

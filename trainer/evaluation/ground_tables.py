@@ -80,7 +80,10 @@ for _arm in (
     Arm("random", "random tower (floor)", "random"),
     Arm("baseline", "baseline tower (captioning only)", "baseline"),
     Arm("depth_only", "control: + depth only", options={"tasks": ["depth"]}, qa=False),
-    Arm("seg_only", "control: + referring segmentation only", options={"tasks": ["segmentation"]}, qa=False),
+    # the segmentation probe reads the shape classes: its positive control trains exactly that, semantic segmentation
+    # posed as referring masks ("all spheres": every sphere), with the referring-segmentation head and loss
+    Arm("seg_only", "control: + class segmentation only", options={"tasks": ["segmentation"],
+                                                                    "scene_expressions": "classes"}, qa=False),
     Arm("cap", "+ VQA & captioning", options={"tasks": ["captioning"]}),
     Arm("cap_depth", "+ VQA & captioning + depth", options={"tasks": ["captioning", "depth"]}),
     Arm("cap_depth_seg", "+ VQA & captioning + depth + seg (VersaViT)", options={"tasks": ALL_TASKS}),

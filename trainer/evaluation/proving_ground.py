@@ -82,7 +82,8 @@ class ReproduceArguments:
                                                                "cluttered style inside walls: bounded depth), "
                                                                "cluttered or simple."})
     baseline: dict | str | None = field(default=None, metadata={
-        "help": "recipes/multitask.py options of the baseline run (captioning only from a random tower)."})
+        "help": "recipes/multitask.py options of the baseline runs, one per seed (captioning only: the pre-trained "
+                "miniature continued with the seed, or a tower trained from random init)."})
     post_training: dict | str | None = field(default=None, metadata={
         "help": "recipes/multitask.py options every arm's post-training run shares (its arm adds tasks and λ)."})
     qa_protocol: dict | str | None = field(default=None, metadata={
@@ -92,7 +93,8 @@ class ReproduceArguments:
                 "(e.g. distillation_experts for another tower or LLM: their layers)."})
     towers: dict | str | None = field(default=None, metadata={
         "help": "Other towers, by name: recipes/multitask.py options over run_config for an arm's `tower` (its "
-                "vision_config, input sizes); its baseline and its arms use them (table6)."})
+                "vision_config, input sizes); its baseline and its arms use them (table6). A tower's `baseline:` "
+                "mapping replaces options of `baseline:` for its own baseline (e.g. from random init)."})
     probe_size: int = field(default=224, metadata={"help": "Input size of the segmentation probe (a multiple of "
                                                            "28); depth probes run at the scenes' own size."})
     probe_steps: int = field(default=300, metadata={"help": "Optimizer steps of each linear probe."})
@@ -119,6 +121,9 @@ class ReproduceArguments:
                 if tower is not None and not isinstance(self.towers.get(tower), dict):
                     raise ConfigError(f"towers.{tower}: {table}'s arm {arm} needs this tower's run options (a mapping "
                                       f"with its vision_config), got {self.towers.get(tower)!r}.")
+                if tower is not None and not isinstance(self.towers[tower].get("baseline", {}), dict):
+                    raise ConfigError(f"towers.{tower}.baseline: expected a mapping of run options over `baseline:`, "
+                                      f"got {self.towers[tower]['baseline']!r}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected distinct seeds, got {self.seeds}.")
         scene_style(self.scene_style)
@@ -176,14 +181,20 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     # The plan: every run's config, checked before anything trains. One baseline per tower the arms use and seed,
     # so that the baseline row's spread, and every arm's, includes the baseline's training variation.
     def tower_options(tower: str | None, post: bool) -> dict:  # a post-training run takes its tower from the baseline
-        options = dict(args.towers[tower]) if tower is not None else {}
+        options = {k: v for k, v in (args.towers[tower] if tower is not None else {}).items() if k != "baseline"}
         return {k: v for k, v in options.items() if k != "vision_config"} if post else options
 
+    def baseline_options(tower: str | None) -> dict:  # `baseline:`, with a tower's own `baseline:` over it
+        return {**args.baseline, **(args.towers[tower].get("baseline", {}) if tower is not None else {})}
+
     baselines = list(dict.fromkeys(ARMS[name].tower for name in arms if ARMS[name].kind != "random"))
-    planned = [(baseline_name(tower, seed), runner.config(runs / baseline_name(tower, seed), args.baseline,
+    planned = [(baseline_name(tower, seed), runner.config(runs / baseline_name(tower, seed), baseline_options(tower),
                                                           tower_options(tower, post=False), {"seed": seed}))
                for seed in args.seeds for tower in baselines]
-    towers, starts = {}, {}
+    # a baseline continued from a pre-trained tower (the miniature) is stale when that tower changes
+    starts = {name: Path(mapping["model_name_or_path"]) for name, mapping in planned
+              if mapping.get("model_name_or_path")}
+    towers = {}
     for seed in args.seeds:
         for name in arms:
             kind, tag, tower = ARMS[name].kind, f"{name}-seed{seed}", ARMS[name].tower
