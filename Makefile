@@ -41,7 +41,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not e2e"
 
 # The proving ground: the paper's Table 4 in miniature on generated room scenes with the instruments' controls, 3 seeds,
-# ~80 min on 2 CPU cores
+# ~56 min on 2 CPU cores, starting from the pre-trained miniature (trainer/assets/miniature)
 # (recipes/reproduce.py with recipes/configs/reproduce_default.yaml; outputs/reproduce). Finished runs are reused.
 # Other tables: make reproduce ARGS="--tables table6 --output_dir outputs/reproduce_table6" (or table5, sailvit)
 reproduce: $(STAMP)

@@ -18,7 +18,6 @@ CPU or thread count may change the last bits of the floating-point sums, and so 
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,18 +25,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from versavit_trainer.core.stages import run_as_script
+from versavit_trainer.core.stages import recipe_module, run_as_script
 from versavit_trainer.data.assets import MINIATURE, save_miniature
 
 RECIPES = Path(__file__).resolve().parent
 CONFIG = RECIPES / "configs" / "miniature_pretrain.yaml"
-
-
-def _multitask():
-    spec = importlib.util.spec_from_file_location("versavit_recipe_multitask", RECIPES / "multitask.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if "--config" not in rest:
         rest = ["--config", str(CONFIG)] + rest
-    multitask = _multitask()
+    multitask = recipe_module("multitask")
     if "-h" in rest or "--help" in rest:  # this recipe's flag, then every recipes/multitask.py flag (over --config)
         print(parser.format_help() + "\nThe training run's flags (recipes/multitask.py, over --config):\n")
         multitask.main(rest)

@@ -9,14 +9,15 @@ miniature on generated scenes.
     python recipes/reproduce.py --tables visper                 # VisPer-LM vs NTP only vs VersaViT's tower (MLLMs)
     python recipes/reproduce.py --quick --output_dir /tmp/pg    # every step of the pipeline in a few minutes
 
-1. The baseline towers (the paper's language-only MLLM tower): a small Qwen2-VL-style tower trained from random init
-   with captioning / QA only, through SmolLM2, on generated room scenes (`baseline:` options); one per seed.
+1. The baseline towers (the paper's language-trained MLLM tower): the pre-trained miniature (trainer/assets/miniature,
+   recipes/pretrain_miniature.py: a small Qwen2-VL-style tower and its projector trained with captioning / QA only,
+   through SmolLM2, on 3000 room scenes) continued with captioning with each seed (`baseline:` options); one per seed.
 2. The arms: each seed's baseline post-trained by recipes/multitask.py (alignment warm-up, then multi-task training
    of the arm's tasks and λ; `post_training:` options shared by all, same steps and data; the SAILViT arm runs the
    stages of recipes/configs/sailvit_default.yaml instead).
 3. The controls, with every table of towers: a random tower of the same shape (every probe's negative control), the
-   baseline post-trained on depth alone and on referring segmentation alone (the probes' positive controls); QA's
-   are the baseline's MLLM shown a grey image and the majority-answer floor.
+   baseline post-trained on depth alone and on class segmentation alone (masks of every object of a shape class:
+   the probes' positive controls); QA's are the baseline's MLLM shown a grey image and the majority-answer floor.
 4. Every tower measured frozen on held-out scenes no run trained on: depth and segmentation linear probes (RMSE,
    AbsRel, δ1 within 10 m; mIoU over the object classes, walls and ground apart), and QA accuracy after the paper's
    VQA-evaluation protocol (`qa_protocol:` stages: a fresh projector, then projector + LLM, the tower frozen), exact
@@ -32,30 +33,22 @@ Finished runs and measurements are reused: an interrupted reproduction continues
 outputs. Every run's config is checked before the first one trains.
 """
 
-import importlib.util
 import logging
 from pathlib import Path
 
 from versavit_trainer.config import ConfigError, DefaultConfig, parse_config
-from versavit_trainer.core.stages import run_as_script
+from versavit_trainer.core.stages import recipe_module, run_as_script
 from versavit_trainer.evaluation.proving_ground import ReproduceArguments, reproduce
 
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG = DefaultConfig(RECIPES / "configs" / "reproduce_default.yaml",
                                "Table 4 in miniature by default (--tables: table5, table6, sailvit, visper too), 3 "
-                               "seeds with the instruments' controls, about 80 minutes for Table 4 on 2 CPU cores")
-
-
-def _multitask():
-    spec = importlib.util.spec_from_file_location("versavit_recipe_multitask", RECIPES / "multitask.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+                               "seeds with the instruments' controls, about 56 minutes for Table 4 on 2 CPU cores")
 
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_config((ReproduceArguments,), argv, description=__doc__, default_config=DEFAULT_CONFIG)
-    multitask = _multitask()
+    multitask = recipe_module("multitask")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
 
     def train(run_argv: list[str]) -> dict:

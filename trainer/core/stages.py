@@ -132,6 +132,20 @@ def run_as_script(main) -> None:
         sys.exit(INTERRUPTED_EXIT_CODES.get(result["signal"], 1))
 
 
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def recipe_module(name: str):
+    """A recipe of this checkout's recipes/ (e.g. "multitask"), imported as a module: the recipes that run another
+    one (reproduce.py, pretrain_miniature.py) call its `main(argv)` in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"versavit_recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def release_process_group(wait: bool = True) -> None:
     """Shut this process's `torch.distributed` group down, if there is one, after a run (`wait`: once every rank has
     got here; False after an error, when another rank may never come). Left to the interpreter's exit, the group
@@ -162,6 +176,7 @@ __all__ = [
     "INTERRUPTED_EXIT_CODES",
     "final_losses",
     "last_complete_checkpoint",
+    "recipe_module",
     "release_process_group",
     "run_as_script",
     "run_stage",

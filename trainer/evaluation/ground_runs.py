@@ -132,6 +132,13 @@ def tower_digest(backbone: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def start_digest(mapping: dict) -> str:
+    """What a run of config `mapping` depends on besides its config: the digest of the tower it starts from
+    (`model_name_or_path`: a baseline's pre-trained miniature, an arm's baseline tower), "" from random init."""
+    start = mapping.get("model_name_or_path")
+    return tower_digest(Path(start)) if start else ""
+
+
 def prune(folder: Path) -> None:
     """Drop a finished run's full model and stage states (the LLM's copy each, ~0.5 GB); its `backbone/`, config,
     logs and summary stay, and its tower with its dense heads (`dense/`, a few MB: the VisPer-LM table's experts)."""
@@ -192,4 +199,4 @@ def load_run_config(mapping: dict) -> dict:
 
 __all__ = ["CONFIGS", "DENSE_FOLDER", "QUICK_MEASURE", "QUICK_RUN", "RUN_FIXED", "Runner", "baseline_name",
            "keep_dense_heads",
-           "load_run_config", "prune", "random_tower", "tower_digest"]
+           "load_run_config", "prune", "random_tower", "start_digest", "tower_digest"]

@@ -2,8 +2,9 @@
 """The proving ground: the paper's ablation tables in miniature, on generated scenes, on a CPU (`make reproduce`).
 
 The paper's premise is an MLLM tower trained for language only, weak on dense features (its Qwen2-VL-ViT). Its
-analog here is the **baseline tower**: a small Qwen2-VL-style tower trained from random init with captioning / QA
-only, through the real SmolLM2, on generated scenes, once per seed. Each **arm** post-trains its seed's baseline
+analog here is the **baseline tower**: the pre-trained miniature (a small Qwen2-VL-style tower and its projector,
+trained with captioning / QA only through the real SmolLM2 on generated scenes: `data.assets.miniature_path`)
+continued with captioning once per seed. Each **arm** post-trains its seed's baseline
 tower (the VersaViT curriculum of `recipes/multitask.py`: alignment warm-up, then multi-task training of the arm's
 tasks and λ) with the same steps and data. Each tower is then **measured** on held-out scenes no run trained on, its
 weights frozen:
@@ -16,7 +17,7 @@ weights frozen:
   accuracy of greedy answers to held-out scene questions, and of the same MLLM shown a grey image (`qa.py`).
 
 Every measurement is an instrument with controls (`ground_tables.INSTRUMENTS`): the random tower, towers
-post-trained on depth alone and on referring segmentation alone, the grey image and the majority-answer floor.
+post-trained on depth alone and on class segmentation alone, the grey image and the majority-answer floor.
 `ground_report.check_instruments` says which instruments passed; a claim resting on one that did not gets no
 verdict.
 
@@ -52,7 +53,7 @@ from .ground_runs import (
     load_run_config,
     prune,
     random_tower,
-    tower_digest,
+    start_digest,
 )
 from .ground_tables import ARMS, CONTROL_ARMS, TABLES
 from .out_of_task import OUT_OF_TASK
@@ -191,9 +192,6 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
     planned = [(baseline_name(tower, seed), runner.config(runs / baseline_name(tower, seed), baseline_options(tower),
                                                           tower_options(tower, post=False), {"seed": seed}))
                for seed in args.seeds for tower in baselines]
-    # a baseline continued from a pre-trained tower (the miniature) is stale when that tower changes
-    starts = {name: Path(mapping["model_name_or_path"]) for name, mapping in planned
-              if mapping.get("model_name_or_path")}
     towers = {}
     for seed in args.seeds:
         for name in arms:
@@ -204,7 +202,7 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
             elif kind == "random":
                 towers[tag] = runs / f"random-seed{seed}" / "backbone"
             else:
-                towers[tag], starts[tag] = runs / tag / "backbone", baseline_tower
+                towers[tag] = runs / tag / "backbone"
                 planned.append((tag, runner.config(runs / tag, args.post_training, tower_options(tower, post=True),
                                                    ARMS[name].options,
                                                    {"model_name_or_path": str(baseline_tower), "seed": seed})))
@@ -221,9 +219,8 @@ def reproduce(args: ReproduceArguments, train: Callable[[list[str]], dict],
           + (" (and the VisPer-LM table's)" if mllm_tables else "") + f"; outputs in {output}", flush=True)
 
     # 1. the baseline towers, once each; 2. the arms' towers, from theirs
-    for name, mapping in planned:
-        depends = tower_digest(starts[name]) if name in starts else ""
-        prune(runner.run(name, mapping, depends))
+    for name, mapping in planned:  # a run is stale when the tower it starts from changed (the miniature, a baseline)
+        prune(runner.run(name, mapping, start_digest(mapping)))
     for tag, tower in towers.items():
         if ARMS[tag.rsplit("-seed", 1)[0]].kind == "random":
             random_tower(tower.parent, runner.base, seeds[tag])

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..data.scenes import SPATIAL_COUNT, SPATIAL_DEPTH, SPATIAL_RELATION
-from .ground_runs import DENSE_FOLDER, baseline_name, prune, tower_digest
+from .ground_runs import DENSE_FOLDER, baseline_name, prune, start_digest
 from .ground_tables import ARMS, PROBE_EVAL_SEED, PROBE_TRAIN_SEED, QA_EVAL_SEED
 from .qa import majority_accuracy, qa_accuracy, scene_questions
 
@@ -116,16 +116,16 @@ def reproduce_visper(args, runner, check=None, baselines: dict[int, dict] | None
     for name, mapping, after in planned:
         folder = Path(mapping["output_dir"])
         if name in {baseline_name(None, seed) for seed in args.seeds}:
-            prune(runner.run(name, mapping))
+            prune(runner.run(name, mapping, start_digest(mapping)))
             continue
         if name.startswith(VERSAVIT_ARM):  # the row's tower and experts (shared with the other tables' arm)
-            depends = tower_digest(runs / after / "backbone")
+            depends = start_digest(mapping)  # the baseline's tower
             if runner.done(mapping, depends) and not (folder / DENSE_FOLDER).is_dir():
                 print(f"  run {name}: rerun to keep its depth and referring heads (the VisPer-LM experts)", flush=True)
                 shutil.rmtree(folder)
             prune(runner.run(name, mapping, depends))  # pruning keeps dense/
             continue
-        depends = tower_digest(Path(mapping["model_name_or_path"]))
+        depends = start_digest(mapping)
         if "distillation_experts" in mapping:
             depends += " experts " + _digest(runs / after / DENSE_FOLDER)
         arm, seed = name.rsplit("-seed", 1)
