@@ -259,3 +259,19 @@ def test_scene_expressions_option_names_the_bad_value():
     with pytest.raises(ValueError, match=r"scene_expressions: .* got 'semantic'"):
         DataArguments(scene_expressions="semantic")
     assert DataArguments(scene_expressions="classes").scene_expressions == "classes"
+
+
+def test_the_tables_keep_each_rendered_scene_by_seed_camera_and_style_read_only():
+    """The process-wide scene cache of `scene_datasets`: the same seeds in another style or camera are other scenes,
+    and the kept scene cannot be changed by a reader."""
+    from versavit_trainer.data.scene_tables import _scene, scene_datasets
+
+    for style in ("simple", "room", "simple"):
+        rows = scene_datasets(2, None, seed=40, style=style)["depth"]
+        for index in range(2):
+            assert (np.asarray(rows[index]["image"]) == generate_scene(40 + index, style=style).image).all()
+    moved = Camera(height=2.0)
+    assert (_scene(40, moved, "simple").image == generate_scene(40, moved, style="simple").image).all()
+    assert not (_scene(40, moved, "simple").image == _scene(40, None, "simple").image).all()
+    with pytest.raises(ValueError, match="read-only"):
+        _scene(40, None, "room").depth[0, 0] = 0.0

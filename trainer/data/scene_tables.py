@@ -12,21 +12,23 @@ from datasets import Dataset
 from .scenes import PLURALS, SCENE_TEXTS, Camera, Scene, generate_scene
 from .schemas import CAPTIONING_FEATURES, CONTRASTIVE_FEATURES, DEPTH_FEATURES, SEGMENTATION_FEATURES, encode_depth
 
-# Scenes rendered for the tables, kept for the process: the proving ground runs dozens of recipes/multitask.py runs in
-# one process on the same scenes (a room scene takes ~60 ms to render, 300 of them ~20 s a run). A scene is a pure
-# function of its arguments; the tables only read it.
-SCENE_CACHE_SIZE = 1024
-
-
 # What the segmentation rows' expressions refer to: "referring", each expression one object, unique in its scene (the
 # paper's referring segmentation); "classes", one expression per shape class present ("all spheres") whose mask is
 # every object of that class (semantic segmentation, posed as referring masks).
 SCENE_EXPRESSIONS = ("referring", "classes")
 
+# Scenes rendered for the tables, kept for the process: the proving ground runs dozens of recipes/multitask.py runs in
+# one process on the same scenes (a room scene takes ~60 ms to render, 300 of them ~20 s a run). A scene is a pure
+# function of its arguments; its arrays are made read-only, so no reader can change the kept copy.
+SCENE_CACHE_SIZE = 1024
+
 
 @functools.lru_cache(maxsize=SCENE_CACHE_SIZE)
-def _scene(seed: int, camera: Camera | None, style: str):
-    return generate_scene(seed, camera, style=style)
+def _scene(seed: int, camera: Camera | None, style: str) -> Scene:
+    scene = generate_scene(seed, camera, style=style)
+    for array in (scene.image, scene.depth, scene.instances, *(mask for _, mask in scene.expressions)):
+        array.flags.writeable = False
+    return scene
 
 
 def class_expressions(scene: Scene) -> list[tuple[str, np.ndarray]]:
